@@ -1,0 +1,1 @@
+"""kura_perf: load tests and evaluates the Kura pipeline."""

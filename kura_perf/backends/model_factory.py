@@ -1,0 +1,112 @@
+"""Build the models a profile names. Models are built once per backend (one client per model per
+process, one SentenceTransformer load per process)."""
+
+from __future__ import annotations
+
+import os
+
+from kura_perf.errors import ProfileError
+from kura_perf.profiles import Profile
+
+# Set by the API-simulator resource / CLI for profiles with api.simulate = true.
+SIMULATOR_URL_ENV = "KURA_PERF_SIMULATOR_URL"
+
+
+def api_settings(profile: Profile):
+    """Endpoint and key for API-backed models. The key is read from the environment, never stored."""
+    from kura_perf.models.openai_api import ApiSettings
+
+    api = profile.api
+    if api.simulate:
+        base_url = os.environ.get(SIMULATOR_URL_ENV)
+        if not base_url:
+            raise ProfileError(f"profile '{profile.name}' uses the API simulator, but it is not running "
+                               f"({SIMULATOR_URL_ENV} unset): run through Dagster or `kura-perf run`")
+        key = os.environ.get(api.api_key_env) or "sk-simulated"
+    else:
+        base_url = api.base_url or os.environ.get(api.base_url_env)
+        key = os.environ.get(api.api_key_env)
+        if not key:
+            raise ProfileError(f"profile '{profile.name}' calls a real API endpoint but ${api.api_key_env} is not "
+                               f"set; export it (and ${api.base_url_env} for a non-OpenAI endpoint), or use the "
+                               f"'simulated-openai' profile to run offline")
+    return ApiSettings(base_url=base_url, api_key=key, timeout_s=api.timeout_s, max_retries=api.max_retries,
+                       concurrency=api.concurrency)
+
+
+def _api_model_name(spec: str) -> str | None:
+    return spec.split(":", 1)[1] if spec.startswith("openai:") else None
+
+
+class ModelFactory:
+    def __init__(self, profile: Profile):
+        self.profile = profile
+        self._cache: dict[str, object] = {}
+
+    def _once(self, key, build):
+        if key not in self._cache:
+            self._cache[key] = build()
+        return self._cache[key]
+
+    def summary_model(self):
+        spec = self.profile.summary_model
+        if spec == "offline":
+            from kura_perf.models.offline_summary import OfflineSummaryModel
+
+            return self._once("summary", OfflineSummaryModel)
+        if (name := _api_model_name(spec)) is not None:
+            from kura_perf.models.openai_api import OpenAISummaryModel
+
+            return self._once("summary", lambda: OpenAISummaryModel(name, api_settings(self.profile)))
+        raise ProfileError(f"profile '{self.profile.name}': summary_model '{spec}': expected 'offline' or 'openai:<model>'")
+
+    def embedding_model(self):
+        spec, dim = self.profile.embedding_model, self.profile.embedding_dimension
+        if spec == "minilm":
+            from kura_perf.models.sentence_transformer import SentenceTransformerEmbedding
+
+            if dim not in (None, 384):
+                raise ProfileError(f"profile '{self.profile.name}': embedding_dimension {dim}: minilm gives 384")
+            return self._once("embed", lambda: SentenceTransformerEmbedding(batch_size=self.profile.batch_size))
+        if (name := _api_model_name(spec)) is not None:
+            from kura_perf.models.openai_api import OpenAIEmbedding
+
+            kwargs = {"dimension": dim} if dim else {}
+            return self._once("embed", lambda: OpenAIEmbedding(name, settings=api_settings(self.profile),
+                                                               batch_size=self.profile.batch_size, **kwargs))
+        raise ProfileError(f"profile '{self.profile.name}': embedding_model '{spec}': expected 'minilm' or 'openai:<model>'")
+
+    def namer(self):
+        spec = self.profile.naming_model
+        if spec == "offline":
+            from kura_perf.models.naming import TfidfClusterNamer
+
+            return self._once("namer", TfidfClusterNamer)
+        if (name := _api_model_name(spec)) is not None:
+            from kura_perf.models.openai_api import OpenAIClusterNamer
+
+            return self._once("namer", lambda: OpenAIClusterNamer(name, api_settings(self.profile)))
+        raise ProfileError(f"profile '{self.profile.name}': naming_model '{spec}': expected 'offline' or 'openai:<model>'")
+
+    def clustering_method(self, n_points: int):
+        from kura_perf.models import clustering
+
+        kind, params = self.profile.clustering, dict(self.profile.clustering_params)
+        builders = {"hdbscan": clustering.HDBSCANMethod, "kmeans": clustering.KMeansMethod,
+                    "agglomerative": clustering.AgglomerativeMethod}
+        try:
+            return builders[kind](**params)
+        except TypeError as exc:
+            raise ProfileError(f"profile '{self.profile.name}': clustering_params for '{kind}': {exc}") from None
+
+    def projection_method(self):
+        from kura_perf.models.projection import PCAProjection, UMAPProjection
+
+        return UMAPProjection(random_state=self.profile.seed) if self.profile.projection == "umap" else PCAProjection()
+
+    def close(self) -> None:
+        for model in self._cache.values():
+            close = getattr(model, "close", None)
+            if close:
+                close()
+        self._cache.clear()

@@ -1,0 +1,127 @@
+"""The reference backend: our stage functions over models chosen by the profile."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+
+from kura_perf.backends.conversion import conversations_from_table, conversations_to_table
+from kura_perf.backends.model_factory import ModelFactory
+from kura_perf.corpus import generate_conversations, load_conversations
+from kura_perf.meter.api import ApiCounters
+from kura_perf.outputs import StageData
+from kura_perf.profiles import Profile
+from kura_perf.stages.base import StageInputs, StageResult
+
+
+class ReferenceBackend:
+    name = "reference"
+
+    def __init__(self, profile: Profile):
+        self.profile = profile
+        self.models = ModelFactory(profile)
+
+    def close(self) -> None:
+        self.models.close()
+
+    def run(self, stage: str, inputs: StageInputs) -> StageResult:
+        return getattr(self, f"_{stage}")(inputs)
+
+    # -- stages ---------------------------------------------------------------------------------
+    def _conversations(self, inputs: StageInputs) -> StageResult:
+        p = self.profile
+        if p.data_file:
+            loaded = load_conversations(p.data_file, limit=inputs.scale_n, lenient=p.lenient,
+                                        format=p.data_format, allow_short=p.allow_short_data)
+            convs, skipped = loaded.conversations, loaded.skipped
+            extra = {"source": loaded.source, "problems": loaded.problems[:20]}
+        else:
+            convs, skipped = generate_conversations(inputs.scale_n, seed=p.seed), 0
+            extra = {"source": f"synthetic(seed={p.seed})"}
+        table = conversations_to_table(convs)
+        extra["raw_text_bytes"] = int(sum(len(m.content.encode()) for c in convs for m in c.messages))
+        return StageResult(StageData(tables={"main": table}), items_in=len(convs) + skipped,
+                           items_out=len(convs), skipped=skipped, extra=extra)
+
+    def _summaries(self, inputs: StageInputs) -> StageResult:
+        from kura_perf.stages.summaries import summarise
+
+        convs = conversations_from_table(inputs.upstream["conversations"].tables["main"])
+        model = self.models.summary_model()
+        table = summarise(convs, model, batch_size=max(self.profile.batch_size, 1), progress=inputs.progress)
+        return StageResult(StageData(tables={"main": table}), items_in=len(convs), items_out=len(table),
+                           api=_counters(model), extra={"model": model.name})
+
+    def _embeddings(self, inputs: StageInputs) -> StageResult:
+        from kura_perf.stages.embeddings import embed_summaries
+
+        summaries = inputs.upstream["summaries"].tables["main"]
+        model = self.models.embedding_model()
+        vectors = embed_summaries(summaries, model, progress=inputs.progress)
+        ids = pd.DataFrame({"chat_id": summaries["chat_id"]})
+        return StageResult(StageData(tables={"ids": ids}, arrays={"main": vectors}), items_in=len(summaries),
+                           items_out=len(vectors), api=_counters(model),
+                           extra={"model": model.name, "dimension": int(vectors.shape[1])})
+
+    def _clusters(self, inputs: StageInputs) -> StageResult:
+        from kura_perf.stages.clusters import cluster_summaries
+
+        summaries = inputs.upstream["summaries"].tables["main"]
+        vectors = inputs.upstream["embeddings"].arrays["main"]
+        truth = _truth(inputs.upstream["conversations"].tables["main"], summaries)
+        method, namer = self.models.clustering_method(len(summaries)), self.models.namer()
+        result = cluster_summaries(summaries, vectors, method, namer, truth=truth, seed=self.profile.seed)
+        return StageResult(StageData(tables={"main": result.clusters, "assignments": result.assignments}),
+                           items_in=len(summaries), items_out=len(result.clusters), quality=result.quality,
+                           api=_counters(namer), extra={"method": method.name, "params": _jsonable(method.params)})
+
+    def _meta_clusters(self, inputs: StageInputs) -> StageResult:
+        from kura_perf.stages.meta_clusters import build_hierarchy
+
+        clusters = inputs.upstream["clusters"].tables["main"]
+        embedder, namer = self.models.embedding_model(), self.models.namer()
+        hierarchy = build_hierarchy(clusters, embedder, namer, max_clusters=self.profile.meta_max_clusters,
+                                    max_iterations=self.profile.meta_max_iterations, seed=self.profile.seed)
+        table = hierarchy.table
+        api = _merge(_counters(embedder), _counters(namer))
+        return StageResult(StageData(tables={"main": table}), items_in=len(clusters), items_out=len(table),
+                           api=api, extra={"iterations": hierarchy.iterations, "cap_hit": hierarchy.cap_hit,
+                                           "roots": int(table["parent_id"].isna().sum()),
+                                           "levels": int(table["level"].max()) + 1 if len(table) else 0})
+
+    def _projections(self, inputs: StageInputs) -> StageResult:
+        from kura_perf.stages.projections import project
+
+        vectors = inputs.upstream["embeddings"].arrays["main"]
+        assignments = inputs.upstream["clusters"].tables["assignments"]
+        method = self.models.projection_method()
+        table = project(vectors, assignments, method)
+        return StageResult(StageData(tables={"main": table}), items_in=len(vectors), items_out=len(table),
+                           extra={"method": method.name})
+
+
+def _truth(conversations: pd.DataFrame, summaries: pd.DataFrame) -> list | None:
+    topics = conversations.set_index("chat_id")["topic"]
+    if topics.isna().any():
+        return None
+    return topics.reindex(summaries["chat_id"]).tolist()
+
+
+def _counters(model) -> ApiCounters | None:
+    return getattr(model, "counters", None)
+
+
+def _merge(*counters: ApiCounters | None) -> ApiCounters | None:
+    present = [c for c in counters if c is not None]
+    if not present:
+        return None
+    total = ApiCounters()
+    for c in present:
+        total.merge(c)
+    return total
+
+
+def _jsonable(value):
+    return json.loads(json.dumps(value, default=lambda v: v.item() if isinstance(v, np.generic) else str(v)))

@@ -1,0 +1,168 @@
+"""`kura-perf`: run partitions, list profiles, query the store. Errors print a message, not a traceback."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+from kura_perf.errors import KuraPerfError
+
+STAGE_COLUMNS = ["stage", "status", "items_in", "items_out", "wall_s", "cpu_s", "peak_rss_mb", "items_per_s",
+                 "bytes_written", "n_clusters", "api_calls", "api_429s", "cost_usd"]
+
+
+def _dagster_home(paths) -> Path:
+    """A persistent Dagster instance beside the data, so CLI runs show up in the UI too."""
+    home = Path(os.environ.get("DAGSTER_HOME") or paths.root / "dagster_home").resolve()
+    home.mkdir(parents=True, exist_ok=True)
+    config = home / "dagster.yaml"
+    if not config.exists():
+        config.write_text(DAGSTER_YAML)
+    os.environ["DAGSTER_HOME"] = str(home)
+    return home
+
+
+DAGSTER_YAML = """\
+# Written by kura-perf. One benchmark run at a time, so runs do not disturb each other's timings.
+run_queue:
+  max_concurrent_runs: 1
+telemetry:
+  enabled: false
+"""
+
+
+def cmd_run(args) -> int:
+    from kura_perf.config import Paths
+    from kura_perf.defs.launch import run_partition
+    from kura_perf.profiles import get_profile
+    from kura_perf.scales import scale_count
+
+    scale_count(args.scale)
+    get_profile(args.profile, args.profiles)  # refuse a bad profile before starting Dagster
+    if args.profiles:
+        os.environ["KURA_PERF_PROFILES"] = str(Path(args.profiles).resolve())
+    if args.no_meter:
+        os.environ["KURA_PERF_METER"] = "off"
+    paths = Paths.from_env()
+    _dagster_home(paths)
+    outcome = run_partition(args.scale, args.profile, stages=args.stages, paths=paths)
+    _print_records(outcome.records)
+    if not outcome.success:
+        print(f"\nrun {outcome.run_id} FAILED: {outcome.failure}", file=sys.stderr)
+        return 1
+    print(f"\nrun {outcome.run_id} succeeded; records in {paths.metrics}")
+    return 0
+
+
+def _print_records(records) -> None:
+    import pandas as pd
+
+    if records is None or len(records) == 0:
+        print("(no stage records)")
+        return
+    df = pd.DataFrame(records)
+    df["cpu_s"] = df["cpu_user_s"].fillna(0) + df["cpu_sys_s"].fillna(0)
+    cols = [c for c in STAGE_COLUMNS if c in df and df[c].notna().any()]
+    with pd.option_context("display.width", 200, "display.max_columns", 30, "display.float_format", "{:.3f}".format):
+        print(df[cols].to_string(index=False))
+
+
+def cmd_profiles(args) -> int:
+    from kura_perf.profiles import load_profiles
+
+    for name, profile in load_profiles(args.profiles).items():
+        print(f"{name:20s} {profile.backend:9s} {profile.clustering:13s} {profile.embedding_model:28s} "
+              f"{profile.description}")
+    return 0
+
+
+def cmd_sql(args) -> int:
+    import pandas as pd
+
+    from kura_perf.config import Paths
+    from kura_perf.store import query
+
+    try:
+        df = query(Paths.from_env().metrics, args.query)
+    except Exception as exc:  # duckdb errors are the user's SQL: show them plainly
+        raise KuraPerfError(f"query failed: {exc}") from None
+    if args.format == "csv":
+        df.to_csv(sys.stdout, index=False)
+    elif args.format == "json":
+        print(df.to_json(orient="records", date_format="iso"))
+    else:
+        with pd.option_context("display.width", 200, "display.max_columns", 40, "display.max_rows", 500):
+            print(df.to_string(index=False) if len(df) else "(no rows)")
+    return 0
+
+
+def cmd_db(args) -> int:
+    from kura_perf.config import Paths
+    from kura_perf.store import refresh_database
+    from kura_perf.store.pending import recover
+
+    paths = Paths.from_env()
+    recovered = recover(paths.pending, paths.metrics)
+    ok = refresh_database(paths.metrics, paths.database)
+    print(f"recovered {recovered} stranded record(s); views {'refreshed in' if ok else 'NOT refreshed (busy):'} "
+          f"{paths.database}")
+    return 0 if ok else 1
+
+
+def cmd_simulate_api(args) -> int:
+    from kura_perf.simulator.__main__ import main as simulator_main
+
+    return simulator_main(args.rest)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="kura-perf", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="materialize the stage assets of one partition, in-process")
+    run.add_argument("--scale", default="100", help="100, 1k, 5k, 10k, 50k or 100k")
+    run.add_argument("--profile", default="offline")
+    run.add_argument("--stages", nargs="+", help="only these stages (their inputs must exist)")
+    run.add_argument("--profiles", help="an extra profiles TOML file")
+    run.add_argument("--no-meter", action="store_true", help="disable the memory sampler (to measure its cost)")
+    run.set_defaults(func=cmd_run)
+
+    profiles = sub.add_parser("profiles", help="list the profiles")
+    profiles.add_argument("--profiles", help="an extra profiles TOML file")
+    profiles.set_defaults(func=cmd_profiles)
+
+    sql = sub.add_parser("sql", help="run a DuckDB query over the metrics store")
+    sql.add_argument("query")
+    sql.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    sql.set_defaults(func=cmd_sql)
+
+    db = sub.add_parser("db", help="refresh the views in data/metrics.duckdb")
+    db.set_defaults(func=cmd_db)
+
+    sim = sub.add_parser("simulate-api", help="serve the OpenAI-compatible simulator (see --help after it)",
+                         add_help=False)
+    sim.add_argument("rest", nargs=argparse.REMAINDER)
+    sim.set_defaults(func=cmd_simulate_api)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    try:
+        return args.func(args)
+    except KuraPerfError as exc:
+        print(f"kura-perf: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("kura-perf: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,43 @@
+"""Where kura_perf reads and writes. One root (KURA_PERF_HOME, default ./data) holds everything."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Paths:
+    root: Path
+
+    @classmethod
+    def from_env(cls) -> "Paths":
+        return cls(Path(os.environ.get("KURA_PERF_HOME", "data")).resolve())
+
+    @property
+    def storage(self) -> Path:
+        """Stage outputs: storage/<profile>/<scale>/."""
+        return self.root / "storage"
+
+    @property
+    def metrics(self) -> Path:
+        """One Parquet file per record: the source of truth for every figure."""
+        return self.root / "metrics"
+
+    @property
+    def database(self) -> Path:
+        """A DuckDB file of views over metrics/, for analysts' own DuckDB shells."""
+        return Path(os.environ.get("KURA_PERF_DB", self.root / "metrics.duckdb"))
+
+    @property
+    def reports(self) -> Path:
+        return self.root / "reports"
+
+    @property
+    def pending(self) -> Path:
+        """Stage records handed from an asset body to its hook within one run."""
+        return self.root / "metrics_pending"
+
+    def partition_dir(self, profile: str, scale: str) -> Path:
+        return self.storage / profile / scale

@@ -1,0 +1,67 @@
+"""The Kura pipeline's stages as partitioned assets. Each body is a few lines: resolve the partition,
+run the stage through the core runner (which measures it), return its figures as metadata."""
+
+from __future__ import annotations
+
+from dagster import AssetExecutionContext, AssetKey, MaterializeResult, MetadataValue, asset
+
+from kura_perf.defs.hooks import STAGE_HOOKS
+from kura_perf.defs.partitions import benchmark_partitions
+from kura_perf.defs.resources import KuraPerfResource
+from kura_perf.runner import StageRun, run_stage
+from kura_perf.stages.base import STAGES, UPSTREAM
+
+DESCRIPTIONS = {
+    "conversations": "Conversations for the partition: synthetic (ground-truth topics) or the profile's data file.",
+    "summaries": "Kura's per-conversation summary fields, from the profile's summary model.",
+    "embeddings": "One vector per summary, from the profile's embedding model (.npy).",
+    "clusters": "Base clusters with names and descriptions; clustering quality in the record.",
+    "meta_clusters": "Kura's hierarchy: base clusters reduced to at most meta_max_clusters roots.",
+    "projections": "2-D coordinates of every conversation (UMAP or PCA).",
+}
+
+
+def stage_metadata(record: dict) -> dict:
+    def num(key, digits=3):
+        value = record.get(key)
+        return None if value is None else round(float(value), digits)
+
+    meta = {
+        "rows": record.get("items_out"),
+        "wall_s": num("wall_s"),
+        "cpu_s": num("cpu_user_s") + num("cpu_sys_s"),
+        "peak_rss_mb": num("peak_rss_mb", 1),
+        "rss_start_mb": num("rss_start_mb", 1),
+        "items_per_s": num("items_per_s", 1),
+        "bytes_written": record.get("bytes_written"),
+        "record_id": record["record_id"],
+        "profile_hash": record["profile_hash"],
+        "code_version": record["code_version"],
+    }
+    for key in ("n_clusters", "silhouette", "ari", "nmi", "noise_share", "api_calls", "api_429s", "cost_usd"):
+        if record.get(key) is not None:
+            meta[key] = num(key, 4) if isinstance(record[key], float) else record[key]
+    return {k: (MetadataValue.int(v) if isinstance(v, int) else v) for k, v in meta.items() if v is not None}
+
+
+def build_stage_asset(stage: str):
+    @asset(
+        name=stage,
+        partitions_def=benchmark_partitions,
+        deps=[AssetKey(up) for up in UPSTREAM[stage]],
+        hooks=STAGE_HOOKS,
+        group_name="kura_pipeline",
+        kinds={"python"},
+        description=DESCRIPTIONS[stage],
+    )
+    def _stage_asset(context: AssetExecutionContext, kura_perf: KuraPerfResource) -> MaterializeResult:
+        keys = context.partition_key.keys_by_dimension
+        run = StageRun(stage, kura_perf.profile(keys["profile"]), keys["scale"], run_id=context.run_id,
+                       paths=kura_perf.paths())
+        record = run_stage(run)
+        return MaterializeResult(metadata=stage_metadata(record))
+
+    return _stage_asset
+
+
+stage_assets = [build_stage_asset(stage) for stage in STAGES]

@@ -1,0 +1,57 @@
+"""Hooks that move each stage's record into the metrics store, on success and on failure.
+
+They are attached to the assets (not to a job), because a job's hooks do not fire when assets are
+materialized from the UI. A failure that happened before the stage could measure anything (say,
+a bad profile) still gets a record, built here from the exception."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timezone
+
+from dagster import HookContext, failure_hook, success_hook
+
+from kura_perf.meter.host import code_version, host_info
+from kura_perf.scales import SCALES
+from kura_perf.store.pending import commit_pending
+from kura_perf.store.writer import write_record
+
+
+def _partition(context: HookContext) -> tuple[str | None, str | None]:
+    run = context.instance.get_run_by_id(context.run_id)
+    tags = run.tags if run else {}
+    return tags.get("dagster/partition/profile"), tags.get("dagster/partition/scale")
+
+
+def _stage(context: HookContext) -> str:
+    return context.op.name
+
+
+def _record_unmeasured_failure(context: HookContext, paths) -> None:
+    profile, scale = _partition(context)
+    exc = context.op_exception
+    now = datetime.now(timezone.utc)
+    write_record(paths.metrics, "stage_runs", {
+        "record_id": uuid.uuid4().hex, "run_id": context.run_id, "stage": _stage(context),
+        "profile": profile, "scale": scale, "scale_n": SCALES.get(scale or ""),
+        "status": "failed", "error_type": type(exc).__name__ if exc else "Unknown",
+        "error_message": str(exc)[:2000] if exc else "step failed before it was measured",
+        "started_at": now, "finished_at": now, "metered": False, "code_version": code_version(), **host_info(),
+    })
+
+
+@success_hook(required_resource_keys={"kura_perf"})
+def record_stage_success(context: HookContext) -> None:
+    paths = context.resources.kura_perf.paths()
+    if commit_pending(paths.pending, paths.metrics, context.run_id, _stage(context)) is None:
+        context.log.warning(f"no stage record found for {_stage(context)} in run {context.run_id}")
+
+
+@failure_hook(required_resource_keys={"kura_perf"})
+def record_stage_failure(context: HookContext) -> None:
+    paths = context.resources.kura_perf.paths()
+    if commit_pending(paths.pending, paths.metrics, context.run_id, _stage(context)) is None:
+        _record_unmeasured_failure(context, paths)
+
+
+STAGE_HOOKS = {record_stage_success, record_stage_failure}

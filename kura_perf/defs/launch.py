@@ -1,0 +1,59 @@
+"""Materialize one partition in-process: what `kura-perf run` calls. The same assets, hooks and checks
+as the UI runs, so the CLI is not a second code path."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+from kura_perf.config import Paths
+from kura_perf.stages.base import STAGES
+
+
+@dataclass
+class RunOutcome:
+    run_id: str
+    success: bool
+    failure: str | None
+    records: list[dict] = field(default_factory=list)
+
+
+def run_partition(scale: str, profile: str, stages: list[str] | None = None, paths: Paths | None = None,
+                  instance=None) -> RunOutcome:
+    from dagster import AssetKey, DagsterInstance, materialize
+
+    from kura_perf.defs.partitions import partition_key
+    from kura_perf.defs.resources import KuraPerfResource
+    from kura_perf.definitions import defs
+    from kura_perf.errors import KuraPerfError
+    from kura_perf.store import query
+
+    paths = paths or Paths.from_env()
+    unknown = set(stages or []) - set(STAGES)
+    if unknown:
+        raise KuraPerfError(f"unknown stage(s) {sorted(unknown)}; expected some of {', '.join(STAGES)}")
+    selection = [AssetKey(s) for s in (stages or STAGES)]
+    resources = {**defs.resources, "kura_perf": KuraPerfResource(home=str(paths.root))}
+    result = materialize(
+        [*defs.assets, *(defs.asset_checks or [])],
+        selection=selection,
+        partition_key=partition_key(scale, profile),
+        instance=instance or DagsterInstance.get(),
+        resources=resources,
+        raise_on_error=False,
+        tags={"kura_perf/source": "cli"},
+    )
+    failure = None
+    if not result.success:
+        failed = [e for e in result.all_events if e.is_step_failure]
+        failure = "; ".join(f"{e.step_key}: {e.step_failure_data.error.message.strip()}" for e in failed
+                            if e.step_failure_data and e.step_failure_data.error) or "run failed"
+    records = query(paths.metrics, "SELECT * FROM stage_runs WHERE run_id = ?", [result.run_id])
+    if len(records):
+        records["order"] = records["stage"].map({s: i for i, s in enumerate(STAGES)})
+        records = records.sort_values("order").drop(columns="order")
+    return RunOutcome(result.run_id, result.success, failure, records.to_dict("records") if len(records) else [])
+
+
+__all__ = ["RunOutcome", "run_partition", "pd"]

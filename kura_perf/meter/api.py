@@ -1,0 +1,35 @@
+"""Counters an API-backed model fills at the HTTP layer; the meter copies them into the stage record."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field, fields
+
+
+@dataclass
+class ApiCounters:
+    calls: int = 0  # HTTP requests sent, retries included
+    errors: int = 0  # responses/exceptions that were not 2xx (429 included)
+    rate_limited: int = 0  # HTTP 429
+    retries: int = 0
+    timeouts: int = 0
+    tokens_in: int = 0
+    tokens_out: int = 0
+    cost_usd: float = 0.0
+    latencies_s: list[float] = field(default_factory=list)  # one per successful request
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def add(self, **deltas) -> None:
+        with self._lock:
+            for key, value in deltas.items():
+                setattr(self, key, getattr(self, key) + value)
+
+    def merge(self, other: "ApiCounters") -> None:
+        with self._lock:
+            for f in fields(self):
+                if f.name.startswith("_"):
+                    continue
+                setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
+
+    def as_dict(self) -> dict:
+        return {f.name: getattr(self, f.name) for f in fields(self) if not f.name.startswith("_")}

@@ -1,0 +1,86 @@
+"""Stage outputs on disk: data/storage/<profile>/<scale>/<stage>.* (Parquet tables, .npy arrays).
+
+A stage's files are each written to a temp name and renamed; its manifest (names and sizes) is
+written last, the same way. Readers go through the manifest, so a stage that died half-way is
+seen as absent, never as half-written. The manifest's sizes are the stage's storage figure.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from kura_perf.errors import StageError
+
+
+@dataclass
+class StageData:
+    """What a stage produces and the next stage reads."""
+
+    tables: dict[str, pd.DataFrame] = field(default_factory=dict)
+    arrays: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+def _file_name(stage: str, key: str, suffix: str) -> str:
+    return f"{stage}{'' if key == 'main' else '.' + key}{suffix}"
+
+
+def _atomic(path: Path, write) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    write(tmp)
+    with open(tmp, "rb") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _save_npy(path: Path, array: np.ndarray) -> None:
+    with open(path, "wb") as f:  # a file object: np.save would append ".npy" to a temp name
+        np.save(f, array)
+
+
+def write_stage(folder: Path, stage: str, data: StageData) -> dict[str, int]:
+    """Write all outputs of a stage; return {file name: bytes}."""
+    folder.mkdir(parents=True, exist_ok=True)
+    manifest = folder / f"{stage}.manifest.json"
+    manifest.unlink(missing_ok=True)  # a re-run invalidates the old output before touching it
+    sizes: dict[str, int] = {}
+    for key, table in data.tables.items():
+        path = folder / _file_name(stage, key, ".parquet")
+        _atomic(path, lambda tmp, t=table: t.to_parquet(tmp, index=False))
+        sizes[path.name] = path.stat().st_size
+    for key, array in data.arrays.items():
+        path = folder / _file_name(stage, key, ".npy")
+        _atomic(path, lambda tmp, a=array: _save_npy(tmp, a))
+        sizes[path.name] = path.stat().st_size
+    body = {"stage": stage, "tables": sorted(data.tables), "arrays": sorted(data.arrays), "files": sizes}
+    _atomic(manifest, lambda tmp: tmp.write_text(json.dumps(body, indent=1)))
+    return sizes
+
+
+def has_stage(folder: Path, stage: str) -> bool:
+    return (folder / f"{stage}.manifest.json").is_file()
+
+
+def read_stage(folder: Path, stage: str) -> StageData:
+    manifest = folder / f"{stage}.manifest.json"
+    if not manifest.is_file():
+        raise StageError(f"no complete output of stage '{stage}' in {folder}: materialize it first")
+    body = json.loads(manifest.read_text())
+    data = StageData()
+    for key in body["tables"]:
+        data.tables[key] = pd.read_parquet(folder / _file_name(stage, key, ".parquet"))
+    for key in body["arrays"]:
+        data.arrays[key] = np.load(folder / _file_name(stage, key, ".npy"))
+    return data
+
+
+def stage_bytes(folder: Path, stage: str) -> int:
+    manifest = folder / f"{stage}.manifest.json"
+    if not manifest.is_file():
+        return 0
+    return sum(json.loads(manifest.read_text())["files"].values())

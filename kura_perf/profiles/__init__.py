@@ -1,0 +1,75 @@
+"""Profiles: the built-in file plus any the user names in KURA_PERF_PROFILES (a TOML file)."""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from importlib import resources
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from kura_perf.errors import ProfileError
+from kura_perf.profiles.schema import ApiConfig, Profile
+
+__all__ = ["Profile", "ApiConfig", "load_profiles", "get_profile", "profile_names"]
+
+BUILTIN = "profiles.toml"
+
+
+def _read_toml(text: str, source: str) -> dict:
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ProfileError(f"{source}: not valid TOML: {exc}") from None
+
+
+def _describe(err: dict, source: str, name: str) -> str:
+    key = ".".join(str(p) for p in err["loc"]) or "(profile)"
+    kind, msg = err["type"], err["msg"]
+    if kind == "extra_forbidden":
+        allowed = sorted(Profile.model_fields if len(err["loc"]) == 1 else ApiConfig.model_fields)
+        return f"{source}: profile '{name}': unknown key '{key}'; allowed keys: {', '.join(allowed)}"
+    got = err.get("input")
+    return f"{source}: profile '{name}': key '{key}': {msg} (got {got!r})"
+
+
+def parse_profiles(data: dict, source: str) -> dict[str, Profile]:
+    profiles = {}
+    for name, body in data.items():
+        if not isinstance(body, dict):
+            raise ProfileError(f"{source}: '{name}' must be a table of settings, got {type(body).__name__}")
+        try:
+            profiles[name] = Profile(name=name, **body)
+        except ValidationError as exc:
+            raise ProfileError(_describe(exc.errors()[0], source, name)) from None
+        except TypeError as exc:  # e.g. a 'name' key given twice
+            raise ProfileError(f"{source}: profile '{name}': {exc}") from None
+    return profiles
+
+
+def load_profiles(extra_file: str | os.PathLike | None = None) -> dict[str, Profile]:
+    text = resources.files("kura_perf.profiles").joinpath(BUILTIN).read_text()
+    profiles = parse_profiles(_read_toml(text, BUILTIN), BUILTIN)
+    extra_file = extra_file or os.environ.get("KURA_PERF_PROFILES")
+    if extra_file:
+        path = Path(extra_file)
+        if not path.is_file():
+            raise ProfileError(f"profiles file not found: {path} (set by KURA_PERF_PROFILES or --profiles)")
+        profiles.update(parse_profiles(_read_toml(path.read_text(), str(path)), str(path)))
+    return profiles
+
+
+def get_profile(name: str, extra_file: str | None = None) -> Profile:
+    profiles = load_profiles(extra_file)
+    if name not in profiles:
+        raise ProfileError(f"unknown profile '{name}'; available: {', '.join(profiles)}")
+    return profiles[name]
+
+
+def profile_names() -> list[str]:
+    """Names for the partition definition: fixed at import, so only built-in plus KURA_PERF_PROFILES."""
+    try:
+        return list(load_profiles())
+    except ProfileError:
+        return list(load_profiles.__wrapped__()) if hasattr(load_profiles, "__wrapped__") else ["offline"]

@@ -1,0 +1,62 @@
+"""A profile: one named, validated pipeline configuration."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class ApiConfig(BaseModel):
+    """Where API-backed models send requests. The key itself is never stored: only the env var's name."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    base_url: str | None = None
+    base_url_env: str = "OPENAI_BASE_URL"
+    api_key_env: str = "OPENAI_API_KEY"
+    simulate: bool = False  # start the local simulator for the run and point base_url at it
+    concurrency: int = Field(10, ge=1, le=1000)
+    timeout_s: float = Field(30.0, gt=0)
+    max_retries: int = Field(5, ge=0, le=50)
+    simulator: dict = Field(default_factory=dict)  # SimulatorConfig fields
+
+
+class Profile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    description: str = ""
+    backend: Literal["reference", "kura"] = "reference"
+    summary_model: str = "offline"  # "offline" or "openai:<model>"
+    naming_model: str = "offline"  # "offline" or "openai:<model>"
+    embedding_model: str = "minilm"  # "minilm" or "openai:<model>"
+    embedding_dimension: int | None = Field(None, ge=1, le=8192)
+    clustering: Literal["hdbscan", "kmeans", "agglomerative"] = "hdbscan"
+    clustering_params: dict = Field(default_factory=dict)
+    meta_max_clusters: int = Field(10, ge=1)
+    meta_max_iterations: int = Field(10, ge=1, le=1000)
+    projection: Literal["umap", "pca"] = "umap"
+    batch_size: int = Field(64, ge=1, le=100_000)
+    data_file: str | None = None  # real conversations; default is the synthetic generator
+    data_format: Literal["auto", "kura", "openai", "sharegpt"] = "auto"
+    allow_short_data: bool = False  # run a partition on fewer conversations than its scale if the file is short
+    lenient: bool = False  # skip bad input records (counted) instead of failing
+    seed: int = 0
+    memory_limit_mb: int | None = Field(None, ge=64)  # stop a stage past this RSS: a breaking point
+    stage_timeout_s: float | None = Field(None, gt=0)  # stop a stage past this wall time: a breaking point
+    regression_threshold: float = Field(0.10, gt=0)
+    budgets_blocking: bool = False
+    min_silhouette: float | None = None
+    min_ari: float | None = None
+    api: ApiConfig = Field(default_factory=ApiConfig)
+
+    def content_hash(self) -> str:
+        """Identity of what is measured: two runs compare only when this matches (the description does not count)."""
+        payload = self.model_dump(exclude={"description", "name"})
+        return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+    def uses_api(self) -> bool:
+        return any(m.startswith("openai:") for m in (self.summary_model, self.naming_model, self.embedding_model))

@@ -1,0 +1,41 @@
+"""What every backend's stage takes and returns, so the runner, meter and checks treat them alike."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+from kura_perf.meter.api import ApiCounters
+from kura_perf.outputs import StageData
+
+STAGES = ("conversations", "summaries", "embeddings", "clusters", "meta_clusters", "projections")
+
+# What each stage reads from earlier stages' stored outputs.
+UPSTREAM: dict[str, tuple[str, ...]] = {
+    "conversations": (),
+    "summaries": ("conversations",),
+    "embeddings": ("summaries",),
+    "clusters": ("conversations", "summaries", "embeddings"),
+    "meta_clusters": ("clusters",),
+    "projections": ("embeddings", "clusters"),
+}
+
+Progress = Callable[[int, int], None]
+
+
+@dataclass
+class StageInputs:
+    scale_n: int
+    upstream: dict[str, StageData]
+    progress: Progress | None = None
+
+
+@dataclass
+class StageResult:
+    data: StageData
+    items_in: int
+    items_out: int
+    skipped: int = 0
+    quality: dict = field(default_factory=dict)
+    api: ApiCounters | None = None
+    extra: dict = field(default_factory=dict)

@@ -1,0 +1,159 @@
+"""The columns of every table in the metrics store. One place, so writers and views agree."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+_TS = pa.timestamp("us", tz="UTC")
+
+COMPARABILITY = [
+    ("run_id", pa.string()),
+    ("code_version", pa.string()),
+    ("package_versions", pa.string()),  # JSON {package: version}
+    ("kura_version", pa.string()),
+    ("host_fingerprint", pa.string()),
+    ("host_cpu", pa.string()),
+    ("host_cores", pa.int64()),
+    ("host_ram_gb", pa.float64()),
+    ("host_os", pa.string()),
+]
+
+STAGE_RUNS = pa.schema([
+    ("record_id", pa.string()),
+    ("stage", pa.string()),
+    ("backend", pa.string()),
+    ("profile", pa.string()),
+    ("profile_hash", pa.string()),
+    ("scale", pa.string()),
+    ("scale_n", pa.int64()),  # conversations the partition asks for
+    ("status", pa.string()),  # success | failed | breaking_point
+    ("error_type", pa.string()),
+    ("error_message", pa.string()),
+    ("started_at", _TS),
+    ("finished_at", _TS),
+    ("wall_s", pa.float64()),
+    ("cpu_user_s", pa.float64()),
+    ("cpu_sys_s", pa.float64()),
+    ("rss_start_mb", pa.float64()),
+    ("peak_rss_mb", pa.float64()),
+    ("peak_method", pa.string()),
+    ("mem_timeline_s", pa.list_(pa.float64())),
+    ("mem_timeline_mb", pa.list_(pa.float64())),
+    ("items_in", pa.int64()),
+    ("items_out", pa.int64()),
+    ("items_per_s", pa.float64()),
+    ("bytes_written", pa.int64()),
+    ("skipped_records", pa.int64()),
+    ("api_calls", pa.int64()),
+    ("api_errors", pa.int64()),
+    ("api_429s", pa.int64()),
+    ("api_retries", pa.int64()),
+    ("api_timeouts", pa.int64()),
+    ("tokens_in", pa.int64()),
+    ("tokens_out", pa.int64()),
+    ("cost_usd", pa.float64()),
+    ("latency_p50_ms", pa.float64()),
+    ("latency_p95_ms", pa.float64()),
+    ("latency_p99_ms", pa.float64()),
+    ("silhouette", pa.float64()),
+    ("davies_bouldin", pa.float64()),
+    ("n_clusters", pa.int64()),
+    ("noise_share", pa.float64()),
+    ("ari", pa.float64()),
+    ("nmi", pa.float64()),
+    ("v_measure", pa.float64()),
+    ("metered", pa.bool_()),
+    ("meter_cpu_s", pa.float64()),
+    ("extra", pa.string()),  # JSON: stage-specific figures (iterations, k, files, ...)
+    *COMPARABILITY,
+])
+
+CHECK_RESULTS = pa.schema([
+    ("record_id", pa.string()),
+    ("checked_at", _TS),
+    ("check_name", pa.string()),  # regression_wall_s | regression_peak_rss_mb | budget_* | sanity | quality
+    ("stage", pa.string()),
+    ("profile", pa.string()),
+    ("profile_hash", pa.string()),
+    ("scale", pa.string()),
+    ("passed", pa.bool_()),
+    ("severity", pa.string()),  # WARN | ERROR
+    ("value", pa.float64()),
+    ("baseline", pa.float64()),
+    ("ratio", pa.float64()),
+    ("noise_low", pa.float64()),
+    ("noise_high", pa.float64()),
+    ("samples", pa.int64()),
+    ("message", pa.string()),
+    ("stage_record_id", pa.string()),
+    *COMPARABILITY,
+])
+
+ALERTS = pa.schema([
+    ("record_id", pa.string()),
+    ("raised_at", _TS),
+    ("kind", pa.string()),
+    ("stage", pa.string()),
+    ("profile", pa.string()),
+    ("scale", pa.string()),
+    ("message", pa.string()),
+    ("check_record_id", pa.string()),
+    ("delivered_to", pa.string()),
+    ("run_id", pa.string()),
+])
+
+SWEEP_RESULTS = pa.schema([
+    ("record_id", pa.string()),
+    ("run_id", pa.string()),
+    ("recorded_at", _TS),
+    ("profile", pa.string()),
+    ("scale", pa.string()),
+    ("stage", pa.string()),  # summaries | embeddings
+    ("concurrency", pa.int64()),
+    ("items", pa.int64()),
+    ("wall_s", pa.float64()),
+    ("items_per_min", pa.float64()),
+    ("latency_p50_ms", pa.float64()),
+    ("latency_p95_ms", pa.float64()),
+    ("latency_p99_ms", pa.float64()),
+    ("api_calls", pa.int64()),
+    ("api_429s", pa.int64()),
+    ("share_429", pa.float64()),
+    ("api_retries", pa.int64()),
+    ("api_errors", pa.int64()),
+    ("tokens_in", pa.int64()),
+    ("tokens_out", pa.int64()),
+    ("cost_usd", pa.float64()),
+    ("cost_per_1k_conversations", pa.float64()),
+    ("status", pa.string()),
+    ("error_message", pa.string()),
+    ("host_fingerprint", pa.string()),
+    ("code_version", pa.string()),
+])
+
+BASELINE_PINS = pa.schema([
+    ("record_id", pa.string()),
+    ("pinned_at", _TS),
+    ("action", pa.string()),  # pin | clear
+    ("run_id", pa.string()),
+    ("profile", pa.string()),
+    ("scale", pa.string()),
+    ("host_fingerprint", pa.string()),
+])
+
+TABLES: dict[str, pa.Schema] = {
+    "stage_runs": STAGE_RUNS,
+    "check_results": CHECK_RESULTS,
+    "alerts": ALERTS,
+    "sweep_results": SWEEP_RESULTS,
+    "baseline_pins": BASELINE_PINS,
+}
+
+_DUCK = {
+    pa.string(): "VARCHAR", pa.int64(): "BIGINT", pa.float64(): "DOUBLE", pa.bool_(): "BOOLEAN",
+    _TS: "TIMESTAMPTZ", pa.list_(pa.float64()): "DOUBLE[]",
+}
+
+
+def duckdb_type(t: pa.DataType) -> str:
+    return _DUCK[t]

@@ -1,0 +1,76 @@
+"""Views over the record files. The same SQL serves an in-memory connection (our queries) and the
+data/metrics.duckdb file (for analysts' own DuckDB shells)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from kura_perf.store.schema import TABLES, duckdb_type
+
+
+def _sql_str(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def table_view_sql(metrics_dir: Path, table: str) -> str:
+    schema = TABLES[table]
+    folder = Path(metrics_dir) / table
+    if any(folder.glob("date=*/*.parquet")):
+        glob = _sql_str(str(folder / "date=*" / "*.parquet"))
+        cols = ", ".join(f'CAST("{f.name}" AS {duckdb_type(f.type)}) AS "{f.name}"' for f in schema)
+        return (f"CREATE OR REPLACE VIEW {table} AS SELECT {cols} FROM read_parquet({glob}, "
+                f"union_by_name = true, hive_partitioning = false)")
+    cols = ", ".join(f'CAST(NULL AS {duckdb_type(f.type)}) AS "{f.name}"' for f in schema)
+    return f"CREATE OR REPLACE VIEW {table} AS SELECT {cols} LIMIT 0"
+
+
+# Derived views. Documented in README ("Querying the metrics store").
+DERIVED = {
+    # The most recent successful record of each stage per partition and host.
+    "latest_stage_runs": """
+        SELECT * EXCLUDE (rn) FROM (
+            SELECT *, row_number() OVER (PARTITION BY stage, profile, scale, host_fingerprint
+                                         ORDER BY finished_at DESC) AS rn
+            FROM stage_runs WHERE status = 'success')
+        WHERE rn = 1""",
+    # One row per run: totals across its stages.
+    "run_summary": """
+        SELECT run_id, profile, scale, any_value(scale_n) AS scale_n, any_value(host_fingerprint) AS host_fingerprint,
+               any_value(code_version) AS code_version, min(started_at) AS started_at,
+               count(*) AS stages, count(*) FILTER (WHERE status = 'success') AS stages_ok,
+               sum(wall_s) AS wall_s, max(peak_rss_mb) AS peak_rss_mb, sum(bytes_written) AS bytes_written,
+               sum(api_calls) AS api_calls, sum(api_429s) AS api_429s, sum(cost_usd) AS cost_usd,
+               string_agg(CASE WHEN status <> 'success' THEN stage || ': ' || error_message END, '; ') AS failures
+        FROM stage_runs GROUP BY run_id, profile, scale""",
+    # Scaling curves: median figures per stage and scale (successful runs).
+    "scaling": """
+        SELECT stage, backend, profile, host_fingerprint, scale, scale_n, count(*) AS runs,
+               median(wall_s) AS wall_s, median(peak_rss_mb) AS peak_rss_mb,
+               median(peak_rss_mb - rss_start_mb) AS peak_growth_mb,
+               median(items_per_s) AS items_per_s, median(bytes_written) AS bytes_written,
+               median(bytes_written) / nullif(any_value(scale_n), 0) AS bytes_per_conversation,
+               median(wall_s) * 1000.0 / nullif(any_value(scale_n), 0) AS s_per_1k_conversations,
+               median(cost_usd) * 1000.0 / nullif(any_value(scale_n), 0) AS cost_per_1k_conversations
+        FROM stage_runs WHERE status = 'success'
+        GROUP BY stage, backend, profile, host_fingerprint, scale, scale_n""",
+    # Where the pipeline broke: guards that stopped a stage, and failures.
+    "breaking_points": """
+        SELECT stage, profile, scale, scale_n, status, error_type, error_message, peak_rss_mb, wall_s,
+               finished_at, run_id, host_fingerprint
+        FROM stage_runs WHERE status <> 'success' ORDER BY finished_at DESC""",
+    # Failed regression checks.
+    "regressions": """
+        SELECT * FROM check_results WHERE check_name LIKE 'regression%' AND NOT passed
+        ORDER BY checked_at DESC""",
+    # Storage per conversation by stage, latest run per partition.
+    "storage": """
+        SELECT profile, scale, scale_n, stage, bytes_written,
+               bytes_written / nullif(scale_n, 0) / 1024.0 AS kb_per_conversation
+        FROM latest_stage_runs""",
+}
+
+
+def all_view_sql(metrics_dir: Path) -> list[str]:
+    statements = [table_view_sql(metrics_dir, t) for t in TABLES]
+    statements += [f"CREATE OR REPLACE VIEW {name} AS {sql}" for name, sql in DERIVED.items()]
+    return statements

@@ -1,0 +1,123 @@
+import multiprocessing as mp
+import subprocess
+import sys
+import textwrap
+import time
+from datetime import datetime, timezone
+
+import duckdb
+import pytest
+
+from kura_perf.store import query, refresh_database, write_record
+from kura_perf.store.pending import commit_pending, recover, save_pending
+
+
+def _record(i: int, run_id: str = "run", stage: str = "summaries", status: str = "success") -> dict:
+    now = datetime.now(timezone.utc)
+    return {"record_id": f"r{i}", "run_id": run_id, "stage": stage, "profile": "offline", "scale": "100",
+            "scale_n": 100, "status": status, "started_at": now, "finished_at": now, "wall_s": 1.0 + i,
+            "peak_rss_mb": 100.0, "host_fingerprint": "h", "mem_timeline_s": [0.0, 0.1],
+            "mem_timeline_mb": [10.0, 11.0], "bytes_written": 1000 * i}
+
+
+def test_empty_store_has_typed_views(tmp_path):
+    out = query(tmp_path, "SELECT count(*) AS n FROM stage_runs")
+    assert out["n"][0] == 0
+    for view in ("latest_stage_runs", "run_summary", "scaling", "breaking_points", "regressions", "check_results",
+                 "alerts", "sweep_results", "storage"):
+        assert len(query(tmp_path, f"SELECT * FROM {view}")) == 0
+
+
+def test_round_trip_and_derived_views(tmp_path):
+    for i in range(3):
+        write_record(tmp_path, "stage_runs", _record(i))
+    write_record(tmp_path, "stage_runs", _record(9, stage="clusters", status="failed"))
+    rows = query(tmp_path, "SELECT * FROM stage_runs ORDER BY record_id")
+    assert list(rows["record_id"]) == ["r0", "r1", "r2", "r9"]
+    assert list(rows["mem_timeline_mb"][0]) == [10.0, 11.0]
+    assert query(tmp_path, "SELECT count(*) n FROM latest_stage_runs")["n"][0] == 1
+    assert query(tmp_path, "SELECT runs FROM scaling")["runs"][0] == 3
+    assert query(tmp_path, "SELECT stage FROM breaking_points")["stage"].tolist() == ["clusters"]
+    summary = query(tmp_path, "SELECT stages, stages_ok FROM run_summary")
+    assert (summary["stages"][0], summary["stages_ok"][0]) == (4, 3)
+
+
+def test_unknown_column_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="unknown columns"):
+        write_record(tmp_path, "stage_runs", {"record_id": "x", "nonsense": 1})
+
+
+def _writer(metrics_dir, worker: int, count: int) -> None:
+    for i in range(count):
+        write_record(metrics_dir, "stage_runs", _record(worker * 1000 + i, run_id=f"w{worker}"))
+
+
+READER = textwrap.dedent("""
+    import sys, time, duckdb
+    con = duckdb.connect(sys.argv[1])   # holds the database file for the whole test
+    print("open", flush=True)
+    seen = 0
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        seen = con.execute("SELECT count(*) FROM stage_runs").fetchone()[0]
+        if seen >= int(sys.argv[2]):
+            break
+        time.sleep(0.05)
+    print(seen, flush=True)
+""")
+
+
+def test_concurrent_writers_with_an_analyst_holding_the_database(tmp_path):
+    metrics, database = tmp_path / "metrics", tmp_path / "metrics.duckdb"
+    write_record(metrics, "stage_runs", _record(0, run_id="seed"))
+    assert refresh_database(metrics, database)
+    workers, per_worker = 4, 40
+    expected = 1 + workers * per_worker
+    reader = subprocess.Popen([sys.executable, "-c", READER, str(database), str(expected)], stdout=subprocess.PIPE,
+                              text=True)
+    try:
+        assert reader.stdout.readline().strip() == "open"
+        # While the analyst holds the file, refreshing its views is refused without error...
+        assert refresh_database(metrics, database) is False
+        ctx = mp.get_context("spawn")
+        procs = [ctx.Process(target=_writer, args=(metrics, w, per_worker)) for w in range(1, workers + 1)]
+        for p in procs:
+            p.start()
+        # ...and our own queries keep working (they never open the analyst's file).
+        while any(p.is_alive() for p in procs):
+            query(metrics, "SELECT count(*) FROM stage_runs")
+            time.sleep(0.02)
+        assert all(p.exitcode == 0 for p in procs)
+        out, _ = reader.communicate(timeout=90)
+    finally:
+        reader.kill()
+    assert int(out.strip()) == expected  # the analyst sees every row through the view
+    counts = query(metrics, "SELECT run_id, count(*) n, count(DISTINCT record_id) d FROM stage_runs GROUP BY 1")
+    per_run = dict(zip(counts["run_id"], counts["n"]))
+    assert all(per_run[f"w{w}"] == per_worker for w in range(1, workers + 1))
+    assert (counts["n"] == counts["d"]).all()
+    assert not list(metrics.rglob(".*.tmp"))
+
+
+def test_pending_hand_off_and_recovery(tmp_path):
+    pending, metrics = tmp_path / "pending", tmp_path / "metrics"
+    save_pending(pending, _record(1, run_id="a"))
+    save_pending(pending, _record(2, run_id="b", stage="clusters"))
+    committed = commit_pending(pending, metrics, "a", "summaries")
+    assert committed["record_id"] == "r1"
+    assert commit_pending(pending, metrics, "a", "summaries") is None
+    assert recover(pending, metrics) == 1  # the record a dead process left behind
+    rows = query(metrics, "SELECT record_id, started_at FROM stage_runs ORDER BY 1")
+    assert rows["record_id"].tolist() == ["r1", "r2"]
+    assert rows["started_at"].notna().all()
+
+
+def test_database_file_is_queryable_by_duckdb_directly(tmp_path):
+    metrics, database = tmp_path / "metrics", tmp_path / "m.duckdb"
+    write_record(metrics, "stage_runs", _record(5))
+    assert refresh_database(metrics, database)
+    con = duckdb.connect(str(database), read_only=True)
+    try:
+        assert con.execute("SELECT count(*) FROM scaling").fetchone()[0] == 1
+    finally:
+        con.close()
