@@ -1,7 +1,6 @@
 """The Kura pipeline's stages as partitioned assets. Each body is a few lines: resolve the partition,
 run the stage through the core runner (which measures it), return its figures as metadata."""
 
-from __future__ import annotations
 
 from dagster import AssetExecutionContext, AssetKey, MaterializeResult, MetadataValue, asset
 
@@ -56,7 +55,7 @@ def build_stage_asset(stage: str):
     )
     def _stage_asset(context: AssetExecutionContext, kura_perf: KuraPerfResource) -> MaterializeResult:
         keys = context.partition_key.keys_by_dimension
-        run = StageRun(stage, kura_perf.profile(keys["profile"]), keys["scale"], run_id=context.run_id,
+        run = StageRun(stage, kura_perf.profile(keys["profile"]), keys["scale"], run_id=context.run.run_id,
                        paths=kura_perf.paths())
         record = run_stage(run)
         return MaterializeResult(metadata=stage_metadata(record))

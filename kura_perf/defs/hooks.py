@@ -30,6 +30,8 @@ def _stage(context: HookContext) -> str:
 def _record_unmeasured_failure(context: HookContext, paths) -> None:
     profile, scale = _partition(context)
     exc = context.op_exception
+    while exc is not None and exc.__cause__ is not None:  # unwrap Dagster's step-execution wrapper
+        exc = exc.__cause__
     now = datetime.now(timezone.utc)
     write_record(paths.metrics, "stage_runs", {
         "record_id": uuid.uuid4().hex, "run_id": context.run_id, "stage": _stage(context),

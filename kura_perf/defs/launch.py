@@ -19,8 +19,15 @@ class RunOutcome:
     records: list[dict] = field(default_factory=list)
 
 
+def root_cause(error) -> str:
+    """The user's error inside Dagster's wrappers: 'ProfileError: ...', not 'Error occurred while executing op'."""
+    while getattr(error, "cause", None) is not None:
+        error = error.cause
+    return f"{error.cls_name}: {error.message.strip().splitlines()[-1] if error.message.strip() else ''}"
+
+
 def run_partition(scale: str, profile: str, stages: list[str] | None = None, paths: Paths | None = None,
-                  instance=None) -> RunOutcome:
+                  instance=None, dagster_log_level: str = "CRITICAL") -> RunOutcome:
     from dagster import AssetKey, DagsterInstance, materialize
 
     from kura_perf.defs.partitions import partition_key
@@ -43,11 +50,14 @@ def run_partition(scale: str, profile: str, stages: list[str] | None = None, pat
         resources=resources,
         raise_on_error=False,
         tags={"kura_perf/source": "cli"},
+        # Dagster's console logger would print full tracebacks; the CLI shows our progress lines
+        # and a one-line reason instead. The event log in DAGSTER_HOME keeps everything.
+        run_config={"loggers": {"console": {"config": {"log_level": dagster_log_level}}}},
     )
     failure = None
     if not result.success:
         failed = [e for e in result.all_events if e.is_step_failure]
-        failure = "; ".join(f"{e.step_key}: {e.step_failure_data.error.message.strip()}" for e in failed
+        failure = "; ".join(f"{e.step_key}: {root_cause(e.step_failure_data.error)}" for e in failed
                             if e.step_failure_data and e.step_failure_data.error) or "run failed"
     records = query(paths.metrics, "SELECT * FROM stage_runs WHERE run_id = ?", [result.run_id])
     if len(records):

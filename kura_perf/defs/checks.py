@@ -1,0 +1,119 @@
+"""Asset checks on every stage asset, per partition: regression, budgets, sanity (blocking) and,
+on clusters, quality. One multi-check per stage, so a stage's record is looked up once; each check
+can still be run on its own from the UI (can_subset).
+
+The logic is in kura_perf.checks (no Dagster there); this module maps outcomes to Dagster results:
+failed regression and quality are ERROR (red, not blocking), budgets WARN unless the profile sets
+budgets_blocking, sanity ERROR and blocking, so later stages never run on bad data.
+"""
+
+
+import warnings
+
+from dagster import (
+    AssetCheckExecutionContext,
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetCheckSpec,
+    AssetChecksDefinition,
+    MetadataValue,
+    multi_asset_check,
+)
+
+from kura_perf.checks.evaluate import evaluate_stage, groups_for
+from kura_perf.checks.outcome import ERROR, CheckOutcome
+from kura_perf.checks.records import find_stage_record
+from kura_perf.defs.partitions import benchmark_partitions
+from kura_perf.defs.resources import KuraPerfResource
+from kura_perf.scales import SCALES
+from kura_perf.stages.base import STAGES
+
+DESCRIPTIONS = {
+    "regression": "Wall time and peak RSS vs the history of this stage/scale/profile/host (or a pinned run): "
+                  "fails only when over the profile's threshold AND beyond the measured noise.",
+    "budgets": "Proposal budgets: peak memory per scale, storage per conversation, expected cluster counts.",
+    "sanity": "Stored output is consistent (ids, counts, finite values, hierarchy is a tree). Blocking.",
+    "quality": "Silhouette and ARI against the profile's minimums (min_silhouette, min_ari).",
+}
+
+
+def partition_of(context: AssetCheckExecutionContext) -> tuple[str, str]:
+    """(profile, scale) of the check's partition; from the run tags if the check is not partitioned."""
+    if context.has_partition_key:
+        keys = context.partition_key.keys_by_dimension
+        return keys["profile"], keys["scale"]
+    tags = context.run.tags
+    return tags["dagster/partition/profile"], tags["dagster/partition/scale"]
+
+
+def _num(value):
+    return None if value is None else (int(value) if isinstance(value, int) else round(float(value), 4))
+
+
+def outcome_metadata(outcomes: list[CheckOutcome]) -> dict:
+    """value, baseline, ratio, noise band per outcome (prefixed when a check has several), plus a table."""
+    meta: dict = {}
+    for o in outcomes:
+        prefix = "" if len(outcomes) == 1 else o.name.split("_", 1)[-1] + "_"
+        for key in ("value", "baseline", "ratio", "noise_low", "noise_high", "samples"):
+            if (v := _num(getattr(o, key))) is not None:
+                meta[prefix + key] = v
+        if o.noise_low is not None and o.noise_high is not None:
+            meta[prefix + "noise_band"] = f"[{o.noise_low:.3f}, {o.noise_high:.3f}]"
+        for key, v in o.details.items():
+            meta[prefix + key] = _num(v) if isinstance(v, (int, float)) else str(v)
+    rows = ["| check | passed | value | baseline | ratio | noise band | n | message |", "|---|---|---|---|---|---|---|---|"]
+    for o in outcomes:
+        band = "" if o.noise_low is None else f"{o.noise_low:.3g}–{o.noise_high:.3g}"
+        cells = [o.name, "yes" if o.passed else "**NO**", _fmt(o.value), _fmt(o.baseline), _fmt(o.ratio), band,
+                 "" if o.samples is None else str(o.samples), o.message.replace("|", "/")]
+        rows.append("| " + " | ".join(cells) + " |")
+    meta["details"] = MetadataValue.md("\n".join(rows))
+    return meta
+
+
+def _fmt(value) -> str:
+    return "" if value is None else f"{value:.4g}"
+
+
+def to_result(stage: str, group: str, outcomes: list[CheckOutcome]) -> AssetCheckResult:
+    failed = [o for o in outcomes if not o.passed]
+    severity = AssetCheckSeverity.ERROR if any(o.severity == ERROR for o in failed or outcomes) \
+        else AssetCheckSeverity.WARN
+    message = "; ".join(o.message for o in (failed or outcomes))
+    return AssetCheckResult(asset_key=stage, check_name=group, passed=not failed, severity=severity,
+                            description=message[:2000], metadata=outcome_metadata(outcomes))
+
+
+def build_stage_checks(stage: str) -> AssetChecksDefinition:
+    with warnings.catch_warnings():  # partitioned checks are a Dagster preview feature (1.13): we rely on it
+        warnings.simplefilter("ignore")
+        specs = [AssetCheckSpec(group, asset=stage, blocking=group == "sanity", description=DESCRIPTIONS[group],
+                                partitions_def=benchmark_partitions) for group in groups_for(stage)]
+
+    @multi_asset_check(name=f"{stage}_checks", specs=specs, can_subset=True,
+                       description=f"Checks on the {stage} stage's record and stored output.")
+    def _checks(context: AssetCheckExecutionContext, kura_perf: KuraPerfResource):
+        profile_name, scale = partition_of(context)
+        selected = [k.name for k in context.selected_asset_check_keys]
+        groups = tuple(g for g in groups_for(stage) if g in selected)
+        paths = kura_perf.paths()
+        record = find_stage_record(paths, context.run_id, stage, profile_name, scale)
+        if record is None:
+            for group in groups:
+                yield AssetCheckResult(asset_key=stage, check_name=group, passed=False,
+                                       severity=AssetCheckSeverity.WARN,
+                                       description=f"no {stage} record for run {context.run_id} or for "
+                                                   f"{profile_name}|{scale}: materialize the stage first")
+            return
+        if record.get("run_id") != context.run_id:
+            context.log.info(f"{stage}: checking the latest record, from run {record.get('run_id')}")
+        record.setdefault("scale_n", SCALES.get(scale))
+        results = evaluate_stage(paths, record, kura_perf.profile(profile_name), groups)
+        for group, outcomes in results.items():
+            yield to_result(stage, group, outcomes)
+
+    return _checks
+
+
+stage_checks = [build_stage_checks(stage) for stage in STAGES]

@@ -1,0 +1,77 @@
+"""Two sensors, both RUNNING by default (turn them off in the UI, Automation tab, or with
+`dagster sensor stop <name>`):
+
+- regression_alerts: turns new failed regression checks in the store into alerts (log line,
+  alerts table, webhook POST when KURA_PERF_ALERT_WEBHOOK is set). It reads the store, not Dagster's
+  event log, so regressions found by CLI runs (`kura-perf run`) alert too.
+- refresh_after_benchmark: after a successful benchmark run, refreshes the DuckDB views and, when
+  kura_perf.report provides build_report, the report.
+"""
+
+
+from datetime import datetime
+
+from dagster import (
+    DagsterRunStatus,
+    DefaultSensorStatus,
+    RunStatusSensorContext,
+    SensorEvaluationContext,
+    SkipReason,
+    run_status_sensor,
+    sensor,
+)
+
+from kura_perf.checks.alerts import raise_alert, unalerted_regressions
+from kura_perf.defs.jobs import BENCHMARK_TAG, benchmark_job
+from kura_perf.defs.resources import KuraPerfResource
+
+
+@sensor(name="regression_alerts", minimum_interval_seconds=60, default_status=DefaultSensorStatus.RUNNING,
+        description="Alert on failed regression checks in the metrics store (log, alerts table, webhook).")
+def regression_alerts(context: SensorEvaluationContext, kura_perf: KuraPerfResource):
+    paths = kura_perf.paths()
+    since = datetime.fromisoformat(context.cursor) if context.cursor else None
+    rows = unalerted_regressions(paths, since)
+    for row in rows:
+        raise_alert(paths, row, logger=context.log)
+    if rows:
+        context.update_cursor(max(r["checked_at"] for r in rows).isoformat())
+        return SkipReason(f"raised {len(rows)} regression alert(s)")
+    return SkipReason("no new failed regression checks")
+
+
+def is_benchmark_run(run) -> bool:
+    """A run of the benchmark job, or any run of one of our partitions (UI materializations, `kura-perf run`)."""
+    tags = run.tags
+    return (run.job_name == benchmark_job.name or tags.get(BENCHMARK_TAG) == "true"
+            or ("dagster/partition/profile" in tags and "dagster/partition/scale" in tags))
+
+
+def refresh_report(paths, log) -> str:
+    """Rebuild the report if kura_perf.report provides build_report (written separately); else say so."""
+    try:
+        from kura_perf.report import build_report
+    except ImportError:
+        return "no report builder yet"
+    try:
+        result = build_report(paths)
+    except Exception as exc:  # noqa: BLE001 - a report bug must not stop the views refresh or the sensor
+        log.error(f"report refresh failed: {type(exc).__name__}: {exc}")
+        return f"report failed: {exc}"
+    return f"report refreshed ({result})" if result else "report refreshed"
+
+
+@run_status_sensor(run_status=DagsterRunStatus.SUCCESS, name="refresh_after_benchmark",
+                   default_status=DefaultSensorStatus.RUNNING, monitor_all_code_locations=True,
+                   description="After a successful benchmark run: refresh the DuckDB views and the report.")
+def refresh_after_benchmark(context: RunStatusSensorContext, kura_perf: KuraPerfResource):
+    from kura_perf.store import refresh_database
+
+    run = context.dagster_run
+    if not is_benchmark_run(run):
+        return SkipReason(f"run {run.run_id} is not a benchmark run")
+    paths = kura_perf.paths()
+    views = "views refreshed" if refresh_database(paths.metrics, paths.database) else "views NOT refreshed (db busy)"
+    report = refresh_report(paths, context.log)
+    context.log.info(f"after run {run.run_id}: {views}; {report}")
+    return SkipReason(f"run {run.run_id}: {views}; {report}")
