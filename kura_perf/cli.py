@@ -57,6 +57,36 @@ def cmd_run(args) -> int:
     return 0
 
 
+def cmd_sweep(args) -> int:
+    from kura_perf.config import Paths
+    from kura_perf.defs.launch import run_partition
+    from kura_perf.outputs import has_stage
+    from kura_perf.profiles import get_profile
+    from kura_perf.store import query
+    from kura_perf.sweep import sweep_stages
+
+    profile = get_profile(args.profile)
+    if not sweep_stages(profile):
+        raise KuraPerfError(f"profile '{args.profile}' has no API-backed models to sweep; try simulated-openai")
+    paths = Paths.from_env()
+    _dagster_home(paths)
+    folder = paths.partition_dir(args.profile, args.scale)
+    missing = [s for s in ("conversations", "summaries") if not has_stage(folder, s)]
+    outcome = run_partition(args.scale, args.profile, stages=missing, paths=paths,
+                            extra_assets=["api_concurrency_sweep"],
+                            asset_config={"api_concurrency_sweep": {"levels": args.levels, "items": args.items}})
+    rows = query(paths.metrics, "SELECT stage, concurrency, items, round(items_per_min) items_per_min, "
+                 "round(latency_p50_ms) p50_ms, round(latency_p95_ms) p95_ms, round(latency_p99_ms) p99_ms, "
+                 "api_calls, api_429s, round(share_429, 3) share_429, api_retries, api_errors, tokens_in, "
+                 "round(cost_per_1k_conversations, 4) usd_per_1k, status FROM sweep_results WHERE run_id = ? "
+                 "ORDER BY stage, concurrency", [outcome.run_id])
+    print(rows.to_string(index=False) if len(rows) else "(no sweep rows)")
+    if not outcome.success:
+        print(f"\nsweep run {outcome.run_id} FAILED: {outcome.failure}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def _print_records(records) -> None:
     import pandas as pd
 
@@ -140,6 +170,13 @@ def build_parser() -> argparse.ArgumentParser:
     sql.add_argument("--format", choices=["table", "csv", "json"], default="table")
     sql.set_defaults(func=cmd_sql)
 
+    sweep = sub.add_parser("sweep", help="API stages at several concurrency levels (API profiles)")
+    sweep.add_argument("--scale", default="1k")
+    sweep.add_argument("--profile", default="simulated-openai")
+    sweep.add_argument("--levels", type=int, nargs="+", default=[1, 5, 10, 20, 50])
+    sweep.add_argument("--items", type=int, default=200, help="conversations per level")
+    sweep.set_defaults(func=cmd_sweep)
+
     db = sub.add_parser("db", help="refresh the views in data/metrics.duckdb")
     db.set_defaults(func=cmd_db)
 
@@ -147,6 +184,9 @@ def build_parser() -> argparse.ArgumentParser:
                          add_help=False)
     sim.add_argument("rest", nargs=argparse.REMAINDER)
     sim.set_defaults(func=cmd_simulate_api)
+
+    from kura_perf.checks.cli import add_baseline_commands
+    add_baseline_commands(sub)
     return parser
 
 

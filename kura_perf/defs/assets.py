@@ -7,6 +7,7 @@ from dagster import AssetExecutionContext, AssetKey, MaterializeResult, Metadata
 from kura_perf.defs.hooks import STAGE_HOOKS
 from kura_perf.defs.partitions import benchmark_partitions
 from kura_perf.defs.resources import KuraPerfResource
+from kura_perf.defs.simulator import ApiSimulatorResource
 from kura_perf.runner import StageRun, run_stage
 from kura_perf.stages.base import STAGES, UPSTREAM
 
@@ -53,7 +54,8 @@ def build_stage_asset(stage: str):
         kinds={"python"},
         description=DESCRIPTIONS[stage],
     )
-    def _stage_asset(context: AssetExecutionContext, kura_perf: KuraPerfResource) -> MaterializeResult:
+    def _stage_asset(context: AssetExecutionContext, kura_perf: KuraPerfResource,
+                     api_simulator: ApiSimulatorResource) -> MaterializeResult:
         keys = context.partition_key.keys_by_dimension
         run = StageRun(stage, kura_perf.profile(keys["profile"]), keys["scale"], run_id=context.run.run_id,
                        paths=kura_perf.paths())

@@ -27,7 +27,10 @@ def root_cause(error) -> str:
 
 
 def run_partition(scale: str, profile: str, stages: list[str] | None = None, paths: Paths | None = None,
-                  instance=None, dagster_log_level: str = "CRITICAL") -> RunOutcome:
+                  instance=None, dagster_log_level: str = "CRITICAL", extra_assets: list[str] | None = None,
+                  asset_config: dict | None = None) -> RunOutcome:
+    """Materialize `stages` (default: all six) plus `extra_assets` (e.g. the sweep) for one partition.
+    asset_config: {asset name: its config dict}."""
     from dagster import AssetKey, DagsterInstance, materialize
 
     from kura_perf.defs.partitions import partition_key
@@ -40,7 +43,7 @@ def run_partition(scale: str, profile: str, stages: list[str] | None = None, pat
     unknown = set(stages or []) - set(STAGES)
     if unknown:
         raise KuraPerfError(f"unknown stage(s) {sorted(unknown)}; expected some of {', '.join(STAGES)}")
-    selection = [AssetKey(s) for s in (stages or STAGES)]
+    selection = [AssetKey(s) for s in [*(STAGES if stages is None else stages), *(extra_assets or [])]]
     resources = {**defs.resources, "kura_perf": KuraPerfResource(home=str(paths.root))}
     result = materialize(
         [*defs.assets, *(defs.asset_checks or [])],
@@ -52,7 +55,8 @@ def run_partition(scale: str, profile: str, stages: list[str] | None = None, pat
         tags={"kura_perf/source": "cli"},
         # Dagster's console logger would print full tracebacks; the CLI shows our progress lines
         # and a one-line reason instead. The event log in DAGSTER_HOME keeps everything.
-        run_config={"loggers": {"console": {"config": {"log_level": dagster_log_level}}}},
+        run_config={"loggers": {"console": {"config": {"log_level": dagster_log_level}}},
+                    "ops": {name: {"config": cfg} for name, cfg in (asset_config or {}).items()}},
     )
     failure = None
     if not result.success:

@@ -6,7 +6,7 @@ import hashlib
 import json
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
 class ApiConfig(BaseModel):
@@ -22,6 +22,14 @@ class ApiConfig(BaseModel):
     timeout_s: float = Field(30.0, gt=0)
     max_retries: int = Field(5, ge=0, le=50)
     simulator: dict = Field(default_factory=dict)  # SimulatorConfig fields
+
+    @field_validator("simulator")
+    @classmethod
+    def _simulator_settings_exist(cls, value: dict) -> dict:
+        from kura_perf.simulator.config import SimulatorConfig
+
+        SimulatorConfig.from_dict(value)  # ValueError names the unknown or bad setting
+        return value
 
 
 class Profile(BaseModel):

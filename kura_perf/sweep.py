@@ -1,0 +1,105 @@
+"""The concurrency sweep: the same API stage at 1, 5, 10, 20 and 50 requests in flight, to find
+where throughput stops growing and 429s start (proposal §1.1 "Concurrent Processing")."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+import uuid
+from datetime import datetime, timezone
+from typing import Sequence
+from urllib.parse import urlparse
+
+import numpy as np
+
+from kura_perf.backends.model_factory import SIMULATOR_URL_ENV, api_settings
+from kura_perf.corpus.types import Conversation
+from kura_perf.errors import KuraPerfError
+from kura_perf.meter.host import code_version, host_info
+from kura_perf.profiles import Profile
+
+DEFAULT_LEVELS = (1, 5, 10, 20, 50)
+SWEEP_EMBEDDING_BATCH = 8  # small batches, so that even a short sample has many requests to overlap
+
+
+def _simulator_control():
+    """Control of the simulator serving this run, to restart its buckets between levels; None for a real API."""
+    import os
+
+    url = os.environ.get(SIMULATOR_URL_ENV)
+    if not url:
+        return None
+    from kura_perf.simulator.process import SimulatorControl
+
+    control = SimulatorControl()
+    control.port = urlparse(url).port
+    return control
+
+
+def _build_model(profile: Profile, stage: str, concurrency: int):
+    from kura_perf.models.openai_api import OpenAIEmbedding, OpenAISummaryModel
+
+    settings = dataclasses.replace(api_settings(profile), concurrency=concurrency)
+    if stage == "summaries":
+        return OpenAISummaryModel(profile.summary_model.split(":", 1)[1], settings)
+    return OpenAIEmbedding(profile.embedding_model.split(":", 1)[1], dimension=profile.embedding_dimension,
+                           settings=settings, batch_size=SWEEP_EMBEDDING_BATCH)
+
+
+def sweep_stages(profile: Profile) -> list[str]:
+    stages = []
+    if profile.summary_model.startswith("openai:"):
+        stages.append("summaries")
+    if profile.embedding_model.startswith("openai:"):
+        stages.append("embeddings")
+    return stages
+
+
+def run_sweep(profile: Profile, scale: str, conversations: Sequence[Conversation], texts: Sequence[str],
+              levels: Sequence[int] = DEFAULT_LEVELS, run_id: str | None = None, log=None) -> list[dict]:
+    """One row per (stage, level). A level that fails is recorded with its error; the sweep goes on."""
+    stages = sweep_stages(profile)
+    if not stages:
+        raise KuraPerfError(f"profile '{profile.name}' has no API-backed summary or embedding model to sweep")
+    control = _simulator_control()
+    run_id = run_id or uuid.uuid4().hex
+    rows = []
+    for stage in stages:
+        for level in levels:
+            if control is not None:
+                control.reset()  # full buckets and an empty log: levels do not inherit each other's debt
+            model = _build_model(profile, stage, level)
+            status, error = "success", None
+            t0 = time.perf_counter()
+            try:
+                if stage == "summaries":
+                    model.summarise(list(conversations))
+                else:
+                    model.embed(list(texts))
+            except Exception as exc:  # noqa: BLE001 - a level that breaks is a finding, not a crash
+                status, error = "failed", f"{type(exc).__name__}: {exc}"[:2000]
+            wall = time.perf_counter() - t0
+            c = model.counters
+            model.close()
+            items = len(conversations) if stage == "summaries" else len(texts)
+            lat = np.asarray(c.latencies_s) * 1000 if c.latencies_s else None
+            rows.append({
+                "record_id": uuid.uuid4().hex, "run_id": run_id, "recorded_at": datetime.now(timezone.utc),
+                "profile": profile.name, "scale": scale, "stage": stage, "concurrency": level, "items": items,
+                "wall_s": wall, "items_per_min": items / wall * 60 if wall > 0 and status == "success" else None,
+                "latency_p50_ms": float(np.percentile(lat, 50)) if lat is not None else None,
+                "latency_p95_ms": float(np.percentile(lat, 95)) if lat is not None else None,
+                "latency_p99_ms": float(np.percentile(lat, 99)) if lat is not None else None,
+                "api_calls": c.calls, "api_429s": c.rate_limited,
+                "share_429": c.rate_limited / c.calls if c.calls else None,
+                "api_retries": c.retries, "api_errors": c.errors, "tokens_in": c.tokens_in,
+                "tokens_out": c.tokens_out, "cost_usd": c.cost_usd,
+                "cost_per_1k_conversations": c.cost_usd / items * 1000 if items else None,
+                "status": status, "error_message": error,
+                "host_fingerprint": host_info()["host_fingerprint"], "code_version": code_version(),
+            })
+            if log:
+                r = rows[-1]
+                log(f"sweep {stage} concurrency={level}: {r['items_per_min'] or 0:.0f} items/min, "
+                    f"{c.calls} calls, {c.rate_limited} x 429, {status}")
+    return rows
