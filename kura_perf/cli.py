@@ -41,7 +41,9 @@ def cmd_run(args) -> int:
     from kura_perf.scales import scale_count
 
     scale_count(args.scale)
-    get_profile(args.profile, args.profiles)  # refuse a bad profile before starting Dagster
+    from kura_perf.backends.model_factory import preflight
+
+    preflight(get_profile(args.profile, args.profiles))  # refuse a bad profile before starting Dagster
     if args.profiles:
         os.environ["KURA_PERF_PROFILES"] = str(Path(args.profiles).resolve())
     if args.no_meter:

@@ -91,11 +91,12 @@ def _percentiles(latencies_s: list[float]) -> dict:
 
 
 def build_record(run: StageRun, meter: Meter, result: StageResult | None, bytes_written: int,
-                 error: BaseException | None, backend_name: str) -> dict:
+                 error: BaseException | None, backend_name: str, api_on_failure=None) -> dict:
     m = meter.measurement
     status = "success" if error is None else ("breaking_point" if isinstance(error, BreakingPoint) else "failed")
     q = (result.quality if result else {}) or {}
-    api = result.api.as_dict() if result and result.api else {}
+    counters = result.api if result else api_on_failure
+    api = counters.as_dict() if counters else {}
     items_out = result.items_out if result else None
     versions = package_versions()
     record = {
@@ -180,9 +181,11 @@ def run_stage(run: StageRun) -> dict:
     except Exception as exc:  # noqa: BLE001 - recorded, then re-raised
         error = exc
     finally:
+        # A failed stage still reports the calls, errors and 429s it made before giving up.
+        api_so_far = None if result else getattr(backend, "api_counters", lambda: None)()
         if owns_backend:
             backend.close()
-    record = build_record(run, meter, result, written, error, backend.name)
+    record = build_record(run, meter, result, written, error, backend.name, api_so_far)
     save_pending(run.paths.pending, record)
     if error is not None:
         log.error("%s failed (%s): %s", run.stage, record["status"], error)

@@ -34,6 +34,12 @@ def api_settings(profile: Profile):
                        concurrency=api.concurrency)
 
 
+def preflight(profile: Profile) -> None:
+    """Refuse, before any work starts, a profile that cannot run here (no key for a real endpoint)."""
+    if profile.uses_api() and not profile.api.simulate:
+        api_settings(profile)
+
+
 def _api_model_name(spec: str) -> str | None:
     return spec.split(":", 1)[1] if spec.startswith("openai:") else None
 
@@ -103,6 +109,9 @@ class ModelFactory:
         from kura_perf.models.projection import PCAProjection, UMAPProjection
 
         return UMAPProjection(random_state=self.profile.seed) if self.profile.projection == "umap" else PCAProjection()
+
+    def built(self) -> list:
+        return list(self._cache.values())
 
     def close(self) -> None:
         for model in self._cache.values():

@@ -26,6 +26,10 @@ class ReferenceBackend:
     def close(self) -> None:
         self.models.close()
 
+    def api_counters(self) -> ApiCounters | None:
+        """Everything this backend's API models counted so far (used when a stage fails midway)."""
+        return _merge(*(getattr(m, "counters", None) for m in self.models.built()))
+
     def run(self, stage: str, inputs: StageInputs) -> StageResult:
         return getattr(self, f"_{stage}")(inputs)
 

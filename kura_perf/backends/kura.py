@@ -1,0 +1,242 @@
+"""The kura backend: each stage runs the installed Kura package's own procedural API, unmodified,
+and stores what the reference backend stores, so the same checks, quality metrics and storage
+figures apply.
+
+Stage mapping (Kura's embedding happens inside its base-clustering call; we split it out):
+  conversations  the reference's loader/generator (Kura has no data stage)
+  summaries      kura.summarisation.summarise_conversations(SummaryModel)
+  embeddings     kura.embedding.embed_summaries(summaries, <Kura embedding model>): exactly the call
+                 Kura's cluster step makes, over str(ConversationSummary)
+  clusters       kura.cluster.generate_base_clusters_from_conversation_summaries with Kura's
+                 clustering method and ClusterDescriptionModel; its embedding model hands back the
+                 stored vectors of the embeddings stage (same texts, checked), so Kura's function
+                 runs whole while embedding is timed once. Stage times are therefore comparable with
+                 the reference's stage by stage; Kura's own "cluster" step = embeddings + clusters.
+  meta_clusters  kura.meta_cluster.reduce_clusters_from_base_clusters(MetaClusterModel), stopped at
+                 profile.stage_timeout_s (else META_TIME_LIMIT_S): Kura's loop has no iteration cap
+  projections    kura.dimensionality.reduce_dimensionality_from_clusters(HDBUMAP) over the base
+                 clusters (this stage's inputs; Kura's CLI also passes the meta clusters). Kura
+                 projects clusters, not conversations: every conversation gets its cluster's point.
+No checkpoint manager is passed: Kura's Parquet checkpoints do not reload under pandas 3, and our
+stage outputs are the checkpoints. API counts come from the simulator's request log (kura_api_log).
+"""
+
+from __future__ import annotations
+
+import os
+
+import pandas as pd
+
+from kura_perf.backends.conversion import conversations_from_table
+from kura_perf.backends.kura_models import KuraModels, check_profile, require_kura, stored_embeddings
+from kura_perf.errors import BreakingPoint, StageError
+from kura_perf.meter.api import ApiCounters
+from kura_perf.outputs import StageData
+from kura_perf.profiles import Profile
+from kura_perf.stages.base import StageInputs, StageResult
+
+META_TIME_LIMIT_S = 600.0  # for meta_clusters when the profile sets no stage_timeout_s
+_API_ENV = ("OPENAI_BASE_URL", "OPENAI_API_KEY")
+
+
+class KuraFailure(StageError):
+    """Kura raised: the message names Kura's call, the root cause and the API traffic until then."""
+
+    def __init__(self, stage: str, call: str, error: BaseException, api: ApiCounters | None):
+        chain = [error]
+        while chain[-1].__cause__ is not None and len(chain) < 10:
+            chain.append(chain[-1].__cause__)
+        root = chain[-1]
+        first_line = next((line.strip() for line in str(root).splitlines() if line.strip()), "")
+        causes = " <- ".join(type(e).__name__ for e in chain[:-1])
+        traffic = (f" (after {api.calls} API calls: {api.rate_limited} answered 429, "
+                   f"{api.errors - api.rate_limited} other errors)") if api is not None else ""
+        super().__init__(f"{stage}: Kura's {call} failed: {causes + ' <- ' if causes else ''}"
+                         f"{type(root).__name__}: {first_line[:400]}{traffic}")
+
+
+class KuraBackend:
+    name = "kura"
+
+    def __init__(self, profile: Profile):
+        self.kura_version = require_kura(profile)
+        check_profile(profile)
+        self.profile = profile
+        self._models: KuraModels | None = None
+        self._loop = None
+        self._ledger = None
+        self._saved_env: dict[str, str | None] | None = None
+
+    # -- plumbing ---------------------------------------------------------------------------------
+    def _ready(self) -> KuraModels:
+        """Point Kura's openai clients at the profile's endpoint and start the loop, once per backend."""
+        if self._models is None:
+            from kura_perf.backends.kura_api_log import SimulatorLedger
+            from kura_perf.backends.kura_loop import KuraLoop
+            from kura_perf.backends.model_factory import api_settings
+
+            settings = api_settings(self.profile)  # ProfileError if the simulator or key is missing
+            self._saved_env = {key: os.environ.get(key) for key in _API_ENV}
+            os.environ["OPENAI_API_KEY"] = settings.api_key
+            if settings.base_url:
+                os.environ["OPENAI_BASE_URL"] = settings.base_url
+            self._ledger = SimulatorLedger(settings.base_url) if self.profile.api.simulate else None
+            self._loop = KuraLoop(name=f"kura-{self.profile.name}")
+            self._models = KuraModels(self.profile)
+        return self._models
+
+    def _call(self, stage: str, call: str, coro, time_limit_s: float | None = None):
+        """Run one Kura coroutine; return (its result, the API traffic it caused)."""
+        before = self._ledger.snapshot() if self._ledger else None
+        try:
+            result = self._loop.run(coro, stage, time_limit_s or self.profile.stage_timeout_s)
+        except BreakingPoint:
+            raise
+        except Exception as exc:  # Kura's own failure: recorded as failed, with its cause
+            raise KuraFailure(stage, call, exc, self._traffic(before)) from exc
+        return result, self._traffic(before)
+
+    def _traffic(self, before: dict | None) -> ApiCounters | None:
+        if before is None:
+            return None
+        try:
+            return self._ledger.counters_since(before)
+        except OSError:  # the simulator went away: no counts rather than a second failure
+            return None
+
+    def _extra(self, call: str, **more) -> dict:
+        return {"kura_version": self.kura_version, "kura_call": call,
+                "api_counts_from": "simulator request log" if self._ledger else None, **more}
+
+    def close(self) -> None:
+        if self._loop is not None:
+            self._loop.close(self._models.clients() if self._models else [])
+            self._loop = None
+        if self._saved_env is not None:
+            for key, value in self._saved_env.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
+            self._saved_env = None
+
+    def run(self, stage: str, inputs: StageInputs) -> StageResult:
+        return getattr(self, f"_{stage}")(inputs)
+
+    # -- stages -----------------------------------------------------------------------------------
+    def _conversations(self, inputs: StageInputs) -> StageResult:
+        from kura_perf.backends.reference import ReferenceBackend
+
+        result = ReferenceBackend(self.profile).run("conversations", inputs)
+        result.extra["kura_version"] = self.kura_version
+        return result
+
+    def _summaries(self, inputs: StageInputs) -> StageResult:
+        from kura.summarisation import summarise_conversations
+
+        from kura_perf.backends.kura_types import kura_conversation, summaries_to_table
+
+        models = self._ready()
+        conversations = conversations_from_table(inputs.upstream["conversations"].tables["main"])
+        kura_conversations = [kura_conversation(c) for c in conversations]
+        model = models.summary_model()
+        summaries, api = self._call("summaries", "summarise_conversations", summarise_conversations(
+            kura_conversations, model=model, checkpoint_manager=None))
+        table = summaries_to_table(summaries, [c.chat_id for c in conversations])
+        return StageResult(StageData(tables={"main": table}), items_in=len(conversations), items_out=len(table),
+                           api=api, extra=self._extra("summarise_conversations", model=model.model))
+
+    def _embeddings(self, inputs: StageInputs) -> StageResult:
+        from kura.embedding import embed_summaries
+
+        from kura_perf.backends.kura_types import summaries_from_table
+        from kura_perf.stages.embeddings import check_embeddings
+
+        models = self._ready()
+        table = inputs.upstream["summaries"].tables["main"]
+        summaries = summaries_from_table(table)
+        model = models.embedding_model()
+        items, api = self._call("embeddings", "embed_summaries", embed_summaries(summaries, model))
+        chat_ids = table["chat_id"].tolist()
+        vectors = check_embeddings([item["embedding"] for item in items], len(table), models.embedding_dimension(),
+                                   model.slug(), chat_ids)
+        return StageResult(StageData(tables={"ids": pd.DataFrame({"chat_id": chat_ids})}, arrays={"main": vectors}),
+                           items_in=len(table), items_out=len(vectors), api=_if_used(api),
+                           extra=self._extra("embed_summaries", model=model.slug(), dimension=int(vectors.shape[1])))
+
+    def _clusters(self, inputs: StageInputs) -> StageResult:
+        from kura.cluster import generate_base_clusters_from_conversation_summaries
+
+        from kura_perf.backends.kura_types import clusters_to_tables, summaries_from_table
+        from kura_perf.backends.reference import _truth
+        from kura_perf.stages.quality import clustering_quality
+
+        models = self._ready()
+        table = inputs.upstream["summaries"].tables["main"]
+        vectors = inputs.upstream["embeddings"].arrays["main"]
+        chat_ids = table["chat_id"].tolist()
+        if inputs.upstream["embeddings"].tables["ids"]["chat_id"].tolist() != chat_ids:
+            raise StageError("clusters: the embeddings' rows are not the summaries' (re-run the embeddings stage)")
+        method = models.clustering_method()
+        clusters, api = self._call("clusters", "generate_base_clusters_from_conversation_summaries",
+                                   generate_base_clusters_from_conversation_summaries(
+                                       summaries_from_table(table),
+                                       embedding_model=stored_embeddings(table["embed_text"].tolist(), vectors),
+                                       clustering_method=method, clustering_model=models.description_model(),
+                                       checkpoint_manager=None))
+        main, assignments = clusters_to_tables(clusters, chat_ids)
+        truth = _truth(inputs.upstream["conversations"].tables["main"], table)
+        quality = clustering_quality(vectors, assignments["cluster_id"].to_numpy(), truth=truth,
+                                     seed=self.profile.seed)
+        extra = self._extra("generate_base_clusters_from_conversation_summaries", method=type(method).__name__,
+                            params=dict(self.profile.clustering_params))
+        if self.profile.clustering == "hdbscan":
+            extra["noise"] = "Kura folds HDBSCAN noise into one more named cluster: no -1 assignments"
+        return StageResult(StageData(tables={"main": main, "assignments": assignments}), items_in=len(table),
+                           items_out=len(main), quality=quality, api=api, extra=extra)
+
+    def _meta_clusters(self, inputs: StageInputs) -> StageResult:
+        from kura.meta_cluster import reduce_clusters_from_base_clusters
+
+        from kura_perf.backends.kura_types import clusters_from_tables, hierarchy_table
+
+        models = self._ready()
+        stored = inputs.upstream["clusters"]
+        base = clusters_from_tables(stored.tables["main"], stored.tables["assignments"])
+        limit = self.profile.stage_timeout_s or META_TIME_LIMIT_S
+        reduced, api = self._call("meta_clusters", "reduce_clusters_from_base_clusters",
+                                  reduce_clusters_from_base_clusters(base, model=models.meta_model(),
+                                                                     checkpoint_manager=None),
+                                  time_limit_s=limit)
+        table = hierarchy_table(reduced, {c.id for c in base})
+        levels = int(table["level"].max()) + 1 if len(table) else 0
+        return StageResult(StageData(tables={"main": table}), items_in=len(base), items_out=len(table), api=api,
+                           extra=self._extra("reduce_clusters_from_base_clusters", iterations=max(levels - 1, 0),
+                                             cap_hit=False, time_limit_s=limit, levels=levels,
+                                             roots=int(table["parent_id"].isna().sum())))
+
+    def _projections(self, inputs: StageInputs) -> StageResult:
+        models = self._ready()  # first: importing kura.dimensionality needs OPENAI_API_KEY
+        from kura.dimensionality import reduce_dimensionality_from_clusters
+
+        from kura_perf.backends.kura_types import clusters_from_tables, projection_table
+
+        stored = inputs.upstream["clusters"]
+        assignments = stored.tables["assignments"]
+        base = clusters_from_tables(stored.tables["main"], assignments)
+        projected, api = self._call("projections", "reduce_dimensionality_from_clusters",
+                                    reduce_dimensionality_from_clusters(base, model=models.projection_model(),
+                                                                        checkpoint_manager=None))
+        table = projection_table(projected, assignments)
+        return StageResult(StageData(tables={"main": table}), items_in=len(assignments), items_out=len(table),
+                           api=_if_used(api),
+                           extra=self._extra("reduce_dimensionality_from_clusters", points=len(projected),
+                                             method="HDBUMAP over clusters"))
+
+
+def _if_used(api: ApiCounters | None) -> ApiCounters | None:
+    """Counters for a stage whose models may be local: none unless it sent a request."""
+    return api if api is not None and api.calls > 0 else None
+
+
+__all__ = ["KuraBackend", "KuraFailure", "META_TIME_LIMIT_S"]

@@ -1,0 +1,192 @@
+"""Kura's own model objects, built from a profile, plus the one adapter we hand to Kura.
+
+Profile keys map onto Kura's constructors:
+  summary_model "openai:<m>"   -> SummaryModel(model="openai/<m>", max_concurrent_requests=api.concurrency)
+  naming_model "openai:<m>"    -> ClusterDescriptionModel and MetaClusterModel (same model and concurrency)
+  embedding_model "minilm"     -> SentenceTransformerEmbeddingModel(<bundled MiniLM path>, model_batch_size=batch_size)
+  embedding_model "openai:<m>" -> OpenAIEmbeddingModel(<m>, model_batch_size=batch_size) (native dimension only)
+  clustering kmeans / hdbscan  -> KmeansClusteringMethod / HDBSCANClusteringMethod(**clustering_params)
+  meta_max_clusters            -> MetaClusterModel(max_clusters=...), Kura's default KmeansClusteringModel(12)
+  projection "umap"            -> HDBUMAP(embedding_model=<the embedding model>)
+Kura's openai clients take their endpoint and key from OPENAI_BASE_URL / OPENAI_API_KEY, and keep the
+SDK's own timeout and retries (api.timeout_s and api.max_retries do not reach them).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from importlib import metadata
+
+import numpy as np
+
+from kura_perf.errors import ProfileError, StageError
+from kura_perf.profiles import Profile
+
+INSTALL_HINT = "pip install 'kura_perf[kura]'"
+KURA_CLUSTERING = ("kmeans", "hdbscan")
+# Kura's OpenAIEmbeddingModel sends no `dimensions`, so it always gets the model's native size.
+NATIVE_DIMENSIONS = {"text-embedding-3-small": 1536, "text-embedding-3-large": 3072, "text-embedding-ada-002": 1536}
+
+_ST_MODELS: dict[tuple[str, int], object] = {}
+_ST_LOCK = threading.Lock()
+
+
+def require_kura(profile: Profile) -> str:
+    """Kura's version, or a ProfileError saying how to install it."""
+    try:
+        import kura  # noqa: F401
+        import kura.types  # noqa: F401
+    except ImportError as exc:
+        raise ProfileError(f"profile '{profile.name}' runs the real Kura package (backend = \"kura\"), which is not "
+                           f"installed here ({exc}); install it with: {INSTALL_HINT}") from None
+    try:
+        return metadata.version("kura")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def _llm_name(profile: Profile, key: str) -> str:
+    spec = getattr(profile, key)
+    if not spec.startswith("openai:"):
+        raise ProfileError(f"profile '{profile.name}': {key} '{spec}': the kura backend runs Kura's LLM models, "
+                           f"so it needs 'openai:<model>' (Kura has no offline summariser)")
+    return spec.split(":", 1)[1]
+
+
+def check_profile(profile: Profile) -> None:
+    """Refuse settings Kura cannot run, naming the key."""
+    _llm_name(profile, "summary_model")
+    _llm_name(profile, "naming_model")
+    spec, dim = profile.embedding_model, profile.embedding_dimension
+    if spec == "minilm":
+        if dim not in (None, 384):
+            raise ProfileError(f"profile '{profile.name}': embedding_dimension {dim}: minilm gives 384")
+    elif spec.startswith("openai:"):
+        native = NATIVE_DIMENSIONS.get(spec.split(":", 1)[1])
+        if dim is not None and dim != native:
+            raise ProfileError(f"profile '{profile.name}': embedding_dimension {dim}: Kura's OpenAIEmbeddingModel "
+                               f"cannot ask for a dimension; leave it unset (native {native})")
+    else:
+        raise ProfileError(f"profile '{profile.name}': embedding_model '{spec}': expected 'minilm' or 'openai:<model>'")
+    if profile.clustering not in KURA_CLUSTERING:
+        raise ProfileError(f"profile '{profile.name}': clustering '{profile.clustering}': Kura offers "
+                           f"{' and '.join(KURA_CLUSTERING)}")
+    if profile.projection != "umap":
+        raise ProfileError(f"profile '{profile.name}': projection '{profile.projection}': Kura projects with "
+                           f"HDBUMAP only; use 'umap'")
+
+
+def _sentence_transformer(path: str, batch_size: int):
+    """Kura's SentenceTransformerEmbeddingModel, loaded once per process (as the reference loads MiniLM),
+    so each stage measures embedding, not model loading. It holds no client or loop state."""
+    from kura.embedding import SentenceTransformerEmbeddingModel
+
+    with _ST_LOCK:
+        key = (path, batch_size)
+        if key not in _ST_MODELS:
+            os.environ["HF_HUB_OFFLINE"] = "1"  # a local path; never try the Hub
+            os.environ["TRANSFORMERS_OFFLINE"] = "1"
+            _ST_MODELS[key] = SentenceTransformerEmbeddingModel(model_name=path, model_batch_size=batch_size)
+        return _ST_MODELS[key]
+
+
+class KuraModels:
+    """Each model built once per backend. Build after the OpenAI environment is set: Kura's clients
+    read OPENAI_BASE_URL / OPENAI_API_KEY when they are created."""
+
+    def __init__(self, profile: Profile):
+        self.profile = profile
+        self._cache: dict[str, object] = {}
+
+    def _once(self, key, build):
+        if key not in self._cache:
+            self._cache[key] = build()
+        return self._cache[key]
+
+    @property
+    def _concurrency(self) -> int:
+        return self.profile.api.concurrency
+
+    def summary_model(self):
+        from kura.summarisation import SummaryModel
+
+        name = _llm_name(self.profile, "summary_model")
+        return self._once("summary", lambda: SummaryModel(model=f"openai/{name}",
+                                                          max_concurrent_requests=self._concurrency))
+
+    def description_model(self):
+        from kura.cluster import ClusterDescriptionModel
+
+        name = _llm_name(self.profile, "naming_model")
+        return self._once("describe", lambda: ClusterDescriptionModel(model=f"openai/{name}",
+                                                                      max_concurrent_requests=self._concurrency))
+
+    def embedding_model(self):
+        spec = self.profile.embedding_model
+        if spec == "minilm":
+            from kura_perf.models.sentence_transformer import default_model_path
+
+            return self._once("embed", lambda: _sentence_transformer(default_model_path(), self.profile.batch_size))
+        from kura.embedding import OpenAIEmbeddingModel
+
+        name = spec.split(":", 1)[1]
+        return self._once("embed", lambda: OpenAIEmbeddingModel(model_name=name, model_batch_size=self.profile.batch_size))
+
+    def embedding_dimension(self) -> int:
+        spec = self.profile.embedding_model
+        return 384 if spec == "minilm" else NATIVE_DIMENSIONS.get(spec.split(":", 1)[1], 1536)
+
+    def clustering_method(self):
+        params = dict(self.profile.clustering_params)
+        if self.profile.clustering == "kmeans":
+            from kura.k_means import KmeansClusteringMethod as method
+        else:
+            from kura.hdbscan import HDBSCANClusteringMethod as method
+        try:
+            return method(**params)
+        except TypeError as exc:
+            raise ProfileError(f"profile '{self.profile.name}': clustering_params for Kura's {method.__name__}: "
+                               f"{exc}") from None
+
+    def meta_model(self):
+        from kura.meta_cluster import MetaClusterModel
+
+        name = _llm_name(self.profile, "naming_model")
+        return self._once("meta", lambda: MetaClusterModel(
+            max_concurrent_requests=self._concurrency, model=f"openai/{name}",
+            embedding_model=self.embedding_model(), max_clusters=self.profile.meta_max_clusters))
+
+    def projection_model(self):
+        from kura.dimensionality import HDBUMAP  # importing it builds an OpenAI client: needs OPENAI_API_KEY
+
+        return self._once("project", lambda: HDBUMAP(embedding_model=self.embedding_model()))
+
+    def clients(self) -> list:
+        """The openai clients the built models hold (unwrapping instructor's), to close on the loop."""
+        found = []
+        for model in self._cache.values():
+            client = getattr(model, "client", None)
+            client = getattr(client, "client", client)  # instructor's AsyncInstructor wraps the openai client
+            if client is not None and hasattr(client, "close"):
+                found.append(client)
+        return found
+
+
+def stored_embeddings(texts: list[str], vectors: np.ndarray):
+    """A Kura embedding model that hands back the vectors the embeddings stage got from Kura's own
+    model, for exactly the texts it embedded: so Kura's cluster step runs unmodified without
+    embedding twice (the embedding cost is measured once, in the embeddings stage)."""
+    from kura.base_classes import BaseEmbeddingModel
+
+    class StoredEmbeddings(BaseEmbeddingModel):
+        async def embed(self, asked: list[str]) -> list[list[float]]:
+            if list(asked) != texts:
+                raise StageError("clusters: Kura asked to embed texts other than the ones the embeddings stage "
+                                 "embedded; the summaries changed since")
+            return vectors.tolist()
+
+        def slug(self) -> str:
+            return "kura-perf:stored-embeddings"
+
+    return StoredEmbeddings()
