@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sys
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -153,6 +154,20 @@ def build_record(run: StageRun, meter: Meter, result: StageResult | None, bytes_
     return record
 
 
+def _hard_stop(run: StageRun, meter: Meter, backend: Backend) -> None:
+    """Last resort when a guard fired and the stage is stuck in native code: record the breaking
+    point straight into the store (no hook will run), say so, and end the process."""
+    from kura_perf.store.writer import write_record
+
+    m = meter.measurement
+    error = BreakingPoint(run.stage, m.guard_reason, m.peak_rss_mb)
+    record = build_record(run, meter, None, 0, error, getattr(backend, "name", "?"))
+    write_record(run.paths.metrics, "stage_runs", record)
+    sys.stderr.write(f"kura-perf: {error}; recorded as a breaking point, terminating the process\n")
+    sys.stderr.flush()
+    os._exit(75)
+
+
 def run_stage(run: StageRun) -> dict:
     """Run, measure and store the outputs of one stage; save its record for the hook; return it.
 
@@ -164,7 +179,7 @@ def run_stage(run: StageRun) -> dict:
     owns_backend = run.backend is None
     backend = run.backend or get_backend(profile)
     meter = Meter(run.stage, enabled=metered, memory_limit_mb=_memory_limit(profile),
-                  timeout_s=profile.stage_timeout_s)
+                  timeout_s=profile.stage_timeout_s, on_unresponsive=lambda m: _hard_stop(run, meter, backend))
     result, written, error = None, 0, None
     try:
         with meter:

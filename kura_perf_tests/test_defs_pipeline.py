@@ -119,3 +119,26 @@ def test_failure_inside_dagster_is_recorded_by_the_hook(kp_home, monkeypatch):
     assert rows.to_dict("records") == [{"stage": "summaries", "status": "failed",
                                         "error_message": rows["error_message"][0]}]
     assert "conversations" in rows["error_message"][0]
+
+
+@pytest.mark.parametrize("limits, reason", [
+    ({"stage_timeout_s": 0.2}, "time limit"),
+    ({"memory_limit_mb": 64}, "memory limit"),
+])
+def test_guards_record_a_breaking_point(kp_home, limits, reason):
+    from kura_perf.errors import BreakingPoint
+    from kura_perf.profiles import Profile
+    from kura_perf.runner import StageRun, run_stage
+    from kura_perf.store.pending import commit_pending
+
+    paths = Paths.from_env()
+    run = StageRun("conversations", Profile(name="guarded", **limits), "100k", paths=paths)
+    with pytest.raises(BreakingPoint, match=reason):
+        run_stage(run)
+    record = commit_pending(paths.pending, paths.metrics, run.run_id, "conversations")
+    assert record["status"] == "breaking_point"
+    assert reason in record["error_message"]
+    assert record["peak_rss_mb"] > 0 and record["scale_n"] == 100_000
+    rows = query(paths.metrics, "SELECT stage, scale, status FROM breaking_points")
+    assert rows.to_dict("records") == [{"stage": "conversations", "scale": "100k", "status": "breaking_point"}]
+    assert not paths.partition_dir("guarded", "100k").joinpath("conversations.manifest.json").exists()

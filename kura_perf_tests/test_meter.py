@@ -129,3 +129,26 @@ def test_failed_block_still_measured():
             time.sleep(0.02)
             raise ValueError("x")
     assert m.measurement.wall_s >= 0.02 and m.measurement.finished_at > 0
+
+
+UNRESPONSIVE = """
+import json, sys, time, ctypes
+from kura_perf.meter import Meter
+def stop(m):
+    print(json.dumps({"reason": m.guard_reason, "wall": m.wall_s}), flush=True)
+    import os; os._exit(75)
+with Meter("stuck", timeout_s=0.3, interval_s=0.02, on_unresponsive=stop, grace_s=0.5):
+    # A long call into C that never returns to Python bytecode: the async interrupt cannot land.
+    libc = ctypes.CDLL(None)
+    libc.sleep(30)
+print("not reached")
+"""
+
+
+def test_stage_stuck_in_native_code_is_recorded_and_stopped():
+    t0 = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-c", UNRESPONSIVE], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 75
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert "time limit" in out["reason"] and "did not stop" in out["reason"]
+    assert time.perf_counter() - t0 < 25

@@ -65,7 +65,11 @@ class Meter:
     """
 
     def __init__(self, stage: str, *, enabled: bool = True, interval_s: float = 0.05,
-                 memory_limit_mb: float | None = None, timeout_s: float | None = None):
+                 memory_limit_mb: float | None = None, timeout_s: float | None = None,
+                 on_unresponsive=None, grace_s: float = 30.0):
+        """on_unresponsive(measurement): called from the sampler thread when a guard fired but the
+        stage is stuck in native code that cannot be interrupted for `grace_s`; it must record the
+        breaking point and end the process (nothing else can stop a C loop)."""
         self.stage = stage
         self.enabled = enabled
         self.interval_s = interval_s
@@ -77,6 +81,9 @@ class Meter:
         self._target_thread_id: int | None = None
         self._sampled_peak = 0.0
         self._t0 = 0.0
+        self.on_unresponsive = on_unresponsive
+        self.grace_s = grace_s
+        self._fired_at: float | None = None
 
     # -- guards -----------------------------------------------------------------------------
     def _interrupt(self, reason: str) -> None:
@@ -84,6 +91,7 @@ class Meter:
         if self.measurement.guard_reason:
             return
         self.measurement.guard_reason = reason
+        self._fired_at = time.perf_counter()
         ctypes.pythonapi.PyThreadState_SetAsyncExc(
             ctypes.c_ulong(self._target_thread_id), ctypes.py_object(StageInterrupted))
 
@@ -100,6 +108,13 @@ class Meter:
                 self._interrupt(f"memory limit {self.memory_limit_mb:.0f} MB exceeded ({rss:.0f} MB resident)")
             if self.timeout_s and now > self.timeout_s:
                 self._interrupt(f"time limit {self.timeout_s:.0f} s exceeded")
+            if (self._fired_at is not None and self.on_unresponsive is not None
+                    and time.perf_counter() - self._fired_at > self.grace_s):
+                m.wall_s, m.finished_at = now, time.time()
+                m.peak_rss_mb = max(self._sampled_peak, memory.read_peak_mb() or 0.0)
+                m.guard_reason += f"; the stage did not stop within {self.grace_s:.0f} s (stuck in native code)"
+                self.on_unresponsive(m)
+                return
             if self._stop.wait(self.interval_s):
                 break
         m.meter_cpu_s = time.thread_time() - cpu0
