@@ -1,0 +1,139 @@
+"""The figures every section shares, computed once: per-profile fits, storage per conversation, CPU use."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from functools import cached_property
+
+import pandas as pd
+
+from kura_perf.report import fmt
+from kura_perf.report.data import ReportData
+from kura_perf.report.fits import EXTRAPOLATED, INTERPOLATED, MEASURED, UNKNOWN, Estimate, StageFit, fit_stages
+
+PROJECTION_SCALES = (10_000, 100_000, 1_000_000)
+HARDWARE_SCALES = (1_000, 10_000, 100_000, 1_000_000)
+FIT_TARGETS = (100_000, 1_000_000)
+
+# Proposal §1.3, KB per conversation (low, high). Embeddings are 1536-d float32 there.
+PROPOSAL_STORAGE_KB: dict[str, tuple[float, float]] = {
+    "conversations": (2.0, 5.0),
+    "summaries": (1.0, 3.0),
+    "embeddings": (6.0, 6.0),
+    "clusters": (0.5, 0.5),
+}
+PROPOSAL_TOTAL_KB = (10.0, 15.0)
+PROPOSAL_EMBEDDING_DIM = 1536
+
+
+@dataclass
+class ProfileAnalysis:
+    profile: str
+    records: pd.DataFrame  # this profile's records on the report's host, every status
+    fits: dict[str, StageFit]
+
+    @cached_property
+    def ok(self) -> pd.DataFrame:
+        return self.records[self.records["status"] == "success"]
+
+    @cached_property
+    def scales(self) -> list[int]:
+        return sorted(int(n) for n in self.ok["scale_n"].dropna().unique())
+
+    @property
+    def can_fit(self) -> bool:
+        return len(self.scales) >= 2
+
+    def latest_at(self, n: int) -> pd.DataFrame:
+        """The latest successful record of each stage at n conversations."""
+        at = self.ok[self.ok["scale_n"] == n].sort_values("finished_at")
+        return at.groupby("stage", as_index=False).tail(1)
+
+    def storage_kb_per_conversation(self) -> dict[str, tuple[float, int]]:
+        """Stage -> (KB per conversation, scale it was measured at): latest run at the largest scale with it."""
+        out: dict[str, tuple[float, int]] = {}
+        ok = self.ok.dropna(subset=["bytes_written", "scale_n"])
+        for stage, rows in ok.groupby("stage"):
+            n = int(rows["scale_n"].max())
+            latest = rows[rows["scale_n"] == n].sort_values("finished_at").iloc[-1]
+            out[stage] = (float(latest["bytes_written"]) / n / 1024.0, n)
+        return out
+
+    def embedding_dimension(self) -> int | None:
+        rows = self.ok[(self.ok["stage"] == "embeddings") & self.ok["extra"].notna()]
+        for text in reversed(rows["extra"].tolist()):
+            try:
+                dim = json.loads(text).get("dimension")
+            except (ValueError, AttributeError):
+                continue
+            if dim:
+                return int(dim)
+        return None
+
+    def cpu_utilisation(self) -> dict[str, float]:
+        """Stage -> cores kept busy on average (CPU seconds / wall seconds) at the largest measured scale."""
+        out = {}
+        for stage, fit in self.fits.items():
+            rows = self.ok[(self.ok["stage"] == stage) & (self.ok["scale_n"] == fit.largest_n)]
+            cpu = rows["cpu_user_s"].fillna(0) + rows["cpu_sys_s"].fillna(0)
+            wall = rows["wall_s"]
+            valid = wall > 0
+            if valid.any():
+                out[stage] = float((cpu[valid] / wall[valid]).median())
+        return out
+
+    def api_bound(self) -> bool:
+        calls = self.ok["api_calls"].fillna(0)
+        return bool((calls > 0).any())
+
+    def pipeline_wall_at(self, n: int) -> Estimate:
+        """Sum of stage times at n, with the weakest basis among them; None when a stage cannot be projected."""
+        estimates = [fit.wall_at(n) for fit in self.fits.values()]
+        return _combine(estimates, sum)
+
+    def pipeline_peak_at(self, n: int) -> Estimate:
+        estimates = [fit.peak_at(n) for fit in self.fits.values()]
+        return _combine(estimates, max)
+
+
+def _combine(estimates: list[Estimate], how) -> Estimate:
+    if not estimates or any(e.value is None for e in estimates):
+        return Estimate(None, UNKNOWN, "needs every stage fitted (≥ 2 scales)")
+    order = [MEASURED, INTERPOLATED, EXTRAPOLATED]
+    basis = max((e.basis for e in estimates), key=order.index)
+    return Estimate(how(e.value for e in estimates), basis)
+
+
+@dataclass
+class Analysis:
+    data: ReportData
+    profiles: dict[str, ProfileAnalysis] = field(default_factory=dict)
+
+    @property
+    def primary(self) -> ProfileAnalysis | None:
+        name = self.data.primary_profile()
+        return self.profiles.get(name) if name else None
+
+
+def analyse(data: ReportData) -> Analysis:
+    analysis = Analysis(data)
+    for profile in data.profiles():
+        records = data.runs[data.runs["profile"] == profile]
+        analysis.profiles[profile] = ProfileAnalysis(profile, records, fit_stages(records, data.stage_order))
+    return analysis
+
+
+def expected_embedding_kb(dimension: int | None) -> tuple[float, float]:
+    """§1.3's 6 KB is for 1536-d float32; rescale to the dimension actually used."""
+    low, high = PROPOSAL_STORAGE_KB["embeddings"]
+    if not dimension:
+        return low, high
+    factor = dimension / PROPOSAL_EMBEDDING_DIM
+    return low * factor, high * factor
+
+
+def kb_range(low: float, high: float) -> str:
+    if abs(low - high) < 1e-9:
+        return fmt.kilobytes(low)
+    return f"{low:g}–{high:g} KB"

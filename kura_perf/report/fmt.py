@@ -1,0 +1,118 @@
+"""Human units for the report: one place, so every table and figure says "2.4 h" and "1.5 GB" alike."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+MISSING = "—"
+
+
+def is_missing(value) -> bool:
+    """None, NaN, pd.NA or NaT: the store's columns are nullable, so any of them can come back."""
+    if value is None:
+        return True
+    try:
+        result = pd.isna(value)
+    except (TypeError, ValueError):
+        return False
+    return bool(result) if isinstance(result, (bool, np.bool_)) else False
+
+
+def conversations(n) -> str:
+    """100, 1K, 10K, 1M: the way the proposal names scales."""
+    if is_missing(n):
+        return MISSING
+    n = int(n)
+    for div, suffix in ((1_000_000, "M"), (1_000, "K")):
+        if n >= div:
+            value = n / div
+            return f"{value:.0f}{suffix}" if value == int(value) else f"{value:.1f}{suffix}"
+    return str(n)
+
+
+def seconds(s) -> str:
+    if is_missing(s):
+        return MISSING
+    s = float(s)
+    if s < 1:
+        return f"{s:.2f} s"
+    if s < 120:
+        return f"{s:.1f} s"
+    if s < 2 * 3600:
+        return f"{s / 60:.1f} min"
+    if s < 2 * 86400:
+        return f"{s / 3600:.1f} h"
+    return f"{s / 86400:.1f} d"
+
+
+def megabytes(mb) -> str:
+    if is_missing(mb):
+        return MISSING
+    mb = float(mb)
+    if mb < 1024:
+        return f"{mb:.0f} MB"
+    if mb < 1024 * 1024:
+        return f"{mb / 1024:.1f} GB"
+    return f"{mb / 1024 / 1024:.1f} TB"
+
+
+def kilobytes(kb) -> str:
+    if is_missing(kb):
+        return MISSING
+    kb = float(kb)
+    if kb < 0.1:
+        return f"{kb * 1024:.0f} B" if kb * 1024 >= 10 else f"{kb * 1024:.1f} B"
+    return f"{kb:.2f} KB" if kb < 10 else f"{kb:.1f} KB"
+
+
+def nbytes(b) -> str:
+    if is_missing(b):
+        return MISSING
+    b = float(b)
+    for unit, div in (("TB", 1024**4), ("GB", 1024**3), ("MB", 1024**2), ("KB", 1024)):
+        if b >= div:
+            return f"{b / div:.1f} {unit}"
+    return f"{b:.0f} B"
+
+
+def gigabytes(gb) -> str:
+    if is_missing(gb):
+        return MISSING
+    gb = float(gb)
+    return f"{gb / 1024:.0f} TB" if gb >= 1024 else f"{gb:.0f} GB"
+
+
+def usd(x) -> str:
+    if is_missing(x):
+        return MISSING
+    x = float(x)
+    if x == 0:
+        return "$0"
+    if x < 0.01:
+        return f"${x:.4f}"
+    if x < 100:
+        return f"${x:.2f}"
+    return f"${x:,.0f}"
+
+
+def number(x, digits: int = 2) -> str:
+    if is_missing(x):
+        return MISSING
+    return f"{float(x):.{digits}f}"
+
+
+def integer(x) -> str:
+    if is_missing(x):
+        return MISSING
+    return f"{int(x):,}"
+
+
+def percent(x) -> str:
+    if is_missing(x):
+        return MISSING
+    return f"{100 * float(x):.1f}%"
+
+
+def exponent(b) -> str:
+    return MISSING if is_missing(b) else f"n^{float(b):.2f}"

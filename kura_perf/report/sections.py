@@ -1,0 +1,253 @@
+"""The report's sections, each built from the analysis: tables, figures and a provenance box saying
+which host, which runs, and whether the figures are measured or extrapolated."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from kura_perf.report import figures, fmt
+from kura_perf.report import tables as t
+from kura_perf.report.analysis import Analysis
+from kura_perf.report.data import describe_runs
+from kura_perf.report.guidance import guidance
+from kura_perf.report.hardware import DISK_FACTOR, ENVIRONMENT_GB, RAM_HEADROOM, TARGET_HOURS, recommend
+from kura_perf.report.html import Section, esc, note, paragraph, render_figure, render_table
+
+MEASURED_ONLY = "measured"
+WITH_PROJECTIONS = "extrapolated"
+
+
+@dataclass
+class Built:
+    sections: list[Section] = field(default_factory=list)
+    figures: list[Path] = field(default_factory=list)
+    main_figure: Path | None = None
+    guidance: list[str] = field(default_factory=list)
+
+
+class SectionBuilder:
+    def __init__(self, analysis: Analysis, figure_dir: Path):
+        self.analysis = analysis
+        self.data = analysis.data
+        self.figure_dir = figure_dir
+        self.built = Built()
+
+    # -- helpers -------------------------------------------------------------------------------------
+    def _provenance(self, rows: pd.DataFrame, figures_are: str, time_column: str = "started_at") -> list:
+        host = self.data.host.describe() if self.data.host else "unknown"
+        return [("Host", host), ("Runs", describe_runs(rows, time_column)), ("Figures", figures_are)]
+
+    def _figure(self, section: Section, path: Path | None, alt: str, caption: str = "") -> Path | None:
+        if path is None:
+            return None
+        self.built.figures.append(path)
+        section.add(render_figure(path.name, alt, caption))
+        return path
+
+    def _file(self, name: str) -> Path:
+        return self.figure_dir / name
+
+    @staticmethod
+    def _slug(text: str) -> str:
+        return "".join(c if c.isalnum() else "-" for c in text.lower())
+
+    # -- sections ------------------------------------------------------------------------------------
+    def test_matrix(self) -> Section:
+        s = Section("matrix", "Test matrix (proposal §1.2), per profile")
+        s.provenance = self._provenance(self.data.runs, "measured at the scales run; other §1.2 scales "
+                                                       "extrapolated from the fits (shaded)")
+        s.badge = WITH_PROJECTIONS if any(p.can_fit for p in self.analysis.profiles.values()) else MEASURED_ONLY
+        s.add(paragraph("Peak memory is the largest stage peak RSS; processing time is the sum of the stage "
+                        "times (medians over runs). Clusters found are base clusters → top-level meta clusters."))
+        measured = {name: pa for name, pa in self.analysis.profiles.items() if pa.scales}
+        if not measured:
+            s.badge = None
+            s.add(note("No successful stage runs yet: nothing to fill the matrix with."))
+        for name, pa in measured.items():
+            s.add(f"<h3>Profile <code>{esc(name)}</code></h3>")
+            s.add(render_table(t.test_matrix(pa), f"matrix-{self._slug(name)}"))
+            s.add('<p class="legend"><b>Per-stage breakdown</b></p>')
+            s.add(render_table(t.stage_breakdown(pa), f"breakdown-{self._slug(name)}"))
+        return s
+
+    def scaling(self) -> Section:
+        s = Section("scaling", "Scaling curves and fitted exponents")
+        fitted = [pa for pa in self.analysis.profiles.values() if pa.fits]
+        s.provenance = self._provenance(self.data.ok, "measured points; dashed lines and 100K/1M columns "
+                                                     "extrapolated from least-squares fits on log values")
+        s.badge = WITH_PROJECTIONS if fitted else None
+        if not fitted:
+            s.add(note("No successful stage runs yet: no curves to draw."))
+        for pa in fitted:
+            s.add(f"<h3>Profile <code>{esc(pa.profile)}</code></h3>")
+            slug = self._slug(pa.profile)
+            if not pa.can_fit:
+                s.add(note(f"Only one scale measured ({fmt.conversations(pa.scales[0])}): a fit needs at least two "
+                           "distinct scales, so no exponent, curve or extrapolation is shown."))
+            else:
+                path = self._figure(s, figures.scaling_figure(pa, self._file(f"scaling-{slug}.png")),
+                                    f"scaling curves for {pa.profile}")
+                if pa is self.analysis.primary:
+                    self.built.main_figure = path
+            s.add(render_table(t.fit_table(pa), f"fits-{slug}"))
+            if pa is self.analysis.primary:
+                self._figure(s, figures.time_share_figure(pa, self._file(f"time-share-{slug}.png")),
+                             f"time share per stage for {pa.profile}")
+        return s
+
+    def storage(self) -> Section:
+        s = Section("storage", "Storage per conversation (proposal §1.3)")
+        rows = self.data.ok[self.data.ok["bytes_written"].notna()]
+        s.provenance = self._provenance(rows, "measured per conversation (latest run at the largest scale); "
+                                              "10K/100K/1M projected linearly")
+        s.badge = WITH_PROJECTIONS if len(rows) else None
+        for pa in self.analysis.profiles.values():
+            table = t.storage_table(pa)
+            if not table.rows:
+                continue
+            s.add(f"<h3>Profile <code>{esc(pa.profile)}</code></h3>")
+            s.add(render_table(table, f"storage-{self._slug(pa.profile)}"))
+            if pa is self.analysis.primary:
+                self._figure(s, figures.storage_figure(pa, self._file("storage.png")), "storage per conversation")
+        if not s.parts:
+            s.add(note("No stage recorded bytes written yet."))
+        return s
+
+    def timelines(self) -> Section:
+        s = Section("timelines", "Memory timelines at the largest scale measured")
+        pa = self.analysis.primary
+        if pa is None or not pa.scales:
+            s.add(note("No successful runs to draw."))
+            return s
+        n = max(pa.scales)
+        latest = pa.latest_at(n)
+        s.provenance = self._provenance(latest, f"measured (profile {pa.profile}, {fmt.conversations(n)} "
+                                                "conversations, latest run of each stage)")
+        s.badge = MEASURED_ONLY
+        s.add(paragraph("Sampled RSS during each stage: a steady ramp means memory held per item (grows with "
+                        "scale); a spike means a one-off allocation such as a distance matrix or model load."))
+        self._figure(s, figures.timeline_figure(pa, n, self._file("timelines.png")), "memory timelines")
+        return s
+
+    def api(self) -> Section:
+        s = Section("api", "API throughput, rate limits and cost")
+        sweeps = self.data.sweeps
+        cost = t.cost_table(self.analysis)
+        if sweeps.empty and cost is None:
+            s.provenance = self._provenance(self.data.runs, "none: no API calls recorded")
+            s.add(note("No API figures recorded yet. Run a profile that calls an API — e.g. "
+                       "`kura-perf run --scale 1k --profile simulated-openai` (local simulator, no key) — or a "
+                       "concurrency sweep to fill this section."))
+            return s
+        s.badge = WITH_PROJECTIONS
+        api_rows = self.data.ok[self.data.ok["api_calls"].fillna(0) > 0]
+        prov = self._provenance(api_rows if len(api_rows) else sweeps, "measured; projected costs are linear")
+        if len(sweeps):
+            prov.append(("Sweeps", describe_runs(sweeps, "recorded_at")))
+        s.provenance = prov
+        if len(sweeps):
+            s.add("<h3>Throughput and 429 share against concurrency</h3>")
+            self._figure(s, figures.sweep_figure(sweeps, self._file("api-sweep.png")), "API concurrency sweep")
+            s.add(render_table(t.sweep_table(sweeps), "sweeps"))
+        if cost is not None:
+            s.add("<h3>Cost per 1K conversations, per profile</h3>")
+            s.add(render_table(cost, "costs"))
+        return s
+
+    def backends(self) -> Section:
+        s = Section("backends", "Reference vs Kura backend")
+        table = t.backend_comparison(self.analysis)
+        backends = sorted(self.data.ok["backend"].dropna().unique())
+        s.provenance = self._provenance(self.data.ok, "measured")
+        if not backends:
+            s.add(note("No successful stage runs yet."))
+            return s
+        if table is None:
+            only = backends[0]
+            s.add(note(f"Only one backend has recorded runs ({only}). Run the `kura` profile at the same scales "
+                       "to compare the reference stages with the installed Kura package."))
+            return s
+        s.badge = MEASURED_ONLY
+        s.add(render_table(table, "backends"))
+        return s
+
+    def breaking_points(self) -> Section:
+        s = Section("breaking", "Breaking points and failures")
+        broken = self.data.runs[self.data.runs["status"] != "success"]
+        s.provenance = self._provenance(broken if len(broken) else self.data.runs, "measured")
+        if broken.empty:
+            s.add(note("No stage has failed or hit a memory/time guard on this host yet."))
+            return s
+        s.badge = MEASURED_ONLY
+        s.add(paragraph("breaking_point = stopped by a memory or time guard (where the pipeline breaks on this "
+                        "machine); failed = any other error."))
+        s.add(render_table(t.breaking_points_table(broken), "breaking-points"))
+        return s
+
+    def hardware(self) -> Section:
+        s = Section("hardware", "Hardware recommendation matrix")
+        pa = self.analysis.primary
+        if pa is None or not pa.scales:
+            s.add(note("No successful runs to derive recommendations from."))
+            return s
+        rows = recommend(pa)
+        self._hardware_rows = rows
+        s.provenance = self._provenance(pa.ok, f"derived from profile {pa.profile}: measured where the scale was "
+                                               "run, otherwise extrapolated from per-stage fits")
+        s.badge = WITH_PROJECTIONS
+        s.add(render_table(t.hardware_table(rows), "hardware"))
+        s.add(paragraph(f"RAM = largest stage peak × {RAM_HEADROOM} + 1 GB, rounded up to a common size. Cores = "
+                        f"enough to finish one run within {TARGET_HOURS:g} h if the CPU-bound work parallelises "
+                        "(CPU seconds per stage from the measured CPU/wall ratio), at least 2. Disk = stage "
+                        f"outputs × {DISK_FACTOR:g} + {ENVIRONMENT_GB:g} GB for the environment and models. "
+                        "The last column is the proposal's §3.2 guess, for comparison."))
+        return s
+
+    def history(self) -> Section:
+        s = Section("history", "Regression history")
+        partition = t.history_partition(self.analysis)
+        if partition is None:
+            s.add(note("No successful runs yet."))
+            return s
+        profile, n = partition
+        hist = t.history_frame(self.analysis, profile, n)
+        s.provenance = self._provenance(hist, f"measured (partition {profile} × {fmt.conversations(n)}, the one "
+                                              "with the most runs on this host)")
+        s.badge = MEASURED_ONLY
+        stages = self.data.stages_present(hist)
+        self._figure(s, figures.history_figure(hist, stages, f"{profile} × {fmt.conversations(n)}",
+                                               self._file("history.png")), "regression history")
+        s.add(render_table(t.history_table(self.analysis, hist), "history"))
+        checks = t.regression_checks_table(self.data.checks)
+        if checks is not None:
+            s.add("<h3>Failed regression checks</h3>")
+            s.add(render_table(checks, "regression-checks"))
+        return s
+
+    def guidance(self) -> Section:
+        s = Section("guidance", "Scaling guidance")
+        pa = self.analysis.primary
+        if pa is None or not pa.scales:
+            s.add(note("No successful runs yet."))
+            return s
+        rows = getattr(self, "_hardware_rows", None) or recommend(pa)
+        broken = self.data.runs[self.data.runs["status"] != "success"]
+        s.provenance = self._provenance(pa.ok, f"written from profile {pa.profile}'s measured figures and fits")
+        s.badge = WITH_PROJECTIONS if pa.can_fit else MEASURED_ONLY
+        paragraphs = guidance(pa, rows, broken, self.data.host.cores if self.data.host else None)
+        self.built.guidance = paragraphs
+        s.add('<ul class="guidance">' + "".join(f"<li>{p}</li>" for p in paragraphs) + "</ul>")
+        return s
+
+    def build(self) -> Built:
+        order = [self.test_matrix, self.scaling, self.storage, self.timelines, self.api, self.backends,
+                 self.breaking_points, self.hardware, self.history, self.guidance]
+        self.built.sections = [make() for make in order]
+        return self.built
+
+
+def build_sections(analysis: Analysis, figure_dir: Path) -> Built:
+    return SectionBuilder(analysis, figure_dir).build()

@@ -1,0 +1,357 @@
+"""The report's tables as plain data (header + cells), so the page and the Dagster metadata share them."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+from kura_perf.report import fmt
+from kura_perf.report.analysis import (FIT_TARGETS, PROJECTION_SCALES, PROPOSAL_STORAGE_KB, PROPOSAL_TOTAL_KB,
+                                       Analysis, ProfileAnalysis, expected_embedding_kb, kb_range)
+from kura_perf.report.fits import MEASURED, UNKNOWN, Estimate
+from kura_perf.report.hardware import PROPOSAL_GUESSES, SINGLE_MACHINE_CORES, HardwareRow
+from kura_perf.stages.base import STAGES
+
+# Proposal §1.2: expected clusters per scale.
+PROPOSAL_CLUSTERS = {1_000: "10–50", 5_000: "50–200", 10_000: "100–500", 50_000: "500–2K"}
+PROPOSAL_MATRIX_SCALES = tuple(PROPOSAL_CLUSTERS)
+
+
+@dataclass
+class Cell:
+    text: str
+    kind: str = ""  # "" | measured | interpolated | extrapolated | unknown | bad | good | head
+
+    def __str__(self) -> str:
+        return self.text
+
+
+@dataclass
+class Table:
+    headers: list[str]
+    rows: list[list[Cell]] = field(default_factory=list)
+    caption: str = ""
+
+    def add(self, *cells) -> None:
+        self.rows.append([c if isinstance(c, Cell) else Cell(str(c)) for c in cells])
+
+    def to_markdown(self) -> str:
+        def esc(text: str) -> str:
+            return text.replace("|", "\\|")
+
+        def show(cell: Cell) -> str:
+            return esc(cell.text) + (" *(extrapolated)*" if cell.kind == "extrapolated" else "")
+
+        lines = ["| " + " | ".join(esc(h) for h in self.headers) + " |",
+                 "|" + "|".join("---" for _ in self.headers) + "|"]
+        lines += ["| " + " | ".join(show(c) for c in row) + " |" for row in self.rows]
+        return "\n".join(lines)
+
+
+def estimate_cell(estimate: Estimate, show) -> Cell:
+    if estimate.value is None:
+        return Cell(fmt.MISSING, UNKNOWN)
+    return Cell(show(estimate.value), estimate.basis)
+
+
+# -- §1.2 test matrix ------------------------------------------------------------------------------
+
+def _clusters_found(pa: ProfileAnalysis, n: int) -> str:
+    rows = pa.ok[(pa.ok["stage"] == "clusters") & (pa.ok["scale_n"] == n)]
+    found = rows["n_clusters"].dropna()
+    if found.empty:
+        return fmt.MISSING
+    text = f"{found.median():.0f}"
+    noise = rows["noise_share"].dropna()
+    if len(noise) and noise.median() > 0:
+        text += f" (noise {noise.median():.0%})"
+    meta = pa.ok[(pa.ok["stage"] == "meta_clusters") & (pa.ok["scale_n"] == n) & pa.ok["extra"].notna()]
+    roots = [json.loads(e).get("roots") for e in meta["extra"]]
+    roots = [r for r in roots if r is not None]
+    if roots:
+        text += f" → {int(pd.Series(roots).median())} top-level"
+    return text
+
+
+def test_matrix(pa: ProfileAnalysis) -> Table:
+    """§1.2, filled: measured scales, plus the proposal's scales projected where not measured."""
+    table = Table(["Conversations", "Expected clusters (§1.2)", "Clusters found", "Peak memory",
+                   "Processing time", "Stages measured"])
+    measured = set(pa.scales)
+    projectable = PROPOSAL_MATRIX_SCALES if pa.can_fit else ()
+    all_stages = len(set(STAGES) | set(pa.fits))
+    for n in sorted(measured | set(projectable)):
+        peak, wall = pa.pipeline_peak_at(n), pa.pipeline_wall_at(n)
+        if n in measured:
+            stages = pa.ok[pa.ok["scale_n"] == n]["stage"].nunique()
+            coverage = Cell(f"{stages}/{all_stages}", "" if stages == all_stages else "bad")
+            clusters = Cell(_clusters_found(pa, n))
+        else:
+            coverage, clusters = Cell("projected", "extrapolated"), Cell("not measured", UNKNOWN)
+        table.add(fmt.conversations(n), PROPOSAL_CLUSTERS.get(n, fmt.MISSING), clusters,
+                  estimate_cell(peak, fmt.megabytes), estimate_cell(wall, fmt.seconds), coverage)
+    return table
+
+
+def headline_table(analysis: Analysis) -> Table:
+    """The §1.2 matrix for every profile, measured scales only: the Dagster metadata headline."""
+    table = Table(["Profile", "Conversations", "Clusters found", "Peak memory", "Processing time", "Stages"])
+    for name, pa in analysis.profiles.items():
+        for n in pa.scales:
+            stages = pa.ok[pa.ok["scale_n"] == n]["stage"].nunique()
+            table.add(name, fmt.conversations(n), _clusters_found(pa, n),
+                      estimate_cell(pa.pipeline_peak_at(n), fmt.megabytes),
+                      estimate_cell(pa.pipeline_wall_at(n), fmt.seconds), f"{stages}/{len(set(STAGES) | set(pa.fits))}")
+    return table
+
+
+def stage_breakdown(pa: ProfileAnalysis) -> Table:
+    """Stage x scale: median time, peak RSS and throughput."""
+    scales = pa.scales
+    table = Table(["Stage"] + [fmt.conversations(n) for n in scales],
+                  caption="median wall time · peak RSS · items per second, per stage and scale")
+    for stage, fit in pa.fits.items():
+        cells: list[Cell] = [Cell(stage, "head")]
+        for n in scales:
+            rows = pa.ok[(pa.ok["stage"] == stage) & (pa.ok["scale_n"] == n)]
+            if rows.empty:
+                failed = pa.records[(pa.records["stage"] == stage) & (pa.records["scale_n"] == n)]
+                cells.append(Cell("failed" if len(failed) else "not run", "bad" if len(failed) else UNKNOWN))
+                continue
+            rate = rows["items_per_s"].median()
+            rate_text = f"{rate:,.0f}/s" if not fmt.is_missing(rate) else fmt.MISSING
+            cells.append(Cell(f"{fmt.seconds(rows['wall_s'].median())} · "
+                              f"{fmt.megabytes(rows['peak_rss_mb'].median())} · {rate_text}"))
+        table.add(*cells)
+    return table
+
+
+# -- scaling fits ----------------------------------------------------------------------------------
+
+def fit_table(pa: ProfileAnalysis) -> Table:
+    headers = ["Stage", "Time exponent"] + [f"Time @ {fmt.conversations(n)}" for n in FIT_TARGETS]
+    headers += ["Peak RSS exponent", "Growth exponent"] + [f"Peak @ {fmt.conversations(n)}" for n in FIT_TARGETS]
+    headers += ["Fitted on"]
+    table = Table(headers, caption="exponent b of value ≈ c·nᵇ (least squares on log values); growth = peak − "
+                                   "RSS at stage start; peaks projected as start RSS + fitted growth")
+    for stage, fit in pa.fits.items():
+        exps = [fit.wall, fit.peak, fit.growth]
+        based = fit.wall.describe() if fit.wall else f"one scale ({fmt.conversations(fit.largest_n)}): no fit"
+        table.add(Cell(stage, "head"), fmt.exponent(exps[0].exponent if exps[0] else None),
+                  *[estimate_cell(fit.wall_at(n), fmt.seconds) for n in FIT_TARGETS],
+                  fmt.exponent(exps[1].exponent if exps[1] else None),
+                  fmt.exponent(exps[2].exponent if exps[2] else None),
+                  *[estimate_cell(fit.peak_at(n), fmt.megabytes) for n in FIT_TARGETS], based)
+    return table
+
+
+# -- storage ---------------------------------------------------------------------------------------
+
+def _versus(kb: float, low: float, high: float) -> Cell:
+    """Where a measured figure sits against an estimate range: within it, or how far below/above."""
+    if low <= kb <= high:
+        return Cell("within", "good")
+    if kb < low:
+        return Cell(f"{kb / low:.2f}× the low end")
+    return Cell(f"{kb / high:.1f}× the high end", "bad" if kb > 2 * high else "")
+
+
+def storage_table(pa: ProfileAnalysis) -> Table:
+    """KB per conversation per stage (bytes written / conversations) against §1.3, projected linearly."""
+    storage = pa.storage_kb_per_conversation()
+    dim = pa.embedding_dimension()
+    headers = ["Stage", "Measured / conversation", "Measured at", "§1.3 estimate", "vs §1.3"]
+    headers += [f"Projected @ {fmt.conversations(n)}" for n in PROJECTION_SCALES]
+    table = Table(headers, caption="bytes written by the latest run at the largest scale ÷ conversations; "
+                                   "projections are linear (storage grows with each conversation)")
+    for stage in pa.fits:
+        if stage not in storage:
+            continue
+        kb, n = storage[stage]
+        expected = PROPOSAL_STORAGE_KB.get(stage)
+        if expected is None:
+            estimate, versus = Cell("not in §1.3", UNKNOWN), Cell(fmt.MISSING, UNKNOWN)
+        else:
+            low, high = expected_embedding_kb(dim) if stage == "embeddings" else expected
+            text = kb_range(low, high)
+            if stage == "embeddings":
+                text += f" ({dim}-d; 6 KB at 1536-d)" if dim and dim != 1536 else " (1536-d)"
+            estimate, versus = Cell(text), _versus(kb, low, high)
+        table.add(Cell(stage, "head"), fmt.kilobytes(kb), fmt.conversations(n), estimate, versus,
+                  *[Cell(fmt.nbytes(kb * 1024 * m), "" if m == n else "extrapolated") for m in PROJECTION_SCALES])
+    if storage:
+        total = sum(kb for kb, _ in storage.values())
+        largest = max(n for _, n in storage.values())
+        table.add(Cell("total", "head"), Cell(fmt.kilobytes(total), "head"), "",
+                  Cell(kb_range(*PROPOSAL_TOTAL_KB), "head"), _versus(total, *PROPOSAL_TOTAL_KB),
+                  *[Cell(fmt.nbytes(total * 1024 * m), "" if m == largest else "extrapolated")
+                    for m in PROJECTION_SCALES])
+    return table
+
+
+# -- API and cost ----------------------------------------------------------------------------------
+
+def cost_table(analysis: Analysis) -> Table | None:
+    """Per profile: API calls, 429s and cost per 1K conversations (per run), projected linearly."""
+    headers = ["Profile", "Runs", "Largest scale", "API calls / 1K conv.", "429 share", "Cost / 1K conv."]
+    headers += [f"Projected cost @ {fmt.conversations(n)}" for n in PROJECTION_SCALES]
+    table = Table(headers, caption="medians over each profile's complete runs on this host; cost is linear "
+                                   "in conversations, so projections scale the per-1K figure")
+    any_api = False
+    for name, pa in analysis.profiles.items():
+        ok = pa.ok
+        if not ((ok["api_calls"].fillna(0) > 0).any() or ok["cost_usd"].notna().any()):
+            continue
+        any_api = True
+        per_run = ok.groupby("run_id").agg(n=("scale_n", "max"), calls=("api_calls", "sum"),
+                                           r429=("api_429s", "sum"), cost=("cost_usd", "sum"))
+        per_run = per_run[per_run["n"] > 0]
+        cost_1k = (per_run["cost"] / per_run["n"] * 1000).median()
+        calls_1k = (per_run["calls"] / per_run["n"] * 1000).median()
+        share = (per_run["r429"].sum() / per_run["calls"].sum()) if per_run["calls"].sum() else None
+        table.add(Cell(name, "head"), str(len(per_run)), fmt.conversations(per_run["n"].max()),
+                  f"{calls_1k:,.0f}", fmt.percent(share), fmt.usd(cost_1k),
+                  *[Cell(fmt.usd(cost_1k * m / 1000), "extrapolated") for m in PROJECTION_SCALES])
+    return table if any_api else None
+
+
+def sweep_table(sweeps: pd.DataFrame) -> Table | None:
+    if sweeps.empty:
+        return None
+    table = Table(["Profile", "Stage", "Concurrency", "Items / min", "429 share", "p95 latency", "Cost / 1K conv.",
+                   "Status"], caption="one row per concurrency level, latest sweep")
+    latest = sweeps.sort_values("recorded_at").groupby(["profile", "stage", "concurrency"]).tail(1)
+    for _, r in latest.sort_values(["profile", "stage", "concurrency"]).iterrows():
+        p95 = r["latency_p95_ms"]
+        table.add(r["profile"], r["stage"], fmt.integer(r["concurrency"]), fmt.number(r["items_per_min"], 0),
+                  fmt.percent(r["share_429"]), fmt.MISSING if fmt.is_missing(p95) else f"{p95:.0f} ms",
+                  fmt.usd(r["cost_per_1k_conversations"]),
+                  Cell(str(r["status"]), "" if r["status"] == "success" else "bad"))
+    return table
+
+
+# -- reference vs Kura -----------------------------------------------------------------------------
+
+def backend_comparison(analysis: Analysis) -> Table | None:
+    """Per stage and scale, median time / peak / quality of each backend (when more than one ran)."""
+    ok = analysis.data.ok
+    backends = sorted(ok["backend"].dropna().unique())
+    if len(backends) < 2:
+        return None
+    profiles = {b: ", ".join(sorted(ok[ok["backend"] == b]["profile"].unique())) for b in backends}
+    headers = ["Stage", "Conversations"] + [f"{b} ({profiles[b]})" for b in backends]
+    headers.append(f"{backends[1]} ÷ {backends[0]} time")
+    table = Table(headers, caption="median wall time · peak RSS · ARI (clusters), per backend")
+    grouped = ok.groupby(["stage", "scale_n", "backend"]).agg(
+        wall=("wall_s", "median"), peak=("peak_rss_mb", "median"), ari=("ari", "median")).reset_index()
+    for stage in analysis.data.stages_present(ok):
+        for n in sorted(grouped[grouped["stage"] == stage]["scale_n"].unique()):
+            sub = grouped[(grouped["stage"] == stage) & (grouped["scale_n"] == n)].set_index("backend")
+            cells, walls = [], {}
+            for b in backends:
+                if b not in sub.index:
+                    cells.append(Cell("not run", UNKNOWN))
+                    continue
+                r = sub.loc[b]
+                walls[b] = r["wall"]
+                ari = "" if fmt.is_missing(r["ari"]) else f" · ARI {r['ari']:.2f}"
+                cells.append(Cell(f"{fmt.seconds(r['wall'])} · {fmt.megabytes(r['peak'])}{ari}"))
+            ratio = (walls[backends[1]] / walls[backends[0]]
+                     if backends[0] in walls and backends[1] in walls and walls[backends[0]] else None)
+            table.add(Cell(stage, "head"), fmt.conversations(n), *cells,
+                      fmt.MISSING if ratio is None else f"{ratio:.2f}×")
+    return table
+
+
+# -- breaking points -------------------------------------------------------------------------------
+
+def breaking_points_table(runs: pd.DataFrame) -> Table:
+    table = Table(["Stage", "Profile", "Scale", "Status", "Cause", "Peak RSS", "Wall", "When"])
+    broken = runs[runs["status"] != "success"].sort_values("finished_at", ascending=False)
+    for _, r in broken.iterrows():
+        cause = f"{r['error_type'] or 'error'}: {r['error_message'] or ''}".strip()
+        if len(cause) > 240:
+            cause = cause[:237] + "…"
+        when = pd.Timestamp(r["finished_at"]).strftime("%Y-%m-%d %H:%M") if not pd.isna(r["finished_at"]) else ""
+        table.add(Cell(r["stage"], "head"), r["profile"], fmt.conversations(r["scale_n"]),
+                  Cell(r["status"], "bad"), cause, fmt.megabytes(r["peak_rss_mb"]), fmt.seconds(r["wall_s"]), when)
+    return table
+
+
+# -- hardware --------------------------------------------------------------------------------------
+
+def hardware_table(rows: list[HardwareRow]) -> Table:
+    table = Table(["Conversations", "RAM", "Cores", "Disk", "Largest stage peak", "One run on this host",
+                   "Basis", "§3.2 guess (RAM · CPU · storage)"])
+    for r in rows:
+        guess = " · ".join(PROPOSAL_GUESSES.get(r.n, (fmt.MISSING,)))
+        if r.ram_gb is None:
+            table.add(fmt.conversations(r.n), *[Cell(fmt.MISSING, UNKNOWN)] * 5, Cell(r.note, UNKNOWN), guess)
+            continue
+        kind = "" if r.basis == MEASURED else "extrapolated"
+        cores = f"{r.cores}" if r.cores <= SINGLE_MACHINE_CORES else f"{r.cores} (distributed)"
+        ram = fmt.gigabytes(r.ram_gb) + (" (distributed)" if r.distributed and "distributed" not in cores else "")
+        table.add(Cell(fmt.conversations(r.n), "head"), Cell(ram, kind), Cell(cores, kind),
+                  Cell(fmt.gigabytes(r.disk_gb), kind),
+                  Cell(f"{fmt.megabytes(r.peak_mb)} ({r.dominant_memory_stage})", kind),
+                  Cell(fmt.seconds(r.wall_s_here), kind), Cell(r.basis, r.basis), guess)
+    return table
+
+
+# -- regression history ----------------------------------------------------------------------------
+
+def history_partition(analysis: Analysis) -> tuple[str, int] | None:
+    """The (profile, scale) with the most runs on this host; ties go to the larger scale."""
+    ok = analysis.data.ok
+    if ok.empty:
+        return None
+    counts = ok.groupby(["profile", "scale_n"])["run_id"].nunique().reset_index()
+    counts = counts.sort_values(["run_id", "scale_n"], ascending=False)
+    top = counts.iloc[0]
+    return str(top["profile"]), int(top["scale_n"])
+
+
+def history_frame(analysis: Analysis, profile: str, n: int) -> pd.DataFrame:
+    """One row per run of the partition, chronological: per-stage wall and peak."""
+    runs = analysis.data.runs
+    rows = runs[(runs["profile"] == profile) & (runs["scale_n"] == n)]
+    return rows.sort_values("started_at")
+
+
+def history_table(analysis: Analysis, history: pd.DataFrame) -> Table:
+    stages = analysis.data.stages_present(history)
+    table = Table(["Run started", "Code", "Total time"] + stages,
+                  caption="per stage: wall time · peak RSS; failed stages marked")
+    for run_id, rows in history.groupby("run_id", sort=False):
+        started = pd.Timestamp(rows["started_at"].min()).strftime("%Y-%m-%d %H:%M")
+        cells: list[Cell] = []
+        for stage in stages:
+            r = rows[rows["stage"] == stage]
+            if r.empty:
+                cells.append(Cell(fmt.MISSING, UNKNOWN))
+            elif (r["status"] != "success").all():
+                cells.append(Cell(str(r["status"].iloc[-1]), "bad"))
+            else:
+                r = r[r["status"] == "success"].iloc[-1]
+                cells.append(Cell(f"{fmt.seconds(r['wall_s'])} · {fmt.megabytes(r['peak_rss_mb'])}"))
+        code = str(rows["code_version"].dropna().iloc[0])[:12] if rows["code_version"].notna().any() else fmt.MISSING
+        table.add(started, code, fmt.seconds(rows.loc[rows["status"] == "success", "wall_s"].sum()), *cells)
+    return table
+
+
+def regression_checks_table(checks: pd.DataFrame) -> Table | None:
+    """Failed regression checks recorded on this host, newest first."""
+    if checks.empty:
+        return None
+    is_regression = checks["check_name"].fillna("").str.startswith("regression")
+    failed = checks[is_regression & ~checks["passed"].fillna(True).astype(bool)]
+    if failed.empty:
+        return None
+    table = Table(["When", "Check", "Stage", "Partition", "Value", "Baseline", "Ratio", "Message"])
+    for _, r in failed.sort_values("checked_at", ascending=False).head(30).iterrows():
+        table.add(pd.Timestamp(r["checked_at"]).strftime("%Y-%m-%d %H:%M"), r["check_name"], r["stage"],
+                  f"{r['profile']}/{r['scale']}", fmt.number(r["value"]), fmt.number(r["baseline"]),
+                  fmt.number(r["ratio"]), Cell(str(r["message"] or ""), "bad"))
+    return table
