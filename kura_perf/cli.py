@@ -144,6 +144,12 @@ def cmd_db(args) -> int:
     return 0 if ok else 1
 
 
+def _report(args) -> int:
+    from kura_perf.report.cli import report_command
+
+    return report_command(args)
+
+
 def cmd_simulate_api(args) -> int:
     from kura_perf.simulator.__main__ import main as simulator_main
 
@@ -179,6 +185,10 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--items", type=int, default=200, help="conversations per level")
     sweep.set_defaults(func=cmd_sweep)
 
+    report = sub.add_parser("report", help="build data/reports/index.html from the metrics store")
+    report.add_argument("--out", help="another folder for the report")
+    report.set_defaults(func=_report)
+
     db = sub.add_parser("db", help="refresh the views in data/metrics.duckdb")
     db.set_defaults(func=cmd_db)
 
@@ -189,6 +199,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     from kura_perf.checks.cli import add_baseline_commands
     add_baseline_commands(sub)
+    from kura_perf.compare import add_compare_command
+    add_compare_command(sub)
     return parser
 
 
