@@ -1,0 +1,152 @@
+"""What the simulator does: limits, latency and faults, per endpoint kind.
+
+Everything is a plain dataclass so a profile's `simulator = {...}` table, a JSON blob on the command
+line and `POST /_sim/config` all go through the same `from_dict`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any
+
+LOOPBACK = "127.0.0.1"
+ENDPOINT_KINDS = ("chat", "embeddings")
+
+# z-score of the 99th percentile of a standard normal: p99 = median * exp(2.326 * sigma).
+_Z_P99 = 2.3263478740408408
+
+
+@dataclass
+class EndpointConfig:
+    """Limits and latency of one endpoint kind; a limit of None means unlimited."""
+
+    rpm: int | None = None
+    tpm: int | None = None
+    latency_ms: float = 0.0  # median
+    p99_ms: float = 0.0  # 99th percentile; <= median means a fixed latency
+    ms_per_output_token: float = 0.0  # chat only: generation time grows with the answer
+
+    def lognormal_params(self) -> tuple[float, float] | None:
+        """(mu, sigma) of the lognormal whose median and p99 match the config; None for no latency."""
+        if self.latency_ms <= 0:
+            return None
+        mu = math.log(self.latency_ms / 1000.0)
+        if self.p99_ms <= self.latency_ms:
+            return mu, 0.0
+        return mu, (math.log(self.p99_ms) - math.log(self.latency_ms)) / _Z_P99
+
+
+@dataclass
+class FaultConfig:
+    """Injected failures. Rates are probabilities per request, drawn independently in this order:
+    outage window, dropped connection, 5xx, forced 429, then (after the real rate-limit buckets)
+    a slow response."""
+
+    error_rate: float = 0.0  # 500 or 503
+    rate_limit_rate: float = 0.0  # forced 429s, independent of the RPM/TPM buckets
+    timeout_rate: float = 0.0  # answer only after slow_response_s (longer than a client timeout)
+    drop_rate: float = 0.0  # close the connection without any response
+    slow_response_s: float = 30.0
+    forced_retry_after_s: float = 1.0  # retry-after sent with forced 429s
+    outages: list[tuple[float, float]] = field(default_factory=list)  # (start_s after boot, duration_s)
+
+
+def _default_chat() -> EndpointConfig:
+    # A typical OpenAI tier for gpt-4o-mini-class models.
+    return EndpointConfig(rpm=500, tpm=200_000, latency_ms=300.0, p99_ms=1500.0, ms_per_output_token=5.0)
+
+
+def _default_embeddings() -> EndpointConfig:
+    return EndpointConfig(rpm=3000, tpm=1_000_000, latency_ms=80.0, p99_ms=400.0)
+
+
+@dataclass
+class SimulatorConfig:
+    """The whole simulator. `burst_s` sets bucket capacity: limit * burst_s / 60 (60 = a full minute,
+    like OpenAI's headers; smaller = limits enforced over shorter periods, as OpenAI also does)."""
+
+    host: str = LOOPBACK
+    port: int = 0  # 0 = any free port
+    chat: EndpointConfig = field(default_factory=_default_chat)
+    embeddings: EndpointConfig = field(default_factory=_default_embeddings)
+    faults: FaultConfig = field(default_factory=FaultConfig)
+    burst_s: float = 60.0
+    seed: int = 0
+    verbose: bool = False  # one stderr line per request (never headers, so never a key)
+
+    def __post_init__(self) -> None:
+        if self.host != LOOPBACK:
+            raise ValueError(f"the simulator binds to {LOOPBACK} only (got host={self.host!r})")
+        if not 0 <= self.port <= 65535:
+            raise ValueError(f"port must be 0..65535 (got {self.port})")
+        if self.burst_s <= 0:
+            raise ValueError(f"burst_s must be > 0 (got {self.burst_s})")
+        for name in ("error_rate", "rate_limit_rate", "timeout_rate", "drop_rate"):
+            rate = getattr(self.faults, name)
+            if not 0.0 <= rate <= 1.0:
+                raise ValueError(f"faults.{name} must be within 0..1 (got {rate})")
+        self.faults.outages = [(float(s), float(d)) for s, d in self.faults.outages]
+
+    def endpoint(self, kind: str) -> EndpointConfig:
+        return self.chat if kind == "chat" else self.embeddings
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> "SimulatorConfig":
+        return cls().updated(data or {})
+
+    def updated(self, data: dict[str, Any]) -> "SimulatorConfig":
+        """A copy with `data` applied. Accepts nested tables ({"chat": {"rpm": 10}, "faults": {...}})
+        and flat shortcuts: rpm/tpm/latency_ms/p99_ms (both kinds), chat_rpm, embeddings_tpm, ...,
+        fault_rate (= error_rate), error_rate, drop_rate, ..., outages. Setting latency_ms without
+        p99_ms keeps the distribution's shape (p99/median ratio)."""
+        chat, emb, faults = replace(self.chat), replace(self.embeddings), replace(self.faults)
+        faults.outages = list(faults.outages)
+        top: dict[str, Any] = {}
+        endpoint_keys = {f.name for f in fields(EndpointConfig)}
+        fault_keys = {f.name for f in fields(FaultConfig)}
+        top_keys = {f.name for f in fields(SimulatorConfig)} - {"chat", "embeddings", "faults"}
+        for key, value in data.items():
+            if key in ("chat", "embeddings") and isinstance(value, dict):
+                target = chat if key == "chat" else emb
+                for sub_key, sub_value in value.items():
+                    if sub_key not in endpoint_keys:
+                        raise ValueError(f"unknown simulator setting {key}.{sub_key}")
+                    setattr(target, sub_key, sub_value)
+            elif key == "faults" and isinstance(value, dict):
+                for sub_key, sub_value in value.items():
+                    name = "error_rate" if sub_key == "fault_rate" else sub_key
+                    if name not in fault_keys:
+                        raise ValueError(f"unknown simulator setting faults.{sub_key}")
+                    setattr(faults, name, sub_value)
+            elif key in endpoint_keys:
+                setattr(chat, key, value)
+                setattr(emb, key, value)
+            elif key.startswith(("chat_", "embeddings_")) and key.split("_", 1)[1] in endpoint_keys:
+                kind, name = key.split("_", 1)
+                setattr(chat if kind == "chat" else emb, name, value)
+            elif key == "fault_rate":
+                faults.error_rate = value
+            elif key in fault_keys:
+                setattr(faults, key, value)
+            elif key in top_keys:
+                top[key] = value
+            else:
+                raise ValueError(f"unknown simulator setting {key!r}")
+        for old, new in ((self.chat, chat), (self.embeddings, emb)):
+            if new.latency_ms != old.latency_ms and new.p99_ms == old.p99_ms:
+                ratio = old.p99_ms / old.latency_ms if old.latency_ms > 0 else 1.0
+                new.p99_ms = new.latency_ms * max(1.0, ratio)
+        return SimulatorConfig(
+            host=top.get("host", self.host),
+            port=int(top.get("port", self.port)),
+            chat=chat,
+            embeddings=emb,
+            faults=faults,
+            burst_s=float(top.get("burst_s", self.burst_s)),
+            seed=int(top.get("seed", self.seed)),
+            verbose=bool(top.get("verbose", self.verbose)),
+        )

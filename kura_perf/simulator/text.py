@@ -1,0 +1,131 @@
+"""Reading a chat prompt and writing plausible text from it, so answers vary with the input.
+
+Prompts wrap their payload (a conversation, a cluster's member summaries) in XML-ish tags, as Kura's
+prompts do; instructions stay outside. So the payload is the text inside tags when there is any,
+otherwise the last user message. Salient words are the most frequent non-stop-words of the payload.
+"""
+
+from __future__ import annotations
+
+import re
+import zlib
+from collections import Counter
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any
+
+_TAGGED = re.compile(r"<([A-Za-z_][\w-]*)[^>]*>(.*?)</\1>", re.DOTALL)
+_WORD = re.compile(r"[A-Za-z][A-Za-z0-9+#'-]*[A-Za-z0-9+#]|[A-Za-z]")
+_ROLE_PREFIX = re.compile(r"^\s*(user|human|assistant|ai|system)\s*:\s*", re.IGNORECASE)
+_STOP_WORDS = frozenset(
+    """
+    a about above after again all also am an and any are as at be because been before being
+    below between both but by can could did do does doing done down during each else even ever
+    every few for from get gets getting give go going got had has have having he her here him his
+    how however i i'd i'll i'm i've if in into is isn't it it's its just know let like make many
+    may me might more most much must my need needs no nor not now of off on once one only or other
+    our out over own please quite rather really right same say see she should so some something
+    such sure take than thank thanks that that's the their them then there these they thing things
+    think this those though through to too try under until up us use used using very via want wants
+    was way we well were what what's when where which while who why will with within without would
+    yes yet you you're your hi hello hey okay ok can't don't doesn't won't didn't help user
+    asks asked ask user's assistant human ai conversation conversations summary summaries cluster clusters statement
+    statements example examples
+    """.split()
+)
+
+
+def content_text(content: Any) -> str:
+    """Text of a message's content: a string, or a list of parts of which the text ones count."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        parts = [p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") in ("text", "input_text")]
+        return "\n".join(p for p in parts if isinstance(p, str))
+    return ""
+
+
+def stable_hash(*parts: str) -> int:
+    return zlib.crc32("\x1f".join(parts).encode("utf-8"))
+
+
+def _snippet(text: str, max_words: int) -> str:
+    words = text.split()
+    cut = " ".join(words[:max_words])
+    return cut.rstrip(".,;:!?") + ("..." if len(words) > max_words else "")
+
+
+@dataclass(frozen=True)
+class PromptView:
+    """The parts of a prompt that answers are built from."""
+
+    payload: str
+
+    @classmethod
+    def from_messages(cls, messages: list[dict]) -> "PromptView":
+        texts = [(m.get("role", ""), content_text(m.get("content"))) for m in messages if isinstance(m, dict)]
+        tagged = [body.strip() for _, text in texts for _, body in _TAGGED.findall(text) if body.strip()]
+        if tagged:
+            return cls("\n".join(tagged))
+        user = [text for role, text in texts if role == "user" and text.strip()]
+        return cls(user[-1] if user else "\n".join(t for _, t in texts))
+
+    @cached_property
+    def salient(self) -> list[str]:
+        words = [w.lower() for w in _WORD.findall(self.payload)]
+        counts = Counter(w for w in words if len(w) > 2 and w not in _STOP_WORDS)
+        first_seen = {w: i for i, w in reversed(list(enumerate(words)))}
+        return sorted(counts, key=lambda w: (-counts[w], first_seen[w]))[:8]
+
+    @cached_property
+    def first_request(self) -> str:
+        """The first user turn (or first line) with its role prefix removed."""
+        lines = [ln for ln in self.payload.splitlines() if ln.strip()]
+        for line in lines:
+            match = _ROLE_PREFIX.match(line)
+            if match and match.group(1).lower() in ("user", "human"):
+                return line[match.end():].strip()
+        return _ROLE_PREFIX.sub("", lines[0]).strip() if lines else ""
+
+    def topic(self, n: int = 3) -> str:
+        words = self.salient[:n]
+        if not words:
+            return "general questions"
+        return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " and " + words[-1]
+
+    def seed(self, field: str) -> int:
+        return stable_hash(self.payload, field)
+
+    # --- text for a named string field -------------------------------------------------------
+    def name(self) -> str:
+        words = self.salient[:3]
+        return " ".join(w.capitalize() for w in words) + " requests" if words else "General assistance requests"
+
+    def text_for(self, field: str) -> str:
+        key = field.lower()
+        request = _snippet(self.first_request, 18) or "get help"
+        if key in ("name", "title", "label", "cluster_name"):
+            return self.name()
+        if "summary" in key:
+            return f"The user asks about {self.topic()}. Their request: {request}"
+        if "request" in key:
+            return f"The user's overall request for the assistant is to help with {self.topic()}: {request}"
+        if "task" in key:
+            return f"The task is to assist with {self.topic(2)}"
+        if "description" in key:
+            return (
+                f"Users asked the assistant for help with {self.topic(4)}. "
+                f"A typical request: {_snippet(self.first_request, 12) or 'general help'}"
+            )
+        if "language" in key:
+            return "english"
+        if "error" in key:
+            return "none"
+        if "reason" in key or "explanation" in key or "rationale" in key:
+            return f"The conversation centres on {self.topic()}."
+        return _snippet(self.payload.replace("\n", " "), 12) or field
+
+    def plain_answer(self) -> str:
+        """A plain-text chat answer."""
+        request = _snippet(self.first_request, 20) or "get general help"
+        return f"This conversation is about {self.topic()}. The user asks: {request}"

@@ -1,0 +1,324 @@
+"""The API simulator, exercised with the real openai client over HTTP on 127.0.0.1."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+from enum import Enum
+from typing import Literal, Optional
+
+import numpy as np
+import openai
+import pytest
+from pydantic import BaseModel, Field
+
+from kura_perf.simulator import SimulatorConfig, SimulatorProcess
+from kura_perf.simulator.cli import build_parser, config_from_args
+from kura_perf.simulator.schema_fill import fill_schema
+from kura_perf.simulator.text import PromptView
+
+pytestmark = pytest.mark.slow
+
+FAST = {"latency_ms": 2, "p99_ms": 8, "chat_ms_per_output_token": 0, "seed": 7}
+
+
+def _pid_gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    # A zombie still answers kill(0); it is gone once it is no longer in the process table as running.
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().split(")")[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
+@pytest.fixture(scope="module")
+def sim():
+    simulator = SimulatorProcess(FAST)
+    simulator.start()
+    pid = simulator.pid
+    try:
+        yield simulator
+    finally:
+        simulator.stop()
+        assert _pid_gone(pid), "the simulator process outlived its fixture"
+
+
+@pytest.fixture
+def fresh(sim):
+    """The shared simulator with the default fast config, an empty log and full buckets."""
+    defaults = SimulatorConfig.from_dict(FAST).to_dict()
+    sim.configure(**{k: v for k, v in defaults.items() if k not in ("host", "port")})
+    sim.reset()
+    return sim
+
+
+@pytest.fixture
+def client(fresh):
+    with openai.OpenAI(base_url=fresh.base_url, api_key="sk-test", max_retries=0, timeout=10) as c:
+        yield c
+
+
+def _chat(client, text: str, **kwargs):
+    return client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": text}], **kwargs)
+
+
+# --- chat completions ---------------------------------------------------------------------------
+def test_plain_chat_varies_with_the_prompt_and_counts_usage(client):
+    first = _chat(client, "How do I merge two pandas dataframes on a shared key column?")
+    second = _chat(client, "Suggest a vegetarian lasagna recipe with spinach and ricotta.")
+    a, b = first.choices[0].message.content, second.choices[0].message.content
+    assert a != b
+    assert "pandas" in a.lower() and "lasagna" in b.lower()
+    assert first.usage.prompt_tokens > 0 and first.usage.completion_tokens > 0
+    assert first.usage.total_tokens == first.usage.prompt_tokens + first.usage.completion_tokens
+
+
+class Severity(str, Enum):
+    low = "low"
+    high = "high"
+
+
+class Owner(BaseModel):
+    name: str
+    email: Optional[str] = None
+
+
+class Ticket(BaseModel):
+    """Exercises what pydantic emits: $defs/$ref, Optional (anyOf null), enum, Literal, bounds,
+    arrays with min/max items, nested objects."""
+
+    name: str
+    description: str
+    severity: Severity
+    kind: Literal["bug", "question"]
+    priority: int = Field(ge=1, le=5)
+    confidence: float = Field(gt=0, lt=1)
+    tags: list[str] = Field(min_length=2, max_length=4)
+    owner: Owner
+    watchers: list[Owner]
+    parent_id: Optional[int] = None
+
+
+def test_tool_call_arguments_are_valid_against_a_pydantic_schema(client):
+    prompt = "<statements>\nkubernetes pod crash loop\nkubernetes deployment rollback\n</statements>"
+    completion = _chat(client, prompt, tools=[openai.pydantic_function_tool(Ticket)],
+                       tool_choice={"type": "function", "function": {"name": "Ticket"}})
+    choice = completion.choices[0]
+    assert choice.finish_reason == "tool_calls"
+    call = choice.message.tool_calls[0]
+    assert call.function.name == "Ticket"
+    ticket = Ticket.model_validate_json(call.function.arguments)
+    assert "kubernetes" in ticket.name.lower()
+    assert 2 <= len(ticket.tags) <= 4 and 1 <= ticket.priority <= 5
+
+
+def test_json_schema_output_parses_into_the_pydantic_model(client):
+    completion = client.chat.completions.parse(
+        model="gpt-4o-mini", response_format=Ticket,
+        messages=[{"role": "user", "content": "<conversation>user: my rust borrow checker fails</conversation>"}],
+    )
+    ticket = completion.choices[0].message.parsed
+    assert isinstance(ticket, Ticket)
+    assert "rust" in ticket.description.lower()
+
+
+def test_json_object_mode_returns_a_json_object(client):
+    completion = _chat(client, "Name this: sourdough starter feeding", response_format={"type": "json_object"})
+    assert isinstance(json.loads(completion.choices[0].message.content), dict)
+
+
+def test_schema_filler_handles_refs_unions_and_bounds():
+    schema = {
+        "type": "object",
+        "properties": {
+            "item": {"$ref": "#/$defs/Item"},
+            "maybe": {"anyOf": [{"type": "null"}, {"type": "integer", "exclusiveMinimum": 10, "maximum": 11}]},
+            "both": {"allOf": [{"$ref": "#/$defs/Item"}, {"properties": {"extra": {"const": 3}}}]},
+            "flag": {"type": ["boolean", "null"]},
+            "when": {"type": "string", "format": "date-time"},
+            "short": {"type": "string", "maxLength": 5},
+        },
+        "required": ["item"],
+        "$defs": {"Item": {"type": "object", "properties": {"summary": {"type": "string", "minLength": 3}}}},
+    }
+    value = fill_schema(schema, PromptView("user: my espresso machine leaks water"))
+    assert "espresso" in value["item"]["summary"]
+    assert value["maybe"] == 11
+    assert value["both"]["extra"] == 3 and isinstance(value["both"]["summary"], str)
+    assert isinstance(value["flag"], bool)
+    assert value["when"].startswith("2024-")
+    assert len(value["short"]) <= 5
+
+
+# --- embeddings ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("model, dimensions, expected", [
+    ("text-embedding-3-small", None, 1536),
+    ("text-embedding-3-large", None, 3072),
+    ("text-embedding-3-small", 256, 256),
+    ("text-embedding-ada-002", None, 1536),
+    ("some-local-model", None, 1536),
+])
+def test_embedding_dimensions(client, model, dimensions, expected):
+    extra = {"dimensions": dimensions} if dimensions else {}
+    response = client.embeddings.create(model=model, input=["one text", "another text"], **extra)
+    vectors = np.array([d.embedding for d in response.data])
+    assert vectors.shape == (2, expected)
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-4)
+
+
+def test_embeddings_are_deterministic_in_both_encodings(client):
+    texts = ["deterministic vectors please", "a second input"]
+    as_floats = client.embeddings.create(model="text-embedding-3-small", input=texts, encoding_format="float")
+    as_base64 = client.embeddings.create(model="text-embedding-3-small", input=texts, encoding_format="base64")
+    default = client.embeddings.create(model="text-embedding-3-small", input=texts)  # the SDK asks for base64
+    floats = np.array([d.embedding for d in as_floats.data], dtype=np.float32)
+    decoded = np.stack([np.frombuffer(base64.b64decode(d.embedding), dtype="<f4") for d in as_base64.data])
+    assert np.array_equal(floats, decoded)
+    assert np.array_equal(floats, np.array([d.embedding for d in default.data], dtype=np.float32))
+    assert as_floats.usage.prompt_tokens == as_floats.usage.total_tokens > 0
+
+
+def test_similar_texts_get_similar_vectors(client):
+    texts = ["how to reset my router password", "resetting the password of my wifi router",
+             "best chocolate cake recipe"]
+    v = np.array([d.embedding for d in client.embeddings.create(model="text-embedding-3-small", input=texts).data])
+    assert v[0] @ v[1] > v[0] @ v[2] + 0.2
+
+
+def test_empty_input_is_rejected_like_openai(client):
+    with pytest.raises(openai.BadRequestError) as raised:
+        client.embeddings.create(model="text-embedding-3-small", input=[""])
+    assert raised.value.body["message"]
+
+
+def test_models_are_listed(client):
+    ids = {m.id for m in client.models.list()}
+    assert {"gpt-4o-mini", "text-embedding-3-small", "text-embedding-3-large"} <= ids
+
+
+# --- rate limits --------------------------------------------------------------------------------
+def test_rate_limit_headers_on_every_answer(client):
+    raw = client.embeddings.with_raw_response.create(model="text-embedding-3-small", input="hello")
+    for name in ("requests", "tokens"):
+        for kind in ("limit", "remaining", "reset"):
+            assert f"x-ratelimit-{kind}-{name}" in raw.headers
+    assert int(raw.headers["x-ratelimit-remaining-requests"]) < int(raw.headers["x-ratelimit-limit-requests"])
+
+
+def test_over_rpm_gives_429_with_retry_after_and_openai_error_body(fresh, client):
+    fresh.configure(embeddings={"rpm": 3})  # a bucket of 3 requests, refilled at one per 20 s
+    for _ in range(3):
+        client.embeddings.create(model="text-embedding-3-small", input="x")
+    with pytest.raises(openai.RateLimitError) as raised:
+        client.embeddings.create(model="text-embedding-3-small", input="x")
+    error = raised.value
+    assert error.status_code == 429
+    assert float(error.response.headers["retry-after"]) >= 1
+    assert error.response.headers["x-ratelimit-remaining-requests"] == "0"
+    assert error.body["code"] == "rate_limit_exceeded" and "Rate limit" in error.body["message"]
+    counts = fresh.log()["by_endpoint"]["embeddings"]["by_status"]
+    assert counts == {"200": 3, "429": 1}
+
+
+def test_over_tpm_gives_429(fresh, client):
+    fresh.configure(chat={"tpm": 60})
+    _chat(client, "short")
+    with pytest.raises(openai.RateLimitError):
+        _chat(client, "a longer prompt that needs more tokens than remain " * 3)
+
+
+# --- faults and the log -------------------------------------------------------------------------
+def test_injected_faults_are_answered_and_logged(fresh):
+    with openai.OpenAI(base_url=fresh.base_url, api_key="k", max_retries=0, timeout=0.3) as c:
+        fresh.configure(drop_rate=1.0)
+        with pytest.raises(openai.APIConnectionError):
+            c.embeddings.create(model="m", input="x")
+        fresh.configure(drop_rate=0.0, error_rate=1.0)
+        with pytest.raises(openai.InternalServerError):
+            c.embeddings.create(model="m", input="x")
+        fresh.configure(error_rate=0.0, rate_limit_rate=1.0, forced_retry_after_s=2)
+        with pytest.raises(openai.RateLimitError) as raised:
+            c.embeddings.create(model="m", input="x")
+        assert raised.value.response.headers["retry-after"] == "2"
+        fresh.configure(rate_limit_rate=0.0, timeout_rate=1.0, slow_response_s=1.0)
+        with pytest.raises(openai.APITimeoutError):
+            c.embeddings.create(model="m", input="x")
+        fresh.configure(timeout_rate=0.0)
+        fresh.outage(duration_s=30)
+        with pytest.raises(openai.InternalServerError) as raised:
+            c.embeddings.create(model="m", input="x")
+        assert raised.value.status_code == 503
+    log = fresh.log()
+    statuses = log["by_endpoint"]["embeddings"]["by_status"]
+    assert statuses["dropped"] == 1 and statuses["429"] == 1 and statuses["200"] == 1  # 200: the slow one
+    assert statuses.get("500", 0) + statuses.get("503", 0) == 2
+    assert log["faults"] == {"dropped": 1, "server_error": 1, "forced_rate_limit": 1, "timeout": 1, "outage": 1}
+
+
+def test_outage_window_from_config_is_relative_to_boot():
+    config = SimulatorConfig.from_dict({"outages": [[0, 3600]], **FAST})
+    with SimulatorProcess(config) as short_lived:
+        with openai.OpenAI(base_url=short_lived.base_url, api_key="k", max_retries=0) as c:
+            with pytest.raises(openai.InternalServerError):
+                c.embeddings.create(model="m", input="x")
+        pid = short_lived.pid
+    assert _pid_gone(pid)
+
+
+# --- process lifecycle and config ---------------------------------------------------------------
+def test_process_is_stopped_when_the_body_raises():
+    simulator = SimulatorProcess(FAST)
+    with pytest.raises(RuntimeError):
+        with simulator:
+            pid = simulator.pid
+            assert simulator.health()["pid"] == pid
+            raise RuntimeError("boom")
+    assert not simulator.is_running() and _pid_gone(pid)
+    simulator.stop()  # idempotent
+
+
+def test_only_loopback_is_accepted():
+    with pytest.raises(ValueError):
+        SimulatorConfig(host="0.0.0.0")
+
+
+def test_cli_flags_map_onto_the_config():
+    args = build_parser().parse_args([
+        "--port", "0", "--rpm", "500", "--embeddings-rpm", "3000", "--latency-ms", "50", "--p99-ms", "300",
+        "--fault-rate", "0.1", "--drop-rate", "0.05", "--outage", "10:5", "--config-json", '{"seed": 3}',
+    ])
+    config = config_from_args(args)
+    assert config.chat.rpm == 500 and config.embeddings.rpm == 3000
+    assert config.chat.latency_ms == 50 and config.embeddings.p99_ms == 300
+    assert config.faults.error_rate == 0.1 and config.faults.drop_rate == 0.05
+    assert config.faults.outages == [(10.0, 5.0)] and config.seed == 3
+
+
+def test_lognormal_fit_matches_median_and_p99():
+    import math
+
+    mu, sigma = SimulatorConfig.from_dict({"latency_ms": 50, "p99_ms": 300}).chat.lognormal_params()
+    assert math.isclose(math.exp(mu), 0.050)
+    assert math.isclose(math.exp(mu + 2.3263478740408408 * sigma), 0.300)
+
+
+def test_unknown_routes_answer_in_openai_error_format(client):
+    with pytest.raises(openai.NotFoundError) as raised:
+        client.completions.create(model="gpt-4o-mini", prompt="legacy endpoint")
+    assert raised.value.body["type"] == "invalid_request_error"
+
+
+def test_in_process_simulator_serves_and_stops():
+    from kura_perf.simulator import run_in_thread
+
+    with run_in_thread(FAST) as in_thread:
+        with openai.OpenAI(base_url=in_thread.base_url, api_key="k", max_retries=0) as c:
+            assert len(c.embeddings.create(model="text-embedding-3-small", input="x").data[0].embedding) == 1536
+        assert in_thread.log()["by_endpoint"]["embeddings"]["by_status"] == {"200": 1}
+    with pytest.raises(OSError):
+        in_thread.health()
