@@ -7,7 +7,7 @@ failed regression and quality are ERROR (red, not blocking), budgets WARN unless
 budgets_blocking, sanity ERROR and blocking, so later stages never run on bad data.
 """
 
-
+import math
 import warnings
 
 from dagster import (
@@ -47,7 +47,11 @@ def partition_of(context: AssetCheckExecutionContext) -> tuple[str, str]:
 
 
 def _num(value):
-    return None if value is None else (int(value) if isinstance(value, int) else round(float(value), 4))
+    """A number for Dagster metadata; inf/NaN (e.g. a z-score over a constant history) as text."""
+    if value is None or isinstance(value, (bool, int)):
+        return value
+    value = float(value)
+    return round(value, 4) if math.isfinite(value) else str(value)
 
 
 def outcome_metadata(outcomes: list[CheckOutcome]) -> dict:
@@ -97,16 +101,16 @@ def build_stage_checks(stage: str) -> AssetChecksDefinition:
         profile_name, scale = partition_of(context)
         selected = [k.name for k in context.selected_asset_check_keys]
         groups = tuple(g for g in groups_for(stage) if g in selected)
-        paths = kura_perf.paths()
-        record = find_stage_record(paths, context.run_id, stage, profile_name, scale)
+        paths, run_id = kura_perf.paths(), context.run.run_id
+        record = find_stage_record(paths, run_id, stage, profile_name, scale)
         if record is None:
             for group in groups:
                 yield AssetCheckResult(asset_key=stage, check_name=group, passed=False,
                                        severity=AssetCheckSeverity.WARN,
-                                       description=f"no {stage} record for run {context.run_id} or for "
+                                       description=f"no {stage} record for run {run_id} or for "
                                                    f"{profile_name}|{scale}: materialize the stage first")
             return
-        if record.get("run_id") != context.run_id:
+        if record.get("run_id") != run_id:
             context.log.info(f"{stage}: checking the latest record, from run {record.get('run_id')}")
         record.setdefault("scale_n", SCALES.get(scale))
         results = evaluate_stage(paths, record, kura_perf.profile(profile_name), groups)

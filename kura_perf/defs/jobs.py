@@ -7,14 +7,12 @@ a multiprocess executor would start check steps and stage steps side by side and
 from dagster import AssetSelection, define_asset_job, in_process_executor
 
 from kura_perf.defs.assets import stage_assets
-from kura_perf.defs.partitions import benchmark_partitions
 
 BENCHMARK_TAG = "kura_perf/benchmark"
 
 benchmark_job = define_asset_job(
     "benchmark_job",
-    selection=AssetSelection.assets(*stage_assets),  # includes the stages' asset checks
-    partitions_def=benchmark_partitions,
+    selection=AssetSelection.assets(*stage_assets),  # includes the stages' asset checks; partitioned like them
     executor_def=in_process_executor,
     tags={BENCHMARK_TAG: "true"},
     description="Materialize and check all stages of one scale x profile partition.",

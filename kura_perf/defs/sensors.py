@@ -1,5 +1,6 @@
-"""Two sensors, both RUNNING by default (turn them off in the UI, Automation tab, or with
-`dagster sensor stop <name>`):
+"""Two sensors, both RUNNING by default (turn one off in the UI: Automation ->
+the sensor -> toggle, or `dagster sensor stop <name> -w workspace.yaml` with the same DAGSTER_HOME;
+a stopped sensor stays stopped across restarts):
 
 - regression_alerts: turns new failed regression checks in the store into alerts (log line,
   alerts table, webhook POST when KURA_PERF_ALERT_WEBHOOK is set). It reads the store, not Dagster's
@@ -7,7 +8,6 @@
 - refresh_after_benchmark: after a successful benchmark run, refreshes the DuckDB views and, when
   kura_perf.report provides build_report, the report.
 """
-
 
 from datetime import datetime
 
@@ -61,7 +61,7 @@ def refresh_report(paths, log) -> str:
     return f"report refreshed ({result})" if result else "report refreshed"
 
 
-@run_status_sensor(run_status=DagsterRunStatus.SUCCESS, name="refresh_after_benchmark",
+@run_status_sensor(run_status=DagsterRunStatus.SUCCESS, name="refresh_after_benchmark", minimum_interval_seconds=15,
                    default_status=DefaultSensorStatus.RUNNING, monitor_all_code_locations=True,
                    description="After a successful benchmark run: refresh the DuckDB views and the report.")
 def refresh_after_benchmark(context: RunStatusSensorContext, kura_perf: KuraPerfResource):

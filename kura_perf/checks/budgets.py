@@ -1,0 +1,92 @@
+"""Fixed budgets from the proposal: memory per scale, storage per conversation, cluster counts.
+
+They hold whatever the history says (a run can be as fast as ever and still need 20 GB at 10K).
+WARN by default; ERROR when the profile sets budgets_blocking.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from kura_perf.checks.outcome import ERROR, WARN, CheckOutcome
+from kura_perf.outputs import stage_bytes
+from kura_perf.stages.base import STAGES
+
+# Proposal, hardware table: RAM 4 GB up to 1K conversations, 16 GB up to 10K, 64 GB at 100K+.
+# 50K falls between the last two rows and gets the 100K+ machine.
+MEMORY_BUDGET_GB = ((1_000, 4), (10_000, 16), (float("inf"), 64))
+
+# Proposal §1.3: raw ~2-5 KB + summary ~1-3 KB + embedding ~6 KB + cluster metadata ~0.5 KB = ~10-15 KB.
+STORAGE_KB_PER_CONVERSATION = 15.0
+
+# Proposal §1.2: expected base clusters. The proposal has no row for 100 or 100K; those use the
+# neighbouring row's proportion of the conversation count: 100 as 1K (1%-5% -> 1-5 clusters),
+# 100K as 50K (1%-4% -> 1,000-4,000).
+EXPECTED_CLUSTERS = {
+    "100": (1, 5),
+    "1k": (10, 50),
+    "5k": (50, 200),
+    "10k": (100, 500),
+    "50k": (500, 2_000),
+    "100k": (1_000, 4_000),
+}
+
+
+def memory_budget_mb(scale_n: int) -> float:
+    for upto, gb in MEMORY_BUDGET_GB:
+        if scale_n <= upto:
+            return gb * 1024.0
+    raise AssertionError("unreachable")
+
+
+def severity(blocking: bool) -> str:
+    return ERROR if blocking else WARN
+
+
+def check_memory(record: dict, blocking: bool = False) -> CheckOutcome:
+    peak, n = record.get("peak_rss_mb"), record.get("scale_n") or 0
+    budget = memory_budget_mb(n)
+    if peak is None:
+        return CheckOutcome("budget_memory", True, "peak memory not measured (meter off)", severity(blocking),
+                            baseline=budget)
+    ok = peak <= budget
+    return CheckOutcome("budget_memory", ok,
+                        f"peak RSS {peak:.0f} MB {'within' if ok else 'OVER'} the {budget / 1024:.0f} GB budget "
+                        f"for {n} conversations", severity(blocking), peak, budget, peak / budget)
+
+
+def cumulative_bytes(folder: Path, stage: str) -> int:
+    """Bytes stored by this stage and every stage before it, from their manifests."""
+    return sum(stage_bytes(folder, s) for s in STAGES[: STAGES.index(stage) + 1])
+
+
+def check_storage(record: dict, folder: Path, blocking: bool = False) -> CheckOutcome:
+    """Stored bytes per conversation so far (this stage and the ones before): the last stage's check is the total."""
+    n = record.get("scale_n") or 0
+    total = cumulative_bytes(folder, record["stage"])
+    kb = total / 1024.0 / n if n else 0.0
+    ok = kb <= STORAGE_KB_PER_CONVERSATION
+    return CheckOutcome("budget_storage", ok,
+                        f"{kb:.2f} KB per conversation stored up to {record['stage']} ({total} bytes, {n} "
+                        f"conversations); budget {STORAGE_KB_PER_CONVERSATION:g} KB", severity(blocking),
+                        kb, STORAGE_KB_PER_CONVERSATION, kb / STORAGE_KB_PER_CONVERSATION,
+                        details={"bytes_so_far": total})
+
+
+def check_cluster_count(record: dict, blocking: bool = False) -> CheckOutcome:
+    n_clusters, scale = record.get("n_clusters"), record.get("scale")
+    low, high = EXPECTED_CLUSTERS.get(scale, (None, None))
+    if low is None or n_clusters is None:
+        return CheckOutcome("budget_clusters", True, f"no expected cluster count for scale {scale}",
+                            severity(blocking), n_clusters)
+    ok = low <= n_clusters <= high
+    return CheckOutcome("budget_clusters", ok,
+                        f"{n_clusters} base clusters; expected {low}-{high} at {scale} (proposal §1.2)",
+                        severity(blocking), n_clusters, None, None, low, high)
+
+
+def check_budgets(record: dict, folder: Path, blocking: bool = False) -> list[CheckOutcome]:
+    outcomes = [check_memory(record, blocking), check_storage(record, folder, blocking)]
+    if record.get("stage") == "clusters":
+        outcomes.append(check_cluster_count(record, blocking))
+    return outcomes

@@ -1,0 +1,44 @@
+"""Run every check that applies to one stage record and store the outcomes.
+
+Grouped the way Dagster shows them (one asset check per group): regression, budgets, sanity and,
+on clusters, quality. Each group is a list of outcomes, one check_results row each.
+"""
+
+from __future__ import annotations
+
+from kura_perf.checks.budgets import check_budgets
+from kura_perf.checks.outcome import ERROR, CheckOutcome, write_outcomes
+from kura_perf.checks.quality import check_quality
+from kura_perf.checks.regression import REGRESSION_METRICS, check_regression
+from kura_perf.checks.sanity import check_sanity
+from kura_perf.config import Paths
+from kura_perf.profiles import Profile
+
+CHECK_GROUPS = ("regression", "budgets", "sanity", "quality")
+
+
+def groups_for(stage: str) -> tuple[str, ...]:
+    return CHECK_GROUPS if stage == "clusters" else CHECK_GROUPS[:3]
+
+
+def evaluate_group(group: str, paths: Paths, record: dict, profile: Profile) -> list[CheckOutcome]:
+    folder = paths.partition_dir(record["profile"], record["scale"])
+    if group == "regression":
+        return [check_regression(paths, record, m, profile.regression_threshold).outcome()
+                for m in REGRESSION_METRICS]
+    if group == "budgets":
+        return check_budgets(record, folder, blocking=profile.budgets_blocking)
+    if group == "sanity":
+        return [check_sanity(folder, record["stage"], profile, record.get("scale_n") or 0)]
+    if group == "quality":
+        return check_quality(record, profile, severity=ERROR)
+    raise ValueError(f"unknown check group {group}")
+
+
+def evaluate_stage(paths: Paths, record: dict, profile: Profile, groups: tuple[str, ...] | None = None,
+                   store: bool = True) -> dict[str, list[CheckOutcome]]:
+    """{group: outcomes} for the record's stage; with store=True also appended to check_results."""
+    results = {g: evaluate_group(g, paths, record, profile) for g in (groups or groups_for(record["stage"]))}
+    if store:
+        write_outcomes(paths.metrics, record, [o for outcomes in results.values() for o in outcomes])
+    return results

@@ -1,0 +1,278 @@
+"""The asset checks through Dagster: a real 100 partition, the A/A experiment, an injected 30%
+slowdown, a blocking sanity failure, and the schedule and sensors evaluated directly."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+import numpy as np
+import pandas as pd
+import pytest
+from dagster import (
+    AssetKey,
+    DagsterEventType,
+    DagsterInstance,
+    build_schedule_context,
+    build_sensor_context,
+)
+
+from kura_perf.backends.reference import ReferenceBackend
+from kura_perf.config import Paths
+from kura_perf.defs.launch import run_partition
+from kura_perf.defs.resources import KuraPerfResource
+from kura_perf.outputs import StageData
+from kura_perf.stages.base import STAGES, StageResult
+from kura_perf.store import query
+
+pytestmark = pytest.mark.slow
+
+CHEAP = ["conversations", "summaries"]
+
+
+def check_evaluations(instance, run_id: str) -> list:
+    """The run's asset check evaluations, as Dagster's event log has them."""
+    events = instance.all_logs(run_id, of_type=DagsterEventType.ASSET_CHECK_EVALUATION)
+    return [e.dagster_event.event_specific_data for e in events]
+
+
+def materialized(instance, run_id: str) -> set[str]:
+    events = instance.all_logs(run_id, of_type=DagsterEventType.ASSET_MATERIALIZATION)
+    return {e.dagster_event.asset_key.path[-1] for e in events}
+
+
+def stored_checks(paths: Paths, run_id: str) -> pd.DataFrame:
+    return query(paths.metrics, "SELECT * FROM check_results WHERE run_id = ?", [run_id])
+
+
+@pytest.fixture(scope="module")
+def instance():
+    with DagsterInstance.ephemeral() as inst:
+        yield inst
+
+
+# -- a full partition --------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def full_run(tmp_path_factory, instance):
+    """All six stages of the pca|100 partition (pca: UMAP's JIT would add ~40 s and nothing to the checks)."""
+    paths = Paths(tmp_path_factory.mktemp("full") / "data")
+    outcome = run_partition("100", "pca", paths=paths, instance=instance)
+    return paths, outcome
+
+
+def test_every_stage_has_its_checks_in_the_event_log(full_run, instance):
+    paths, outcome = full_run
+    assert outcome.success, outcome.failure
+    evaluations = check_evaluations(instance, outcome.run_id)
+    seen = {(e.asset_key.path[-1], e.check_name) for e in evaluations}
+    expected = {(s, c) for s in STAGES for c in ("regression", "budgets", "sanity")} | {("clusters", "quality")}
+    assert seen == expected
+    assert {e.partition for e in evaluations} == {"pca|100"}  # partitioned checks
+    by_key = {(e.asset_key.path[-1], e.check_name): e for e in evaluations}
+    assert all(by_key[(s, "sanity")].passed for s in STAGES)
+    assert all(by_key[(s, "regression")].passed for s in STAGES)  # first run: no baseline
+    meta = by_key[("embeddings", "regression")].metadata
+    assert {"wall_s_value", "peak_rss_mb_value", "details"} <= set(meta)
+    assert "no baseline" in by_key[("embeddings", "regression")].description
+    budget_meta = by_key[("embeddings", "budgets")].metadata
+    assert budget_meta["memory_baseline"].value == 4096.0  # the 4 GB budget up to 1K
+
+
+def test_every_evaluation_is_in_the_store(full_run):
+    paths, outcome = full_run
+    rows = stored_checks(paths, outcome.run_id)
+    records = {r["stage"]: r["record_id"] for r in outcome.records}
+    for stage in STAGES:
+        names = set(rows.loc[rows["stage"] == stage, "check_name"])
+        assert {"regression_wall_s", "regression_peak_rss_mb", "budget_memory", "budget_storage", "sanity"} <= names
+        assert set(rows.loc[rows["stage"] == stage, "stage_record_id"]) == {records[stage]}
+    assert {"budget_clusters", "quality_silhouette"} <= set(rows.loc[rows["stage"] == "clusters", "check_name"])
+    storage = rows[(rows["stage"] == "projections") & (rows["check_name"] == "budget_storage")].iloc[0]
+    assert 0 < storage["value"] < 15  # KB per conversation over all stages: the proposal's budget holds
+    assert rows["profile"].eq("pca").all() and rows["scale"].eq("100").all()
+
+
+def test_a_check_rerun_on_its_own_uses_the_latest_record(full_run, instance):
+    """Running only a check (the UI's 'Execute check') evaluates the partition's latest record."""
+    from dagster import AssetCheckKey
+
+    from kura_perf.defs.partitions import partition_key
+    from kura_perf.definitions import defs
+
+    paths, outcome = full_run
+    job = defs.resolve_job_def("benchmark_job").get_subset(
+        asset_selection=set(), asset_check_selection={AssetCheckKey(AssetKey("summaries"), "sanity")})
+    result = job.execute_in_process(partition_key=partition_key("100", "pca"), instance=instance,
+                                    resources={**defs.resources, "kura_perf": KuraPerfResource(home=str(paths.root))})
+    assert result.success
+    evaluations = check_evaluations(instance, result.run_id)
+    assert [(e.check_name, e.passed) for e in evaluations] == [("sanity", True)]
+    assert materialized(instance, result.run_id) == set()
+    rows = stored_checks(paths, outcome.run_id)  # stored against the record's run
+    assert (rows["check_name"] == "sanity").sum() == len(STAGES) + 1
+
+
+# -- A/A and the injected slowdown ---------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def warm(tmp_path_factory, instance):
+    """One throwaway run first, so imports and caches are warm for every measured run alike."""
+    run_partition("100", "offline", stages=CHEAP, paths=Paths(tmp_path_factory.mktemp("warm") / "data"),
+                  instance=instance)
+
+
+AA_RUNS = 4
+
+
+def test_aa_repeated_runs_raise_no_regression(tmp_path, instance, warm):
+    """Same code, same partition, AA_RUNS times: every regression check passes, in Dagster and in the store."""
+    paths = Paths(tmp_path / "data")
+    outcomes = [run_partition("100", "offline", stages=CHEAP, paths=paths, instance=instance) for _ in range(AA_RUNS)]
+    assert all(o.success for o in outcomes), [o.failure for o in outcomes]
+    regression = [e for o in outcomes for e in check_evaluations(instance, o.run_id) if e.check_name == "regression"]
+    assert len(regression) == AA_RUNS * len(CHEAP)
+    assert all(e.passed for e in regression), [e.description for e in regression if not e.passed]
+    rows = query(paths.metrics, "SELECT * FROM check_results WHERE check_name LIKE 'regression%'")
+    assert len(rows) == AA_RUNS * len(CHEAP) * 2 and rows["passed"].all()
+    assert rows["samples"].max() == AA_RUNS - 1  # the last run was compared with all earlier ones
+    assert len(query(paths.metrics, "SELECT * FROM regressions")) == 0
+
+
+PAD_S = 1.0  # makes summaries take ~1.2 s: a 30% slowdown is then ~0.35 s, far above timer jitter
+
+
+@pytest.fixture
+def padded_summaries(monkeypatch):
+    """A summaries stage with a fixed 1 s of work, so its time is deterministic enough to test the
+    detector, not the machine's load. The slowdown knob then sleeps 30% of the padded time."""
+    original = ReferenceBackend._summaries
+
+    def padded(self, inputs):
+        time.sleep(PAD_S)
+        return original(self, inputs)
+
+    monkeypatch.setattr(ReferenceBackend, "_summaries", padded)
+
+
+class Webhook(BaseHTTPRequestHandler):
+    received: list = []
+
+    def do_POST(self):  # noqa: N802 - http.server's naming
+        Webhook.received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+        self.send_response(200)
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def webhook(monkeypatch):
+    server = HTTPServer(("127.0.0.1", 0), Webhook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setenv("KURA_PERF_ALERT_WEBHOOK", f"http://127.0.0.1:{server.server_port}/alerts/token123")
+    Webhook.received.clear()
+    yield Webhook.received
+    server.shutdown()
+    server.server_close()
+
+
+def test_thirty_percent_slowdown_is_caught_and_alerted(tmp_path, instance, warm, padded_summaries, webhook,
+                                                       monkeypatch):
+    from kura_perf.defs.sensors import regression_alerts
+
+    paths = Paths(tmp_path / "data")
+    baseline = [run_partition("100", "offline", stages=CHEAP, paths=paths, instance=instance) for _ in range(3)]
+    assert all(o.success for o in baseline)
+    monkeypatch.setenv("KURA_PERF_TEST_SLOWDOWN", "summaries=0.3")
+    slow = run_partition("100", "offline", stages=CHEAP, paths=paths, instance=instance)
+    assert slow.success  # a regression is red, but does not block the run
+
+    evaluations = {(e.asset_key.path[-1], e.check_name): e for e in check_evaluations(instance, slow.run_id)}
+    caught = evaluations[("summaries", "regression")]
+    assert not caught.passed and caught.severity.value == "ERROR"
+    assert caught.metadata["wall_s_ratio"].value > 1.2 and caught.metadata["wall_s_samples"].value == 3
+    assert "noise_band" in " ".join(caught.metadata)
+    assert evaluations[("conversations", "regression")].passed
+    assert all(e.passed for o in baseline for e in check_evaluations(instance, o.run_id) if e.check_name == "regression")
+    failed = query(paths.metrics, "SELECT * FROM regressions")
+    assert list(failed["check_name"]) == ["regression_wall_s"] and failed["run_id"][0] == slow.run_id
+
+    context = build_sensor_context(instance=instance, resources={"kura_perf": KuraPerfResource(home=str(paths.root))})
+    result = regression_alerts(context)
+    assert "raised 1 regression alert" in result.skip_message
+    alerts = query(paths.metrics, "SELECT * FROM alerts")
+    assert len(alerts) == 1 and alerts["check_record_id"][0] == failed["record_id"][0]
+    assert "token123" not in alerts["delivered_to"][0] and "webhook http://127.0.0.1" in alerts["delivered_to"][0]
+    assert webhook and webhook[0]["stage"] == "summaries" and webhook[0]["ratio"] > 1.2
+    again = regression_alerts(build_sensor_context(instance=instance, cursor=context.cursor,
+                                                   resources={"kura_perf": KuraPerfResource(home=str(paths.root))}))
+    assert "no new" in again.skip_message and len(query(paths.metrics, "SELECT * FROM alerts")) == 1
+
+
+# -- sanity blocks downstream ---------------------------------------------------------------------
+
+def test_nan_embeddings_fail_sanity_and_clusters_never_run(tmp_path, instance, monkeypatch):
+    """A backend that stores NaN vectors (the stage 'succeeds'): the blocking sanity check stops the run."""
+    def nan_embeddings(self, inputs):
+        summaries = inputs.upstream["summaries"].tables["main"]
+        vectors = np.full((len(summaries), 384), np.nan, dtype=np.float32)
+        ids = pd.DataFrame({"chat_id": summaries["chat_id"]})
+        return StageResult(StageData(tables={"ids": ids}, arrays={"main": vectors}), len(summaries), len(summaries))
+
+    monkeypatch.setattr(ReferenceBackend, "_embeddings", nan_embeddings)
+    paths = Paths(tmp_path / "data")
+    outcome = run_partition("100", "offline", stages=["conversations", "summaries", "embeddings", "clusters"],
+                            paths=paths, instance=instance)
+    assert not outcome.success
+    assert outcome.failure.startswith("embeddings_checks: DagsterAssetCheckFailedError") and "sanity" in outcome.failure
+    assert materialized(instance, outcome.run_id) == {"conversations", "summaries", "embeddings"}
+    assert {r["stage"] for r in outcome.records} == {"conversations", "summaries", "embeddings"}  # clusters never ran
+    sanity = [e for e in check_evaluations(instance, outcome.run_id)
+              if e.asset_key == AssetKey("embeddings") and e.check_name == "sanity"][0]
+    assert not sanity.passed and sanity.blocking and "NaN" in sanity.description
+    planned = instance.all_logs(outcome.run_id, of_type=DagsterEventType.ASSET_MATERIALIZATION_PLANNED)
+    started = instance.all_logs(outcome.run_id, of_type=DagsterEventType.STEP_START)
+    assert AssetKey("clusters") in {e.dagster_event.asset_key for e in planned}  # it was part of the run ...
+    assert "clusters" not in {e.step_key for e in started}  # ... and never started
+    stored = stored_checks(paths, outcome.run_id)
+    assert not stored[(stored["stage"] == "embeddings") & (stored["check_name"] == "sanity")]["passed"].iloc[0]
+
+
+# -- the schedule and the job ----------------------------------------------------------------------
+
+def test_nightly_schedule_requests_the_configured_partitions(monkeypatch):
+    from datetime import datetime, timezone
+
+    from kura_perf.defs.schedules import nightly_benchmark
+
+    when = datetime(2026, 3, 4, 2, 0, tzinfo=timezone.utc)
+    monkeypatch.delenv("KURA_PERF_NIGHTLY", raising=False)
+    requests = list(nightly_benchmark(build_schedule_context(scheduled_execution_time=when)))
+    assert [str(r.partition_key) for r in requests] == ["offline|100", "offline|1k", "offline|10k"]
+    assert len({r.run_key for r in requests}) == 3 and all("2026-03-04" in r.run_key for r in requests)
+    monkeypatch.setenv("KURA_PERF_NIGHTLY", "pca:100, kmeans:5k")
+    requests = list(nightly_benchmark(build_schedule_context(scheduled_execution_time=when)))
+    assert [str(r.partition_key) for r in requests] == ["pca|100", "kmeans|5k"]
+    assert nightly_benchmark.cron_schedule == "0 2 * * *" and nightly_benchmark.execution_timezone == "UTC"
+
+
+def test_bad_nightly_setting_is_refused_clearly():
+    from kura_perf.defs.schedules import nightly_partitions
+    from kura_perf.errors import KuraPerfError
+
+    with pytest.raises(KuraPerfError, match="'offline:2k' is not a partition"):
+        nightly_partitions("offline:2k")
+
+
+def test_benchmark_job_runs_stages_and_checks_in_process():
+    from kura_perf.definitions import defs
+
+    job = defs.resolve_job_def("benchmark_job")
+    assert job.executor_def.name == "in_process"
+    assert job.partitions_def is not None
+    check_keys = {k.name for k in job.asset_layer.asset_graph.asset_check_keys}
+    assert check_keys == {"regression", "budgets", "sanity", "quality"}
