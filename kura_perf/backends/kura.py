@@ -47,12 +47,13 @@ class KuraFailure(StageError):
         while chain[-1].__cause__ is not None and len(chain) < 10:
             chain.append(chain[-1].__cause__)
         root = chain[-1]
-        first_line = next((line.strip() for line in str(root).splitlines() if line.strip()), "")
+        lines = " / ".join(line.strip() for line in str(root).splitlines() if line.strip())
         causes = " <- ".join(type(e).__name__ for e in chain[:-1])
         traffic = (f" (after {api.calls} API calls: {api.rate_limited} answered 429, "
                    f"{api.errors - api.rate_limited} other errors)") if api is not None else ""
         super().__init__(f"{stage}: Kura's {call} failed: {causes + ' <- ' if causes else ''}"
-                         f"{type(root).__name__}: {first_line[:400]}{traffic}")
+                         f"{type(root).__name__}: {lines[:500]}{traffic}")
+        self.kura_error = error  # the original, traceback included
 
 
 class KuraBackend:
@@ -92,8 +93,10 @@ class KuraBackend:
             result = self._loop.run(coro, stage, time_limit_s or self.profile.stage_timeout_s)
         except BreakingPoint:
             raise
-        except Exception as exc:  # Kura's own failure: recorded as failed, with its cause
-            raise KuraFailure(stage, call, exc, self._traffic(before)) from exc
+        except Exception as exc:  # Kura's own failure: recorded as failed, with its cause in the message
+            # Not chained: Dagster and the CLI report the innermost cause, which for Kura is often the
+            # last line of a pydantic dump; the message already names the chain and the root cause.
+            raise KuraFailure(stage, call, exc, self._traffic(before)) from None
         return result, self._traffic(before)
 
     def _traffic(self, before: dict | None) -> ApiCounters | None:

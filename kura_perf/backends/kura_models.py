@@ -131,7 +131,8 @@ class KuraModels:
         from kura.embedding import OpenAIEmbeddingModel
 
         name = spec.split(":", 1)[1]
-        return self._once("embed", lambda: OpenAIEmbeddingModel(model_name=name, model_batch_size=self.profile.batch_size))
+        return self._once("embed", lambda: OpenAIEmbeddingModel(model_name=name,
+                                                                model_batch_size=self.profile.batch_size))
 
     def embedding_dimension(self) -> int:
         spec = self.profile.embedding_model

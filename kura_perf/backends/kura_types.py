@@ -120,7 +120,8 @@ def clusters_to_tables(clusters: list[Cluster], chat_ids: list[str]) -> tuple[pd
             cluster_of[chat_id] = index
     missing = [c for c in chat_ids if c not in cluster_of]
     if missing:
-        raise StageError(f"clusters: Kura left {len(missing)} conversation(s) out of every cluster (e.g. {missing[:3]})")
+        raise StageError(f"clusters: Kura left {len(missing)} conversation(s) out of every cluster "
+                         f"(e.g. {missing[:3]})")
     main = pd.DataFrame({
         "cluster_id": np.arange(len(clusters), dtype=np.int64),
         "name": [c.name for c in clusters],

@@ -62,6 +62,28 @@ DERIVED = {
     "regressions": """
         SELECT * FROM check_results WHERE check_name LIKE 'regression%' AND NOT passed
         ORDER BY checked_at DESC""",
+    # Backend against backend (`kura-perf compare`): the latest record of each stage per backend, profile,
+    # scale and host, whatever its status (a breaking point is part of the comparison), plus a 'total'
+    # row per partition (sums; peak = the largest stage peak; quality from the clusters stage).
+    "comparison": """
+        WITH latest AS (
+            SELECT * EXCLUDE (rn) FROM (
+                SELECT *, row_number() OVER (PARTITION BY backend, profile, scale, host_fingerprint, stage
+                                             ORDER BY finished_at DESC) AS rn
+                FROM stage_runs)
+            WHERE rn = 1)
+        SELECT backend, profile, scale, scale_n, host_fingerprint, stage, status, wall_s, peak_rss_mb,
+               bytes_written, api_calls, api_429s, cost_usd, n_clusters, ari, nmi, silhouette, kura_version,
+               finished_at
+        FROM latest
+        UNION ALL
+        SELECT backend, profile, scale, any_value(scale_n), host_fingerprint, 'total',
+               CASE WHEN bool_and(status = 'success') THEN 'success' ELSE 'incomplete' END,
+               sum(wall_s), max(peak_rss_mb), sum(bytes_written), sum(api_calls), sum(api_429s), sum(cost_usd),
+               any_value(n_clusters) FILTER (WHERE stage = 'clusters'), any_value(ari) FILTER (WHERE stage = 'clusters'),
+               any_value(nmi) FILTER (WHERE stage = 'clusters'),
+               any_value(silhouette) FILTER (WHERE stage = 'clusters'), any_value(kura_version), max(finished_at)
+        FROM latest GROUP BY backend, profile, scale, host_fingerprint""",
     # Storage per conversation by stage, latest run per partition.
     "storage": """
         SELECT profile, scale, scale_n, stage, bytes_written,
