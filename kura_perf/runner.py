@@ -191,6 +191,7 @@ def run_stage(run: StageRun) -> dict:
                 time.sleep(factor * (time.perf_counter() - t0))
             written = sum(outputs.write_stage(run.folder, run.stage, result.data).values())
     except StageInterrupted:  # a guard's interrupt that landed outside the metered block
+        meter.finish()
         error = BreakingPoint(run.stage, meter.measurement.guard_reason or "interrupted",
                               meter.measurement.peak_rss_mb)
     except Exception as exc:  # noqa: BLE001 - recorded, then re-raised

@@ -152,3 +152,17 @@ def test_stage_stuck_in_native_code_is_recorded_and_stopped():
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert "time limit" in out["reason"] and "did not stop" in out["reason"]
     assert time.perf_counter() - t0 < 25
+
+
+def test_interrupt_landing_before_the_block_still_finishes_the_measurement():
+    from kura_perf.meter.meter import StageInterrupted
+
+    meter = Meter("early", memory_limit_mb=1, interval_s=0.001)  # fires at the first sample
+    try:
+        with meter:
+            time.sleep(1)
+    except (StageInterrupted, BreakingPoint):
+        meter.finish()
+    m = meter.measurement
+    assert m.guard_reason and m.wall_s > 0 and m.peak_rss_mb > 0
+    assert not meter._thread.is_alive()

@@ -35,7 +35,13 @@ def api_settings(profile: Profile):
 
 
 def preflight(profile: Profile) -> None:
-    """Refuse, before any work starts, a profile that cannot run here (no key for a real endpoint)."""
+    """Refuse, before any work starts, a profile that cannot run here (no key for a real endpoint,
+    or the kura backend without the kura extra installed)."""
+    if profile.backend == "kura":
+        from kura_perf.backends.kura_models import check_profile, require_kura
+
+        require_kura(profile)
+        check_profile(profile)
     if profile.uses_api() and not profile.api.simulate:
         api_settings(profile)
 

@@ -18,7 +18,7 @@ class ApiSimulatorResource(ConfigurableResource):
 
     @contextlib.contextmanager
     def yield_for_execution(self, context: InitResourceContext) -> Iterator["ApiSimulatorResource"]:
-        run = context.dagster_run
+        run = context.run
         profile_name = run.tags.get("dagster/partition/profile") if run else None
         profile = get_profile(profile_name, self.profiles_file) if profile_name else None
         if profile is None or not profile.api.simulate or os.environ.get(SIMULATOR_URL_ENV):

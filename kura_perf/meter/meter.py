@@ -84,6 +84,7 @@ class Meter:
         self.on_unresponsive = on_unresponsive
         self.grace_s = grace_s
         self._fired_at: float | None = None
+        self._finished = False
 
     # -- guards -----------------------------------------------------------------------------
     def _interrupt(self, reason: str) -> None:
@@ -134,8 +135,13 @@ class Meter:
             self._thread.start()
         return self
 
-    def __exit__(self, exc_type, exc, tb) -> bool:
+    def finish(self) -> Measurement:
+        """Stop sampling and complete the figures. Idempotent: __exit__ calls it, and so does a caller
+        whose block was interrupted before __exit__ could run (an interrupt landing in __enter__)."""
         m = self.measurement
+        if self._finished:
+            return m
+        self._finished = True
         m.wall_s = time.perf_counter() - self._t0
         m.finished_at = time.time()
         t1 = os.times()
@@ -152,8 +158,12 @@ class Meter:
         else:
             m.peak_rss_mb, m.timeline_s, m.timeline_mb = float("nan"), [], []
         if m.guard_reason:
-            # The guard fired: whatever the body did since, the limit was crossed. Cancel an
-            # interrupt that has not been delivered yet so it cannot strike later code.
+            # Cancel an interrupt that has not been delivered yet so it cannot strike later code.
             ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(self._target_thread_id), None)
+        return m
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        m = self.finish()
+        if m.guard_reason:  # the limit was crossed, whatever the body did since
             raise BreakingPoint(self.stage, m.guard_reason, m.peak_rss_mb) from None
         return False
