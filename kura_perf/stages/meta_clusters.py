@@ -1,0 +1,154 @@
+"""Stage 4: base clusters -> a tree of meta clusters, the way Kura's MetaClusterModel builds it.
+
+Kura (reduce_clusters_from_base_clusters) loops while there are more than max_clusters roots:
+embed each root's name and description, k-means the roots into groups of about clusters_per_group
+(KmeansClusteringMethod(12) by default), and inside each group let the LLM propose
+ceil(g / 2) parent names (one when g < 3) and file every child under one of them. Offline, the
+proposal-and-filing step is a k-means split of the group into that many parents, and the parents
+are named by the namer. Unlike Kura, the loop stops after max_iterations (Kura has no cap, so a
+reduction that stalls would loop forever); `cap_hit` says whether that happened.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from kura_perf.errors import StageError
+from kura_perf.models.clustering import kura_cluster_count
+from kura_perf.models.protocols import ClusterNamer, EmbeddingModel
+from kura_perf.stages.clusters import NOISE, name_groups
+from kura_perf.stages.embeddings import check_embeddings
+
+HIERARCHY_COLUMNS = (
+    "cluster_id",  # str: "c<base id>" for base clusters, "m<level>-<k>" for parents
+    "parent_id",  # str, or None for a root
+    "level",  # 0 = base cluster; a parent made in iteration i has level i
+    "name",
+    "description",
+    "size",  # conversations under this node
+    "is_leaf",  # True exactly for base clusters
+    "base_cluster_id",  # the int id in the clusters/assignments tables, for leaves; <NA> for parents
+)
+KURA_META_CLUSTERS_PER_GROUP = 12
+
+
+@dataclass
+class Hierarchy:
+    table: pd.DataFrame  # HIERARCHY_COLUMNS
+    iterations: int  # reduction rounds run
+    cap_hit: bool  # True when max_iterations stopped the loop with more than max_clusters roots
+
+    @property
+    def roots(self) -> int:
+        return int(self.table["parent_id"].isna().sum())
+
+
+def base_node_id(cluster_id: int) -> str:
+    return f"c{int(cluster_id)}"
+
+
+def build_hierarchy(
+    clusters: pd.DataFrame,
+    embedder: EmbeddingModel,
+    namer: ClusterNamer,
+    max_clusters: int = 10,
+    max_iterations: int = 10,
+    seed: int = 0,
+    clusters_per_group: int = KURA_META_CLUSTERS_PER_GROUP,
+) -> Hierarchy:
+    """Reduce the base clusters (noise excluded) until at most `max_clusters` roots remain."""
+    if max_clusters < 1:
+        raise StageError(f"meta_clusters: max_clusters must be at least 1 (got {max_clusters})")
+    if max_iterations < 0:
+        raise StageError(f"meta_clusters: max_iterations must be 0 or more (got {max_iterations})")
+    base = clusters[clusters["cluster_id"] != NOISE].sort_values("cluster_id")
+    nodes: list[dict] = [
+        {
+            "cluster_id": base_node_id(row.cluster_id),
+            "parent_id": None,
+            "level": 0,
+            "name": str(row.name),
+            "description": str(row.description),
+            "size": int(row.size),
+            "is_leaf": True,
+            "base_cluster_id": int(row.cluster_id),
+        }
+        for row in base.itertuples(index=False)
+    ]
+    roots = list(range(len(nodes)))
+    iterations = 0
+    while len(roots) > max_clusters and iterations < max_iterations:
+        iterations += 1
+        roots = _reduce_once(nodes, roots, iterations, embedder, namer, clusters_per_group, seed)
+    table = pd.DataFrame(nodes, columns=list(HIERARCHY_COLUMNS))
+    table = table.astype({"level": "int64", "size": "int64", "is_leaf": "bool", "base_cluster_id": "Int64"})
+    table["parent_id"] = table["parent_id"].astype(object).where(table["parent_id"].notna(), None)
+    return Hierarchy(table=table, iterations=iterations, cap_hit=len(roots) > max_clusters)
+
+
+def _reduce_once(
+    nodes: list[dict],
+    roots: list[int],
+    level: int,
+    embedder: EmbeddingModel,
+    namer: ClusterNamer,
+    clusters_per_group: int,
+    seed: int,
+) -> list[int]:
+    """One Kura reduction round: returns the indices of the new parent nodes (the new roots)."""
+    # Kura embeds str(Cluster), which is exactly this layout.
+    texts = [f"Name: {nodes[i]['name']}\nDescription: {nodes[i]['description']}" for i in roots]
+    vectors = check_embeddings(embedder.embed(texts), len(texts), embedder.dimension, embedder.name)
+    root_array = np.asarray(roots)
+
+    parent_children: list[np.ndarray] = []
+    groups = _kmeans_labels(vectors, kura_cluster_count(len(roots), clusters_per_group), seed)
+    for group in np.unique(groups):
+        positions = np.flatnonzero(groups == group)
+        wanted = math.ceil(len(positions) / 2) if len(positions) >= 3 else 1
+        split = _kmeans_labels(vectors[positions], wanted, seed)
+        for part in np.unique(split):
+            parent_children.append(positions[split == part])
+
+    sizes = [int(sum(nodes[i]["size"] for i in root_array[children])) for children in parent_children]
+    named = name_groups(namer, [[texts[p] for p in children] for children in parent_children], sizes)
+    new_roots = []
+    for k, (children, (name, description), size) in enumerate(zip(parent_children, named, sizes)):
+        parent_id = f"m{level}-{k}"
+        for child in root_array[children]:
+            nodes[child]["parent_id"] = parent_id
+        new_roots.append(len(nodes))
+        nodes.append(
+            {
+                "cluster_id": parent_id,
+                "parent_id": None,
+                "level": level,
+                "name": name,
+                "description": description,
+                "size": size,
+                "is_leaf": False,
+                "base_cluster_id": None,
+            }
+        )
+    return new_roots
+
+
+def _kmeans_labels(vectors: np.ndarray, k: int, seed: int) -> np.ndarray:
+    """Seeded k-means labels; trivial cases (k = 1, k >= n) skip the fit."""
+    n = len(vectors)
+    if k <= 1:
+        return np.zeros(n, dtype=np.int64)
+    if k >= n:
+        return np.arange(n, dtype=np.int64)
+    from sklearn.cluster import KMeans
+
+    with warnings.catch_warnings():
+        # Identical names embed identically; k-means then finds fewer distinct clusters than k,
+        # which is fine here (the round still shrinks the number of roots).
+        warnings.simplefilter("ignore")
+        return KMeans(n_clusters=k, n_init=1, random_state=seed).fit_predict(vectors).astype(np.int64)
