@@ -257,3 +257,5 @@ def test_launch_a_partition_run_and_find_its_records_and_checks(dagster_dev):
 
     # After the success, the run-status sensor refreshes the analysts' DuckDB views.
     wait_for(lambda: paths.database.exists(), 90, "the run-status sensor's views refresh", log)
+    # ...and requests a run of the performance_report asset, which writes the page.
+    wait_for(lambda: (paths.reports / "index.html").exists(), 180, "the report run requested by the sensor", log)

@@ -17,3 +17,10 @@ benchmark_job = define_asset_job(
     tags={BENCHMARK_TAG: "true"},
     description="Materialize and check all stages of one scale x profile partition.",
 )
+
+report_job = define_asset_job(
+    "report_job",
+    selection=AssetSelection.assets("performance_report"),
+    executor_def=in_process_executor,
+    description="Rebuild the performance report from the metrics store.",
+)

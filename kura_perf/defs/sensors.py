@@ -5,8 +5,8 @@ a stopped sensor stays stopped across restarts):
 - regression_alerts: turns new failed regression checks in the store into alerts (log line,
   alerts table, webhook POST when KURA_PERF_ALERT_WEBHOOK is set). It reads the store, not Dagster's
   event log, so regressions found by CLI runs (`kura-perf run`) alert too.
-- refresh_after_benchmark: after a successful benchmark run, refreshes the DuckDB views and, when
-  kura_perf.report provides build_report, the report.
+- refresh_after_benchmark: after a successful benchmark run, refreshes the DuckDB views and requests
+  a run of the performance_report asset.
 """
 
 from datetime import datetime
@@ -16,13 +16,14 @@ from dagster import (
     DefaultSensorStatus,
     RunStatusSensorContext,
     SensorEvaluationContext,
+    RunRequest,
     SkipReason,
     run_status_sensor,
     sensor,
 )
 
 from kura_perf.checks.alerts import raise_alert, unalerted_regressions
-from kura_perf.defs.jobs import BENCHMARK_TAG, benchmark_job
+from kura_perf.defs.jobs import BENCHMARK_TAG, benchmark_job, report_job
 from kura_perf.defs.resources import KuraPerfResource
 
 
@@ -47,23 +48,11 @@ def is_benchmark_run(run) -> bool:
             or ("dagster/partition/profile" in tags and "dagster/partition/scale" in tags))
 
 
-def refresh_report(paths, log) -> str:
-    """Rebuild the report if kura_perf.report provides build_report (written separately); else say so."""
-    try:
-        from kura_perf.report import build_report
-    except ImportError:
-        return "no report builder yet"
-    try:
-        result = build_report(paths)
-    except Exception as exc:  # noqa: BLE001 - a report bug must not stop the views refresh or the sensor
-        log.error(f"report refresh failed: {type(exc).__name__}: {exc}")
-        return f"report failed: {exc}"
-    return f"report refreshed ({result})" if result else "report refreshed"
-
-
 @run_status_sensor(run_status=DagsterRunStatus.SUCCESS, name="refresh_after_benchmark", minimum_interval_seconds=15,
                    default_status=DefaultSensorStatus.RUNNING, monitor_all_code_locations=True,
-                   description="After a successful benchmark run: refresh the DuckDB views and the report.")
+                   request_job=report_job,
+                   description="After a successful benchmark run: refresh the DuckDB views, then request a run "
+                               "of the performance_report asset.")
 def refresh_after_benchmark(context: RunStatusSensorContext, kura_perf: KuraPerfResource):
     from kura_perf.store import refresh_database
 
@@ -72,6 +61,6 @@ def refresh_after_benchmark(context: RunStatusSensorContext, kura_perf: KuraPerf
         return SkipReason(f"run {run.run_id} is not a benchmark run")
     paths = kura_perf.paths()
     views = "views refreshed" if refresh_database(paths.metrics, paths.database) else "views NOT refreshed (db busy)"
-    report = refresh_report(paths, context.log)
-    context.log.info(f"after run {run.run_id}: {views}; {report}")
-    return SkipReason(f"run {run.run_id}: {views}; {report}")
+    context.log.info(f"after run {run.run_id}: {views}; requesting the performance report")
+    # The report is its own (unpartitioned) asset run, so it is not a benchmark run: no loop.
+    return RunRequest(run_key=f"report-after-{run.run_id}")
