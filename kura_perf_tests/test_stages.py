@@ -126,6 +126,18 @@ def test_ground_truth_topic_never_reaches_summaries(summaries):
     assert "zzgt" not in text
 
 
+def test_ground_truth_topic_never_reaches_summaries_of_the_synthetic_corpus():
+    generator = pytest.importorskip("kura_perf.corpus.generator")
+    conversations = generator.generate_conversations(300, seed=1)
+    frame = summarise(conversations, OfflineSummaryModel())
+    checked = 0
+    for conversation, text in zip(conversations, frame["embed_text"]):
+        if conversation.topic and conversation.topic.lower() not in conversation.text().lower():
+            assert conversation.topic.lower() not in text.lower()
+            checked += 1
+    assert checked > 0
+
+
 class BrokenSummaryModel:
     name = "broken"
 

@@ -19,6 +19,8 @@ _TEMPLATE_WORDS = frozenset(
     languages language conversation conversations asks asked ask wants write writes something
     answer errors error reported previous problem mentioning mention sampled cluster clusters
     english none name description
+    got getting going want need needs like make makes really know help helps use using used way
+    thing things question questions actually keep keeping best good better
     """.split()
 )
 # Words of two or more letters, plus "c++"/"c#"-style names; no numbers or single letters.
@@ -29,7 +31,7 @@ _UNNAMED = "Miscellaneous"
 class TfidfClusterNamer:
     """ClusterNamer: name = top `top_words` c-TF-IDF keywords Title Cased; description = one sentence.
 
-    Deterministic (ties broken alphabetically); copes with one group, tiny groups and groups whose
+    Deterministic (ties go to the word appearing first in the group); copes with one group, tiny groups and groups whose
     text is all stop words (those get a generic name rather than an error).
     """
 
@@ -65,13 +67,19 @@ class TfidfClusterNamer:
             return [[] for _ in groups]
         terms = vectorizer.get_feature_names_out()
         scores = _ctfidf(counts)
+        analyse = vectorizer.build_analyzer()
         keywords = []
-        for row in range(scores.shape[0]):
+        for row, document in enumerate(class_documents):
             start, stop = scores.indptr[row], scores.indptr[row + 1]
-            columns, values = scores.indices[start:stop], scores.data[start:stop]
-            # Score descending, then term ascending: a deterministic order.
-            ranked = sorted(zip(columns, values), key=lambda item: (-item[1], terms[item[0]]))
-            keywords.append([str(terms[column]) for column, value in ranked[:count] if value > 0])
+            candidates = [(str(terms[column]), value) for column, value in
+                          zip(scores.indices[start:stop], scores.data[start:stop]) if value > 0]
+            # Ties (common when every member text is short) go to the word that comes first in the
+            # group, so callers control them by ordering members (e.g. biggest child first).
+            first_seen: dict[str, int] = {}
+            for position, token in enumerate(analyse(document)):
+                first_seen.setdefault(token, position)
+            candidates.sort(key=lambda item: (-item[1], first_seen.get(item[0], len(first_seen)), item[0]))
+            keywords.append([term for term, _ in candidates[:count]])
         return keywords
 
     def _describe(self, words: list[str], size: int) -> tuple[str, str]:

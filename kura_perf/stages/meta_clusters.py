@@ -113,7 +113,11 @@ def _reduce_once(
         wanted = math.ceil(len(positions) / 2) if len(positions) >= 3 else 1
         split = _kmeans_labels(vectors[positions], wanted, seed)
         for part in np.unique(split):
-            parent_children.append(positions[split == part])
+            children = positions[split == part]
+            # Biggest child first: the namer breaks ties by first appearance, so the parent's name
+            # leans towards where most of its conversations are.
+            child_sizes = np.array([nodes[roots[p]]["size"] for p in children])
+            parent_children.append(children[np.argsort(-child_sizes, kind="stable")])
 
     sizes = [int(sum(nodes[i]["size"] for i in root_array[children])) for children in parent_children]
     named = name_groups(namer, [[texts[p] for p in children] for children in parent_children], sizes)
