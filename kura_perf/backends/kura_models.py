@@ -21,6 +21,7 @@ from importlib import metadata
 import numpy as np
 
 from kura_perf.errors import ProfileError, StageError
+from kura_perf.backends.built_once import BuiltOnce
 from kura_perf.profiles import Profile
 
 INSTALL_HINT = "pip install 'kura_perf[kura]'"
@@ -91,18 +92,13 @@ def _sentence_transformer(path: str, batch_size: int):
         return _ST_MODELS[key]
 
 
-class KuraModels:
+class KuraModels(BuiltOnce):
     """Each model built once per backend. Build after the OpenAI environment is set: Kura's clients
     read OPENAI_BASE_URL / OPENAI_API_KEY when they are created."""
 
     def __init__(self, profile: Profile):
+        super().__init__()
         self.profile = profile
-        self._cache: dict[str, object] = {}
-
-    def _once(self, key, build):
-        if key not in self._cache:
-            self._cache[key] = build()
-        return self._cache[key]
 
     @property
     def _concurrency(self) -> int:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 
 from kura_perf.errors import ProfileError
+from kura_perf.backends.built_once import BuiltOnce
 from kura_perf.profiles import Profile
 
 # Set by the API-simulator resource / CLI for profiles with api.simulate = true.
@@ -50,15 +51,10 @@ def _api_model_name(spec: str) -> str | None:
     return spec.split(":", 1)[1] if spec.startswith("openai:") else None
 
 
-class ModelFactory:
+class ModelFactory(BuiltOnce):
     def __init__(self, profile: Profile):
+        super().__init__()
         self.profile = profile
-        self._cache: dict[str, object] = {}
-
-    def _once(self, key, build):
-        if key not in self._cache:
-            self._cache[key] = build()
-        return self._cache[key]
 
     def summary_model(self):
         spec = self.profile.summary_model
@@ -115,9 +111,6 @@ class ModelFactory:
         from kura_perf.models.projection import PCAProjection, UMAPProjection
 
         return UMAPProjection(random_state=self.profile.seed) if self.profile.projection == "umap" else PCAProjection()
-
-    def built(self) -> list:
-        return list(self._cache.values())
 
     def close(self) -> None:
         for model in self._cache.values():
