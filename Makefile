@@ -32,7 +32,7 @@ validate: install
 	$(BIN)/dagster definitions validate -w workspace.yaml
 
 dev: install
-	DAGSTER_HOME=$${DAGSTER_HOME:-$(CURDIR)/data/dagster_home} $(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+	DAGSTER_HOME=$$($(BIN)/kura-perf dagster-home) $(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
 
 report: install
 	$(BIN)/kura-perf report

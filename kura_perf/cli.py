@@ -150,6 +150,13 @@ def _report(args) -> int:
     return report_command(args)
 
 
+def cmd_dagster_home(args) -> int:
+    from kura_perf.config import Paths
+
+    print(_dagster_home(Paths.from_env()))
+    return 0
+
+
 def cmd_simulate_api(args) -> int:
     from kura_perf.simulator.__main__ import main as simulator_main
 
@@ -191,6 +198,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     db = sub.add_parser("db", help="refresh the views in data/metrics.duckdb")
     db.set_defaults(func=cmd_db)
+
+    home = sub.add_parser("dagster-home", help="create (if needed) and print the Dagster instance folder")
+    home.set_defaults(func=cmd_dagster_home)
 
     sim = sub.add_parser("simulate-api", help="serve the OpenAI-compatible simulator (see --help after it)",
                          add_help=False)
