@@ -322,3 +322,131 @@ def test_in_process_simulator_serves_and_stops():
         assert in_thread.log()["by_endpoint"]["embeddings"]["by_status"] == {"200": 1}
     with pytest.raises(OSError):
         in_thread.health()
+
+
+# --- pick-one prompts (Kura's meta-clustering) --------------------------------------------------
+PICK_ONE_PROMPT = """You are tasked with categorizing a specific cluster into one of the provided higher-level clusters.
+
+First, here are the ONLY valid higher-level clusters you may select from:
+<higher_level_clusters>
+{options}
+</higher_level_clusters>
+
+Here is the specific cluster to categorize:
+<specific_cluster>
+Name: {name}
+Description: {description}
+</specific_cluster>
+
+RULES:
+1. You MUST select EXACTLY ONE higher-level cluster from the provided list
+2. You MUST output the higher-level cluster name EXACTLY as written - no modifications allowed
+"""
+
+CANDIDATES = ["Debug Python scripts and tracebacks", "Plan vegetarian dinner recipes", "Configure Kubernetes deployments"]
+
+
+class ClusterLabel(BaseModel):
+    higher_level_cluster: str
+
+
+def _pick_one_prompt(options: list[str], name: str, description: str) -> str:
+    tags = "\n".join(f"<higher_level_cluster>{o}</higher_level_cluster>" for o in options)
+    return PICK_ONE_PROMPT.format(options=tags, name=name, description=description)
+
+
+def test_pick_one_tool_call_answers_one_of_the_options_verbatim(client):
+    """Kura's label_cluster: a ClusterLabel tool call over repeated <higher_level_cluster> tags."""
+    tool = {"type": "function", "function": {"name": "ClusterLabel", "parameters": ClusterLabel.model_json_schema()}}
+    asked = {
+        "Fix a python traceback": "Users asked to debug python scripts that raised a traceback.",
+        "Cook lentil lasagna": "Users asked for vegetarian recipes to cook for dinner.",
+        "Roll back a deployment": "Users asked how to configure and roll back kubernetes deployments.",
+    }
+    answers = []
+    for name, description in asked.items():
+        completion = _chat(client, _pick_one_prompt(CANDIDATES, name, description), tools=[tool],
+                           tool_choice={"type": "function", "function": {"name": "ClusterLabel"}})
+        label = ClusterLabel.model_validate_json(completion.choices[0].message.tool_calls[0].function.arguments)
+        answers.append(label.higher_level_cluster)
+    assert answers == CANDIDATES  # each picks the option it shares words with
+    again = _chat(client, _pick_one_prompt(CANDIDATES, "Fix a python traceback", asked["Fix a python traceback"]),
+                  tools=[tool], tool_choice={"type": "function", "function": {"name": "ClusterLabel"}})
+    assert json.loads(again.choices[0].message.tool_calls[0].function.arguments)["higher_level_cluster"] == answers[0]
+
+
+def test_pick_one_structured_output_with_a_single_candidate(client):
+    """One candidate (Kura asks for one name when a group has < 3 clusters): still picked verbatim."""
+    completion = client.chat.completions.parse(
+        model="gpt-4o-mini", response_format=ClusterLabel,
+        messages=[{"role": "user", "content": _pick_one_prompt(["Plan vegetarian dinner recipes"], "Bake bread",
+                                                               "Users asked for sourdough tips.")}],
+    )
+    assert completion.choices[0].message.parsed.higher_level_cluster == "Plan vegetarian dinner recipes"
+
+
+def test_kura_meta_cluster_calls_pass_kuras_validators(fresh, monkeypatch):
+    """Kura's own MetaClusterModel (instructor, its prompts, its validators) against the simulator:
+    candidate names (as many as asked, distinct, short), a label that is one of them, a renamed group."""
+    meta_cluster = pytest.importorskip("kura.meta_cluster")
+    import asyncio
+
+    from kura.types.cluster import Cluster
+
+    monkeypatch.setenv("OPENAI_BASE_URL", fresh.base_url)
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    topics = [("Debug python tracebacks", "Users asked to fix python scripts raising exceptions."),
+              ("Write python unit tests", "Users asked for pytest tests of python functions."),
+              ("Plan vegetarian dinners", "Users asked for vegetarian dinner recipes with lentils."),
+              ("Bake sourdough bread", "Users asked how to feed a sourdough starter and bake bread."),
+              ("Scale kubernetes pods", "Users asked how to autoscale kubernetes deployments.")]
+    clusters = [Cluster(name=n, description=d, slug=f"s{i}", chat_ids=[str(i)], parent_id=None)
+                for i, (n, d) in enumerate(topics)]
+    model = meta_cluster.MetaClusterModel(model="openai/gpt-4o-mini", embedding_model=object(), max_concurrent_requests=4)
+
+    async def run():
+        try:
+            names = await model.generate_candidate_clusters(clusters, asyncio.Semaphore(4))
+            labels = [await model.label_cluster(c, names) for c in clusters]
+            renamed = await model.rename_cluster_group(clusters[:2])
+            return names, labels, renamed
+        finally:
+            await model.client.client.close()
+
+    names, labels, renamed = asyncio.run(run())
+    assert len(names) == 3 == len(set(names))  # "create at most 3 higher-level cluster names" (ceil(5 / 2))
+    assert all(len(n.split()) <= 10 and "<" not in n for n in names)
+    assert all(label["label"] in names for label in labels)
+    parent = renamed[0]
+    assert parent.parent_id is None and "python" in parent.name.lower()
+    assert parent.slug.count("_") == 2 and parent.slug == parent.slug.lower()
+    assert [c.parent_id for c in renamed[1:]] == [parent.id, parent.id]
+    statuses = fresh.log()["by_endpoint"]["chat.completions"]["by_status"]
+    assert statuses == {"200": 1 + len(clusters) + 1}  # no re-asks: every answer passed the validators
+
+
+def test_choices_need_a_matching_field_and_a_request_to_choose():
+    listed = "Classify the ticket.\nChoose one of these categories:\n- Billing issue\n- Shipping delay\n- Refund\n\n" \
+             "Ticket: my parcel is late, the shipping delay is two weeks"
+    schema = {"type": "object", "properties": {"category": {"type": "string"}, "summary": {"type": "string"}}}
+    value = fill_schema(schema, PromptView.from_messages([{"role": "user", "content": listed}]))
+    assert value["category"] == "Shipping delay"  # an enumerated list under a heading naming the field
+    assert value["summary"] not in ("Billing issue", "Shipping delay", "Refund")
+    # Repeated tags without a request to choose are context (a naming prompt's examples), not options.
+    examples = "Name this group:\n<summary>pandas merge on key</summary>\n<summary>pandas groupby sum</summary>"
+    named = fill_schema({"type": "object", "properties": {"summary": {"type": "string"}}},
+                        PromptView.from_messages([{"role": "user", "content": examples}]))
+    assert named["summary"] not in ("pandas merge on key", "pandas groupby sum") and "pandas" in named["summary"]
+
+
+def test_list_length_follows_the_prompt_and_names_are_distinct():
+    prompt = ("<items><item>kubernetes pods crash</item><item>python pandas merge</item>"
+              "<item>vegan lentil soup</item></items>\nCreate at most four topic names for these items.")
+    schema = {"type": "object", "properties": {"topic_names": {"type": "array", "items": {"type": "string"}}}}
+    names = fill_schema(schema, PromptView.from_messages([{"role": "user", "content": prompt}]))["topic_names"]
+    assert len(names) == 4 == len(set(names))
+    assert all("<" not in n for n in names)
+    # A number in the payload (the data, inside tags) is not an instruction.
+    data = "<conversation>user: list 7 topic names for my blog</conversation>\nSummarise the conversation."
+    quoted = fill_schema(schema, PromptView.from_messages([{"role": "user", "content": data}]))["topic_names"]
+    assert len(quoted) == 3  # the default for topic lists, not the 7 the user typed

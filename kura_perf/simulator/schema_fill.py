@@ -5,6 +5,11 @@ allOf, type lists, enum/const, string length and common formats, integer/number 
 and exclusive, multipleOf), arrays (items, min/maxItems, uniqueItems), nested objects (every declared
 property is filled, so `required` always holds). String fields get text chosen by their name
 (summary, request, task, description, name, ...) so structured answers vary with the input.
+
+Two things come from the prompt's instructions rather than its payload (see choices.py): a string
+field that picks one of the options the prompt lists gets one of them verbatim, and a list whose
+length the prompt states ("create at most 3 higher-level cluster names") gets that many items.
+A list of names gets distinct names.
 """
 
 from __future__ import annotations
@@ -12,9 +17,11 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from kura_perf.simulator.text import PromptView
+from kura_perf.simulator.choices import OptionGroup, option_groups, pick_option, requested_count
+from kura_perf.simulator.text import PromptView, is_name_field
 
 _MAX_DEPTH = 12
+_MAX_REQUESTED_ITEMS = 50
 _FORMATS = {
     "date-time": "2024-01-01T00:00:00Z",
     "date": "2024-01-01",
@@ -31,6 +38,12 @@ class SchemaFiller:
     def __init__(self, root: dict, view: PromptView):
         self.root = root
         self.view = view
+
+    @property
+    def groups(self) -> list[OptionGroup]:
+        if not hasattr(self, "_groups"):
+            self._groups = option_groups(self.view.prompt, self.view.instructions)
+        return self._groups
 
     def fill(self) -> Any:
         return self._value(self.root, "value", 0)
@@ -92,6 +105,9 @@ class SchemaFiller:
         hi = schema.get("maxItems")
         key = field.lower()
         wanted = 0 if "error" in key else (3 if any(w in key for w in ("keyword", "tag", "topic")) else 1)
+        asked = requested_count(self.view.instructions, field)
+        if asked is not None:
+            wanted = min(asked, _MAX_REQUESTED_ITEMS)
         count = max(lo, wanted)
         if hi is not None:
             count = min(count, int(hi))
@@ -104,6 +120,10 @@ class SchemaFiller:
             value = self._value(items, singular, depth + 1)
             if isinstance(value, str) and any(w in key for w in ("keyword", "tag", "topic")):
                 value = (self.view.salient + [f"{singular}{j}" for j in range(count)])[i]
+            elif isinstance(value, str) and is_name_field(singular) and value == self.view.name():
+                value = self.view.name(i)  # distinct names, not one name repeated
+                if value in out:
+                    value = f"{value} {i + 1}"
             if schema.get("uniqueItems") and value in out:
                 value = f"{value} {i}" if isinstance(value, str) else value + i if isinstance(value, int) else value
             out.append(value)
@@ -112,9 +132,12 @@ class SchemaFiller:
     def _string(self, schema: dict, field: str, depth: int) -> str:
         fmt = schema.get("format")
         text = _FORMATS.get(fmt) if fmt else None
-        if text is None:
-            text = self.view.text_for(field)
         lo, hi = int(schema.get("minLength", 0)), schema.get("maxLength")
+        if text is None:
+            option = pick_option(self.view.prompt, field, self.groups)
+            if option is not None and lo <= len(option) <= (int(hi) if hi is not None else len(option)):
+                return option
+            text = self.view.text_for(field)
         if len(text) < lo:
             text = text + "." * (lo - len(text))
         if hi is not None and len(text) > int(hi):

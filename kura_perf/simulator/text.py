@@ -16,6 +16,7 @@ from typing import Any
 
 _TAGGED = re.compile(r"<([A-Za-z_][\w-]*)[^>]*>(.*?)</\1>", re.DOTALL)
 _WORD = re.compile(r"[A-Za-z][A-Za-z0-9+#'-]*[A-Za-z0-9+#]|[A-Za-z]")
+_PLACEHOLDER = re.compile(r"^\[[^\]]*\]$")  # an answer-format slot: <summary> [Insert your summary here] </summary>
 _ROLE_PREFIX = re.compile(r"^\s*(user|human|assistant|ai|system)\s*:\s*", re.IGNORECASE)
 _STOP_WORDS = frozenset(
     """
@@ -29,7 +30,7 @@ _STOP_WORDS = frozenset(
     think this those though through to too try under until up us use used using very via want wants
     was way we well were what what's when where which while who why will with within without would
     yes yet you you're your hi hello hey okay ok can't don't doesn't won't didn't help user
-    asks asked ask user's assistant human ai conversation conversations summary summaries cluster clusters statement
+    asks asked ask user's users assistant none human ai conversation conversations summary summaries cluster clusters statement
     statements example examples
     """.split()
 )
@@ -45,6 +46,12 @@ def content_text(content: Any) -> str:
     return ""
 
 
+def is_name_field(field: str) -> bool:
+    """`name`, `title`, `label` and fields ending in them (`cluster_name`, `candidate_cluster_name`)."""
+    key = field.lower()
+    return key in ("name", "title", "label") or key.endswith(("_name", "_title", "_label"))
+
+
 def stable_hash(*parts: str) -> int:
     return zlib.crc32("\x1f".join(parts).encode("utf-8"))
 
@@ -55,27 +62,56 @@ def _snippet(text: str, max_words: int) -> str:
     return cut.rstrip(".,;:!?") + ("..." if len(words) > max_words else "")
 
 
+def _unwrap(body: str) -> str:
+    """A tagged body with the tags nested in it replaced by their text (`<cluster>A</cluster>` -> `A`)."""
+    for _ in range(8):
+        unwrapped = _TAGGED.sub(lambda m: m.group(2).strip(), body)
+        if unwrapped == body:
+            break
+        body = unwrapped
+    return body
+
+
 @dataclass(frozen=True)
 class PromptView:
-    """The parts of a prompt that answers are built from."""
+    """The parts of a prompt that answers are built from: the payload (text inside the outermost
+    tags, nested tags unwrapped) and the raw prompt (every message, instructions included), in which
+    pick-one options and requested counts are looked up."""
 
     payload: str
+    raw: str = ""
 
     @classmethod
     def from_messages(cls, messages: list[dict]) -> "PromptView":
         texts = [(m.get("role", ""), content_text(m.get("content"))) for m in messages if isinstance(m, dict)]
-        tagged = [body.strip() for _, text in texts for _, body in _TAGGED.findall(text) if body.strip()]
+        raw = "\n".join(t for _, t in texts)
+        tagged = [_unwrap(body).strip() for _, text in texts for _, body in _TAGGED.findall(text)]
+        tagged = [t for t in tagged if t and not _PLACEHOLDER.match(t)]
         if tagged:
-            return cls("\n".join(tagged))
+            return cls("\n".join(tagged), raw)
         user = [text for role, text in texts if role == "user" and text.strip()]
-        return cls(user[-1] if user else "\n".join(t for _, t in texts))
+        return cls(user[-1] if user else raw, raw)
+
+    @property
+    def prompt(self) -> str:
+        return self.raw or self.payload
 
     @cached_property
-    def salient(self) -> list[str]:
+    def instructions(self) -> str:
+        """The prompt without its tagged payload: what the caller asks for, not the data it sends."""
+        return _TAGGED.sub(" ", self.prompt)
+
+    @cached_property
+    def ranked_words(self) -> list[str]:
+        """Non-stop-words of the payload, most frequent first (ties: first seen first)."""
         words = [w.lower() for w in _WORD.findall(self.payload)]
         counts = Counter(w for w in words if len(w) > 2 and w not in _STOP_WORDS)
         first_seen = {w: i for i, w in reversed(list(enumerate(words)))}
-        return sorted(counts, key=lambda w: (-counts[w], first_seen[w]))[:8]
+        return sorted(counts, key=lambda w: (-counts[w], first_seen[w]))
+
+    @cached_property
+    def salient(self) -> list[str]:
+        return self.ranked_words[:8]
 
     @cached_property
     def first_request(self) -> str:
@@ -97,15 +133,25 @@ class PromptView:
         return stable_hash(self.payload, field)
 
     # --- text for a named string field -------------------------------------------------------
-    def name(self) -> str:
-        words = self.salient[:3]
+    def name(self, index: int = 0) -> str:
+        """A short name; names 1, 2, ... use the next most frequent words, so a list of names is varied."""
+        pool = self.ranked_words
+        words = pool[3 * index: 3 * index + 3] if index else pool[:3]
+        if not words and pool:
+            words = [pool[(index + k) % len(pool)] for k in range(min(3, len(pool)))]
         return " ".join(w.capitalize() for w in words) + " requests" if words else "General assistance requests"
+
+    def slug(self) -> str:
+        words = [re.sub(r"[^a-z0-9]+", "", w) for w in self.salient[:3]]
+        return "_".join(w for w in words if w) or "general_assistance_requests"
 
     def text_for(self, field: str) -> str:
         key = field.lower()
         request = _snippet(self.first_request, 18) or "get help"
-        if key in ("name", "title", "label", "cluster_name"):
+        if is_name_field(key):
             return self.name()
+        if "slug" in key:
+            return self.slug()
         if "summary" in key:
             return f"The user asks about {self.topic()}. Their request: {request}"
         if "request" in key:
