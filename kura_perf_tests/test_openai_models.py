@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import threading
 from datetime import datetime, timezone
 
@@ -18,7 +17,8 @@ from kura_perf.models.openai_api import (
     ApiSettings, OpenAIClusterNamer, OpenAIEmbedding, OpenAISummaryModel, parse_reset, price_for, retry_after_s,
 )
 from kura_perf.models.protocols import SUMMARY_FIELDS, ClusterNamer, EmbeddingModel, SummaryModel
-from kura_perf.simulator import SimulatorConfig, SimulatorProcess
+from kura_perf.simulator import SimulatorProcess
+from kura_perf_tests.simulator_fixtures import fresh_simulator, shared_simulator
 
 pytestmark = pytest.mark.slow
 
@@ -33,31 +33,8 @@ TOPICS = [
 ]
 
 
-def _pid_gone(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    return False
-
-
-@pytest.fixture(scope="module")
-def sim():
-    simulator = SimulatorProcess(FAST).start()
-    pid = simulator.pid
-    try:
-        yield simulator
-    finally:
-        simulator.stop()
-        assert _pid_gone(pid), "the simulator process outlived its fixture"
-
-
-@pytest.fixture
-def fresh(sim):
-    defaults = SimulatorConfig.from_dict(FAST).to_dict()
-    sim.configure(**{k: v for k, v in defaults.items() if k not in ("host", "port")})
-    sim.reset()
-    return sim
+sim = shared_simulator(FAST)
+fresh = fresh_simulator(FAST)
 
 
 def settings(sim, **overrides) -> ApiSettings:

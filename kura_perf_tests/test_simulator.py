@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 from enum import Enum
 from typing import Literal, Optional
 
@@ -14,6 +13,7 @@ import pytest
 from pydantic import BaseModel, Field
 
 from kura_perf.simulator import SimulatorConfig, SimulatorProcess
+from kura_perf_tests.simulator_fixtures import fresh_simulator, pid_gone, shared_simulator
 from kura_perf.simulator.cli import build_parser, config_from_args
 from kura_perf.simulator.schema_fill import fill_schema
 from kura_perf.simulator.text import PromptView
@@ -23,38 +23,8 @@ pytestmark = pytest.mark.slow
 FAST = {"latency_ms": 2, "p99_ms": 8, "chat_ms_per_output_token": 0, "seed": 7}
 
 
-def _pid_gone(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    # A zombie still answers kill(0); it is gone once it is no longer in the process table as running.
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().split(")")[1].split()[0] == "Z"
-    except FileNotFoundError:
-        return True
-
-
-@pytest.fixture(scope="module")
-def sim():
-    simulator = SimulatorProcess(FAST)
-    simulator.start()
-    pid = simulator.pid
-    try:
-        yield simulator
-    finally:
-        simulator.stop()
-        assert _pid_gone(pid), "the simulator process outlived its fixture"
-
-
-@pytest.fixture
-def fresh(sim):
-    """The shared simulator with the default fast config, an empty log and full buckets."""
-    defaults = SimulatorConfig.from_dict(FAST).to_dict()
-    sim.configure(**{k: v for k, v in defaults.items() if k not in ("host", "port")})
-    sim.reset()
-    return sim
+sim = shared_simulator(FAST)
+fresh = fresh_simulator(FAST)
 
 
 @pytest.fixture
@@ -267,7 +237,7 @@ def test_outage_window_from_config_is_relative_to_boot():
             with pytest.raises(openai.InternalServerError):
                 c.embeddings.create(model="m", input="x")
         pid = short_lived.pid
-    assert _pid_gone(pid)
+    assert pid_gone(pid)
 
 
 # --- process lifecycle and config ---------------------------------------------------------------
@@ -278,7 +248,7 @@ def test_process_is_stopped_when_the_body_raises():
             pid = simulator.pid
             assert simulator.health()["pid"] == pid
             raise RuntimeError("boom")
-    assert not simulator.is_running() and _pid_gone(pid)
+    assert not simulator.is_running() and pid_gone(pid)
     simulator.stop()  # idempotent
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import pandas as pd
-import pyarrow as pa
 
 from kura_perf.corpus.types import Conversation, Message
 
@@ -33,5 +32,3 @@ def conversations_from_table(table: pd.DataFrame) -> list[Conversation]:
                                 metadata=json.loads(meta), topic=None if pd.isna(topic) else topic))
     return out
 
-
-__all__ = ["conversations_to_table", "conversations_from_table", "pa"]

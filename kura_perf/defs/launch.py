@@ -5,8 +5,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import pandas as pd
-
 from kura_perf.config import Paths
 from kura_perf.stages.base import STAGES
 
@@ -69,5 +67,3 @@ def run_partition(scale: str, profile: str, stages: list[str] | None = None, pat
         records = records.sort_values("order").drop(columns="order")
     return RunOutcome(result.run_id, result.success, failure, records.to_dict("records") if len(records) else [])
 
-
-__all__ = ["RunOutcome", "run_partition", "pd"]
