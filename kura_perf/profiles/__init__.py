@@ -12,7 +12,7 @@ from pydantic import ValidationError
 from kura_perf.errors import ProfileError
 from kura_perf.profiles.schema import ApiConfig, Profile
 
-__all__ = ["Profile", "ApiConfig", "load_profiles", "get_profile", "profile_names"]
+__all__ = ["Profile", "ApiConfig", "load_profiles", "get_profile"]
 
 BUILTIN = "profiles.toml"
 
@@ -65,11 +65,3 @@ def get_profile(name: str, extra_file: str | None = None) -> Profile:
     if name not in profiles:
         raise ProfileError(f"unknown profile '{name}'; available: {', '.join(profiles)}")
     return profiles[name]
-
-
-def profile_names() -> list[str]:
-    """Names for the partition definition: fixed at import, so only built-in plus KURA_PERF_PROFILES."""
-    try:
-        return list(load_profiles())
-    except ProfileError:
-        return list(load_profiles.__wrapped__()) if hasattr(load_profiles, "__wrapped__") else ["offline"]
