@@ -21,7 +21,11 @@ def root_cause(error) -> str:
     """The user's error inside Dagster's wrappers: 'ProfileError: ...', not 'Error occurred while executing op'."""
     while getattr(error, "cause", None) is not None:
         error = error.cause
-    return f"{error.cls_name}: {error.message.strip().splitlines()[-1] if error.message.strip() else ''}"
+    message = error.message.strip().splitlines()[-1] if error.message.strip() else ""
+    prefix, _, rest = message.partition(": ")
+    if rest and prefix.rsplit(".", 1)[-1] == error.cls_name:  # Dagster repeats "module.Class: " in the text
+        message = rest
+    return f"{error.cls_name}: {message}"
 
 
 def run_partition(scale: str, profile: str, stages: list[str] | None = None, paths: Paths | None = None,
