@@ -121,3 +121,15 @@ def test_database_file_is_queryable_by_duckdb_directly(tmp_path):
         assert con.execute("SELECT count(*) FROM scaling").fetchone()[0] == 1
     finally:
         con.close()
+
+
+def test_unmetered_runs_never_stand_for_a_partition(tmp_path):
+    metered = _record(1)
+    metered["metered"] = True
+    unmetered = _record(2)  # later, with no memory figures
+    unmetered.update(metered=False, peak_rss_mb=None, finished_at=datetime.now(timezone.utc))
+    write_record(tmp_path, "stage_runs", metered)
+    write_record(tmp_path, "stage_runs", unmetered)
+    latest = query(tmp_path, "SELECT record_id, peak_rss_mb FROM latest_stage_runs")
+    assert latest.to_dict("records") == [{"record_id": "r1", "peak_rss_mb": 100.0}]
+    assert query(tmp_path, "SELECT runs FROM scaling")["runs"].tolist() == [1]

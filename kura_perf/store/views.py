@@ -26,12 +26,13 @@ def table_view_sql(metrics_dir: Path, table: str) -> str:
 
 # Derived views. Documented in README ("Querying the metrics store").
 DERIVED = {
-    # The most recent successful record of each stage per partition and host.
+    # The most recent successful, metered record of each stage per partition and host
+    # (runs with --no-meter have no memory figures, so they never stand for a partition).
     "latest_stage_runs": """
         SELECT * EXCLUDE (rn) FROM (
             SELECT *, row_number() OVER (PARTITION BY stage, profile, scale, host_fingerprint
                                          ORDER BY finished_at DESC) AS rn
-            FROM stage_runs WHERE status = 'success')
+            FROM stage_runs WHERE status = 'success' AND coalesce(metered, true))
         WHERE rn = 1""",
     # One row per run: totals across its stages.
     "run_summary": """
@@ -51,7 +52,7 @@ DERIVED = {
                median(bytes_written) / nullif(any_value(scale_n), 0) AS bytes_per_conversation,
                median(wall_s) * 1000.0 / nullif(any_value(scale_n), 0) AS s_per_1k_conversations,
                median(cost_usd) * 1000.0 / nullif(any_value(scale_n), 0) AS cost_per_1k_conversations
-        FROM stage_runs WHERE status = 'success'
+        FROM stage_runs WHERE status = 'success' AND coalesce(metered, true)
         GROUP BY stage, backend, profile, host_fingerprint, scale, scale_n""",
     # Where the pipeline broke: guards that stopped a stage, and failures.
     "breaking_points": """
@@ -70,7 +71,7 @@ DERIVED = {
             SELECT * EXCLUDE (rn) FROM (
                 SELECT *, row_number() OVER (PARTITION BY backend, profile, scale, host_fingerprint, stage
                                              ORDER BY finished_at DESC) AS rn
-                FROM stage_runs)
+                FROM stage_runs WHERE coalesce(metered, true) OR status <> 'success')
             WHERE rn = 1)
         SELECT backend, profile, scale, scale_n, host_fingerprint, stage, status, wall_s, peak_rss_mb,
                bytes_written, api_calls, api_429s, cost_usd, n_clusters, ari, nmi, silhouette, kura_version,
