@@ -104,7 +104,10 @@ def _same_host(df: pd.DataFrame, fingerprint) -> pd.Series:
 
 def load_report_data(metrics_dir: Path) -> ReportData:
     """Every record the report needs, from the store's views, narrowed to the best-covered host."""
-    all_runs = query(metrics_dir, "SELECT * FROM stage_runs ORDER BY started_at, finished_at")
+    # Successful runs with metering off (`--no-meter`, used to measure the meter's cost) carry no
+    # memory figures and a different timing regime: they never stand for a partition here.
+    all_runs = query(metrics_dir, "SELECT * FROM stage_runs WHERE coalesce(metered, true) OR status <> 'success' "
+                                  "ORDER BY started_at, finished_at")
     sweeps = query(metrics_dir, "SELECT * FROM sweep_results ORDER BY recorded_at")
     checks = query(metrics_dir, "SELECT * FROM check_results ORDER BY checked_at")
     fingerprint = _choose_host(all_runs)
