@@ -80,26 +80,22 @@ class SimulatorControl:
         self._call("POST", "/_sim/outage", {"duration_s": duration_s, "start_in_s": start_in_s})
 
 
+def _signal_group_and_wait(pid: int, sig: int, process: subprocess.Popen | None, timeout_s: float) -> None:
+    try:
+        os.killpg(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+    if process is not None:
+        try:
+            process.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            pass
+
+
 def _kill_group(pid: int, stop_timeout_s: float, process: subprocess.Popen | None = None) -> None:
     """SIGTERM the process group, wait, then SIGKILL whatever is left."""
-    try:
-        os.killpg(pid, signal.SIGTERM)
-    except (ProcessLookupError, PermissionError):
-        pass
-    if process is not None:
-        try:
-            process.wait(timeout=stop_timeout_s)
-        except subprocess.TimeoutExpired:
-            pass
-    try:
-        os.killpg(pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
-    if process is not None:
-        try:
-            process.wait(timeout=stop_timeout_s)
-        except subprocess.TimeoutExpired:
-            pass
+    _signal_group_and_wait(pid, signal.SIGTERM, process, stop_timeout_s)
+    _signal_group_and_wait(pid, signal.SIGKILL, process, stop_timeout_s)
 
 
 class SimulatorProcess(SimulatorControl):
