@@ -54,6 +54,13 @@ def cmd_run(args) -> int:
     _print_records(outcome.records)
     if not outcome.success:
         print(f"\nrun {outcome.run_id} FAILED: {outcome.failure}", file=sys.stderr)
+        if "BreakingPoint" in (outcome.failure or ""):
+            # A stage stopped by a guard may leave a worker thread inside native code (torch, a C
+            # loop); interpreter teardown would then abort (exit 134). Everything is recorded:
+            # leave now with the documented exit code.
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(1)
         return 1
     print(f"\nrun {outcome.run_id} succeeded; records in {paths.metrics}")
     return 0

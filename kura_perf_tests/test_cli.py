@@ -48,3 +48,13 @@ def test_sql_on_empty_store(tmp_path):
     out = kura_perf("sql", "select count(*) as n from stage_runs", "--format", "csv", env_home=tmp_path)
     assert out.returncode == 0
     assert out.stdout.strip().splitlines() == ["n", "0"]
+
+
+def test_breaking_point_exits_1_with_the_reason(tmp_path):
+    profiles = tmp_path / "p.toml"
+    profiles.write_text("[tight]\nstage_timeout_s = 0.2\n")
+    out = kura_perf("run", "--scale", "100k", "--profile", "tight", "--profiles", str(profiles),
+                    "--stages", "conversations", env_home=tmp_path)
+    assert out.returncode == 1
+    assert "BreakingPoint" in out.stderr and "time limit" in out.stderr
+    assert "Traceback" not in out.stderr
