@@ -19,6 +19,7 @@ from kura_perf.backends import Backend, get_backend
 from kura_perf.config import Paths
 from kura_perf.errors import BreakingPoint
 from kura_perf.meter import Meter
+from kura_perf.meter.api import latency_percentiles
 from kura_perf.meter.meter import StageInterrupted
 from kura_perf.meter import memory
 from kura_perf.meter.host import code_version, host_info, package_versions
@@ -84,13 +85,6 @@ def _memory_limit(profile: Profile) -> float:
     return profile.memory_limit_mb or 0.9 * memory.total_ram_mb()
 
 
-def _percentiles(latencies_s: list[float]) -> dict:
-    if not latencies_s:
-        return {"latency_p50_ms": None, "latency_p95_ms": None, "latency_p99_ms": None}
-    p50, p95, p99 = np.percentile(np.asarray(latencies_s) * 1000, [50, 95, 99])
-    return {"latency_p50_ms": float(p50), "latency_p95_ms": float(p95), "latency_p99_ms": float(p99)}
-
-
 def build_record(run: StageRun, meter: Meter, result: StageResult | None, bytes_written: int,
                  error: BaseException | None, backend_name: str, api_on_failure=None) -> dict:
     m = meter.measurement
@@ -135,7 +129,7 @@ def build_record(run: StageRun, meter: Meter, result: StageResult | None, bytes_
         "tokens_in": api.get("tokens_in"),
         "tokens_out": api.get("tokens_out"),
         "cost_usd": api.get("cost_usd"),
-        **_percentiles(api.get("latencies_s", [])),
+        **latency_percentiles(api.get("latencies_s", [])),
         "silhouette": q.get("silhouette"),
         "davies_bouldin": q.get("davies_bouldin"),
         "n_clusters": q.get("n_clusters"),

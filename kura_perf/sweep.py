@@ -10,11 +10,10 @@ from datetime import datetime, timezone
 from typing import Sequence
 from urllib.parse import urlparse
 
-import numpy as np
-
 from kura_perf.backends.model_factory import SIMULATOR_URL_ENV, api_settings
 from kura_perf.corpus.types import Conversation
 from kura_perf.errors import KuraPerfError
+from kura_perf.meter.api import latency_percentiles
 from kura_perf.meter.host import code_version, host_info
 from kura_perf.profiles import Profile
 
@@ -82,14 +81,11 @@ def run_sweep(profile: Profile, scale: str, conversations: Sequence[Conversation
             c = model.counters
             model.close()
             items = len(conversations) if stage == "summaries" else len(texts)
-            lat = np.asarray(c.latencies_s) * 1000 if c.latencies_s else None
             rows.append({
                 "record_id": uuid.uuid4().hex, "run_id": run_id, "recorded_at": datetime.now(timezone.utc),
                 "profile": profile.name, "scale": scale, "stage": stage, "concurrency": level, "items": items,
                 "wall_s": wall, "items_per_min": items / wall * 60 if wall > 0 and status == "success" else None,
-                "latency_p50_ms": float(np.percentile(lat, 50)) if lat is not None else None,
-                "latency_p95_ms": float(np.percentile(lat, 95)) if lat is not None else None,
-                "latency_p99_ms": float(np.percentile(lat, 99)) if lat is not None else None,
+                **latency_percentiles(c.latencies_s),
                 "api_calls": c.calls, "api_429s": c.rate_limited,
                 "share_429": c.rate_limited / c.calls if c.calls else None,
                 "api_retries": c.retries, "api_errors": c.errors, "tokens_in": c.tokens_in,

@@ -33,3 +33,13 @@ class ApiCounters:
 
     def as_dict(self) -> dict:
         return {f.name: getattr(self, f.name) for f in fields(self) if not f.name.startswith("_")}
+
+
+def latency_percentiles(latencies_s: list[float]) -> dict:
+    """p50/p95/p99 in milliseconds (None when nothing succeeded): one definition for records and sweeps."""
+    if not latencies_s:
+        return {"latency_p50_ms": None, "latency_p95_ms": None, "latency_p99_ms": None}
+    import numpy as np
+
+    p50, p95, p99 = np.percentile(np.asarray(latencies_s) * 1000, [50, 95, 99])
+    return {"latency_p50_ms": float(p50), "latency_p95_ms": float(p95), "latency_p99_ms": float(p99)}
