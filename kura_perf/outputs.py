@@ -3,10 +3,14 @@
 A stage's files are each written to a temp name and renamed; its manifest (names and sizes) is
 written last, the same way. Readers go through the manifest, so a stage that died half-way is
 seen as absent, never as half-written. The manifest's sizes are the stage's storage figure.
+
+`folder` may also be an fsspec URL or a `Location` (results shared by workers on several machines):
+local paths and file:// URLs keep the temp-and-rename path; other URLs write each object in one PUT.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import os
 from dataclasses import dataclass, field
@@ -16,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from kura_perf.errors import StageError
+from kura_perf.location import Location, resolve
 
 
 @dataclass
@@ -43,8 +48,35 @@ def _save_npy(path: Path, array: np.ndarray) -> None:
         np.save(f, array)
 
 
-def write_stage(folder: Path, stage: str, data: StageData) -> dict[str, int]:
+def _to_bytes(write) -> bytes:
+    buffer = io.BytesIO()
+    write(buffer)
+    return buffer.getvalue()
+
+
+def _write_stage_remote(folder: Location, stage: str, data: StageData) -> dict[str, int]:
+    folder.mkdir()
+    manifest = folder / f"{stage}.manifest.json"
+    manifest.unlink(missing_ok=True)
+    sizes: dict[str, int] = {}
+    for key, table in data.tables.items():
+        blob = _to_bytes(lambda b, t=table: t.to_parquet(b, index=False))
+        (folder / _file_name(stage, key, ".parquet")).write_bytes(blob)
+        sizes[_file_name(stage, key, ".parquet")] = len(blob)
+    for key, array in data.arrays.items():
+        blob = _to_bytes(lambda b, a=array: np.save(b, a))
+        (folder / _file_name(stage, key, ".npy")).write_bytes(blob)
+        sizes[_file_name(stage, key, ".npy")] = len(blob)
+    body = {"stage": stage, "tables": sorted(data.tables), "arrays": sorted(data.arrays), "files": sizes}
+    manifest.write_text(json.dumps(body, indent=1))
+    return sizes
+
+
+def write_stage(folder, stage: str, data: StageData) -> dict[str, int]:
     """Write all outputs of a stage; return {file name: bytes}."""
+    folder = resolve(folder)
+    if isinstance(folder, Location):
+        return _write_stage_remote(folder, stage, data)
     folder.mkdir(parents=True, exist_ok=True)
     manifest = folder / f"{stage}.manifest.json"
     manifest.unlink(missing_ok=True)  # a re-run invalidates the old output before touching it
@@ -62,25 +94,29 @@ def write_stage(folder: Path, stage: str, data: StageData) -> dict[str, int]:
     return sizes
 
 
-def has_stage(folder: Path, stage: str) -> bool:
-    return (folder / f"{stage}.manifest.json").is_file()
+def has_stage(folder, stage: str) -> bool:
+    return (resolve(folder) / f"{stage}.manifest.json").is_file()
 
 
-def read_stage(folder: Path, stage: str) -> StageData:
+def read_stage(folder, stage: str) -> StageData:
+    folder = resolve(folder)
     manifest = folder / f"{stage}.manifest.json"
     if not manifest.is_file():
         raise StageError(f"no complete output of stage '{stage}' in {folder}: materialize it first")
     body = json.loads(manifest.read_text())
     data = StageData()
+    remote = isinstance(folder, Location)
     for key in body["tables"]:
-        data.tables[key] = pd.read_parquet(folder / _file_name(stage, key, ".parquet"))
+        path = folder / _file_name(stage, key, ".parquet")
+        data.tables[key] = pd.read_parquet(io.BytesIO(path.read_bytes()) if remote else path)
     for key in body["arrays"]:
-        data.arrays[key] = np.load(folder / _file_name(stage, key, ".npy"))
+        path = folder / _file_name(stage, key, ".npy")
+        data.arrays[key] = np.load(io.BytesIO(path.read_bytes()) if remote else path)
     return data
 
 
-def stage_bytes(folder: Path, stage: str) -> int:
-    manifest = folder / f"{stage}.manifest.json"
+def stage_bytes(folder, stage: str) -> int:
+    manifest = resolve(folder) / f"{stage}.manifest.json"
     if not manifest.is_file():
         return 0
     return sum(json.loads(manifest.read_text())["files"].values())

@@ -22,7 +22,7 @@ from kura_perf.meter import Meter
 from kura_perf.meter.api import latency_percentiles
 from kura_perf.meter.meter import StageInterrupted
 from kura_perf.meter import memory
-from kura_perf.meter.host import code_version, host_info, package_versions
+from kura_perf.meter.host import code_version, host_info, package_versions, worker_identity
 from kura_perf.profiles import Profile
 from kura_perf.scales import scale_count
 from kura_perf.stages.base import UPSTREAM, StageInputs, StageResult
@@ -143,6 +143,7 @@ def build_record(run: StageRun, meter: Meter, result: StageResult | None, bytes_
         "code_version": code_version(),
         "package_versions": json.dumps(versions, sort_keys=True),
         "kura_version": versions.get("kura"),
+        "worker": worker_identity(),
         **host_info(),
     }
     return record

@@ -11,7 +11,7 @@ from datetime import datetime, timezone
 
 from dagster import HookContext, failure_hook, success_hook
 
-from kura_perf.meter.host import code_version, host_info
+from kura_perf.meter.host import code_version, host_info, worker_identity
 from kura_perf.scales import SCALES
 from kura_perf.store.pending import commit_pending
 from kura_perf.store.writer import write_record
@@ -38,7 +38,7 @@ def _record_unmeasured_failure(context: HookContext, paths) -> None:
         "profile": profile, "scale": scale, "scale_n": SCALES.get(scale or ""),
         "status": "failed", "error_type": type(exc).__name__ if exc else "Unknown",
         "error_message": str(exc)[:2000] if exc else "step failed before it was measured",
-        "started_at": now, "finished_at": now, "metered": False, "code_version": code_version(), **host_info(),
+        "started_at": now, "finished_at": now, "metered": False, "code_version": code_version(), "worker": worker_identity(), **host_info(),
     })
 
 

@@ -7,7 +7,9 @@ import hashlib
 import json
 import os
 import platform
+import socket
 import subprocess
+import sys
 from importlib import metadata
 from pathlib import Path
 
@@ -40,6 +42,20 @@ def host_info() -> dict:
     raw = json.dumps(info, sort_keys=True).encode()
     info["host_fingerprint"] = hashlib.sha256(raw).hexdigest()[:12]
     return info
+
+
+def worker_identity() -> str:
+    """Who ran this: the Celery worker's name (e.g. 'w1@host') inside a Celery task, else the host
+    name; then the pid. Not cached: a forked pool process has its own pid."""
+    name = None
+    celery = sys.modules.get("celery")  # only when Celery is already in use: the core never imports it
+    if celery is not None:
+        try:
+            task = celery.current_task
+            name = getattr(task.request, "hostname", None) if task is not None else None
+        except Exception:  # noqa: BLE001 - outside a task there is no request
+            name = None
+    return f"{name or socket.gethostname()} pid={os.getpid()}"
 
 
 @functools.cache

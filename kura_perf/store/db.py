@@ -9,19 +9,24 @@ from pathlib import Path
 import duckdb
 import pandas as pd
 
+from kura_perf.location import Location, resolve
 from kura_perf.store.views import all_view_sql
 
 log = logging.getLogger(__name__)
 
 
-def connect(metrics_dir: Path) -> duckdb.DuckDBPyConnection:
+def connect(metrics_dir) -> duckdb.DuckDBPyConnection:
+    """metrics_dir: a local folder or an fsspec URL (read through that filesystem)."""
     con = duckdb.connect(":memory:")
+    root = resolve(metrics_dir)
+    if isinstance(root, Location):
+        con.register_filesystem(root.fs)
     for stmt in all_view_sql(metrics_dir):
         con.execute(stmt)
     return con
 
 
-def query(metrics_dir: Path, sql: str, params: list | None = None) -> pd.DataFrame:
+def query(metrics_dir, sql: str, params: list | None = None) -> pd.DataFrame:
     con = connect(metrics_dir)
     try:
         return con.execute(sql, params or []).df()
@@ -39,6 +44,9 @@ def refresh_database(metrics_dir: Path, database: Path) -> bool:
         log.warning("metrics database %s is busy (%s); views not refreshed, no data lost", database, exc)
         return False
     try:
+        root = resolve(metrics_dir)
+        if isinstance(root, Location):
+            con.register_filesystem(root.fs)
         for stmt in all_view_sql(metrics_dir):
             con.execute(stmt)
     finally:

@@ -65,7 +65,21 @@ STAGE_RUNS = pa.schema([
     ("metered", pa.bool_()),
     ("meter_cpu_s", pa.float64()),
     ("extra", pa.string()),  # JSON: stage-specific figures (iterations, k, files, ...)
+    # Which worker ran it: Celery worker name (or host) and pid. host_fingerprint says which machine type.
+    ("worker", pa.string()),
     *COMPARABILITY,
+])
+
+# One row per shard of a fanned-out stage (embeddings on a cluster): the stage's own record in
+# stage_runs sums these (wall = critical path, CPU = sum). status 'died' = an attempt whose worker
+# was lost mid-step (found by the retry).
+SHARD_RUNS = pa.schema([
+    *STAGE_RUNS,
+    ("shard_index", pa.int64()),
+    ("shard_count", pa.int64()),
+    ("row_start", pa.int64()),
+    ("row_stop", pa.int64()),
+    ("attempt_id", pa.string()),
 ])
 
 CHECK_RESULTS = pa.schema([
@@ -143,6 +157,7 @@ BASELINE_PINS = pa.schema([
 
 TABLES: dict[str, pa.Schema] = {
     "stage_runs": STAGE_RUNS,
+    "shard_runs": SHARD_RUNS,
     "check_results": CHECK_RESULTS,
     "alerts": ALERTS,
     "sweep_results": SWEEP_RESULTS,

@@ -1,10 +1,18 @@
 """Views over the record files. The same SQL serves an in-memory connection (our queries) and the
-data/metrics.duckdb file (for analysts' own DuckDB shells)."""
+data/metrics.duckdb file (for analysts' own DuckDB shells).
+
+A column added to a table's schema after some files were written reads as NULL in those files; a
+column that no file has yet (say `worker`, before the first cluster run) is a typed NULL too.
+metrics_dir may be an fsspec URL: the connection then reads through that filesystem
+(`register_filesystem`)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import duckdb
+
+from kura_perf.location import Location, resolve
 from kura_perf.store.schema import TABLES, duckdb_type
 
 
@@ -12,12 +20,32 @@ def _sql_str(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
-def table_view_sql(metrics_dir: Path, table: str) -> str:
+def _present_columns(glob_sql: str, fs=None) -> set[str]:
+    con = duckdb.connect(":memory:")
+    try:
+        if fs is not None:
+            con.register_filesystem(fs)
+        cursor = con.execute(f"SELECT * FROM read_parquet({glob_sql}, union_by_name = true) LIMIT 0")
+        return {d[0] for d in cursor.description}
+    finally:
+        con.close()
+
+
+def table_view_sql(metrics_dir, table: str) -> str:
     schema = TABLES[table]
-    folder = Path(metrics_dir) / table
-    if any(folder.glob("date=*/*.parquet")):
-        glob = _sql_str(str(folder / "date=*" / "*.parquet"))
-        cols = ", ".join(f'CAST("{f.name}" AS {duckdb_type(f.type)}) AS "{f.name}"' for f in schema)
+    root = resolve(metrics_dir)
+    folder = root / table
+    if isinstance(root, Location):
+        files = folder.glob("date=*/*.parquet")
+        pattern, fs = f"{folder.url}/date=*/*.parquet", root.fs
+    else:
+        files = any(folder.glob("date=*/*.parquet"))
+        pattern, fs = str(folder / "date=*" / "*.parquet"), None
+    if files:
+        glob = _sql_str(pattern)
+        present = _present_columns(glob, fs)
+        cols = ", ".join(f'CAST("{f.name}" AS {duckdb_type(f.type)}) AS "{f.name}"' if f.name in present
+                         else f'CAST(NULL AS {duckdb_type(f.type)}) AS "{f.name}"' for f in schema)
         return (f"CREATE OR REPLACE VIEW {table} AS SELECT {cols} FROM read_parquet({glob}, "
                 f"union_by_name = true, hive_partitioning = false)")
     cols = ", ".join(f'CAST(NULL AS {duckdb_type(f.type)}) AS "{f.name}"' for f in schema)
@@ -93,7 +121,7 @@ DERIVED = {
 }
 
 
-def all_view_sql(metrics_dir: Path) -> list[str]:
+def all_view_sql(metrics_dir) -> list[str]:
     statements = [table_view_sql(metrics_dir, t) for t in TABLES]
     statements += [f"CREATE OR REPLACE VIEW {name} AS {sql}" for name, sql in DERIVED.items()]
     return statements
