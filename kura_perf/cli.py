@@ -218,6 +218,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_baseline_commands(sub)
     from kura_perf.compare import add_compare_command
     add_compare_command(sub)
+    from kura_perf.cluster.cli import add_cluster_command
+    add_cluster_command(sub)
     return parser
 
 

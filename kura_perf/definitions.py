@@ -12,10 +12,15 @@ from kura_perf.defs.sweep import api_concurrency_sweep
 from kura_perf.defs.schedules import nightly_benchmark
 from kura_perf.defs.sensors import refresh_after_benchmark, regression_alerts
 
+try:  # the cluster jobs need the `cluster` extra (dagster-celery); without it, everything else still loads
+    from kura_perf.defs.cluster import CLUSTER_JOBS
+except ImportError:  # pragma: no cover - depends on the installed extras
+    CLUSTER_JOBS = {}
+
 defs = Definitions(
     assets=[*stage_assets, api_concurrency_sweep, performance_report],
     asset_checks=stage_checks,
-    jobs=[benchmark_job, report_job],
+    jobs=[benchmark_job, report_job, *CLUSTER_JOBS.values()],
     schedules=[nightly_benchmark],
     sensors=[regression_alerts, refresh_after_benchmark],
     resources={"kura_perf": KuraPerfResource(), "api_simulator": ApiSimulatorResource()},

@@ -59,7 +59,9 @@ class ClusterSettings:
     def instance_config(self) -> dict:
         """dagster.yaml: all instance storage in PostgreSQL."""
         db = {"username": self.postgres_user, "password": self.postgres_password, "hostname": self.postgres_host,
-              "db_name": self.postgres_db, "port": self.postgres_port}
+              "db_name": self.postgres_db, "port": self.postgres_port,
+              # SQLAlchemy 2.1 maps plain "postgresql" to psycopg 3; dagster-postgres ships psycopg2.
+              "scheme": "postgresql+psycopg2"}
         return {
             "storage": {"postgres": {"postgres_db": db}},
             "run_queue": {"max_concurrent_runs": 1},

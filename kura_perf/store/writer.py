@@ -39,8 +39,8 @@ def write_records(metrics_dir, table: str, records: list[dict], name: str | None
         raise ValueError("no records to write")
     columns = {name: [] for name in schema.names}
     for rec in records:
-        for name, values in _conform(rec, schema, table).items():
-            columns[name].extend(values)
+        for column, values in _conform(rec, schema, table).items():
+            columns[column].extend(values)
     arrow = pa.table(columns, schema=schema)
     day = datetime.now(timezone.utc).strftime("%Y-%m-%d")
     name = f"{name}.parquet" if name else f"{datetime.now(timezone.utc).strftime('%H%M%S%f')}-{uuid.uuid4().hex[:12]}.parquet"

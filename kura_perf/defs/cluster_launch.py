@@ -1,0 +1,58 @@
+"""Run one partition on a cluster: `kura-perf cluster run` and the tests call this. This process is
+the run's coordinator (Dagster's Celery executor submits each step to the broker and waits); the
+steps run on the Celery workers; everything is recorded in the Postgres-backed instance."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from kura_perf.cluster.local import check_services
+from kura_perf.cluster.settings import ClusterSettings
+from kura_perf.config import Paths
+from kura_perf.defs.launch import RunOutcome, root_cause
+
+
+def run_on_cluster(settings: ClusterSettings, dagster_home: str | Path, scale: str, profile: str, shards: int = 4,
+                   job: str = "cluster_embeddings", paths: Paths | None = None,
+                   dagster_log_level: str = "CRITICAL", extra_tags: dict | None = None) -> RunOutcome:
+    from dagster import DagsterInstance, execute_job, reconstructable
+
+    from kura_perf.defs import cluster as cluster_defs
+    from kura_perf.defs.partitions import benchmark_partitions, partition_key
+    from kura_perf.errors import KuraPerfError
+    from kura_perf.profiles import get_profile
+    from kura_perf.scales import scale_count
+    from kura_perf.stages.base import STAGES
+    from kura_perf.store import query
+
+    scale_count(scale)
+    get_profile(profile)
+    if job not in cluster_defs.CLUSTER_JOBS:
+        raise KuraPerfError(f"unknown cluster job '{job}'; expected one of {', '.join(cluster_defs.CLUSTER_JOBS)}")
+    check_services(settings)  # a clear error naming Postgres or Redis, before Dagster tries either
+    paths = paths or Paths.from_env()
+    key = partition_key(scale, profile)
+    tags = {**benchmark_partitions.get_tags_for_partition_key(str(key)), "kura_perf/source": "cluster",
+            **(extra_tags or {})}
+    run_config = {
+        "execution": {"config": settings.executor_config()},
+        "ops": {"embedding_shards": {"config": {"shards": shards}}},
+        "loggers": {"console": {"config": {"log_level": dagster_log_level}}},
+    }
+    with DagsterInstance.from_config(str(dagster_home)) as instance:
+        result = execute_job(reconstructable(cluster_defs.CLUSTER_JOBS[job]), instance=instance,
+                             run_config=run_config, tags=tags, raise_on_error=False)
+        failure = None
+        if not result.success:
+            failed = [e for e in result.all_events if e.is_step_failure]
+            failure = "; ".join(f"{e.step_key}: {root_cause(e.step_failure_data.error)}" for e in failed
+                                if e.step_failure_data and e.step_failure_data.error)
+            if not failure:
+                run_failure = [e for e in result.all_events if e.event_type_value == "PIPELINE_FAILURE"]
+                failure = (run_failure[0].message if run_failure else None) or "run failed"
+        run_id = result.run_id
+    records = query(paths.metrics, "SELECT * FROM stage_runs WHERE run_id = ?", [run_id])
+    if len(records):
+        records["order"] = records["stage"].map({s: i for i, s in enumerate(STAGES)})
+        records = records.sort_values("order").drop(columns="order")
+    return RunOutcome(run_id, result.success, failure, records.to_dict("records") if len(records) else [])

@@ -1,0 +1,260 @@
+"""Fan-out of one partition's embeddings: contiguous row shards, each embedded and metered on its
+own (on whichever worker picks it up), then merged in shard order into the ordinary `embeddings`
+stage output, so the downstream stages cannot tell a sharded run from a single-process one.
+
+Records: each shard attempt is a row of `shard_runs` (the stage_runs columns plus shard_index,
+shard_count, row range, attempt_id); the merge writes the stage's `stage_runs` record, whose wall
+time is the critical path (slowest shard + merge) and whose CPU time is the sum over shards + merge.
+
+Faults: an attempt leaves an in-flight marker beside its output until it finishes. A retry that
+finds one (its worker was killed mid-step, so no record was written) records that attempt as
+'died', naming the lost worker, then runs the shard. A shard's success record has a fixed file
+name per run and shard, so a task delivered twice replaces its record instead of duplicating it.
+No Dagster import here: `kura_perf/defs/cluster.py` wires these functions into an op job.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+import uuid
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+
+import numpy as np
+import pandas as pd
+
+from kura_perf import outputs
+from kura_perf.backends import get_backend
+from kura_perf.errors import StageError
+from kura_perf.meter import Meter
+from kura_perf.meter.host import worker_identity
+from kura_perf.outputs import StageData
+from kura_perf.runner import METER_ENV, ProgressLog, StageRun, _memory_limit, build_record
+from kura_perf.scales import scale_count
+from kura_perf.stages.base import StageInputs, StageResult
+from kura_perf.store.pending import save_pending
+from kura_perf.store.writer import write_record
+
+log = logging.getLogger("kura_perf")
+
+STAGE = "embeddings"
+
+
+@dataclass(frozen=True)
+class ShardSpec:
+    """Rows [start, stop) of the partition's summaries: shard `index` of `count`."""
+
+    index: int
+    count: int
+    start: int
+    stop: int
+
+    @property
+    def key(self) -> str:
+        return f"shard-{self.index:04d}"
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "ShardSpec":
+        return cls(**data)
+
+
+def plan_shards(n_rows: int, shards: int) -> list[ShardSpec]:
+    """`shards` contiguous, near-equal row ranges (fewer if there are fewer rows than shards)."""
+    if shards < 1:
+        raise StageError(f"embeddings: shards must be at least 1, got {shards}")
+    count = max(1, min(shards, n_rows))
+    bounds = np.linspace(0, n_rows, count + 1).round().astype(int)
+    return [ShardSpec(i, count, int(bounds[i]), int(bounds[i + 1])) for i in range(count)]
+
+
+def shard_folder(run: StageRun):
+    """Where one run's shard outputs and in-flight markers live (beside the partition's outputs)."""
+    return run.folder / "embeddings.shards" / run.run_id
+
+
+def _marker(run: StageRun, spec: ShardSpec):
+    return shard_folder(run) / f"{spec.key}.inflight.json"
+
+
+def _shard_fields(spec: ShardSpec, attempt_id: str) -> dict:
+    return {"shard_index": spec.index, "shard_count": spec.count, "row_start": spec.start, "row_stop": spec.stop,
+            "attempt_id": attempt_id}
+
+
+def _record_died_attempt(run: StageRun, spec: ShardSpec, marker) -> dict | None:
+    """A marker left by an attempt that never finished: its worker died. Record it once."""
+    try:
+        left = json.loads(marker.read_text())
+    except (OSError, ValueError):
+        return None
+    started = datetime.fromisoformat(left["started_at"])
+    now = datetime.now(timezone.utc)
+    record = {
+        "record_id": uuid.uuid5(uuid.NAMESPACE_URL, f"{run.run_id}/{spec.key}/{left['attempt_id']}").hex,
+        "run_id": run.run_id, "stage": STAGE, "backend": left.get("backend"), "profile": run.profile.name,
+        "profile_hash": run.profile.content_hash(), "scale": run.scale, "scale_n": scale_count(run.scale),
+        "status": "died", "error_type": "WorkerLost",
+        "error_message": (f"worker {left['worker']} stopped during {spec.key} (started {left['started_at']}); "
+                          f"the shard was handed to {worker_identity()}"),
+        "started_at": started, "finished_at": now, "wall_s": (now - started).total_seconds(), "metered": False,
+        "items_in": spec.stop - spec.start, "worker": left["worker"], **left.get("host", {}),
+        **_shard_fields(spec, left["attempt_id"]),
+    }
+    write_record(run.paths.metrics, "shard_runs", record, name=f"{run.run_id}-{spec.key}-{left['attempt_id']}")
+    log.warning("%s %s: previous attempt on %s died mid-step; recorded, running it again", STAGE, spec.key,
+                left["worker"])
+    return record
+
+
+def run_embedding_shard(run: StageRun, spec: ShardSpec) -> dict:
+    """Embed rows [spec.start, spec.stop) of the partition's summaries, metered; store the vectors in
+    the run's shard folder and the shard record in `shard_runs`; return the record."""
+    from kura_perf.meter.host import host_info
+
+    folder = shard_folder(run)
+    folder.mkdir(parents=True, exist_ok=True)
+    marker = _marker(run, spec)
+    if marker.is_file():
+        _record_died_attempt(run, spec, marker)
+    attempt_id = uuid.uuid4().hex[:12]
+    backend = run.backend or get_backend(run.profile)
+    marker.write_text(json.dumps({"attempt_id": attempt_id, "worker": worker_identity(), "backend": backend.name,
+                                  "started_at": datetime.now(timezone.utc).isoformat(), "host": host_info()}))
+    metered = os.environ.get(METER_ENV, "on") != "off"
+    meter = Meter(STAGE, enabled=metered, memory_limit_mb=_memory_limit(run.profile),
+                  timeout_s=run.profile.stage_timeout_s)
+    result, written, error = None, 0, None
+    try:
+        with meter:
+            summaries = outputs.read_stage(run.folder, "summaries").tables["main"]
+            if spec.stop > len(summaries):
+                raise StageError(f"embeddings {spec.key}: rows {spec.start}-{spec.stop} but the summaries "
+                                 f"table has {len(summaries)} rows")
+            part = summaries.iloc[spec.start:spec.stop].reset_index(drop=True)
+            inputs = StageInputs(scale_count(run.scale), {"summaries": StageData(tables={"main": part})},
+                                 progress=ProgressLog(f"{STAGE} {spec.key}"))
+            result = backend.run(STAGE, inputs)
+            written = sum(outputs.write_stage(folder, spec.key, result.data).values())
+    except Exception as exc:  # noqa: BLE001 - recorded, then re-raised
+        error = exc
+    finally:
+        if run.backend is None:
+            backend.close()
+    record = build_record(run, meter, result, written, error, backend.name) | _shard_fields(spec, attempt_id)
+    # One success record per run and shard (a redelivered task replaces it); failed attempts each keep theirs.
+    name = f"{run.run_id}-{spec.key}" if error is None else f"{run.run_id}-{spec.key}-{attempt_id}"
+    write_record(run.paths.metrics, "shard_runs", record, name=name)
+    marker.unlink(missing_ok=True)
+    if error is not None:
+        raise error
+    log.info("%s %s: %d rows in %.2f s on %s", STAGE, spec.key, spec.stop - spec.start, record["wall_s"],
+             record["worker"])
+    return record
+
+
+def merge_embedding_shards(run: StageRun, specs: list[ShardSpec], shard_records: list[dict]) -> dict:
+    """Concatenate the shards in index order into the partition's `embeddings` output; save the stage
+    record (sums over the shards) for the stage hook, as `run_stage` does; return it."""
+    specs = sorted(specs, key=lambda s: s.index)
+    if [s.index for s in specs] != list(range(len(specs))) or any(s.count != len(specs) for s in specs):
+        raise StageError(f"embeddings: shards {[s.index for s in specs]} do not cover 0..{len(specs) - 1}")
+    folder = shard_folder(run)
+    metered = os.environ.get(METER_ENV, "on") != "off"
+    meter = Meter(STAGE, enabled=metered, memory_limit_mb=_memory_limit(run.profile))
+    result, written, error = None, 0, None
+    try:
+        with meter:
+            parts = [outputs.read_stage(folder, spec.key) for spec in specs]
+            for spec, part in zip(specs, parts):
+                rows = len(part.arrays["main"])
+                if rows != spec.stop - spec.start:
+                    raise StageError(f"embeddings {spec.key}: {rows} vectors for rows {spec.start}-{spec.stop}")
+            ids = pd.concat([p.tables["ids"] for p in parts], ignore_index=True)
+            vectors = np.concatenate([p.arrays["main"] for p in parts], axis=0)
+            data = StageData(tables={"ids": ids}, arrays={"main": vectors})
+            written = sum(outputs.write_stage(run.folder, STAGE, data).values())
+            result = StageResult(data, items_in=len(vectors), items_out=len(vectors))
+    except Exception as exc:  # noqa: BLE001 - recorded, then re-raised
+        error = exc
+    backend_name = next((r.get("backend") for r in shard_records if r.get("backend")), run.profile.backend)
+    record = build_record(run, meter, result, written, error, backend_name)
+    record.update(sum_shards(shard_records, record))
+    save_pending(run.paths.pending, record)
+    if error is not None:
+        raise error
+    _remove(folder)
+    return record
+
+
+def sum_shards(shard_records: list[dict], merge: dict) -> dict:
+    """The stage figures from its shards and the merge: wall = slowest shard + merge (the critical
+    path, what K free workers would take), CPU = sum, peak = the largest process peak."""
+    shards = sorted(shard_records, key=lambda r: r["shard_index"])
+
+    def total(key):
+        return sum(float(r.get(key) or 0.0) for r in shards) + float(merge.get(key) or 0.0)
+
+    def add(key):
+        values = [r.get(key) for r in shards if r.get(key) is not None]
+        return int(sum(values)) if values else None
+
+    slowest = max((float(r["wall_s"] or 0.0) for r in shards), default=0.0)
+    wall = slowest + float(merge["wall_s"] or 0.0)
+    peaks = [p for p in [*(r.get("peak_rss_mb") for r in shards), merge.get("peak_rss_mb")] if p is not None]
+    items = sum(int(r.get("items_in") or 0) for r in shards)
+    started = min((r["started_at"] for r in shards), default=merge["started_at"])
+    extra = json.loads(merge.get("extra") or "{}") | {
+        "shards": len(shards),
+        "workers": sorted({r["worker"].split(" pid=")[0] for r in shards if r.get("worker")}),
+        "shard_wall_s": [round(float(r["wall_s"] or 0.0), 3) for r in shards],
+        "shard_cpu_s": [round(float(r.get("cpu_user_s") or 0) + float(r.get("cpu_sys_s") or 0), 3) for r in shards],
+        "merge_wall_s": round(float(merge["wall_s"] or 0.0), 3),
+        # first shard start to merge end: includes queueing and step start-up, which wall_s leaves out
+        "elapsed_s": round((merge["finished_at"] - started).total_seconds(), 3),
+    }
+    fields = {
+        "wall_s": wall, "cpu_user_s": total("cpu_user_s"), "cpu_sys_s": total("cpu_sys_s"),
+        "meter_cpu_s": total("meter_cpu_s"), "peak_rss_mb": max(peaks) if peaks else None,
+        "items_in": items if shards else merge.get("items_in"),
+        "items_per_s": items / wall if shards and wall > 0 else merge.get("items_per_s"),
+        "started_at": started, "extra": json.dumps(extra),
+    }
+    for key in ("api_calls", "api_errors", "api_429s", "api_retries", "api_timeouts", "tokens_in", "tokens_out"):
+        fields[key] = add(key)
+    costs = [r["cost_usd"] for r in shards if r.get("cost_usd") is not None]
+    fields["cost_usd"] = sum(costs) if costs else None
+    return fields
+
+
+def _remove(folder) -> None:
+    """Shard files are intermediate: the merged output is the stage's storage figure."""
+    try:
+        if hasattr(folder, "rmtree"):
+            folder.rmtree()
+        else:
+            import shutil
+
+            shutil.rmtree(folder, ignore_errors=True)
+    except OSError as exc:  # leftover shard files waste space but lose nothing
+        log.warning("could not remove shard folder %s: %s", folder, exc)
+
+
+def wait_for_marker(run_folder, run_id: str, timeout_s: float, poll_s: float = 0.05):
+    """The first in-flight marker of a run, once one appears (tests use it to kill a worker mid-step)."""
+    deadline = time.monotonic() + timeout_s
+    folder = run_folder / "embeddings.shards" / run_id
+    while time.monotonic() < deadline:
+        found = sorted(folder.glob("*.inflight.json")) if folder.exists() else []
+        for path in found:
+            try:
+                return path, json.loads(path.read_text())
+            except (OSError, ValueError):
+                continue
+        time.sleep(poll_s)
+    return None, None
