@@ -32,7 +32,7 @@ from kura_perf.errors import StageError
 from kura_perf.meter import Meter
 from kura_perf.meter.host import worker_identity
 from kura_perf.outputs import StageData
-from kura_perf.runner import METER_ENV, ProgressLog, StageRun, _memory_limit, build_record
+from kura_perf.runner import METER_ENV, ProgressLog, StageRun, _memory_limit, _slowdown, build_record
 from kura_perf.scales import scale_count
 from kura_perf.stages.base import StageInputs, StageResult
 from kura_perf.store.pending import save_pending
@@ -139,7 +139,10 @@ def run_embedding_shard(run: StageRun, spec: ShardSpec) -> dict:
             part = summaries.iloc[spec.start:spec.stop].reset_index(drop=True)
             inputs = StageInputs(scale_count(run.scale), {"summaries": StageData(tables={"main": part})},
                                  progress=ProgressLog(f"{STAGE} {spec.key}"))
+            t0 = time.perf_counter()
             result = backend.run(STAGE, inputs)
+            if factor := _slowdown(STAGE):  # the runner's test knob, so a test can kill a worker mid-shard
+                time.sleep(factor * (time.perf_counter() - t0))
             written = sum(outputs.write_stage(folder, spec.key, result.data).values())
     except Exception as exc:  # noqa: BLE001 - recorded, then re-raised
         error = exc

@@ -21,8 +21,10 @@ from kura_perf.cluster.services import (
     group_alive,
     start_postgres,
     start_redis,
+    spawn_worker,
     start_worker,
     stop_service,
+    wait_worker_ready,
 )
 from kura_perf.cluster.settings import ClusterSettings
 
@@ -101,6 +103,7 @@ class LocalCluster:
 
     # -- up / down -----------------------------------------------------------------------------
     def worker_env(self, dagster_home: Path, base_env: dict | None = None) -> dict:
+        """The workers' environment: this one's (PATH, PYTHONPATH, ...) plus the instance and data root."""
         env = dict(base_env if base_env is not None else os.environ)
         env.update({"DAGSTER_HOME": str(dagster_home), "KURA_PERF_HOME": str(self.data_root),
                     "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"})
@@ -131,10 +134,14 @@ class LocalCluster:
             self._save(state)
             self._migrate(home)
             env = self.worker_env(home, base_env)
-            for i in range(1, workers + 1):
-                state.services.append(start_worker(f"worker-{i}", self.folder / "workers", celery_yaml,
-                                                   {**env, "KURA_PERF_WORKER": f"worker-{i}"}, concurrency))
+            started = []
+            for i in range(1, workers + 1):  # side by side: each takes seconds to import Dagster
+                started.append(spawn_worker(f"worker-{i}", self.folder / "workers", celery_yaml,
+                                            env, concurrency))
+                state.services.append(started[-1])
                 self._save(state)
+            for service in started:
+                wait_worker_ready(service)
         except BaseException:
             self._stop_all(state)
             self.state_path.unlink(missing_ok=True)
@@ -156,7 +163,7 @@ class LocalCluster:
             raise ServiceError(f"no cluster state in {self.state_path}: run `make cluster` first")
         env = self.worker_env(Path(state.dagster_home), base_env)
         service = start_worker(name, self.folder / "workers", Path(state.celery_yaml),
-                               {**env, "KURA_PERF_WORKER": name}, concurrency)
+                               env, concurrency)
         state.services.append(service)
         self._save(state)
         return service

@@ -64,7 +64,7 @@ def _spawn(name: str, command: list[str], folder: Path, port: int | None, env: d
            user: str | None = None) -> tuple[Service, subprocess.Popen]:
     folder.mkdir(parents=True, exist_ok=True)
     log = folder / f"{name}.log"
-    with open(log, "ab") as out:
+    with open(log, "wb") as out:  # a fresh log per start: readiness is read from it
         process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
                                    start_new_session=True, env=env, user=user, cwd=folder)
     return Service(name, process.pid, port, str(folder), str(log)), process
@@ -195,10 +195,9 @@ def dagster_celery_command() -> list[str]:
     return [found]
 
 
-def start_worker(name: str, folder: Path, celery_yaml: Path, env: dict, concurrency: int = 1,
-                 ready_timeout_s: float = 90.0) -> Service:
-    """One worker through Dagster's own command: `dagster-celery worker start -A dagster_celery.app
-    -y celery.yaml -n NAME -- --concurrency N`. Waits until Celery logs that the worker is ready."""
+def spawn_worker(name: str, folder: Path, celery_yaml: Path, env: dict, concurrency: int = 1) -> Service:
+    """Start one worker through Dagster's own command, without waiting for it:
+    `dagster-celery worker start -A dagster_celery.app -y celery.yaml -n NAME -- --concurrency N`."""
     folder = Path(folder).resolve()
     bindir = str(Path(sys.executable).parent)
     env = {**env, "PATH": bindir + os.pathsep + env.get("PATH", os.environ.get("PATH", "")),
@@ -206,18 +205,39 @@ def start_worker(name: str, folder: Path, celery_yaml: Path, env: dict, concurre
     command = [*dagster_celery_command(), "worker", "start", "-A", "dagster_celery.app", "-y", str(celery_yaml),
                "-n", name, "-l", "INFO", "--", f"--concurrency={concurrency}", "--without-gossip",
                "--without-mingle"]
-    service, process = _spawn(name, command, folder, None, env=env)
-    deadline = time.monotonic() + ready_timeout_s
+    service, _ = _spawn(name, command, folder, None, env=env)
+    return service
+
+
+def wait_worker_ready(service: Service, timeout_s: float = 120.0) -> None:
+    """Until Celery logs '<name>@host ready.'; a clear error (and the worker stopped) otherwise."""
+    deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise ServiceError(f"celery worker {name} exited with code {process.returncode} on start; "
-                               f"log {service.log}:\n{_tail(service.log)}")
+        if not group_alive(service.pid) or _exited(service.pid):
+            raise ServiceError(f"celery worker {service.name} exited on start; log {service.log}:\n"
+                               f"{_tail(service.log)}")
         if " ready." in _tail(service.log, 20000):
-            return service
+            return
         time.sleep(0.2)
     stop_service(service)
-    raise ServiceError(f"celery worker {name} was not ready within {ready_timeout_s:g} s; log {service.log}:\n"
+    raise ServiceError(f"celery worker {service.name} was not ready within {timeout_s:g} s; log {service.log}:\n"
                        f"{_tail(service.log)}")
+
+
+def start_worker(name: str, folder: Path, celery_yaml: Path, env: dict, concurrency: int = 1,
+                 ready_timeout_s: float = 120.0) -> Service:
+    service = spawn_worker(name, folder, celery_yaml, env, concurrency)
+    wait_worker_ready(service, ready_timeout_s)
+    return service
+
+
+def _exited(pid: int) -> bool:
+    """True if our child `pid` has exited (reaps it); False if it runs or is not our child."""
+    try:
+        done, _ = os.waitpid(pid, os.WNOHANG)
+        return done == pid
+    except ChildProcessError:
+        return False
 
 
 # --- stopping -------------------------------------------------------------------------------------

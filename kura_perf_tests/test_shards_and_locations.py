@@ -1,0 +1,107 @@
+"""Shard planning and summing, fsspec result locations, and the cluster's service errors (no servers)."""
+
+import json
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from kura_perf import outputs
+from kura_perf.cluster.local import check_services
+from kura_perf.cluster.services import ServiceError, free_port
+from kura_perf.cluster.settings import ClusterSettings
+from kura_perf.config import Paths
+from kura_perf.location import Location, resolve
+from kura_perf.shards import plan_shards, sum_shards
+from kura_perf.store import query, write_record
+
+
+def test_plan_shards_covers_rows_in_order():
+    specs = plan_shards(10, 4)
+    assert [(s.start, s.stop) for s in specs] == [(0, 2), (2, 5), (5, 8), (8, 10)]
+    assert {s.count for s in specs} == {4}
+    assert len(plan_shards(3, 8)) == 3  # never an empty shard
+    assert [(s.start, s.stop) for s in plan_shards(0, 4)] == [(0, 0)]
+    with pytest.raises(Exception, match="at least 1"):
+        plan_shards(10, 0)
+
+
+def test_stage_record_sums_shards_wall_is_critical_path():
+    t0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    shards = [{"shard_index": i, "wall_s": w, "cpu_user_s": c, "cpu_sys_s": 0.5, "meter_cpu_s": 0.0,
+               "peak_rss_mb": 500.0 + i, "items_in": 25, "started_at": t0 + timedelta(seconds=i),
+               "worker": f"w{i % 2}@h pid={100 + i}", "api_calls": None, "cost_usd": None}
+              for i, (w, c) in enumerate([(3.0, 2.0), (5.0, 4.0), (4.0, 3.0)])]
+    merge = {"wall_s": 1.0, "cpu_user_s": 0.25, "cpu_sys_s": 0.0, "peak_rss_mb": 300.0, "started_at": t0,
+             "finished_at": t0 + timedelta(seconds=10), "extra": "{}"}
+    fields = sum_shards(shards, merge)
+    assert fields["wall_s"] == 6.0  # slowest shard (5) + merge (1)
+    assert fields["cpu_user_s"] == 9.25 and fields["cpu_sys_s"] == 1.5
+    assert fields["peak_rss_mb"] == 502.0 and fields["items_in"] == 75
+    extra = json.loads(fields["extra"])
+    assert extra["shards"] == 3 and extra["workers"] == ["w0@h", "w1@h"] and extra["elapsed_s"] == 10.0
+
+
+def test_stage_outputs_and_records_on_an_fsspec_url(tmp_path):
+    """memory:// has no rename and no local path, like an object store: outputs, records and the
+    views all go through fsspec; file:// takes the local fast path."""
+    root = Location("memory://kura-test-results")
+    folder = root / "storage" / "offline" / "100"
+    data = outputs.StageData(tables={"ids": pd.DataFrame({"chat_id": ["a", "b"]})},
+                             arrays={"main": np.arange(6, dtype=np.float32).reshape(2, 3)})
+    sizes = outputs.write_stage(folder, "embeddings", data)
+    assert outputs.has_stage(folder, "embeddings") and outputs.stage_bytes(folder, "embeddings") == sum(sizes.values())
+    back = outputs.read_stage(str(folder), "embeddings")  # a URL string works too
+    assert np.array_equal(back.arrays["main"], data.arrays["main"])
+    assert back.tables["ids"]["chat_id"].tolist() == ["a", "b"]
+
+    paths = Paths(tmp_path, results="memory://kura-test-results")
+    now = datetime.now(timezone.utc)
+    record = {"record_id": "r1", "run_id": "run", "stage": "embeddings", "status": "success", "wall_s": 1.5,
+              "started_at": now, "finished_at": now, "host_fingerprint": "h1", "worker": "w1@h pid=1"}
+    write_record(paths.metrics, "stage_runs", record, name="fixed")
+    write_record(paths.metrics, "stage_runs", record | {"wall_s": 2.5}, name="fixed")  # replaces, no duplicate
+    rows = query(paths.metrics, "SELECT record_id, wall_s, worker, silhouette FROM stage_runs")
+    assert rows["record_id"].tolist() == ["r1"] and rows["wall_s"].tolist() == [2.5]
+    assert rows["worker"].tolist() == ["w1@h pid=1"]
+    assert not (tmp_path / "metrics").exists()  # nothing fell back to the local root
+
+    local = resolve(f"file://{tmp_path}/shared")
+    assert isinstance(local, Path) and local == (tmp_path / "shared").resolve()
+
+
+def test_views_read_old_record_files_without_the_worker_column(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    folder = tmp_path / "stage_runs" / "date=2026-01-01"
+    folder.mkdir(parents=True)
+    pq.write_table(pa.table({"record_id": ["old"], "stage": ["summaries"], "wall_s": [1.0]}), folder / "old.parquet")
+    rows = query(tmp_path, "SELECT record_id, worker FROM stage_runs")
+    assert rows["record_id"].tolist() == ["old"] and rows["worker"].isna().all()
+
+
+def test_services_down_give_a_clear_error_naming_service_and_address():
+    closed = free_port()
+    with pytest.raises(ServiceError, match=rf"Postgres .* at 127\.0\.0\.1:{closed} is not reachable"):
+        check_services(ClusterSettings(postgres_port=closed, redis_port=free_port()), timeout_s=1)
+
+
+def test_redis_down_is_named_with_its_address(monkeypatch, kp_home, capsys):
+    """Postgres answering is not enough: with Redis down the error names Redis and its address."""
+    import psycopg2
+
+    from kura_perf.cli import main
+
+    class _Connection:
+        def close(self):
+            pass
+
+    monkeypatch.setattr(psycopg2, "connect", lambda **kwargs: _Connection())
+    closed = free_port()
+    with pytest.raises(ServiceError, match=rf"Redis \(Celery broker\) at 127\.0\.0\.1:{closed} is not reachable"):
+        check_services(ClusterSettings(redis_port=closed), timeout_s=1)
+    assert main(["cluster", "run", "--scale", "100"]) == 2  # no cluster state: a message, not a traceback
+    assert "no cluster state" in capsys.readouterr().err
