@@ -8,16 +8,22 @@ STAMP := $(VENV)/.installed-stamp
 SCALE ?= 1k
 PROFILE ?= offline
 PYTEST_ARGS ?=
+WORKERS ?= 2
+SHARDS ?= 4
+# Dagster's Celery executor and Postgres storage; see the `cluster` extra in pyproject.toml for why
+# they are installed without their exact dagster pin.
+DAGSTER_CLUSTER_LIBS := dagster-celery==0.29.27 dagster-postgres==0.29.27
 
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: install run test dev validate report clean-data
+.PHONY: install run test dev validate report clean-data cluster cluster-stop cluster-status cluster-run
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q -c constraints.txt torch==2.13.0
-	$(BIN)/python -m pip install -q -c constraints.txt -e '.[kura,dev]'
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[kura,dev,cluster]'
+	$(BIN)/python -m pip install -q --no-deps $(DAGSTER_CLUSTER_LIBS)
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -39,3 +45,18 @@ report: install
 
 clean-data:
 	rm -rf data/storage data/metrics data/metrics_pending data/reports data/metrics.duckdb
+
+# A local cluster under the data root: Postgres + Redis + $(WORKERS) Dagster Celery workers on 127.0.0.1,
+# each in its own process group; pids and ports in data/cluster/state.json.
+cluster: install
+	$(BIN)/kura-perf cluster up --workers $(WORKERS)
+
+cluster-stop:
+	$(BIN)/kura-perf cluster down
+
+cluster-status:
+	$(BIN)/kura-perf cluster status
+
+# One partition on the running cluster, embeddings in $(SHARDS) shards (add ARGS=--all-stages for the rest).
+cluster-run: install
+	$(BIN)/kura-perf cluster run --scale $(SCALE) --profile $(PROFILE) --shards $(SHARDS) $(ARGS)

@@ -130,6 +130,10 @@ def start_postgres(folder: Path, port: int, db_user: str = "kura", db_name: str 
     if user:
         uid, gid = pwd.getpwnam(user).pw_uid, pwd.getpwnam(user).pw_gid
         os.chown(folder, uid, gid)
+        if subprocess.run(["test", "-w", str(folder)], user=user).returncode != 0:
+            raise ServiceError(f"postgres: the '{user}' user (PostgreSQL refuses to run as root) cannot reach "
+                               f"{folder}: a parent folder is not traversable by others (chmod o+x it), "
+                               "or use a data root under /tmp")
     if not (data / "PG_VERSION").exists():
         init = subprocess.run([postgres_bin("initdb"), "-D", str(data), "-U", db_user, "--auth=trust",
                                "-E", "UTF8", "--no-instructions"],

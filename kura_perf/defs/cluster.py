@@ -18,6 +18,7 @@ because Celery steps run in other processes, maybe on other machines.
 
 
 import io
+import os
 import pickle
 
 from dagster import (
@@ -48,6 +49,26 @@ from kura_perf.runner import StageRun, run_stage
 from kura_perf.shards import ShardSpec, merge_embedding_shards, plan_shards, run_embedding_shard
 
 CLUSTER_TAG = "kura_perf/cluster"
+EXECUTOR_ENV = "KURA_PERF_CLUSTER_EXECUTOR"
+
+
+def cluster_executor():
+    """celery (default: the Celery workers of `make cluster` / docker-compose) or, on Kubernetes
+    (deploy/helm), k8s: Dagster's k8s_job_executor, one pod per step (needs dagster-k8s). Read
+    once, where the definitions load: the deployment decides, not the run."""
+    kind = os.environ.get(EXECUTOR_ENV, "celery")
+    if kind == "k8s":
+        from dagster_k8s import k8s_job_executor
+
+        return k8s_job_executor
+    if kind != "celery":
+        raise ValueError(f"{EXECUTOR_ENV}={kind!r}: expected 'celery' or 'k8s'")
+    return celery_executor
+
+
+# What one embedding shard asks of a Kubernetes node (the k8s executor reads this tag; Celery ignores it).
+SHARD_K8S_CONFIG = {"container_config": {"resources": {"requests": {"cpu": "2", "memory": "3Gi"},
+                                                       "limits": {"memory": "6Gi"}}}}
 
 
 class SharedPickleIOManager(ConfigurableIOManager):
@@ -131,7 +152,8 @@ def embedding_shards(context: OpExecutionContext, config: ShardConfig, kura_perf
         yield DynamicOutput(spec.as_dict(), mapping_key=spec.key.replace("-", "_"))
 
 
-@op(retry_policy=RetryPolicy(max_retries=2, delay=1.0), tags={CLUSTER_TAG: "shard"})
+@op(retry_policy=RetryPolicy(max_retries=2, delay=1.0),
+    tags={CLUSTER_TAG: "shard", "dagster-k8s/config": SHARD_K8S_CONFIG})
 def embed_shard(context: OpExecutionContext, spec: dict, kura_perf: KuraPerfResource) -> dict:
     """Embed one shard on whichever worker runs this step; metered; a row in shard_runs."""
     record = run_embedding_shard(_stage_run(context, kura_perf, "embeddings"), ShardSpec.from_dict(spec))
@@ -160,14 +182,14 @@ def _embeddings_fanout():
 _RESOURCES = {"kura_perf": KuraPerfResource(), "io_manager": SharedPickleIOManager(kura_perf=KuraPerfResource())}
 
 
-@job(partitions_def=benchmark_partitions, executor_def=celery_executor, tags={CLUSTER_TAG: "true"},
+@job(partitions_def=benchmark_partitions, executor_def=cluster_executor(), tags={CLUSTER_TAG: "true"},
      resource_defs=_RESOURCES,
      description="One partition's conversations, summaries and sharded embeddings on the Celery workers.")
 def cluster_embeddings():
     _embeddings_fanout()
 
 
-@job(partitions_def=benchmark_partitions, executor_def=celery_executor, tags={CLUSTER_TAG: "true"},
+@job(partitions_def=benchmark_partitions, executor_def=cluster_executor(), tags={CLUSTER_TAG: "true"},
      resource_defs=_RESOURCES,
      description="All stages of one partition on the Celery workers, embeddings fanned out in shards.")
 def cluster_pipeline():
