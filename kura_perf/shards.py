@@ -6,10 +6,12 @@ Records: each shard attempt is a row of `shard_runs` (the stage_runs columns plu
 shard_count, row range, attempt_id); the merge writes the stage's `stage_runs` record, whose wall
 time is the critical path (slowest shard + merge) and whose CPU time is the sum over shards + merge.
 
-Faults: an attempt leaves an in-flight marker beside its output until it finishes. A retry that
-finds one (its worker was killed mid-step, so no record was written) records that attempt as
-'died', naming the lost worker, then runs the shard. A shard's success record has a fixed file
-name per run and shard, so a task delivered twice replaces its record instead of duplicating it.
+Faults: an attempt keeps an in-flight marker beside its output, rewritten every HEARTBEAT_S
+seconds, until it finishes. Another delivery of the same task (Celery hands a task out again when
+its worker died, or when a step outlives the broker's visibility timeout) first settles the earlier
+attempt: finished -> return its record (kept beside the output); still beating -> wait for it;
+heartbeat stopped -> record it as 'died', naming the lost worker, and run the shard. A shard's
+success record has a fixed file name per run and shard, so nothing is counted twice.
 No Dagster import here: `kura_perf/defs/cluster.py` wires these functions into an op job.
 """
 
@@ -41,6 +43,9 @@ from kura_perf.store.writer import write_record
 log = logging.getLogger("kura_perf")
 
 STAGE = "embeddings"
+HEARTBEAT_S = 2.0
+DEFAULT_STALE_S = 30.0
+STALE_ENV = "KURA_PERF_SHARD_STALE_S"
 
 
 @dataclass(frozen=True)
@@ -82,17 +87,49 @@ def _marker(run: StageRun, spec: ShardSpec):
     return shard_folder(run) / f"{spec.key}.inflight.json"
 
 
+def _done(run: StageRun, spec: ShardSpec):
+    """The finished shard's record, kept after the merge so a late duplicate delivery can return it."""
+    return shard_folder(run) / f"{spec.key}.record.json"
+
+
+def stale_after_s() -> float:
+    """An in-flight marker whose heartbeat is older than this belongs to a dead attempt."""
+    return float(os.environ.get(STALE_ENV, DEFAULT_STALE_S))
+
+
+def _write_json(path, body: dict) -> None:
+    text = json.dumps(body, default=lambda v: v.isoformat() if isinstance(v, datetime) else str(v))
+    if hasattr(path, "with_name"):  # local: readers never see half a file
+        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:6]}.tmp")
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    else:  # an object store PUT is whole or absent
+        path.write_text(text)
+
+
+def _read_json(path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _load_record(path) -> dict | None:
+    record = _read_json(path)
+    if record:
+        for key in ("started_at", "finished_at"):
+            if record.get(key):
+                record[key] = datetime.fromisoformat(record[key])
+    return record
+
+
 def _shard_fields(spec: ShardSpec, attempt_id: str) -> dict:
     return {"shard_index": spec.index, "shard_count": spec.count, "row_start": spec.start, "row_stop": spec.stop,
             "attempt_id": attempt_id}
 
 
-def _record_died_attempt(run: StageRun, spec: ShardSpec, marker) -> dict | None:
-    """A marker left by an attempt that never finished: its worker died. Record it once."""
-    try:
-        left = json.loads(marker.read_text())
-    except (OSError, ValueError):
-        return None
+def _record_died_attempt(run: StageRun, spec: ShardSpec, left: dict) -> dict:
+    """An attempt whose heartbeat stopped before it finished: its worker died. Recorded once (fixed name)."""
     started = datetime.fromisoformat(left["started_at"])
     now = datetime.now(timezone.utc)
     record = {
@@ -100,8 +137,8 @@ def _record_died_attempt(run: StageRun, spec: ShardSpec, marker) -> dict | None:
         "run_id": run.run_id, "stage": STAGE, "backend": left.get("backend"), "profile": run.profile.name,
         "profile_hash": run.profile.content_hash(), "scale": run.scale, "scale_n": scale_count(run.scale),
         "status": "died", "error_type": "WorkerLost",
-        "error_message": (f"worker {left['worker']} stopped during {spec.key} (started {left['started_at']}); "
-                          f"the shard was handed to {worker_identity()}"),
+        "error_message": (f"worker {left['worker']} stopped during {spec.key} (started {left['started_at']}, "
+                          f"last heartbeat {left.get('beat_at')}); the shard was handed to {worker_identity()}"),
         "started_at": started, "finished_at": now, "wall_s": (now - started).total_seconds(), "metered": False,
         "items_in": spec.stop - spec.start, "worker": left["worker"], **left.get("host", {}),
         **_shard_fields(spec, left["attempt_id"]),
@@ -112,6 +149,60 @@ def _record_died_attempt(run: StageRun, spec: ShardSpec, marker) -> dict | None:
     return record
 
 
+def _heartbeat_age_s(left: dict) -> float:
+    beat = datetime.fromisoformat(left.get("beat_at") or left["started_at"])
+    return (datetime.now(timezone.utc) - beat).total_seconds()
+
+
+def _settle_earlier_attempt(run: StageRun, spec: ShardSpec) -> dict | None:
+    """Before running a shard: its finished record if an earlier delivery of this task already did it
+    (the broker hands a task out again when a step outlives its visibility timeout); wait while an
+    earlier attempt is still beating; record it as died once its heartbeat stops. None: run it."""
+    marker, done = _marker(run, spec), _done(run, spec)
+    while True:
+        if done.is_file():
+            return _load_record(done)
+        left = _read_json(marker) if marker.is_file() else None
+        if left is None:
+            return None
+        if _heartbeat_age_s(left) > stale_after_s():
+            _record_died_attempt(run, spec, left)
+            marker.unlink(missing_ok=True)
+            return None
+        time.sleep(min(HEARTBEAT_S, 1.0))
+
+
+class _Heartbeat:
+    """Rewrites the attempt's in-flight marker every HEARTBEAT_S seconds while the shard runs."""
+
+    def __init__(self, marker, body: dict):
+        import threading
+
+        self.marker, self.body = marker, body
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="kura-perf-shard-heartbeat", daemon=True)
+
+    def _beat(self) -> None:
+        self.body["beat_at"] = datetime.now(timezone.utc).isoformat()
+        _write_json(self.marker, self.body)
+
+    def _run(self) -> None:
+        while not self._stop.wait(HEARTBEAT_S):
+            try:
+                self._beat()
+            except OSError as exc:  # a missed beat only makes a retry wait longer
+                log.warning("shard heartbeat: %s", exc)
+
+    def __enter__(self) -> "_Heartbeat":
+        self._beat()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join(timeout=HEARTBEAT_S + 1)
+
+
 def run_embedding_shard(run: StageRun, spec: ShardSpec) -> dict:
     """Embed rows [spec.start, spec.stop) of the partition's summaries, metered; store the vectors in
     the run's shard folder and the shard record in `shard_runs`; return the record."""
@@ -119,19 +210,21 @@ def run_embedding_shard(run: StageRun, spec: ShardSpec) -> dict:
 
     folder = shard_folder(run)
     folder.mkdir(parents=True, exist_ok=True)
-    marker = _marker(run, spec)
-    if marker.is_file():
-        _record_died_attempt(run, spec, marker)
+    if (earlier := _settle_earlier_attempt(run, spec)) is not None:
+        log.info("%s %s: already done by %s (a repeated delivery); not run again", STAGE, spec.key,
+                 earlier.get("worker"))
+        return earlier
     attempt_id = uuid.uuid4().hex[:12]
     backend = run.backend or get_backend(run.profile)
-    marker.write_text(json.dumps({"attempt_id": attempt_id, "worker": worker_identity(), "backend": backend.name,
-                                  "started_at": datetime.now(timezone.utc).isoformat(), "host": host_info()}))
+    marker = _marker(run, spec)
+    beat = {"attempt_id": attempt_id, "worker": worker_identity(), "backend": backend.name,
+            "started_at": datetime.now(timezone.utc).isoformat(), "host": host_info()}
     metered = os.environ.get(METER_ENV, "on") != "off"
     meter = Meter(STAGE, enabled=metered, memory_limit_mb=_memory_limit(run.profile),
                   timeout_s=run.profile.stage_timeout_s)
     result, written, error = None, 0, None
     try:
-        with meter:
+        with _Heartbeat(marker, beat), meter:
             summaries = outputs.read_stage(run.folder, "summaries").tables["main"]
             if spec.stop > len(summaries):
                 raise StageError(f"embeddings {spec.key}: rows {spec.start}-{spec.stop} but the summaries "
@@ -150,9 +243,11 @@ def run_embedding_shard(run: StageRun, spec: ShardSpec) -> dict:
         if run.backend is None:
             backend.close()
     record = build_record(run, meter, result, written, error, backend.name) | _shard_fields(spec, attempt_id)
-    # One success record per run and shard (a redelivered task replaces it); failed attempts each keep theirs.
+    # One success record per run and shard (a repeated task replaces it); failed attempts each keep theirs.
     name = f"{run.run_id}-{spec.key}" if error is None else f"{run.run_id}-{spec.key}-{attempt_id}"
     write_record(run.paths.metrics, "shard_runs", record, name=name)
+    if error is None:
+        _write_json(_done(run, spec), record)
     marker.unlink(missing_ok=True)
     if error is not None:
         raise error
@@ -191,7 +286,7 @@ def merge_embedding_shards(run: StageRun, specs: list[ShardSpec], shard_records:
     save_pending(run.paths.pending, record)
     if error is not None:
         raise error
-    _remove(folder)
+    _remove_shard_data(folder, specs)
     return record
 
 
@@ -235,29 +330,13 @@ def sum_shards(shard_records: list[dict], merge: dict) -> dict:
     return fields
 
 
-def _remove(folder) -> None:
-    """Shard files are intermediate: the merged output is the stage's storage figure."""
-    try:
-        if hasattr(folder, "rmtree"):
-            folder.rmtree()
-        else:
-            import shutil
-
-            shutil.rmtree(folder, ignore_errors=True)
-    except OSError as exc:  # leftover shard files waste space but lose nothing
-        log.warning("could not remove shard folder %s: %s", folder, exc)
-
-
-def wait_for_marker(run_folder, run_id: str, timeout_s: float, poll_s: float = 0.05):
-    """The first in-flight marker of a run, once one appears (tests use it to kill a worker mid-step)."""
-    deadline = time.monotonic() + timeout_s
-    folder = run_folder / "embeddings.shards" / run_id
-    while time.monotonic() < deadline:
-        found = sorted(folder.glob("*.inflight.json")) if folder.exists() else []
-        for path in found:
+def _remove_shard_data(folder, specs: list[ShardSpec]) -> None:
+    """Shard vectors are intermediate (the merged output is the stage's storage figure); the small
+    per-shard record files stay, so a late repeated delivery finds its shard done."""
+    for spec in specs:
+        for path in [*folder.glob(f"{spec.key}.*.npy"), *folder.glob(f"{spec.key}.npy"),
+                     *folder.glob(f"{spec.key}.*.parquet"), *folder.glob(f"{spec.key}.manifest.json")]:
             try:
-                return path, json.loads(path.read_text())
-            except (OSError, ValueError):
-                continue
-        time.sleep(poll_s)
-    return None, None
+                path.unlink()
+            except OSError as exc:  # leftover shard files waste space but lose nothing
+                log.warning("could not remove shard file %s: %s", path, exc)

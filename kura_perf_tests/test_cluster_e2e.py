@@ -48,11 +48,12 @@ def cluster():
     root.chmod(0o755)
     local = LocalCluster(root / "data", folder=root / "cluster")
 
-    # Shards sleep as long again as they compute, so the kill below lands inside one; a dead
-    # worker's task is handed out again after 20 s (longer than any step here).
-    env = {**os.environ, "KURA_PERF_TEST_SLOWDOWN": "embeddings=1.0"}
+    # Shards sleep as long again as they compute, so the kill below lands inside one. A dead worker's
+    # task is handed out again after 15 s; a step that outlives that on a slow box is handed out
+    # twice, and the second delivery waits for the first (heartbeat) instead of running it again.
+    env = {**os.environ, "KURA_PERF_TEST_SLOWDOWN": "embeddings=1.0", "KURA_PERF_SHARD_STALE_S": "8"}
     try:
-        state = local.up(workers=2, concurrency=1, visibility_timeout_s=20, restore_interval_s=1, base_env=env)
+        state = local.up(workers=2, concurrency=1, visibility_timeout_s=15, restore_interval_s=1, base_env=env)
         yield local, state
     finally:
         services = (local.load().services if local.load() else [])

@@ -65,6 +65,10 @@ def _render(data, folder: Path) -> ReportResult:
 
     analysis = analyse(data)
     built = build_sections(analysis, folder)
+    from kura_perf.report.scale_out import scale_out_section
+
+    if (scale_out := scale_out_section(data.metrics_dir)) is not None:  # cluster runs only
+        built.sections.append(scale_out)
     headline = headline_table(analysis)
     host = data.host.describe() if data.host else "unknown host"
     intro = [_summary_html(headline, built.guidance, host, data)]
