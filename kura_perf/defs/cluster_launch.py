@@ -47,9 +47,11 @@ def run_on_cluster(settings: ClusterSettings, dagster_home: str | Path, scale: s
             failed = [e for e in result.all_events if e.is_step_failure]
             failure = "; ".join(f"{e.step_key}: {root_cause(e.step_failure_data.error)}" for e in failed
                                 if e.step_failure_data and e.step_failure_data.error)
-            if not failure:
+            if not failure:  # the coordinator failed (a worker-side error, a broker problem): say what
                 run_failure = [e for e in result.all_events if e.event_type_value == "PIPELINE_FAILURE"]
-                failure = (run_failure[0].message if run_failure else None) or "run failed"
+                error = getattr(run_failure[0].event_specific_data, "error", None) if run_failure else None
+                failure = (root_cause(error) if error else None) or (run_failure[0].message if run_failure
+                                                                     else None) or "run failed"
         run_id = result.run_id
     records = query(paths.metrics, "SELECT * FROM stage_runs WHERE run_id = ?", [run_id])
     if len(records):
