@@ -33,7 +33,7 @@ def _missing_service() -> str | None:
 
 
 @pytest.fixture(scope="module")
-def cluster():
+def cluster(tmp_path_factory):
     reason = _missing_service()
     if reason:
         pytest.skip(f"cluster services unavailable: {reason}")
@@ -58,6 +58,9 @@ def cluster():
     finally:
         services = (local.load().services if local.load() else [])
         local.down()
+        logs = tmp_path_factory.mktemp("cluster-logs")  # kept by pytest for diagnosis
+        for log in (root / "cluster").glob("*/*.log"):
+            shutil.copy(log, logs / log.name)
         from kura_perf.cluster.services import group_alive
 
         leftover = [s.name for s in services if group_alive(s.pid)]

@@ -105,3 +105,19 @@ def test_redis_down_is_named_with_its_address(monkeypatch, kp_home, capsys):
         check_services(ClusterSettings(redis_port=closed), timeout_s=1)
     assert main(["cluster", "run", "--scale", "100"]) == 2  # no cluster state: a message, not a traceback
     assert "no cluster state" in capsys.readouterr().err
+
+
+def test_baselines_keep_sharded_and_in_process_runs_apart(tmp_path):
+    from kura_perf.checks.records import metric_history
+
+    paths = Paths(tmp_path)
+    t0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    base = {"stage": "embeddings", "scale": "1k", "profile_hash": "p", "host_fingerprint": "h", "status": "success",
+            "metered": True, "started_at": t0, "finished_at": t0}
+    write_record(paths.metrics, "stage_runs", base | {"record_id": "a", "run_id": "in-process", "wall_s": 100.0})
+    write_record(paths.metrics, "stage_runs", base | {"record_id": "b", "run_id": "cluster", "wall_s": 40.0,
+                                                      "extra": json.dumps({"shards": 4})})
+    later = base | {"run_id": "new", "finished_at": t0 + timedelta(hours=1)}
+    assert metric_history(paths, later, "wall_s") == [100.0]
+    assert metric_history(paths, later | {"extra": json.dumps({"shards": 4})}, "wall_s") == [40.0]
+    assert metric_history(paths, later | {"host_fingerprint": "other"}, "wall_s") == []  # only within one host

@@ -73,7 +73,8 @@ def run_records(paths: Paths, run_id: str) -> list[dict]:
 
 def metric_history(paths: Paths, record: dict, metric: str, limit: int = 10) -> list[float]:
     """`metric` of the last `limit` successful earlier runs of the same stage, scale, profile hash and
-    host fingerprint (and metering mode, which changes timings), newest first."""
+    host fingerprint (and metering mode, which changes timings; and shard count: a stage fanned out
+    over K cluster workers is not comparable with an in-process one), newest first."""
     if metric not in ("wall_s", "peak_rss_mb", "cpu_user_s", "items_per_s", "bytes_written"):
         raise ValueError(f"not a comparable metric: {metric}")
     sql = f"""
@@ -81,11 +82,20 @@ def metric_history(paths: Paths, record: dict, metric: str, limit: int = 10) -> 
         WHERE status = 'success' AND stage = ? AND scale = ? AND profile_hash IS NOT DISTINCT FROM ?
           AND host_fingerprint IS NOT DISTINCT FROM ? AND coalesce(metered, true) = ?
           AND run_id <> ? AND "{metric}" IS NOT NULL AND finished_at < ?
+          AND coalesce(CAST(json_extract(extra, '$.shards') AS BIGINT), 0) = ?
         ORDER BY finished_at DESC LIMIT {int(limit)}"""
     rows = query(paths.metrics, sql, [record["stage"], record["scale"], record.get("profile_hash"),
                                       record.get("host_fingerprint"), bool(record.get("metered", True)),
-                                      record["run_id"], _timestamp(record.get("finished_at"))])
+                                      record["run_id"], _timestamp(record.get("finished_at")),
+                                      _shards(record)])
     return [float(v) for v in rows["v"].tolist()]
+
+
+def _shards(record: dict) -> int:
+    try:
+        return int(json.loads(record.get("extra") or "{}").get("shards") or 0)
+    except (TypeError, ValueError, AttributeError):
+        return 0
 
 
 def run_metric(paths: Paths, run_id: str, record: dict, metric: str) -> float | None:
