@@ -121,3 +121,29 @@ def test_baselines_keep_sharded_and_in_process_runs_apart(tmp_path):
     assert metric_history(paths, later, "wall_s") == [100.0]
     assert metric_history(paths, later | {"extra": json.dumps({"shards": 4})}, "wall_s") == [40.0]
     assert metric_history(paths, later | {"host_fingerprint": "other"}, "wall_s") == []  # only within one host
+
+
+def test_report_scale_out_section_groups_by_host_and_marks_the_projection(tmp_path):
+    from kura_perf.report.html import render_section
+    from kura_perf.report.scale_out import project, scale_out_section
+
+    t0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    for i, (host, worker) in enumerate([("h1", "worker-1@a"), ("h1", "worker-2@a"), ("h2", "worker-1@b")]):
+        write_record(tmp_path, "shard_runs", {
+            "record_id": f"s{i}", "run_id": "r", "stage": "embeddings", "status": "success", "scale": "1k",
+            "scale_n": 1000, "items_in": 250, "wall_s": 10.0, "cpu_user_s": 9.0, "cpu_sys_s": 1.0,
+            "host_fingerprint": host, "host_cpu": "cpu", "host_cores": 2, "worker": f"{worker} pid=1",
+            "shard_index": i, "shard_count": 3, "started_at": t0, "finished_at": t0})
+    write_record(tmp_path, "stage_runs", {
+        "record_id": "e", "run_id": "r", "stage": "embeddings", "status": "success", "scale": "1k", "scale_n": 1000,
+        "items_in": 750, "wall_s": 11.0, "items_per_s": 68.2, "host_fingerprint": "h1", "started_at": t0,
+        "finished_at": t0, "extra": json.dumps({"shards": 3, "workers": ["worker-1@a", "worker-2@a"],
+                                                "merge_wall_s": 1.0, "elapsed_s": 12.0})})
+    section = scale_out_section(tmp_path)
+    page = render_section(section)
+    assert "Projection for K machines (projected)" in page and "PROJECTED, not measured" in page
+    assert "cpu (h1)" in page and "cpu (h2)" in page  # one row per host and worker, never mixed
+    assert page.count("worker-1@") == 2
+    # 25 rows/s per worker, 2 workers per machine, no merge cost: 1M rows on 4 machines = 5,000 s
+    assert project(25.0, 2, 0.0, 1_000_000, 4) == 5_000.0
+    assert scale_out_section(tmp_path / "empty") is None
