@@ -4,7 +4,8 @@ stage output, so the downstream stages cannot tell a sharded run from a single-p
 
 Records: each shard attempt is a row of `shard_runs` (the stage_runs columns plus shard_index,
 shard_count, row range, attempt_id); the merge writes the stage's `stage_runs` record, whose wall
-time is the critical path (slowest shard + merge) and whose CPU time is the sum over shards + merge.
+time is the critical path (the busiest worker process's shards + merge) and whose CPU time is the
+sum over shards + merge.
 
 Faults: an attempt keeps an in-flight marker beside its output, rewritten every HEARTBEAT_S
 seconds, until it finishes. Another delivery of the same task (Celery hands a task out again when
@@ -291,8 +292,10 @@ def merge_embedding_shards(run: StageRun, specs: list[ShardSpec], shard_records:
 
 
 def sum_shards(shard_records: list[dict], merge: dict) -> dict:
-    """The stage figures from its shards and the merge: wall = slowest shard + merge (the critical
-    path, what K free workers would take), CPU = sum, peak = the largest process peak."""
+    """The stage figures from its shards and the merge: wall = the critical path (the busiest worker
+    process's shards, back to back, + merge; with a free worker per shard, the slowest shard + merge),
+    CPU = sum, peak = the largest process peak. Queueing and step start-up are left out (elapsed_s
+    in `extra` has them)."""
     shards = sorted(shard_records, key=lambda r: r["shard_index"])
 
     def total(key):
@@ -302,8 +305,13 @@ def sum_shards(shard_records: list[dict], merge: dict) -> dict:
         values = [r.get(key) for r in shards if r.get(key) is not None]
         return int(sum(values)) if values else None
 
-    slowest = max((float(r["wall_s"] or 0.0) for r in shards), default=0.0)
-    wall = slowest + float(merge["wall_s"] or 0.0)
+    # A worker process runs its shards one after another: the busiest process bounds the fan-out.
+    per_process: dict[str, float] = {}
+    for r in shards:
+        key = r.get("worker") or f"shard {r['shard_index']}"
+        per_process[key] = per_process.get(key, 0.0) + float(r["wall_s"] or 0.0)
+    busiest = max(per_process.values(), default=0.0)
+    wall = busiest + float(merge["wall_s"] or 0.0)
     peaks = [p for p in [*(r.get("peak_rss_mb") for r in shards), merge.get("peak_rss_mb")] if p is not None]
     items = sum(int(r.get("items_in") or 0) for r in shards)
     started = min((r["started_at"] for r in shards), default=merge["started_at"])

@@ -15,7 +15,8 @@ import pytest
 
 from kura_perf.cluster.services import ServiceError, postgres_bin
 
-pytestmark = pytest.mark.slow
+# About 90 s on a quiet 2-core box; the limit leaves room for a heavily shared one.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 
 
 def _missing_service() -> str | None:

@@ -42,6 +42,9 @@ def test_stage_record_sums_shards_wall_is_critical_path():
     assert fields["peak_rss_mb"] == 502.0 and fields["items_in"] == 75
     extra = json.loads(fields["extra"])
     assert extra["shards"] == 3 and extra["workers"] == ["w0@h", "w1@h"] and extra["elapsed_s"] == 10.0
+    # Fewer worker processes than shards: one process ran shards 0 and 2 back to back (3 + 4 s).
+    same = [r | {"worker": "w0@h pid=100"} if r["shard_index"] in (0, 2) else r for r in shards]
+    assert sum_shards(same, merge)["wall_s"] == 8.0
 
 
 def test_stage_outputs_and_records_on_an_fsspec_url(tmp_path):
