@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
 
 from kura_perf.cluster.local import LocalCluster
@@ -109,5 +108,3 @@ def add_cluster_command(sub) -> None:
     run.add_argument("--all-stages", action="store_true", help="also clusters, meta_clusters and projections")
     run.set_defaults(func=cmd_run)
 
-
-__all__ = ["add_cluster_command", "argparse"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -186,8 +187,6 @@ class LocalCluster:
         stopped = []
         order = [*state.workers(), *[s for s in state.services if not s.name.startswith("worker")][::-1]]
         for service in order:
-            import signal
-
             # Postgres: SIGINT is its "fast" shutdown (SIGTERM waits for every client to leave).
             sig = signal.SIGINT if service.name == "postgres" else signal.SIGTERM
             if stop_service(service, sig=sig):
