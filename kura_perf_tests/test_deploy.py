@@ -89,3 +89,14 @@ def test_compose_file_runs_dagsters_worker_command():
     assert {"postgres", "redis", "webserver", "daemon", "worker"} <= set(services)
     assert services["worker"]["command"][:3] == ["dagster-celery", "worker", "start"]
     assert "worker" in services["worker"]["profiles"] and "head" in services["postgres"]["profiles"]
+
+
+def test_cluster_jobs_load_beside_the_assets_in_one_repository():
+    """Op names of the cluster jobs must not clash with the stage assets' ops (`dagster dev` loads both)."""
+    pytest.importorskip("dagster_celery")
+    from kura_perf.definitions import defs
+
+    jobs = {job.name: job for job in defs.get_repository_def().get_all_jobs()}
+    assert {"cluster_embeddings", "cluster_pipeline"} <= set(jobs)
+    stages = {node.tags.get("kura_perf/stage") for node in jobs["cluster_pipeline"].nodes} - {None}
+    assert stages == {"conversations", "summaries", "embeddings", "clusters", "meta_clusters", "projections"}

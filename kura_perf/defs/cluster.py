@@ -1,8 +1,8 @@
 """Cluster jobs: one partition's stages as ops on Dagster's Celery executor, with the embeddings
 fanned out into shards (dynamic outputs) that any worker can pick up and merged in order.
 
-    conversations -> summaries -> embedding_shards ==> embed_shard (x K, mapped) ==> embeddings (merge)
-                                                       [-> clusters -> meta_clusters -> projections]
+    conversations_step -> summaries_step -> embedding_shards ==> embed_shard (x K, mapped)
+        ==> embeddings_merge [-> clusters_step -> meta_clusters_step -> projections_step]
 
 `cluster_embeddings` stops after the merge (the heavy part that fans out); `cluster_pipeline` runs
 the rest of the partition too. Stage ops go through the same core runner and hooks as the assets
@@ -49,6 +49,9 @@ from kura_perf.runner import StageRun, run_stage
 from kura_perf.shards import ShardSpec, merge_embedding_shards, plan_shards, run_embedding_shard
 
 CLUSTER_TAG = "kura_perf/cluster"
+# Op names must differ from the stage assets' ops in one repository; this tag names the stage for
+# the stage hooks.
+STAGE_TAG = "kura_perf/stage"
 EXECUTOR_ENV = "KURA_PERF_CLUSTER_EXECUTOR"
 
 
@@ -119,7 +122,7 @@ def _materialized(context: OpExecutionContext, stage: str, record: dict) -> None
 def _stage_op(stage: str, after: bool):
     ins = {"after": In(Nothing)} if after else {}
 
-    @op(name=stage, ins=ins, tags={CLUSTER_TAG: "stage"},
+    @op(name=f"{stage}_step", ins=ins, tags={CLUSTER_TAG: "stage", STAGE_TAG: stage},
         description=f"The {stage} stage of the run's partition (core runner, metered, recorded by the stage hooks).")
     def _op(context: OpExecutionContext, kura_perf: KuraPerfResource) -> None:
         record = run_stage(_stage_run(context, kura_perf, stage))
@@ -162,7 +165,7 @@ def embed_shard(context: OpExecutionContext, spec: dict, kura_perf: KuraPerfReso
     return record
 
 
-@op(name="embeddings", tags={CLUSTER_TAG: "merge"})
+@op(name="embeddings_merge", tags={CLUSTER_TAG: "merge", STAGE_TAG: "embeddings"})
 def merge_embeddings(context: OpExecutionContext, shard_records: list[dict], kura_perf: KuraPerfResource) -> None:
     """Concatenate the shards in order into the partition's embeddings; the stage record sums them."""
     run = _stage_run(context, kura_perf, "embeddings")

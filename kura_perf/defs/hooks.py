@@ -24,7 +24,8 @@ def _partition(context: HookContext) -> tuple[str | None, str | None]:
 
 
 def _stage(context: HookContext) -> str:
-    return context.op.name
+    """The asset's op name, or the stage an op of the cluster jobs names in its kura_perf/stage tag."""
+    return (getattr(context.op, "tags", None) or {}).get("kura_perf/stage", context.op.name)
 
 
 def _record_unmeasured_failure(context: HookContext, paths) -> None:
