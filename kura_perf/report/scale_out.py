@@ -61,8 +61,9 @@ def _by_host_and_worker(shards: pd.DataFrame) -> Table:
 
 def _measured_runs(runs: pd.DataFrame) -> Table:
     table = Table(["host", "scale", "shards", "workers", "wall s (critical path)", "elapsed s", "CPU s",
-                   "rows/s"], caption="Sharded embeddings stage records (measured): wall = slowest shard + merge; "
-                                      "elapsed = first shard start to merge end, with queueing and step start-up.")
+                   "rows/s"], caption="Sharded embeddings stage records (measured): wall = the busiest worker process's "
+                                      "shards + merge; elapsed = first shard start to merge end, with queueing and "
+                                      "step start-up.")
     for _, r in runs.sort_values(["host_fingerprint", "scale_n", "workers", "finished_at"]).iterrows():
         cpu = (r["cpu_user_s"] or 0) + (r["cpu_sys_s"] or 0)
         table.add(str(r["host_fingerprint"]), r["scale"], int(r["shards"]), int(r["workers"]), _num(r["wall_s"]),
