@@ -102,11 +102,12 @@ def _manager(fmt: str, folder: Path):
     return getattr(checkpoints, FORMATS[fmt])(str(folder))
 
 
-def measure_format(fmt: str, scale: str, folder: Path, seed: int = 0) -> list[dict]:
-    """One row per kind for one format at one scale, measured in this process (the worker's body)."""
+def measure_format(fmt: str, scale: str, folder: Path, seed: int = 0, n: int | None = None) -> list[dict]:
+    """One row per kind for one format at one scale (n conversations: the scale's unless given),
+    measured in this process (the worker's body)."""
     from kura_perf.usability.kura_objects import KINDS, MODEL_CLASS, build_kura_objects
 
-    n = scale_count(scale)
+    n = scale_count(scale) if n is None else n
     objects = build_kura_objects(n, seed=seed)
     folder.mkdir(parents=True, exist_ok=True)
     writer = _manager(fmt, folder)

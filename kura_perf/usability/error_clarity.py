@@ -189,7 +189,12 @@ def _restore_env(saved: dict) -> None:
 
 def run_case(case: ErrorCase, ctx: dict) -> dict:
     """Run one case in a thread with its timeout; a raw result dict (graded by the parent)."""
+    import dataclasses
+
     from kura_perf.simulator.process import SimulatorControl
+
+    if ctx.get("max_timeout_s"):
+        case = dataclasses.replace(case, timeout_s=min(case.timeout_s, ctx["max_timeout_s"]))
 
     tmp = Path(tempfile.mkdtemp(prefix=f"{case.case_id}-", dir=ctx["workdir"]))
     case_ctx = {**ctx, "tmp": tmp}
@@ -241,6 +246,7 @@ def worker_main(argv: list[str] | None = None) -> int:
     parser.add_argument("--base-url", required=True)
     parser.add_argument("--sim-port", type=int)
     parser.add_argument("--workdir", required=True)
+    parser.add_argument("--max-timeout", type=float)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.CRITICAL)
     logging.getLogger("kura").setLevel(logging.ERROR)  # what Kura logs at ERROR is part of a case's answer
@@ -249,7 +255,7 @@ def worker_main(argv: list[str] | None = None) -> int:
     import kura.summarisation  # noqa: F401 - imported once, before the timed cases
 
     ctx = {"base_url": args.base_url, "sim_port": args.sim_port, "workdir": args.workdir,
-           "api_key": "sk-kura-perf-simulator"}
+           "api_key": "sk-kura-perf-simulator", "max_timeout_s": args.max_timeout}
     by_id = {c.case_id: c for c in CASES}
     for case_id in args.cases:
         print(_RESULT_MARK + json.dumps(run_case(by_id[case_id], ctx), default=str), flush=True)
@@ -259,8 +265,9 @@ def worker_main(argv: list[str] | None = None) -> int:
 
 # -- the parent ---------------------------------------------------------------------------------------------
 def run_error_catalogue(workdir: Path, cases: Sequence[str] | None = None, run_id: str | None = None,
-                        log=None) -> list[dict]:
-    """Every case (or the named ones), graded; rows ready for the store table `error_clarity`."""
+                        log=None, max_timeout_s: float | None = None) -> list[dict]:
+    """Every case (or the named ones), graded; rows ready for the store table `error_clarity`.
+    max_timeout_s caps every case's timeout (the tests use it to record a hang quickly)."""
     import subprocess
 
     from kura_perf.errors import KuraPerfError
@@ -274,11 +281,14 @@ def run_error_catalogue(workdir: Path, cases: Sequence[str] | None = None, run_i
         raise KuraPerfError(f"unknown error case(s) {unknown}; expected some of {', '.join(by_id)}")
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    deadline = 120.0 + sum(by_id[c].timeout_s for c in chosen)
+    timeouts = {c: min(by_id[c].timeout_s, max_timeout_s or by_id[c].timeout_s) for c in chosen}
+    deadline = 120.0 + sum(timeouts.values())
     raw: dict[str, dict] = {}
     with SimulatorProcess({"latency_ms": 2, "p99_ms": 2}) as sim:
         command = [sys.executable, "-m", "kura_perf.usability.error_clarity", "--worker", "--cases", *chosen,
                    "--base-url", sim.base_url, "--sim-port", str(sim.port), "--workdir", str(workdir)]
+        if max_timeout_s:
+            command += ["--max-timeout", str(max_timeout_s)]
         env = {**os.environ, "TQDM_DISABLE": "1", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
         proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
                                 start_new_session=True)
@@ -296,7 +306,7 @@ def run_error_catalogue(workdir: Path, cases: Sequence[str] | None = None, run_i
     for case_id in chosen:
         case = by_id[case_id]
         result = raw.get(case_id) or {
-            "outcome": "hang", "timeout_s": case.timeout_s,
+            "outcome": "hang", "timeout_s": timeouts[case_id],
             "error_message": f"the worker never reported this case (exit code {proc.returncode}): "
                              f"{' / '.join(stderr.strip().splitlines()[-3:])[:800]}"}
         g = grade(result["outcome"], result.get("error_message"), result.get("error_type"),
@@ -304,7 +314,7 @@ def run_error_catalogue(workdir: Path, cases: Sequence[str] | None = None, run_i
         rows.append(new_row(run_id, case_id=case_id, category=case.category, description=case.description,
                             kura_call=case.kura_call, outcome=result["outcome"], error_type=result.get("error_type"),
                             error_message=result.get("error_message"), raised_in=result.get("raised_in"),
-                            wall_s=result.get("wall_s"), timeout_s=case.timeout_s, names_subject=g.names_subject,
+                            wall_s=result.get("wall_s"), timeout_s=result.get("timeout_s", timeouts[case_id]), names_subject=g.names_subject,
                             says_expected=g.says_expected, suggests_fix=g.suggests_fix,
                             raw_traceback=g.raw_traceback, score=g.score, grade=g.grade))
         if log:
