@@ -49,6 +49,26 @@ def checkpoint_table(rows: pd.DataFrame) -> Table:
     return table
 
 
+def checkpoint_kind_table(rows: pd.DataFrame) -> Table:
+    """Per kind, the formats side by side: the fair comparison when a format fails some kinds."""
+    formats = sorted(rows["format"].dropna().unique())
+    table = Table(["Scale", "Kind", "Items", *[f"{f}: write / reload s, MB" for f in formats]],
+                  caption="a failed write leaves nothing to reload; a failed reload means a resumed pipeline "
+                          "recomputes the step")
+    for (n, kind), g in rows.groupby(["scale_n", "kind"], sort=True):
+        cells = []
+        for f in formats:
+            r = g[g["format"] == f]
+            if r.empty:
+                cells.append(fmt.MISSING)
+                continue
+            r = r.iloc[0]
+            text = f"{_seconds(r['write_s'])} / {_seconds(r['read_s'])}, {fmt.number(r['bytes'] / 1e6, 2)} MB"
+            cells.append(Cell(text) if r["status"] == "success" else Cell(f"{text} ({r['status']})", "bad"))
+        table.add(Cell(fmt.conversations(int(n)), "head"), kind, fmt.integer(g["items"].max()), *cells)
+    return table
+
+
 def checkpoint_failures(rows: pd.DataFrame) -> Table | None:
     bad = rows[rows["status"] != "success"].drop_duplicates(["format", "kind", "status"])
     if bad.empty:
@@ -106,8 +126,7 @@ def usability_sections(metrics_dir, host: str | None) -> list[Section]:
     checkpoints = Section("kura-checkpoints", "Kura's checkpoint formats")
     rows = _latest_run(metrics_dir, "checkpoint_results", host)
     if rows.empty:
-        checkpoints.add(note("No checkpoint benchmark recorded yet: run <code>kura-perf checkpoints --scales 100 1k "
-                             "10k</code>."))
+        checkpoints.add(note("No checkpoint benchmark recorded yet: run `kura-perf checkpoints --scales 100 1k 10k`."))
     else:
         checkpoints.badge = "measured"
         checkpoints.provenance = [("Run", f"{rows['run_id'].iloc[0][:12]} at {str(rows['recorded_at'].max())[:16]}"),
@@ -117,6 +136,7 @@ def usability_sections(metrics_dir, host: str | None) -> list[Section]:
                                   "measured figures. A reload that raises or returns nothing is a failure; one "
                                   "whose objects differ from those saved is lossy."))
         checkpoints.add(render_table(checkpoint_table(rows), "checkpoint-formats"))
+        checkpoints.add(render_table(checkpoint_kind_table(rows), "checkpoint-kinds"))
         failures = checkpoint_failures(rows)
         if failures is not None:
             checkpoints.add(render_table(failures, "checkpoint-failures"))
@@ -131,13 +151,13 @@ def usability_sections(metrics_dir, host: str | None) -> list[Section]:
     onboarding = query(metrics_dir, "SELECT * FROM onboarding_runs" + (" WHERE host_fingerprint = ?" if host else ""),
                        [host] if host else [])
     if onboarding.empty:
-        usability.add(note("Not measured yet: run <code>kura-perf onboarding</code>."))
+        usability.add(note("Not measured yet: run `kura-perf onboarding`."))
     else:
         usability.add(render_table(onboarding_table(onboarding), "onboarding"))
     usability.add("<h3>Error clarity</h3>")
     errors = _latest_run(metrics_dir, "error_clarity", host)
     if errors.empty:
-        usability.add(note("Not measured yet: run <code>kura-perf error-clarity</code>."))
+        usability.add(note("Not measured yet: run `kura-perf error-clarity`."))
     else:
         counts = errors["grade"].value_counts()
         usability.add(paragraph(f"{len(errors)} bad inputs fed to Kura {errors['kura_version'].iloc[0]}: "

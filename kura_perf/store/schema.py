@@ -166,7 +166,7 @@ CHECKPOINT_RESULTS = pa.schema([
     ("roundtrip_equal", pa.float64()),  # share of items whose model_dump equals the saved one
     ("bytes", pa.int64()),  # bytes this kind added to the checkpoint folder
     ("dir_du_bytes", pa.int64()),  # `du -sb` of the whole folder after all kinds (independent check)
-    ("process_max_rss_mb", pa.float64()),  # the worker's max RSS per /usr/bin/time -v (independent check)
+    ("process_max_rss_mb", pa.float64()),  # the worker's RSS sampled by the parent, max (independent check)
     *COMPARABILITY,
 ])
 

@@ -14,8 +14,8 @@ corpus (kura_objects), then for each kind (conversations, summaries, clusters, p
 A call that raises is recorded as `failed` with Kura's error. Kura's Parquet and datasets managers
 catch their own load errors, log them and return None (so a pipeline silently recomputes): that is
 recorded as `failed` too, with the message Kura logged. A reload that differs from what was saved is
-`lossy`. The folder's `du -sb` and the worker's max RSS from /usr/bin/time -v (when present) are the
-independent cross-checks. Rows go to the store table `checkpoint_results`.
+`lossy`. The folder's `du -sb` and the worker's RSS sampled by the parent (psutil) are the independent
+cross-checks. Rows go to the store table `checkpoint_results`.
 """
 
 from __future__ import annotations
@@ -24,14 +24,17 @@ import argparse
 import json
 import logging
 import os
-import re
 import shutil
+import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from pathlib import Path
 from typing import Callable, Sequence
+
+import psutil
 
 from kura_perf.meter import memory
 from kura_perf.scales import scale_count
@@ -43,7 +46,6 @@ FORMATS: dict[str, str] = {  # our name -> Kura's class in kura.checkpoints
 }
 WORKER_TIMEOUT_S = 1800.0
 _RESULT_MARK = "KURA_PERF_CHECKPOINT_ROWS "
-_TIME_V = "/usr/bin/time"
 
 
 class _KuraLogErrors(logging.Handler):
@@ -155,31 +157,45 @@ def _du_bytes(folder: Path) -> int | None:
         return None
 
 
-_MAX_RSS = re.compile(r"Maximum resident set size \(kbytes\):\s*(\d+)")
+def _sample_max_rss_mb(proc: subprocess.Popen, stop: threading.Event, out: list[float]) -> None:
+    """The worker's RSS as the parent sees it (psutil, every 20 ms): a peak independent of the worker's
+    own VmHWM readings (which reset the kernel's mark, so ru_maxrss / time -v would only see the last call)."""
+    try:
+        p = psutil.Process(proc.pid)
+        while not stop.wait(0.02):
+            out.append(p.memory_info().rss / 2**20)
+    except psutil.Error:
+        pass
 
 
 def _worker(fmt: str, scale: str, folder: Path, seed: int, timeout_s: float) -> tuple[list[dict], float | None, str]:
-    """Run one format x scale in a fresh interpreter; (rows, its max RSS per /usr/bin/time, error)."""
+    """Run one format x scale in a fresh interpreter; (rows, its sampled max RSS MB, error)."""
     command = [sys.executable, "-m", "kura_perf.usability.checkpoints", "--worker", "--format", fmt,
                "--scale", scale, "--dir", str(folder), "--seed", str(seed)]
-    timed = os.path.exists(_TIME_V)
-    if timed:
-        command = [_TIME_V, "-v", *command]
     env = {**os.environ, "HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1", "TQDM_DISABLE": "1"}
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            start_new_session=True)
+    samples: list[float] = []
+    stop = threading.Event()
+    sampler = threading.Thread(target=_sample_max_rss_mb, args=(proc, stop, samples), daemon=True)
+    sampler.start()
     try:
-        proc = subprocess.run(command, capture_output=True, text=True, timeout=timeout_s, env=env,
-                              start_new_session=True)
+        stdout, stderr = proc.communicate(timeout=timeout_s)
     except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
         return [], None, f"the worker did not finish within {timeout_s:.0f} s"
-    max_rss = _MAX_RSS.search(proc.stderr) if timed else None
+    finally:
+        stop.set()
+        sampler.join()
     rows = []
-    for line in proc.stdout.splitlines():
+    for line in stdout.splitlines():
         if line.startswith(_RESULT_MARK):
             rows = json.loads(line[len(_RESULT_MARK):])
     if proc.returncode != 0 or not rows:
-        tail = " / ".join(l.strip() for l in proc.stderr.strip().splitlines()[-5:] if l.strip())
+        tail = " / ".join(l.strip() for l in stderr.strip().splitlines()[-5:] if l.strip())
         return rows, None, f"worker exited with code {proc.returncode}: {tail[:1500]}"
-    return rows, int(max_rss.group(1)) / 1024 if max_rss else None, ""
+    return rows, max(samples) if samples else None, ""
 
 
 def run_checkpoint_benchmark(scales: Sequence[str], formats: Sequence[str] = tuple(FORMATS), *,

@@ -8,7 +8,7 @@ _CHECKPOINT_COLUMNS = ("format, scale, count(*) AS kinds, count(*) FILTER (WHERE
                        "round(sum(write_s), 3) AS write_s, round(sum(read_s), 3) AS read_s, "
                        "round(sum(bytes) / 1e6, 3) AS mb, round(max(dir_du_bytes) / 1e6, 3) AS du_mb, "
                        "round(max(greatest(write_peak_rss_mb, read_peak_rss_mb)), 0) AS peak_rss_mb, "
-                       "round(max(process_max_rss_mb), 0) AS time_v_max_rss_mb, "
+                       "round(max(process_max_rss_mb), 0) AS sampled_max_rss_mb, "
                        "string_agg(CASE WHEN status <> 'success' THEN kind || ': ' || status END, '; ') AS problems")
 
 
