@@ -177,3 +177,21 @@ def test_error_catalogue_grades_kuras_errors(tmp_path):
 
     table = error_table(pd.DataFrame(rows))
     assert len(table.rows) == len(cases)
+
+
+def test_usability_assets_are_wired_in_the_definitions():
+    from kura_perf.definitions import defs
+
+    groups = {spec.key.to_user_string(): spec.group_name for spec in defs.resolve_all_asset_specs()}
+    assert groups["kura_checkpoint_formats"] == groups["kura_error_clarity"] == "kura_usability"
+
+
+def test_unknown_format_or_scale_is_refused_before_any_work(tmp_path):
+    from kura_perf.errors import KuraPerfError
+    from kura_perf.usability.checkpoints import run_checkpoint_benchmark
+
+    with pytest.raises(KuraPerfError, match="unknown checkpoint format.*jsonl, parquet, hf_datasets"):
+        run_checkpoint_benchmark(["100"], ["csv"], workdir=tmp_path)
+    with pytest.raises(KuraPerfError, match="unknown scale '2k'"):
+        run_checkpoint_benchmark(["2k"], workdir=tmp_path)
+    assert not any(tmp_path.iterdir())
