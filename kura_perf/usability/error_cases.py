@@ -74,7 +74,7 @@ CASES: list[ErrorCase] = [
               "SummaryModel + summarise_conversations", ("max_concurrent_requests", "concurren"),
               {"model_kwargs": {"max_concurrent_requests": 0}}, timeout_s=20.0),
     ErrorCase("wrong_embedding_dimension", "clustering", "an embedding model returning 384-d and 1536-d vectors",
-              "cluster", "generate_base_clusters_from_conversation_summaries", ("embedding", "dimension", "shape"),
+              "cluster", "generate_base_clusters_from_conversation_summaries", ("embedding", "dimension"),
               {"n": 20, "embedding": "mixed_dimensions"}),
     ErrorCase("zero_clusters_per_group", "clustering", "KmeansClusteringModel(clusters_per_group=0)",
               "cluster", "generate_base_clusters_from_conversation_summaries", ("clusters_per_group",),
@@ -87,7 +87,7 @@ CASES: list[ErrorCase] = [
     ErrorCase("server_errors", "api", "every request answered 500/503", "summarise", "summarise_conversations",
               ("500", "503", "server"), {"simulator": {"error_rate": 1.0}}, timeout_s=90.0),
     ErrorCase("unreachable_endpoint", "api", "OPENAI_BASE_URL pointing at a closed port", "summarise",
-              "summarise_conversations", ("127.0.0.1:9", "connection", "connect"),
+              "summarise_conversations", ("127.0.0.1:9", "OPENAI_BASE_URL", "base_url"),
               {"base_url": "http://127.0.0.1:9/v1"}, timeout_s=90.0),
     # -- checkpoints ----------------------------------------------------------------------------------
     ErrorCase("checkpoint_dir_is_file", "checkpoint", "a checkpoint dir that is an existing file",
