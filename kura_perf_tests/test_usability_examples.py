@@ -53,12 +53,12 @@ def test_onboarding_times_every_step_on_the_cheap_path(tmp_path, kp_home):
     from kura_perf.cli import main
     from kura_perf.store import query
 
-    code = main(["onboarding", "--system-site-packages", "--conversations", "60"])
+    code = main(["onboarding", "--reuse-packages", "--conversations", "60"])
     assert code == 0
     rows = query(kp_home / "metrics", "SELECT * FROM onboarding_runs")
     assert len(rows) == 1
     row = rows.iloc[0]
-    assert row["status"] == "success" and row["system_site_packages"]
+    assert row["status"] == "success" and row["reused_packages"]
     assert all(row[f"{s}_s"] > 0 for s in ("venv", "install", "import", "first_result"))
     assert row["total_s"] == pytest.approx(row["venv_s"] + row["install_s"] + row["import_s"] + row["first_result_s"])
     assert row["clusters_printed"] > 0 and row["api_calls"] > 0

@@ -94,9 +94,9 @@ def loc_table() -> Table:
 def onboarding_table(rows: pd.DataFrame) -> Table:
     table = Table(["Path", "Status", "venv", "install", "import", "first result", "Total", "Installed", "venv size",
                    "When"], caption="latest attempt of each path")
-    for cheap, g in rows.groupby("system_site_packages"):
+    for cheap, g in rows.groupby("reused_packages"):
         r = g.sort_values("recorded_at").iloc[-1]
-        path = ("cheap (--system-site-packages: install is a no-op)" if cheap
+        path = ("cheap (--reuse-packages: install is a no-op)" if cheap
                 else f"fresh venv, pip install {r['install_spec']}" + ("" if r["pip_cache"] else " (no pip cache)"))
         status = Cell(r["status"], "good") if r["status"] == "success" else Cell(
             f"failed at {r['failed_step']}: {str(r['error_message'])[:200]}", "bad")

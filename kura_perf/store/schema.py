@@ -184,7 +184,7 @@ ONBOARDING_RUNS = pa.schema([
     ("total_s", pa.float64()),
     ("install_spec", pa.string()),  # what pip installed, e.g. kura==0.5.4
     ("installed_kura", pa.string()),  # the version the fresh venv ended up with
-    ("system_site_packages", pa.bool_()),  # True = the cheap path (tests), not a user's fresh install
+    ("reused_packages", pa.bool_()),  # True = the cheap path (tests: this env's packages), not a fresh install
     ("pip_cache", pa.bool_()),
     ("venv_bytes", pa.int64()),
     ("example", pa.string()),

@@ -50,7 +50,7 @@ def cmd_onboarding(args) -> int:
     paths = Paths.from_env()
     settings = OnboardingSettings(workdir=_workdir(paths, "onboarding"), kura_spec=args.kura_spec or "",
                                   constraints=Path(args.constraints) if args.constraints else None,
-                                  system_site_packages=args.system_site_packages, pip_cache=not args.no_pip_cache,
+                                  reuse_packages=args.reuse_packages, pip_cache=not args.no_pip_cache,
                                   conversations=args.conversations, keep_venv=args.keep_venv)
     row = run_onboarding(settings, log=print)
     write_record(paths.metrics, "onboarding_runs", row)
@@ -100,8 +100,8 @@ def add_usability_commands(sub) -> None:
     ob.add_argument("--kura-spec", help="what pip installs (default kura==<the installed version>)")
     ob.add_argument("--constraints", default=str(Path(__file__).resolve().parents[2] / "constraints.txt"),
                     help="pip constraints file (keeps torch on the CPU wheel); '' for none")
-    ob.add_argument("--system-site-packages", action="store_true",
-                    help="cheap path: the venv sees this environment's packages (not a real install)")
+    ob.add_argument("--reuse-packages", action="store_true",
+                    help="cheap path: the venv sees this environment's packages, install is a no-op (not a real install)")
     ob.add_argument("--no-pip-cache", action="store_true", help="install without pip's cache")
     ob.add_argument("--conversations", type=int, default=60)
     ob.add_argument("--keep-venv", action="store_true")

@@ -8,8 +8,10 @@
   first_result  examples/kura_basic.py under the fresh venv, against the local OpenAI-compatible simulator
                 (started from this interpreter; the fresh venv only runs Kura), until it prints its clusters
 
-`system_site_packages=True` is the cheap path the tests take (the venv sees the installed Kura, so
-install is a no-op): such rows are flagged and the report keeps them apart from real installs.
+`reuse_packages=True` is the cheap path the tests take: a .pth file makes the fresh venv see this
+interpreter's site-packages (Kura included), so install finds everything satisfied. (A
+--system-site-packages venv would not do: it sees the base interpreter's packages, not this venv's.)
+Such rows are flagged and the report keeps them apart from real installs.
 Every attempt is recorded, a failed step with its error; the venv is deleted afterwards unless kept.
 """
 
@@ -37,7 +39,7 @@ class OnboardingSettings:
     workdir: Path
     kura_spec: str = ""  # default: kura==<the version installed here>
     constraints: Path | None = DEFAULT_CONSTRAINTS
-    system_site_packages: bool = False
+    reuse_packages: bool = False
     pip_cache: bool = True
     conversations: int = 60
     keep_venv: bool = False
@@ -73,6 +75,13 @@ def _step(step: str, command: list[str], timeout_s: float, env: dict | None = No
     return wall, proc.stdout
 
 
+def _reuse_packages(venv: Path) -> None:
+    import sysconfig
+
+    site = next((venv / "lib").glob("python*/site-packages"))
+    (site / "_kura_perf_reuse.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+
+
 def _du(folder: Path) -> int | None:
     try:
         out = subprocess.run(["du", "-sb", str(folder)], capture_output=True, text=True, timeout=120)
@@ -96,15 +105,14 @@ def run_onboarding(settings: OnboardingSettings, run_id: str | None = None, log=
     folder = Path(tempfile.mkdtemp(prefix="onboarding-", dir=workdir))
     venv = folder / "venv"
     py = str(venv / "bin" / "python")
-    row = {"install_spec": spec, "system_site_packages": settings.system_site_packages,
+    row = {"install_spec": spec, "reused_packages": settings.reuse_packages,
            "pip_cache": settings.pip_cache, "example": EXAMPLES["basic"][0], "conversations": settings.conversations}
     times: dict[str, float] = {}
     clean_env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME")}
     try:
-        command = [settings.python, "-m", "venv", str(venv)]
-        if settings.system_site_packages:
-            command.append("--system-site-packages")
-        times["venv"], _ = _step("venv", command, settings.step_timeout_s)
+        times["venv"], _ = _step("venv", [settings.python, "-m", "venv", str(venv)], settings.step_timeout_s)
+        if settings.reuse_packages:
+            _reuse_packages(venv)
         say(f"onboarding: venv {times['venv']:.1f} s")
 
         command = [py, "-m", "pip", "install", "-q", spec]
