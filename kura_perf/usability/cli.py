@@ -101,7 +101,8 @@ def add_usability_commands(sub) -> None:
     ob.add_argument("--constraints", default=str(Path(__file__).resolve().parents[2] / "constraints.txt"),
                     help="pip constraints file (keeps torch on the CPU wheel); '' for none")
     ob.add_argument("--reuse-packages", action="store_true",
-                    help="cheap path: the venv sees this environment's packages, install is a no-op (not a real install)")
+                    help="cheap path: the venv sees this environment's packages, so install is a no-op "
+                         "(not a real install)")
     ob.add_argument("--no-pip-cache", action="store_true", help="install without pip's cache")
     ob.add_argument("--conversations", type=int, default=60)
     ob.add_argument("--keep-venv", action="store_true")

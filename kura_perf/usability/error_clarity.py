@@ -106,20 +106,18 @@ def drive_summarise(inp, ctx):
     return asyncio.run(summarise_conversations(conversations, model=model, checkpoint_manager=manager))
 
 
-class _MixedDimensions:
-    """An embedding model that answers 384-d vectors for some texts and 1536-d for others."""
+def _mixed_dimension_model():
+    """A Kura embedding model that answers 384-d vectors for some texts and 1536-d for others."""
+    from kura.base_classes import BaseEmbeddingModel
 
-    def __new__(cls):
-        from kura.base_classes import BaseEmbeddingModel
+    class MixedDimensions(BaseEmbeddingModel):
+        async def embed(self, texts):
+            return [[0.1] * (384 if i % 2 else 1536) for i, _ in enumerate(texts)]
 
-        class MixedDimensions(BaseEmbeddingModel):
-            async def embed(self, texts):
-                return [[0.1] * (384 if i % 2 else 1536) for i, _ in enumerate(texts)]
+        def slug(self):
+            return "mixed-dimensions"
 
-            def slug(self):
-                return "mixed-dimensions"
-
-        return MixedDimensions()
+    return MixedDimensions()
 
 
 def drive_cluster(inp, ctx):
@@ -127,9 +125,10 @@ def drive_cluster(inp, ctx):
                               generate_base_clusters_from_conversation_summaries)
     from kura.embedding import OpenAIEmbeddingModel
 
-    embedding = _MixedDimensions() if inp.get("embedding") == "mixed_dimensions" else OpenAIEmbeddingModel()
+    embedding = _mixed_dimension_model() if inp.get("embedding") == "mixed_dimensions" else OpenAIEmbeddingModel()
     return asyncio.run(generate_base_clusters_from_conversation_summaries(
-        _summaries(inp.get("n", 0)), embedding_model=embedding, clustering_method=KmeansClusteringModel(**inp.get("kmeans", {})),
+        _summaries(inp.get("n", 0)), embedding_model=embedding,
+        clustering_method=KmeansClusteringModel(**inp.get("kmeans", {})),
         clustering_model=ClusterDescriptionModel()))
 
 
@@ -314,7 +313,8 @@ def run_error_catalogue(workdir: Path, cases: Sequence[str] | None = None, run_i
         rows.append(new_row(run_id, case_id=case_id, category=case.category, description=case.description,
                             kura_call=case.kura_call, outcome=result["outcome"], error_type=result.get("error_type"),
                             error_message=result.get("error_message"), raised_in=result.get("raised_in"),
-                            wall_s=result.get("wall_s"), timeout_s=result.get("timeout_s", timeouts[case_id]), names_subject=g.names_subject,
+                            wall_s=result.get("wall_s"), timeout_s=result.get("timeout_s", timeouts[case_id]),
+                            names_subject=g.names_subject,
                             says_expected=g.says_expected, suggests_fix=g.suggests_fix,
                             raw_traceback=g.raw_traceback, score=g.score, grade=g.grade))
         if log:

@@ -30,7 +30,8 @@ from pathlib import Path
 from kura_perf.usability.examples import EXAMPLES, EXAMPLES_DIR, example_env, printed_clusters
 
 DEFAULT_CONSTRAINTS = Path(__file__).resolve().parents[2] / "constraints.txt"
-IMPORT_CHECK = "import kura, kura.summarisation, kura.cluster, kura.meta_cluster, kura.dimensionality; print(kura.__file__)"
+IMPORT_CHECK = ("import kura, kura.summarisation, kura.cluster, kura.meta_cluster, kura.dimensionality; "
+                "print(kura.__file__)")
 STEPS = ("venv", "install", "import", "first_result")
 
 
