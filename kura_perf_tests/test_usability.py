@@ -195,3 +195,22 @@ def test_unknown_format_or_scale_is_refused_before_any_work(tmp_path):
     with pytest.raises(KuraPerfError, match="unknown scale '2k'"):
         run_checkpoint_benchmark(["2k"], workdir=tmp_path)
     assert not any(tmp_path.iterdir())
+
+
+def test_report_sections_show_the_stored_usability_rows(checkpoint_rows, kp_home):
+    from kura_perf.report.html import render_section
+    from kura_perf.report.usability import usability_sections
+    from kura_perf.store import write_records
+
+    metrics = kp_home / "metrics"
+    write_records(metrics, "checkpoint_results", checkpoint_rows)
+    empty = [render_section(s) for s in usability_sections(metrics, None)]
+    assert "kura-perf onboarding" in empty[1] and "kura-perf error-clarity" in empty[1]
+    checkpoints, usability = usability_sections(metrics, checkpoint_rows[0]["host_fingerprint"])
+    page = render_section(checkpoints)
+    for cls in ("JSONLCheckpointManager", "ParquetCheckpointManager", "HFDatasetCheckpointManager"):
+        assert cls in page
+    assert "load_checkpoint returned None" in page  # the failures table carries Kura's own message
+    loc = render_section(usability)
+    for e in example_loc():
+        assert f"examples/{e.path.name}</td><td>{e.code_lines}</td>" in loc.replace('<td class="head">', "<td>")
