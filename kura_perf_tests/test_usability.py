@@ -214,3 +214,9 @@ def test_report_sections_show_the_stored_usability_rows(checkpoint_rows, kp_home
     loc = render_section(usability)
     for e in example_loc():
         assert f"examples/{e.path.name}</td><td>{e.code_lines}</td>" in loc.replace('<td class="head">', "<td>")
+    from kura_perf.config import Paths
+    from kura_perf.report import build_report
+
+    result = build_report(Paths(kp_home))  # no stage runs: the page still carries the usability sections
+    text = result.index_html.read_text()
+    assert "Kura&#x27;s checkpoint formats" in text and "ParquetCheckpointManager" in text

@@ -58,6 +58,17 @@ def _render(data, folder: Path) -> ReportResult:
     generated = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     index = folder / INDEX
     if data.empty:
+        from kura_perf.report.usability import has_usability_rows, usability_sections
+
+        if has_usability_rows(data.metrics_dir):  # checkpoints/onboarding/errors recorded, no stage runs yet
+            page = html.render_page("Kura performance report", f"Generated {generated} from {data.metrics_dir}: "
+                                    "no stage runs yet, Kura usability measurements only.",
+                                    [html.note("No stage runs recorded yet: run `kura-perf run --scale 1k` for "
+                                               "the performance sections.")],
+                                    usability_sections(data.metrics_dir, None), f"kura_perf report · {generated}")
+            index.write_text(page, encoding="utf-8")
+            return ReportResult(index, [], "**No stage runs recorded yet**; Kura usability sections only.", None,
+                                True)
         index.write_text(html.render_empty_page(str(data.metrics_dir), generated), encoding="utf-8")
         markdown = ("**No runs recorded yet.** Run `kura-perf run --scale 1k` (or materialize a partition), "
                     "then rebuild the report.")

@@ -122,6 +122,12 @@ def error_table(rows: pd.DataFrame) -> Table:
     return table
 
 
+def has_usability_rows(metrics_dir) -> bool:
+    counts = query(metrics_dir, "SELECT (SELECT count(*) FROM checkpoint_results) + (SELECT count(*) FROM "
+                                "onboarding_runs) + (SELECT count(*) FROM error_clarity) AS n")
+    return bool(counts["n"].iloc[0])
+
+
 def usability_sections(metrics_dir, host: str | None) -> list[Section]:
     checkpoints = Section("kura-checkpoints", "Kura's checkpoint formats")
     rows = _latest_run(metrics_dir, "checkpoint_results", host)
