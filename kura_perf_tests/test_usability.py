@@ -173,6 +173,7 @@ def test_error_catalogue_grades_kuras_errors(tmp_path):
     assert by["parquet_checkpoint_reload"]["outcome"] == "silent"  # Kura logs the failure and recomputes
     assert by["zero_concurrency"]["outcome"] == "hang" and by["zero_concurrency"]["score"] == 0
     assert all(0 <= r["score"] <= 4 and r["run_id"] == rows[0]["run_id"] for r in rows)
+    assert not any(tmp_path.iterdir())  # the cases' scratch files are removed
     import pandas as pd
 
     table = error_table(pd.DataFrame(rows))

@@ -15,6 +15,7 @@ import asyncio
 import json
 import logging
 import os
+import shutil
 import sys
 import tempfile
 import threading
@@ -278,14 +279,15 @@ def run_error_catalogue(workdir: Path, cases: Sequence[str] | None = None, run_i
     unknown = [c for c in chosen if c not in by_id]
     if unknown:
         raise KuraPerfError(f"unknown error case(s) {unknown}; expected some of {', '.join(by_id)}")
-    workdir = Path(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
+    run_id = run_id or uuid.uuid4().hex
+    scratch = Path(workdir) / run_id[:12]  # the cases' files; removed when the catalogue is done
+    scratch.mkdir(parents=True, exist_ok=True)
     timeouts = {c: min(by_id[c].timeout_s, max_timeout_s or by_id[c].timeout_s) for c in chosen}
     deadline = 120.0 + sum(timeouts.values())
     raw: dict[str, dict] = {}
     with SimulatorProcess({"latency_ms": 2, "p99_ms": 2}) as sim:
         command = [sys.executable, "-m", "kura_perf.usability.error_clarity", "--worker", "--cases", *chosen,
-                   "--base-url", sim.base_url, "--sim-port", str(sim.port), "--workdir", str(workdir)]
+                   "--base-url", sim.base_url, "--sim-port", str(sim.port), "--workdir", str(scratch)]
         if max_timeout_s:
             command += ["--max-timeout", str(max_timeout_s)]
         env = {**os.environ, "TQDM_DISABLE": "1", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
@@ -300,7 +302,7 @@ def run_error_catalogue(workdir: Path, cases: Sequence[str] | None = None, run_i
             if line.startswith(_RESULT_MARK):
                 result = json.loads(line[len(_RESULT_MARK):])
                 raw[result["case_id"]] = result
-    run_id = run_id or uuid.uuid4().hex
+    shutil.rmtree(scratch, ignore_errors=True)
     rows = []
     for case_id in chosen:
         case = by_id[case_id]
