@@ -75,7 +75,7 @@ CASES: list[ErrorCase] = [
               "SummaryModel + summarise_conversations", ("max_concurrent_requests", "concurren"),
               {"model_kwargs": {"max_concurrent_requests": 0}}, timeout_s=20.0),
     ErrorCase("wrong_embedding_dimension", "clustering", "an embedding model returning 384-d and 1536-d vectors",
-              "cluster", "generate_base_clusters_from_conversation_summaries", ("embedding", "dimension"),
+              "cluster", "generate_base_clusters_from_conversation_summaries", ("embedding",),
               {"n": 20, "embedding": "mixed_dimensions"}),
     ErrorCase("zero_clusters_per_group", "clustering", "KmeansClusteringModel(clusters_per_group=0)",
               "cluster", "generate_base_clusters_from_conversation_summaries", ("clusters_per_group",),
