@@ -7,7 +7,7 @@ OpenAI; set OPENAI_API_KEY, and OPENAI_BASE_URL to use any compatible server.
 import asyncio
 import sys
 
-from kura.cluster import ClusterDescriptionModel, generate_base_clusters_from_conversation_summaries
+from kura.cluster import generate_base_clusters_from_conversation_summaries
 from kura.dimensionality import HDBUMAP, reduce_dimensionality_from_clusters
 from kura.meta_cluster import MetaClusterModel, reduce_clusters_from_base_clusters
 from kura.summarisation import SummaryModel, summarise_conversations
@@ -17,8 +17,7 @@ from kura.types import Conversation
 async def main(path: str) -> None:
     conversations = Conversation.from_conversation_dump(path)
     summaries = await summarise_conversations(conversations, model=SummaryModel())
-    clusters = await generate_base_clusters_from_conversation_summaries(
-        summaries, clustering_model=ClusterDescriptionModel())
+    clusters = await generate_base_clusters_from_conversation_summaries(summaries)
     meta_clusters = await reduce_clusters_from_base_clusters(clusters, model=MetaClusterModel())
     projected = await reduce_dimensionality_from_clusters(meta_clusters, model=HDBUMAP())
     for cluster in projected:
