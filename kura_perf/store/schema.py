@@ -26,7 +26,7 @@ STAGE_RUNS = pa.schema([
     ("profile_hash", pa.string()),
     ("scale", pa.string()),
     ("scale_n", pa.int64()),  # conversations the partition asks for
-    ("status", pa.string()),  # success | failed | breaking_point
+    ("status", pa.string()),  # success | failed | breaking_point | interrupted | died
     ("error_type", pa.string()),
     ("error_message", pa.string()),
     ("started_at", _TS),
@@ -65,6 +65,14 @@ STAGE_RUNS = pa.schema([
     ("metered", pa.bool_()),
     ("meter_cpu_s", pa.float64()),
     ("extra", pa.string()),  # JSON: stage-specific figures (iterations, k, files, ...)
+    # How far a stage got (from its progress log) and, for one that did not finish, a projection
+    # (kura_perf/meter/projection.py). projection_kind: 'linear-in-items', or NULL when none is honest.
+    ("items_done", pa.int64()),
+    ("items_total", pa.int64()),
+    ("rate_items_per_s", pa.float64()),
+    ("elapsed_s", pa.float64()),
+    ("projected_wall_s", pa.float64()),
+    ("projection_kind", pa.string()),
     *COMPARABILITY,
 ])
 

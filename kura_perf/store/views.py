@@ -54,10 +54,12 @@ DERIVED = {
                median(cost_usd) * 1000.0 / nullif(any_value(scale_n), 0) AS cost_per_1k_conversations
         FROM stage_runs WHERE status = 'success' AND coalesce(metered, true)
         GROUP BY stage, backend, profile, host_fingerprint, scale, scale_n""",
-    # Where the pipeline broke: guards that stopped a stage, and failures.
+    # Where the pipeline broke: guards that stopped a stage, failures, interrupts and deaths (SIGKILL,
+    # the OOM killer), with how far the stage got and its projected wall time where one is honest.
     "breaking_points": """
         SELECT stage, profile, scale, scale_n, status, error_type, error_message, peak_rss_mb, wall_s,
-               finished_at, run_id, host_fingerprint
+               finished_at, run_id, host_fingerprint, items_done, items_total, rate_items_per_s, elapsed_s,
+               projected_wall_s, projection_kind
         FROM stage_runs WHERE status <> 'success' ORDER BY finished_at DESC""",
     # Failed regression checks.
     "regressions": """
