@@ -7,7 +7,7 @@ import uuid
 from dataclasses import dataclass, field
 
 from kura_perf.config import Paths
-from kura_perf.meter.failures import is_interrupt
+from kura_perf.meter.failures import INTERRUPT_NAMES, is_interrupt
 from kura_perf.store import liveness
 from kura_perf.stages.base import STAGES
 
@@ -72,12 +72,16 @@ def run_partition(scale: str, profile: str, stages: list[str] | None = None, pat
         if not is_interrupt(exc):
             raise
         return _interrupted(instance, paths, invocation, exc)
-    failure = None
+    failure, interrupted = None, False
     if not result.success:
         failed = [e for e in result.all_events if e.is_step_failure]
-        failure = "; ".join(f"{e.step_key}: {root_cause(e.step_failure_data.error)}" for e in failed
-                            if e.step_failure_data and e.step_failure_data.error) or "run failed"
-    return RunOutcome(result.run_id, result.success, failure, _records(paths, result.run_id))
+        errors = [(e.step_key, e.step_failure_data.error) for e in failed if e.step_failure_data and e.step_failure_data.error]
+        failure = "; ".join(f"{step}: {root_cause(error)}" for step, error in errors) or "run failed"
+        interrupted = any(root_cause(error).split(":")[0] in INTERRUPT_NAMES for _, error in errors)
+        if interrupted:
+            failure = "stopped by Ctrl-C or a termination request (" + "; ".join(step for step, _ in errors) + ")"
+            _commit_interrupted(paths, result.run_id)
+    return RunOutcome(result.run_id, result.success, failure, _records(paths, result.run_id), interrupted)
 
 
 def _records(paths: Paths, run_id: str) -> list[dict]:
@@ -90,20 +94,26 @@ def _records(paths: Paths, run_id: str) -> list[dict]:
     return records.to_dict("records") if len(records) else []
 
 
+def _commit_interrupted(paths: Paths, run_id: str) -> None:
+    """The interrupted stage saved its record (status interrupted); its hook may not have run."""
+    from kura_perf.store.pending import recover
+
+    recover(paths.pending, paths.metrics, skip=lambda rid, stage: rid != run_id)
+    for stage in STAGES:
+        liveness.clear(paths.running, run_id, stage)
+
+
 def _interrupted(instance, paths: Paths, invocation: str, error: BaseException) -> RunOutcome:
     """Ctrl-C during a run: the interrupted stage saved its record (status interrupted) but its hook may
     not have run; commit it, mark the Dagster run failed if Dagster left it unfinished, and say so."""
     from dagster import RunsFilter
 
     from kura_perf.defs.instance import fail_dead_runs
-    from kura_perf.store.pending import recover
 
     runs = instance.get_runs(RunsFilter(tags={"kura_perf/invocation": invocation}), limit=1)
     run_id = runs[0].run_id if runs else "?"
     if runs:
-        recover(paths.pending, paths.metrics, skip=lambda rid, stage: rid != run_id)
-        for stage in STAGES:
-            liveness.clear(paths.running, run_id, stage)
+        _commit_interrupted(paths, run_id)
         fail_dead_runs(instance, [run_id], {run_id: f"interrupted ({type(error).__name__})"})
     return RunOutcome(run_id, False, f"stopped by {type(error).__name__} (Ctrl-C or a termination request)",
                       _records(paths, run_id) if runs else [], interrupted=True)

@@ -17,7 +17,7 @@ _MEMORY_TEXT = ("cannot allocate memory", "failed to map segment", "out of memor
                 "not enough memory")
 # BaseExceptions that stop a stage from outside: Ctrl-C, Dagster's interrupt (it converts SIGINT /
 # a termination request into this; matched by name so the core imports no Dagster), SystemExit.
-_INTERRUPTS = ("KeyboardInterrupt", "DagsterExecutionInterruptedError", "SystemExit")
+INTERRUPT_NAMES = ("KeyboardInterrupt", "DagsterExecutionInterruptedError", "SystemExit")
 
 
 def _chain(error: BaseException):
@@ -42,7 +42,7 @@ def is_memory_exhaustion(error: BaseException) -> bool:
 
 
 def is_interrupt(error: BaseException) -> bool:
-    return any(type(exc).__name__ in _INTERRUPTS for exc in _chain(error))
+    return any(type(exc).__name__ in INTERRUPT_NAMES for exc in _chain(error))
 
 
 def memory_cap_note() -> str:

@@ -44,15 +44,18 @@ def _memory_config() -> dict:
 def query(metrics_dir: Path, sql: str, params: list | None = None) -> pd.DataFrame:
     """Run `sql` over the views. A record file DuckDB cannot read is quarantined and the query retried."""
     for _ in range(MAX_QUARANTINED_PER_QUERY + 1):
-        con = connect(metrics_dir)
+        con = None
         try:
+            con = connect(metrics_dir)  # creating the views reads every file's schema already
             return con.execute(sql, params or []).df()
         except duckdb.Error as exc:
             bad = file_named_in(exc, metrics_dir)
-            if bad is None or quarantine(bad, Path(metrics_dir).parent, str(exc).splitlines()[0]) is None:
+            if bad is None:
                 raise
+            quarantine(bad, Path(metrics_dir).parent, str(exc).splitlines()[0])  # or another process did
         finally:
-            con.close()
+            if con is not None:
+                con.close()
     raise StoreError(f"more than {MAX_QUARANTINED_PER_QUERY} unreadable record files under {metrics_dir}")
 
 

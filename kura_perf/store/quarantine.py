@@ -63,6 +63,6 @@ def file_named_in(error: BaseException, metrics_dir: Path) -> Path | None:
     """The record file a DuckDB error is about, if it names one under metrics_dir."""
     base = str(Path(metrics_dir).resolve())
     for candidate in _QUOTED_PATH.findall(str(error)):
-        if candidate.startswith(base) and Path(candidate).is_file():
+        if candidate.startswith(base):
             return Path(candidate)
     return None
