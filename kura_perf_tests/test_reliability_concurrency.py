@@ -91,5 +91,5 @@ def test_eight_concurrent_runs_on_one_home(tmp_path):
         if not (row["bytes_written"] == sum(manifest["files"].values()) == on_disk):
             wrong.append((row, manifest["files"], on_disk))
     assert not wrong, wrong
-    leftovers = [p for p in home.rglob("*") if p.name.endswith(".tmp") or ".tmp." in p.name]
+    leftovers = [p for p in home.rglob("*") if ".tmp" in p.name or "kp-tmp" in p.name or ".claimed-" in p.name]
     assert not leftovers, leftovers
