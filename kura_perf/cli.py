@@ -96,7 +96,10 @@ def cmd_sweep(args) -> int:
 def _print_records(records) -> None:
     import pandas as pd
 
-    if records is None or len(records) == 0:
+    if records is None:
+        print("(stage records not shown: out of memory reading them back; they are in the store: kura-perf sql)")
+        return
+    if len(records) == 0:
         print("(no stage records)")
         return
     df = pd.DataFrame(records)
@@ -261,6 +264,14 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("kura-perf: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:
+        from kura_perf.meter.failures import is_memory_exhaustion, memory_reason
+
+        if not is_memory_exhaustion(exc):
+            raise
+        print(f"kura-perf: error: {memory_reason(exc)}; any stage it stopped is recorded as a breaking point",
+              file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

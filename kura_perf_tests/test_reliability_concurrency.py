@@ -90,6 +90,8 @@ def test_eight_concurrent_runs_on_one_home(tmp_path):
         on_disk = sum((folder / name).stat().st_size for name in manifest["files"])
         if not (row["bytes_written"] == sum(manifest["files"].values()) == on_disk):
             wrong.append((row, manifest["files"], on_disk))
+    print(f"\nconcurrency: {len(RUNS) + 1} runs, records expected {expected} found {len(rows)}, "
+          f"wrong bytes_written {len(wrong)}")
     assert not wrong, wrong
     leftovers = [p for p in home.rglob("*") if ".tmp" in p.name or "kp-tmp" in p.name or ".claimed-" in p.name]
     assert not leftovers, leftovers

@@ -55,6 +55,7 @@ def _writer(metrics_dir, worker: int, count: int) -> None:
 READER = textwrap.dedent("""
     import sys, time, duckdb
     con = duckdb.connect(sys.argv[1])   # holds the database file for the whole test
+    con.execute("SET enable_progress_bar = false")  # a slow query on a busy box would print a bar to stdout
     print("open", flush=True)
     seen = 0
     deadline = time.time() + 60

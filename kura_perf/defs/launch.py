@@ -17,7 +17,7 @@ class RunOutcome:
     run_id: str
     success: bool
     failure: str | None
-    records: list[dict] = field(default_factory=list)
+    records: list[dict] | None = field(default_factory=list)  # None: recorded, but not readable back here
     interrupted: bool = False  # Ctrl-C / a termination request: the CLI exits 130
 
 
@@ -84,10 +84,18 @@ def run_partition(scale: str, profile: str, stages: list[str] | None = None, pat
     return RunOutcome(result.run_id, result.success, failure, _records(paths, result.run_id), interrupted)
 
 
-def _records(paths: Paths, run_id: str) -> list[dict]:
+def _records(paths: Paths, run_id: str) -> list[dict] | None:
+    """The run's stage records; None when they cannot be read back because the process is out of
+    memory (a run that ended at a memory breaking point under an OS cap): they are in the store."""
+    from kura_perf.meter.failures import is_memory_exhaustion
     from kura_perf.store import query
 
-    records = query(paths.metrics, "SELECT * FROM stage_runs WHERE run_id = ?", [run_id])
+    try:
+        records = query(paths.metrics, "SELECT * FROM stage_runs WHERE run_id = ?", [run_id])
+    except Exception as exc:
+        if is_memory_exhaustion(exc):
+            return None
+        raise
     if len(records):
         records["order"] = records["stage"].map({s: i for i, s in enumerate(STAGES)})
         records = records.sort_values("order").drop(columns="order")

@@ -25,7 +25,7 @@ class StoreError(KuraPerfError):
 
 def connect(metrics_dir: Path) -> duckdb.DuckDBPyConnection:
     con = duckdb.connect(":memory:", config=_memory_config())
-    for stmt in all_view_sql(metrics_dir):
+    for stmt in all_view_sql(metrics_dir, con):
         con.execute(stmt)
     return con
 
@@ -79,7 +79,7 @@ def refresh_database(metrics_dir: Path, database: Path) -> bool:
     except OSError as exc:
         raise StoreError(f"cannot create the metrics database {database}: {exc}") from None
     try:
-        for stmt in all_view_sql(metrics_dir):
+        for stmt in all_view_sql(metrics_dir, con):
             con.execute(stmt)
     except duckdb.Error as exc:
         raise StoreError(f"cannot write the views into {database}: {str(exc).splitlines()[0]}") from None
