@@ -231,9 +231,9 @@ def _classify(run: StageRun, meter: Meter, error: BaseException) -> BaseExceptio
         return error
     meter.finish()
     peak = meter.measurement.peak_rss_mb
-    breaking = BreakingPoint(run.stage, memory_reason(error), None if np.isnan(peak) else peak)
-    breaking.__cause__ = error
-    return breaking
+    # Not chained to the original: the orchestrator's "root cause" must be this breaking point, whose
+    # message already names the failed allocation.
+    return BreakingPoint(run.stage, memory_reason(error), None if np.isnan(peak) else peak)
 
 
 def run_stage(run: StageRun) -> dict:

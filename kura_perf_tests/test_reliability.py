@@ -256,3 +256,52 @@ def test_unreadable_pending_record_is_quarantined(kp_home):
     (paths.pending / "r9" / "embeddings.json").write_text("{not json")
     assert recover(paths.pending, paths.metrics) == 0
     assert list((kp_home / "metrics_quarantine").rglob("embeddings.json*"))
+
+
+# -- a real OS memory cap ----------------------------------------------------------------------------
+CAPPED = r"""
+import json, re, resource, sys
+from pathlib import Path
+import numpy as np
+from kura_perf import outputs
+from kura_perf.config import Paths
+from kura_perf.errors import BreakingPoint
+from kura_perf.profiles import get_profile
+from kura_perf.runner import StageRun, run_stage
+from kura_perf.stages.base import StageResult
+from kura_perf.store import query, write_record
+
+class Hog:
+    name = "test-double"
+    def run(self, stage, inputs):
+        inputs.progress(100, 1000)
+        block = np.ones(2**31, dtype=np.uint8)  # 2 GB: far past the cap below
+        return StageResult(data=outputs.StageData(), items_in=1000, items_out=1000)
+    def close(self):
+        pass
+
+home = Path(sys.argv[1])
+write_record(home / "metrics", "stage_runs", {"record_id": "seed", "stage": "summaries", "status": "success"})
+vm_kb = int(re.search(r"VmSize:\s+(\d+)", Path("/proc/self/status").read_text()).group(1))
+resource.setrlimit(resource.RLIMIT_AS, ((vm_kb + 400 * 1024) * 1024, resource.RLIM_INFINITY))
+run = StageRun("conversations", get_profile("offline"), "1k", paths=Paths(home), backend=Hog())
+try:
+    run_stage(run)
+except BreakingPoint as exc:
+    print("breaking point:", exc)
+record = json.loads((home / "metrics_pending" / run.run_id / "conversations.json").read_text())
+print(json.dumps({k: record[k] for k in ("status", "error_message", "items_done")}))
+print("store rows:", len(query(home / "metrics", "SELECT * FROM stage_runs")))  # DuckDB works under the cap
+"""
+
+
+def test_allocation_failure_under_an_os_memory_cap_is_a_breaking_point(tmp_path):
+    out = subprocess.run([sys.executable, "-c", CAPPED, str(tmp_path)], capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert out.returncode == 0, out.stderr[-3000:]
+    lines = out.stdout.strip().splitlines()
+    assert lines[0].startswith("breaking point:") and "out of memory under an address-space cap" in lines[0]
+    record = json.loads(lines[1])
+    assert record["status"] == "breaking_point" and "MemoryError" in record["error_message"]
+    assert record["items_done"] == 100
+    assert lines[2] == "store rows: 1"
