@@ -3,8 +3,10 @@ as the UI runs, so the CLI is not a second code path."""
 
 from __future__ import annotations
 
+import os
 import uuid
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from kura_perf.config import Paths
 from kura_perf.meter.failures import INTERRUPT_NAMES, is_interrupt
@@ -39,7 +41,7 @@ def run_partition(scale: str, profile: str, stages: list[str] | None = None, pat
     asset_config: {asset name: its config dict}."""
     from dagster import AssetKey, DagsterInstance, materialize
 
-    from kura_perf.defs.instance import run_tags
+    from kura_perf.defs.instance import prepare_dagster_home, run_tags
     from kura_perf.defs.partitions import partition_key
     from kura_perf.defs.resources import KuraPerfResource
     from kura_perf.definitions import defs
@@ -52,7 +54,10 @@ def run_partition(scale: str, profile: str, stages: list[str] | None = None, pat
     selection = [AssetKey(s) for s in [*(STAGES if stages is None else stages), *(extra_assets or [])]]
     resources = {**defs.resources, "kura_perf": KuraPerfResource(home=str(paths.root))}
     invocation = uuid.uuid4().hex
-    instance = instance or DagsterInstance.get()
+    if instance is None:
+        if os.environ.get("DAGSTER_HOME"):  # a fresh home is created and migrated once, under a lock
+            prepare_dagster_home(Path(os.environ["DAGSTER_HOME"]))
+        instance = DagsterInstance.get()
     try:
         result = materialize(
             [*defs.assets, *(defs.asset_checks or [])],
