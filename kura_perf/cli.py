@@ -44,7 +44,10 @@ def cmd_run(args) -> int:
     paths = Paths.from_env()
     _dagster_home(paths)
     _clean_up_dead_runs(paths, check_runs=True)
-    outcome = run_partition(args.scale, args.profile, stages=args.stages, paths=paths)
+    from kura_perf.interrupts import own_interrupts
+
+    with own_interrupts():
+        outcome = run_partition(args.scale, args.profile, stages=args.stages, paths=paths)
     _print_records(outcome.records)
     if outcome.interrupted:
         print(f"\nkura-perf: run {outcome.run_id} interrupted; {outcome.failure}", file=sys.stderr)

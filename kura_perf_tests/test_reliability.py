@@ -305,3 +305,24 @@ def test_allocation_failure_under_an_os_memory_cap_is_a_breaking_point(tmp_path)
     assert record["status"] == "breaking_point" and "MemoryError" in record["error_message"]
     assert record["items_done"] == 100
     assert lines[2] == "store rows: 1"
+
+
+def test_a_garbage_record_file_does_not_stop_run_db_or_report(kp_home, tmp_path, monkeypatch, capsys, caplog):
+    """Defect 6 end to end: a garbage .parquet under data/metrics/ before a run."""
+    from kura_perf.cli import main
+
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dh"))
+    bad = kp_home / "metrics" / "stage_runs" / "date=2026-01-01" / "garbage.parquet"
+    bad.parent.mkdir(parents=True)
+    bad.write_bytes(b"PAR1" + os.urandom(2000))
+    with caplog.at_level(logging.WARNING):
+        assert main(["run", "--scale", "100", "--stages", "conversations"]) == 0
+    assert "garbage.parquet" in caplog.text
+    assert not bad.exists() and (kp_home / "metrics_quarantine" / "metrics" / "stage_runs" / "date=2026-01-01"
+                                 / "garbage.parquet").is_file()
+    bad.write_bytes(b"")  # another one, found by `db` before it builds the views
+    capsys.readouterr()
+    assert main(["db"]) == 0
+    assert "quarantined 1 unreadable record file" in capsys.readouterr().out
+    assert main(["sql", "select count(*) n from stage_runs", "--format", "csv"]) == 0
+    assert capsys.readouterr().out.split() == ["n", "1"]
