@@ -326,3 +326,65 @@ def test_a_garbage_record_file_does_not_stop_run_db_or_report(kp_home, tmp_path,
     assert "quarantined 1 unreadable record file" in capsys.readouterr().out
     assert main(["sql", "select count(*) n from stage_runs", "--format", "csv"]) == 0
     assert capsys.readouterr().out.split() == ["n", "1"]
+
+
+OOM_CHILD = r"""
+import os, sys, time, uuid
+from pathlib import Path
+import numpy as np
+from kura_perf import outputs
+from kura_perf.config import Paths
+from kura_perf.meter import memory
+from kura_perf.profiles import get_profile
+from kura_perf.runner import StageRun, run_stage
+from kura_perf.stages.base import StageResult
+
+cgroup = Path(sys.argv[2])
+(cgroup / "memory.limit_in_bytes").write_text(str(int((memory.rss_mb() + 120) * 2**20)))
+(cgroup / "cgroup.procs").write_text(str(os.getpid()))
+
+class Grower:
+    name = "test-double"
+    def run(self, stage, inputs):
+        blocks = []
+        for i in range(1000):
+            blocks.append(np.ones(5 * 2**20, dtype=np.uint8))  # 5 MB, touched
+            inputs.progress(i + 1, 1000)
+            time.sleep(0.05)
+        return StageResult(data=outputs.StageData(), items_in=1000, items_out=1000)
+    def close(self):
+        pass
+
+run_stage(StageRun("conversations", get_profile("offline"), "1k", paths=Paths(Path(sys.argv[1])), backend=Grower()))
+"""
+
+
+def test_a_stage_killed_by_the_oom_killer_is_a_died_breaking_point(kp_home):
+    """The OOM killer, for real: a cgroup (v1) memory limit around a growing stage."""
+    root = Path("/sys/fs/cgroup/memory")
+    if not os.access(root, os.W_OK):
+        pytest.skip("no writable cgroup v1 memory controller here")
+    cgroup = root / f"kura-perf-test-{os.getpid()}"
+    try:
+        cgroup.mkdir()
+    except OSError as exc:
+        pytest.skip(f"cannot create a memory cgroup: {exc}")
+    try:
+        out = subprocess.run([sys.executable, "-c", OOM_CHILD, str(kp_home), str(cgroup)], capture_output=True,
+                             text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    finally:
+        for _ in range(50):
+            try:
+                cgroup.rmdir()
+                break
+            except OSError:
+                time.sleep(0.1)
+    assert out.returncode == -9, out.stderr[-2000:]
+    deaths = liveness.reap(kp_home)
+    assert len(deaths) == 1 and deaths[0].record is not None
+    row = query(kp_home / "metrics", "SELECT * FROM breaking_points").iloc[0]
+    assert row["status"] == "died" and row["stage"] == "conversations"
+    if liveness.kernel_oom_kills() is not None:
+        assert row["error_type"] == "OOMKilled" and "OOM killer" in row["error_message"]
+    assert row["peak_rss_mb"] > 0 and 0 < row["items_done"] < 1000
+    assert row["projection_kind"] == LINEAR_IN_ITEMS
