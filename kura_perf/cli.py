@@ -81,9 +81,15 @@ def cmd_sweep(args) -> int:
     _dagster_home(paths)
     folder = paths.partition_dir(args.profile, args.scale)
     missing = [s for s in ("conversations", "summaries") if not has_stage(folder, s)]
-    outcome = run_partition(args.scale, args.profile, stages=missing, paths=paths,
-                            extra_assets=["api_concurrency_sweep"],
-                            asset_config={"api_concurrency_sweep": {"levels": args.levels, "items": args.items}})
+    from kura_perf.interrupts import own_interrupts
+
+    with own_interrupts():
+        outcome = run_partition(args.scale, args.profile, stages=missing, paths=paths,
+                                extra_assets=["api_concurrency_sweep"],
+                                asset_config={"api_concurrency_sweep": {"levels": args.levels, "items": args.items}})
+    if outcome.interrupted:
+        print(f"kura-perf: sweep run {outcome.run_id} interrupted; {outcome.failure}", file=sys.stderr)
+        return 130
     rows = query(paths.metrics, "SELECT stage, concurrency, items, round(items_per_min) items_per_min, "
                  "round(latency_p50_ms) p50_ms, round(latency_p95_ms) p95_ms, round(latency_p99_ms) p99_ms, "
                  "api_calls, api_429s, round(share_429, 3) share_429, api_retries, api_errors, tokens_in, "
@@ -144,9 +150,8 @@ def cmd_sql(args) -> int:
 def cmd_db(args) -> int:
     from kura_perf.config import Paths
     from kura_perf.store import refresh_database
-    from kura_perf.store.pending import recover
-
     from kura_perf.store.liveness import live_runs
+    from kura_perf.store.pending import recover
     from kura_perf.store.quarantine import QUARANTINE, check_record_files
 
     paths = Paths.from_env()
