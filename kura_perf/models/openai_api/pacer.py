@@ -38,6 +38,7 @@ class Budget:
 
     def __init__(self, limit: int | None):
         self.limit = float(limit) if limit else None
+        self.limit_hint = self.limit  # a capacity still equal to the hint has not been measured yet
         self.capacity = self.limit
         self.level = self.limit
         self.updated = time.monotonic()
@@ -70,12 +71,23 @@ class Budget:
 
     def observe(self, limit: float, remaining: float, reset_s: float | None, now: float) -> None:
         """Trust the lower of our estimate and the server's: the header is a snapshot taken when the
-        request was admitted, so requests sent since are in our figure but not in its."""
+        request was admitted, so requests sent since are in our figure but not in its.
+
+        `remaining` is a whole number (floored), which on a small bucket hides up to one request:
+        the reset time (to the millisecond) is more precise, so the server's level is taken as
+        capacity - reset * rate, the capacity being the largest remaining + reset * rate seen."""
         self._refill(now)
         self.limit = limit
-        full = remaining + reset_s * limit / 60.0 if reset_s is not None else limit
-        self.capacity = max(1.0, min(limit, full))
-        self.level = remaining if self.level is None else min(self.level, remaining)
+        rate = limit / 60.0
+        if reset_s is None:
+            full, server_level = limit, remaining
+        else:
+            full = remaining + reset_s * rate
+        seen = max(1.0, min(limit, full))
+        self.capacity = seen if self.capacity is None or self.capacity == self.limit_hint else max(self.capacity, seen)
+        if reset_s is not None:
+            server_level = max(remaining, min(self.capacity - reset_s * rate, remaining + 1.0))
+        self.level = server_level if self.level is None else min(self.level, server_level)
 
 
 class HeaderPacer:
