@@ -12,6 +12,9 @@ Why each part is there (measured with `kura-perf sweep` against the simulator, s
   prompt-only estimate ran 20-40% below the server's count and drew 23-42% 429s at the TPM limit).
 - A 429 hands its tokens back (the server admitted nothing) and the headers it carries reset the
   estimate.
+- A little slack: the client refills at 98% of the limit and keeps a headroom of one request (at
+  most a quarter of the bucket) unspent, so requests that the network or a busy event loop bunch
+  together on their way do not meet an empty bucket at the server.
 """
 
 from __future__ import annotations
@@ -27,6 +30,10 @@ from kura_perf.models.openai_api.headers import parse_reset, retry_after_s
 # The estimate taken for the request being sent by the current task, read by the HTTP layer when
 # the answer's usage arrives (the transport runs in the sending task's context).
 PENDING_ESTIMATE: ContextVar[float | None] = ContextVar("kura_perf_pending_estimate", default=None)
+
+
+RATE_MARGIN = 0.98  # refill at this share of the server's rate
+HEADROOM_SHARE = 0.25  # keep min(one request, this share of the bucket) unspent
 
 
 class Budget:
@@ -47,9 +54,14 @@ class Budget:
     def known(self) -> bool:
         return self.limit is not None and self.level is not None
 
+    @property
+    def rate(self) -> float:
+        """What the client lets itself spend per second: a little under the server's refill."""
+        return RATE_MARGIN * self.limit / 60.0
+
     def _refill(self, now: float) -> None:
         if self.known and now > self.updated:
-            self.level = min(self.capacity, self.level + (now - self.updated) * self.limit / 60.0)
+            self.level = min(self.capacity, self.level + (now - self.updated) * self.rate)
         self.updated = now
 
     def wait_for(self, amount: float, now: float) -> float:
@@ -57,7 +69,8 @@ class Budget:
             return 0.0
         self._refill(now)
         needed = min(amount, self.capacity)  # a request larger than the bucket waits for a full one
-        return 0.0 if self.level >= needed else (needed - self.level) * 60.0 / self.limit
+        needed = min(self.capacity, needed + min(amount, HEADROOM_SHARE * self.capacity))
+        return 0.0 if self.level >= needed else (needed - self.level) / self.rate
 
     def take(self, amount: float, now: float) -> None:
         if self.level is not None:
