@@ -14,7 +14,7 @@ def report_command(args) -> int:
     out = getattr(args, "out", None)
     result = build_report(paths, Path(out) if out else None)
     if result.empty:
-        if result.headline_markdown.startswith("**No stage runs recorded yet**"):
+        if result.usability_only:
             print(f"no stage runs recorded yet in {paths.metrics}; wrote the Kura usability sections: "
                   f"{result.index_html}")
             return 0
