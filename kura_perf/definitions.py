@@ -9,6 +9,7 @@ from kura_perf.defs.report import performance_report
 from kura_perf.defs.resources import KuraPerfResource
 from kura_perf.defs.simulator import ApiSimulatorResource
 from kura_perf.defs.sweep import api_concurrency_sweep
+from kura_perf.defs.usability import usability_assets
 from kura_perf.defs.schedules import nightly_benchmark
 from kura_perf.defs.sensors import refresh_after_benchmark, regression_alerts
 
@@ -18,7 +19,7 @@ except ImportError:  # pragma: no cover - depends on the installed extras
     CLUSTER_JOBS = {}
 
 defs = Definitions(
-    assets=[*stage_assets, api_concurrency_sweep, performance_report],
+    assets=[*stage_assets, api_concurrency_sweep, performance_report, *usability_assets],
     asset_checks=stage_checks,
     jobs=[benchmark_job, report_job, *CLUSTER_JOBS.values()],
     schedules=[nightly_benchmark],

@@ -1,26 +1,34 @@
 """Stage outputs on disk: data/storage/<profile>/<scale>/<stage>.* (Parquet tables, .npy arrays).
 
-A stage's files are each written to a temp name and renamed; its manifest (names and sizes) is
-written last, the same way. Readers go through the manifest, so a stage that died half-way is
-seen as absent, never as half-written. The manifest's sizes are the stage's storage figure.
+A stage's files are each written to a unique temp name and renamed (kura_perf.atomic); its manifest
+(names and sizes) is written last, the same way. Readers go through the manifest, so a stage that
+died half-way is seen as absent, never as half-written. The manifest's sizes are the stage's
+storage figure: the sizes of the files this writer wrote.
+
+Two runs of the same partition may write the same stage at once: writers of one partition-stage hold
+an exclusive lock for the whole write (files + manifest), readers a shared one, so a reader never
+mixes one writer's manifest with another's files and a manifest never names another run's sizes.
 
 `folder` may also be an fsspec URL or a `Location` (results shared by workers on several machines):
-local paths and file:// URLs keep the temp-and-rename path; other URLs write each object in one PUT.
+local paths and file:// URLs keep this path; other URLs write each object in one PUT (an object
+appears whole or not at all), the manifest still last. (No cross-machine lock there: the cluster
+jobs give each run its own shard folder, and one merge step writes a partition's stage.)
 """
 
 from __future__ import annotations
 
 import io
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from kura_perf.atomic import atomic_write, atomic_write_text
 from kura_perf.errors import StageError
 from kura_perf.location import Location, resolve
+from kura_perf.locks import file_lock
 
 
 @dataclass
@@ -35,12 +43,8 @@ def _file_name(stage: str, key: str, suffix: str) -> str:
     return f"{stage}{'' if key == 'main' else '.' + key}{suffix}"
 
 
-def _atomic(path: Path, write) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    write(tmp)
-    with open(tmp, "rb") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+def _lock_path(folder: Path, stage: str) -> Path:
+    return folder / f".{stage}.lock"
 
 
 def _save_npy(path: Path, array: np.ndarray) -> None:
@@ -72,6 +76,19 @@ def _write_stage_remote(folder: Location, stage: str, data: StageData) -> dict[s
     return sizes
 
 
+def _read_stage_remote(folder: Location, stage: str) -> StageData:
+    manifest = folder / f"{stage}.manifest.json"
+    if not manifest.is_file():
+        raise StageError(f"no complete output of stage '{stage}' in {folder}: materialize it first")
+    body = json.loads(manifest.read_text())
+    data = StageData()
+    for key in body["tables"]:
+        data.tables[key] = pd.read_parquet(io.BytesIO((folder / _file_name(stage, key, ".parquet")).read_bytes()))
+    for key in body["arrays"]:
+        data.arrays[key] = np.load(io.BytesIO((folder / _file_name(stage, key, ".npy")).read_bytes()))
+    return data
+
+
 def write_stage(folder, stage: str, data: StageData) -> dict[str, int]:
     """Write all outputs of a stage; return {file name: bytes}."""
     folder = resolve(folder)
@@ -79,18 +96,17 @@ def write_stage(folder, stage: str, data: StageData) -> dict[str, int]:
         return _write_stage_remote(folder, stage, data)
     folder.mkdir(parents=True, exist_ok=True)
     manifest = folder / f"{stage}.manifest.json"
-    manifest.unlink(missing_ok=True)  # a re-run invalidates the old output before touching it
     sizes: dict[str, int] = {}
-    for key, table in data.tables.items():
-        path = folder / _file_name(stage, key, ".parquet")
-        _atomic(path, lambda tmp, t=table: t.to_parquet(tmp, index=False))
-        sizes[path.name] = path.stat().st_size
-    for key, array in data.arrays.items():
-        path = folder / _file_name(stage, key, ".npy")
-        _atomic(path, lambda tmp, a=array: _save_npy(tmp, a))
-        sizes[path.name] = path.stat().st_size
-    body = {"stage": stage, "tables": sorted(data.tables), "arrays": sorted(data.arrays), "files": sizes}
-    _atomic(manifest, lambda tmp: tmp.write_text(json.dumps(body, indent=1)))
+    with file_lock(_lock_path(folder, stage)):
+        manifest.unlink(missing_ok=True)  # a re-run invalidates the old output before touching it
+        for key, table in data.tables.items():
+            path = folder / _file_name(stage, key, ".parquet")
+            sizes[path.name] = atomic_write(path, lambda tmp, t=table: t.to_parquet(tmp, index=False))
+        for key, array in data.arrays.items():
+            path = folder / _file_name(stage, key, ".npy")
+            sizes[path.name] = atomic_write(path, lambda tmp, a=array: _save_npy(tmp, a))
+        body = {"stage": stage, "tables": sorted(data.tables), "arrays": sorted(data.arrays), "files": sizes}
+        atomic_write_text(manifest, json.dumps(body, indent=1))
     return sizes
 
 
@@ -100,18 +116,20 @@ def has_stage(folder, stage: str) -> bool:
 
 def read_stage(folder, stage: str) -> StageData:
     folder = resolve(folder)
+    if isinstance(folder, Location):
+        return _read_stage_remote(folder, stage)
     manifest = folder / f"{stage}.manifest.json"
     if not manifest.is_file():
         raise StageError(f"no complete output of stage '{stage}' in {folder}: materialize it first")
-    body = json.loads(manifest.read_text())
-    data = StageData()
-    remote = isinstance(folder, Location)
-    for key in body["tables"]:
-        path = folder / _file_name(stage, key, ".parquet")
-        data.tables[key] = pd.read_parquet(io.BytesIO(path.read_bytes()) if remote else path)
-    for key in body["arrays"]:
-        path = folder / _file_name(stage, key, ".npy")
-        data.arrays[key] = np.load(io.BytesIO(path.read_bytes()) if remote else path)
+    with file_lock(_lock_path(folder, stage), shared=True):
+        if not manifest.is_file():
+            raise StageError(f"no complete output of stage '{stage}' in {folder}: materialize it first")
+        body = json.loads(manifest.read_text())
+        data = StageData()
+        for key in body["tables"]:
+            data.tables[key] = pd.read_parquet(folder / _file_name(stage, key, ".parquet"))
+        for key in body["arrays"]:
+            data.arrays[key] = np.load(folder / _file_name(stage, key, ".npy"))
     return data
 
 

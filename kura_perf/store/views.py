@@ -1,16 +1,10 @@
 """Views over the record files. The same SQL serves an in-memory connection (our queries) and the
-data/metrics.duckdb file (for analysts' own DuckDB shells).
-
-A column added to a table's schema after some files were written reads as NULL in those files; a
-column that no file has yet (say `worker`, before the first cluster run) is a typed NULL too.
-metrics_dir may be an fsspec URL: the connection then reads through that filesystem
-(`register_filesystem`)."""
+data/metrics.duckdb file (for analysts' own DuckDB shells). metrics_dir may be an fsspec URL: the
+connection then reads through that filesystem (registered by kura_perf.store.db)."""
 
 from __future__ import annotations
 
 from pathlib import Path
-
-import duckdb
 
 from kura_perf.location import Location, resolve
 from kura_perf.store.schema import TABLES, duckdb_type
@@ -20,36 +14,39 @@ def _sql_str(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
-def _present_columns(glob_sql: str, fs=None) -> set[str]:
-    con = duckdb.connect(":memory:")
-    try:
-        if fs is not None:
-            con.register_filesystem(fs)
-        cursor = con.execute(f"SELECT * FROM read_parquet({glob_sql}, union_by_name = true) LIMIT 0")
-        return {d[0] for d in cursor.description}
-    finally:
-        con.close()
-
-
-def table_view_sql(metrics_dir, table: str) -> str:
-    schema = TABLES[table]
+def _glob(metrics_dir: Path, table: str) -> str | None:
     root = resolve(metrics_dir)
-    folder = root / table
     if isinstance(root, Location):
-        files = folder.glob("date=*/*.parquet")
-        pattern, fs = f"{folder.url}/date=*/*.parquet", root.fs
-    else:
-        files = any(folder.glob("date=*/*.parquet"))
-        pattern, fs = str(folder / "date=*" / "*.parquet"), None
-    if files:
-        glob = _sql_str(pattern)
-        present = _present_columns(glob, fs)
-        cols = ", ".join(f'CAST("{f.name}" AS {duckdb_type(f.type)}) AS "{f.name}"' if f.name in present
-                         else f'CAST(NULL AS {duckdb_type(f.type)}) AS "{f.name}"' for f in schema)
+        folder = root / table
+        return _sql_str(f"{folder.url}/date=*/*.parquet") if folder.glob("date=*/*.parquet") else None
+    folder = root / table
+    if any(folder.glob("date=*/*.parquet")):
+        return _sql_str(str(folder / "date=*" / "*.parquet"))
+    return None
+
+
+def table_view_sql(metrics_dir: Path, table: str, present: set[str] | None = None) -> str:
+    """The view of one table over its record files. present: the columns the files have (None: all);
+    a column no file has yet (records written before it was added) reads as NULL of its type."""
+    schema = TABLES[table]
+    glob = _glob(metrics_dir, table)
+    if glob is not None:
+        cols = ", ".join(
+            f'CAST("{f.name}" AS {duckdb_type(f.type)}) AS "{f.name}"' if present is None or f.name in present
+            else f'CAST(NULL AS {duckdb_type(f.type)}) AS "{f.name}"' for f in schema)
         return (f"CREATE OR REPLACE VIEW {table} AS SELECT {cols} FROM read_parquet({glob}, "
                 f"union_by_name = true, hive_partitioning = false)")
     cols = ", ".join(f'CAST(NULL AS {duckdb_type(f.type)}) AS "{f.name}"' for f in schema)
     return f"CREATE OR REPLACE VIEW {table} AS SELECT {cols} LIMIT 0"
+
+
+def present_columns(con, metrics_dir: Path, table: str) -> set[str] | None:
+    glob = _glob(metrics_dir, table)
+    if glob is None:
+        return None
+    rows = con.execute(f"DESCRIBE SELECT * FROM read_parquet({glob}, union_by_name = true, "
+                       f"hive_partitioning = false)").fetchall()
+    return {row[0] for row in rows}
 
 
 # Derived views. Documented in README ("Querying the metrics store").
@@ -82,10 +79,12 @@ DERIVED = {
                median(cost_usd) * 1000.0 / nullif(any_value(scale_n), 0) AS cost_per_1k_conversations
         FROM stage_runs WHERE status = 'success' AND coalesce(metered, true)
         GROUP BY stage, backend, profile, host_fingerprint, scale, scale_n""",
-    # Where the pipeline broke: guards that stopped a stage, and failures.
+    # Where the pipeline broke: guards that stopped a stage, failures, interrupts and deaths (SIGKILL,
+    # the OOM killer), with how far the stage got and its projected wall time where one is honest.
     "breaking_points": """
         SELECT stage, profile, scale, scale_n, status, error_type, error_message, peak_rss_mb, wall_s,
-               finished_at, run_id, host_fingerprint
+               finished_at, run_id, host_fingerprint, items_done, items_total, rate_items_per_s, elapsed_s,
+               projected_wall_s, projection_kind
         FROM stage_runs WHERE status <> 'success' ORDER BY finished_at DESC""",
     # Failed regression checks.
     "regressions": """
@@ -121,7 +120,10 @@ DERIVED = {
 }
 
 
-def all_view_sql(metrics_dir) -> list[str]:
-    statements = [table_view_sql(metrics_dir, t) for t in TABLES]
+def all_view_sql(metrics_dir: Path, con=None) -> list[str]:
+    """Every view's statement. With a DuckDB connection, the files' columns are looked up first, so a
+    store whose records predate a column still reads (that column as NULL)."""
+    statements = [table_view_sql(metrics_dir, t, present_columns(con, metrics_dir, t) if con is not None else None)
+                  for t in TABLES]
     statements += [f"CREATE OR REPLACE VIEW {name} AS {sql}" for name, sql in DERIVED.items()]
     return statements

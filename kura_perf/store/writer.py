@@ -6,7 +6,6 @@ metrics_dir may be an fsspec URL (object storage shared by workers): each file i
 from __future__ import annotations
 
 import io
-import os
 import uuid
 from datetime import datetime, timezone
 from pathlib import Path
@@ -14,6 +13,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from kura_perf.atomic import atomic_write
 from kura_perf.location import Location, resolve
 from kura_perf.store.schema import TABLES
 
@@ -54,11 +54,7 @@ def write_records(metrics_dir, table: str, records: list[dict], name: str | None
     folder = root / table / f"date={day}"
     folder.mkdir(parents=True, exist_ok=True)
     final = folder / name
-    tmp = folder / f".{name}.{uuid.uuid4().hex[:8]}.tmp"
-    pq.write_table(arrow, tmp)
-    with open(tmp, "rb") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, final)
+    atomic_write(final, lambda tmp: pq.write_table(arrow, tmp))
     return final
 
 
