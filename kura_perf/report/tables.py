@@ -10,7 +10,7 @@ import pandas as pd
 from kura_perf.report import fmt
 from kura_perf.report.analysis import (FIT_TARGETS, PROJECTION_SCALES, PROPOSAL_STORAGE_KB, PROPOSAL_TOTAL_KB,
                                        Analysis, ProfileAnalysis, expected_embedding_kb, kb_range)
-from kura_perf.report.fits import MEASURED, UNKNOWN, Estimate
+from kura_perf.report.fits import EXTRAPOLATED, MEASURED, PROJECTED, UNKNOWN, Estimate
 from kura_perf.report.hardware import PROPOSAL_GUESSES, SINGLE_MACHINE_CORES, HardwareRow
 from kura_perf.stages.base import STAGES
 
@@ -19,10 +19,15 @@ PROPOSAL_CLUSTERS = {1_000: "10–50", 5_000: "50–200", 10_000: "100–500", 5
 PROPOSAL_MATRIX_SCALES = tuple(PROPOSAL_CLUSTERS)
 
 
+# How a cell that is not measured says so in Markdown (the page shades and marks it, see html.LEGEND).
+MARKDOWN_MARKS = {"projected": " *(projected)*", "extrapolated": " *(extrapolated)*",
+                  "interpolated": " *(interpolated)*"}
+
+
 @dataclass
 class Cell:
     text: str
-    kind: str = ""  # "" | measured | interpolated | extrapolated | unknown | bad | good | head
+    kind: str = ""  # "" | measured | interpolated | projected | extrapolated | unknown | bad | good | head
 
     def __str__(self) -> str:
         return self.text
@@ -42,7 +47,7 @@ class Table:
             return text.replace("|", "\\|")
 
         def show(cell: Cell) -> str:
-            return esc(cell.text) + (" *(extrapolated)*" if cell.kind == "extrapolated" else "")
+            return esc(cell.text) + MARKDOWN_MARKS.get(cell.kind, "")
 
         lines = ["| " + " | ".join(esc(h) for h in self.headers) + " |",
                  "|" + "|".join("---" for _ in self.headers) + "|"]
@@ -75,21 +80,36 @@ def _clusters_found(pa: ProfileAnalysis, n: int) -> str:
     return text
 
 
+def _coverage(pa: ProfileAnalysis, n: int, all_stages: int) -> Cell:
+    """'6/6' when complete; otherwise what stopped the run at n: projected, failed, or not run."""
+    stages = pa.ok[pa.ok["scale_n"] == n]["stage"].nunique()
+    if stages == all_stages:
+        return Cell(f"{stages}/{all_stages}")
+    projected = pa.projected[pa.projected["scale_n"] == n]
+    if len(projected):
+        names = ", ".join(projected["stage"])
+        return Cell(f"{stages}/{all_stages}; {names} stopped, projected", PROJECTED)
+    broken = pa.records[(pa.records["scale_n"] == n) & (pa.records["status"] != "success")]
+    if len(broken):
+        return Cell(f"{stages}/{all_stages}; {', '.join(broken['stage'].unique())} {broken['status'].iloc[-1]}", "bad")
+    return Cell(f"{stages}/{all_stages}", "bad")
+
+
 def test_matrix(pa: ProfileAnalysis) -> Table:
-    """§1.2, filled: measured scales, plus the proposal's scales projected where not measured."""
+    """§1.2, filled: measured scales; scales where a stage was stopped, with its projected time; and the
+    proposal's other scales extrapolated from fits. Three kinds of cell, each marked (see the legend)."""
     table = Table(["Conversations", "Expected clusters (§1.2)", "Clusters found", "Peak memory",
                    "Processing time", "Stages measured"])
-    measured = set(pa.scales)
+    measured = set(pa.scales) | set(pa.projected_scales())
     projectable = PROPOSAL_MATRIX_SCALES if pa.can_fit else ()
     all_stages = len(set(STAGES) | set(pa.fits))
     for n in sorted(measured | set(projectable)):
         peak, wall = pa.pipeline_peak_at(n), pa.pipeline_wall_at(n)
         if n in measured:
-            stages = pa.ok[pa.ok["scale_n"] == n]["stage"].nunique()
-            coverage = Cell(f"{stages}/{all_stages}", "" if stages == all_stages else "bad")
+            coverage = _coverage(pa, n, all_stages)
             clusters = Cell(_clusters_found(pa, n))
         else:
-            coverage, clusters = Cell("projected", "extrapolated"), Cell("not measured", UNKNOWN)
+            coverage, clusters = Cell("fitted, not run", EXTRAPOLATED), Cell("not measured", UNKNOWN)
         table.add(fmt.conversations(n), PROPOSAL_CLUSTERS.get(n, fmt.MISSING), clusters,
                   estimate_cell(peak, fmt.megabytes), estimate_cell(wall, fmt.seconds), coverage)
     return table
@@ -109,13 +129,18 @@ def headline_table(analysis: Analysis) -> Table:
 
 def stage_breakdown(pa: ProfileAnalysis) -> Table:
     """Stage x scale: median time, peak RSS and throughput."""
-    scales = pa.scales
+    scales = sorted(set(pa.scales) | set(pa.projected_scales()))
     table = Table(["Stage"] + [fmt.conversations(n) for n in scales],
-                  caption="median wall time · peak RSS · items per second, per stage and scale")
-    for stage, fit in pa.fits.items():
+                  caption="median wall time · peak RSS · items per second, per stage and scale; a stage stopped "
+                          "at a limit shows its projected total time")
+    for stage in pa.stages():
         cells: list[Cell] = [Cell(stage, "head")]
         for n in scales:
             rows = pa.ok[(pa.ok["stage"] == stage) & (pa.ok["scale_n"] == n)]
+            projected = pa.projection_at(stage, n) if rows.empty else None
+            if projected is not None:
+                cells.append(Cell(f"stopped; {fmt.seconds(projected.value)} projected ({projected.note})", PROJECTED))
+                continue
             if rows.empty:
                 failed = pa.records[(pa.records["stage"] == stage) & (pa.records["scale_n"] == n)]
                 cells.append(Cell("failed" if len(failed) else "not run", "bad" if len(failed) else UNKNOWN))
@@ -267,8 +292,21 @@ def backend_comparison(analysis: Analysis) -> Table | None:
 
 # -- breaking points -------------------------------------------------------------------------------
 
+def _projection_cells(r) -> list[Cell]:
+    """Items done and projected total wall of a stopped stage (columns from the reliability records)."""
+    done, projected = r.get("items_done"), r.get("projected_wall_s")
+    total = r.get("items_in") if not fmt.is_missing(r.get("items_in")) else r.get("scale_n")
+    done_text = fmt.MISSING if fmt.is_missing(done) else (
+        f"{int(done):,}/{int(total):,}" if not fmt.is_missing(total) else f"{int(done):,}")
+    if fmt.is_missing(projected):
+        return [Cell(done_text, "" if not fmt.is_missing(done) else UNKNOWN), Cell(fmt.MISSING, UNKNOWN)]
+    kind = r.get("projection_kind") or "projected"
+    return [Cell(done_text), Cell(f"{fmt.seconds(projected)} ({kind})", PROJECTED)]
+
+
 def breaking_points_table(runs: pd.DataFrame) -> Table:
-    table = Table(["Stage", "Profile", "Scale", "Status", "Cause", "Peak RSS", "Wall", "When"])
+    table = Table(["Stage", "Profile", "Scale", "Status", "Cause", "Peak RSS", "Wall", "Items done",
+                   "Projected wall", "When"])
     broken = runs[runs["status"] != "success"].sort_values("finished_at", ascending=False)
     for _, r in broken.iterrows():
         cause = f"{r['error_type'] or 'error'}: {r['error_message'] or ''}".strip()
@@ -276,7 +314,8 @@ def breaking_points_table(runs: pd.DataFrame) -> Table:
             cause = cause[:237] + "…"
         when = pd.Timestamp(r["finished_at"]).strftime("%Y-%m-%d %H:%M") if not pd.isna(r["finished_at"]) else ""
         table.add(Cell(r["stage"], "head"), r["profile"], fmt.conversations(r["scale_n"]),
-                  Cell(r["status"], "bad"), cause, fmt.megabytes(r["peak_rss_mb"]), fmt.seconds(r["wall_s"]), when)
+                  Cell(r["status"], "bad"), cause, fmt.megabytes(r["peak_rss_mb"]), fmt.seconds(r["wall_s"]),
+                  *_projection_cells(r), when)
     return table
 
 

@@ -65,6 +65,10 @@ STAGE_RUNS = pa.schema([
     ("metered", pa.bool_()),
     ("meter_cpu_s", pa.float64()),
     ("extra", pa.string()),  # JSON: stage-specific figures (iterations, k, files, ...)
+    # projection (reliability branch): how far a stopped stage got, and its projected total wall time
+    ("items_done", pa.int64()),
+    ("projected_wall_s", pa.float64()),
+    ("projection_kind", pa.string()),  # e.g. 'linear-in-items'
     *COMPARABILITY,
 ])
 
