@@ -132,6 +132,23 @@ class SectionBuilder:
         self._figure(s, figures.timeline_figure(pa, n, self._file("timelines.png")), "memory timelines")
         return s
 
+    def memory_theory(self) -> Section:
+        s = Section("memory-theory", "Memory against theory (proposal §3.1)")
+        fitted = [pa for pa in self.analysis.profiles.values() if pa.fits]
+        s.provenance = self._provenance(self.data.ok, "measured peak growth beside computed theoretical bytes")
+        if not fitted:
+            s.add(note("No successful stage runs yet."))
+            return s
+        s.badge = MEASURED_ONLY
+        s.add(paragraph("The proposal's memory hotspots — the embedding matrix (N × d × 4 bytes), the numpy "
+                        "conversion for clustering, HDBSCAN, the meta-clusters' re-embedding and serialization "
+                        "buffers — computed per stage from N, d and k, beside each stage's measured growth. Theory "
+                        "is what must be resident; Python objects, model weights and library workspaces come on top."))
+        for pa in fitted:
+            s.add(f"<h3>Profile <code>{esc(pa.profile)}</code></h3>")
+            s.add(render_table(t.memory_theory_table(pa), f"theory-{self._slug(pa.profile)}"))
+        return s
+
     def api(self) -> Section:
         s = Section("api", "API throughput, rate limits and cost")
         sweeps = self.data.sweeps
@@ -243,7 +260,8 @@ class SectionBuilder:
         return s
 
     def build(self) -> Built:
-        order = [self.test_matrix, self.scaling, self.storage, self.timelines, self.api, self.backends,
+        order = [self.test_matrix, self.scaling, self.storage, self.timelines, self.memory_theory, self.api,
+                 self.backends,
                  self.breaking_points, self.hardware, self.history, self.guidance]
         self.built.sections = [make() for make in order]
         return self.built

@@ -394,3 +394,62 @@ def regression_checks_table(checks: pd.DataFrame) -> Table | None:
                   f"{r['profile']}/{r['scale']}", fmt.number(r["value"]), fmt.number(r["baseline"]),
                   fmt.number(r["ratio"]), Cell(str(r["message"] or ""), "bad"))
     return table
+
+
+# -- memory against theory (§3.1) ------------------------------------------------------------------
+
+def _extra(record) -> dict:
+    try:
+        return json.loads(record["extra"]) if isinstance(record.get("extra"), str) else {}
+    except ValueError:
+        return {}
+
+
+def theory_inputs(pa: ProfileAnalysis, n: int) -> dict:
+    """d, k, text bytes per conversation and the clustering method at n, from the records themselves."""
+    latest = {r["stage"]: r for r in pa.latest_at(n).to_dict("records")}
+    d = pa.embedding_dimension() or 384
+    clusters = latest.get("clusters", {})
+    k = clusters.get("n_clusters")
+    k = 0 if fmt.is_missing(k) else int(k)
+    conv = latest.get("conversations")
+    text = None
+    if conv is not None and _extra(conv).get("raw_text_bytes") and conv.get("items_out"):
+        text = _extra(conv)["raw_text_bytes"] / conv["items_out"]
+    method = str(_extra(clusters).get("method", "")) if clusters else ""
+    return {"d": d, "k": k, "text_bytes": text, "clustering": "kmeans" if "kmeans" in method.lower() else "hdbscan"}
+
+
+def memory_theory_table(pa: ProfileAnalysis) -> Table:
+    """Each stage at the largest scale it completed: measured peak growth beside the §3.1 hotspots."""
+    from kura_perf.report.theory import DEFAULT_TEXT_BYTES, explain, theoretical_bytes, total_bytes
+
+    table = Table(["Stage", "Conversations", "Measured growth", "Theory", "Hotspots (theory)", "Measured ÷ theory",
+                   "Where they differ and why"],
+                  caption="growth = peak RSS − RSS at the stage's start (latest run at the largest scale each stage "
+                          "completed); theory = the bytes the stage must hold (kura_perf/report/theory.py), from N, "
+                          "d (embedding dimension), k (base clusters) and the text per conversation measured here")
+    for stage, fit in pa.fits.items():
+        n = fit.largest_n
+        rows = pa.latest_at(n)
+        rows = rows[rows["stage"] == stage]
+        if rows.empty:
+            continue
+        r = rows.iloc[-1]
+        inputs = theory_inputs(pa, n)
+        extra = _extra(r)
+        batch = extra.get("stream_batch_size")
+        k = int(r["items_in"]) if stage == "meta_clusters" and not fmt.is_missing(r["items_in"]) else inputs["k"]
+        spots = theoretical_bytes(stage, int(n), inputs["d"], k, text_bytes=inputs["text_bytes"] or DEFAULT_TEXT_BYTES,
+                                  batch=batch, clustering=inputs["clustering"])
+        theory_mb = total_bytes(spots) / 2**20
+        growth = None
+        if not (fmt.is_missing(r["peak_rss_mb"]) or fmt.is_missing(r["rss_start_mb"])):
+            growth = max(float(r["peak_rss_mb"]) - float(r["rss_start_mb"]), 0.0)
+        ratio = growth / theory_mb if growth is not None and theory_mb > 0 else None
+        spots_text = "; ".join(f"{h.name} {fmt.nbytes(h.bytes)} ({h.formula})" for h in spots)
+        params = f"d={inputs['d']}, k={k}" + (f", streamed B={batch}" if batch else "")
+        table.add(Cell(stage, "head"), fmt.conversations(n), fmt.megabytes(growth), fmt.nbytes(total_bytes(spots)),
+                  f"{spots_text} [{params}]", fmt.MISSING if ratio is None else f"{ratio:.2f}×",
+                  explain(stage, growth, theory_mb, streamed=bool(batch)))
+    return table

@@ -1,0 +1,124 @@
+"""The filled matrix: projected cells apart from measured and fitted ones, memory against theory (§3.1),
+and Kura beside the reference at every scale, from hand-made stores."""
+
+from __future__ import annotations
+
+import json
+from types import SimpleNamespace
+
+import pytest
+
+from kura_perf.report import tables as t
+from kura_perf.report.html import CSS, LEGEND, render_table
+from kura_perf.report.sections import SectionBuilder
+from kura_perf.report.analysis import analyse
+from kura_perf.report.data import load_report_data
+from kura_perf.report.fits import EXTRAPOLATED, PROJECTED
+from kura_perf.report.theory import explain, theoretical_bytes, total_bytes
+from kura_perf.store import write_records
+from kura_perf_tests.test_report import PageParser, _stage_record, write_synthetic_store
+
+# -- theory ------------------------------------------------------------------------------------------
+
+
+def test_theoretical_bytes_are_the_proposal_hotspots():
+    n, d, k = 10_000, 1536, 500
+    emb = {h.name: h.bytes for h in theoretical_bytes("embeddings", n, d, k)}
+    assert emb["embedding matrix (embed_summaries peak)"] == n * d * 4  # §3.1: N × 1536 × 4 bytes
+    clusters = {h.name: h.bytes for h in theoretical_bytes("clusters", n, d, k)}
+    assert clusters["numpy conversion for clustering (float64 copy)"] == n * d * 8
+    assert clusters["HDBSCAN core distances: k-NN distances + indices"] == n * 10 * 16
+    kmeans = {h.name for h in theoretical_bytes("clusters", n, d, k, clustering="kmeans")}
+    assert not any("HDBSCAN" in name for name in kmeans) and "k-means centres and labels" in kmeans
+    meta = {h.name: h.bytes for h in theoretical_bytes("meta_clusters", n, d, k)}
+    assert meta["meta-cluster re-embedding of cluster names"] == k * d * 4  # depends on k, not N
+    assert total_bytes(theoretical_bytes("meta_clusters", 10 * n, d, k)) == total_bytes(theoretical_bytes(
+        "meta_clusters", n, d, k))
+    for stage in ("conversations", "summaries", "embeddings", "projections"):  # row-wise: linear in N
+        assert total_bytes(theoretical_bytes(stage, 2 * n, d, k)) == 2 * total_bytes(theoretical_bytes(stage, n, d, k))
+    # Streamed, the row-wise stages hold one batch whatever N is.
+    assert total_bytes(theoretical_bytes("embeddings", 100_000, 384, k, batch=1000)) == total_bytes(
+        theoretical_bytes("embeddings", 1000, 384, k))
+    with pytest.raises(ValueError, match="unknown stage"):
+        theoretical_bytes("nope", n, d, k)
+
+
+def test_explanations_name_the_reason():
+    assert explain("embeddings", 100.0, 90.0).startswith("close to theory")
+    assert "embedding model" in explain("embeddings", 500.0, 15.0)
+    assert "Python object overhead" in explain("conversations", 40.0, 5.0)
+    assert "streamed" in explain("summaries", 0.5, 5.0, streamed=True)
+
+
+# -- projected cells ---------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    """The report tests' store plus Kura at 1k and 5k, and a Kura 10k run whose summaries stopped at a
+    time limit with a projection, and whose 50k embeddings failed without one."""
+    root = tmp_path_factory.mktemp("matrix")
+    write_synthetic_store(root)
+    records, i = [], 100
+    for label, n in (("1k", 1000), ("5k", 5000)):
+        i += 1
+        for stage in ("conversations", "summaries", "embeddings", "clusters", "meta_clusters", "projections"):
+            api = stage in ("summaries", "clusters", "meta_clusters")
+            records.append(_stage_record(i, f"kura-{label}", stage, n, label, profile="kura", backend="kura",
+                                         noise=1.6, api_calls=n if api else None, cost_usd=0.0003 * n if api else None,
+                                         ari=0.11 if stage == "clusters" else None))
+    i += 1
+    records.append(_stage_record(i, "kura-10k", "conversations", 10_000, "10k", profile="kura", backend="kura"))
+    records.append(_stage_record(i, "kura-10k", "summaries", 10_000, "10k", profile="kura", backend="kura",
+                                 status="breaking_point", error_type="BreakingPoint",
+                                 error_message="breaking point in stage 'summaries': time limit 600 s",
+                                 wall_s=600.0, items_in=10_000, items_done=4_100, projected_wall_s=1463.4,
+                                 projection_kind="linear-in-items", api_calls=4_439, api_429s=44))
+    write_records(root / "metrics", "stage_runs", records)
+    return SimpleNamespace(root=root, analysis=analyse(load_report_data(root / "metrics")))
+
+
+def _cells(table):
+    return [[(c.text, c.kind) for c in row] for row in table.rows]
+
+
+def test_projected_cells_are_labelled_apart_from_measured_and_fitted(store):
+    kura = store.analysis.profiles["kura"]
+    matrix = {row[0].text: row for row in t.test_matrix(kura).rows}
+    ten_k = matrix["10K"]
+    assert ten_k[5].kind == PROJECTED and "summaries stopped, projected" in ten_k[5].text
+    # 10K's total: conversations measured + summaries projected + later stages fitted: the weakest wins.
+    assert ten_k[4].kind == EXTRAPOLATED
+    assert matrix["1K"][4].kind == "measured"  # plain on the page
+    assert matrix["50K"][5].kind == EXTRAPOLATED and matrix["50K"][5].text == "fitted, not run"
+    breakdown = {row[0].text: row for row in t.stage_breakdown(kura).rows}
+    header = t.stage_breakdown(kura).headers
+    cell = breakdown["summaries"][header.index("10K")]
+    assert cell.kind == PROJECTED and "24.4 min projected" in cell.text and "4,100/10,000 items" in cell.text
+    assert kura.stage_wall_at("summaries", 10_000).value == pytest.approx(1463.4)
+    assert kura.stage_wall_at("summaries", 1000).basis == "measured"
+    broken = t.breaking_points_table(store.analysis.data.runs)
+    row = next(r for r in broken.rows if r[0].text == "summaries")
+    assert (row[7].text, row[8].kind) == ("4,100/10,000", PROJECTED) and "linear-in-items" in row[8].text
+    md = broken.to_markdown()
+    assert "*(projected)*" in md
+    # On the page: the kinds carry their own classes (shaded apart by the CSS), and the legend names all three.
+    page = PageParser()
+    page.feed(render_table(t.test_matrix(kura), "m") + render_table(broken, "b"))
+    classes = {cls for rows in page.tables.values() for r in rows for cls, _ in r}
+    assert {"projected", "extrapolated", "measured"} <= classes
+    assert "td.projected" in CSS and "td.extrapolated" in CSS
+    assert all(f"<b>{kind}</b>" in LEGEND for kind in ("measured", "projected", "extrapolated"))
+
+
+def test_memory_theory_table_puts_growth_beside_the_hotspots(store):
+    offline = store.analysis.profiles["offline"]
+    table = t.memory_theory_table(offline)
+    rows = {r[0].text: r for r in table.rows}
+    assert set(rows) == {"conversations", "summaries", "embeddings", "clusters", "meta_clusters", "projections"}
+    emb = rows["embeddings"]
+    assert emb[1].text == "10K" and "N × d × 4" in emb[4].text and "d=384" in emb[4].text
+    assert emb[3].text == "14.6 MB" or emb[3].text.endswith("MB")  # 10k × 384 × 4 + summaries text
+    assert emb[5].text.endswith("×") and emb[6].text
+    theory = SectionBuilder(store.analysis, store.root).memory_theory()
+    assert any('id="theory-offline"' in part for part in theory.parts)
