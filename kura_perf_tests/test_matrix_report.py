@@ -64,7 +64,7 @@ def store(tmp_path_factory):
         i += 1
         for stage in ("conversations", "summaries", "embeddings", "clusters", "meta_clusters", "projections"):
             api = stage in ("summaries", "clusters", "meta_clusters")
-            records.append(_stage_record(i, f"kura-{label}", stage, n, label, profile="kura", backend="kura",
+            records.append(_stage_record(i, f"kura6-{label}", stage, n, label, profile="kura", backend="kura",
                                          noise=1.6, api_calls=n if api else None, cost_usd=0.0003 * n if api else None,
                                          ari=0.11 if stage == "clusters" else None))
     i += 1
@@ -73,7 +73,13 @@ def store(tmp_path_factory):
                                  status="breaking_point", error_type="BreakingPoint",
                                  error_message="breaking point in stage 'summaries': time limit 600 s",
                                  wall_s=600.0, items_in=10_000, items_done=4_100, projected_wall_s=1463.4,
-                                 projection_kind="linear-in-items", api_calls=4_439, api_429s=44))
+                                 projection_kind="linear-in-items", api_calls=4_439, api_429s=0))
+    i += 1
+    records.append(_stage_record(i, "kura-50k", "conversations", 50_000, "50k", profile="kura", backend="kura"))
+    records.append(_stage_record(i, "kura-50k", "summaries", 50_000, "50k", profile="kura", backend="kura",
+                                 status="failed", error_type="KuraFailure", wall_s=82.0, api_calls=4_439,
+                                 api_429s=44, error_message="summaries: Kura's summarise_conversations failed: "
+                                                            "RateLimitError (after 4439 API calls: 44 answered 429)"))
     write_records(root / "metrics", "stage_runs", records)
     return SimpleNamespace(root=root, analysis=analyse(load_report_data(root / "metrics")))
 
@@ -90,7 +96,10 @@ def test_projected_cells_are_labelled_apart_from_measured_and_fitted(store):
     # 10K's total: conversations measured + summaries projected + later stages fitted: the weakest wins.
     assert ten_k[4].kind == EXTRAPOLATED
     assert matrix["1K"][4].kind == "measured"  # plain on the page
-    assert matrix["50K"][5].kind == EXTRAPOLATED and matrix["50K"][5].text == "fitted, not run"
+    assert matrix["50K"][5].kind == "bad" and "summaries failed" in matrix["50K"][5].text
+    offline = {row[0].text: row for row in t.test_matrix(store.analysis.profiles["offline"]).rows}
+    assert offline["50K"][5].kind == EXTRAPOLATED and offline["50K"][5].text == "fitted, not run"
+    assert offline["50K"][4].kind == EXTRAPOLATED
     breakdown = {row[0].text: row for row in t.stage_breakdown(kura).rows}
     header = t.stage_breakdown(kura).headers
     cell = breakdown["summaries"][header.index("10K")]
@@ -98,7 +107,7 @@ def test_projected_cells_are_labelled_apart_from_measured_and_fitted(store):
     assert kura.stage_wall_at("summaries", 10_000).value == pytest.approx(1463.4)
     assert kura.stage_wall_at("summaries", 1000).basis == "measured"
     broken = t.breaking_points_table(store.analysis.data.runs)
-    row = next(r for r in broken.rows if r[0].text == "summaries")
+    row = next(r for r in broken.rows if r[0].text == "summaries" and r[2].text == "10K")
     assert (row[7].text, row[8].kind) == ("4,100/10,000", PROJECTED) and "linear-in-items" in row[8].text
     md = broken.to_markdown()
     assert "*(projected)*" in md
@@ -122,3 +131,50 @@ def test_memory_theory_table_puts_growth_beside_the_hotspots(store):
     assert emb[5].text.endswith("×") and emb[6].text
     theory = SectionBuilder(store.analysis, store.root).memory_theory()
     assert any('id="theory-offline"' in part for part in theory.parts)
+
+
+# -- Kura beside the reference -------------------------------------------------------------------------
+
+
+def test_compare_view_at_every_scale_has_ratios_outcomes_and_largest_completed(store, capsys):
+    from kura_perf.compare import compare_scales
+
+    table = compare_scales(store.root / "metrics", "reference:offline", "kura:kura")
+    assert table["scale"].unique().tolist() == ["100", "1k", "5k", "10k", "50k"]  # either side's scales, in order
+    at = table.set_index(["scale", "stage"])
+    one_k = at.loc[("1k", "total")]
+    assert one_k["outcome_left"] == one_k["outcome_right"] == "completed"
+    kura_1k = [r for r in _kura_records(store) if r["run_id"] == "kura6-1k"]  # the latest 1k run
+    assert one_k["wall_s_right"] == pytest.approx(sum(r["wall_s"] for r in kura_1k))
+    assert one_k["wall_s_ratio"] == pytest.approx(one_k["wall_s_right"] / one_k["wall_s_left"])
+    assert one_k["peak_rss_mb_right"] == pytest.approx(max(r["peak_rss_mb"] for r in kura_1k))
+    assert one_k["cost_usd_right"] == pytest.approx(0.3 * 3) and one_k["ari_right"] == pytest.approx(0.11)
+    assert at.loc[("5k", "total")]["outcome_left"] == "not run"  # the reference never ran 5k: shown, not dropped
+    assert at.loc[("10k", "summaries")]["outcome_right"] == "stopped at a limit, 1,463 s projected"
+    assert at.loc[("50k", "summaries")]["outcome_right"] == "rate-limited (failed after 44 × 429)"
+    assert at.loc[("50k", "summaries")]["api_429s_right"] == 44
+    assert "summaries: rate-limited" in at.loc[("50k", "total")]["outcome_right"]
+    assert (table.attrs["largest_completed_left"], table.attrs["largest_completed_right"]) == (10_000, 5_000)
+    # The CLI prints the same, with the finding called out; the report carries it as a table.
+    from kura_perf.cli import main
+
+    import os
+    os.environ["KURA_PERF_HOME"] = str(store.root)
+    try:
+        assert main(["compare", "reference:offline", "kura:kura"]) == 0
+    finally:
+        os.environ.pop("KURA_PERF_HOME")
+    out = capsys.readouterr().out
+    assert "largest scale completed within the limits: L 10K, R 5K" in out
+    assert "measured finding (50k, tier × scale): R: summaries rate-limited (failed after 44 × 429)" in out
+    side = t.side_by_side_table(store.analysis.data.runs, "reference:offline", "kura:kura")
+    finding = [c for row in side.rows for c in row if "measured tier × scale outcome" in c.text]
+    assert finding and finding[0].kind == "bad"
+    assert any(c.kind == PROJECTED for row in side.rows for c in row)
+    assert t.comparison_pairs(store.analysis.data.runs) == [("reference:offline", "kura:kura")]
+
+
+def _kura_records(store):
+    from kura_perf.store import query
+
+    return query(store.root / "metrics", "SELECT * FROM stage_runs WHERE profile = 'kura'").to_dict("records")

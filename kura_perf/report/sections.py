@@ -188,6 +188,17 @@ class SectionBuilder:
                        "to compare the reference stages with the installed Kura package."))
             return s
         s.badge = MEASURED_ONLY
+        pairs = t.comparison_pairs(self.data.runs)
+        if pairs:
+            s.add(paragraph("Kura beside the reference at every scale, like with like: each stage's outcome and "
+                            "its wall time, peak memory, storage, API calls, cost and quality (base clusters), "
+                            "left · right · right ÷ left. A stage that failed on 429s is the measured tier × scale "
+                            "outcome of that rate limit, shown as such, not left out."))
+        for left, right in pairs:
+            s.add(f"<h3><code>{esc(left)}</code> vs <code>{esc(right)}</code></h3>")
+            s.add(render_table(t.side_by_side_table(self.data.runs, left, right),
+                               f"side-by-side-{self._slug(left)}-{self._slug(right)}"))
+        s.add('<p class="legend"><b>Medians per backend (every profile)</b></p>')
         s.add(render_table(table, "backends"))
         return s
 

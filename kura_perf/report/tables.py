@@ -453,3 +453,62 @@ def memory_theory_table(pa: ProfileAnalysis) -> Table:
                   f"{spots_text} [{params}]", fmt.MISSING if ratio is None else f"{ratio:.2f}×",
                   explain(stage, growth, theory_mb, streamed=bool(batch)))
     return table
+
+
+# -- Kura beside the reference, every scale (like with like) ---------------------------------------
+
+# Pairs compared when both sides have records: equal summary/naming models and limits first, then the
+# pipelines' defaults (the reference's offline models against Kura's simulated gpt-4o-mini).
+LIKE_WITH_LIKE = (("reference:reference-simulated", "kura:kura-tier5"), ("reference:offline", "kura:kura-tier5"),
+                  ("reference:offline", "kura:kura"))
+SIDE_FIGURES = (("wall_s", "Wall", fmt.seconds), ("peak_rss_mb", "Peak", fmt.megabytes),
+                ("bytes_written", "Storage", fmt.nbytes), ("api_calls", "API calls", fmt.integer),
+                ("cost_usd", "Cost", fmt.usd), ("ari", "ARI", lambda v: f"{v:.3f}"),
+                ("nmi", "NMI", lambda v: f"{v:.3f}"), ("n_clusters", "Clusters", fmt.integer))
+
+
+def comparison_pairs(runs: pd.DataFrame) -> list[tuple[str, str]]:
+    sides = {f"{b}:{p}" for b, p in runs[["backend", "profile"]].drop_duplicates().itertuples(index=False)}
+    pairs = [pair for pair in LIKE_WITH_LIKE if set(pair) <= sides]
+    if not pairs:
+        refs = sorted(s for s in sides if s.startswith("reference:"))
+        kuras = sorted(s for s in sides if s.startswith("kura:"))
+        if refs and kuras:
+            pairs = [(("reference:offline" if "reference:offline" in refs else refs[0]), kuras[0])]
+    return pairs
+
+
+def _outcome_cell(text: str) -> Cell:
+    from kura_perf.compare import RATE_LIMITED
+
+    if text == "completed":
+        return Cell(text)
+    if RATE_LIMITED in text:
+        return Cell(f"{text}: measured tier × scale outcome", "bad")
+    if "projected" in text:
+        return Cell(text, PROJECTED)
+    return Cell(text, UNKNOWN if text == "not run" else "bad")
+
+
+def side_by_side_table(runs: pd.DataFrame, left: str, right: str) -> Table:
+    """Per scale, per stage and total: both sides' outcome and figures with the right/left ratio."""
+    from kura_perf.compare import latest_per_stage, side_by_side
+
+    frame = side_by_side(latest_per_stage(runs), left, right)
+    a = frame.attrs
+    headers = ["Scale", "Stage", f"{left}", f"{right}"] + [f"{label} (L · R · R/L)" for _, label, _ in SIDE_FIGURES]
+    table = Table(headers, caption=f"L = {left}, R = {right}; largest scale completed within the limits: "
+                                   f"L {fmt.conversations(a['largest_completed_left'])}, "
+                                   f"R {fmt.conversations(a['largest_completed_right'])}. A failed stage is a "
+                                   "result: its figures are those it reached before failing.")
+    for _, r in frame.iterrows():
+        cells = [Cell(fmt.conversations(r["scale_n"]), "head"), Cell(r["stage"], "head" if r["stage"] == "total" else ""),
+                 _outcome_cell(r["outcome_left"]), _outcome_cell(r["outcome_right"])]
+        for figure, _, show in SIDE_FIGURES:
+            def one(v):
+                return fmt.MISSING if fmt.is_missing(v) else show(v)
+            ratio = r[f"{figure}_ratio"]
+            cells.append(Cell(f"{one(r[f'{figure}_left'])} · {one(r[f'{figure}_right'])} · "
+                              f"{fmt.MISSING if fmt.is_missing(ratio) else f'{ratio:.2f}×'}"))
+        table.add(*cells)
+    return table
