@@ -4,6 +4,7 @@ and Kura beside the reference at every scale, from hand-made stores."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -17,6 +18,8 @@ from kura_perf.report.fits import EXTRAPOLATED, PROJECTED
 from kura_perf.report.theory import explain, theoretical_bytes, total_bytes
 from kura_perf.store import write_records
 from kura_perf_tests.test_report import PageParser, _stage_record, write_synthetic_store
+
+REPO = Path(__file__).resolve().parents[1]
 
 # -- theory ------------------------------------------------------------------------------------------
 
@@ -178,3 +181,43 @@ def _kura_records(store):
     from kura_perf.store import query
 
     return query(store.root / "metrics", "SELECT * FROM stage_runs WHERE profile = 'kura'").to_dict("records")
+
+
+# -- the matrix command --------------------------------------------------------------------------------
+
+
+def test_matrix_table_marks_completed_projected_and_failed(store, monkeypatch, capsys):
+    from kura_perf.cli import main
+
+    monkeypatch.setenv("KURA_PERF_HOME", str(store.root))
+    assert main(["matrix", "--table-only", "--scales", "1k", "10k", "50k", "--profiles", "offline", "kura"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("- Host: Test CPU 3000, 8 cores, 32 GB RAM (host hostA)")
+    assert "Code version(s) measured: abc0, abc1, abc2" in out
+    lines = {tuple(c.strip() for c in line.strip("|").split("|")[:2]): line for line in out.splitlines()
+             if line.startswith("| ")}
+    assert "| completed |" in lines[("reference (offline)", "10K")]
+    assert "projected: summaries stopped at 10.0 min" in lines[("kura (kura)", "10K")]
+    assert "*(projected)*" in lines[("kura (kura)", "10K")]
+    assert "failed: summaries rate-limited (failed after 44 × 429)" in lines[("kura (kura)", "50K")]
+    assert "*(extrapolated)*" in lines[("reference (offline)", "50K")]  # fitted, never run
+    assert "$0.90" in lines[("kura (kura)", "1K")]  # cost per 1K conversations: 3 API stages × $0.30
+    assert (store.root / "matrix.md").read_text().strip() in out
+
+
+def test_matrix_runs_each_partition_in_its_own_process_and_goes_on_after_a_failure(tmp_path, monkeypatch, capsys):
+    from kura_perf.cli import main
+
+    profiles = tmp_path / "profiles.toml"
+    profiles.write_text('[broken]\ndata_file = "/nonexistent/conversations.jsonl"\n')
+    monkeypatch.setenv("KURA_PERF_HOME", str(tmp_path / "data"))
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
+    monkeypatch.setenv("PYTHONPATH", str(REPO))
+    assert main(["matrix", "--scales", "100", "1k", "--profiles", "broken", "--profiles-file", str(profiles)]) == 0
+    out = capsys.readouterr().out
+    assert "0/2 partitions completed; 2 failed or stopped" in out
+    for scale in ("100", "1k"):  # the second partition ran although the first failed
+        log = (tmp_path / "data" / "matrix-logs" / f"broken-{scale}.log").read_text()
+        assert "/nonexistent/conversations.jsonl" in log
+        assert f"| reference (broken) | {scale.upper() if scale != '100' else '100'} |" in out
+    assert out.count("failed: conversations failed") == 2

@@ -512,3 +512,60 @@ def side_by_side_table(runs: pd.DataFrame, left: str, right: str) -> Table:
                               f"{fmt.MISSING if fmt.is_missing(ratio) else f'{ratio:.2f}×'}"))
         table.add(*cells)
     return table
+
+
+# -- the published matrix (README "Measured", `kura-perf matrix`) ----------------------------------
+
+def _partition_outcome(pa: ProfileAnalysis, n: int) -> Cell:
+    """completed | projected (stopped stage named) | failed (stage and cause) | not run."""
+    at = pa.records[pa.records["scale_n"] == n]
+    if at.empty:
+        return Cell("not run", UNKNOWN)
+    latest = at.sort_values("finished_at").groupby("stage").tail(1)
+    broken = latest[latest["status"] != "success"]
+    if broken.empty:
+        done = set(latest["stage"])
+        return Cell("completed") if done >= set(STAGES) else Cell(f"partial ({len(done)}/{len(STAGES)} stages)", "bad")
+    projected = pa.projected[pa.projected["scale_n"] == n]
+    if len(projected):
+        return Cell("projected: " + ", ".join(f"{r['stage']} stopped at {fmt.seconds(r['wall_s'])}"
+                                              for _, r in projected.iterrows()), PROJECTED)
+    from kura_perf.compare import stage_outcome
+
+    causes = [f"{r['stage']} {stage_outcome(r)}" for _, r in broken.iterrows()]
+    return Cell("failed: " + "; ".join(causes), "bad")
+
+
+def _cost_per_1k(pa: ProfileAnalysis, n: int) -> str:
+    at = pa.records[pa.records["scale_n"] == n]
+    if at.empty or "cost_usd" not in at or at["cost_usd"].isna().all():
+        return "$0 (no API)" if not at.empty and (at["api_calls"].fillna(0) == 0).all() else fmt.MISSING
+    latest = at.sort_values("finished_at").groupby("stage").tail(1)
+    return fmt.usd(latest["cost_usd"].fillna(0).sum() / n * 1000)
+
+
+def published_matrix(analysis: Analysis, profiles: list[str] | None = None,
+                     scales: list[int] | None = None) -> Table:
+    """The proposal's §1.2 matrix for each profile (backend) at each scale: clusters, peak memory,
+    processing time, cost per 1K conversations, and whether the partition completed, was projected
+    from a stopped stage, or failed. What `kura-perf matrix` prints and the README's Measured section holds."""
+    table = Table(["Backend (profile)", "Conversations", "Expected clusters (§1.2)", "Clusters found", "Peak memory",
+                   "Processing time", "Cost / 1K conv.", "Outcome"],
+                  caption="peak = largest stage peak RSS; time = sum of stage wall times; plain = measured, "
+                          "(projected) = from a stage stopped at its limit, (extrapolated) = fitted across scales")
+    names = profiles or list(analysis.profiles)
+    for name in names:
+        pa = analysis.profiles.get(name)
+        if pa is None:
+            runs = analysis.data.runs
+            pa = ProfileAnalysis(name, runs[runs["profile"] == name], {})
+        backend = pa.records["backend"].dropna().iloc[0] if len(pa.records) else "?"
+        wanted = scales or sorted(set(pa.scales) | set(pa.projected_scales()))
+        for n in wanted:
+            measured = n in pa.scales
+            wall, peak = pa.pipeline_wall_at(n), pa.pipeline_peak_at(n)
+            table.add(Cell(f"{backend} ({name})", "head"), fmt.conversations(n), PROPOSAL_CLUSTERS.get(n, fmt.MISSING),
+                      Cell(_clusters_found(pa, n)) if measured else Cell("not measured", UNKNOWN),
+                      estimate_cell(peak, fmt.megabytes), estimate_cell(wall, fmt.seconds), _cost_per_1k(pa, n),
+                      _partition_outcome(pa, n))
+    return table
