@@ -72,6 +72,8 @@ class StreamedOutput:
         self._arrays: dict[str, _ArrayFile] = {}
         self.batches = 0
         outputs.invalidate(self.folder, stage)
+        for stale in self.folder.glob(f".{stage}.parts-*"):  # left by a process killed mid-stage
+            shutil.rmtree(stale, ignore_errors=True)
         self.parts_dir.mkdir(parents=True)
 
     def add(self, data: StageData) -> None:
@@ -85,6 +87,7 @@ class StreamedOutput:
         for key, array in data.arrays.items():
             self._add_rows(key, np.asarray(array))
         self.batches += 1
+        _release_arrow_memory()
 
     def _add_rows(self, key: str, array: np.ndarray) -> None:
         """Append a batch's rows to the .npy being written. Plain writes, not a memory map: mapped
@@ -134,6 +137,14 @@ class StreamedOutput:
         shutil.rmtree(self.parts_dir, ignore_errors=True)
 
 
+def _release_arrow_memory() -> None:
+    """Hand the batch's freed Arrow buffers back to the OS: Arrow's allocator otherwise keeps them for
+    later, and a stream of batches would show up as RSS growing with the partition."""
+    import pyarrow as pa
+
+    pa.default_memory_pool().release_unused()
+
+
 def _assemble(parts: list[Path], path: Path) -> int:
     """Concatenate Parquet parts into `path` (one row group per part), streaming one part at a time."""
     import pyarrow as pa
@@ -145,10 +156,11 @@ def _assemble(parts: list[Path], path: Path) -> int:
     try:
         with pq.ParquetWriter(tmp, schema) as writer:
             for part in parts:
-                table = pq.read_table(part)
+                table = pq.read_table(part, use_threads=False)  # no reader threads: their arenas add RSS
                 writer.write_table(table.cast(schema) if not table.schema.equals(schema) else table,
                                    row_group_size=max(table.num_rows, 1))
                 del table
+                _release_arrow_memory()
         outputs.fsync_replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)

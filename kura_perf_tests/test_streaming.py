@@ -99,12 +99,22 @@ def test_stream_batch_size_is_validated_and_only_row_wise_stages_stream():
 
 
 PROBE = """
-import json, sys
+import io, json, sys
+import pyarrow as pa, pyarrow.parquet as pq
+from kura_perf.backends.conversion import conversations_to_table
+from kura_perf.corpus import generate_conversations
 from kura_perf.config import Paths
 from kura_perf.profiles import get_profile
 from kura_perf.runner import StageRun, run_stage
 profile = get_profile("offline").model_copy(update={"name": "probe", "stream_batch_size": int(sys.argv[3])})
 paths = Paths(__import__("pathlib").Path(sys.argv[1]))
+# Warm the imports and Arrow's allocator first: their one-off growth is not what is measured.
+warm = pa.Table.from_pandas(conversations_to_table(generate_conversations(100, seed=99)), preserve_index=False)
+for _ in range(5):
+    buf = io.BytesIO()
+    pq.write_table(warm, buf)
+    pq.read_table(io.BytesIO(buf.getvalue()), use_threads=False).to_pandas()
+del warm, buf
 out = {}
 for stage in ("conversations", "summaries"):
     record = run_stage(StageRun(stage, profile, sys.argv[2], paths=paths))
@@ -112,7 +122,9 @@ for stage in ("conversations", "summaries"):
 print(json.dumps(out))
 """
 
-FLOOR_MB = 8.0  # growth below this is allocator noise; an all-at-once 1k run grows ~40 MB in conversations
+# Growth below this is allocator noise. Measured here (contended box) with batches of 50, 100 -> 1k:
+# streamed conversations 0.5 -> 7.3 MB, summaries 9.3 -> 10.6 MB; all at once 2.6 -> 34.3 and 4.4 -> 21.9 MB.
+FLOOR_MB = 8.0
 
 
 def _growth(tmp_path, scale, batch):
@@ -128,4 +140,4 @@ def test_streamed_peak_growth_does_not_grow_with_the_partition(tmp_path):
     small, large = _growth(tmp_path, "100", 50), _growth(tmp_path, "1k", 50)  # 10x the conversations
     for stage in ("conversations", "summaries"):
         ratio = max(large[stage], FLOOR_MB) / max(small[stage], FLOOR_MB)
-        assert ratio < 2.5, f"{stage}: peak growth {small[stage]:.1f} MB at 100, {large[stage]:.1f} MB at 1k"
+        assert ratio < 2.0, f"{stage}: peak growth {small[stage]:.1f} MB at 100, {large[stage]:.1f} MB at 1k"
