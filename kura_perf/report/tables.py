@@ -448,9 +448,11 @@ def memory_theory_table(pa: ProfileAnalysis) -> Table:
             growth = max(float(r["peak_rss_mb"]) - float(r["rss_start_mb"]), 0.0)
         ratio = growth / theory_mb if growth is not None and theory_mb > 0 else None
         spots_text = "; ".join(f"{h.name} {fmt.nbytes(h.bytes)} ({h.formula})" for h in spots)
-        params = f"d={inputs['d']}, k={k}" + (f", streamed B={batch}" if batch else "")
+        params = ", ".join([*([f"d={inputs['d']}"] if stage in ("embeddings", "clusters", "meta_clusters", "projections")
+                                else []), *([f"k={k}"] if stage in ("clusters", "meta_clusters") else []),
+                             *([f"streamed B={batch}"] if batch else [])])
         table.add(Cell(stage, "head"), fmt.conversations(n), fmt.megabytes(growth), fmt.nbytes(total_bytes(spots)),
-                  f"{spots_text} [{params}]", fmt.MISSING if ratio is None else f"{ratio:.2f}×",
+                  f"{spots_text}" + (f" [{params}]" if params else ""), fmt.MISSING if ratio is None else f"{ratio:.2f}×",
                   explain(stage, growth, theory_mb, streamed=bool(batch)))
     return table
 

@@ -102,7 +102,9 @@ def explain(stage: str, measured_mb: float | None, theory_mb: float, streamed: b
     if ratio > CLOSE_HIGH:
         why = FIXED_COSTS.get(stage, "Python object overhead (a str or dict costs several times its bytes)")
         if stage in ("conversations", "summaries"):
-            why = "Python object overhead: each message is a str plus a dict, several times its UTF-8 bytes"
+            why = ("the batch is small, so one-off costs (first imports of pandas/pyarrow, Arrow's allocator pool) "
+                   "outweigh it" if streamed else
+                   "Python object overhead: each message is a str plus a dict, several times its UTF-8 bytes")
         scale_note = (" At small N the fixed part dominates; the ratio falls as N grows." if stage in FIXED_COSTS
                       else "")
         return f"{ratio:.1f}× theory: {why}.{scale_note}"
