@@ -112,6 +112,11 @@ def test_projected_cells_are_labelled_apart_from_measured_and_fitted(store):
     broken = t.breaking_points_table(store.analysis.data.runs)
     row = next(r for r in broken.rows if r[0].text == "summaries" and r[2].text == "10K")
     assert (row[7].text, row[8].kind) == ("4,100/10,000", PROJECTED) and "linear-in-items" in row[8].text
+    from kura_perf.store import query
+
+    view = query(store.root / "metrics", "SELECT * FROM breaking_points WHERE profile = 'kura' AND scale = '10k'")
+    assert view[["items_done", "projected_wall_s", "projection_kind"]].iloc[0].tolist() == [
+        4_100, pytest.approx(1463.4), "linear-in-items"]
     md = broken.to_markdown()
     assert "*(projected)*" in md
     # On the page: the kinds carry their own classes (shaded apart by the CSS), and the legend names all three.

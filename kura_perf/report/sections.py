@@ -211,7 +211,8 @@ class SectionBuilder:
             return s
         s.badge = MEASURED_ONLY
         s.add(paragraph("breaking_point = stopped by a memory or time guard (where the pipeline breaks on this "
-                        "machine); failed = any other error."))
+                        "machine); failed = any other error. A stopped stage shows how far it got and, when its "
+                        "progress is linear in items, its projected total wall time (shaded as projected)."))
         s.add(render_table(t.breaking_points_table(broken), "breaking-points"))
         return s
 

@@ -54,9 +54,11 @@ DERIVED = {
                median(cost_usd) * 1000.0 / nullif(any_value(scale_n), 0) AS cost_per_1k_conversations
         FROM stage_runs WHERE status = 'success' AND coalesce(metered, true)
         GROUP BY stage, backend, profile, host_fingerprint, scale, scale_n""",
-    # Where the pipeline broke: guards that stopped a stage, and failures.
+    # Where the pipeline broke: guards that stopped a stage, and failures; a stopped stage's projection
+    # (items done, projected total wall, its kind) and the 429s a rate-limited stage got.
     "breaking_points": """
         SELECT stage, profile, scale, scale_n, status, error_type, error_message, peak_rss_mb, wall_s,
+               items_in, items_done, projected_wall_s, projection_kind, api_429s,
                finished_at, run_id, host_fingerprint
         FROM stage_runs WHERE status <> 'success' ORDER BY finished_at DESC""",
     # Failed regression checks.
