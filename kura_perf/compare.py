@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import re
 import sys
 from pathlib import Path
 
@@ -124,13 +125,28 @@ def stage_outcome(record) -> str:
     status = record.get("status")
     if status == "success":
         return "completed"
-    r429 = record.get("api_429s")
-    if status == "failed" and not _missing(r429) and r429 > 0:
-        return f"{RATE_LIMITED} (failed after {int(r429)} × 429)"
+    r429 = rate_limited_calls(record)
+    if status == "failed" and r429:
+        return f"{RATE_LIMITED} (failed after {r429} × 429)"
     if status == "breaking_point":
         projected = record.get("projected_wall_s")
         return "stopped at a limit" + ("" if _missing(projected) else f", {projected:,.0f} s projected")
     return str(status or "failed")
+
+
+_ANSWERED_429 = re.compile(r"(\d[\d,]*) answered 429")
+
+
+def rate_limited_calls(record) -> int:
+    """429s a stage got: the record's counter, else the count Kura's failure message gives (a Kura stage
+    that aborts has its traffic counted from the simulator's log into the message), else 0."""
+    r429 = record.get("api_429s")
+    if not _missing(r429) and r429 > 0:
+        return int(r429)
+    match = _ANSWERED_429.search(str(record.get("error_message") or ""))
+    if match:
+        return int(match.group(1).replace(",", ""))
+    return 1 if "RateLimitError" in str(record.get("error_message") or "") else 0
 
 
 def _missing(value) -> bool:

@@ -199,7 +199,9 @@ def run_stage(run: StageRun) -> dict:
         error = exc
     finally:
         # A failed stage still reports the calls, errors and 429s it made before giving up.
-        api_so_far = None if result else getattr(backend, "api_counters", lambda: None)()
+        # (A Kura failure carries the traffic its call caused, counted from the simulator's log.)
+        api_so_far = None if result else (getattr(error, "api", None)
+                                          or getattr(backend, "api_counters", lambda: None)())
         if owns_backend:
             backend.close()
     record = build_record(run, meter, result, written, error, backend.name, api_so_far)

@@ -182,6 +182,17 @@ def test_compare_view_at_every_scale_has_ratios_outcomes_and_largest_completed(s
     assert t.comparison_pairs(store.analysis.data.runs) == [("reference:offline", "kura:kura")]
 
 
+def test_a_kura_failure_message_counts_as_the_rate_limit_finding():
+    from kura_perf.compare import stage_outcome
+
+    message = ("summaries: Kura's summarise_conversations failed: APIStatusError <- RateLimitError: Error code: 429 "
+               "(after 4439 API calls: 44 answered 429, 0 other errors)")
+    assert stage_outcome({"status": "failed", "api_429s": None, "error_message": message}) == \
+        "rate-limited (failed after 44 × 429)"
+    assert stage_outcome({"status": "failed", "api_429s": 0, "error_message": "disk full"}) == "failed"
+    assert stage_outcome(None) == "not run"
+
+
 def _kura_records(store):
     from kura_perf.store import query
 
