@@ -3,7 +3,6 @@ and Kura beside the reference at every scale, from hand-made stores."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -166,12 +165,9 @@ def test_compare_view_at_every_scale_has_ratios_outcomes_and_largest_completed(s
     # The CLI prints the same, with the finding called out; the report carries it as a table.
     from kura_perf.cli import main
 
-    import os
-    os.environ["KURA_PERF_HOME"] = str(store.root)
-    try:
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("KURA_PERF_HOME", str(store.root))
         assert main(["compare", "reference:offline", "kura:kura"]) == 0
-    finally:
-        os.environ.pop("KURA_PERF_HOME")
     out = capsys.readouterr().out
     assert "largest scale completed within the limits: L 10K, R 5K" in out
     assert "measured finding (50k, tier × scale): R: summaries rate-limited (failed after 44 × 429)" in out
