@@ -1,21 +1,27 @@
 """Stage outputs on disk: data/storage/<profile>/<scale>/<stage>.* (Parquet tables, .npy arrays).
 
-A stage's files are each written to a temp name and renamed; its manifest (names and sizes) is
-written last, the same way. Readers go through the manifest, so a stage that died half-way is
-seen as absent, never as half-written. The manifest's sizes are the stage's storage figure.
+A stage's files are each written to a unique temp name and renamed (kura_perf.atomic); its manifest
+(names and sizes) is written last, the same way. Readers go through the manifest, so a stage that
+died half-way is seen as absent, never as half-written. The manifest's sizes are the stage's
+storage figure: the sizes of the files this writer wrote.
+
+Two runs of the same partition may write the same stage at once: writers of one partition-stage hold
+an exclusive lock for the whole write (files + manifest), readers a shared one, so a reader never
+mixes one writer's manifest with another's files and a manifest never names another run's sizes.
 """
 
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from kura_perf.atomic import atomic_write, atomic_write_text
 from kura_perf.errors import StageError
+from kura_perf.locks import file_lock
 
 
 @dataclass
@@ -30,12 +36,8 @@ def _file_name(stage: str, key: str, suffix: str) -> str:
     return f"{stage}{'' if key == 'main' else '.' + key}{suffix}"
 
 
-def _atomic(path: Path, write) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    write(tmp)
-    with open(tmp, "rb") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+def _lock_path(folder: Path, stage: str) -> Path:
+    return folder / f".{stage}.lock"
 
 
 def _save_npy(path: Path, array: np.ndarray) -> None:
@@ -46,45 +48,43 @@ def _save_npy(path: Path, array: np.ndarray) -> None:
 def write_stage(folder: Path, stage: str, data: StageData) -> dict[str, int]:
     """Write all outputs of a stage; return {file name: bytes}."""
     folder.mkdir(parents=True, exist_ok=True)
-    invalidate(folder, stage)
+    manifest = folder / f"{stage}.manifest.json"
     sizes: dict[str, int] = {}
-    for key, table in data.tables.items():
-        path = folder / _file_name(stage, key, ".parquet")
-        _atomic(path, lambda tmp, t=table: t.to_parquet(tmp, index=False))
-        sizes[path.name] = path.stat().st_size
-    for key, array in data.arrays.items():
-        path = folder / _file_name(stage, key, ".npy")
-        _atomic(path, lambda tmp, a=array: _save_npy(tmp, a))
-        sizes[path.name] = path.stat().st_size
-    write_manifest(folder, stage, sorted(data.tables), sorted(data.arrays), sizes)
+    with file_lock(_lock_path(folder, stage)):
+        manifest.unlink(missing_ok=True)  # a re-run invalidates the old output before touching it
+        for key, table in data.tables.items():
+            path = folder / _file_name(stage, key, ".parquet")
+            sizes[path.name] = atomic_write(path, lambda tmp, t=table: t.to_parquet(tmp, index=False))
+        for key, array in data.arrays.items():
+            path = folder / _file_name(stage, key, ".npy")
+            sizes[path.name] = atomic_write(path, lambda tmp, a=array: _save_npy(tmp, a))
+        body = {"stage": stage, "tables": sorted(data.tables), "arrays": sorted(data.arrays), "files": sizes}
+        atomic_write_text(manifest, json.dumps(body, indent=1))
     return sizes
 
 
+# -- for writers and readers that go batch by batch (kura_perf.streaming) ------------------------------
+
+def stage_lock(folder: Path, stage: str, shared: bool = False):
+    """The partition-stage lock write_stage and read_stage take: exclusive to write, shared to read."""
+    return file_lock(_lock_path(folder, stage), shared=shared)
+
+
 def write_manifest(folder: Path, stage: str, tables: list[str], arrays: list[str], sizes: dict[str, int]) -> None:
-    """The stage's manifest, written last: from here on readers see the stage as complete."""
+    """The stage's manifest, written last (the caller holds the stage lock): from here on readers see
+    the stage as complete."""
     body = {"stage": stage, "tables": sorted(tables), "arrays": sorted(arrays), "files": sizes}
-    _atomic(folder / f"{stage}.manifest.json", lambda tmp: tmp.write_text(json.dumps(body, indent=1)))
+    atomic_write_text(folder / f"{stage}.manifest.json", json.dumps(body, indent=1))
 
 
 def invalidate(folder: Path, stage: str) -> None:
-    """A re-run makes the old output unreadable before touching any of its files."""
+    """A re-run makes the old output unreadable before touching any of its files (hold the stage lock)."""
     folder.mkdir(parents=True, exist_ok=True)
     (folder / f"{stage}.manifest.json").unlink(missing_ok=True)
 
 
 def file_path(folder: Path, stage: str, key: str, suffix: str) -> Path:
     return folder / _file_name(stage, key, suffix)
-
-
-def fsync_replace(tmp: Path, path: Path) -> None:
-    """Make a fully written temp file the real one (after fsync), as every writer here does."""
-    with open(tmp, "rb") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def has_stage(folder: Path, stage: str) -> bool:
-    return (folder / f"{stage}.manifest.json").is_file()
 
 
 def _manifest(folder: Path, stage: str) -> dict:
@@ -94,39 +94,53 @@ def _manifest(folder: Path, stage: str) -> dict:
     return json.loads(manifest.read_text())
 
 
+def _table_file(folder: Path, stage: str, key: str) -> Path:
+    if key not in _manifest(folder, stage)["tables"]:
+        raise StageError(f"stage '{stage}' in {folder} has no table '{key}'")
+    return folder / _file_name(stage, key, ".parquet")
+
+
 def stage_rows(folder: Path, stage: str, key: str = "main") -> int:
     """Rows of one stored table, from the Parquet footer (nothing else is read)."""
     import pyarrow.parquet as pq
 
-    if key not in _manifest(folder, stage)["tables"]:
-        raise StageError(f"stage '{stage}' in {folder} has no table '{key}'")
-    return pq.ParquetFile(folder / _file_name(stage, key, ".parquet")).metadata.num_rows
+    with stage_lock(folder, stage, shared=True):
+        return pq.ParquetFile(_table_file(folder, stage, key)).metadata.num_rows
 
 
 def iter_table(folder: Path, stage: str, key: str, batch_size: int):
     """One stored table in slices of at most `batch_size` rows, in order, each as read_stage would give it.
 
     Only one slice (and one Parquet row group's buffers) is in memory at a time: what lets a
-    streamed stage's peak stay bounded by its batch.
+    streamed stage's peak stay bounded by its batch. The shared lock is held until the last slice.
     """
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    if key not in _manifest(folder, stage)["tables"]:
-        raise StageError(f"stage '{stage}' in {folder} has no table '{key}'")
-    parquet = pq.ParquetFile(folder / _file_name(stage, key, ".parquet"))
-    schema = parquet.schema_arrow  # carries the pandas metadata, so dtypes come back as read_stage's
-    for batch in parquet.iter_batches(batch_size=batch_size):
-        yield pa.Table.from_batches([batch], schema=schema).to_pandas()
+    with stage_lock(folder, stage, shared=True):
+        parquet = pq.ParquetFile(_table_file(folder, stage, key))
+        schema = parquet.schema_arrow  # carries the pandas metadata, so dtypes come back as read_stage's
+        for batch in parquet.iter_batches(batch_size=batch_size):
+            yield pa.Table.from_batches([batch], schema=schema).to_pandas()
+
+
+def has_stage(folder: Path, stage: str) -> bool:
+    return (folder / f"{stage}.manifest.json").is_file()
 
 
 def read_stage(folder: Path, stage: str) -> StageData:
-    body = _manifest(folder, stage)
-    data = StageData()
-    for key in body["tables"]:
-        data.tables[key] = pd.read_parquet(folder / _file_name(stage, key, ".parquet"))
-    for key in body["arrays"]:
-        data.arrays[key] = np.load(folder / _file_name(stage, key, ".npy"))
+    manifest = folder / f"{stage}.manifest.json"
+    if not manifest.is_file():
+        raise StageError(f"no complete output of stage '{stage}' in {folder}: materialize it first")
+    with file_lock(_lock_path(folder, stage), shared=True):
+        if not manifest.is_file():
+            raise StageError(f"no complete output of stage '{stage}' in {folder}: materialize it first")
+        body = json.loads(manifest.read_text())
+        data = StageData()
+        for key in body["tables"]:
+            data.tables[key] = pd.read_parquet(folder / _file_name(stage, key, ".parquet"))
+        for key in body["arrays"]:
+            data.arrays[key] = np.load(folder / _file_name(stage, key, ".npy"))
     return data
 
 

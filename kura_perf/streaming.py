@@ -13,8 +13,9 @@ types, same manifest), so every downstream reader is unchanged:
   item type that the other batches' strings must win over, as in the all-at-once frame);
 * arrays: a .npy header with the final shape (rows from the upstream table's Parquet footer), then
   each batch's rows appended (not np.lib.format.open_memmap: mapped pages would count in RSS).
-Files go to temp names and are renamed, the manifest last: a stage that dies half-way leaves no
-readable output, and its parts are removed.
+Files go to temp names and are renamed, the manifest last, under the partition-stage lock that
+write_stage takes (readers take it shared): a stage that dies half-way leaves no readable output,
+and its parts are removed.
 
 Backends stay batch-agnostic: the same `backend.run(stage, inputs)` gets a slice (StageInputs.offset
 says where it starts). Stages whose input is not a slice of rows (a conversations file, which the
@@ -23,6 +24,8 @@ loader validates in one pass for unique ids and the scale's count) run whole.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import shutil
 import uuid
 from dataclasses import dataclass, field
@@ -31,6 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from kura_perf import outputs
+from kura_perf.atomic import atomic_write, temp_name
 from kura_perf.errors import StageError
 from kura_perf.meter.api import ApiCounters
 from kura_perf.outputs import StageData
@@ -71,6 +75,10 @@ class StreamedOutput:
         self._parts: dict[str, list[Path]] = {}
         self._arrays: dict[str, _ArrayFile] = {}
         self.batches = 0
+        self.folder.mkdir(parents=True, exist_ok=True)
+        # Held from the first batch to the manifest, as write_stage holds it for its whole write.
+        self._lock = contextlib.ExitStack()
+        self._lock.enter_context(outputs.stage_lock(self.folder, stage))
         outputs.invalidate(self.folder, stage)
         for stale in self.folder.glob(f".{stage}.parts-*"):  # left by a process killed mid-stage
             shutil.rmtree(stale, ignore_errors=True)
@@ -94,7 +102,7 @@ class StreamedOutput:
         file pages count in the process's RSS, written ones are the kernel's page cache."""
         if key not in self._arrays:
             path = outputs.file_path(self.folder, self.stage, key, ".npy")
-            tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+            tmp = temp_name(path)
             shape = (self.total_rows, *array.shape[1:])
             handle = open(tmp, "wb")
             np.lib.format.write_array_header_1_0(handle, {"descr": np.lib.format.dtype_to_descr(array.dtype),
@@ -118,10 +126,12 @@ class StreamedOutput:
             if target.rows != target.shape[0]:
                 raise StageError(f"{self.stage}: array '{key}' got {target.rows} rows from the batches, "
                                  f"expected {target.shape[0]}")
+            target.handle.flush()
+            os.fsync(target.handle.fileno())
+            size = os.fstat(target.handle.fileno()).st_size  # this writer's file, as atomic_write counts it
             target.handle.close()
-            path = outputs.file_path(self.folder, self.stage, key, ".npy")
-            outputs.fsync_replace(target.tmp, path)
-            sizes[path.name] = path.stat().st_size
+            os.replace(target.tmp, outputs.file_path(self.folder, self.stage, key, ".npy"))
+            sizes[outputs.file_path(self.folder, self.stage, key, ".npy").name] = size
         arrays = list(self._arrays)
         self._arrays.clear()
         outputs.write_manifest(self.folder, self.stage, list(self._parts), arrays, sizes)
@@ -135,6 +145,7 @@ class StreamedOutput:
             target.tmp.unlink(missing_ok=True)
         self._arrays.clear()
         shutil.rmtree(self.parts_dir, ignore_errors=True)
+        self._lock.close()
 
 
 def _release_arrow_memory() -> None:
@@ -152,8 +163,8 @@ def _assemble(parts: list[Path], path: Path) -> int:
 
     schemas = [pq.read_schema(p) for p in parts]
     schema = pa.unify_schemas(schemas, promote_options="permissive").with_metadata(schemas[0].metadata)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
+
+    def write(tmp: Path) -> None:
         with pq.ParquetWriter(tmp, schema) as writer:
             for part in parts:
                 table = pq.read_table(part, use_threads=False)  # no reader threads: their arenas add RSS
@@ -161,10 +172,8 @@ def _assemble(parts: list[Path], path: Path) -> int:
                                    row_group_size=max(table.num_rows, 1))
                 del table
                 _release_arrow_memory()
-        outputs.fsync_replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path.stat().st_size
+
+    return atomic_write(path, write)
 
 
 @dataclass

@@ -151,8 +151,7 @@ def stopped_with_projection(records: pd.DataFrame) -> pd.DataFrame:
 
 def describe_projection(r) -> str:
     """'linear-in-items: 4,100/10,000 items in 600 s' — how a projected figure was made."""
-    total = r.get("items_in")
-    total = r.get("scale_n") if fmt.is_missing(total) else total
+    total = next((r.get(c) for c in ("items_total", "items_in", "scale_n") if not fmt.is_missing(r.get(c))), None)
     done = r.get("items_done")
     parts = [str(r.get("projection_kind") or "projected")]
     if not fmt.is_missing(done):

@@ -276,6 +276,10 @@ class SectionBuilder:
                  self.backends,
                  self.breaking_points, self.hardware, self.history, self.guidance]
         self.built.sections = [make() for make in order]
+        from kura_perf.report.usability import usability_sections
+
+        self.built.sections += usability_sections(self.data.metrics_dir,
+                                                  self.data.host.fingerprint if self.data.host else None)
         return self.built
 
 

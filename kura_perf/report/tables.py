@@ -295,7 +295,7 @@ def backend_comparison(analysis: Analysis) -> Table | None:
 def _projection_cells(r) -> list[Cell]:
     """Items done and projected total wall of a stopped stage (columns from the reliability records)."""
     done, projected = r.get("items_done"), r.get("projected_wall_s")
-    total = r.get("items_in") if not fmt.is_missing(r.get("items_in")) else r.get("scale_n")
+    total = next((r.get(c) for c in ("items_total", "items_in", "scale_n") if not fmt.is_missing(r.get(c))), None)
     done_text = fmt.MISSING if fmt.is_missing(done) else (
         f"{int(done):,}/{int(total):,}" if not fmt.is_missing(total) else f"{int(done):,}")
     if fmt.is_missing(projected):
