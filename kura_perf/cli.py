@@ -92,7 +92,8 @@ def cmd_sweep(args) -> int:
         return 130
     rows = query(paths.metrics, "SELECT stage, concurrency, items, round(items_per_min) items_per_min, "
                  "round(latency_p50_ms) p50_ms, round(latency_p95_ms) p95_ms, round(latency_p99_ms) p99_ms, "
-                 "api_calls, api_429s, round(share_429, 3) share_429, api_retries, api_errors, tokens_in, "
+                 "api_calls, api_429s, round(share_429, 3) share_429, binding_limit, round(limit_share, 3) limit_share, "
+                 "api_retries, api_errors, tokens_in, "
                  "round(cost_per_1k_conversations, 4) usd_per_1k, status FROM sweep_results WHERE run_id = ? "
                  "ORDER BY stage, concurrency", [outcome.run_id])
     print(rows.to_string(index=False) if len(rows) else "(no sweep rows)")

@@ -160,6 +160,7 @@ def build_record(run: StageRun, meter: Meter, result: StageResult | None, bytes_
         "tokens_in": api.get("tokens_in"),
         "tokens_out": api.get("tokens_out"),
         "cost_usd": api.get("cost_usd"),
+        "warnings": "; ".join(api.get("warnings") or []) or None,
         **latency_percentiles(api.get("latencies_s", [])),
         "silhouette": q.get("silhouette"),
         "davies_bouldin": q.get("davies_bouldin"),
