@@ -8,6 +8,9 @@ STAMP := $(VENV)/.installed-stamp
 SCALE ?= 1k
 PROFILE ?= offline
 PYTEST_ARGS ?=
+MATRIX_SCALES ?= 100 1k 5k 10k 50k 100k
+MATRIX_PROFILES ?= offline kura-tier5
+MATRIX_ARGS ?=
 WORKERS ?= 2
 SHARDS ?= 4
 # Dagster's Celery executor and Postgres storage; see the `cluster` extra in pyproject.toml for why
@@ -17,7 +20,7 @@ DAGSTER_CLUSTER_LIBS := dagster-celery==0.29.27 dagster-postgres==0.29.27
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: install run test dev validate report clean-data cluster cluster-stop cluster-status cluster-run
+.PHONY: install run test dev validate report matrix clean-data cluster cluster-stop cluster-status cluster-run
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -42,6 +45,10 @@ dev: install
 
 report: install
 	$(BIN)/kura-perf report
+
+# The whole test matrix, each partition its own process, then the filled §1.2 table (also data/matrix.md).
+matrix: install
+	$(BIN)/kura-perf matrix --scales $(MATRIX_SCALES) --profiles $(MATRIX_PROFILES) $(MATRIX_ARGS)
 
 clean-data:
 	rm -rf data/storage data/metrics data/metrics_pending data/reports data/metrics.duckdb

@@ -14,7 +14,7 @@ from datetime import datetime, timezone
 
 import numpy as np
 
-from kura_perf import outputs
+from kura_perf import outputs, streaming
 from kura_perf.backends import Backend, get_backend
 from kura_perf.config import Paths
 from kura_perf.errors import BreakingPoint
@@ -257,13 +257,20 @@ def run_stage(run: StageRun) -> dict:
     result, written, error = None, 0, None
     try:
         with meter:
-            upstream = {name: outputs.read_stage(run.folder, name) for name in UPSTREAM[run.stage]}
-            inputs = StageInputs(scale_count(run.scale), upstream, progress=progress)
             t0 = time.perf_counter()
-            result = backend.run(run.stage, inputs)
+            if streaming.streams(run.stage, profile):  # progress counts the partition's items, batch after batch
+                result, sizes = streaming.run_streamed(run.stage, backend, run.folder, scale_count(run.scale),
+                                                       profile.stream_batch_size, progress=progress)
+            else:
+                upstream = {name: outputs.read_stage(run.folder, name) for name in UPSTREAM[run.stage]}
+                inputs = StageInputs(scale_count(run.scale), upstream, progress=progress)
+                result = backend.run(run.stage, inputs)
+                sizes = None
             if factor := _slowdown(run.stage):
                 time.sleep(factor * (time.perf_counter() - t0))
-            written = sum(outputs.write_stage(run.folder, run.stage, result.data).values())
+            if sizes is None:
+                sizes = outputs.write_stage(run.folder, run.stage, result.data)
+            written = sum(sizes.values())
     except StageInterrupted:  # a guard's interrupt that landed outside the metered block
         meter.finish()
         error = BreakingPoint(run.stage, meter.measurement.guard_reason or "interrupted",
@@ -275,7 +282,9 @@ def run_stage(run: StageRun) -> dict:
         error = exc
     finally:
         # A failed stage still reports the calls, errors and 429s it made before giving up.
-        api_so_far = None if result else getattr(backend, "api_counters", lambda: None)()
+        # (A Kura failure carries the traffic its call caused, counted from the simulator's log.)
+        api_so_far = None if result else (getattr(error, "api", None)
+                                          or getattr(backend, "api_counters", lambda: None)())
         if owns_backend:
             backend.close()
     record = build_record(run, meter, result, written, error, backend.name, api_so_far, progress)

@@ -9,7 +9,8 @@ import pandas as pd
 
 from kura_perf.backends.conversion import conversations_from_table, conversations_to_table
 from kura_perf.backends.model_factory import ModelFactory
-from kura_perf.corpus import generate_conversations, load_conversations
+from kura_perf.corpus import iter_conversations, load_conversations
+from kura_perf.errors import StageError
 from kura_perf.meter.api import ApiCounters
 from kura_perf.outputs import StageData
 from kura_perf.profiles import Profile
@@ -37,12 +38,17 @@ class ReferenceBackend:
     def _conversations(self, inputs: StageInputs) -> StageResult:
         p = self.profile
         if p.data_file:
+            if inputs.offset:
+                raise StageError("conversations: a data file is read in one pass (unique ids, the scale's count); "
+                                 "it cannot start at a batch offset")
             loaded = load_conversations(p.data_file, limit=inputs.scale_n, lenient=p.lenient,
                                         format=p.data_format, allow_short=p.allow_short_data)
             convs, skipped = loaded.conversations, loaded.skipped
             extra = {"source": loaded.source, "problems": loaded.problems[:20]}
         else:
-            convs, skipped = generate_conversations(inputs.scale_n, seed=p.seed), 0
+            # Every conversation depends only on (seed, index): a batch at an offset is exactly that
+            # slice of the all-at-once corpus.
+            convs, skipped = list(iter_conversations(inputs.scale_n, seed=p.seed, start=inputs.offset)), 0
             extra = {"source": f"synthetic(seed={p.seed})"}
         table = conversations_to_table(convs)
         extra["raw_text_bytes"] = int(sum(len(m.content.encode()) for c in convs for m in c.messages))

@@ -58,6 +58,9 @@ class Profile(BaseModel):
     meta_max_iterations: int = Field(10, ge=1, le=1000)
     projection: Literal["umap", "pca"] = "umap"
     batch_size: int = Field(64, ge=1, le=100_000)
+    # Proposal §2.2: conversations, summaries and embeddings run over the partition this many rows at a
+    # time, each batch written before the next is read (peak memory bounded by the batch); None = all at once.
+    stream_batch_size: int | None = Field(None, ge=1, le=10_000_000)
     data_file: str | None = None  # real conversations; default is the synthetic generator
     data_format: Literal["auto", "kura", "openai", "sharegpt"] = "auto"
     allow_short_data: bool = False  # run a partition on fewer conversations than its scale if the file is short

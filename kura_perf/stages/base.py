@@ -25,9 +25,10 @@ Progress = Callable[[int, int], None]
 
 @dataclass
 class StageInputs:
-    scale_n: int
+    scale_n: int  # conversations to process: the partition's, or one batch's when streamed
     upstream: dict[str, StageData]
     progress: Progress | None = None
+    offset: int = 0  # index of the first conversation in this call (a streamed batch's start)
 
 
 @dataclass
