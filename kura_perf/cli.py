@@ -165,9 +165,12 @@ def cmd_dagster_home(args) -> int:
 
 
 def cmd_simulate_api(args) -> int:
-    from kura_perf.simulator.__main__ import main as simulator_main
+    # One BLAS thread, set before the server's numpy import (as `python -m kura_perf.simulator` does).
+    for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(name, "1")
+    from kura_perf.simulator.cli import run
 
-    return simulator_main(args.rest)
+    return run(args)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -209,9 +212,10 @@ def build_parser() -> argparse.ArgumentParser:
     home = sub.add_parser("dagster-home", help="create (if needed) and print the Dagster instance folder")
     home.set_defaults(func=cmd_dagster_home)
 
-    sim = sub.add_parser("simulate-api", help="serve the OpenAI-compatible simulator (see --help after it)",
-                         add_help=False)
-    sim.add_argument("rest", nargs=argparse.REMAINDER)
+    from kura_perf.simulator.args import DESCRIPTION, add_arguments
+    sim = sub.add_parser("simulate-api", help="serve the OpenAI-compatible simulator (--help lists every setting)",
+                         description=DESCRIPTION)
+    add_arguments(sim)  # the simulator's own option definitions, shared with `python -m kura_perf.simulator`
     sim.set_defaults(func=cmd_simulate_api)
 
     from kura_perf.checks.cli import add_baseline_commands
