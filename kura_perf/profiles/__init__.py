@@ -9,6 +9,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from kura_perf.config import SAFE_NAME, SAFE_NAME_RULE
 from kura_perf.errors import ProfileError
 from kura_perf.profiles.schema import ApiConfig, Profile
 
@@ -37,6 +38,8 @@ def _describe(err: dict, source: str, name: str) -> str:
 def parse_profiles(data: dict, source: str) -> dict[str, Profile]:
     profiles = {}
     for name, body in data.items():
+        if not SAFE_NAME.fullmatch(name):  # the name is a folder under the data root (storage/<profile>/)
+            raise ProfileError(f"{source}: profile name {name!r} is not allowed: use {SAFE_NAME_RULE}")
         if not isinstance(body, dict):
             raise ProfileError(f"{source}: '{name}' must be a table of settings, got {type(body).__name__}")
         try:
