@@ -68,3 +68,56 @@ def test_run_with_an_escaping_profile_name_writes_nothing_outside(tmp_path):
     assert out.returncode == 2
     assert "profile name '../../../escape' is not allowed" in out.stderr and "Traceback" not in out.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["p.toml"]
+
+
+# -- 8: profile values are checked when the profile loads, before any stage runs -----------------------
+@pytest.mark.parametrize("body, expected", [
+    ('embedding_model = "minilmx"', ["key 'embedding_model'", "'minilmx'", "'minilm' or 'openai:<model>'"]),
+    ('summary_model = "gpt-4o"', ["key 'summary_model'", "'gpt-4o'", "did you mean 'openai:gpt-4o'"]),
+    ('naming_model = "openai:"', ["key 'naming_model'", "names no model after 'openai:'"]),
+    ('embedding_dimension = 768', ["key 'embedding_dimension'", "768", "minilm", "384"]),
+    ('embedding_model = "openai:text-embedding-3-small"\nembedding_dimension = 2000',
+     ["key 'embedding_dimension'", "2000", "allowed: 1..1536"]),
+    ('embedding_model = "openai:text-embedding-ada-002"\nembedding_dimension = 512', ["512", "1536-d vectors only"]),
+    ('clustering_params = { min_clustr_size = 5 }', ["key 'clustering_params'", "'min_clustr_size'",
+                                                     "allowed keys: min_cluster_size, min_samples"]),
+    ('clustering = "kmeans"\nclustering_params = { min_cluster_size = 5 }',
+     ["'min_cluster_size' not taken by clustering 'kmeans'", "clusters_per_group"]),
+    ('clustering_params = { min_cluster_size = 1 }', ["key 'clustering_params'", "at least 2 (got 1)"]),
+    ('clustering = "agglomerative"\nclustering_params = { linkage = "wards" }', ["unknown linkage 'wards'"]),
+    ('backend = "kura"\nsummary_model = "openai:m"\nnaming_model = "openai:m"\nclustering = "kmeans"\n'
+     'clustering_params = { n_clusters = 5 }', ["'n_clusters' not taken by Kura's kmeans", "clusters_per_group"]),
+])
+def test_bad_profile_values_are_refused_at_load(tmp_path, body, expected):
+    from kura_perf.errors import ProfileError
+    from kura_perf.profiles import load_profiles
+
+    f = tmp_path / "mine.toml"
+    f.write_text(f"[mine]\n{body}\n")
+    with pytest.raises(ProfileError) as info:
+        load_profiles(f)
+    message = str(info.value)
+    assert message.startswith(f"{f}: profile 'mine': ")
+    for part in expected:
+        assert part in message
+
+
+def test_good_profile_values_load(tmp_path):
+    from kura_perf.profiles import load_profiles
+
+    f = tmp_path / "mine.toml"
+    f.write_text('[a]\nembedding_model = "openai:text-embedding-3-small"\nembedding_dimension = 256\n'
+                 '[b]\nembedding_model = "openai:bge-m3"\nembedding_dimension = 1024\n'  # a compatible endpoint's
+                 '[c]\nclustering = "kmeans"\nclustering_params = { n_clusters = 7 }\n')
+    profiles = load_profiles(f)
+    assert profiles["a"].embedding_dimension == 256 and profiles["c"].clustering_params == {"n_clusters": 7}
+
+
+def test_run_refuses_a_bad_value_before_any_stage(tmp_path):
+    f = tmp_path / "p.toml"
+    f.write_text('[mine]\nembedding_model = "minilmx"\n')
+    env = {**__import__("os").environ, "KURA_PERF_HOME": str(tmp_path / "data"), "DAGSTER_HOME": str(tmp_path / "dh")}
+    out = subprocess.run([sys.executable, "-m", "kura_perf.cli", "run", "--profile", "mine", "--profiles", str(f)],
+                         capture_output=True, text=True, timeout=300, env=env)
+    assert out.returncode == 2 and "key 'embedding_model': 'minilmx' is not allowed" in out.stderr
+    assert not (tmp_path / "data" / "metrics").exists()  # no stage ran, nothing recorded

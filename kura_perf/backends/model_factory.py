@@ -100,10 +100,8 @@ class ModelFactory(BuiltOnce):
         from kura_perf.models import clustering
 
         kind, params = self.profile.clustering, dict(self.profile.clustering_params)
-        builders = {"hdbscan": clustering.HDBSCANMethod, "kmeans": clustering.KMeansMethod,
-                    "agglomerative": clustering.AgglomerativeMethod}
         try:
-            return builders[kind](**params)
+            return clustering.METHODS[kind](**params)
         except TypeError as exc:
             raise ProfileError(f"profile '{self.profile.name}': clustering_params for '{kind}': {exc}") from None
 

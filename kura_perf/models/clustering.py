@@ -220,3 +220,8 @@ class AgglomerativeMethod:
             k = self.n_clusters or kura_cluster_count(n, self.clusters_per_group)
             model = AgglomerativeClustering(n_clusters=max(1, min(k, n)), linkage=self.linkage)
         return model.fit_predict(matrix).astype(np.int64)
+
+
+# Profile `clustering` value -> method: ModelFactory builds from it, profile validation checks
+# clustering_params against each method's keyword arguments.
+METHODS = {"hdbscan": HDBSCANMethod, "kmeans": KMeansMethod, "agglomerative": AgglomerativeMethod}

@@ -6,7 +6,11 @@ import hashlib
 import json
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+
+# Starts the message of a value check (profiles/values.py), so the loader shows it without pydantic's framing.
+PROBLEM_MARK = "profile value: "
 
 
 class ApiConfig(BaseModel):
@@ -60,6 +64,17 @@ class Profile(BaseModel):
     min_silhouette: float | None = None
     min_ari: float | None = None
     api: ApiConfig = Field(default_factory=ApiConfig)
+
+    @model_validator(mode="after")
+    def _values_fit_together(self) -> "Profile":
+        """Model names, the embedding dimension and clustering_params, checked when the profile is
+        built: a bad value is refused before any stage runs (see profiles/values.py)."""
+        from kura_perf.profiles.values import value_problems
+
+        problems = value_problems(self)
+        if problems:
+            raise ValueError(PROBLEM_MARK + "; ".join(problems))
+        return self
 
     def content_hash(self) -> str:
         """Identity of what is measured: two runs compare only when this matches (the description does not count)."""
