@@ -10,7 +10,7 @@ from pathlib import Path
 
 from kura_perf.errors import KuraPerfError
 
-STAGE_COLUMNS = ["stage", "status", "items_in", "items_out", "wall_s", "cpu_s", "peak_rss_mb", "items_per_s",
+STAGE_COLUMNS = ["stage", "status", "items_in", "items_out", "skipped_records", "wall_s", "cpu_s", "peak_rss_mb", "items_per_s",
                  "bytes_written", "n_clusters", "api_calls", "api_429s", "cost_usd"]
 
 
@@ -105,8 +105,33 @@ def _print_records(records) -> None:
     df = pd.DataFrame(records)
     df["cpu_s"] = df["cpu_user_s"].fillna(0) + df["cpu_sys_s"].fillna(0)
     cols = [c for c in STAGE_COLUMNS if c in df and df[c].notna().any()]
+    if "skipped_records" in cols and not (df["skipped_records"].fillna(0) > 0).any():
+        cols.remove("skipped_records")  # only worth a column when a lenient load skipped something
     with pd.option_context("display.width", 200, "display.max_columns", 30, "display.float_format", "{:.3f}".format):
         print(df[cols].to_string(index=False))
+    for line in skip_notes(records):
+        print(line)
+
+
+def skip_notes(records) -> list[str]:
+    """One line per stage that skipped bad input records (a lenient profile), with the first problems:
+    a lenient run must say what it left out, not only count it in the store."""
+    import json
+
+    notes = []
+    for record in records:
+        skipped = record.get("skipped_records")
+        if not skipped or skipped != skipped:  # None, 0 or NaN
+            continue
+        try:
+            problems = json.loads(record.get("extra") or "{}").get("problems") or []
+        except (TypeError, ValueError):
+            problems = []
+        notes.append(f"{record['stage']}: skipped {int(skipped)} invalid input record(s) (lenient profile)")
+        notes += [f"  - {problem}" for problem in problems[:3]]
+        if len(problems) > 3 or skipped > len(problems[:3]):
+            notes.append(f"  (first {min(len(problems), 3)} shown; all counted in stage_runs.skipped_records)")
+    return notes
 
 
 def cmd_profiles(args) -> int:

@@ -121,3 +121,42 @@ def test_run_refuses_a_bad_value_before_any_stage(tmp_path):
                          capture_output=True, text=True, timeout=300, env=env)
     assert out.returncode == 2 and "key 'embedding_model': 'minilmx' is not allowed" in out.stderr
     assert not (tmp_path / "data" / "metrics").exists()  # no stage ran, nothing recorded
+
+
+# -- 12: small ones ----------------------------------------------------------------------------------------
+def test_json_error_messages_say_at_once(tmp_path):
+    from kura_perf.corpus.loaders import load_conversations
+    from kura_perf.errors import InputDataError
+
+    f = tmp_path / "c.jsonl"
+    f.write_text('{"chat_id": "bad\x01"}\n')
+    with pytest.raises(InputDataError) as info:
+        load_conversations(f)
+    assert "Invalid control character at column 17" in str(info.value) and "at at" not in str(info.value)
+
+
+def test_short_file_hint_names_the_profile_key(tmp_path):
+    from kura_perf.corpus.loaders import NotEnoughConversations, load_conversations
+
+    f = tmp_path / "c.jsonl"
+    f.write_text('{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]}\n')
+    with pytest.raises(NotEnoughConversations) as info:
+        load_conversations(f, limit=5)
+    assert "allow_short_data = true in the profile" in str(info.value)
+
+
+def test_cli_shows_lenient_skips_with_their_reasons(capsys):
+    import json
+
+    from kura_perf.cli import _print_records
+
+    problem = "c.jsonl, line 5: expected one JSON object per line (got invalid JSON: Expecting value at column 1)"
+    records = [{"stage": "conversations", "status": "success", "items_in": 102, "items_out": 100,
+                "skipped_records": 2, "cpu_user_s": 0.1, "cpu_sys_s": 0.0, "extra": json.dumps({"problems": [problem]})},
+               {"stage": "summaries", "status": "success", "items_in": 100, "items_out": 100, "skipped_records": 0,
+                "cpu_user_s": 0.1, "cpu_sys_s": 0.0, "extra": "{}"}]
+    _print_records(records)
+    out = capsys.readouterr().out
+    assert "skipped_records" in out.splitlines()[0]
+    assert "conversations: skipped 2 invalid input record(s) (lenient profile)" in out
+    assert f"  - {problem}" in out and "summaries: skipped" not in out
