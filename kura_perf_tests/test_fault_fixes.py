@@ -160,3 +160,48 @@ def test_cli_shows_lenient_skips_with_their_reasons(capsys):
     assert "skipped_records" in out.splitlines()[0]
     assert "conversations: skipped 2 invalid input record(s) (lenient profile)" in out
     assert f"  - {problem}" in out and "summaries: skipped" not in out
+
+
+# -- 3: `report --out DIR` touches only the files the report wrote -------------------------------------------
+def test_report_out_keeps_the_users_files_and_the_folders_mode(tmp_path):
+    import os
+
+    from kura_perf.config import Paths
+    from kura_perf.report import MANIFEST, build_report
+
+    out = tmp_path / "mine"
+    out.mkdir()
+    os.chmod(out, 0o755)
+    (out / "notes.html").write_text("my notes")
+    (out / "photo.png").write_bytes(b"\x89PNG mine")
+    build_report(Paths(tmp_path / "data"), out)
+    (out / "stale.png").write_bytes(b"old figure")  # as if an earlier report had written it
+    manifest = out / MANIFEST
+    manifest.write_text('{"files": ["index.html", "stale.png"]}')
+    build_report(Paths(tmp_path / "data"), out)  # a rebuild
+    assert (out / "notes.html").read_text() == "my notes" and (out / "photo.png").read_bytes() == b"\x89PNG mine"
+    assert not (out / "stale.png").exists()  # the report's own old figure is removed
+    assert oct(out.stat().st_mode & 0o777) == "0o755"
+    assert sorted(p.name for p in out.iterdir()) == sorted([MANIFEST, "index.html", "notes.html", "photo.png"])
+
+
+def test_report_out_new_folder_gets_the_usual_mode_and_never_overwrites_a_foreign_index(tmp_path):
+    import os
+
+    from kura_perf.config import Paths
+    from kura_perf.errors import KuraPerfError
+    from kura_perf.report import build_report
+
+    umask = os.umask(0o022)
+    try:
+        build_report(Paths(tmp_path / "data"), tmp_path / "new")
+    finally:
+        os.umask(umask)
+    assert oct((tmp_path / "new").stat().st_mode & 0o777) == "0o755"
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
+    (theirs / "index.html").write_text("their own page")
+    with pytest.raises(KuraPerfError, match="refusing to overwrite index.html"):
+        build_report(Paths(tmp_path / "data"), theirs)
+    assert (theirs / "index.html").read_text() == "their own page"
+    assert [p.name for p in theirs.iterdir()] == ["index.html"]  # no staging or manifest left behind
