@@ -205,3 +205,89 @@ def test_report_out_new_folder_gets_the_usual_mode_and_never_overwrites_a_foreig
         build_report(Paths(tmp_path / "data"), theirs)
     assert (theirs / "index.html").read_text() == "their own page"
     assert [p.name for p in theirs.iterdir()] == ["index.html"]  # no staging or manifest left behind
+
+
+# -- 11: damaged stage files are refused with the file's name and what is wrong -------------------------------
+@pytest.fixture
+def stored(tmp_path):
+    import numpy as np
+    import pandas as pd
+
+    from kura_perf.outputs import StageData, write_stage
+
+    folder = tmp_path / "storage" / "offline" / "100"
+    rng = np.random.default_rng(0)
+    vectors = rng.standard_normal((50, 8)).astype(np.float32)
+    write_stage(folder, "embeddings", StageData(arrays={"main": vectors}))
+    write_stage(folder, "summaries", StageData(tables={"main": pd.DataFrame({"chat_id": [f"c{i}" for i in range(50)]})}))
+    return folder, vectors
+
+
+def _refused(folder, stage, *expected):
+    from kura_perf.errors import StageError
+    from kura_perf.outputs import read_stage
+
+    with pytest.raises(StageError) as info:
+        read_stage(folder, stage)
+    for part in expected:
+        assert part in str(info.value)
+
+
+def test_intact_stage_files_read_back(stored):
+    import numpy as np
+
+    from kura_perf.outputs import read_stage
+
+    folder, vectors = stored
+    assert np.array_equal(read_stage(folder, "embeddings").arrays["main"], vectors)
+    assert len(read_stage(folder, "summaries").tables["main"]) == 50
+
+
+def test_same_size_garbage_in_embeddings_is_refused(stored):
+    import numpy as np
+
+    folder, vectors = stored
+    path = folder / "embeddings.npy"
+    with open(path, "wb") as f:  # a valid header and the same size: only the values are garbage
+        np.save(f, vectors[::-1].copy())
+    _refused(folder, "embeddings", str(path), "checksum mismatch", "re-run stage 'embeddings'")
+    size = path.stat().st_size
+    path.write_bytes(b"\x00" * size)
+    _refused(folder, "embeddings", str(path), "not a readable .npy array")
+
+
+def test_truncated_and_missing_files_are_named(stored):
+    folder, _ = stored
+    (folder / "embeddings.npy").write_bytes(b"")
+    _refused(folder, "embeddings", str(folder / "embeddings.npy"), "0 bytes, the manifest of stage 'embeddings' says")
+    (folder / "summaries.parquet").unlink()
+    _refused(folder, "summaries", str(folder / "summaries.parquet"), "missing, though the manifest")
+
+
+def test_garbage_parquet_and_manifests_are_named(stored):
+    folder, _ = stored
+    table = folder / "summaries.parquet"
+    table.write_bytes(b"x" * table.stat().st_size)
+    _refused(folder, "summaries", str(table), "checksum mismatch")
+    manifest = folder / "embeddings.manifest.json"
+    manifest.write_text('{"stage": "embeddings", "arrays": ["main"], "files": {}}')
+    _refused(folder, "embeddings", str(manifest), "key 'tables' must be a list (got missing)")
+    manifest.write_text("{not json")
+    _refused(folder, "embeddings", str(manifest), "unreadable stage manifest")
+
+
+def test_a_nan_in_a_manifestless_legacy_array_is_refused(stored):
+    import json
+
+    import numpy as np
+
+    folder, vectors = stored
+    bad = vectors.copy()
+    bad[3, 2] = np.nan
+    with open(folder / "embeddings.npy", "wb") as f:
+        np.save(f, bad)
+    manifest = folder / "embeddings.manifest.json"
+    body = json.loads(manifest.read_text())
+    body.pop("contents")  # as written before manifests held checksums
+    manifest.write_text(json.dumps(body))
+    _refused(folder, "embeddings", "1 value(s) are NaN or infinite")
