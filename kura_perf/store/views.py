@@ -41,6 +41,9 @@ DERIVED = {
                count(*) AS stages, count(*) FILTER (WHERE status = 'success') AS stages_ok,
                sum(wall_s) AS wall_s, max(peak_rss_mb) AS peak_rss_mb, sum(bytes_written) AS bytes_written,
                sum(api_calls) AS api_calls, sum(api_429s) AS api_429s, sum(cost_usd) AS cost_usd,
+               -- what metering cost: the sampler thread's CPU over the run's wall time (DESIGN §4: under 2%)
+               sum(meter_cpu_s) FILTER (WHERE metered) / nullif(sum(wall_s) FILTER (WHERE metered), 0)
+                   AS meter_overhead_share,
                string_agg(CASE WHEN status <> 'success' THEN stage || ': ' || error_message END, '; ') AS failures
         FROM stage_runs GROUP BY run_id, profile, scale""",
     # Scaling curves: median figures per stage and scale (successful runs).
