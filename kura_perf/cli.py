@@ -182,6 +182,36 @@ def _report(args) -> int:
     return report_command(args)
 
 
+STRESS_COLUMNS = ["scenario", "outcome", "exit_code", "pipelines", "records_expected", "records_found", "orphans",
+                  "partial_outputs", "wrong_figures", "tracebacks", "cap_method", "wall_s", "peak_rss_mb"]
+
+
+def cmd_stress(args) -> int:
+    import pandas as pd
+
+    from kura_perf.config import Paths
+    from kura_perf.stress import LOST_DATA, Settings, run_stress
+
+    defaults = Settings()
+    settings = Settings(scale=args.scale, stages=args.stages or defaults.stages, memory_mb=args.memory_mb,
+                        disk_kb=args.disk_kb, outage_s=args.outage_s, storm_rpm=args.storm_rpm,
+                        storm_429_rate=args.storm_429_rate, pipelines=args.pipelines, timeout_s=args.timeout_s,
+                        keep_homes=args.keep_homes)
+    from kura_perf.scales import scale_count
+
+    scale_count(args.scale)
+    paths = Paths.from_env()
+    rows = run_stress(paths, args.scenarios, settings)
+    df = pd.DataFrame(rows)
+    with pd.option_context("display.width", 220, "display.max_columns", 30, "display.float_format", "{:.1f}".format):
+        print(df[STRESS_COLUMNS].to_string(index=False))
+    for row in rows:
+        print(f"\n{row['scenario']}: {row['message']}")
+    print(f"\nstress run {rows[0]['run_id'] if rows else '-'}: {len(rows)} scenario(s) recorded in "
+          f"{paths.metrics / 'stress_results'}; scratch homes under {paths.root / 'stress'}")
+    return 1 if any(r["outcome"] == LOST_DATA for r in rows) else 0
+
+
 def cmd_dagster_home(args) -> int:
     from kura_perf.config import Paths
 
@@ -233,6 +263,26 @@ def build_parser() -> argparse.ArgumentParser:
 
     db = sub.add_parser("db", help="refresh the views in data/metrics.duckdb")
     db.set_defaults(func=cmd_db)
+
+    from kura_perf.stress import SCENARIOS, Settings
+    d = Settings()
+    stress = sub.add_parser("stress", help="stress scenarios (memory cap, disk full, API outage, 429 storm, "
+                            "concurrent pipelines) recorded in stress_results",
+                            description="Run real pipelines under real faults, each in a scratch home, and record "
+                            "whether they survived, failed cleanly or lost data. Exit 1 if any lost data.")
+    stress.add_argument("--scenarios", nargs="+", choices=list(SCENARIOS), help="default: all")
+    stress.add_argument("--scale", default=d.scale)
+    stress.add_argument("--stages", nargs="+", help=f"stages each pipeline runs (default: {' '.join(d.stages)})")
+    stress.add_argument("--memory-mb", type=int, default=d.memory_mb, help="memory_exhaustion: the cap")
+    stress.add_argument("--disk-kb", type=int, default=d.disk_kb, help="disk_full: the filesystem's size")
+    stress.add_argument("--outage-s", type=float, default=d.outage_s, help="network_interruption: outage length")
+    stress.add_argument("--storm-rpm", type=int, default=d.storm_rpm, help="rate_limit_storm: requests per minute")
+    stress.add_argument("--storm-429-rate", type=float, default=d.storm_429_rate,
+                        help="rate_limit_storm: share of forced 429s")
+    stress.add_argument("--pipelines", type=int, default=d.pipelines, help="concurrent_pipelines: 2..8")
+    stress.add_argument("--timeout-s", type=float, default=d.timeout_s, help="per scenario")
+    stress.add_argument("--keep-homes", action="store_true", help="keep each scenario's storage and Dagster home")
+    stress.set_defaults(func=cmd_stress)
 
     home = sub.add_parser("dagster-home", help="create (if needed) and print the Dagster instance folder")
     home.set_defaults(func=cmd_dagster_home)
