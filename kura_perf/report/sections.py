@@ -81,6 +81,11 @@ class SectionBuilder:
         s.badge = WITH_PROJECTIONS if fitted else None
         if not fitted:
             s.add(note("No successful stage runs yet: no curves to draw."))
+        ok = self.data.ok
+        if "contended" in ok and ok["contended"].fillna(False).astype(bool).any():
+            n = int(ok["contended"].fillna(False).astype(bool).sum())
+            s.add(note(f"{n} of {len(ok)} successful stage records ran while another run was recording on this "
+                       "host (contended: their timings disturbed each other); see stage_runs_contended."))
         for pa in fitted:
             s.add(f"<h3>Profile <code>{esc(pa.profile)}</code></h3>")
             slug = self._slug(pa.profile)
@@ -187,6 +192,22 @@ class SectionBuilder:
         s.add(render_table(t.breaking_points_table(broken), "breaking-points"))
         return s
 
+    def stress(self) -> Section:
+        s = Section("stress", "Stress scenarios (proposal §4.3)")
+        stress = self.data.stress
+        if stress is None or stress.empty:
+            s.add(note("No stress scenario recorded yet: run `kura-perf stress` (or materialize the `stress` "
+                       "asset group)."))
+            return s
+        s.provenance = self._provenance(stress, "measured: the latest run of each scenario, in its own scratch home")
+        s.badge = MEASURED_ONLY
+        s.add(paragraph("survived = every pipeline finished and recorded every stage; failed cleanly = a failure "
+                        "recorded with a clear error, nothing missing, no orphan temp file; lost data = a record "
+                        "missing, a partial output, an orphan temp file, a wrong figure or a bare traceback. "
+                        "Stress timings are contended by design (faults, concurrent pipelines)."))
+        s.add(render_table(t.stress_table(stress), "stress"))
+        return s
+
     def hardware(self) -> Section:
         s = Section("hardware", "Hardware recommendation matrix")
         pa = self.analysis.primary
@@ -244,7 +265,7 @@ class SectionBuilder:
 
     def build(self) -> Built:
         order = [self.test_matrix, self.scaling, self.storage, self.timelines, self.api, self.backends,
-                 self.breaking_points, self.hardware, self.history, self.guidance]
+                 self.breaking_points, self.stress, self.hardware, self.history, self.guidance]
         self.built.sections = [make() for make in order]
         return self.built
 

@@ -1,0 +1,134 @@
+"""Stress scenarios: the verdict (survived / failed_cleanly / lost_data) on homes built to each case, the
+OS caps for real, and the scenarios end to end on a tiny scale."""
+
+from __future__ import annotations
+
+import errno
+import os
+import subprocess
+import sys
+import uuid
+from datetime import datetime, timezone
+
+import pytest
+
+from kura_perf.stress.outcome import FAILED_CLEANLY, LOST_DATA, OUTCOMES, SURVIVED, inspect_home
+from kura_perf.stress.pipelines import PipelineRun
+
+STAGES = ["conversations", "summaries"]
+
+
+def _record(run_id, stage, status="success", bytes_written=0, error=None):
+    now = datetime.now(timezone.utc)
+    return {"record_id": uuid.uuid4().hex, "run_id": run_id, "stage": stage, "status": status, "profile": "offline",
+            "scale": "100", "bytes_written": bytes_written, "error_message": error, "started_at": now,
+            "finished_at": now, "host_fingerprint": "h"}
+
+
+@pytest.fixture
+def home(tmp_path):
+    """A data home holding one partition's outputs of both stages, as a pipeline leaves it."""
+    import pandas as pd
+
+    from kura_perf.outputs import StageData, write_stage
+
+    data = tmp_path / "home"
+    folder = data / "storage" / "offline" / "100"
+    sizes = {stage: sum(write_stage(folder, stage, StageData(tables={"main": pd.DataFrame({"x": range(n)})})).values())
+             for stage, n in (("conversations", 100), ("summaries", 50))}
+    return data, sizes
+
+
+def _store(data, records):
+    from kura_perf.store import write_records
+
+    write_records(data / "metrics", "stage_runs", records)
+
+
+def _verdict(data, runs):
+    findings = inspect_home(data, runs)
+    return findings.outcome(runs), findings
+
+
+def test_every_stage_recorded_is_survived(home):
+    data, sizes = home
+    _store(data, [_record("r1", s, bytes_written=sizes[s]) for s in STAGES])
+    outcome, f = _verdict(data, [PipelineRun(args=[], exit_code=0, run_id="r1", stages=STAGES)])
+    assert outcome == SURVIVED and (f.records_expected, f.records_found) == (2, 2)
+
+
+def test_a_recorded_failure_is_failed_cleanly(home):
+    data, sizes = home
+    _store(data, [_record("r1", "conversations", bytes_written=sizes["conversations"]),
+                  _record("r1", "summaries", "failed", error="OSError: [Errno 28] No space left on device")])
+    outcome, f = _verdict(data, [PipelineRun(args=[], exit_code=1, run_id="r1", stages=STAGES)])
+    assert outcome == FAILED_CLEANLY and (f.records_expected, f.records_found) == (2, 2)
+    assert "No space left on device" in f.message(outcome)
+
+
+def test_a_refusal_before_any_stage_is_failed_cleanly(tmp_path):
+    run = PipelineRun(args=[], exit_code=2, stages=STAGES, stderr="kura-perf: error: unknown profile 'x'")
+    outcome, f = _verdict(tmp_path / "home", [run])
+    assert outcome == FAILED_CLEANLY and f.records_expected == 0
+
+
+@pytest.mark.parametrize("damage", ["killed", "orphan", "wrong_bytes", "traceback", "partial", "pending"])
+def test_damage_is_lost_data(home, damage):
+    data, sizes = home
+    records = [_record("r1", "conversations", bytes_written=sizes["conversations"])]
+    run = PipelineRun(args=[], exit_code=0, run_id="r1", stages=["conversations"])
+    if damage == "killed":  # SIGKILL in summaries: no record for it, no run line printed
+        run = PipelineRun(args=[], exit_code=-9, stages=STAGES)
+    elif damage == "orphan":
+        (data / "storage" / "offline" / "100" / ".summaries.parquet.tmp").write_bytes(b"x" * 10)
+    elif damage == "wrong_bytes":
+        records[0]["bytes_written"] = 2691
+    elif damage == "traceback":
+        run.stderr = "Traceback (most recent call last):\n  ...\nIntegrityError: table runs already exists"
+    elif damage == "partial":
+        (data / "storage" / "offline" / "100" / "summaries.parquet").write_bytes(b"short")
+    elif damage == "pending":
+        stranded = data / "metrics_pending" / "r1" / "summaries.json"
+        stranded.parent.mkdir(parents=True)
+        stranded.write_text("{}")
+    _store(data, records)
+    outcome, f = _verdict(data, [run])
+    assert outcome == LOST_DATA, f.message(outcome)
+    if damage == "killed":
+        assert (f.records_expected, f.records_found) == (2, 1) and "1 stage record(s) missing" in f.message(outcome)
+
+
+# -- the caps, for real --------------------------------------------------------------------------------------
+def test_cgroup_parent_needs_a_delegated_memory_controller(tmp_path):
+    from kura_perf.stress.caps import cgroup2_memory_parent
+
+    (tmp_path / "me").mkdir()
+    (tmp_path / "me" / "cgroup.subtree_control").write_text("cpu io\n")
+    assert cgroup2_memory_parent(tmp_path, "/me") is None
+    (tmp_path / "me" / "cgroup.subtree_control").write_text("cpu memory io\n")
+    assert cgroup2_memory_parent(tmp_path, "/me") == tmp_path / "me"
+
+
+def test_memory_cap_limits_the_child_process():
+    from kura_perf.stress.caps import memory_cap
+
+    code = "import sys\ntry:\n    b = bytearray(300 * 2**20)\nexcept MemoryError:\n    sys.exit(3)\n"
+    with memory_cap(200) as cap:
+        capped = subprocess.run([sys.executable, "-c", code], preexec_fn=cap.preexec, timeout=60)
+    assert capped.returncode in (3, -9)  # MemoryError under RLIMIT_AS, the OOM killer under memory.max
+    assert cap.method in ("RLIMIT_AS", "cgroup v2 memory.max")
+    assert subprocess.run([sys.executable, "-c", code], timeout=60).returncode == 0  # uncapped it fits
+
+
+def test_small_filesystem_fills_and_is_always_removed(tmp_path):
+    from kura_perf.stress.caps import is_mounted, small_filesystem
+
+    target = tmp_path / "small"
+    code = f"open({str(target / 'big')!r}, 'wb').write(b'x' * 400 * 1024)"
+    with small_filesystem(target, 128) as cap:
+        out = subprocess.run([sys.executable, "-c", code], preexec_fn=cap.preexec, capture_output=True, text=True,
+                             timeout=60)
+        mounted = is_mounted(target)
+    assert out.returncode != 0
+    assert ("No space left on device" if cap.method == "tmpfs" else "File too large") in out.stderr
+    assert mounted == (cap.method == "tmpfs") and not is_mounted(target)
