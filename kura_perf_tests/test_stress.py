@@ -132,3 +132,73 @@ def test_small_filesystem_fills_and_is_always_removed(tmp_path):
     assert out.returncode != 0
     assert ("No space left on device" if cap.method == "tmpfs" else "File too large") in out.stderr
     assert mounted == (cap.method == "tmpfs") and not is_mounted(target)
+
+
+# -- end to end: real pipelines under real faults, on a tiny scale -----------------------------------------------
+def _consistent(row) -> None:
+    """The verdict follows from the figures beside it."""
+    assert row["outcome"] in OUTCOMES
+    clean = (row["orphans"], row["partial_outputs"], row["wrong_figures"], row["tracebacks"]) == (0, 0, 0, 0)
+    if row["outcome"] == SURVIVED:
+        assert row["exit_code"] == 0 and clean and row["records_found"] == row["records_expected"] > 0
+    elif row["outcome"] == FAILED_CLEANLY:
+        assert row["exit_code"] != 0 and clean and row["records_found"] >= row["records_expected"]
+    else:
+        assert (not clean or row["records_found"] < row["records_expected"]
+                or "no failure record" in row["message"]), row["message"]
+
+
+def _recorded(paths, run_id):
+    from kura_perf.store import query
+
+    return query(paths.metrics, "SELECT * FROM stress_results WHERE run_id = ? ORDER BY scenario", [run_id])
+
+
+@pytest.mark.slow
+def test_os_fault_scenarios_are_classified_and_recorded(tmp_path):
+    from kura_perf.config import Paths
+    from kura_perf.stress import Settings, run_stress
+    from kura_perf.stress.caps import is_mounted
+
+    paths = Paths(tmp_path / "data")
+    settings = Settings(scale="100", stages=["conversations"], disk_kb=64, pipelines=2, timeout_s=300)
+    rows = run_stress(paths, ["memory_exhaustion", "disk_full", "concurrent_pipelines"], settings)
+    stored = _recorded(paths, rows[0]["run_id"])
+    assert sorted(stored["scenario"]) == ["concurrent_pipelines", "disk_full", "memory_exhaustion"]
+    for row in stored.to_dict("records"):
+        _consistent(row)
+    by = {r["scenario"]: r for r in stored.to_dict("records")}
+    disk = by["disk_full"]  # 104 KB of conversations cannot fit in 64 KB
+    assert disk["exit_code"] != 0 and disk["cap_method"] == ("tmpfs" if os.geteuid() == 0 else "RLIMIT_FSIZE")
+    assert not is_mounted(tmp_path / "data" / "stress" / rows[0]["run_id"] / "disk_full" / "home")
+    assert by["memory_exhaustion"]["cap_method"] in ("RLIMIT_AS", "cgroup v2 memory.max")
+    assert by["concurrent_pipelines"]["pipelines"] == 2
+    scratch = tmp_path / "data" / "stress" / rows[0]["run_id"] / "concurrent_pipelines"
+    assert (scratch / "logs" / "pipeline-0.err").is_file() and not (scratch / "home" / "storage").exists()
+
+    from kura_perf.report import build_report
+
+    page = build_report(paths).index_html.read_text()
+    assert "Stress scenarios" in page and "disk_full" in page and "concurrent_pipelines" in page
+
+
+@pytest.mark.slow
+def test_api_fault_scenarios_are_classified_and_cross_checked(tmp_path):
+    import re
+
+    from kura_perf.config import Paths
+    from kura_perf.stress import Settings, run_stress
+
+    paths = Paths(tmp_path / "data")
+    settings = Settings(scale="100", stages=["conversations", "summaries"], outage_s=1.0, outage_after_requests=5,
+                        storm_rpm=3000, storm_429_rate=0.3, timeout_s=300)
+    rows = run_stress(paths, ["network_interruption", "rate_limit_storm"], settings)
+    for row in _recorded(paths, rows[0]["run_id"]).to_dict("records"):
+        _consistent(row)
+        served = re.search(r"simulator answered (\d+) requests", row["message"])
+        counted = re.search(r"records count (\d+) API calls", row["message"])
+        assert served and counted and served.group(1) == counted.group(1)  # the client's count = the server's
+        if row["scenario"] == "network_interruption":
+            assert "outage of 1 s started after" in row["message"] and "503: " in row["message"]
+        else:
+            assert "429: " in row["message"]

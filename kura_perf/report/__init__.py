@@ -113,7 +113,12 @@ def _render(data, folder: Path) -> ReportResult:
     generated = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     index = folder / INDEX
     if data.empty:
-        index.write_text(html.render_empty_page(str(data.metrics_dir), generated), encoding="utf-8")
+        extra = []
+        if not data.stress.empty:  # stress scenarios record no stage runs in this store: show them anyway
+            from kura_perf.report.sections import stress_section
+
+            extra.append(stress_section(data))
+        index.write_text(html.render_empty_page(str(data.metrics_dir), generated, extra), encoding="utf-8")
         markdown = ("**No runs recorded yet.** Run `kura-perf run --scale 1k` (or materialize a partition), "
                     "then rebuild the report.")
         return ReportResult(index, [], markdown, None, True)

@@ -193,20 +193,7 @@ class SectionBuilder:
         return s
 
     def stress(self) -> Section:
-        s = Section("stress", "Stress scenarios (proposal §4.3)")
-        stress = self.data.stress
-        if stress is None or stress.empty:
-            s.add(note("No stress scenario recorded yet: run `kura-perf stress` (or materialize the `stress` "
-                       "asset group)."))
-            return s
-        s.provenance = self._provenance(stress, "measured: the latest run of each scenario, in its own scratch home")
-        s.badge = MEASURED_ONLY
-        s.add(paragraph("survived = every pipeline finished and recorded every stage; failed cleanly = a failure "
-                        "recorded with a clear error, nothing missing, no orphan temp file; lost data = a record "
-                        "missing, a partial output, an orphan temp file, a wrong figure or a bare traceback. "
-                        "Stress timings are contended by design (faults, concurrent pipelines)."))
-        s.add(render_table(t.stress_table(stress), "stress"))
-        return s
+        return stress_section(self.data)
 
     def hardware(self) -> Section:
         s = Section("hardware", "Hardware recommendation matrix")
@@ -268,6 +255,27 @@ class SectionBuilder:
                  self.breaking_points, self.stress, self.hardware, self.history, self.guidance]
         self.built.sections = [make() for make in order]
         return self.built
+
+
+def stress_section(data) -> Section:
+    """The latest run of each stress scenario (also shown on the page of a store with no stage records)."""
+    s = Section("stress", "Stress scenarios (proposal §4.3)")
+    stress = data.stress
+    if stress is None or stress.empty:
+        s.add(note("No stress scenario recorded yet: run `kura-perf stress` (or materialize the `stress` "
+                   "asset group)."))
+        return s
+    host = data.host.describe() if data.host else "this machine"
+    s.provenance = [("Host", host), ("Runs", describe_runs(stress)),
+                    ("Figures", "measured: the latest run of each scenario, in its own scratch home")]
+    s.badge = MEASURED_ONLY
+    s.add(paragraph("survived = every pipeline finished and recorded every stage; failed cleanly = a failure "
+                    "recorded with a clear error, nothing missing, no orphan temp file; lost data = a record "
+                    "missing, a partial output, an orphan temp file, a wrong figure, a bare traceback or a "
+                    "failure with nothing recorded. Stress timings are contended by design (faults, concurrent "
+                    "pipelines)."))
+    s.add(render_table(t.stress_table(stress), "stress"))
+    return s
 
 
 def build_sections(analysis: Analysis, figure_dir: Path) -> Built:
