@@ -38,6 +38,7 @@ class Settings:
     disk_kb: int = 160  # the small filesystem's size
     outage_s: float = 3.0  # how long the simulator answers 503 to everything
     outage_after_requests: int = 20  # the outage starts once the simulator has answered this many requests
+    outage_rpm: int | None = None  # network_interruption: the simulator's chat/embeddings RPM (None: the profile's)
     storm_rpm: int = 600  # chat requests per minute in the rate-limit storm
     storm_429_rate: float = 0.3  # share of requests answered 429 regardless of the bucket
     pipelines: int = 4  # concurrent pipelines (2-8)
@@ -198,8 +199,10 @@ def network_interruption(ctx: Context) -> dict:
             fired.append(time.monotonic())
             notes.append(f"outage of {s.outage_s:g} s started after {answered} requests")
 
-    return _api_scenario(ctx, "network_interruption", {}, tick,
-                         {"outage_s": s.outage_s, "outage_after_requests": s.outage_after_requests})
+    changes = {"chat": {"rpm": s.outage_rpm}, "embeddings": {"rpm": s.outage_rpm}} if s.outage_rpm else {}
+    return _api_scenario(ctx, "network_interruption", changes, tick,
+                         {"outage_s": s.outage_s, "outage_after_requests": s.outage_after_requests,
+                          "rpm": s.outage_rpm or "profile"})
 
 
 def rate_limit_storm(ctx: Context) -> dict:
