@@ -202,3 +202,19 @@ def test_api_fault_scenarios_are_classified_and_cross_checked(tmp_path):
             assert "outage of 1 s started after" in row["message"] and "503: " in row["message"]
         else:
             assert "429: " in row["message"]
+
+
+def test_stress_asset_group_and_arguments(tmp_path):
+    from kura_perf.config import Paths
+    from kura_perf.definitions import defs
+    from kura_perf.errors import KuraPerfError
+    from kura_perf.stress import SCENARIOS, Settings, run_stress
+
+    graph = defs.resolve_asset_graph()
+    group = {k.to_user_string() for k in graph.get_all_asset_keys() if graph.get(k).group_name == "stress"}
+    assert group == {f"stress_{name}" for name in SCENARIOS}
+    with pytest.raises(KuraPerfError, match="unknown stage"):
+        run_stress(Paths(tmp_path), ["disk_full"], Settings(stages=["summarys"]))
+    with pytest.raises(KuraPerfError, match="unknown stress scenario"):
+        run_stress(Paths(tmp_path), ["disk_ful"])
+    assert not (tmp_path / "stress").exists()  # refused before any scenario started

@@ -55,6 +55,11 @@ def run_stress(paths: Paths, names: list[str] | None = None, settings: Settings 
     if unknown:
         raise KuraPerfError(f"unknown stress scenario(s) {unknown}; expected some of {', '.join(SCENARIOS)}")
     settings = settings or Settings()
+    from kura_perf.stages.base import STAGES
+
+    unknown_stages = sorted(set(settings.stages) - set(STAGES))
+    if unknown_stages:
+        raise KuraPerfError(f"unknown stage(s) {unknown_stages}; expected some of {', '.join(STAGES)}")
     if not 2 <= settings.pipelines <= 8:
         raise KuraPerfError(f"--pipelines must be 2..8 (got {settings.pipelines})")
     run_id = uuid.uuid4().hex

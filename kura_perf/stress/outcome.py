@@ -17,10 +17,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from kura_perf.stress.pipelines import PipelineRun
+
+if TYPE_CHECKING:  # pandas is imported when a home is inspected, not when the CLI builds its parser
+    import pandas as pd
 
 SURVIVED, FAILED_CLEANLY, LOST_DATA = "survived", "failed_cleanly", "lost_data"
 OUTCOMES = (SURVIVED, FAILED_CLEANLY, LOST_DATA)
@@ -93,7 +95,7 @@ def _partial_outputs(storage: Path) -> list[str]:
     return problems
 
 
-def _wrong_figures(records: pd.DataFrame, storage: Path) -> list[str]:
+def _wrong_figures(records: "pd.DataFrame", storage: Path) -> list[str]:
     """Success records whose bytes_written differs from the partition's files now on disk. The stress
     pipelines are deterministic (fixed seed, offline or simulated models), so every successful run of a
     partition writes the same bytes: a difference means a record measured someone else's file."""
@@ -120,6 +122,8 @@ def expected_records(run: PipelineRun, successes: int) -> int:
 
 def inspect_home(data_home: Path, runs: list[PipelineRun]) -> Findings:
     """Compare what the pipelines should have recorded with what the home holds."""
+    import pandas as pd
+
     from kura_perf.store import query
 
     f = Findings()
