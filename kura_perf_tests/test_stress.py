@@ -218,3 +218,31 @@ def test_stress_asset_group_and_arguments(tmp_path):
     with pytest.raises(KuraPerfError, match="unknown stress scenario"):
         run_stress(Paths(tmp_path), ["disk_ful"])
     assert not (tmp_path / "stress").exists()  # refused before any scenario started
+
+
+def test_overlapping_runs_on_one_host_are_flagged_contended(tmp_path):
+    from datetime import timedelta
+
+    from kura_perf.store import query, write_records
+
+    t0 = datetime(2026, 1, 1, 10, tzinfo=timezone.utc)
+
+    def rec(run, host, start_min, end_min, stage="summaries"):
+        r = _record(run, stage)
+        r.update(host_fingerprint=host, started_at=t0 + timedelta(minutes=start_min),
+                 finished_at=t0 + timedelta(minutes=end_min), metered=True, meter_cpu_s=0.1, wall_s=600.0)
+        return r
+
+    write_records(tmp_path, "stage_runs", [rec("A", "h1", 0, 10), rec("A", "h1", 10, 12, "embeddings"),
+                                            rec("B", "h1", 5, 15), rec("C", "h1", 20, 30), rec("D", "h2", 5, 6)])
+    flags = query(tmp_path, "SELECT run_id, stage, contended, overlapping_runs FROM stage_runs_contended "
+                            "ORDER BY run_id, stage")
+    assert list(zip(flags.run_id, flags.stage, flags.contended)) == [
+        ("A", "embeddings", True), ("A", "summaries", True), ("B", "summaries", True), ("C", "summaries", False),
+        ("D", "summaries", False)]
+    summary = query(tmp_path, "SELECT run_id, contended, meter_overhead_share FROM run_summary ORDER BY run_id")
+    assert summary.contended.tolist() == [True, True, False, False]
+    assert abs(summary.meter_overhead_share.iloc[2] - 0.1 / 600) < 1e-9
+    latest = query(tmp_path, "SELECT run_id, contended FROM latest_stage_runs WHERE host_fingerprint = 'h1' "
+                             "AND stage = 'summaries'")
+    assert latest.run_id.tolist() == ["C"] and latest.contended.tolist() == [False]
