@@ -10,8 +10,8 @@ from pathlib import Path
 
 from kura_perf.errors import KuraPerfError
 
-STAGE_COLUMNS = ["stage", "status", "items_in", "items_out", "skipped_records", "wall_s", "cpu_s", "peak_rss_mb", "items_per_s",
-                 "bytes_written", "n_clusters", "api_calls", "api_429s", "cost_usd"]
+STAGE_COLUMNS = ["stage", "status", "items_in", "items_out", "skipped_records", "wall_s", "cpu_s", "peak_rss_mb",
+                 "items_per_s", "bytes_written", "n_clusters", "api_calls", "api_429s", "cost_usd"]
 
 
 def _dagster_home(paths) -> Path:
@@ -190,16 +190,14 @@ def cmd_stress(args) -> int:
     import pandas as pd
 
     from kura_perf.config import Paths
+    from kura_perf.scales import scale_count
     from kura_perf.stress import LOST_DATA, Settings, run_stress
 
-    defaults = Settings()
-    settings = Settings(scale=args.scale, stages=args.stages or defaults.stages, memory_mb=args.memory_mb,
+    scale_count(args.scale)
+    settings = Settings(scale=args.scale, stages=args.stages or Settings().stages, memory_mb=args.memory_mb,
                         disk_kb=args.disk_kb, outage_s=args.outage_s, storm_rpm=args.storm_rpm,
                         storm_429_rate=args.storm_429_rate, pipelines=args.pipelines, timeout_s=args.timeout_s,
                         keep_homes=args.keep_homes)
-    from kura_perf.scales import scale_count
-
-    scale_count(args.scale)
     paths = Paths.from_env()
     rows = run_stress(paths, args.scenarios, settings)
     df = pd.DataFrame(rows)
