@@ -66,6 +66,21 @@ def test_a_recorded_failure_is_failed_cleanly(home):
     assert "No space left on device" in f.message(outcome)
 
 
+def test_a_crashed_check_step_expects_no_record_for_the_next_stage(home):
+    from kura_perf.stress.pipelines import FAILED_STEP, RUN_LINE
+
+    line = "run dcc30f81-a9c4-4eba-9365-1b5a2a453d81 FAILED: conversations_checks: OutOfMemoryException: x"
+    found = RUN_LINE.search(line)
+    assert FAILED_STEP.findall(found.group(3)) == ["conversations_checks"]
+    data, sizes = home
+    _store(data, [_record("r1", "conversations", bytes_written=sizes["conversations"])])
+    run = PipelineRun(args=[], exit_code=1, run_id="r1", stages=STAGES, failed_steps=["conversations_checks"],
+                      stderr=line)
+    outcome, f = _verdict(data, [run])
+    assert (f.records_expected, f.records_found) == (1, 1)  # summaries never started
+    assert outcome == LOST_DATA and "with no failure record" in f.message(outcome)  # the crash itself went unrecorded
+
+
 def test_a_refusal_before_any_stage_is_failed_cleanly(tmp_path):
     run = PipelineRun(args=[], exit_code=2, stages=STAGES, stderr="kura-perf: error: unknown profile 'x'")
     outcome, f = _verdict(tmp_path / "home", [run])
@@ -129,6 +144,10 @@ def test_small_filesystem_fills_and_is_always_removed(tmp_path):
         out = subprocess.run([sys.executable, "-c", code], preexec_fn=cap.preexec, capture_output=True, text=True,
                              timeout=60)
         mounted = is_mounted(target)
+        cap.lift()  # room again: the same write now fits
+        again = subprocess.run([sys.executable, "-c", code], preexec_fn=None, capture_output=True, text=True,
+                               timeout=60)
+        assert again.returncode == 0, again.stderr
     assert out.returncode != 0
     assert ("No space left on device" if cap.method == "tmpfs" else "File too large") in out.stderr
     assert mounted == (cap.method == "tmpfs") and not is_mounted(target)

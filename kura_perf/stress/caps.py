@@ -31,6 +31,7 @@ class Cap:
     preexec: Callable[[], None] | None = None  # runs in the child between fork and exec
     describe: str = ""
     events: Callable[[], dict] = field(default=lambda: {})  # what the cap saw (e.g. oom_kill count)
+    lift: Callable[[], None] = field(default=lambda: None)  # end the fault, as a user freeing disk space would
 
 
 # -- memory -------------------------------------------------------------------------------------------------
@@ -146,8 +147,12 @@ def small_filesystem(target: Path, size_kb: int) -> Iterator[Cap]:
     else a per-file size limit (RLIMIT_FSIZE) for the processes started with the Cap's preexec."""
     target.mkdir(parents=True, exist_ok=True)
     if _mount_tmpfs(target, size_kb):
+        def grow() -> None:
+            subprocess.run(["mount", "-o", f"remount,size={int(size_kb) * 16 + 4096}k", str(target)],
+                           capture_output=True, text=True)
+
         try:
-            yield Cap("tmpfs", None, f"tmpfs of {size_kb} KB mounted on {target}")
+            yield Cap("tmpfs", None, f"tmpfs of {size_kb} KB mounted on {target}", lift=grow)
         finally:
             _unmount(target)
         return

@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-RUN_LINE = re.compile(r"^run ([0-9a-f-]{36}) (succeeded|FAILED)", re.MULTILINE)
+RUN_LINE = re.compile(r"^run ([0-9a-f-]{36}) (succeeded|FAILED)(?:: (.*))?$", re.MULTILINE)
+FAILED_STEP = re.compile(r"(?:^|; )([A-Za-z_][\w]*): ")
 
 
 @dataclass
@@ -44,6 +45,7 @@ class PipelineRun:
     wall_s: float = 0.0
     timed_out: bool = False
     stages: list[str] = field(default_factory=list)
+    failed_steps: list[str] = field(default_factory=list)  # the steps its "run ... FAILED: step: ..." line names
 
     @property
     def traceback(self) -> bool:
@@ -105,6 +107,8 @@ class Pipeline:
         r.stderr = self.err_path.read_text(errors="replace")
         found = RUN_LINE.search(r.stdout + "\n" + r.stderr)
         r.run_id = found.group(1) if found else None
+        if found and found.group(2) == "FAILED" and found.group(3):
+            r.failed_steps = FAILED_STEP.findall(found.group(3))
 
     def stop(self) -> None:
         """Stop the whole process group (a pipeline and anything it started)."""

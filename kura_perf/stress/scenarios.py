@@ -131,11 +131,16 @@ def disk_full(ctx: Context) -> dict:
         pipeline = Pipeline(home, run_args(s.scale, "offline", s.stages), "pipeline", preexec=cap.preexec,
                             stages=s.stages)
         runs = [pipeline.wait(s.timeout_s)]
-        _next_command(home)  # still on the full disk: what a user's next command meets
         free_kb = shutil.disk_usage(home.data).free // 1024
+        stranded = len(list((home.data / "metrics_pending").glob("*/*.json")))
+        # The user frees space and starts the next command: records kept back while the disk was full
+        # must reach the store now (a record may be late, never lost).
+        cap.lift()
+        _next_command(home)
+        notes = [f"{free_kb} KB free after the run, {stranded} record(s) waiting in metrics_pending; "
+                 "then the disk was given room and the next command started"]
         # Judged before the filesystem goes away: its files vanish with the unmount. Records are copied out.
-        row = _row(ctx, "disk_full", home, runs, started, t0, {"disk_kb": s.disk_kb}, cap.method,
-                   [f"{free_kb} KB free after the run"], "offline")
+        row = _row(ctx, "disk_full", home, runs, started, t0, {"disk_kb": s.disk_kb}, cap.method, notes, "offline")
         _copy_records_out(home)
     _tidy(home, s)
     return row
