@@ -9,6 +9,7 @@ import subprocess
 import sys
 import uuid
 from datetime import datetime, timezone
+from pathlib import Path
 
 import pytest
 
@@ -130,8 +131,16 @@ def test_memory_cap_limits_the_child_process():
     code = "import sys\ntry:\n    b = bytearray(300 * 2**20)\nexcept MemoryError:\n    sys.exit(3)\n"
     with memory_cap(200) as cap:
         capped = subprocess.run([sys.executable, "-c", code], preexec_fn=cap.preexec, timeout=60)
-    assert capped.returncode in (3, -9)  # MemoryError under RLIMIT_AS, the OOM killer under memory.max
-    assert cap.method in ("RLIMIT_AS", "cgroup v2 memory.max")
+        events = cap.events()
+    if cap.method == "RLIMIT_AS":
+        assert capped.returncode == 3  # the allocation fails: MemoryError
+    else:  # a cgroup: the kernel's OOM killer ends the process
+        assert cap.method in ("cgroup v2 memory.max", "cgroup v1 memory.limit_in_bytes")
+        assert capped.returncode == -9 and events.get("oom_kill", 1) >= 1
+    assert not list(Path("/sys/fs/cgroup/memory").glob("kura-perf-stress-*"))  # the cgroup is gone
+    with memory_cap(200, v1_parent=False) as fallback:  # no cgroup: RLIMIT_AS
+        rlimited = subprocess.run([sys.executable, "-c", code], preexec_fn=fallback.preexec, timeout=60)
+    assert (fallback.method, rlimited.returncode) == ("RLIMIT_AS", 3) or fallback.method.startswith("cgroup v2")
     assert subprocess.run([sys.executable, "-c", code], timeout=60).returncode == 0  # uncapped it fits
 
 
@@ -190,7 +199,8 @@ def test_os_fault_scenarios_are_classified_and_recorded(tmp_path):
     disk = by["disk_full"]  # 104 KB of conversations cannot fit in 64 KB
     assert disk["exit_code"] != 0 and disk["cap_method"] == ("tmpfs" if os.geteuid() == 0 else "RLIMIT_FSIZE")
     assert not is_mounted(tmp_path / "data" / "stress" / rows[0]["run_id"] / "disk_full" / "home")
-    assert by["memory_exhaustion"]["cap_method"] in ("RLIMIT_AS", "cgroup v2 memory.max")
+    assert by["memory_exhaustion"]["cap_method"] in ("RLIMIT_AS", "cgroup v2 memory.max",
+                                                     "cgroup v1 memory.limit_in_bytes")
     assert by["concurrent_pipelines"]["pipelines"] == 2
     scratch = tmp_path / "data" / "stress" / rows[0]["run_id"] / "concurrent_pipelines"
     assert (scratch / "logs" / "pipeline-0.err").is_file() and not (scratch / "home" / "storage").exists()

@@ -10,7 +10,7 @@ from kura_perf.stress import SCENARIOS, Settings, run_scenario
 _DEFAULTS = Settings()
 
 DESCRIPTIONS = {
-    "memory_exhaustion": "A pipeline under a real OS memory cap (cgroup v2 memory.max, else RLIMIT_AS).",
+    "memory_exhaustion": "A pipeline under a real OS memory cap (cgroup v2 memory.max, cgroup v1 memory.limit_in_bytes, else RLIMIT_AS).",
     "disk_full": "A pipeline whose data folder is a small filesystem (tmpfs, else RLIMIT_FSIZE).",
     "network_interruption": "The API simulator answers 503 to everything for a while, mid-stage.",
     "rate_limit_storm": "The API simulator at a very low RPM with forced 429s.",

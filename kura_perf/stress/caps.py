@@ -1,8 +1,9 @@
 """Real operating-system limits for a pipeline subprocess: a memory cap and a small filesystem.
 
 Memory: a cgroup v2 child with memory.max (the kernel's OOM killer ends the process, as in production)
-when the cgroup v2 memory controller is available and writable; otherwise RLIMIT_AS set in the child
-before it execs (allocations fail with ENOMEM instead). Disk: a tmpfs of the given size mounted over the
+when the cgroup v2 memory controller is available and writable; else a cgroup v1 memory child with
+memory.limit_in_bytes when that hierarchy is writable (the OOM killer too); otherwise RLIMIT_AS set in
+the child before it execs (allocations fail with ENOMEM instead). Disk: a tmpfs of the given size mounted over the
 data folder when the process may mount (root); otherwise RLIMIT_FSIZE (a write past the size fails with
 EFBIG). Every cap is removed on the way out (cgroup removed, tmpfs unmounted), also on failure.
 """
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 CGROUP2_MOUNTS = "/proc/self/mounts"
+CGROUP1_MEMORY = Path("/sys/fs/cgroup/memory")
 
 
 @dataclass
@@ -74,10 +76,15 @@ def cgroup2_memory_parent(root: Path | None = None, own: str | None = None) -> P
 
 
 @contextlib.contextmanager
-def memory_cap(limit_mb: int, parent: Path | None = None) -> Iterator[Cap]:
-    """A real memory cap of limit_mb for the processes started with the yielded Cap's preexec."""
+def memory_cap(limit_mb: int, parent: Path | None = None, v1_parent: Path | bool | None = None) -> Iterator[Cap]:
+    """A real memory cap of limit_mb for the processes started with the yielded Cap's preexec.
+    v1_parent=False skips cgroup v1 (RLIMIT_AS is then the fallback)."""
     parent = parent if parent is not None else cgroup2_memory_parent()
     limit = int(limit_mb) * 2**20
+    if parent is None and v1_parent is not False and _cgroup1_writable(v1_parent or CGROUP1_MEMORY):
+        with _cgroup1_cap(v1_parent or CGROUP1_MEMORY, limit, limit_mb) as cap:
+            yield cap
+        return
     if parent is None:
         def set_rlimit_as() -> None:
             resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
@@ -104,6 +111,46 @@ def memory_cap(limit_mb: int, parent: Path | None = None) -> Iterator[Cap]:
                 return {}
 
         yield Cap("cgroup v2 memory.max", join_group, f"cgroup v2 {group} memory.max {limit_mb} MB", events)
+    finally:
+        _remove_cgroup(group)
+
+
+def _cgroup1_writable(root: Path) -> bool:
+    return (root / "memory.limit_in_bytes").is_file() and os.access(root, os.W_OK)
+
+
+@contextlib.contextmanager
+def _cgroup1_cap(root: Path, limit: int, limit_mb: int) -> Iterator[Cap]:
+    group = root / f"kura-perf-stress-{uuid.uuid4().hex[:8]}"
+    try:
+        group.mkdir()
+    except OSError:  # not allowed after all: the caller's fallback is RLIMIT_AS
+        def set_rlimit_as() -> None:
+            resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+        yield Cap("RLIMIT_AS", set_rlimit_as, f"RLIMIT_AS {limit_mb} MB (cannot create a memory cgroup)")
+        return
+    try:
+        (group / "memory.limit_in_bytes").write_text(str(limit))
+        with contextlib.suppress(OSError):
+            (group / "memory.memsw.limit_in_bytes").write_text(str(limit))  # no swap beyond the cap
+        procs = str(group / "cgroup.procs")
+
+        def join_group() -> None:
+            with open(procs, "w") as f:
+                f.write(str(os.getpid()))
+
+        def events() -> dict:
+            try:
+                pairs = (line.split() for line in (group / "memory.oom_control").read_text().splitlines())
+                counts = {k: int(v) for k, v in pairs}
+                failcnt = int((group / "memory.failcnt").read_text())
+                return {"oom_kill": counts.get("oom_kill", 0), "max": failcnt}
+            except (OSError, ValueError):
+                return {}
+
+        yield Cap("cgroup v1 memory.limit_in_bytes", join_group,
+                  f"cgroup v1 {group} memory.limit_in_bytes {limit_mb} MB", events)
     finally:
         _remove_cgroup(group)
 

@@ -115,7 +115,7 @@ def memory_exhaustion(ctx: Context) -> dict:
         runs = [pipeline.wait(s.timeout_s)]
         events = cap.events()
     if events.get("oom_kill"):
-        notes.append(f"the OOM killer ended {events['oom_kill']} process(es) at memory.max")
+        notes.append(f"the OOM killer ended {events['oom_kill']} process(es) at the cgroup's limit")
     if runs[0].exit_code is not None and runs[0].exit_code < 0:
         notes.append(f"pipeline killed by signal {-runs[0].exit_code}")
     _next_command(home)
