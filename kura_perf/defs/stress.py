@@ -2,6 +2,8 @@
 scenario through the core (kura_perf/stress/) and records its row in stress_results. Not partitioned and
 not part of the benchmark job: a stress run disturbs the machine, so it runs only when asked for."""
 
+from typing import Optional
+
 from dagster import AssetExecutionContext, Config, MaterializeResult, MetadataValue, asset
 
 from kura_perf.defs.resources import KuraPerfResource
@@ -21,7 +23,7 @@ DESCRIPTIONS = {
 class StressConfig(Config):
     scale: str = _DEFAULTS.scale
     stages: list[str] = list(_DEFAULTS.stages)
-    memory_mb: int = _DEFAULTS.memory_mb
+    memory_mb: Optional[int] = _DEFAULTS.memory_mb
     disk_kb: int = _DEFAULTS.disk_kb
     outage_s: float = _DEFAULTS.outage_s
     storm_rpm: int = _DEFAULTS.storm_rpm

@@ -115,6 +115,12 @@ def memory_cap(limit_mb: int, parent: Path | None = None, v1_parent: Path | bool
         _remove_cgroup(group)
 
 
+def cgroup_memory_available() -> bool:
+    """Whether memory_cap() can use a cgroup (a cap on resident memory) rather than RLIMIT_AS (a cap on
+    address space, which a Python process with numpy and torch loaded uses several times over)."""
+    return cgroup2_memory_parent() is not None or _cgroup1_writable(CGROUP1_MEMORY)
+
+
 def _cgroup1_writable(root: Path) -> bool:
     return (root / "memory.limit_in_bytes").is_file() and os.access(root, os.W_OK)
 

@@ -19,11 +19,16 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
-from kura_perf.stress.caps import memory_cap, small_filesystem
+from kura_perf.stress.caps import cgroup_memory_available, memory_cap, small_filesystem
 from kura_perf.stress.outcome import inspect_home
 from kura_perf.stress.pipelines import Home, Pipeline, PipelineRun, run_args, run_command, wait_all
 
 API_PROFILE = "simulated-openai"
+# Default memory caps, below what a scale-100 pipeline needs so that memory runs out: resident memory under
+# a cgroup (a pipeline's stages peak at ~225-280 MB), address space under RLIMIT_AS (~1-1.5 GB mapped once
+# numpy, pyarrow and Dagster are loaded, though far less is resident).
+RSS_CAP_MB = 200
+ADDRESS_SPACE_CAP_MB = 1024
 # Profiles the concurrent pipelines use in turn: every other one on the first partition (same files).
 CONCURRENT_PROFILES = ("offline", "pca", "offline", "kmeans", "offline", "agglomerative", "offline", "pca")
 
@@ -34,7 +39,7 @@ class Settings:
 
     scale: str = "100"
     stages: list[str] = field(default_factory=lambda: ["conversations", "summaries"])
-    memory_mb: int = 1024  # the memory cap
+    memory_mb: int | None = None  # the memory cap; None: below what a scale-100 pipeline needs (see RSS_CAP_MB)
     disk_kb: int = 160  # the small filesystem's size
     outage_s: float = 3.0  # how long the simulator answers 503 to everything
     outage_after_requests: int = 20  # the outage starts once the simulator has answered this many requests
@@ -109,7 +114,8 @@ def _tidy(home: Home, settings: Settings) -> None:
 def memory_exhaustion(ctx: Context) -> dict:
     s, home, started, t0 = ctx.settings, ctx.home("memory_exhaustion"), _now(), time.perf_counter()
     notes = []
-    with memory_cap(s.memory_mb) as cap:
+    limit = s.memory_mb or (RSS_CAP_MB if cgroup_memory_available() else ADDRESS_SPACE_CAP_MB)
+    with memory_cap(limit) as cap:
         pipeline = Pipeline(home, run_args(s.scale, "offline", s.stages), "pipeline", preexec=cap.preexec,
                             stages=s.stages)
         runs = [pipeline.wait(s.timeout_s)]
@@ -119,7 +125,7 @@ def memory_exhaustion(ctx: Context) -> dict:
     if runs[0].exit_code is not None and runs[0].exit_code < 0:
         notes.append(f"pipeline killed by signal {-runs[0].exit_code}")
     _next_command(home)
-    row = _row(ctx, "memory_exhaustion", home, runs, started, t0, {"memory_mb": s.memory_mb}, cap.method, notes,
+    row = _row(ctx, "memory_exhaustion", home, runs, started, t0, {"memory_mb": limit}, cap.method, notes,
                "offline")
     _tidy(home, s)
     return row
