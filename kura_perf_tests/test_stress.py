@@ -82,6 +82,17 @@ def test_a_crashed_check_step_expects_no_record_for_the_next_stage(home):
     assert outcome == LOST_DATA and "with no failure record" in f.message(outcome)  # the crash itself went unrecorded
 
 
+def test_a_kill_is_judged_by_the_running_markers_it_left(home):
+    data, sizes = home
+    _store(data, [_record("r1", "conversations", bytes_written=sizes["conversations"])])
+    before_any_stage = PipelineRun(args=[], exit_code=-9, stages=STAGES, running_markers=0)
+    _, f = _verdict(data, [before_any_stage])
+    assert f.records_expected == 1  # only the stage that succeeded: it died between stages or at startup
+    in_a_stage = PipelineRun(args=[], exit_code=-9, stages=STAGES, running_markers=1)
+    outcome, f = _verdict(data, [in_a_stage])
+    assert (f.records_expected, f.records_found, outcome) == (2, 1, LOST_DATA)  # the dead stage left no record
+
+
 def test_a_refusal_before_any_stage_is_failed_cleanly(tmp_path):
     run = PipelineRun(args=[], exit_code=2, stages=STAGES, stderr="kura-perf: error: unknown profile 'x'")
     outcome, f = _verdict(tmp_path / "home", [run])

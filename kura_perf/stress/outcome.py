@@ -116,13 +116,16 @@ def _wrong_figures(records: "pd.DataFrame", storage: Path) -> list[str]:
 def expected_records(run: PipelineRun, successes: int) -> int:
     """One record per stage that succeeded, plus the stage it stopped in. A run that printed which steps
     failed says whether that was a stage (its record is due) or only a check step (then the next stage
-    never started); a run that printed nothing (killed) was inside a stage."""
+    never started); for a killed run, the running markers it left say whether it was inside a stage
+    (none: it died before its first stage); without that evidence it is assumed to have been in one."""
     if run.exit_code == 0:
         return len(run.stages) if run.stages else successes
     if run.refused:
         return 0
     if run.failed_steps and not any(step in (run.stages or STAGE_NAMES) for step in run.failed_steps):
         return successes
+    if run.running_markers is not None and not run.failed_steps:  # killed: was it inside a stage?
+        return successes + run.running_markers
     return min(successes + 1, len(run.stages)) if run.stages else successes + 1
 
 

@@ -46,6 +46,7 @@ class PipelineRun:
     timed_out: bool = False
     stages: list[str] = field(default_factory=list)
     failed_steps: list[str] = field(default_factory=list)  # the steps its "run ... FAILED: step: ..." line names
+    running_markers: int | None = None  # stages it left marked running (the trace a stage leaves before it starts)
 
     @property
     def traceback(self) -> bool:

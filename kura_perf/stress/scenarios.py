@@ -98,9 +98,28 @@ def _row(ctx: Context, scenario: str, home: Home, runs: list[PipelineRun], start
     }
 
 
-def _next_command(home: Home) -> None:
+def _note_running_markers(home: Home, runs: list[PipelineRun]) -> None:
+    """Before the next command turns them into records: which pipelines left a stage marked running
+    (data/metrics_running/<run id>/<stage>.json, written before a stage starts)."""
+    running = home.data / "metrics_running"
+    by_run: dict[str, int] = {}
+    if running.is_dir():
+        for marker in running.glob("*/*.json"):
+            key = marker.parent.name.replace("-", "")
+            by_run[key] = by_run.get(key, 0) + 1
+    unknown = [r for r in runs if not r.run_id]
+    for run in runs:
+        if run.run_id:
+            run.running_markers = by_run.pop(run.run_id.replace("-", ""), 0)
+    if len(unknown) == 1:
+        unknown[0].running_markers = sum(by_run.values())
+
+
+def _next_command(home: Home, runs: list[PipelineRun] | None = None) -> None:
     """Start the next command in the home, as a user would after the fault: it recovers stranded records
     (and, where the store marks stages `running`, turns dead ones into `died`)."""
+    if runs is not None:
+        _note_running_markers(home, runs)
     run_command(home, ["db"], "next-command", timeout_s=300)
 
 
@@ -124,7 +143,7 @@ def memory_exhaustion(ctx: Context) -> dict:
         notes.append(f"the OOM killer ended {events['oom_kill']} process(es) at the cgroup's limit")
     if runs[0].exit_code is not None and runs[0].exit_code < 0:
         notes.append(f"pipeline killed by signal {-runs[0].exit_code}")
-    _next_command(home)
+    _next_command(home, runs)
     row = _row(ctx, "memory_exhaustion", home, runs, started, t0, {"memory_mb": limit}, cap.method, notes,
                "offline")
     _tidy(home, s)
@@ -142,7 +161,7 @@ def disk_full(ctx: Context) -> dict:
         # The user frees space and starts the next command: records kept back while the disk was full
         # must reach the store now (a record may be late, never lost).
         cap.lift()
-        _next_command(home)
+        _next_command(home, runs)
         notes = [f"{free_kb} KB free after the run, {stranded} record(s) waiting in metrics_pending; "
                  "then the disk was given room and the next command started"]
         # Judged before the filesystem goes away: its files vanish with the unmount. Records are copied out.
@@ -181,7 +200,7 @@ def _api_scenario(ctx: Context, scenario: str, changes: dict, on_tick: Callable 
     calls = _recorded_api_calls(home)
     if calls is not None:
         notes.append(f"records count {calls} API calls")
-    _next_command(home)
+    _next_command(home, runs)
     row = _row(ctx, scenario, home, runs, started, t0, parameters, "API simulator", notes, API_PROFILE)
     _tidy(home, s)
     return row
@@ -241,7 +260,7 @@ def concurrent_pipelines(ctx: Context) -> dict:
         runs = wait_all(pipelines, s.timeout_s)
     finally:
         reader.close()
-    _next_command(home)
+    _next_command(home, runs)
     parameters = {"pipelines": n, "profiles": profiles, "duckdb_reader": True}
     row = _row(ctx, "concurrent_pipelines", home, runs, started, t0, parameters, "shared home", [],
                ",".join(dict.fromkeys(profiles)))
