@@ -291,7 +291,7 @@ def build_parser() -> argparse.ArgumentParser:
     stress.add_argument("--scenarios", nargs="+", choices=list(SCENARIOS), help="default: all")
     stress.add_argument("--scale", default=d.scale)
     stress.add_argument("--stages", nargs="+", help=f"stages each pipeline runs (default: {' '.join(d.stages)})")
-    stress.add_argument("--memory-mb", type=int, default=d.memory_mb, help="memory_exhaustion: the cap (default: 200 MB resident under a cgroup, 1024 MB address space under "
+    stress.add_argument("--memory-mb", type=int, default=d.memory_mb, help="memory_exhaustion: the cap (default: 160 MB resident under a cgroup, 1024 MB address space under "
                         "RLIMIT_AS)")
     stress.add_argument("--disk-kb", type=int, default=d.disk_kb, help="disk_full: the filesystem's size")
     stress.add_argument("--outage-s", type=float, default=d.outage_s, help="network_interruption: outage length")

@@ -25,9 +25,10 @@ from kura_perf.stress.pipelines import Home, Pipeline, PipelineRun, run_args, ru
 
 API_PROFILE = "simulated-openai"
 # Default memory caps, below what a scale-100 pipeline needs so that memory runs out: resident memory under
-# a cgroup (a pipeline's stages peak at ~225-280 MB), address space under RLIMIT_AS (~1-1.5 GB mapped once
+# a cgroup (a pipeline peaks at ~225-280 MB resident, ~100 MB of it shared library pages a cgroup may not
+# charge to it), address space under RLIMIT_AS (~1-1.5 GB mapped once
 # numpy, pyarrow and Dagster are loaded, though far less is resident).
-RSS_CAP_MB = 200
+RSS_CAP_MB = 160
 ADDRESS_SPACE_CAP_MB = 1024
 # Profiles the concurrent pipelines use in turn: every other one on the first partition (same files).
 CONCURRENT_PROFILES = ("offline", "pca", "offline", "kmeans", "offline", "agglomerative", "offline", "pca")
