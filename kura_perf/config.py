@@ -39,5 +39,10 @@ class Paths:
         """Stage records handed from an asset body to its hook within one run."""
         return self.root / "metrics_pending"
 
+    @property
+    def model_cache(self) -> Path:
+        """Models derived once per machine from shipped weights (ONNX exports), reused by every run."""
+        return self.root / "model_cache"
+
     def partition_dir(self, profile: str, scale: str) -> Path:
         return self.storage / profile / scale

@@ -139,6 +139,9 @@ def build_record(run: StageRun, meter: Meter, result: StageResult | None, bytes_
         "v_measure": q.get("v_measure"),
         "metered": m.metered,
         "meter_cpu_s": m.meter_cpu_s,
+        "embedding_backend": run.profile.embedding_backend,
+        "model_items_per_s": result.model_items_per_s if result else None,
+        "model_sample_n": result.model_sample_n if result else None,
         "extra": json.dumps(result.extra if result else {}, default=str),
         "code_version": code_version(),
         "package_versions": json.dumps(versions, sort_keys=True),
@@ -162,6 +165,18 @@ def _hard_stop(run: StageRun, meter: Meter, backend: Backend) -> None:
     os._exit(75)
 
 
+def _prepare(backend: Backend, run: StageRun) -> Exception | None:
+    """The backend's one-time set-up and model-only calibration, outside the stage's measured time."""
+    prepare = getattr(backend, "prepare", None)
+    if prepare is None:
+        return None
+    try:
+        prepare(run.stage, lambda name: outputs.read_stage(run.folder, name))
+    except Exception as exc:  # noqa: BLE001 - recorded as the stage's failure
+        return exc
+    return None
+
+
 def run_stage(run: StageRun) -> dict:
     """Run, measure and store the outputs of one stage; save its record for the hook; return it.
 
@@ -171,12 +186,15 @@ def run_stage(run: StageRun) -> dict:
     profile = run.profile
     metered = os.environ.get(METER_ENV, "on") != "off"
     owns_backend = run.backend is None
-    backend = run.backend or get_backend(profile)
+    backend = run.backend or get_backend(profile, run.paths)
     meter = Meter(run.stage, enabled=metered, memory_limit_mb=_memory_limit(profile),
                   timeout_s=profile.stage_timeout_s, on_unresponsive=lambda m: _hard_stop(run, meter, backend))
     result, written, error = None, 0, None
     try:
+        setup_error = _prepare(backend, run)
         with meter:
+            if setup_error is not None:  # raised inside the meter: a normal failed record
+                raise setup_error
             upstream = {name: outputs.read_stage(run.folder, name) for name in UPSTREAM[run.stage]}
             inputs = StageInputs(scale_count(run.scale), upstream, progress=ProgressLog(run.stage))
             t0 = time.perf_counter()
