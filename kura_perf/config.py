@@ -7,6 +7,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 
+MODEL_CACHE_ENV = "KURA_PERF_MODEL_CACHE"
+
+
 @dataclass(frozen=True)
 class Paths:
     root: Path
@@ -41,8 +44,9 @@ class Paths:
 
     @property
     def model_cache(self) -> Path:
-        """Models derived once per machine from shipped weights (ONNX exports), reused by every run."""
-        return self.root / "model_cache"
+        """Models derived once per machine from shipped weights (ONNX exports), reused by every run.
+        KURA_PERF_MODEL_CACHE shares one cache between data roots (the test suite does)."""
+        return Path(os.environ.get(MODEL_CACHE_ENV) or self.root / "model_cache")
 
     def partition_dir(self, profile: str, scale: str) -> Path:
         return self.storage / profile / scale
