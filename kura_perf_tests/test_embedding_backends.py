@@ -60,13 +60,16 @@ def test_backend_round_trips_and_agrees_with_torch(shared_cache, torch_model, ba
     vectors = model.embed(texts)
     assert vectors.shape == (len(texts), 384) and vectors.dtype == np.float32
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-4)
+    # Row i against torch's row i: also proves the rows come back in input order after the length sort.
     cosine = (vectors * torch_model.embed(texts)).sum(axis=1)
     assert cosine.min() >= MIN_COSINE[backend]
     assert info["onnx_check"]["min_cosine"] >= MIN_COSINE[backend] and info["onnx_check"]["n"] == len(texts)
     assert model.embed([]).shape == (0, 384)
-    # The rows come back in input order: embedding one text alone gives its row.
-    alone = model.embed([texts[3]])[0]
-    assert float(alone @ vectors[3]) > 0.9999
+    np.testing.assert_array_equal(model.embed(texts), vectors)  # deterministic
+    # fp32 gives a text the same vector alone as in a batch; dynamic int8 quantizes activations with one
+    # scale per batch, so a text's vector moves a little with its batch-mates (still above the threshold).
+    alone = float(model.embed([texts[3]])[0] @ vectors[3])
+    assert alone > (0.9999 if backend == "onnx" else MIN_COSINE[backend])
 
 
 def test_cache_is_under_the_data_root_and_reused(shared_cache, data_root, torch_model):
