@@ -14,7 +14,8 @@ def shared_model_cache(tmp_path_factory):
     if os.environ.get(MODEL_CACHE_ENV):
         yield os.environ[MODEL_CACHE_ENV]
         return
-    folder = tmp_path_factory.mktemp("model_cache")
+    folder = tmp_path_factory.mktemp("shared") / "data" / "model_cache"  # as if under a data root
+    folder.mkdir(parents=True)
     os.environ[MODEL_CACHE_ENV] = str(folder)
     try:
         yield str(folder)

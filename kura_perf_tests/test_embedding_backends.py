@@ -27,8 +27,12 @@ def torch_model():
 
 
 @pytest.fixture(scope="module")
-def data_root(tmp_path_factory):
-    return tmp_path_factory.mktemp("embed") / "data"
+def data_root(shared_model_cache, tmp_path_factory):
+    """The data root whose model_cache is the session's shared one (conftest): one export per session."""
+    from pathlib import Path
+
+    cache = Path(shared_model_cache)
+    return cache.parent if cache.name == "model_cache" else tmp_path_factory.mktemp("embed") / "data"
 
 
 def make_cache(root, torch_model, **kwargs) -> ExportCache:
