@@ -58,11 +58,6 @@ def _shared_model(model_path: str):
         return model
 
 
-# Texts per encode() call in embed(): several batches, so the per-call cost (tokenizer set-up,
-# sentence-transformers' own length sort) is paid once per chunk, while progress still moves.
-CHUNK_BATCHES = 8
-
-
 class SentenceTransformerEmbedding:
     """EmbeddingModel over a local sentence-transformers model (embedding_backend `torch`, what Kura
     runs); float32, L2-normalised rows."""
@@ -119,13 +114,13 @@ class SentenceTransformerEmbedding:
         if total == 0:
             return np.zeros((0, self.dimension), dtype=np.float32)
         model = self._model()
-        # Longest first over the whole input (encode() sorts only within one call), in chunks of
-        # CHUNK_BATCHES batches; the rows are put back in input order at the end.
+        # Longest first over the whole input (encode() sorts only within one call), one encode() per
+        # batch so progress moves (a small fixed cost per call, against the seconds a batch takes; its own sort
+        # of an already sorted batch is a no-op); the rows are put back in input order at the end.
         order = np.argsort([-len(text) for text in texts], kind="stable")
         out = np.empty((total, self.dimension), dtype=np.float32)
-        chunk = self.batch_size * CHUNK_BATCHES
-        for start in range(0, total, chunk):
-            rows = order[start : start + chunk]
+        for start in range(0, total, self.batch_size):
+            rows = order[start : start + self.batch_size]
             out[rows] = self._encode(model, [texts[i] for i in rows])
             if progress is not None:
                 progress(start + len(rows), total)
