@@ -29,7 +29,9 @@ def model_throughput(model, texts: Sequence[str], n: int = SAMPLE_N) -> dict:
     """{'model_items_per_s', 'model_sample_n'} for model.bare_encode on the sample, after a short untimed
     warm-up (first-call allocations); empty when the model has no bare_encode (API models) or no texts."""
     encode = getattr(model, "bare_encode", None)
-    sample = calibration_sample(texts, n)
+    # Longest first, as the stage (and sentence-transformers within one call) batches: the two
+    # figures then differ by the stage's own overhead, not by how much padding the batches carry.
+    sample = sorted(calibration_sample(texts, n), key=len, reverse=True)
     if encode is None or not sample:
         return {}
     encode(sample[:WARMUP_N])
