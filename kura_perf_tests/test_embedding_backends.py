@@ -27,6 +27,20 @@ def torch_model():
 
 
 @pytest.fixture(scope="module")
+def torch_reference(torch_model):
+    """torch's vectors, computed once per distinct text list (every export check embeds the same sample)."""
+    memo: dict[tuple, np.ndarray] = {}
+
+    def reference(texts):
+        key = tuple(texts)
+        if key not in memo:
+            memo[key] = torch_model.bare_encode(list(texts))
+        return memo[key]
+
+    return reference
+
+
+@pytest.fixture(scope="module")
 def data_root(shared_model_cache, tmp_path_factory):
     """The data root whose model_cache is the session's shared one (conftest): one export per session."""
     from pathlib import Path
@@ -35,27 +49,27 @@ def data_root(shared_model_cache, tmp_path_factory):
     return cache.parent if cache.name == "model_cache" else tmp_path_factory.mktemp("embed") / "data"
 
 
-def make_cache(root, torch_model, **kwargs) -> ExportCache:
+def make_cache(root, reference, **kwargs) -> ExportCache:
     from kura_perf.models.onnx_embedding import OnnxEncoder, max_seq_length
     from kura_perf.models.sentence_transformer import default_model_path
 
     path = default_model_path()
     length = max_seq_length(path)
-    return ExportCache(root, path, length, reference=torch_model.bare_encode,
+    return ExportCache(root, path, length, reference=reference,
                        encoder_factory=lambda file: OnnxEncoder(file, path, length), **kwargs)
 
 
 @pytest.fixture(scope="module")
-def shared_cache(data_root, torch_model):
+def shared_cache(data_root, torch_reference):
     """Both exports, made once for the module under <data root>/model_cache/onnx (as the factory does)."""
-    cache = make_cache(data_root / "model_cache" / "onnx", torch_model)
+    cache = make_cache(data_root / "model_cache" / "onnx", torch_reference)
     for backend in ("onnx", "onnx-int8"):
         cache.get(backend)
     return cache
 
 
 @pytest.mark.parametrize("backend", ["onnx", "onnx-int8"])
-def test_backend_round_trips_and_agrees_with_torch(shared_cache, torch_model, backend):
+def test_backend_round_trips_and_agrees_with_torch(shared_cache, torch_reference, backend):
     from kura_perf.models.onnx_embedding import OnnxEmbedding
 
     model = OnnxEmbedding(backend, shared_cache, batch_size=7)
@@ -65,7 +79,7 @@ def test_backend_round_trips_and_agrees_with_torch(shared_cache, torch_model, ba
     assert vectors.shape == (len(texts), 384) and vectors.dtype == np.float32
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-4)
     # Row i against torch's row i: also proves the rows come back in input order after the length sort.
-    cosine = (vectors * torch_model.embed(texts)).sum(axis=1)
+    cosine = (vectors * torch_reference(check_texts())[::-1]).sum(axis=1)
     assert cosine.min() >= MIN_COSINE[backend]
     assert info["onnx_check"]["min_cosine"] >= MIN_COSINE[backend] and info["onnx_check"]["n"] == len(texts)
     assert model.embed([]).shape == (0, 384)
@@ -76,8 +90,8 @@ def test_backend_round_trips_and_agrees_with_torch(shared_cache, torch_model, ba
     assert alone > (0.9999 if backend == "onnx" else MIN_COSINE[backend])
 
 
-def test_cache_is_under_the_data_root_and_reused(shared_cache, data_root, torch_model):
-    again = make_cache(data_root / "model_cache" / "onnx", torch_model)
+def test_cache_is_under_the_data_root_and_reused(shared_cache, data_root, torch_reference):
+    again = make_cache(data_root / "model_cache" / "onnx", torch_reference)
     for backend in ("onnx", "onnx-int8"):
         export = again.get(backend)
         assert not export.exported_now
@@ -89,8 +103,8 @@ def test_cache_is_under_the_data_root_and_reused(shared_cache, data_root, torch_
     assert not [p for p in shared_cache.root.iterdir() if p.name.startswith(".")]
 
 
-def test_a_threshold_above_one_refuses_with_the_figures(shared_cache, torch_model):
-    strict = make_cache(shared_cache.root, torch_model, min_cosine=1.01)
+def test_a_threshold_above_one_refuses_with_the_figures(shared_cache, torch_reference):
+    strict = make_cache(shared_cache.root, torch_reference, min_cosine=1.01)
     with pytest.raises(EmbeddingBackendError) as refused:
         strict.get("onnx-int8")
     message = str(refused.value)
@@ -119,8 +133,8 @@ def _perturbing_exporter(source_file):
     return exporter
 
 
-def test_a_disagreeing_export_is_refused_and_not_cached(shared_cache, torch_model, tmp_path):
-    cache = make_cache(tmp_path / "onnx", torch_model, exporter=_perturbing_exporter(shared_cache.get("onnx").path))
+def test_a_disagreeing_export_is_refused_and_not_cached(shared_cache, torch_reference, tmp_path):
+    cache = make_cache(tmp_path / "onnx", torch_reference, exporter=_perturbing_exporter(shared_cache.get("onnx").path))
     with pytest.raises(EmbeddingBackendError) as refused:
         cache.get("onnx")
     message = str(refused.value)
@@ -129,19 +143,19 @@ def test_a_disagreeing_export_is_refused_and_not_cached(shared_cache, torch_mode
     assert [p.name for p in (tmp_path / "onnx").iterdir() if not p.name.endswith(".lock")] == []
 
 
-def test_a_failing_export_is_refused_with_the_cause(torch_model, tmp_path):
+def test_a_failing_export_is_refused_with_the_cause(torch_reference, tmp_path):
     def broken(model_path, target, max_seq_length):
         raise RuntimeError("exporter exploded")
 
     with pytest.raises(EmbeddingBackendError, match="torch.onnx failed: RuntimeError: exporter exploded"):
-        make_cache(tmp_path / "onnx", torch_model, exporter=broken).get("onnx")
+        make_cache(tmp_path / "onnx", torch_reference, exporter=broken).get("onnx")
     # An export that writes something onnxruntime cannot load is refused too.
-    garbage = make_cache(tmp_path / "onnx2", torch_model, exporter=lambda m, t, n: t.write_bytes(b"not a model"))
+    garbage = make_cache(tmp_path / "onnx2", torch_reference, exporter=lambda m, t, n: t.write_bytes(b"not a model"))
     with pytest.raises(EmbeddingBackendError, match="onnxruntime cannot run the exported model"):
         garbage.get("onnx")
 
 
-def test_a_changed_cache_file_is_refused(shared_cache, torch_model, tmp_path):
+def test_a_changed_cache_file_is_refused(shared_cache, torch_reference, tmp_path):
     entry = shared_cache.entry_dir("onnx-int8")
     copy_root = tmp_path / "onnx"
     shutil.copytree(entry, copy_root / entry.name)
@@ -150,7 +164,7 @@ def test_a_changed_cache_file_is_refused(shared_cache, torch_model, tmp_path):
     data[len(data) // 2] ^= 0xFF
     model_file.write_bytes(bytes(data))
     with pytest.raises(EmbeddingBackendError, match="changed since it was checked"):
-        make_cache(copy_root, torch_model).get("onnx-int8")
+        make_cache(copy_root, torch_reference).get("onnx-int8")
 
 
 def test_unknown_variant_is_refused(shared_cache):
