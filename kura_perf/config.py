@@ -48,5 +48,10 @@ class Paths:
         KURA_PERF_MODEL_CACHE shares one cache between data roots (the test suite does)."""
         return Path(os.environ.get(MODEL_CACHE_ENV) or self.root / "model_cache")
 
+    @property
+    def running(self) -> Path:
+        """Markers of stages in progress, with their heartbeat (kura_perf/store/liveness.py)."""
+        return self.root / "metrics_running"
+
     def partition_dir(self, profile: str, scale: str) -> Path:
         return self.storage / profile / scale
