@@ -70,7 +70,7 @@ class Profile(BaseModel):
     meta_max_clusters: int = Field(10, ge=1)
     meta_max_iterations: int = Field(10, ge=1, le=1000)
     projection: Literal["umap", "pca"] = "umap"
-    batch_size: int = Field(64, ge=1, le=100_000)
+    batch_size: int = Field(32, ge=1, le=100_000)  # 32: best local-embedding batch measured (README "Embedding backends")
     data_file: str | None = None  # real conversations; default is the synthetic generator
     data_format: Literal["auto", "kura", "openai", "sharegpt"] = "auto"
     allow_short_data: bool = False  # run a partition on fewer conversations than its scale if the file is short
