@@ -105,6 +105,7 @@ def record_fields(run: StageRun, backend_name: str) -> dict:
         "profile_hash": run.profile.content_hash(),
         "scale": run.scale,
         "scale_n": scale_count(run.scale),
+        "embedding_backend": run.profile.embedding_backend,  # also on died records
         "code_version": code_version(),
         "package_versions": json.dumps(versions, sort_keys=True),
         "kura_version": versions.get("kura"),
@@ -171,6 +172,8 @@ def build_record(run: StageRun, meter: Meter, result: StageResult | None, bytes_
         "v_measure": q.get("v_measure"),
         "metered": m.metered,
         "meter_cpu_s": m.meter_cpu_s,
+        "model_items_per_s": result.model_items_per_s if result else None,
+        "model_sample_n": result.model_sample_n if result else None,
         "extra": json.dumps(result.extra if result else {}, default=str),
         **projection.as_record(),
     }
@@ -191,6 +194,18 @@ def _hard_stop(run: StageRun, meter: Meter, backend: Backend, progress=None, hea
     sys.stderr.write(f"kura-perf: {error}; recorded as a breaking point, terminating the process\n")
     sys.stderr.flush()
     os._exit(75)
+
+
+def _prepare(backend: Backend, run: StageRun) -> Exception | None:
+    """The backend's one-time set-up and model-only calibration, outside the stage's measured time."""
+    prepare = getattr(backend, "prepare", None)
+    if prepare is None:
+        return None
+    try:
+        prepare(run.stage, lambda name: outputs.read_stage(run.folder, name))
+    except Exception as exc:  # noqa: BLE001 - recorded as the stage's failure
+        return exc
+    return None
 
 
 def _start_heartbeat(run: StageRun, backend_name: str, progress: ProgressLog) -> liveness.Heartbeat | None:
@@ -247,7 +262,7 @@ def run_stage(run: StageRun) -> dict:
     profile = run.profile
     metered = os.environ.get(METER_ENV, "on") != "off"
     owns_backend = run.backend is None
-    backend = run.backend or get_backend(profile)
+    backend = run.backend or get_backend(profile, run.paths)
     progress = ProgressLog(run.stage)
     heartbeat = _start_heartbeat(run, backend.name, progress)
     meter = Meter(run.stage, enabled=metered, memory_limit_mb=_memory_limit(profile),
@@ -255,7 +270,10 @@ def run_stage(run: StageRun) -> dict:
                   on_unresponsive=lambda m: _hard_stop(run, meter, backend, progress, heartbeat))
     result, written, error = None, 0, None
     try:
+        setup_error = _prepare(backend, run)
         with meter:
+            if setup_error is not None:  # raised inside the meter: a normal failed record
+                raise setup_error
             t0 = time.perf_counter()
             if streaming.streams(run.stage, profile):  # progress counts the partition's items, batch after batch
                 result, sizes = streaming.run_streamed(run.stage, backend, run.folder, scale_count(run.scale),

@@ -40,3 +40,6 @@ class StageResult:
     quality: dict = field(default_factory=dict)
     api: ApiCounters | None = None
     extra: dict = field(default_factory=dict)
+    # The embedding model alone on a sample of the same texts, timed just before the stage (embeddings).
+    model_items_per_s: float | None = None
+    model_sample_n: int | None = None

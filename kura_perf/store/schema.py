@@ -65,6 +65,12 @@ STAGE_RUNS = pa.schema([
     ("v_measure", pa.float64()),
     ("metered", pa.bool_()),
     ("meter_cpu_s", pa.float64()),
+    # Who ran the MiniLM embeddings of the pipeline (torch | onnx | onnx-int8; api for API models), on
+    # every stage record; and, on embeddings records, the bare model's texts/s on model_sample_n of the
+    # same texts, timed in the same process just before the stage: stage vs model from one run.
+    ("embedding_backend", pa.string()),
+    ("model_items_per_s", pa.float64()),
+    ("model_sample_n", pa.int64()),
     ("extra", pa.string()),  # JSON: stage-specific figures (iterations, k, files, ...)
     # How far a stage got (from its progress log) and, for one that did not finish, a projection
     # (kura_perf/meter/projection.py). projection_kind: 'linear-in-items', or NULL when none is honest.
