@@ -307,6 +307,9 @@ class UMAPHDBSCANMethod:
         self.knn = knn
         from umap import UMAP
 
+        from kura_perf.jit_cache import enable_umap_caching
+
+        enable_umap_caching()
         reducer = UMAP(
             n_components=self.n_components,
             n_neighbors=k,

@@ -42,7 +42,7 @@ class Profile(BaseModel):
     naming_model: str = "offline"  # "offline" or "openai:<model>"
     embedding_model: str = "minilm"  # "minilm" or "openai:<model>"
     embedding_dimension: int | None = Field(None, ge=1, le=8192)
-    clustering: Literal["hdbscan", "kmeans", "agglomerative"] = "hdbscan"
+    clustering: Literal["umap-hdbscan", "hdbscan", "kmeans", "agglomerative"] = "umap-hdbscan"
     clustering_params: dict = Field(default_factory=dict)
     meta_max_clusters: int = Field(10, ge=1)
     meta_max_iterations: int = Field(10, ge=1, le=1000)

@@ -39,3 +39,5 @@ class StageResult:
     quality: dict = field(default_factory=dict)
     api: ApiCounters | None = None
     extra: dict = field(default_factory=dict)
+    quality_levels: list[dict] = field(default_factory=list)  # filled by the runner (quality_levels.py)
+    jit_compiled: bool | None = None  # filled by the runner: did numba compile during the stage (jit_cache.py)

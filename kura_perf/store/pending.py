@@ -11,7 +11,7 @@ import os
 from datetime import datetime
 from pathlib import Path
 
-from kura_perf.store.writer import write_record
+from kura_perf.store.writer import write_record, write_records
 
 _TIMESTAMPS = ("started_at", "finished_at")
 
@@ -37,13 +37,24 @@ def _load(path: Path) -> dict:
     return record
 
 
+def write_stage_record(metrics_dir: Path, record: dict) -> None:
+    """A stage record into stage_runs, and its per-level quality (if any) into quality_levels."""
+    from kura_perf.quality_levels import store_rows
+
+    record = dict(record)
+    levels = record.pop("quality_levels", None) or []
+    write_record(metrics_dir, "stage_runs", record)
+    if levels:
+        write_records(metrics_dir, "quality_levels", store_rows(record, levels))
+
+
 def commit_pending(pending_dir: Path, metrics_dir: Path, run_id: str, stage: str) -> dict | None:
     """Move one pending record into the store; None when the body saved none."""
     path = _path(pending_dir, run_id, stage)
     if not path.is_file():
         return None
     record = _load(path)
-    write_record(metrics_dir, "stage_runs", record)
+    write_stage_record(metrics_dir, record)
     path.unlink()
     try:
         path.parent.rmdir()
@@ -56,7 +67,7 @@ def recover(pending_dir: Path, metrics_dir: Path) -> int:
     """Commit records stranded by a process that died before its hook ran."""
     count = 0
     for path in sorted(Path(pending_dir).glob("*/*.json")):
-        write_record(metrics_dir, "stage_runs", _load(path))
+        write_stage_record(metrics_dir, _load(path))
         path.unlink()
         count += 1
     return count
