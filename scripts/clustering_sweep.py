@@ -3,7 +3,7 @@
 Embeddings are computed once per corpus (see embed_corpus.py) and saved as <tag>.npy + <tag>.json
 (truth labels, texts); this script only clusters. UMAP reductions are cached beside them.
 
-    python scripts/clustering_sweep.py /tmp/clustering-quality n1000_s0_t48 [more tags] > sweep.jsonl
+    python scripts/clustering_sweep.py /tmp/clustering-quality n1000_s0_t48 [more tags] [--grid=15x5,10x5] > sweep.jsonl
 """
 
 from __future__ import annotations
@@ -54,11 +54,14 @@ def main(folder: str, tags: list[str]) -> None:
             t = time.perf_counter()
             labels = method.fit_predict(vectors)
             emit(tag=tag, method=name, s=time.perf_counter() - t, **scores(labels, truth))
-        for nn in NEIGHBORS:
+        grid = [tuple(int(x) for x in pair.split("x")) for pair in _option("--grid", "").split(",") if pair] or \
+            list(itertools.product(NEIGHBORS, COMPONENTS))
+        for nn in sorted({nn for nn, _ in grid}):
             t = time.perf_counter()
             knn = knn_graph(vectors, nn)
             emit(tag=tag, method="knn", nn=nn, s=time.perf_counter() - t)
-            for nc, seed in itertools.product(COMPONENTS, UMAP_SEEDS):
+            seeds = tuple(int(x) for x in _option("--seeds", "").split(",") if x) or UMAP_SEEDS
+            for nc, seed in itertools.product(sorted({c for n_, c in grid if n_ == nn}), seeds):
                 cache = root / f"red_{tag}_nn{nn}_nc{nc}_rs{seed}.npy"
                 if cache.exists():
                     reduced, umap_s = np.load(cache), None
@@ -77,6 +80,11 @@ def main(folder: str, tags: list[str]) -> None:
                                 ms=ms, umap_s=umap_s, hdbscan_s=hs)
                     emit(**base, assign=False, **scores(labels, truth))
                     emit(**base, assign=True, **scores(assign_noise_to_nearest(reduced, labels), truth))
+
+
+def _option(name: str, default: str) -> str:
+    """--name=value from the command line (e.g. --grid=15x5,10x5: n_neighbors x n_components pairs)."""
+    return next((a.split("=", 1)[1] for a in sys.argv if a.startswith(name + "=")), default)
 
 
 if __name__ == "__main__":

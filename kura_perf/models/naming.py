@@ -50,9 +50,15 @@ CHAT_FILLER = frozenset(
     dont cant wont thats theres lets youre
     """.split()
 )
+# scikit-learn's English list (from the Glasgow IR group) also holds content words that name real
+# topics ("interest rate", "computer", "electricity bill", "fire alarm"); those stay searchable here.
+TOPIC_WORDS_IN_SKLEARN_STOP_LIST = frozenset(
+    "bill computer interest system fire amount thick thin mill".split()
+)
 # Words of two or more letters, plus "c++"/"c#"-style names; no numbers or single letters.
 _TOKEN_PATTERN = r"(?u)\b[^\W\d_](?:[^\W\d_]+[+#]*|[+#]+)"
 _UNNAMED = "Miscellaneous"
+PHRASE_BONUS = 1.25
 _SPARE_TERMS = 12  # candidates kept beyond what a name and description use, for de-duplication
 
 
@@ -124,7 +130,7 @@ class TfidfClusterNamer:
 
         class_documents = [" ".join(group) for group in groups]
         vectorizer = CountVectorizer(
-            stop_words=sorted(ENGLISH_STOP_WORDS | _TEMPLATE_WORDS | CHAT_FILLER),
+            stop_words=sorted((ENGLISH_STOP_WORDS - TOPIC_WORDS_IN_SKLEARN_STOP_LIST) | _TEMPLATE_WORDS | CHAT_FILLER),
             token_pattern=_TOKEN_PATTERN,
             lowercase=True,
             ngram_range=self.ngram_range,
@@ -146,7 +152,10 @@ class TfidfClusterNamer:
             first_seen: dict[str, int] = {}
             for position, token in enumerate(analyse(document)):
                 first_seen.setdefault(token, position)
-            candidates.sort(key=lambda item: (-item[1], first_seen.get(item[0], len(first_seen)), item[0]))
+            # A phrase that scores at least 1 / PHRASE_BONUS of its words reads better than the words
+            # alone ("Credit Card", not "Card Credit").
+            candidates.sort(key=lambda item: (-item[1] * (PHRASE_BONUS if " " in item[0] else 1.0),
+                                              first_seen.get(item[0], len(first_seen)), item[0]))
             keywords.append([term for term, _ in candidates[:count]])
         return keywords
 
@@ -154,7 +163,11 @@ class TfidfClusterNamer:
         plural = "conversation" if size == 1 else "conversations"
         if not terms:
             return name, f"{size} {plural} with no distinctive keywords."
-        listed = ", ".join(terms[: self.description_words])
+        shown: list[str] = []
+        for term in terms:  # a word already inside a listed phrase adds nothing
+            if not any(term in other.split() for other in shown if " " in other):
+                shown.append(term)
+        listed = ", ".join(shown[: self.description_words])
         return name, f"{size} {plural} mostly about {listed}."
 
 

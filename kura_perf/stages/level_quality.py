@@ -53,8 +53,8 @@ def topics_found(labels: np.ndarray, truth: Sequence[str], purity: float = FOUND
     found = 0
     for topic, per_cluster in counts.groupby(level="truth"):
         (_, label), members = per_cluster.idxmax(), per_cluster.max()
-        found += members / cluster_sizes[label] > purity
-    return found / topics
+        found += bool(members / cluster_sizes[label] > purity)
+    return float(found / topics)
 
 
 def silhouette(vectors: np.ndarray, labels: np.ndarray, sample_size: int, seed: int) -> float | None:
@@ -76,7 +76,8 @@ def labels_per_level(hierarchy: pd.DataFrame, base_labels: np.ndarray) -> dict[i
     levels = sorted(int(v) for v in hierarchy["level"].unique()) if len(hierarchy) else [0]
     if 0 not in levels:
         levels = [0, *levels]
-    parent = dict(zip(hierarchy["cluster_id"], hierarchy["parent_id"]))
+    # Roots have no parent (None in memory, None or NaN once read back from Parquet).
+    parent = {node: (None if pd.isna(up) else up) for node, up in zip(hierarchy["cluster_id"], hierarchy["parent_id"])}
     level_of = dict(zip(hierarchy["cluster_id"], hierarchy["level"].astype(int)))
     leaves = hierarchy[hierarchy["is_leaf"]]
     leaf_node = {int(b): node for b, node in zip(leaves["base_cluster_id"], leaves["cluster_id"])}
