@@ -250,7 +250,7 @@ class UMAPHDBSCANMethod:
         random_state: int | None = 42,
         min_cluster_size: int = 10,
         min_cluster_share: float = 0.0,
-        min_samples: int | None = None,
+        min_samples: int | None = 5,
         cluster_selection_method: str = "eom",
         assign_noise: bool = False,
     ) -> None:
