@@ -10,7 +10,10 @@ modules in CACHED_MODULES (numba's own Dispatcher.enable_caching, what cache=Tru
 
 `JitWatch` tells whether a stage compiled anything: it counts, per numba function of those modules,
 compiled signatures and cache hits before and after, so a record can say "compiled" (fresh machine
-code, time inside the stage) or "from cache".
+code, time inside the stage; numba's own compile timers give compile_s) or "from cache". With a warm
+cache two tiny umap helpers (utils.tau_rand, tau_rand_int) still compile in every process: numba does
+not serve them from the cache, so jit_compiled is true whenever anything compiled, and compile_s says
+how much it cost.
 """
 
 from __future__ import annotations
@@ -94,20 +97,30 @@ def _counts(dispatcher) -> tuple[int, int]:
     return len(dispatcher.overloads), hits
 
 
+def _compile_seconds(dispatcher, newest: int) -> float:
+    """numba's own compile timers (compiler lock held) of the dispatcher's `newest` overloads."""
+    total = 0.0
+    for result in list(dispatcher.overloads.values())[-newest:] if newest > 0 else []:
+        timers = (getattr(result, "metadata", None) or {}).get("timers") or {}
+        total += float(timers.get("compiler_lock", 0.0))
+    return total
+
+
 @dataclass
 class JitReport:
     compiled: int  # signatures compiled to fresh machine code during the stage
     from_cache: int  # signatures loaded from the disk cache during the stage
     cache_dir: str | None
     cache_files_added: int
+    compile_s: float = 0.0  # numba's compile timers for the fresh ones (contended boxes inflate it)
 
     @property
     def jit_compiled(self) -> bool:
         return self.compiled > 0
 
     def as_dict(self) -> dict:
-        return {"compiled": self.compiled, "from_cache": self.from_cache, "cache_dir": self.cache_dir,
-                "cache_files_added": self.cache_files_added}
+        return {"compiled": self.compiled, "from_cache": self.from_cache, "compile_s": round(self.compile_s, 3),
+                "cache_dir": self.cache_dir, "cache_files_added": self.cache_files_added}
 
 
 class JitWatch:
@@ -125,10 +138,15 @@ class JitWatch:
 
     def report(self) -> JitReport:
         compiled = from_cache = 0
+        seconds = 0.0
         for key, dispatcher in _dispatchers().items():
             overloads, hits = _counts(dispatcher)
             old_overloads, old_hits = self._before.get(key, (0, 0))
             new, loaded = overloads - old_overloads, hits - old_hits
+            fresh = max(new - max(loaded, 0), 0)
             from_cache += max(loaded, 0)
-            compiled += max(new - max(loaded, 0), 0)
-        return JitReport(compiled, from_cache, self._cache_dir, max(self._cache_files() - self._files_before, 0))
+            compiled += fresh
+            if fresh:
+                seconds += _compile_seconds(dispatcher, fresh)
+        return JitReport(compiled, from_cache, self._cache_dir, max(self._cache_files() - self._files_before, 0),
+                         seconds)
