@@ -13,6 +13,7 @@ from dagster import HookContext, failure_hook, success_hook
 
 from kura_perf.meter.host import code_version, host_info
 from kura_perf.scales import SCALES
+from kura_perf.store import liveness
 from kura_perf.store.pending import commit_pending
 from kura_perf.store.writer import write_record
 
@@ -47,6 +48,7 @@ def record_stage_success(context: HookContext) -> None:
     paths = context.resources.kura_perf.paths()
     if commit_pending(paths.pending, paths.metrics, context.run_id, _stage(context)) is None:
         context.log.warning(f"no stage record found for {_stage(context)} in run {context.run_id}")
+    liveness.clear(paths.running, context.run_id, _stage(context))
 
 
 @failure_hook(required_resource_keys={"kura_perf"})
@@ -54,6 +56,7 @@ def record_stage_failure(context: HookContext) -> None:
     paths = context.resources.kura_perf.paths()
     if commit_pending(paths.pending, paths.metrics, context.run_id, _stage(context)) is None:
         _record_unmeasured_failure(context, paths)
+    liveness.clear(paths.running, context.run_id, _stage(context))
 
 
 STAGE_HOOKS = {record_stage_success, record_stage_failure}
