@@ -142,3 +142,20 @@ def test_topic_subset_spreads_over_the_bank():
     assert {c.topic for c in generate_conversations(200, seed=1, topic_count=8)} <= set(names)
     with pytest.raises(ValueError, match="topic_count"):
         topic_subset(0)
+
+
+def test_names_on_real_looking_chat_snippets_avoid_filler():
+    """Hand-written snippets in the style of real logs (kura_perf_tests/fixtures/chat_snippets.json):
+    the filler that topped names before ("Said Purse Say", "Recommend Doctor Tasked") must not appear."""
+    import json
+    from pathlib import Path
+
+    fixture = json.loads((Path(__file__).parent / "fixtures" / "chat_snippets.json").read_text())
+    groups = fixture["groups"]
+    named = TfidfClusterNamer().name_clusters([g["snippets"] for g in groups])
+    names = [name for name, _ in named]
+    assert len(set(names)) == len(names), names
+    for group, name in zip(groups, names):
+        words = set(name.lower().split())
+        assert not words & CHAT_FILLER, name
+        assert words & set(group["topic_words"]), (group["topic"], name)
