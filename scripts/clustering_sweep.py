@@ -51,6 +51,8 @@ def main(folder: str, tags: list[str]) -> None:
                              ("kmeans-true-k", KMeansMethod(n_clusters=len(set(truth))))):
             if name == "hdbscan-raw" and n > 5000 and "--raw" not in sys.argv:
                 continue
+            if "--no-baselines" in sys.argv:
+                continue
             t = time.perf_counter()
             labels = method.fit_predict(vectors)
             emit(tag=tag, method=name, s=time.perf_counter() - t, **scores(labels, truth))
