@@ -238,6 +238,9 @@ ERROR_CLARITY = pa.schema([
     ("raw_traceback", pa.bool_()),
     ("score", pa.int64()),  # 0-4, see kura_perf/usability/error_grading.py
     ("grade", pa.string()),  # clear | partial | poor | silent | hang
+    *COMPARABILITY,
+])
+
 # Clustering quality per hierarchy level (0 = base clusters), one row per level of a clusters or
 # meta_clusters stage record (record_id = that record's). is_topic_level marks the level whose cluster
 # count is nearest the true topic count (the one ARI/NMI are fair for); homogeneity is the fair figure
