@@ -130,12 +130,18 @@ class ModelFactory(BuiltOnce):
         from kura_perf.models import clustering
 
         kind, params = self.profile.clustering, dict(self.profile.clustering_params)
-        builders = {"hdbscan": clustering.HDBSCANMethod, "kmeans": clustering.KMeansMethod,
-                    "agglomerative": clustering.AgglomerativeMethod}
+        builders = {"umap-hdbscan": clustering.UMAPHDBSCANMethod, "hdbscan": clustering.HDBSCANMethod,
+                    "kmeans": clustering.KMeansMethod, "agglomerative": clustering.AgglomerativeMethod}
+        if kind == "umap-hdbscan":
+            params.setdefault("random_state", self.profile.seed)
         try:
             return builders[kind](**params)
         except TypeError as exc:
             raise ProfileError(f"profile '{self.profile.name}': clustering_params for '{kind}': {exc}") from None
+
+    def knn_metric(self) -> str:
+        """The metric of the k-NN graph the clustering stores (umap-hdbscan's `metric`, cosine by default)."""
+        return str(self.profile.clustering_params.get("metric", "cosine"))
 
     def projection_method(self):
         from kura_perf.models.projection import PCAProjection, UMAPProjection

@@ -106,7 +106,11 @@ class ReferenceBackend:
         truth = _truth(inputs.upstream["conversations"].tables["main"], summaries)
         method, namer = self.models.clustering_method(len(summaries)), self.models.namer()
         result = cluster_summaries(summaries, vectors, method, namer, truth=truth, seed=self.profile.seed)
-        return StageResult(StageData(tables={"main": result.clusters, "assignments": result.assignments}),
+        arrays = {}
+        if getattr(method, "knn", None) is not None:  # UMAP's k-NN graph, for the projection to reuse
+            arrays = {"knn_indices": method.knn.indices, "knn_distances": method.knn.distances}
+        return StageResult(StageData(tables={"main": result.clusters, "assignments": result.assignments},
+                                     arrays=arrays),
                            items_in=len(summaries), items_out=len(result.clusters), quality=result.quality,
                            api=_counters(namer), extra={"method": method.name, "params": _jsonable(method.params)})
 
@@ -131,9 +135,19 @@ class ReferenceBackend:
         vectors = inputs.upstream["embeddings"].arrays["main"]
         assignments = inputs.upstream["clusters"].tables["assignments"]
         method = self.models.projection_method()
-        table = project(vectors, assignments, method)
+        knn = stored_knn(inputs.upstream["clusters"], self.models.knn_metric())
+        table = project(vectors, assignments, method, knn=knn)
         return StageResult(StageData(tables={"main": table}), items_in=len(vectors), items_out=len(table),
-                           extra={"method": method.name})
+                           extra={"method": method.name, "reused_knn": bool(getattr(method, "reused_knn", False))})
+
+
+def stored_knn(clusters: StageData, metric: str):
+    """The k-NN graph the clusters stage stored (umap-hdbscan), or None."""
+    from kura_perf.models.knn import KnnGraph
+
+    if "knn_indices" not in clusters.arrays or "knn_distances" not in clusters.arrays:
+        return None
+    return KnnGraph(clusters.arrays["knn_indices"], clusters.arrays["knn_distances"], metric)
 
 
 def _truth(conversations: pd.DataFrame, summaries: pd.DataFrame) -> list | None:

@@ -65,7 +65,7 @@ class Profile(BaseModel):
     # None: the pipeline's default (DEFAULT_EMBEDDING_BACKEND for the reference backend's MiniLM,
     # torch for the kura backend, "api" for an API model); resolved when the profile is validated.
     embedding_backend: EmbeddingBackendName | None = None
-    clustering: Literal["hdbscan", "kmeans", "agglomerative"] = "hdbscan"
+    clustering: Literal["umap-hdbscan", "hdbscan", "kmeans", "agglomerative"] = "umap-hdbscan"
     clustering_params: dict = Field(default_factory=dict)
     meta_max_clusters: int = Field(10, ge=1)
     meta_max_iterations: int = Field(10, ge=1, le=1000)

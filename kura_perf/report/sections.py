@@ -202,6 +202,23 @@ class SectionBuilder:
         s.add(render_table(table, "backends"))
         return s
 
+    def quality(self) -> Section:
+        s = Section("quality", "Clustering quality per hierarchy level")
+        levels = self.data.levels
+        table = t.quality_levels_table(levels)
+        if table is None:
+            s.add(note("No per-level quality recorded yet: run the clusters and meta_clusters stages."))
+            return s
+        s.provenance = self._provenance(levels, "measured against the synthetic corpus's ground-truth topics "
+                                                "(none for real data)", time_column="finished_at")
+        s.badge = MEASURED_ONLY
+        s.add(paragraph("Level 0 is the base clusters; each meta-cluster round adds a level. Kura's k-means rule "
+                        "(k = n/10) makes base clusters finer than the topics on purpose, so judge them by "
+                        "homogeneity (each cluster one topic) and judge ARI/NMI at the ★ level. A topic is found "
+                        "when the cluster holding most of it is more than half that topic."))
+        s.add(render_table(table, "quality-levels"))
+        return s
+
     def breaking_points(self) -> Section:
         s = Section("breaking", "Breaking points and failures")
         broken = self.data.runs[self.data.runs["status"] != "success"]
@@ -273,8 +290,7 @@ class SectionBuilder:
 
     def build(self) -> Built:
         order = [self.test_matrix, self.scaling, self.storage, self.timelines, self.memory_theory, self.api,
-                 self.backends,
-                 self.breaking_points, self.hardware, self.history, self.guidance]
+                 self.backends, self.quality, self.breaking_points, self.hardware, self.history, self.guidance]
         self.built.sections = [make() for make in order]
         from kura_perf.report.usability import usability_sections
 

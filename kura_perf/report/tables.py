@@ -257,6 +257,34 @@ def sweep_table(sweeps: pd.DataFrame) -> Table | None:
     return table
 
 
+# -- quality per hierarchy level --------------------------------------------------------------------
+
+def quality_levels_table(levels: pd.DataFrame) -> Table | None:
+    """One row per profile, scale and level (latest run): the topic level marked, ARI/NMI for it,
+    homogeneity for the finer levels."""
+    if levels is None or levels.empty:
+        return None
+    table = Table(["Profile", "Conversations", "Level", "Clusters", "Noise", "True topics", "ARI", "NMI",
+                   "Homogeneity", "Completeness", "Topics found", "Silhouette"],
+                  caption="latest run per partition; ★ = the level whose cluster count is nearest the true "
+                          "topic count (judge ARI/NMI there; homogeneity for finer levels)")
+    for _, r in levels.sort_values(["profile", "scale_n", "level"]).iterrows():
+        topic = bool(r["is_topic_level"]) if not fmt.is_missing(r["is_topic_level"]) else False
+        mark = "good" if topic else ""
+        table.add(r["profile"], fmt.conversations(r["scale_n"]) if not fmt.is_missing(r["scale_n"]) else fmt.MISSING,
+                  Cell(f"{int(r['level'])}{' ★' if topic else ''}", mark), fmt.integer(r["n_clusters"]),
+                  fmt.percent(r["noise_share"]), fmt.integer(r["true_topics"]), _score(r["ari"], topic),
+                  _score(r["nmi"], topic), _score(r["homogeneity"]), _score(r["completeness"]),
+                  fmt.percent(r["topics_found"]), _score(r["silhouette"]))
+    return table
+
+
+def _score(value, strong: bool = False) -> Cell:
+    if fmt.is_missing(value):
+        return Cell(fmt.MISSING, UNKNOWN)
+    return Cell(f"{float(value):.3f}", "good" if strong else "")
+
+
 # -- reference vs Kura -----------------------------------------------------------------------------
 
 def backend_comparison(analysis: Analysis) -> Table | None:
