@@ -8,6 +8,7 @@ from kura_perf.defs.jobs import benchmark_job, report_job
 from kura_perf.defs.report import performance_report
 from kura_perf.defs.resources import KuraPerfResource
 from kura_perf.defs.simulator import ApiSimulatorResource
+from kura_perf.defs.stress import stress_assets
 from kura_perf.defs.sweep import api_concurrency_sweep
 from kura_perf.defs.usability import usability_assets
 from kura_perf.defs.schedules import nightly_benchmark
@@ -19,7 +20,7 @@ except ImportError:  # pragma: no cover - depends on the installed extras
     CLUSTER_JOBS = {}
 
 defs = Definitions(
-    assets=[*stage_assets, api_concurrency_sweep, performance_report, *usability_assets],
+    assets=[*stage_assets, api_concurrency_sweep, performance_report, *usability_assets, *stress_assets],
     asset_checks=stage_checks,
     jobs=[benchmark_job, report_job, *CLUSTER_JOBS.values()],
     schedules=[nightly_benchmark],

@@ -257,6 +257,34 @@ def sweep_table(sweeps: pd.DataFrame) -> Table | None:
     return table
 
 
+# -- quality per hierarchy level --------------------------------------------------------------------
+
+def quality_levels_table(levels: pd.DataFrame) -> Table | None:
+    """One row per profile, scale and level (latest run): the topic level marked, ARI/NMI for it,
+    homogeneity for the finer levels."""
+    if levels is None or levels.empty:
+        return None
+    table = Table(["Profile", "Conversations", "Level", "Clusters", "Noise", "True topics", "ARI", "NMI",
+                   "Homogeneity", "Completeness", "Topics found", "Silhouette"],
+                  caption="latest run per partition; ★ = the level whose cluster count is nearest the true "
+                          "topic count (judge ARI/NMI there; homogeneity for finer levels)")
+    for _, r in levels.sort_values(["profile", "scale_n", "level"]).iterrows():
+        topic = bool(r["is_topic_level"]) if not fmt.is_missing(r["is_topic_level"]) else False
+        mark = "good" if topic else ""
+        table.add(r["profile"], fmt.conversations(r["scale_n"]) if not fmt.is_missing(r["scale_n"]) else fmt.MISSING,
+                  Cell(f"{int(r['level'])}{' ★' if topic else ''}", mark), fmt.integer(r["n_clusters"]),
+                  fmt.percent(r["noise_share"]), fmt.integer(r["true_topics"]), _score(r["ari"], topic),
+                  _score(r["nmi"], topic), _score(r["homogeneity"]), _score(r["completeness"]),
+                  fmt.percent(r["topics_found"]), _score(r["silhouette"]))
+    return table
+
+
+def _score(value, strong: bool = False) -> Cell:
+    if fmt.is_missing(value):
+        return Cell(fmt.MISSING, UNKNOWN)
+    return Cell(f"{float(value):.3f}", "good" if strong else "")
+
+
 # -- reference vs Kura -----------------------------------------------------------------------------
 
 def backend_comparison(analysis: Analysis) -> Table | None:
@@ -316,6 +344,28 @@ def breaking_points_table(runs: pd.DataFrame) -> Table:
         table.add(Cell(r["stage"], "head"), r["profile"], fmt.conversations(r["scale_n"]),
                   Cell(r["status"], "bad"), cause, fmt.megabytes(r["peak_rss_mb"]), fmt.seconds(r["wall_s"]),
                   *_projection_cells(r), when)
+    return table
+
+
+# -- stress scenarios ------------------------------------------------------------------------------
+
+OUTCOME_KINDS = {"survived": "good", "failed_cleanly": "", "lost_data": "bad"}
+
+
+def stress_table(stress: pd.DataFrame) -> Table:
+    """The latest run of each stress scenario: what was done, what came out."""
+    table = Table(["Scenario", "Outcome", "Fault", "Exit", "Records found / expected", "Orphans",
+                   "Partial outputs", "Wrong figures", "Wall", "Peak RSS", "When", "What happened"])
+    latest = stress.sort_values("started_at").groupby("scenario", sort=False).tail(1)
+    for _, r in latest.sort_values("scenario").iterrows():
+        message = str(r["message"] or "")
+        if len(message) > 300:
+            message = message[:297] + "…"
+        when = pd.Timestamp(r["started_at"]).strftime("%Y-%m-%d %H:%M") if not pd.isna(r["started_at"]) else ""
+        table.add(Cell(r["scenario"], "head"), Cell(r["outcome"], OUTCOME_KINDS.get(r["outcome"], "")),
+                  r["cap_method"] or "", str(r["exit_code"]), f"{r['records_found']} / {r['records_expected']}",
+                  str(r["orphans"]), str(r["partial_outputs"]), str(r["wrong_figures"]), fmt.seconds(r["wall_s"]),
+                  fmt.megabytes(r["peak_rss_mb"]), when, message)
     return table
 
 

@@ -40,3 +40,8 @@ class StageResult:
     quality: dict = field(default_factory=dict)
     api: ApiCounters | None = None
     extra: dict = field(default_factory=dict)
+    # The embedding model alone on a sample of the same texts, timed just before the stage (embeddings).
+    model_items_per_s: float | None = None
+    model_sample_n: int | None = None
+    quality_levels: list[dict] = field(default_factory=list)  # filled by the runner (quality_levels.py)
+    jit_compiled: bool | None = None  # filled by the runner: did numba compile during the stage (jit_cache.py)

@@ -65,6 +65,13 @@ STAGE_RUNS = pa.schema([
     ("v_measure", pa.float64()),
     ("metered", pa.bool_()),
     ("meter_cpu_s", pa.float64()),
+    # Who ran the MiniLM embeddings of the pipeline (torch | onnx | onnx-int8; api for API models), on
+    # every stage record; and, on embeddings records, the bare model's texts/s on model_sample_n of the
+    # same texts, timed in the same process just before the stage: stage vs model from one run.
+    ("embedding_backend", pa.string()),
+    ("model_items_per_s", pa.float64()),
+    ("model_sample_n", pa.int64()),
+    ("jit_compiled", pa.bool_()),  # numba compiled fresh code inside the stage (extra.jit has the counts)
     ("extra", pa.string()),  # JSON: stage-specific figures (iterations, k, files, ...)
     # Which worker ran it: Celery worker name (or host) and pid. host_fingerprint says which machine type.
     ("worker", pa.string()),
@@ -172,6 +179,33 @@ BASELINE_PINS = pa.schema([
     ("host_fingerprint", pa.string()),
 ])
 
+# One row per stress scenario run (`kura-perf stress`, the Dagster `stress` group): what was done to the
+# pipelines and what survived. run_id (in COMPARABILITY) is the stress run, shared by its scenarios.
+STRESS_RESULTS = pa.schema([
+    ("record_id", pa.string()),
+    ("scenario", pa.string()),  # memory_exhaustion | disk_full | network_interruption | rate_limit_storm | concurrent_pipelines
+    ("parameters", pa.string()),  # JSON: the scenario's settings (cap, size, outage, rpm, pipelines, scale, stages)
+    ("outcome", pa.string()),  # survived | failed_cleanly | lost_data
+    ("exit_code", pa.int64()),  # the first non-zero exit code of its pipelines, else 0 (negative: a signal)
+    ("pipelines", pa.int64()),
+    ("records_expected", pa.int64()),  # stage records the pipelines should have left
+    ("records_found", pa.int64()),
+    ("orphans", pa.int64()),  # temp files and stranded pending records left in the home
+    ("partial_outputs", pa.int64()),  # stage manifests whose files are missing or of the wrong size
+    ("wrong_figures", pa.int64()),  # success records whose bytes_written disagrees with the files on disk
+    ("tracebacks", pa.int64()),  # pipelines whose output ended in a bare traceback
+    ("cap_method", pa.string()),  # how the fault was applied: cgroup v2 memory.max, RLIMIT_AS, tmpfs, ...
+    ("message", pa.string()),
+    ("wall_s", pa.float64()),
+    ("peak_rss_mb", pa.float64()),  # the largest pipeline process's ru_maxrss
+    ("started_at", _TS),
+    ("finished_at", _TS),
+    ("scale", pa.string()),
+    ("profile", pa.string()),
+    ("home", pa.string()),  # the scenario's scratch folder (logs and records kept there)
+    *COMPARABILITY,
+])
+
 # Kura's checkpoint managers (kura-perf checkpoints): one row per format x scale x kind.
 CHECKPOINT_RESULTS = pa.schema([
     ("record_id", pa.string()),
@@ -248,6 +282,33 @@ ERROR_CLARITY = pa.schema([
     *COMPARABILITY,
 ])
 
+# Clustering quality per hierarchy level (0 = base clusters), one row per level of a clusters or
+# meta_clusters stage record (record_id = that record's). is_topic_level marks the level whose cluster
+# count is nearest the true topic count (the one ARI/NMI are fair for); homogeneity is the fair figure
+# for finer levels. Written by the same hook as the stage record.
+QUALITY_LEVELS = pa.schema([
+    ("record_id", pa.string()),
+    ("stage", pa.string()),
+    ("backend", pa.string()),
+    ("profile", pa.string()),
+    ("profile_hash", pa.string()),
+    ("scale", pa.string()),
+    ("scale_n", pa.int64()),
+    ("finished_at", _TS),
+    ("level", pa.int64()),
+    ("n_clusters", pa.int64()),
+    ("noise_share", pa.float64()),
+    ("true_topics", pa.int64()),
+    ("ari", pa.float64()),
+    ("nmi", pa.float64()),
+    ("homogeneity", pa.float64()),
+    ("completeness", pa.float64()),
+    ("topics_found", pa.float64()),  # share of true topics whose majority cluster is mostly that topic
+    ("silhouette", pa.float64()),  # cosine, on a seeded sample of at most 5000 clustered rows
+    ("is_topic_level", pa.bool_()),
+    *COMPARABILITY,
+])
+
 TABLES: dict[str, pa.Schema] = {
     "stage_runs": STAGE_RUNS,
     "shard_runs": SHARD_RUNS,
@@ -255,9 +316,11 @@ TABLES: dict[str, pa.Schema] = {
     "alerts": ALERTS,
     "sweep_results": SWEEP_RESULTS,
     "baseline_pins": BASELINE_PINS,
+    "stress_results": STRESS_RESULTS,
     "checkpoint_results": CHECKPOINT_RESULTS,
     "onboarding_runs": ONBOARDING_RUNS,
     "error_clarity": ERROR_CLARITY,
+    "quality_levels": QUALITY_LEVELS,
 }
 
 _DUCK = {
