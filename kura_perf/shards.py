@@ -216,7 +216,7 @@ def run_embedding_shard(run: StageRun, spec: ShardSpec) -> dict:
                  earlier.get("worker"))
         return earlier
     attempt_id = uuid.uuid4().hex[:12]
-    backend = run.backend or get_backend(run.profile)
+    backend = run.backend or get_backend(run.profile, run.paths)
     marker = _marker(run, spec)
     beat = {"attempt_id": attempt_id, "worker": worker_identity(), "backend": backend.name,
             "started_at": datetime.now(timezone.utc).isoformat(), "host": host_info()}
@@ -244,6 +244,7 @@ def run_embedding_shard(run: StageRun, spec: ShardSpec) -> dict:
         if run.backend is None:
             backend.close()
     record = build_record(run, meter, result, written, error, backend.name) | _shard_fields(spec, attempt_id)
+    record.pop("quality_levels", None)  # per-level clustering quality: none for an embedding shard
     # One success record per run and shard (a repeated task replaces it); failed attempts each keep theirs.
     name = f"{run.run_id}-{spec.key}" if error is None else f"{run.run_id}-{spec.key}-{attempt_id}"
     write_record(run.paths.metrics, "shard_runs", record, name=name)
