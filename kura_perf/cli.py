@@ -49,8 +49,15 @@ def cmd_run(args) -> int:
     if args.no_meter:
         os.environ["KURA_PERF_METER"] = "off"
     paths = Paths.from_env()
+    settings = _shape_settings(args)
     _dagster_home(paths)
-    outcome = run_partition(args.scale, args.profile, stages=args.stages, paths=paths)
+    if settings is not None:
+        from kura_perf.defs.launch import run_shape
+
+        settings.effective_profile(get_profile(args.profile))  # refuse a bad step or batch size up front
+        outcome = run_shape(settings.shape, args.scale, args.profile, paths=paths, settings=settings)
+    else:
+        outcome = run_partition(args.scale, args.profile, stages=args.stages, paths=paths)
     _print_records(outcome.records)
     if not outcome.success:
         print(f"\nrun {outcome.run_id} FAILED: {outcome.failure}", file=sys.stderr)
@@ -64,6 +71,25 @@ def cmd_run(args) -> int:
         return 1
     print(f"\nrun {outcome.run_id} succeeded; records in {paths.metrics}")
     return 0
+
+
+def _shape_settings(args):
+    """The shape options of `kura-perf run`, validated; None for a plain run of the stages."""
+    from kura_perf.shapes import ShapeSettings
+
+    options = {"--step": args.step, "--after": args.after, "--stream-batch-size": args.stream_batch_size}
+    if args.shape is None:
+        given = [name for name, value in options.items() if value is not None]
+        if given:
+            raise KuraPerfError(f"{', '.join(given)} only apply with --shape (custom or streaming)")
+        return None
+    if args.stages:
+        raise KuraPerfError(f"--stages and --shape exclude each other: the shape '{args.shape}' decides the stages")
+    if args.shape != "custom" and (args.step or args.after):
+        raise KuraPerfError("--step and --after apply to --shape custom")
+    if args.shape != "streaming" and args.stream_batch_size is not None:
+        raise KuraPerfError("--stream-batch-size applies to --shape streaming")
+    return ShapeSettings(args.shape, args.step, args.after, args.stream_batch_size)
 
 
 def cmd_sweep(args) -> int:
@@ -181,6 +207,14 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--stages", nargs="+", help="only these stages (their inputs must exist)")
     run.add_argument("--profiles", help="an extra profiles TOML file")
     run.add_argument("--no-meter", action="store_true", help="disable the memory sampler (to measure its cost)")
+    from kura_perf.shapes import SHAPES
+
+    run.add_argument("--shape", choices=list(SHAPES),
+                     help="run a pipeline shape's job (minimal, full, custom, streaming) instead of --stages")
+    run.add_argument("--step", help="custom shape: the step to insert, 'module:function' (default: the profile's "
+                                    "custom_step, else kura_perf.custom_steps:redact_pii)")
+    run.add_argument("--after", help="custom shape: the stage the step follows (default: summaries)")
+    run.add_argument("--stream-batch-size", type=int, help="streaming shape: conversations per batch (default 256)")
     run.set_defaults(func=cmd_run)
 
     profiles = sub.add_parser("profiles", help="list the profiles")

@@ -43,8 +43,9 @@ def _save_npy(path: Path, array: np.ndarray) -> None:
         np.save(f, array)
 
 
-def write_stage(folder: Path, stage: str, data: StageData) -> dict[str, int]:
-    """Write all outputs of a stage; return {file name: bytes}."""
+def write_stage(folder: Path, stage: str, data: StageData, checkpoint: dict | None = None) -> dict[str, int]:
+    """Write all outputs of a stage; return {file name: bytes}. `checkpoint` (what produced the output:
+    see kura_perf/checkpoints.py) is kept in the manifest so a resumed pipeline can tell whether to reuse it."""
     folder.mkdir(parents=True, exist_ok=True)
     manifest = folder / f"{stage}.manifest.json"
     manifest.unlink(missing_ok=True)  # a re-run invalidates the old output before touching it
@@ -58,12 +59,25 @@ def write_stage(folder: Path, stage: str, data: StageData) -> dict[str, int]:
         _atomic(path, lambda tmp, a=array: _save_npy(tmp, a))
         sizes[path.name] = path.stat().st_size
     body = {"stage": stage, "tables": sorted(data.tables), "arrays": sorted(data.arrays), "files": sizes}
+    if checkpoint is not None:
+        body["checkpoint"] = checkpoint
     _atomic(manifest, lambda tmp: tmp.write_text(json.dumps(body, indent=1)))
     return sizes
 
 
 def has_stage(folder: Path, stage: str) -> bool:
     return (folder / f"{stage}.manifest.json").is_file()
+
+
+def read_manifest(folder: Path, stage: str) -> dict | None:
+    """The stage's manifest (None when the stage has no complete output)."""
+    manifest = folder / f"{stage}.manifest.json"
+    if not manifest.is_file():
+        return None
+    try:
+        return json.loads(manifest.read_text())
+    except (OSError, ValueError):
+        return None
 
 
 def read_stage(folder: Path, stage: str) -> StageData:

@@ -39,7 +39,6 @@ def run_partition(scale: str, profile: str, stages: list[str] | None = None, pat
     from kura_perf.defs.resources import KuraPerfResource
     from kura_perf.definitions import defs
     from kura_perf.errors import KuraPerfError
-    from kura_perf.store import query
 
     paths = paths or Paths.from_env()
     unknown = set(stages or []) - set(STAGES)
@@ -60,14 +59,45 @@ def run_partition(scale: str, profile: str, stages: list[str] | None = None, pat
         run_config={"loggers": {"console": {"config": {"log_level": dagster_log_level}}},
                     "ops": {name: {"config": cfg} for name, cfg in (asset_config or {}).items()}},
     )
+    return _outcome(result, paths)
+
+
+def run_shape(shape: str, scale: str, profile: str, paths: Paths | None = None, instance=None,
+              settings=None, dagster_log_level: str = "CRITICAL") -> RunOutcome:
+    """Execute the named job of a pipeline shape (`<shape>_pipeline`) on one partition, in-process:
+    the job the UI launches, with the shape's options (custom step, batch size) as run tags."""
+    from dagster import DagsterInstance
+
+    from kura_perf.defs.jobs import shape_job_name
+    from kura_perf.defs.partitions import partition_key
+    from kura_perf.defs.resources import KuraPerfResource
+    from kura_perf.definitions import defs
+    from kura_perf.shapes import ShapeSettings
+
+    paths = paths or Paths.from_env()
+    settings = settings or ShapeSettings(shape)
+    job = defs.resolve_job_def(shape_job_name(shape))
+    result = job.execute_in_process(
+        partition_key=partition_key(scale, profile),
+        instance=instance or DagsterInstance.get(),
+        resources={**defs.resources, "kura_perf": KuraPerfResource(home=str(paths.root))},
+        raise_on_error=False,
+        tags={"kura_perf/source": "cli", **settings.tags()},
+        run_config={"loggers": {"console": {"config": {"log_level": dagster_log_level}}}},
+    )
+    return _outcome(result, paths)
+
+
+def _outcome(result, paths: Paths) -> RunOutcome:
+    from kura_perf.store import query
+
     failure = None
     if not result.success:
         failed = [e for e in result.all_events if e.is_step_failure]
         failure = "; ".join(f"{e.step_key}: {root_cause(e.step_failure_data.error)}" for e in failed
                             if e.step_failure_data and e.step_failure_data.error) or "run failed"
     records = query(paths.metrics, "SELECT * FROM stage_runs WHERE run_id = ?", [result.run_id])
-    if len(records):
-        records["order"] = records["stage"].map({s: i for i, s in enumerate(STAGES)})
-        records = records.sort_values("order").drop(columns="order")
+    if len(records):  # stages run one after another: start time is pipeline order (a custom step included)
+        records = records.sort_values(["started_at", "finished_at"])
     return RunOutcome(result.run_id, result.success, failure, records.to_dict("records") if len(records) else [])
 

@@ -10,9 +10,9 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from kura_perf.errors import ProfileError
-from kura_perf.profiles.schema import ApiConfig, Profile
+from kura_perf.profiles.schema import ApiConfig, CustomStep, Profile
 
-__all__ = ["Profile", "ApiConfig", "load_profiles", "get_profile"]
+__all__ = ["Profile", "ApiConfig", "CustomStep", "load_profiles", "get_profile"]
 
 BUILTIN = "profiles.toml"
 
@@ -28,7 +28,9 @@ def _describe(err: dict, source: str, name: str) -> str:
     key = ".".join(str(p) for p in err["loc"]) or "(profile)"
     kind, msg = err["type"], err["msg"]
     if kind == "extra_forbidden":
-        allowed = sorted(Profile.model_fields if len(err["loc"]) == 1 else ApiConfig.model_fields)
+        nested = {"api": ApiConfig, "custom_step": CustomStep}
+        model = Profile if len(err["loc"]) == 1 else nested.get(str(err["loc"][0]), ApiConfig)
+        allowed = sorted(model.model_fields)
         return f"{source}: profile '{name}': unknown key '{key}'; allowed keys: {', '.join(allowed)}"
     got = err.get("input")
     return f"{source}: profile '{name}': key '{key}': {msg} (got {got!r})"
