@@ -177,6 +177,32 @@ def cmd_db(args) -> int:
     return 0 if ok else 1
 
 
+def cmd_advise(args) -> int:
+    import pandas as pd
+
+    from kura_perf.advisor import Limits, NothingFits, advise, parse_scale
+    from kura_perf.config import Paths
+    from kura_perf.report import fmt
+
+    n = parse_scale(args.scale)
+    limits = Limits(args.max_hours, args.max_cost, args.max_ram, args.min_ari)
+    paths = Paths.from_env()
+    try:
+        advice = advise(paths.metrics, n, limits)
+    except NothingFits as exc:
+        print(f"kura-perf advise: {exc}", file=sys.stderr)
+        return 1
+    print(f"Profiles at {fmt.conversations(n)} conversations, {limits.describe()}; records of {advice.host} "
+          f"in {paths.metrics}")
+    with pd.option_context("display.width", 250, "display.max_colwidth", 120, "display.max_columns", 10):
+        print(advice.table().to_string(index=False))
+    if not advice.recommended:
+        print(f"\nkura-perf advise: {advice.refusal()}", file=sys.stderr)
+        return 1
+    print(f"\nrecommended: {', '.join(c.name for c in advice.recommended)}")
+    return 0
+
+
 def _report(args) -> int:
     from kura_perf.report.cli import report_command
 
@@ -236,6 +262,14 @@ def build_parser() -> argparse.ArgumentParser:
     report = sub.add_parser("report", help="build data/reports/index.html from the metrics store")
     report.add_argument("--out", help="another folder for the report")
     report.set_defaults(func=_report)
+
+    adv = sub.add_parser("advise", help="recommend profiles for a scale from the recorded runs (Pareto front)")
+    adv.add_argument("--scale", required=True, help="conversations: 10k, 100k, 1m, 2500, ...")
+    adv.add_argument("--max-hours", type=float, help="longest acceptable pipeline wall time, hours")
+    adv.add_argument("--max-cost", type=float, help="largest acceptable API cost, USD")
+    adv.add_argument("--max-ram", type=float, help="largest acceptable peak memory, GB")
+    adv.add_argument("--min-ari", type=float, help="lowest acceptable clustering ARI (synthetic ground truth)")
+    adv.set_defaults(func=cmd_advise)
 
     db = sub.add_parser("db", help="refresh the views in data/metrics.duckdb")
     db.set_defaults(func=cmd_db)

@@ -18,8 +18,11 @@ def table_view_sql(metrics_dir: Path, table: str) -> str:
     if any(folder.glob("date=*/*.parquet")):
         glob = _sql_str(str(folder / "date=*" / "*.parquet"))
         cols = ", ".join(f'CAST("{f.name}" AS {duckdb_type(f.type)}) AS "{f.name}"' for f in schema)
-        return (f"CREATE OR REPLACE VIEW {table} AS SELECT {cols} FROM read_parquet({glob}, "
-                f"union_by_name = true, hive_partitioning = false)")
+        # Files written before a column was added lack it; the empty typed row set unioned by name
+        # makes every schema column exist (NULL there), whichever files the glob finds.
+        typed = ", ".join(f'CAST(NULL AS {duckdb_type(f.type)}) AS "{f.name}"' for f in schema)
+        return (f"CREATE OR REPLACE VIEW {table} AS SELECT {cols} FROM (SELECT * FROM read_parquet({glob}, "
+                f"union_by_name = true, hive_partitioning = false) UNION ALL BY NAME SELECT {typed} WHERE false)")
     cols = ", ".join(f'CAST(NULL AS {duckdb_type(f.type)}) AS "{f.name}"' for f in schema)
     return f"CREATE OR REPLACE VIEW {table} AS SELECT {cols} LIMIT 0"
 
