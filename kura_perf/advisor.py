@@ -34,6 +34,7 @@ PROJECTED = "projected"
 BASIS_ORDER = (MEASURED, PROJECTED, INTERPOLATED, EXTRAPOLATED, UNKNOWN)  # strongest first
 CANDIDATE_SHAPES = {None: "full", "full": "full", "streaming": "streaming"}
 STOPPED = ("breaking_point", "died")
+ADVICE_SCALES = (10_000, 100_000)  # what the report shows
 
 
 class NothingFits(KuraPerfError):
@@ -255,11 +256,14 @@ def advise(metrics_dir: Path, scale_n: int, limits: Limits = Limits()) -> Advice
     from kura_perf.report.data import load_report_data
 
     data = load_report_data(metrics_dir)
-    host = data.host.describe() if data.host else "no host"
-    runs = data.runs
-    if runs.empty:
+    if data.runs.empty:
         raise NothingFits(f"no runs recorded in {metrics_dir}: record some first, e.g. "
                           "kura-perf run --scale 1k --profile offline (and 10k, other profiles)")
+    return advise_runs(data.runs, scale_n, limits, data.host.describe() if data.host else "no host", metrics_dir)
+
+
+def advise_runs(runs: pd.DataFrame, scale_n: int, limits: Limits, host: str, metrics_dir: Path) -> Advice:
+    """The advice from one host's stage records (what the report has loaded already)."""
     if "shape" not in runs:
         runs = runs.assign(shape=None)
     runs = runs.assign(_candidate=runs["shape"].map(lambda s: CANDIDATE_SHAPES.get(None if fmt.is_missing(s) else s)))

@@ -121,3 +121,26 @@ def test_scales_parse():
     assert [parse_scale(s) for s in ("100k", "1M", "2500", "10K")] == [100_000, 1_000_000, 2500, 10_000]
     with pytest.raises(Exception, match="not a number"):
         parse_scale("lots")
+
+
+def test_the_report_compares_shapes_and_shows_the_advice(store, tmp_path):
+    from kura_perf.report.analysis import analyse
+    from kura_perf.report.html import render_section
+    from kura_perf.report.sections import SectionBuilder
+    from kura_perf.report.shapes_advice import shape_totals
+
+    write_records(store, "stage_runs", _records("fast-big", 1_000, shape="custom") + [
+        {**_records("fast-big", 1_000, shape="custom")[0], "stage": "custom_step", "wall_s": 0.5}])
+    from kura_perf.report.data import load_report_data
+
+    totals = shape_totals(load_report_data(store).runs)
+    at_1k = totals[(totals["profile"] == "fast-big") & (totals["scale_n"] == 1_000)].set_index("shape")
+    assert list(at_1k.index) == ["minimal", "full", "custom"]
+    assert at_1k.loc["minimal", "wall_s"] == pytest.approx(4 * 1e-3 * 1_000)
+    assert at_1k.loc["custom", "wall_s"] == pytest.approx(6 * 1e-3 * 1_000 + 0.5)
+    assert at_1k.loc["full", "vs_full"] == pytest.approx(1.0)
+    builder = SectionBuilder(analyse(load_report_data(store)), tmp_path)  # the two sections, without the figures
+    shapes = render_section(builder.shapes())
+    assert "minimal" in shapes and "custom" in shapes and "wall vs full" in shapes
+    advisor = render_section(builder.advisor())
+    assert "100K conversations" in advisor and "10K conversations" in advisor and "dominated by fast-big" in advisor
