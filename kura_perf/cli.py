@@ -39,6 +39,7 @@ def cmd_run(args) -> int:
     from kura_perf.defs.launch import run_partition
     from kura_perf.profiles import get_profile
     from kura_perf.scales import scale_count
+    from kura_perf.stages.base import STAGES
 
     scale_count(args.scale)
     from kura_perf.backends.model_factory import preflight
@@ -59,6 +60,11 @@ def cmd_run(args) -> int:
     else:
         outcome = run_partition(args.scale, args.profile, stages=args.stages, paths=paths)
     _print_records(outcome.records)
+    if settings is not None and settings.shape == "custom" and outcome.success:
+        redone = {r["stage"] for r in outcome.records}
+        kept = [s for s in STAGES if s not in redone]
+        if kept:
+            print(f"reused from checkpoints in {settings.folder(paths, args.profile, args.scale)}: {', '.join(kept)}")
     if not outcome.success:
         print(f"\nrun {outcome.run_id} FAILED: {outcome.failure}", file=sys.stderr)
         if "BreakingPoint" in (outcome.failure or ""):
@@ -81,7 +87,7 @@ def _shape_settings(args):
     if args.shape is None:
         given = [name for name, value in options.items() if value is not None]
         if given:
-            raise KuraPerfError(f"{', '.join(given)} only apply with --shape (custom or streaming)")
+            raise KuraPerfError(f"{', '.join(given)}: needs --shape custom (--step, --after) or --shape streaming (--stream-batch-size)")
         return None
     if args.stages:
         raise KuraPerfError(f"--stages and --shape exclude each other: the shape '{args.shape}' decides the stages")
