@@ -15,23 +15,16 @@ STAGE_COLUMNS = ["stage", "status", "items_in", "items_out", "wall_s", "cpu_s", 
 
 
 def _dagster_home(paths) -> Path:
-    """A persistent Dagster instance beside the data, so CLI runs show up in the UI too."""
-    home = Path(os.environ.get("DAGSTER_HOME") or paths.root / "dagster_home").resolve()
-    home.mkdir(parents=True, exist_ok=True)
-    config = home / "dagster.yaml"
-    if not config.exists():
-        config.write_text(DAGSTER_YAML)
+    """A persistent Dagster instance beside the data, so CLI runs show up in the UI too. Created and
+    first initialised under a file lock: concurrent first runs would otherwise race in its migrations."""
+    from kura_perf.defs.instance import default_home, prepare_dagster_home
+
+    home = prepare_dagster_home(default_home(paths.root))
     os.environ["DAGSTER_HOME"] = str(home)
     return home
 
 
-DAGSTER_YAML = """\
-# Written by kura-perf. One benchmark run at a time, so runs do not disturb each other's timings.
-run_queue:
-  max_concurrent_runs: 1
-telemetry:
-  enabled: false
-"""
+from kura_perf.defs.instance import DAGSTER_YAML  # noqa: E402 - re-exported for the tests
 
 
 def cmd_run(args) -> int:
@@ -52,14 +45,21 @@ def cmd_run(args) -> int:
     paths = Paths.from_env()
     settings = _shape_settings(args)
     _dagster_home(paths)
-    if settings is not None:
-        from kura_perf.defs.launch import run_shape
+    _clean_up_dead_runs(paths, check_runs=True)
+    from kura_perf.interrupts import own_interrupts
 
-        settings.effective_profile(get_profile(args.profile))  # refuse a bad step or batch size up front
-        outcome = run_shape(settings.shape, args.scale, args.profile, paths=paths, settings=settings)
-    else:
-        outcome = run_partition(args.scale, args.profile, stages=args.stages, paths=paths)
+    with own_interrupts():
+        if settings is not None:
+            from kura_perf.defs.launch import run_shape
+
+            settings.effective_profile(get_profile(args.profile))  # refuse a bad step or batch size up front
+            outcome = run_shape(settings.shape, args.scale, args.profile, paths=paths, settings=settings)
+        else:
+            outcome = run_partition(args.scale, args.profile, stages=args.stages, paths=paths)
     _print_records(outcome.records)
+    if outcome.interrupted:
+        print(f"\nkura-perf: run {outcome.run_id} interrupted; {outcome.failure}", file=sys.stderr)
+        return 130
     if settings is not None and settings.shape == "custom" and outcome.success:
         redone = {r["stage"] for r in outcome.records}
         kept = [s for s in STAGES if s not in redone]
@@ -113,12 +113,19 @@ def cmd_sweep(args) -> int:
     _dagster_home(paths)
     folder = paths.partition_dir(args.profile, args.scale)
     missing = [s for s in ("conversations", "summaries") if not has_stage(folder, s)]
-    outcome = run_partition(args.scale, args.profile, stages=missing, paths=paths,
-                            extra_assets=["api_concurrency_sweep"],
-                            asset_config={"api_concurrency_sweep": {"levels": args.levels, "items": args.items}})
+    from kura_perf.interrupts import own_interrupts
+
+    with own_interrupts():
+        outcome = run_partition(args.scale, args.profile, stages=missing, paths=paths,
+                                extra_assets=["api_concurrency_sweep"],
+                                asset_config={"api_concurrency_sweep": {"levels": args.levels, "items": args.items}})
+    if outcome.interrupted:
+        print(f"kura-perf: sweep run {outcome.run_id} interrupted; {outcome.failure}", file=sys.stderr)
+        return 130
     rows = query(paths.metrics, "SELECT stage, concurrency, items, round(items_per_min) items_per_min, "
                  "round(latency_p50_ms) p50_ms, round(latency_p95_ms) p95_ms, round(latency_p99_ms) p99_ms, "
-                 "api_calls, api_429s, round(share_429, 3) share_429, api_retries, api_errors, tokens_in, "
+                 "api_calls, api_429s, round(share_429, 3) share_429, binding_limit, round(limit_share, 3) limit_share, "
+                 "api_retries, api_errors, tokens_in, "
                  "round(cost_per_1k_conversations, 4) usd_per_1k, status FROM sweep_results WHERE run_id = ? "
                  "ORDER BY stage, concurrency", [outcome.run_id])
     print(rows.to_string(index=False) if len(rows) else "(no sweep rows)")
@@ -131,7 +138,10 @@ def cmd_sweep(args) -> int:
 def _print_records(records) -> None:
     import pandas as pd
 
-    if records is None or len(records) == 0:
+    if records is None:
+        print("(stage records not shown: out of memory reading them back; they are in the store: kura-perf sql)")
+        return
+    if len(records) == 0:
         print("(no stage records)")
         return
     df = pd.DataFrame(records)
@@ -173,13 +183,23 @@ def cmd_sql(args) -> int:
 def cmd_db(args) -> int:
     from kura_perf.config import Paths
     from kura_perf.store import refresh_database
+    from kura_perf.store.liveness import live_runs
     from kura_perf.store.pending import recover
+    from kura_perf.store.quarantine import QUARANTINE, check_record_files
 
     paths = Paths.from_env()
-    recovered = recover(paths.pending, paths.metrics)
+    marked = _clean_up_dead_runs(paths, check_runs=True)
+    alive = live_runs(paths.running)
+    recovered = recover(paths.pending, paths.metrics, skip=lambda run_id, stage: run_id in alive)
+    moved = check_record_files(paths.metrics)
     ok = refresh_database(paths.metrics, paths.database)
-    print(f"recovered {recovered} stranded record(s); views {'refreshed in' if ok else 'NOT refreshed (busy):'} "
-          f"{paths.database}")
+    notes = [f"recovered {recovered} stranded record(s)"]
+    if marked:
+        notes.append(f"marked {len(marked)} Dagster run(s) of dead processes failed")
+    if moved:
+        notes.append(f"quarantined {len(moved)} unreadable record file(s) into {paths.root / QUARANTINE}")
+    busy = f"NOT refreshed: {paths.database} is held by another process (a DuckDB shell?); no data lost"
+    print(f"{'; '.join(notes)}; " + (f"views refreshed in {paths.database}" if ok else busy))
     return 0 if ok else 1
 
 
@@ -295,6 +315,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _clean_up_dead_runs(paths=None, check_runs: bool = False) -> list[str]:
+    """Every command starts here: stages whose process died become `died` records, their Dagster runs
+    are marked failed. Never fatal: a clean-up that fails is a warning, the command still runs."""
+    from kura_perf.config import Paths
+    from kura_perf.defs.instance import default_home, reap_and_fail
+
+    paths = paths or Paths.from_env()
+    if not check_runs and not paths.running.is_dir() and not paths.pending.is_dir():
+        return []
+    try:
+        return reap_and_fail(paths.root, home=default_home(paths.root), check_runs=check_runs)
+    except Exception as exc:  # noqa: BLE001
+        logging.getLogger("kura_perf").warning("could not clean up after dead runs: %s: %s", type(exc).__name__, exc)
+        return []
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
@@ -302,6 +338,8 @@ def main(argv: list[str] | None = None) -> int:
     for noisy in ("alembic", "sentence_transformers", "httpx", "numba"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
+        if args.command not in ("run", "db"):  # those two clean up themselves, with the Dagster runs
+            _clean_up_dead_runs()
         return args.func(args)
     except KuraPerfError as exc:
         print(f"kura-perf: error: {exc}", file=sys.stderr)
@@ -309,6 +347,14 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("kura-perf: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:
+        from kura_perf.meter.failures import is_memory_exhaustion, memory_reason
+
+        if not is_memory_exhaustion(exc):
+            raise
+        print(f"kura-perf: error: {memory_reason(exc)}; any stage it stopped is recorded as a breaking point",
+              file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

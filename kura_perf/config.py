@@ -39,5 +39,10 @@ class Paths:
         """Stage records handed from an asset body to its hook within one run."""
         return self.root / "metrics_pending"
 
+    @property
+    def running(self) -> Path:
+        """Markers of stages in progress, with their heartbeat (kura_perf/store/liveness.py)."""
+        return self.root / "metrics_running"
+
     def partition_dir(self, profile: str, scale: str) -> Path:
         return self.storage / profile / scale

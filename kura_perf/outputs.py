@@ -1,21 +1,27 @@
 """Stage outputs on disk: data/storage/<profile>/<scale>/<stage>.* (Parquet tables, .npy arrays).
 
-A stage's files are each written to a temp name and renamed; its manifest (names and sizes) is
-written last, the same way. Readers go through the manifest, so a stage that died half-way is
-seen as absent, never as half-written. The manifest's sizes are the stage's storage figure.
+A stage's files are each written to a unique temp name and renamed (kura_perf.atomic); its manifest
+(names and sizes) is written last, the same way. Readers go through the manifest, so a stage that
+died half-way is seen as absent, never as half-written. The manifest's sizes are the stage's
+storage figure: the sizes of the files this writer wrote.
+
+Two runs of the same partition may write the same stage at once: writers of one partition-stage hold
+an exclusive lock for the whole write (files + manifest), readers a shared one, so a reader never
+mixes one writer's manifest with another's files and a manifest never names another run's sizes.
 """
 
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from kura_perf.atomic import atomic_write, atomic_write_text
 from kura_perf.errors import StageError
+from kura_perf.locks import file_lock
 
 
 @dataclass
@@ -30,12 +36,8 @@ def _file_name(stage: str, key: str, suffix: str) -> str:
     return f"{stage}{'' if key == 'main' else '.' + key}{suffix}"
 
 
-def _atomic(path: Path, write) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    write(tmp)
-    with open(tmp, "rb") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+def _lock_path(folder: Path, stage: str) -> Path:
+    return folder / f".{stage}.lock"
 
 
 def _save_npy(path: Path, array: np.ndarray) -> None:
@@ -48,20 +50,19 @@ def write_stage(folder: Path, stage: str, data: StageData, checkpoint: dict | No
     see kura_perf/checkpoints.py) is kept in the manifest so a resumed pipeline can tell whether to reuse it."""
     folder.mkdir(parents=True, exist_ok=True)
     manifest = folder / f"{stage}.manifest.json"
-    manifest.unlink(missing_ok=True)  # a re-run invalidates the old output before touching it
     sizes: dict[str, int] = {}
-    for key, table in data.tables.items():
-        path = folder / _file_name(stage, key, ".parquet")
-        _atomic(path, lambda tmp, t=table: t.to_parquet(tmp, index=False))
-        sizes[path.name] = path.stat().st_size
-    for key, array in data.arrays.items():
-        path = folder / _file_name(stage, key, ".npy")
-        _atomic(path, lambda tmp, a=array: _save_npy(tmp, a))
-        sizes[path.name] = path.stat().st_size
-    body = {"stage": stage, "tables": sorted(data.tables), "arrays": sorted(data.arrays), "files": sizes}
-    if checkpoint is not None:
-        body["checkpoint"] = checkpoint
-    _atomic(manifest, lambda tmp: tmp.write_text(json.dumps(body, indent=1)))
+    with file_lock(_lock_path(folder, stage)):
+        manifest.unlink(missing_ok=True)  # a re-run invalidates the old output before touching it
+        for key, table in data.tables.items():
+            path = folder / _file_name(stage, key, ".parquet")
+            sizes[path.name] = atomic_write(path, lambda tmp, t=table: t.to_parquet(tmp, index=False))
+        for key, array in data.arrays.items():
+            path = folder / _file_name(stage, key, ".npy")
+            sizes[path.name] = atomic_write(path, lambda tmp, a=array: _save_npy(tmp, a))
+        body = {"stage": stage, "tables": sorted(data.tables), "arrays": sorted(data.arrays), "files": sizes}
+        if checkpoint is not None:
+            body["checkpoint"] = checkpoint
+        atomic_write_text(manifest, json.dumps(body, indent=1))
     return sizes
 
 
@@ -84,12 +85,15 @@ def read_stage(folder: Path, stage: str) -> StageData:
     manifest = folder / f"{stage}.manifest.json"
     if not manifest.is_file():
         raise StageError(f"no complete output of stage '{stage}' in {folder}: materialize it first")
-    body = json.loads(manifest.read_text())
-    data = StageData()
-    for key in body["tables"]:
-        data.tables[key] = pd.read_parquet(folder / _file_name(stage, key, ".parquet"))
-    for key in body["arrays"]:
-        data.arrays[key] = np.load(folder / _file_name(stage, key, ".npy"))
+    with file_lock(_lock_path(folder, stage), shared=True):
+        if not manifest.is_file():
+            raise StageError(f"no complete output of stage '{stage}' in {folder}: materialize it first")
+        body = json.loads(manifest.read_text())
+        data = StageData()
+        for key in body["tables"]:
+            data.tables[key] = pd.read_parquet(folder / _file_name(stage, key, ".parquet"))
+        for key in body["arrays"]:
+            data.arrays[key] = np.load(folder / _file_name(stage, key, ".npy"))
     return data
 
 

@@ -22,11 +22,14 @@ from kura_perf.errors import BreakingPoint
 from kura_perf.meter import Meter
 from kura_perf.meter.api import latency_percentiles
 from kura_perf.meter.meter import StageInterrupted
+from kura_perf.meter.failures import is_interrupt, is_memory_exhaustion, memory_reason
+from kura_perf.meter.projection import Progress, project
 from kura_perf.meter import memory
 from kura_perf.meter.host import code_version, host_info, package_versions
 from kura_perf.profiles import Profile
 from kura_perf.scales import scale_count
 from kura_perf.stages.base import UPSTREAM, StageInputs, StageResult
+from kura_perf.store import liveness
 from kura_perf.store.pending import save_pending
 
 log = logging.getLogger("kura_perf")
@@ -60,19 +63,24 @@ class StageRun:
 
 
 class ProgressLog:
-    """Progress lines for long stages, at most one every `every_s` seconds."""
+    """Progress lines for long stages, at most one every `every_s` seconds. It also keeps the latest
+    progress (done/total and when) for the heartbeat and for the record of a stage that did not finish."""
 
     def __init__(self, stage: str, every_s: float = 5.0, logger: logging.Logger = log):
         self.stage, self.every_s, self.logger = stage, every_s, logger
         self._t0 = time.perf_counter()
         self._last = 0.0
+        self.latest: Progress | None = None  # replaced whole (never mutated): safe to read from another thread
 
     def __call__(self, done: int, total: int) -> None:
         now = time.perf_counter()
+        elapsed = now - self._t0
+        first = self.latest
+        self.latest = Progress(int(done), int(total), first.first_done if first else int(done),
+                               first.first_s if first else elapsed, elapsed)
         if done < total and now - self._last < self.every_s:
             return
         self._last = now
-        elapsed = now - self._t0
         rate = done / elapsed if elapsed > 0 else 0.0
         eta = (total - done) / rate if rate > 0 else float("nan")
         self.logger.info("%s: %d/%d (%.0f%%), %.0f items/s, eta %.0f s", self.stage, done, total,
@@ -92,17 +100,11 @@ def _memory_limit(profile: Profile) -> float:
     return profile.memory_limit_mb or 0.9 * memory.total_ram_mb()
 
 
-def build_record(run: StageRun, meter: Meter, result: StageResult | None, bytes_written: int,
-                 error: BaseException | None, backend_name: str, api_on_failure=None) -> dict:
-    m = meter.measurement
-    status = "success" if error is None else ("breaking_point" if isinstance(error, BreakingPoint) else "failed")
-    q = (result.quality if result else {}) or {}
-    counters = result.api if result else api_on_failure
-    api = counters.as_dict() if counters else {}
-    items_out = result.items_out if result else None
+def record_fields(run: StageRun, backend_name: str) -> dict:
+    """The columns that identify a stage record and make it comparable: known before the stage starts,
+    so the running marker carries them into a died record too."""
     versions = package_versions()
-    record = {
-        "record_id": uuid.uuid4().hex,
+    return {
         "run_id": run.run_id,
         "stage": run.stage,
         "shape": run.shape,
@@ -111,6 +113,35 @@ def build_record(run: StageRun, meter: Meter, result: StageResult | None, bytes_
         "profile_hash": run.profile.content_hash(),
         "scale": run.scale,
         "scale_n": scale_count(run.scale),
+        "code_version": code_version(),
+        "package_versions": json.dumps(versions, sort_keys=True),
+        "kura_version": versions.get("kura"),
+        **host_info(),
+    }
+
+
+def record_status(error: BaseException | None) -> str:
+    if error is None:
+        return "success"
+    if isinstance(error, BreakingPoint):
+        return "breaking_point"
+    return "interrupted" if is_interrupt(error) else "failed"
+
+
+def build_record(run: StageRun, meter: Meter, result: StageResult | None, bytes_written: int,
+                 error: BaseException | None, backend_name: str, api_on_failure=None, progress=None) -> dict:
+    """progress: the stage's ProgressLog (how far it got; a projection when it did not finish)."""
+    m = meter.measurement
+    status = record_status(error)
+    q = (result.quality if result else {}) or {}
+    counters = result.api if result else api_on_failure
+    api = counters.as_dict() if counters else {}
+    items_out = result.items_out if result else None
+    elapsed = m.wall_s or (time.time() - m.started_at if m.started_at else 0.0)
+    projection = project(run.stage, getattr(progress, "latest", None), elapsed, finished=error is None)
+    record = {
+        **record_fields(run, backend_name),
+        "record_id": uuid.uuid4().hex,
         "status": status,
         "error_type": type(error).__name__ if error else None,
         "error_message": str(error)[:2000] if error else None,
@@ -137,6 +168,7 @@ def build_record(run: StageRun, meter: Meter, result: StageResult | None, bytes_
         "tokens_in": api.get("tokens_in"),
         "tokens_out": api.get("tokens_out"),
         "cost_usd": api.get("cost_usd"),
+        "warnings": "; ".join(api.get("warnings") or []) or None,
         **latency_percentiles(api.get("latencies_s", [])),
         "silhouette": q.get("silhouette"),
         "davies_bouldin": q.get("davies_bouldin"),
@@ -148,40 +180,87 @@ def build_record(run: StageRun, meter: Meter, result: StageResult | None, bytes_
         "metered": m.metered,
         "meter_cpu_s": m.meter_cpu_s,
         "extra": json.dumps(result.extra if result else {}, default=str),
-        "code_version": code_version(),
-        "package_versions": json.dumps(versions, sort_keys=True),
-        "kura_version": versions.get("kura"),
-        **host_info(),
+        **projection.as_record(),
     }
     return record
 
 
-def _hard_stop(run: StageRun, meter: Meter, backend: Backend) -> None:
+def _hard_stop(run: StageRun, meter: Meter, backend: Backend, progress=None, heartbeat=None) -> None:
     """Last resort when a guard fired and the stage is stuck in native code: record the breaking
     point straight into the store (no hook will run), say so, and end the process."""
     from kura_perf.store.writer import write_record
 
     m = meter.measurement
     error = BreakingPoint(run.stage, m.guard_reason, m.peak_rss_mb)
-    record = build_record(run, meter, None, 0, error, getattr(backend, "name", "?"))
+    record = build_record(run, meter, None, 0, error, getattr(backend, "name", "?"), progress=progress)
     write_record(run.paths.metrics, "stage_runs", record)
+    if heartbeat is not None:
+        liveness.clear(run.paths.running, run.run_id, run.stage)
     sys.stderr.write(f"kura-perf: {error}; recorded as a breaking point, terminating the process\n")
     sys.stderr.flush()
     os._exit(75)
 
 
+def _start_heartbeat(run: StageRun, backend_name: str, progress: ProgressLog) -> liveness.Heartbeat | None:
+    """The stage's running marker. A stage still runs when it cannot be written (say, a full disk):
+    its own record is what matters, the marker only covers a death."""
+    try:
+        return liveness.Heartbeat(run.paths.running, record_fields(run, backend_name), progress)
+    except OSError as exc:
+        log.warning("could not write the running marker of %s (%s); a death of this stage would go unrecorded",
+                    run.stage, exc)
+        return None
+
+
+def _on_sample(heartbeat: liveness.Heartbeat | None):
+    if heartbeat is None:
+        return None
+
+    def beat(elapsed_s: float, rss: float, sampled_peak: float) -> None:
+        heartbeat.beat(elapsed_s, rss, max(sampled_peak, memory.read_peak_mb() or 0.0))
+
+    return beat
+
+
+def _save_record(run: StageRun, record: dict) -> None:
+    """Hand the record to the hook; if even that small file cannot be written (disk full), put it
+    straight into the store so the failure is still recorded."""
+    try:
+        save_pending(run.paths.pending, record)
+    except OSError as exc:
+        from kura_perf.store.writer import write_record
+
+        log.warning("could not save the pending record of %s (%s); writing it to the store directly", run.stage, exc)
+        write_record(run.paths.metrics, "stage_runs", record)
+
+
+def _classify(run: StageRun, meter: Meter, error: BaseException) -> BaseException:
+    """Memory exhaustion in any guise becomes a breaking point; other errors stay what they are."""
+    if isinstance(error, (BreakingPoint, StageInterrupted)) or not is_memory_exhaustion(error):
+        return error
+    meter.finish()
+    peak = meter.measurement.peak_rss_mb
+    # Not chained to the original: the orchestrator's "root cause" must be this breaking point, whose
+    # message already names the failed allocation.
+    return BreakingPoint(run.stage, memory_reason(error), None if np.isnan(peak) else peak)
+
+
 def run_stage(run: StageRun) -> dict:
     """Run, measure and store the outputs of one stage; save its record for the hook; return it.
 
-    On failure the record (status failed or breaking_point, with the error) is saved too, and the
-    error re-raised for the orchestrator to see.
+    On failure the record (status failed, breaking_point or interrupted, with the error) is saved too,
+    and the error re-raised for the orchestrator to see. While the stage runs, its running marker and
+    heartbeat (store/liveness.py) make sure even a SIGKILL leaves a trace.
     """
     profile = run.profile
     metered = os.environ.get(METER_ENV, "on") != "off"
     owns_backend = run.backend is None
     backend = run.backend or get_backend(profile)
+    progress = ProgressLog(run.stage)
+    heartbeat = _start_heartbeat(run, backend.name, progress)
     meter = Meter(run.stage, enabled=metered, memory_limit_mb=_memory_limit(profile),
-                  timeout_s=profile.stage_timeout_s, on_unresponsive=lambda m: _hard_stop(run, meter, backend))
+                  timeout_s=profile.stage_timeout_s, on_sample=_on_sample(heartbeat),
+                  on_unresponsive=lambda m: _hard_stop(run, meter, backend, progress, heartbeat))
     result, written, error = None, 0, None
     try:
         with meter:
@@ -194,7 +273,7 @@ def run_stage(run: StageRun) -> dict:
                                                   custom_step=run.custom_step,
                                                   carry_inputs_of=run.writes if run.custom_step else None)
             upstream = {name: outputs.read_stage(run.folder, name) for name in reads}
-            inputs = StageInputs(scale_count(run.scale), upstream, progress=ProgressLog(run.stage))
+            inputs = StageInputs(scale_count(run.scale), upstream, progress=progress)
             t0 = time.perf_counter()
             result = backend.run(run.stage, inputs)
             if factor := _slowdown(run.stage):
@@ -206,16 +285,24 @@ def run_stage(run: StageRun) -> dict:
         error = BreakingPoint(run.stage, meter.measurement.guard_reason or "interrupted",
                               meter.measurement.peak_rss_mb)
     except Exception as exc:  # noqa: BLE001 - recorded, then re-raised
+        error = _classify(run, meter, exc)
+    except BaseException as exc:  # Ctrl-C, Dagster's interrupt: recorded as interrupted, then re-raised
+        meter.finish()
         error = exc
     finally:
         # A failed stage still reports the calls, errors and 429s it made before giving up.
         api_so_far = None if result else getattr(backend, "api_counters", lambda: None)()
         if owns_backend:
             backend.close()
-    record = build_record(run, meter, result, written, error, backend.name, api_so_far)
-    save_pending(run.paths.pending, record)
+    record = build_record(run, meter, result, written, error, backend.name, api_so_far, progress)
+    _save_record(run, record)
+    if heartbeat is not None:
+        heartbeat.finished()
     if error is not None:
-        log.error("%s failed (%s): %s", run.stage, record["status"], error)
+        if record["status"] == "interrupted":
+            log.error("%s interrupted (%s)", run.stage, type(error).__name__)
+        else:
+            log.error("%s failed (%s): %s", run.stage, record["status"], error)
         raise error
     log.info("%s: %d items in %.2f s, peak %.0f MB, %d bytes", run.stage, record["items_in"] or 0,
              record["wall_s"], record["peak_rss_mb"] or float("nan"), written)

@@ -45,6 +45,28 @@ def _build_model(profile: Profile, stage: str, concurrency: int):
                            settings=settings, batch_size=SWEEP_EMBEDDING_BATCH)
 
 
+def limit_share(charged: float, capacity: float | None, wall_s: float, limit_per_min: float | None) -> float | None:
+    """The share of a per-minute limit a level sustained. The bucket starts full, so a short level
+    could pass 100% on its opening burst alone: what the bucket held at the start (its capacity) is
+    taken off before dividing by what the limit allows in the level's wall time."""
+    if not limit_per_min or wall_s <= 0:
+        return None
+    return max(0.0, charged - (capacity or 0.0)) / (wall_s * limit_per_min / 60.0)
+
+
+def level_limits(model, calls: int, errors: int, tokens: int, wall_s: float) -> dict:
+    """What the server's headers said the limits were, the rates achieved, and the binding share."""
+    pacer = model._pacer
+    rows = {"rpm_limit": pacer.requests.limit, "tpm_limit": pacer.tokens.limit,
+            "requests_per_min": (calls - errors) / wall_s * 60 if wall_s > 0 else None,
+            "tokens_per_min": tokens / wall_s * 60 if wall_s > 0 else None}
+    shares = {"requests": limit_share(calls - errors, pacer.requests.capacity, wall_s, pacer.requests.limit),
+              "tokens": limit_share(tokens, pacer.tokens.capacity, wall_s, pacer.tokens.limit)}
+    known = {name: share for name, share in shares.items() if share is not None}
+    binding = max(known, key=known.get) if known else None
+    return {**rows, "binding_limit": binding, "limit_share": known.get(binding)}
+
+
 def sweep_stages(profile: Profile) -> list[str]:
     stages = []
     if profile.summary_model.startswith("openai:"):
@@ -79,6 +101,7 @@ def run_sweep(profile: Profile, scale: str, conversations: Sequence[Conversation
                 status, error = "failed", f"{type(exc).__name__}: {exc}"[:2000]
             wall = time.perf_counter() - t0
             c = model.counters
+            limits = level_limits(model, c.calls, c.errors, c.tokens_in + c.tokens_out, wall)
             model.close()
             items = len(conversations) if stage == "summaries" else len(texts)
             rows.append({
@@ -89,13 +112,16 @@ def run_sweep(profile: Profile, scale: str, conversations: Sequence[Conversation
                 "api_calls": c.calls, "api_429s": c.rate_limited,
                 "share_429": c.rate_limited / c.calls if c.calls else None,
                 "api_retries": c.retries, "api_errors": c.errors, "tokens_in": c.tokens_in,
-                "tokens_out": c.tokens_out, "cost_usd": c.cost_usd,
-                "cost_per_1k_conversations": c.cost_usd / items * 1000 if items else None,
+                "tokens_out": c.tokens_out, "cost_usd": c.total_cost_usd,
+                "cost_per_1k_conversations": (c.total_cost_usd / items * 1000
+                                              if items and c.total_cost_usd is not None else None),
                 "status": status, "error_message": error,
                 "host_fingerprint": host_info()["host_fingerprint"], "code_version": code_version(),
+                **limits,
             })
             if log:
                 r = rows[-1]
                 log(f"sweep {stage} concurrency={level}: {r['items_per_min'] or 0:.0f} items/min, "
-                    f"{c.calls} calls, {c.rate_limited} x 429, {status}")
+                    f"{c.calls} calls, {c.rate_limited} x 429, {limits['limit_share'] or 0:.0%} of the "
+                    f"{limits['binding_limit'] or '?'} limit, {status}")
     return rows

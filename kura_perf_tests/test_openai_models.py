@@ -220,8 +220,12 @@ def test_prices_and_header_parsing():
     assert price_for("gpt-4o-mini-2024-07-18") == (0.15, 0.60)
     assert price_for("gpt-4o") == (2.50, 10.00)
     assert price_for("text-embedding-3-large") == (0.13, 0.0)
-    assert price_for("unknown-model") == (0.0, 0.0)
+    assert price_for("unknown-model") is None  # unknown: the cost is unknown, never a silent $0
     assert price_for("gpt-4o", {"gpt-4o": (1.0, 2.0)}) == (1.0, 2.0)
+    assert price_for("anthropic/claude-3-haiku") == (0.25, 1.25)  # the proposal's provider/model names
+    assert price_for("claude-3-haiku-20240307") == (0.25, 1.25)
+    assert price_for("gpt-4.1-mini-2025-04-14") == (0.40, 1.60)  # the longest known prefix wins
+    assert price_for("my-llm", {"my-llm": (1.0, 3.0)}) == (1.0, 3.0)
     assert parse_reset("6m0s") == 360 and parse_reset("250ms") == 0.25 and parse_reset("1.5s") == 1.5
     assert retry_after_s({"retry-after-ms": "150", "retry-after": "1"}) == 0.15
     assert retry_after_s({"retry-after": "2"}) == 2.0
@@ -253,6 +257,7 @@ def test_pacer_waits_when_the_reported_budget_is_spent():
                            "x-ratelimit-reset-requests": "1s"})
     pacer.observe(200, spent)
     now = pacer.requests.updated
-    assert 0.05 < pacer.delay(1, now) <= 0.1  # one request refills in 60/600 s
+    # one request plus one of headroom, refilled at 98% of 600/min
+    assert pacer.delay(1, now) == pytest.approx(2 / (0.98 * 10), rel=0.02)
     assert pacer.requests.capacity == 10  # remaining 0 + 1 s * 10/s: the bucket holds 10
     assert pacer.requests.wait_for(1, now + 3600) == 0 and pacer.requests.level == 10  # capped after idling

@@ -81,7 +81,8 @@ class KuraBackend:
             os.environ["OPENAI_API_KEY"] = settings.api_key
             if settings.base_url:
                 os.environ["OPENAI_BASE_URL"] = settings.base_url
-            self._ledger = SimulatorLedger(settings.base_url) if self.profile.api.simulate else None
+            self._ledger = (SimulatorLedger(settings.base_url, self.profile.api.prices or None)
+                            if self.profile.api.simulate else None)
             self._loop = KuraLoop(name=f"kura-{self.profile.name}")
             self._models = KuraModels(self.profile)
         return self._models

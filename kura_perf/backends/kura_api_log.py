@@ -14,7 +14,7 @@ from __future__ import annotations
 from urllib.parse import urlsplit
 
 from kura_perf.meter.api import ApiCounters
-from kura_perf.models.openai_api import price_for
+from kura_perf.models.openai_api.prices import cost_usd, unpriced_warning
 from kura_perf.simulator.process import SimulatorControl
 
 _NOT_API = {"models"}  # model listing is not a billed call
@@ -23,7 +23,8 @@ _NOT_API = {"models"}  # model listing is not a billed call
 class SimulatorLedger:
     """`before = ledger.snapshot(); ...; ledger.counters_since(before)`."""
 
-    def __init__(self, base_url: str):
+    def __init__(self, base_url: str, prices: dict | None = None):
+        self.prices = prices  # the profile's price overrides
         self.control = SimulatorControl()
         self.control.port = urlsplit(base_url).port or 80
 
@@ -31,7 +32,7 @@ class SimulatorLedger:
         return self.control.log()
 
     def counters_since(self, before: dict) -> ApiCounters:
-        return counters_between(before, self.snapshot())
+        return counters_between(before, self.snapshot(), self.prices)
 
 
 def _entries(log: dict) -> dict[tuple[str, str, str], tuple[int, int, int]]:
@@ -39,7 +40,7 @@ def _entries(log: dict) -> dict[tuple[str, str, str], tuple[int, int, int]]:
             for e in log.get("entries", []) if e["endpoint"] not in _NOT_API}
 
 
-def counters_between(before: dict, after: dict) -> ApiCounters:
+def counters_between(before: dict, after: dict, prices: dict | None = None) -> ApiCounters:
     """What was sent between two log snapshots. Retries = failed answers: a stage only succeeds when
     every failed request was retried (instructor's re-asks after a schema failure are 200s, counted
     as calls but not as retries)."""
@@ -51,9 +52,11 @@ def counters_between(before: dict, after: dict) -> ApiCounters:
         if calls <= 0:
             continue
         _, model, status = key
-        price_in, price_out = price_for(model)
-        counters.add(calls=calls, tokens_in=tokens_in, tokens_out=tokens_out,
-                     cost_usd=(tokens_in * price_in + tokens_out * price_out) / 1e6)
+        cost = cost_usd(model, tokens_in, tokens_out, prices)
+        if cost is None:
+            counters.note_unpriced(model, unpriced_warning(model))
+            cost = 0.0
+        counters.add(calls=calls, tokens_in=tokens_in, tokens_out=tokens_out, cost_usd=cost)
         if status != "200":
             counters.add(errors=calls, retries=calls, rate_limited=calls if status == "429" else 0)
     timeouts = after.get("faults", {}).get("timeout", 0) - before.get("faults", {}).get("timeout", 0)

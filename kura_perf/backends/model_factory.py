@@ -32,7 +32,7 @@ def api_settings(profile: Profile):
                                f"set; export it (and ${api.base_url_env} for a non-OpenAI endpoint), or use the "
                                f"'simulated-openai' profile to run offline")
     return ApiSettings(base_url=base_url, api_key=key, timeout_s=api.timeout_s, max_retries=api.max_retries,
-                       concurrency=api.concurrency)
+                       concurrency=api.concurrency, prices=api.prices or None)
 
 
 def preflight(profile: Profile) -> None:

@@ -11,8 +11,7 @@ from datetime import datetime, timezone
 
 import pandas as pd
 
-from kura_perf.checks.records import run_records
-from kura_perf.checks.regression import HISTORY_RUNS
+from kura_perf.checks.records import HISTORY_RUNS, run_records
 from kura_perf.config import Paths
 from kura_perf.errors import KuraPerfError
 from kura_perf.store import query, write_record

@@ -15,6 +15,9 @@ import pandas as pd
 from kura_perf.config import Paths
 from kura_perf.store import query
 
+# How many comparable runs make a stage's history: the regression check's noise band and the baselines view.
+HISTORY_RUNS = 10
+
 
 def _clean(value):
     """Store rows come back with NaN/NaT for nulls and numpy scalars; records use None and Python types."""

@@ -15,11 +15,12 @@ import math
 import statistics
 from dataclasses import dataclass
 
+from kura_perf.checks.baselines import active_pin
 from kura_perf.checks.outcome import ERROR, CheckOutcome
+from kura_perf.checks.records import HISTORY_RUNS, metric_history, run_metric
 from kura_perf.config import Paths
 
 REGRESSION_METRICS = ("wall_s", "peak_rss_mb")
-HISTORY_RUNS = 10
 NOISE_MARGIN = 0.05  # widen the observed max by 5% with a full history ...
 SHORT_HISTORY_EXTRA_MARGIN = 0.20  # ... and more while the history is short: 25% with 1 run, 20%, 15%, 10% with 4
 # Below these differences a change is indistinguishable from jitter whatever the ratio says.
@@ -129,8 +130,6 @@ def compare(value: float | None, history: list[float], threshold: float = 0.10, 
 def check_regression(paths: Paths, record: dict, metric: str, threshold: float = 0.10,
                      history_runs: int = HISTORY_RUNS) -> RegressionResult:
     """The record's `metric` against its pinned baseline for this host, else its rolling history."""
-    from kura_perf.checks.baselines import active_pin
-    from kura_perf.checks.records import metric_history, run_metric
 
     history = metric_history(paths, record, metric, limit=history_runs)
     pin = active_pin(paths, record.get("profile"), record.get("scale"), record.get("host_fingerprint"))

@@ -40,6 +40,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, NoReturn
 
+from kura_perf.atomic import atomic_write
 from kura_perf.corpus.types import ROLES, Conversation, Message
 from kura_perf.errors import InputDataError, KuraPerfError
 
@@ -185,20 +186,17 @@ def write_conversations_jsonl(
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     count = 0
-    try:
+
+    def write(tmp: Path) -> None:
+        nonlocal count
         with open(tmp, "w", encoding="utf-8", newline="\n") as out:
             for conversation in conversations:
                 out.write(json.dumps(_kura_record(conversation, include_topic), ensure_ascii=False))
                 out.write("\n")
                 count += 1
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+
+    atomic_write(path, write)
     return count
 
 

@@ -14,6 +14,7 @@ from dagster import HookContext, failure_hook, success_hook
 from kura_perf.meter.host import code_version, host_info
 from kura_perf.scales import SCALES
 from kura_perf.shapes import CUSTOM_STAGE, SHAPE_TAG
+from kura_perf.store import liveness
 from kura_perf.store.pending import commit_pending
 from kura_perf.store.writer import write_record
 
@@ -62,6 +63,7 @@ def record_stage_success(context: HookContext) -> None:
     paths = context.resources.kura_perf.paths()
     if not _commit(paths, context) and _tags(context).get(SHAPE_TAG) != "custom":  # custom: resumed from a checkpoint
         context.log.warning(f"no stage record found for {_stage(context)} in run {context.run_id}")
+    liveness.clear(paths.running, context.run_id, _stage(context))
 
 
 @failure_hook(required_resource_keys={"kura_perf"})
@@ -69,6 +71,7 @@ def record_stage_failure(context: HookContext) -> None:
     paths = context.resources.kura_perf.paths()
     if not _commit(paths, context):
         _record_unmeasured_failure(context, paths)
+    liveness.clear(paths.running, context.run_id, _stage(context))
 
 
 STAGE_HOOKS = {record_stage_success, record_stage_failure}

@@ -3,9 +3,14 @@ as the UI runs, so the CLI is not a second code path."""
 
 from __future__ import annotations
 
+import os
+import uuid
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from kura_perf.config import Paths
+from kura_perf.meter.failures import INTERRUPT_NAMES, is_interrupt
+from kura_perf.store import liveness
 from kura_perf.stages.base import STAGES
 
 
@@ -14,7 +19,8 @@ class RunOutcome:
     run_id: str
     success: bool
     failure: str | None
-    records: list[dict] = field(default_factory=list)
+    records: list[dict] | None = field(default_factory=list)  # None: recorded, but not readable back here
+    interrupted: bool = False  # Ctrl-C / a termination request: the CLI exits 130
 
 
 def root_cause(error) -> str:
@@ -33,7 +39,7 @@ def run_partition(scale: str, profile: str, stages: list[str] | None = None, pat
                   asset_config: dict | None = None) -> RunOutcome:
     """Materialize `stages` (default: all six) plus `extra_assets` (e.g. the sweep) for one partition.
     asset_config: {asset name: its config dict}."""
-    from dagster import AssetKey, DagsterInstance, materialize
+    from dagster import AssetKey, materialize
 
     from kura_perf.defs.partitions import partition_key
     from kura_perf.defs.resources import KuraPerfResource
@@ -46,28 +52,20 @@ def run_partition(scale: str, profile: str, stages: list[str] | None = None, pat
         raise KuraPerfError(f"unknown stage(s) {sorted(unknown)}; expected some of {', '.join(STAGES)}")
     selection = [AssetKey(s) for s in [*(STAGES if stages is None else stages), *(extra_assets or [])]]
     resources = {**defs.resources, "kura_perf": KuraPerfResource(home=str(paths.root))}
-    result = materialize(
-        [*defs.assets, *(defs.asset_checks or [])],
-        selection=selection,
-        partition_key=partition_key(scale, profile),
-        instance=instance or DagsterInstance.get(),
-        resources=resources,
-        raise_on_error=False,
-        tags={"kura_perf/source": "cli"},
-        # Dagster's console logger would print full tracebacks; the CLI shows our progress lines
-        # and a one-line reason instead. The event log in DAGSTER_HOME keeps everything.
-        run_config={"loggers": {"console": {"config": {"log_level": dagster_log_level}}},
-                    "ops": {name: {"config": cfg} for name, cfg in (asset_config or {}).items()}},
-    )
-    return _outcome(result, paths)
+
+    def launch(instance, tags: dict, run_config: dict):
+        run_config["ops"] = {name: {"config": cfg} for name, cfg in (asset_config or {}).items()}
+        return materialize([*defs.assets, *(defs.asset_checks or [])], selection=selection,
+                           partition_key=partition_key(scale, profile), instance=instance, resources=resources,
+                           raise_on_error=False, tags=tags, run_config=run_config)
+
+    return _execute(launch, paths, instance, dagster_log_level)
 
 
 def run_shape(shape: str, scale: str, profile: str, paths: Paths | None = None, instance=None,
               settings=None, dagster_log_level: str = "CRITICAL") -> RunOutcome:
     """Execute the named job of a pipeline shape (`<shape>_pipeline`) on one partition, in-process:
     the job the UI launches, with the shape's options (custom step, batch size) as run tags."""
-    from dagster import DagsterInstance
-
     from kura_perf.defs.jobs import shape_job_name
     from kura_perf.defs.partitions import partition_key
     from kura_perf.defs.resources import KuraPerfResource
@@ -77,27 +75,91 @@ def run_shape(shape: str, scale: str, profile: str, paths: Paths | None = None, 
     paths = paths or Paths.from_env()
     settings = settings or ShapeSettings(shape)
     job = defs.resolve_job_def(shape_job_name(shape))
-    result = job.execute_in_process(
-        partition_key=partition_key(scale, profile),
-        instance=instance or DagsterInstance.get(),
-        resources={**defs.resources, "kura_perf": KuraPerfResource(home=str(paths.root))},
-        raise_on_error=False,
-        tags={"kura_perf/source": "cli", **settings.tags()},
-        run_config={"loggers": {"console": {"config": {"log_level": dagster_log_level}}}},
-    )
-    return _outcome(result, paths)
+    resources = {**defs.resources, "kura_perf": KuraPerfResource(home=str(paths.root))}
+
+    def launch(instance, tags: dict, run_config: dict):
+        return job.execute_in_process(partition_key=partition_key(scale, profile), instance=instance,
+                                      resources=resources, raise_on_error=False,
+                                      tags={**tags, **settings.tags()}, run_config=run_config)
+
+    return _execute(launch, paths, instance, dagster_log_level)
 
 
-def _outcome(result, paths: Paths) -> RunOutcome:
-    from kura_perf.store import query
+def _execute(launch, paths: Paths, instance, dagster_log_level: str) -> RunOutcome:
+    """Run `launch(instance, tags, run_config)` (a materialize or a job execution) and turn its result,
+    a failure or a Ctrl-C into a RunOutcome with the run's stage records."""
+    from dagster import DagsterInstance
 
-    failure = None
+    from kura_perf.defs.instance import prepare_dagster_home, run_tags
+
+    invocation = uuid.uuid4().hex
+    if instance is None:
+        if os.environ.get("DAGSTER_HOME"):  # a fresh home is created and migrated once, under a lock
+            prepare_dagster_home(Path(os.environ["DAGSTER_HOME"]))
+        instance = DagsterInstance.get()
+    try:
+        result = launch(
+            instance,
+            # The pid tags let a later process see that this run's process died (defs/instance.py).
+            {"kura_perf/source": "cli", "kura_perf/invocation": invocation, **run_tags()},
+            # Dagster's console logger would print full tracebacks; the CLI shows our progress lines
+            # and a one-line reason instead. The event log in DAGSTER_HOME keeps everything.
+            {"loggers": {"console": {"config": {"log_level": dagster_log_level}}}},
+        )
+    except BaseException as exc:
+        if not is_interrupt(exc):
+            raise
+        return _interrupted(instance, paths, invocation, exc)
+    failure, interrupted = None, False
     if not result.success:
         failed = [e for e in result.all_events if e.is_step_failure]
-        failure = "; ".join(f"{e.step_key}: {root_cause(e.step_failure_data.error)}" for e in failed
-                            if e.step_failure_data and e.step_failure_data.error) or "run failed"
-    records = query(paths.metrics, "SELECT * FROM stage_runs WHERE run_id = ?", [result.run_id])
+        errors = [(e.step_key, e.step_failure_data.error) for e in failed if e.step_failure_data and e.step_failure_data.error]
+        failure = "; ".join(f"{step}: {root_cause(error)}" for step, error in errors) or "run failed"
+        interrupted = any(root_cause(error).split(":")[0] in INTERRUPT_NAMES for _, error in errors)
+        if interrupted:
+            failure = "stopped by Ctrl-C or a termination request (" + "; ".join(step for step, _ in errors) + ")"
+            _commit_interrupted(paths, result.run_id)
+    return RunOutcome(result.run_id, result.success, failure, _records(paths, result.run_id), interrupted)
+
+
+def _records(paths: Paths, run_id: str) -> list[dict] | None:
+    """The run's stage records; None when they cannot be read back because the process is out of
+    memory (a run that ended at a memory breaking point under an OS cap): they are in the store."""
+    from kura_perf.meter.failures import is_memory_exhaustion
+    from kura_perf.store import query
+
+    try:
+        records = query(paths.metrics, "SELECT * FROM stage_runs WHERE run_id = ?", [run_id])
+    except Exception as exc:
+        if is_memory_exhaustion(exc):
+            return None
+        raise
     if len(records):  # stages run one after another: start time is pipeline order (a custom step included)
         records = records.sort_values(["started_at", "finished_at"])
-    return RunOutcome(result.run_id, result.success, failure, records.to_dict("records") if len(records) else [])
+    return records.to_dict("records") if len(records) else []
+
+
+def _commit_interrupted(paths: Paths, run_id: str) -> None:
+    """The interrupted stage saved its record (status interrupted); its hook may not have run."""
+    from kura_perf.store.pending import recover
+
+    recover(paths.pending, paths.metrics, skip=lambda rid, stage: rid != run_id)
+    for stage in (*STAGES, "custom_step"):  # a custom shape's step has its own marker
+        liveness.clear(paths.running, run_id, stage)
+
+
+def _interrupted(instance, paths: Paths, invocation: str, error: BaseException) -> RunOutcome:
+    """Ctrl-C during a run: the interrupted stage saved its record (status interrupted) but its hook may
+    not have run; commit it, mark the Dagster run failed if Dagster left it unfinished, and say so."""
+    from dagster import RunsFilter
+
+    from kura_perf.defs.instance import fail_dead_runs
+
+    runs = instance.get_runs(RunsFilter(tags={"kura_perf/invocation": invocation}), limit=1)
+    run_id = runs[0].run_id if runs else "?"
+    if runs:
+        _commit_interrupted(paths, run_id)
+        fail_dead_runs(instance, [run_id], {run_id: f"interrupted ({type(error).__name__})"})
+    return RunOutcome(run_id, False, f"stopped by {type(error).__name__} (Ctrl-C or a termination request)",
+                      _records(paths, run_id) if runs else [], interrupted=True)
 

@@ -4,7 +4,8 @@ a stopped sensor stays stopped across restarts):
 
 - regression_alerts: turns new failed regression checks in the store into alerts (log line,
   alerts table, webhook POST when KURA_PERF_ALERT_WEBHOOK is set). It reads the store, not Dagster's
-  event log, so regressions found by CLI runs (`kura-perf run`) alert too.
+  event log, so regressions found by CLI runs (`kura-perf run`) alert too. It also cleans up after
+  dead processes (defs/instance.py): their stages become `died` records, their runs are marked failed.
 - refresh_after_benchmark: after a successful benchmark run, refreshes the DuckDB views and requests
   a run of the performance_report asset.
 """
@@ -23,6 +24,7 @@ from dagster import (
 )
 
 from kura_perf.checks.alerts import raise_alert, unalerted_regressions
+from kura_perf.defs.instance import reap_and_fail
 from kura_perf.defs.jobs import BENCHMARK_TAG, benchmark_job, report_job
 from kura_perf.defs.resources import KuraPerfResource
 
@@ -31,6 +33,11 @@ from kura_perf.defs.resources import KuraPerfResource
         description="Alert on failed regression checks in the metrics store (log, alerts table, webhook).")
 def regression_alerts(context: SensorEvaluationContext, kura_perf: KuraPerfResource):
     paths = kura_perf.paths()
+    try:
+        for run_id in reap_and_fail(paths.root, instance=context.instance):
+            context.log.warning(f"run {run_id}: its process died; stage recorded as died, run marked failed")
+    except Exception as exc:  # noqa: BLE001 - the alerts still go out
+        context.log.warning(f"could not clean up after dead runs: {type(exc).__name__}: {exc}")
     since = datetime.fromisoformat(context.cursor) if context.cursor else None
     rows = unalerted_regressions(paths, since)
     for row in rows:

@@ -15,7 +15,9 @@ class ApiCounters:
     timeouts: int = 0
     tokens_in: int = 0
     tokens_out: int = 0
-    cost_usd: float = 0.0
+    cost_usd: float = 0.0  # of the priced calls; the total is unknown (None in as_dict) if any was unpriced
+    unpriced_models: list[str] = field(default_factory=list)  # models answered whose price is unknown
+    warnings: list[str] = field(default_factory=list)  # one line per unpriced model, for the record
     latencies_s: list[float] = field(default_factory=list)  # one per successful request
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
@@ -24,15 +26,33 @@ class ApiCounters:
             for key, value in deltas.items():
                 setattr(self, key, getattr(self, key) + value)
 
+    def note_unpriced(self, model: str, warning: str) -> None:
+        """A call to `model` was answered but its price is unknown; `warning` says so in the record."""
+        with self._lock:
+            if model not in self.unpriced_models:
+                self.unpriced_models.append(model)
+                self.warnings.append(warning)
+
     def merge(self, other: "ApiCounters") -> None:
         with self._lock:
             for f in fields(self):
-                if f.name.startswith("_"):
+                if f.name.startswith("_") or f.name in ("unpriced_models", "warnings"):
                     continue
                 setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
+            for model, warning in zip(other.unpriced_models, other.warnings):
+                if model not in self.unpriced_models:
+                    self.unpriced_models.append(model)
+                    self.warnings.append(warning)
+
+    @property
+    def total_cost_usd(self) -> float | None:
+        """The cost of every call, or None when some model's price is unknown: never a silent $0."""
+        return None if self.unpriced_models else self.cost_usd
 
     def as_dict(self) -> dict:
-        return {f.name: getattr(self, f.name) for f in fields(self) if not f.name.startswith("_")}
+        data = {f.name: getattr(self, f.name) for f in fields(self) if not f.name.startswith("_")}
+        data["cost_usd"] = self.total_cost_usd
+        return data
 
 
 def latency_percentiles(latencies_s: list[float]) -> dict:

@@ -66,10 +66,12 @@ class Meter:
 
     def __init__(self, stage: str, *, enabled: bool = True, interval_s: float = 0.05,
                  memory_limit_mb: float | None = None, timeout_s: float | None = None,
-                 on_unresponsive=None, grace_s: float = 30.0):
+                 on_unresponsive=None, grace_s: float = 30.0, on_sample=None):
         """on_unresponsive(measurement): called from the sampler thread when a guard fired but the
         stage is stuck in native code that cannot be interrupted for `grace_s`; it must record the
-        breaking point and end the process (nothing else can stop a C loop)."""
+        breaking point and end the process (nothing else can stop a C loop).
+        on_sample(elapsed_s, rss_mb, peak_mb): called from the sampler thread after every sample (the
+        runner's heartbeat, which throttles itself); its errors are ignored."""
         self.stage = stage
         self.enabled = enabled
         self.interval_s = interval_s
@@ -85,6 +87,7 @@ class Meter:
         self.grace_s = grace_s
         self._fired_at: float | None = None
         self._finished = False
+        self.on_sample = on_sample
 
     # -- guards -----------------------------------------------------------------------------
     def _interrupt(self, reason: str) -> None:
@@ -105,6 +108,11 @@ class Meter:
             m.timeline_s.append(round(now, 3))
             m.timeline_mb.append(round(rss, 1))
             self._sampled_peak = max(self._sampled_peak, rss)
+            if self.on_sample is not None:
+                try:
+                    self.on_sample(now, rss, self._sampled_peak)
+                except Exception:  # noqa: BLE001 - a heartbeat must never stop the guards
+                    pass
             if self.memory_limit_mb and rss > self.memory_limit_mb:
                 self._interrupt(f"memory limit {self.memory_limit_mb:.0f} MB exceeded ({rss:.0f} MB resident)")
             if self.timeout_s and now > self.timeout_s:
@@ -130,7 +138,7 @@ class Meter:
         self._times0 = os.times()
         m.started_at = time.time()
         self._t0 = time.perf_counter()
-        if self.enabled or self.memory_limit_mb or self.timeout_s:
+        if self.enabled or self.memory_limit_mb or self.timeout_s or self.on_sample:
             self._thread = threading.Thread(target=self._sample_loop, name=f"meter-{self.stage}", daemon=True)
             self._thread.start()
         return self

@@ -22,6 +22,16 @@ class ApiConfig(BaseModel):
     timeout_s: float = Field(30.0, gt=0)
     max_retries: int = Field(5, ge=0, le=50)
     simulator: dict = Field(default_factory=dict)  # SimulatorConfig fields
+    # USD per 1M tokens, {model: [input, output]}, over the built-in table (models/openai_api/prices.py).
+    prices: dict[str, tuple[float, float]] = Field(default_factory=dict)
+
+    @field_validator("prices")
+    @classmethod
+    def _prices_are_non_negative(cls, value: dict) -> dict:
+        for model, (price_in, price_out) in value.items():
+            if price_in < 0 or price_out < 0:
+                raise ValueError(f"price of '{model}' must be >= 0 USD per 1M tokens (got [{price_in}, {price_out}])")
+        return value
 
     @field_validator("simulator")
     @classmethod

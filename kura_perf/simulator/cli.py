@@ -5,11 +5,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import signal
 import sys
 from pathlib import Path
 
+from kura_perf.atomic import atomic_write_text
 from kura_perf.simulator.config import SimulatorConfig
 from kura_perf.simulator.server import start_server
 
@@ -81,9 +81,7 @@ def config_from_args(args: argparse.Namespace) -> SimulatorConfig:
 
 
 def _write_port_file(path: Path, port: int) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(str(port))
-    os.replace(tmp, path)
+    atomic_write_text(path, str(port))
 
 
 async def _serve_until_signalled(config: SimulatorConfig, port_file: Path | None) -> None:

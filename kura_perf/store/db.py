@@ -9,38 +9,80 @@ from pathlib import Path
 import duckdb
 import pandas as pd
 
+from kura_perf.errors import KuraPerfError
+from kura_perf.store.quarantine import file_named_in, quarantine
 from kura_perf.store.views import all_view_sql
 
 log = logging.getLogger(__name__)
 
+# How many unreadable record files one query may move aside before giving up.
+MAX_QUARANTINED_PER_QUERY = 50
+
+
+class StoreError(KuraPerfError):
+    """The metrics database could not be written, for a reason other than another process holding it."""
+
 
 def connect(metrics_dir: Path) -> duckdb.DuckDBPyConnection:
-    con = duckdb.connect(":memory:")
-    for stmt in all_view_sql(metrics_dir):
+    con = duckdb.connect(":memory:", config=_memory_config())
+    for stmt in all_view_sql(metrics_dir, con):
         con.execute(stmt)
     return con
 
 
+def _memory_config() -> dict:
+    """Under an OS address-space cap (ulimit -v), keep DuckDB's buffer pool well inside it: its default
+    (80% of RAM) would fail to allocate and end our queries with an out-of-memory error."""
+    import resource
+
+    soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+    if soft == resource.RLIM_INFINITY:
+        return {}
+    return {"memory_limit": f"{max(soft // 8 // 2**20, 64)}MB", "threads": 1}
+
+
 def query(metrics_dir: Path, sql: str, params: list | None = None) -> pd.DataFrame:
-    con = connect(metrics_dir)
-    try:
-        return con.execute(sql, params or []).df()
-    finally:
-        con.close()
+    """Run `sql` over the views. A record file DuckDB cannot read is quarantined and the query retried."""
+    for _ in range(MAX_QUARANTINED_PER_QUERY + 1):
+        con = None
+        try:
+            con = connect(metrics_dir)  # creating the views reads every file's schema already
+            return con.execute(sql, params or []).df()
+        except duckdb.Error as exc:
+            bad = file_named_in(exc, metrics_dir)
+            if bad is None:
+                raise
+            quarantine(bad, Path(metrics_dir).parent, str(exc).splitlines()[0])  # or another process did
+        finally:
+            if con is not None:
+                con.close()
+    raise StoreError(f"more than {MAX_QUARANTINED_PER_QUERY} unreadable record files under {metrics_dir}")
+
+
+def _is_lock_conflict(exc: duckdb.Error) -> bool:
+    text = str(exc).lower()
+    return "lock" in text and ("conflicting" in text or "could not set lock" in text)
 
 
 def refresh_database(metrics_dir: Path, database: Path) -> bool:
     """(Re)create the views in the analysts' DuckDB file. Returns False, without failing, when
-    another process holds the file: the record files are the truth and lose nothing meanwhile."""
-    database.parent.mkdir(parents=True, exist_ok=True)
+    another process holds the file: the record files are the truth and lose nothing meanwhile.
+    Any other failure (a full disk, a read-only folder) raises StoreError naming it."""
     try:
+        database.parent.mkdir(parents=True, exist_ok=True)
         con = duckdb.connect(str(database))
     except duckdb.IOException as exc:
+        if not _is_lock_conflict(exc):
+            raise StoreError(f"cannot open the metrics database {database}: {str(exc).splitlines()[0]}") from None
         log.warning("metrics database %s is busy (%s); views not refreshed, no data lost", database, exc)
         return False
+    except OSError as exc:
+        raise StoreError(f"cannot create the metrics database {database}: {exc}") from None
     try:
-        for stmt in all_view_sql(metrics_dir):
+        for stmt in all_view_sql(metrics_dir, con):
             con.execute(stmt)
+    except duckdb.Error as exc:
+        raise StoreError(f"cannot write the views into {database}: {str(exc).splitlines()[0]}") from None
     finally:
         con.close()
     return True

@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import json
 import os
+import uuid
 from datetime import datetime
 from pathlib import Path
 
+from kura_perf.atomic import atomic_write_text
+from kura_perf.store.quarantine import quarantine
 from kura_perf.store.writer import write_record
 
 _TIMESTAMPS = ("started_at", "finished_at")
@@ -23,10 +26,12 @@ def _path(pending_dir: Path, run_id: str, stage: str) -> Path:
 def save_pending(pending_dir: Path, record: dict) -> Path:
     path = _path(pending_dir, record["run_id"], record["stage"])
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(record, default=lambda v: v.isoformat() if isinstance(v, datetime) else str(v)))
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(record, default=_json_default))
     return path
+
+
+def _json_default(value):
+    return value.isoformat() if isinstance(value, datetime) else str(value)
 
 
 def _load(path: Path) -> dict:
@@ -52,11 +57,34 @@ def commit_pending(pending_dir: Path, metrics_dir: Path, run_id: str, stage: str
     return record
 
 
-def recover(pending_dir: Path, metrics_dir: Path) -> int:
-    """Commit records stranded by a process that died before its hook ran."""
+def recover(pending_dir: Path, metrics_dir: Path, skip=lambda run_id, stage: False) -> int:
+    """Commit records stranded by a process that died before its hook ran. skip(run_id, stage): True
+    for records whose run is still alive (its own hook will commit them). Each file is claimed by a
+    rename first, so two processes recovering at once never commit a record twice. An unreadable
+    pending file is quarantined with a warning, never fatal."""
     count = 0
     for path in sorted(Path(pending_dir).glob("*/*.json")):
-        write_record(metrics_dir, "stage_runs", _load(path))
-        path.unlink()
+        if skip(path.parent.name, path.stem):
+            continue
+        claimed = path.with_name(f"{path.name}.claimed-{os.getpid()}-{uuid.uuid4().hex[:6]}")
+        try:
+            os.replace(path, claimed)
+        except FileNotFoundError:
+            continue  # another process took it
+        try:
+            record = _load(claimed)
+        except (OSError, ValueError) as exc:
+            quarantine(claimed, Path(pending_dir).parent, f"unreadable pending record ({exc})")
+            continue
+        try:
+            write_record(metrics_dir, "stage_runs", record)
+        except BaseException:
+            os.replace(claimed, path)  # leave it for the next try
+            raise
+        claimed.unlink(missing_ok=True)
+        try:
+            path.parent.rmdir()
+        except OSError:
+            pass
         count += 1
     return count

@@ -27,7 +27,7 @@ STAGE_RUNS = pa.schema([
     ("profile_hash", pa.string()),
     ("scale", pa.string()),
     ("scale_n", pa.int64()),  # conversations the partition asks for
-    ("status", pa.string()),  # success | failed | breaking_point
+    ("status", pa.string()),  # success | failed | breaking_point | interrupted | died
     ("error_type", pa.string()),
     ("error_message", pa.string()),
     ("started_at", _TS),
@@ -52,7 +52,8 @@ STAGE_RUNS = pa.schema([
     ("api_timeouts", pa.int64()),
     ("tokens_in", pa.int64()),
     ("tokens_out", pa.int64()),
-    ("cost_usd", pa.float64()),
+    ("cost_usd", pa.float64()),  # null when a model's price is unknown (see warnings), never a silent 0
+    ("warnings", pa.string()),  # "; "-joined: what makes a figure incomplete (e.g. an unpriced model)
     ("latency_p50_ms", pa.float64()),
     ("latency_p95_ms", pa.float64()),
     ("latency_p99_ms", pa.float64()),
@@ -66,6 +67,14 @@ STAGE_RUNS = pa.schema([
     ("metered", pa.bool_()),
     ("meter_cpu_s", pa.float64()),
     ("extra", pa.string()),  # JSON: stage-specific figures (iterations, k, files, ...)
+    # How far a stage got (from its progress log) and, for one that did not finish, a projection
+    # (kura_perf/meter/projection.py). projection_kind: 'linear-in-items', or NULL when none is honest.
+    ("items_done", pa.int64()),
+    ("items_total", pa.int64()),
+    ("rate_items_per_s", pa.float64()),
+    ("elapsed_s", pa.float64()),
+    ("projected_wall_s", pa.float64()),
+    ("projection_kind", pa.string()),
     *COMPARABILITY,
 ])
 
@@ -130,6 +139,14 @@ SWEEP_RESULTS = pa.schema([
     ("error_message", pa.string()),
     ("host_fingerprint", pa.string()),
     ("code_version", pa.string()),
+    # The server's limits as its headers reported them, what the level achieved, and the share of the
+    # binding one (burst-corrected: see kura_perf/sweep.py limit_share).
+    ("rpm_limit", pa.float64()),
+    ("tpm_limit", pa.float64()),
+    ("requests_per_min", pa.float64()),
+    ("tokens_per_min", pa.float64()),
+    ("binding_limit", pa.string()),  # requests | tokens
+    ("limit_share", pa.float64()),
 ])
 
 BASELINE_PINS = pa.schema([

@@ -12,19 +12,35 @@ def _sql_str(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
-def table_view_sql(metrics_dir: Path, table: str) -> str:
-    schema = TABLES[table]
+def _glob(metrics_dir: Path, table: str) -> str | None:
     folder = Path(metrics_dir) / table
     if any(folder.glob("date=*/*.parquet")):
-        glob = _sql_str(str(folder / "date=*" / "*.parquet"))
-        cols = ", ".join(f'CAST("{f.name}" AS {duckdb_type(f.type)}) AS "{f.name}"' for f in schema)
-        # Files written before a column was added lack it; the empty typed row set unioned by name
-        # makes every schema column exist (NULL there), whichever files the glob finds.
-        typed = ", ".join(f'CAST(NULL AS {duckdb_type(f.type)}) AS "{f.name}"' for f in schema)
-        return (f"CREATE OR REPLACE VIEW {table} AS SELECT {cols} FROM (SELECT * FROM read_parquet({glob}, "
-                f"union_by_name = true, hive_partitioning = false) UNION ALL BY NAME SELECT {typed} WHERE false)")
+        return _sql_str(str(folder / "date=*" / "*.parquet"))
+    return None
+
+
+def table_view_sql(metrics_dir: Path, table: str, present: set[str] | None = None) -> str:
+    """The view of one table over its record files. present: the columns the files have (None: all);
+    a column no file has yet (records written before it was added) reads as NULL of its type."""
+    schema = TABLES[table]
+    glob = _glob(metrics_dir, table)
+    if glob is not None:
+        cols = ", ".join(
+            f'CAST("{f.name}" AS {duckdb_type(f.type)}) AS "{f.name}"' if present is None or f.name in present
+            else f'CAST(NULL AS {duckdb_type(f.type)}) AS "{f.name}"' for f in schema)
+        return (f"CREATE OR REPLACE VIEW {table} AS SELECT {cols} FROM read_parquet({glob}, "
+                f"union_by_name = true, hive_partitioning = false)")
     cols = ", ".join(f'CAST(NULL AS {duckdb_type(f.type)}) AS "{f.name}"' for f in schema)
     return f"CREATE OR REPLACE VIEW {table} AS SELECT {cols} LIMIT 0"
+
+
+def present_columns(con, metrics_dir: Path, table: str) -> set[str] | None:
+    glob = _glob(metrics_dir, table)
+    if glob is None:
+        return None
+    rows = con.execute(f"DESCRIBE SELECT * FROM read_parquet({glob}, union_by_name = true, "
+                       f"hive_partitioning = false)").fetchall()
+    return {row[0] for row in rows}
 
 
 # Derived views. Documented in README ("Querying the metrics store").
@@ -57,10 +73,12 @@ DERIVED = {
                median(cost_usd) * 1000.0 / nullif(any_value(scale_n), 0) AS cost_per_1k_conversations
         FROM stage_runs WHERE status = 'success' AND coalesce(metered, true)
         GROUP BY stage, backend, profile, host_fingerprint, scale, scale_n""",
-    # Where the pipeline broke: guards that stopped a stage, and failures.
+    # Where the pipeline broke: guards that stopped a stage, failures, interrupts and deaths (SIGKILL,
+    # the OOM killer), with how far the stage got and its projected wall time where one is honest.
     "breaking_points": """
         SELECT stage, profile, scale, scale_n, status, error_type, error_message, peak_rss_mb, wall_s,
-               finished_at, run_id, host_fingerprint
+               finished_at, run_id, host_fingerprint, items_done, items_total, rate_items_per_s, elapsed_s,
+               projected_wall_s, projection_kind
         FROM stage_runs WHERE status <> 'success' ORDER BY finished_at DESC""",
     # Failed regression checks.
     "regressions": """
@@ -96,7 +114,10 @@ DERIVED = {
 }
 
 
-def all_view_sql(metrics_dir: Path) -> list[str]:
-    statements = [table_view_sql(metrics_dir, t) for t in TABLES]
+def all_view_sql(metrics_dir: Path, con=None) -> list[str]:
+    """Every view's statement. With a DuckDB connection, the files' columns are looked up first, so a
+    store whose records predate a column still reads (that column as NULL)."""
+    statements = [table_view_sql(metrics_dir, t, present_columns(con, metrics_dir, t) if con is not None else None)
+                  for t in TABLES]
     statements += [f"CREATE OR REPLACE VIEW {name} AS {sql}" for name, sql in DERIVED.items()]
     return statements

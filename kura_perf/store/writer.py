@@ -4,7 +4,6 @@ file, which a single DuckDB file (one writing process at a time) cannot give us 
 
 from __future__ import annotations
 
-import os
 import uuid
 from datetime import datetime, timezone
 from pathlib import Path
@@ -12,6 +11,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from kura_perf.atomic import atomic_write
 from kura_perf.store.schema import TABLES
 
 
@@ -41,11 +41,7 @@ def write_records(metrics_dir: Path, table: str, records: list[dict]) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     name = f"{datetime.now(timezone.utc).strftime('%H%M%S%f')}-{uuid.uuid4().hex[:12]}.parquet"
     final = folder / name
-    tmp = folder / f".{name}.tmp"
-    pq.write_table(arrow, tmp)
-    with open(tmp, "rb") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, final)
+    atomic_write(final, lambda tmp: pq.write_table(arrow, tmp))
     return final
 
 

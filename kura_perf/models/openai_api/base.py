@@ -1,0 +1,129 @@
+"""The machinery the three API-backed models share: one model id on one endpoint, with its client,
+private event loop, pacer, in-flight bound, retries and counters."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+import weakref
+from typing import Any, Awaitable, Callable, Coroutine, TypeVar
+
+import httpx
+import openai
+
+from kura_perf.errors import StageError
+from kura_perf.meter.api import ApiCounters
+from kura_perf.models.openai_api.batch import raise_if_batch_failed
+from kura_perf.models.openai_api.http import CountingTransport, HttpMeter, proxy_for
+from kura_perf.models.openai_api.loop import LoopThread, shutdown
+from kura_perf.models.openai_api.pacer import DeadlineExceeded, HeaderPacer
+from kura_perf.models.openai_api.retries import RetryPolicy, classify
+from kura_perf.models.openai_api.settings import ApiSettings
+
+T = TypeVar("T")
+
+
+class ApiModel:
+    """One model id on one endpoint: its client, loop, pacer, semaphore and counters."""
+
+    def __init__(self, model: str, settings: ApiSettings | None):
+        self.model = model
+        self.settings = settings if settings is not None else ApiSettings.from_env()
+        self.name = f"openai:{model}"
+        self._pacer = HeaderPacer(self.settings.rpm, self.settings.tpm, self.settings.pace_from_headers)
+        self._meter = HttpMeter(model, self.settings.prices, self._pacer)
+        self._retry = RetryPolicy(self.settings, on_retry=lambda: self.counters.add(retries=1))
+        self._loop: LoopThread | None = None
+        self._client: openai.AsyncOpenAI | None = None
+        self._semaphore: asyncio.Semaphore | None = None
+        self._finalizer: weakref.finalize | None = None
+        self._start_lock = threading.Lock()
+
+    # --- counters ----------------------------------------------------------------------------
+    @property
+    def counters(self) -> ApiCounters:
+        return self._meter.counters
+
+    def reset_counters(self) -> ApiCounters:
+        """Start a fresh count (e.g. per stage); returns the previous counters."""
+        previous, self._meter.counters = self._meter.counters, ApiCounters()
+        return previous
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(model={self.model!r}, settings={self.settings!r})"
+
+    __str__ = __repr__
+
+    # --- lifecycle ---------------------------------------------------------------------------
+    def _run(self, coro_factory: Callable[[], Coroutine[Any, Any, T]]) -> T:
+        with self._start_lock:
+            if self._loop is None:
+                self._loop = LoopThread(f"kura-perf-{self.name}")
+                try:
+                    self._client = self._loop.run(self._open())
+                except BaseException:
+                    self._loop.stop()
+                    self._loop = None
+                    raise
+                self._finalizer = weakref.finalize(self, shutdown, self._loop, self._client)
+        return self._loop.run(coro_factory())
+
+    async def _open(self) -> openai.AsyncOpenAI:
+        limits = httpx.Limits(max_connections=self.settings.concurrency + 4,
+                              max_keepalive_connections=self.settings.concurrency + 4)
+        inner = httpx.AsyncHTTPTransport(limits=limits, proxy=proxy_for(self.settings.base_url))
+        timeout = httpx.Timeout(self.settings.timeout_s, connect=min(10.0, self.settings.timeout_s))
+        http_client = httpx.AsyncClient(transport=CountingTransport(inner, self._meter), timeout=timeout)
+        self._semaphore = asyncio.Semaphore(self.settings.concurrency)
+        try:
+            return openai.AsyncOpenAI(base_url=self.settings.base_url, api_key=self.settings.api_key,
+                                      max_retries=0, timeout=timeout, http_client=http_client)
+        except openai.OpenAIError as exc:
+            await http_client.aclose()
+            raise StageError(f"{self.name}: cannot create the API client: {exc}") from None
+
+    def close(self) -> None:
+        """Close the HTTP client on its own loop, then stop the loop. Safe to call twice."""
+        with self._start_lock:
+            if self._finalizer is not None:
+                self._finalizer()  # runs shutdown once
+                self._finalizer = None
+            elif self._loop is not None:
+                self._loop.stop()
+            self._loop, self._client = None, None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- one request, paced and retried within the budget -------------------------------------
+    async def _with_retries(self, what: str, send: Callable[[], Awaitable[T]], prompt_tokens: int,
+                            max_completion_tokens: int = 0) -> T:
+        """Send one request: wait for a place in flight and for the rate-limit budget, send, and
+        retry what is worth retrying (see retries.py)."""
+        deadline = time.monotonic() + self.settings.deadline_s
+        attempts = 0
+
+        async def attempt() -> T:
+            nonlocal attempts
+            attempts += 1
+            raise_if_batch_failed()
+            try:
+                async with self._semaphore:
+                    estimate = self._pacer.estimate(prompt_tokens, max_completion_tokens)
+                    await self._pacer.acquire(estimate, deadline)
+                    raise_if_batch_failed()
+                    return await send()
+            except DeadlineExceeded as exc:
+                raise StageError(f"{self.name}: {what} gave up before attempt {attempts}: the rate-limit pacing "
+                                 f"{exc} past the {self.settings.deadline_s:g}s deadline") from None
+            except Exception as exc:  # noqa: BLE001 - sorted into retry / give up
+                outcome = classify(exc, self.name, what, self.settings)
+                if outcome is exc:
+                    raise
+                raise outcome from None
+
+        return await self._retry.run(self.name, what, attempt, deadline)

@@ -1,0 +1,108 @@
+"""Counting at the HTTP layer: every request that reaches the wire, and how it ended.
+
+The AsyncOpenAI client gets an httpx.AsyncClient whose transport is wrapped by `CountingTransport`:
+every HTTP exchange (retries included) is counted into the model's `ApiCounters` -- calls, non-2xx
+answers and transport failures as errors, 429s, client timeouts, latency of successful answers,
+tokens and cost from `usage`. The SDK's own retries are off (they would be invisible here).
+"""
+
+from __future__ import annotations
+
+import time
+from urllib.parse import urlsplit
+from urllib.request import getproxies, proxy_bypass
+
+import httpx
+
+from kura_perf.meter.api import ApiCounters
+from kura_perf.models.openai_api.pacer import PENDING_ESTIMATE, HeaderPacer
+from kura_perf.models.openai_api.prices import Prices, price_for, unpriced_warning
+
+
+class HttpMeter:
+    """Turns HTTP outcomes into ApiCounters, and feeds the pacer what the server said."""
+
+    def __init__(self, model: str, prices: Prices | None, pacer: HeaderPacer):
+        self.model = model
+        self.price = price_for(model, prices)  # None: unknown, the cost stays unknown (never $0)
+        self.pacer = pacer
+        self.counters = ApiCounters()
+
+    def sent(self) -> None:
+        self.counters.add(calls=1)
+
+    def failed(self, timeout: bool) -> None:
+        self.counters.add(errors=1, timeouts=1 if timeout else 0)
+        self.pacer.failed()
+
+    def answered(self, status: int, headers: httpx.Headers, body: bytes, elapsed_s: float) -> None:
+        estimate = PENDING_ESTIMATE.get()
+        if not 200 <= status < 300:
+            self.pacer.refused(estimate)  # before observe: the headers then cap what was handed back
+            self.pacer.observe(status, headers)
+            self.counters.add(errors=1, rate_limited=1 if status == 429 else 0)
+            return
+        self.pacer.observe(status, headers)
+        self.counters.latencies_s.append(elapsed_s)
+        usage = usage_of(headers, body)
+        if usage:
+            tokens_in = int(usage.get("prompt_tokens") or 0)
+            tokens_out = int(usage.get("completion_tokens") or 0)
+            self.pacer.settle(estimate, tokens_in, tokens_out)
+            if self.price is None:
+                self.counters.note_unpriced(self.model, unpriced_warning(self.model))
+                self.counters.add(tokens_in=tokens_in, tokens_out=tokens_out)
+            else:
+                cost = (tokens_in * self.price[0] + tokens_out * self.price[1]) / 1_000_000
+                self.counters.add(tokens_in=tokens_in, tokens_out=tokens_out, cost_usd=cost)
+
+
+def usage_of(headers: httpx.Headers, raw: bytes) -> dict | None:
+    if "json" not in headers.get("content-type", ""):
+        return None
+    try:
+        decoded = httpx.Response(200, headers=headers, content=raw)  # undoes any content-encoding
+        usage = decoded.json().get("usage")
+    except (ValueError, AttributeError, httpx.DecodingError):
+        return None
+    return usage if isinstance(usage, dict) else None
+
+
+class CountingTransport(httpx.AsyncBaseTransport):
+    """Counts every request that reaches the wire and how it ended, then hands the answer on."""
+
+    def __init__(self, inner: httpx.AsyncBaseTransport, meter: HttpMeter):
+        self.inner = inner
+        self.meter = meter
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        self.meter.sent()
+        started = time.perf_counter()
+        try:
+            response = await self.inner.handle_async_request(request)
+            try:
+                raw = b"".join([chunk async for chunk in response.aiter_raw()])
+            finally:
+                await response.aclose()
+        except httpx.TimeoutException:
+            self.meter.failed(timeout=True)
+            raise
+        except httpx.TransportError:
+            self.meter.failed(timeout=False)
+            raise
+        self.meter.answered(response.status_code, response.headers, raw, time.perf_counter() - started)
+        return httpx.Response(response.status_code, headers=response.headers, stream=httpx.ByteStream(raw),
+                              request=request, extensions=response.extensions)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+def proxy_for(base_url: str | None) -> str | None:
+    """The environment's proxy for base_url, but never for loopback or no_proxy hosts."""
+    url = urlsplit(base_url or "https://api.openai.com/v1")
+    host = url.hostname or ""
+    if host in ("127.0.0.1", "localhost", "::1") or host.startswith("127.") or proxy_bypass(host):
+        return None
+    return getproxies().get(url.scheme or "https")
+

@@ -1,0 +1,52 @@
+"""How and where an API-backed model calls: one object, built from a profile by the model factory."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass
+from typing import Any
+
+
+@dataclass(repr=False)
+class ApiSettings:
+    """Where and how to call. The key is never shown: repr/str mask it, `redacted()` is for records."""
+
+    base_url: str | None = None  # None: the SDK's default (OPENAI_BASE_URL or api.openai.com)
+    api_key: str | None = None  # None: the SDK reads OPENAI_API_KEY
+    timeout_s: float = 30.0  # per HTTP request
+    max_retries: int = 5  # our retry budget per request (the SDK's own retries are off)
+    concurrency: int = 10  # requests in flight per model
+    deadline_s: float = 300.0  # per request, across all attempts and waits
+    backoff_base_s: float = 0.5
+    backoff_max_s: float = 20.0
+    rpm: int | None = None  # optional hints used for pacing before the first headers arrive
+    tpm: int | None = None
+    pace_from_headers: bool = True
+    prices: dict[str, tuple[float, float]] | None = None  # merged over PRICES_PER_1M_TOKENS
+    seed: int | None = None  # jitter draws; None = nondeterministic
+
+    def __post_init__(self) -> None:
+        if self.concurrency < 1:
+            raise ValueError(f"concurrency must be >= 1 (got {self.concurrency})")
+        if self.max_retries < 0:
+            raise ValueError(f"max_retries must be >= 0 (got {self.max_retries})")
+
+    @classmethod
+    def from_env(cls, base_url_env: str = "OPENAI_BASE_URL", api_key_env: str = "OPENAI_API_KEY",
+                 **overrides: Any) -> "ApiSettings":
+        """Read the endpoint and key at the edge (the process environment), never write them back."""
+        overrides.setdefault("base_url", os.environ.get(base_url_env) or None)
+        overrides.setdefault("api_key", os.environ.get(api_key_env) or None)
+        return cls(**overrides)
+
+    def redacted(self) -> dict[str, Any]:
+        """Every setting, with the key replaced by whether it is set: safe to store or print."""
+        data = asdict(self)
+        data["api_key"] = "***" if self.api_key else None
+        return data
+
+    def __repr__(self) -> str:
+        inner = ", ".join(f"{k}={v!r}" for k, v in self.redacted().items())
+        return f"ApiSettings({inner})"
+
+    __str__ = __repr__

@@ -1,0 +1,279 @@
+"""A death always leaves a trace: `running` markers, their heartbeat, and the reaper that turns the
+markers of dead processes into `died` records.
+
+Before a stage starts, the runner writes data/metrics_running/<run_id>/<stage>.json: status running,
+the process (pid, its start time, host, boot id), the record's identifying fields, and, refreshed
+about once a second by the meter's sampler, the last peak RSS and the progress (done/total). When the
+stage's own record is saved the marker says `finished`; the hook that commits the record removes it.
+
+A process killed by SIGKILL or the kernel's OOM killer runs none of that. The next kura-perf command
+(any of them, and the Dagster sensor) calls `reap`: a marker whose process is gone (same host and boot;
+the pid is dead or now belongs to a process started later) becomes a `died` record in stage_runs,
+with the last peak, the progress and a projection, and the reason the kernel log gives when it is
+readable (OOM killer), else "process gone". No Dagster import here: defs/liveness.py marks the
+Dagster runs of those processes failed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import socket
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import psutil
+
+from kura_perf.atomic import atomic_write_text
+
+log = logging.getLogger("kura_perf")
+
+RUNNING, FINISHED, DIED = "running", "finished", "died"
+HEARTBEAT_S = 1.0
+
+
+def _boot_id() -> str | None:
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return None
+
+
+def process_identity(pid: int | None = None) -> dict:
+    """What tells this process apart from any later one with the same pid."""
+    pid = pid or os.getpid()
+    return {"pid": pid, "pid_started": psutil.Process(pid).create_time(), "host": socket.gethostname(),
+            "boot_id": _boot_id()}
+
+
+def is_gone(identity: dict) -> bool | None:
+    """True when the process is certainly gone, False when it runs, None when we cannot tell (another host)."""
+    if identity.get("host") != socket.gethostname():
+        return None
+    if identity.get("boot_id") and _boot_id() and identity["boot_id"] != _boot_id():
+        return True  # the machine rebooted since
+    try:
+        proc = psutil.Process(int(identity["pid"]))
+        if proc.status() == psutil.STATUS_ZOMBIE:
+            return True
+        return abs(proc.create_time() - float(identity["pid_started"])) > 1.0  # pid reused by a later process
+    except psutil.NoSuchProcess:
+        return True
+    except (psutil.Error, KeyError, TypeError, ValueError):
+        return None
+
+
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, timezone.utc).isoformat()
+
+
+def marker_path(running_dir: Path, run_id: str, stage: str) -> Path:
+    return Path(running_dir) / run_id / f"{stage}.json"
+
+
+class Heartbeat:
+    """The running marker of one stage, kept fresh from the meter's sampler thread.
+
+    fields: the stage record's identifying columns (run_id, stage, profile, ...), copied into the
+    died record if it comes to that. progress: an object with `.latest` (a projection.Progress).
+    """
+
+    def __init__(self, running_dir: Path, fields: dict, progress=None, interval_s: float = HEARTBEAT_S):
+        self.path = marker_path(running_dir, fields["run_id"], fields["stage"])
+        self.progress = progress
+        self.interval_s = interval_s
+        self._last_beat = float("-inf")
+        now = time.time()
+        self.body = {"status": RUNNING, **process_identity(), "started_at": _iso(now), "started_epoch": now,
+                     "started_monotonic": time.monotonic(), "beat_epoch": now, "elapsed_s": 0.0,
+                     "rss_start_mb": None, "peak_rss_mb": None, "progress": None, "fields": fields}
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._write()
+
+    def _write(self) -> None:
+        atomic_write_text(self.path, json.dumps(self.body, default=str), durable=False)
+
+    def beat(self, elapsed_s: float, rss_mb: float, peak_mb: float) -> None:
+        """Called on every sample; writes at most once per interval. Never raises (a full disk must not
+        stop the sampler that enforces the memory limit)."""
+        now = time.monotonic()
+        if now - self._last_beat < self.interval_s:
+            return
+        self._last_beat = now
+        latest = getattr(self.progress, "latest", None)
+        self.body.update(beat_epoch=time.time(), elapsed_s=round(elapsed_s, 3), peak_rss_mb=round(peak_mb, 1),
+                         progress=None if latest is None else latest.__dict__)
+        if self.body["rss_start_mb"] is None:
+            self.body["rss_start_mb"] = round(rss_mb, 1)
+        try:
+            self._write()
+        except Exception:  # noqa: BLE001 - best effort; the next beat tries again
+            pass
+
+    def finished(self) -> None:
+        """The stage's own record is saved (pending): a later death is no longer this stage's."""
+        self.body["status"] = FINISHED
+        try:
+            self._write()
+        except OSError:
+            self.path.unlink(missing_ok=True)
+
+
+def clear(running_dir: Path, run_id: str, stage: str) -> None:
+    path = marker_path(running_dir, run_id, stage)
+    path.unlink(missing_ok=True)
+    try:
+        path.parent.rmdir()
+    except OSError:
+        pass
+
+
+# -- the reaper -----------------------------------------------------------------------------------
+@dataclass
+class Death:
+    run_id: str
+    stage: str
+    reason: str
+    record: dict | None  # None when the stage had already saved its own record
+
+
+_OOM = re.compile(r"(?:Killed process|oom-kill:.*?,pid=)\s*(\d+)")
+
+
+def kernel_oom_kills(since_monotonic: float | None = None) -> set[int] | None:
+    """Pids the kernel's OOM killer killed (since a CLOCK_MONOTONIC time), or None when the kernel log
+    is not readable here."""
+    try:
+        fd = os.open("/dev/kmsg", os.O_RDONLY | os.O_NONBLOCK)
+    except OSError:
+        return None
+    pids: set[int] = set()
+    try:
+        for _ in range(200_000):
+            try:
+                line = os.read(fd, 8192).decode("utf-8", "replace")
+            except BlockingIOError:
+                break
+            except BrokenPipeError:  # records overwritten while reading: go on with the next one
+                continue
+            except OSError:
+                break
+            header, _, message = line.partition(";")
+            match = _OOM.search(message)
+            if not match:
+                continue
+            parts = header.split(",")
+            when_s = int(parts[2]) / 1e6 if len(parts) > 2 and parts[2].isdigit() else None
+            if since_monotonic is None or when_s is None or when_s >= since_monotonic - 1:
+                pids.add(int(match.group(1)))
+    finally:
+        os.close(fd)
+    return pids
+
+
+def _death_reason(marker: dict) -> tuple[str, str]:
+    pid = marker["pid"]
+    kills = kernel_oom_kills(marker.get("started_monotonic"))
+    if kills is not None and pid in kills:
+        return "OOMKilled", f"killed by the kernel's OOM killer (pid {pid}, kernel log)"
+    known = "" if kills is not None else "; kernel log not readable, so SIGKILL and the OOM killer look alike"
+    return "ProcessGone", (f"process {pid} on {marker['host']} is gone (killed by a signal such as SIGKILL, "
+                           f"or crashed){known}")
+
+
+def died_record(marker: dict) -> dict:
+    """The stage_runs row for a stage whose process died: identifying fields from the marker, the last
+    heartbeat's peak and progress, a projection where one is honest."""
+    from kura_perf.meter.projection import Progress, project
+
+    error_type, reason = _death_reason(marker)
+    fields = marker["fields"]
+    elapsed = float(marker.get("elapsed_s") or max(marker["beat_epoch"] - marker["started_epoch"], 0.0))
+    progress = Progress(**marker["progress"]) if marker.get("progress") else None
+    projection = project(fields["stage"], progress, elapsed)
+    done = f", {progress.done}/{progress.total} items done" if progress else ""
+    peak = f", last peak {marker['peak_rss_mb']:.0f} MB" if marker.get("peak_rss_mb") is not None else ""
+    return {
+        **fields,
+        "record_id": uuid.uuid4().hex,
+        "status": DIED,
+        "error_type": error_type,
+        "error_message": f"stage '{fields['stage']}' died after {elapsed:.1f} s: {reason}{peak}{done}",
+        "started_at": datetime.fromtimestamp(marker["started_epoch"], timezone.utc),
+        "finished_at": datetime.fromtimestamp(marker["beat_epoch"], timezone.utc),
+        "wall_s": elapsed,
+        "rss_start_mb": marker.get("rss_start_mb"),
+        "peak_rss_mb": marker.get("peak_rss_mb"),
+        "peak_method": "heartbeat",
+        "metered": True,
+        **projection.as_record(),
+    }
+
+
+def _claim(path: Path) -> Path | None:
+    """Take a marker for reaping; None when another reaper took it first."""
+    claimed = path.with_name(f"{path.name}.reaping-{os.getpid()}-{uuid.uuid4().hex[:6]}")
+    try:
+        os.replace(path, claimed)
+    except FileNotFoundError:
+        return None
+    return claimed
+
+
+def live_runs(running_dir: Path) -> set[str]:
+    """Run ids with at least one marker whose process still runs (or cannot be judged)."""
+    alive = set()
+    for path in Path(running_dir).glob("*/*.json"):
+        try:
+            marker = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if is_gone(marker) is not True:
+            alive.add(path.parent.name)
+    return alive
+
+
+def reap(root: Path) -> list[Death]:
+    """Turn the markers of dead processes under root/metrics_running into died records; commit pending
+    records stranded by dead processes. Safe to call from any number of processes at once."""
+    from kura_perf.store.pending import recover
+    from kura_perf.store.quarantine import quarantine
+    from kura_perf.store.writer import write_record
+
+    root = Path(root)
+    running, pending, metrics = root / "metrics_running", root / "metrics_pending", root / "metrics"
+    deaths: list[Death] = []
+    for path in sorted(running.glob("*/*.json")):
+        try:
+            marker = json.loads(path.read_text())
+            gone = is_gone(marker)
+        except FileNotFoundError:
+            continue
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            quarantine(path, root, f"unreadable running marker ({exc})")
+            continue
+        if gone is not True or (claimed := _claim(path)) is None:
+            continue
+        run_id, stage = path.parent.name, path.stem
+        has_own_record = (pending / run_id / f"{stage}.json").is_file()
+        if marker.get("status") == FINISHED or has_own_record:
+            deaths.append(Death(run_id, stage, "process gone after the stage saved its record", None))
+        else:
+            record = died_record(marker)
+            write_record(metrics, "stage_runs", record)
+            log.warning("recorded a died stage: run %s, %s", run_id, record["error_message"])
+            deaths.append(Death(run_id, stage, record["error_message"], record))
+        claimed.unlink(missing_ok=True)
+        try:
+            path.parent.rmdir()
+        except OSError:
+            pass
+    if pending.is_dir():
+        alive = live_runs(running)
+        recover(pending, metrics, skip=lambda run_id, stage: run_id in alive)
+    return deaths
