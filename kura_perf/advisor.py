@@ -146,9 +146,10 @@ def _stage_figures(stage_rows: pd.DataFrame, n: int) -> dict:
         row = stopped.iloc[-1]
         kind = row.get("projection_kind") if "projection_kind" in stopped else None
         done = _num(row.get("items_done")) if "items_done" in stopped else None
+        total = (_num(row.get("items_total")) if "items_total" in stopped else None) or n
         cost = _num(row.get("cost_usd")) or 0.0
         if done:
-            cost *= n / done
+            cost *= total / done  # the calls it made so far, for every item it had
         note = f"stopped ({row['status']}); {kind or 'projection'} from {int(done) if done else '?'} items"
         return {"wall": Figure(_num(row["projected_wall_s"]), PROJECTED, note),
                 "peak": Figure(_num(row["peak_rss_mb"]), PROJECTED, "at least the peak when stopped"),
