@@ -312,6 +312,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_baseline_commands(sub)
     from kura_perf.compare import add_compare_command
     add_compare_command(sub)
+    from kura_perf.usability.cli import add_usability_commands
+    add_usability_commands(sub)
     return parser
 
 

@@ -288,6 +288,10 @@ class SectionBuilder:
         order = [self.test_matrix, self.scaling, self.storage, self.timelines, self.api, self.backends,
                  self.shapes, self.breaking_points, self.hardware, self.advisor, self.history, self.guidance]
         self.built.sections = [make() for make in order]
+        from kura_perf.report.usability import usability_sections
+
+        self.built.sections += usability_sections(self.data.metrics_dir,
+                                                  self.data.host.fingerprint if self.data.host else None)
         return self.built
 
 
