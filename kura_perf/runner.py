@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from kura_perf import outputs
+from kura_perf import outputs, streaming
 from kura_perf.backends import Backend, get_backend
 from kura_perf.config import Paths
 from kura_perf.errors import BreakingPoint
@@ -28,6 +28,9 @@ from kura_perf.meter import memory
 from kura_perf.meter.host import code_version, host_info, package_versions
 from kura_perf.profiles import Profile
 from kura_perf.scales import scale_count
+from kura_perf.jit_cache import JitWatch
+from kura_perf.jit_cache import configure as configure_numba_cache
+from kura_perf.quality_levels import LEVEL_STAGES, timed_levels
 from kura_perf.stages.base import UPSTREAM, StageInputs, StageResult
 from kura_perf.store import liveness
 from kura_perf.store.pending import save_pending
@@ -113,6 +116,7 @@ def record_fields(run: StageRun, backend_name: str) -> dict:
         "profile_hash": run.profile.content_hash(),
         "scale": run.scale,
         "scale_n": scale_count(run.scale),
+        "embedding_backend": run.profile.embedding_backend,  # also on died records
         "code_version": code_version(),
         "package_versions": json.dumps(versions, sort_keys=True),
         "kura_version": versions.get("kura"),
@@ -178,8 +182,12 @@ def build_record(run: StageRun, meter: Meter, result: StageResult | None, bytes_
         "nmi": q.get("nmi"),
         "v_measure": q.get("v_measure"),
         "metered": m.metered,
+        "jit_compiled": getattr(result, "jit_compiled", None) if result else None,
         "meter_cpu_s": m.meter_cpu_s,
+        "model_items_per_s": result.model_items_per_s if result else None,
+        "model_sample_n": result.model_sample_n if result else None,
         "extra": json.dumps(result.extra if result else {}, default=str),
+        "quality_levels": list(result.quality_levels) if result else [],  # -> quality_levels table (pending.py)
         **projection.as_record(),
     }
     return record
@@ -188,17 +196,38 @@ def build_record(run: StageRun, meter: Meter, result: StageResult | None, bytes_
 def _hard_stop(run: StageRun, meter: Meter, backend: Backend, progress=None, heartbeat=None) -> None:
     """Last resort when a guard fired and the stage is stuck in native code: record the breaking
     point straight into the store (no hook will run), say so, and end the process."""
-    from kura_perf.store.writer import write_record
+    from kura_perf.store.pending import write_stage_record
 
     m = meter.measurement
     error = BreakingPoint(run.stage, m.guard_reason, m.peak_rss_mb)
     record = build_record(run, meter, None, 0, error, getattr(backend, "name", "?"), progress=progress)
-    write_record(run.paths.metrics, "stage_runs", record)
+    write_stage_record(run.paths.metrics, record)
     if heartbeat is not None:
         liveness.clear(run.paths.running, run.run_id, run.stage)
     sys.stderr.write(f"kura-perf: {error}; recorded as a breaking point, terminating the process\n")
     sys.stderr.flush()
     os._exit(75)
+
+
+def _prepare(backend: Backend, run: StageRun) -> Exception | None:
+    """The backend's one-time set-up and model-only calibration, outside the stage's measured time."""
+    prepare = getattr(backend, "prepare", None)
+    if prepare is None:
+        return None
+    try:
+        prepare(run.stage, lambda name: outputs.read_stage(run.folder, name))
+    except Exception as exc:  # noqa: BLE001 - recorded as the stage's failure
+        return exc
+    return None
+def _score_levels(run: StageRun, result: StageResult) -> None:
+    """Per-level quality from the stored outputs, outside the metered block (evaluation, not pipeline
+    cost; its time is in extra.quality_levels_s). A scoring bug is logged and noted, never fatal."""
+    try:
+        result.quality_levels, seconds = timed_levels(run.folder, run.stage, run.profile.seed)
+        result.extra["quality_levels_s"] = round(seconds, 3)
+    except Exception as exc:  # noqa: BLE001 - the stage itself succeeded
+        log.warning("%s: per-level quality failed: %s", run.stage, exc)
+        result.extra["quality_levels_error"] = f"{type(exc).__name__}: {exc}"[:500]
 
 
 def _start_heartbeat(run: StageRun, backend_name: str, progress: ProgressLog) -> liveness.Heartbeat | None:
@@ -228,10 +257,10 @@ def _save_record(run: StageRun, record: dict) -> None:
     try:
         save_pending(run.paths.pending, record)
     except OSError as exc:
-        from kura_perf.store.writer import write_record
+        from kura_perf.store.pending import write_stage_record
 
         log.warning("could not save the pending record of %s (%s); writing it to the store directly", run.stage, exc)
-        write_record(run.paths.metrics, "stage_runs", record)
+        write_stage_record(run.paths.metrics, record)
 
 
 def _classify(run: StageRun, meter: Meter, error: BaseException) -> BaseException:
@@ -255,15 +284,20 @@ def run_stage(run: StageRun) -> dict:
     profile = run.profile
     metered = os.environ.get(METER_ENV, "on") != "off"
     owns_backend = run.backend is None
-    backend = run.backend or get_backend(profile)
+    backend = run.backend or get_backend(profile, run.paths)
     progress = ProgressLog(run.stage)
     heartbeat = _start_heartbeat(run, backend.name, progress)
     meter = Meter(run.stage, enabled=metered, memory_limit_mb=_memory_limit(profile),
                   timeout_s=profile.stage_timeout_s, on_sample=_on_sample(heartbeat),
                   on_unresponsive=lambda m: _hard_stop(run, meter, backend, progress, heartbeat))
     result, written, error = None, 0, None
+    configure_numba_cache(run.paths.root)
+    jit = JitWatch()
     try:
+        setup_error = _prepare(backend, run)
         with meter:
+            if setup_error is not None:  # raised inside the meter: a normal failed record
+                raise setup_error
             reads = run.reads if run.reads is not None else UPSTREAM[run.stage]
             checkpoint = None
             if run.checkpoint:
@@ -272,14 +306,20 @@ def run_stage(run: StageRun) -> dict:
                 checkpoint = checkpoints.describe(run.folder, reads, run.profile.content_hash(), run.run_id,
                                                   custom_step=run.custom_step,
                                                   carry_inputs_of=run.writes if run.custom_step else None)
-            upstream = {name: outputs.read_stage(run.folder, name) for name in reads}
-            inputs = StageInputs(scale_count(run.scale), upstream, progress=progress)
             t0 = time.perf_counter()
-            result = backend.run(run.stage, inputs)
+            if run.reads is None and streaming.streams(run.stage, profile):  # progress counts the partition's items, batch after batch
+                result, sizes = streaming.run_streamed(run.stage, backend, run.folder, scale_count(run.scale),
+                                                       profile.stream_batch_size, progress=progress)
+            else:
+                upstream = {name: outputs.read_stage(run.folder, name) for name in reads}
+                inputs = StageInputs(scale_count(run.scale), upstream, progress=progress)
+                result = backend.run(run.stage, inputs)
+                sizes = None
             if factor := _slowdown(run.stage):
                 time.sleep(factor * (time.perf_counter() - t0))
-            written = sum(outputs.write_stage(run.folder, run.writes or run.stage, result.data,
-                                              checkpoint=checkpoint).values())
+            if sizes is None:
+                sizes = outputs.write_stage(run.folder, run.writes or run.stage, result.data, checkpoint=checkpoint)
+            written = sum(sizes.values())
     except StageInterrupted:  # a guard's interrupt that landed outside the metered block
         meter.finish()
         error = BreakingPoint(run.stage, meter.measurement.guard_reason or "interrupted",
@@ -291,9 +331,17 @@ def run_stage(run: StageRun) -> dict:
         error = exc
     finally:
         # A failed stage still reports the calls, errors and 429s it made before giving up.
-        api_so_far = None if result else getattr(backend, "api_counters", lambda: None)()
+        # (A Kura failure carries the traffic its call caused, counted from the simulator's log.)
+        api_so_far = None if result else (getattr(error, "api", None)
+                                          or getattr(backend, "api_counters", lambda: None)())
         if owns_backend:
             backend.close()
+    if result is not None:
+        compiled = jit.report()
+        result.extra["jit"] = compiled.as_dict()
+        result.jit_compiled = compiled.jit_compiled
+    if error is None and result is not None and run.stage in LEVEL_STAGES:
+        _score_levels(run, result)
     record = build_record(run, meter, result, written, error, backend.name, api_so_far, progress)
     _save_record(run, record)
     if heartbeat is not None:

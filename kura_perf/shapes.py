@@ -7,7 +7,7 @@
              one stage; each stage's output is kept as a checkpoint, so running the job again after a
              failure resumes from the last completed stage instead of redoing the finished ones.
 - streaming: every stage with the profile key `stream_batch_size` set (conversations, summaries and
-             embeddings then run in batches; the key comes from the matrix-streaming work).
+             embeddings then run batch after batch, kura_perf/streaming.py).
 
 No Dagster here: the shape jobs (kura_perf/defs/jobs.py) pass the run's tags to `ShapeSettings`, and
 `run_shape_stage` does one stage the way the shape asks. Records carry the shape (column `shape`)

@@ -262,6 +262,24 @@ def test_quality_floors_only_when_the_profile_sets_them():
     assert not missing.passed and "not available" in missing.message
 
 
+def test_quality_floors_say_which_level_they_hold():
+    strict = get_profile("offline").model_copy(update={"min_ari": 0.5})
+    levels = [{"level": 0, "n_clusters": 100, "ari": 0.3, "nmi": 0.8, "homogeneity": 0.95, "true_topics": 48,
+               "is_topic_level": False},
+              {"level": 1, "n_clusters": 50, "ari": 0.6, "nmi": 0.85, "homogeneity": 0.8, "true_topics": 48,
+               "is_topic_level": True}]
+    meta = {o.name: o for o in check_quality({"stage": "meta_clusters"}, strict, levels=levels)}
+    assert meta["quality_ari"].passed and meta["quality_ari"].value == 0.6
+    assert "at level 1 (50 meta clusters, nearest the 48 true topics)" in meta["quality_ari"].message
+    base = {o.name: o for o in check_quality({"stage": "clusters", "silhouette": 0.2, "ari": 0.3}, strict,
+                                             levels=levels[:1])}
+    assert base["quality_ari"].passed and "holds at the topic level" in base["quality_ari"].message
+    assert base["quality_homogeneity"].value == 0.95 and "level 0" in base["quality_homogeneity"].message
+    failing = check_quality({"stage": "meta_clusters"}, strict, levels=[{**levels[1], "ari": 0.4}])
+    assert not failing[0].passed and "0.400 at level 1" in failing[0].message
+    assert not check_quality({"stage": "meta_clusters"}, strict, levels=[])[0].passed
+
+
 # -- sanity -------------------------------------------------------------------------------------
 
 def good_partition(folder, n: int = 20) -> None:

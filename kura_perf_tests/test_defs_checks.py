@@ -68,7 +68,7 @@ def test_every_stage_has_its_checks_in_the_event_log(full_run, instance):
     assert outcome.success, outcome.failure
     evaluations = check_evaluations(instance, outcome.run_id)
     seen = {(e.asset_key.path[-1], e.check_name) for e in evaluations}
-    expected = {(s, c) for s in STAGES for c in ("regression", "budgets", "sanity")} | {("clusters", "quality")}
+    expected = {(s, c) for s in STAGES for c in ("regression", "budgets", "sanity")} | {("clusters", "quality"), ("meta_clusters", "quality")}
     assert seen == expected
     assert {e.partition for e in evaluations} == {"pca|100"}  # partitioned checks
     by_key = {(e.asset_key.path[-1], e.check_name): e for e in evaluations}

@@ -70,6 +70,10 @@ def test_materializations_carry_the_key_figures(offline_100):
         meta = event.asset_materialization.metadata
         for key in ("rows", "wall_s", "peak_rss_mb", "bytes_written", "record_id"):
             assert key in meta, (stage, key)
+    # Quality per level (a markdown table plus the topic level's figures) on clusters and meta_clusters.
+    for stage in ("clusters", "meta_clusters"):
+        meta = materializations[stage].asset_materialization.metadata
+        assert "quality_levels" in meta and "topic_level" in meta and "topic_level_ari" in meta, stage
 
 
 def test_store_views_answer_for_the_run(offline_100):

@@ -99,7 +99,9 @@ def test_outputs_have_the_reference_layout_and_keep_ids(kura_100):
     ids = conversations["chat_id"].tolist()
     for stage in STAGES:
         k_data, r_data = read_stage(kura, stage), read_stage(ref, stage)
-        assert set(k_data.tables) == set(r_data.tables) and set(k_data.arrays) == set(r_data.arrays), stage
+        # The reference's umap-hdbscan also stores its k-NN graph (for the projection to reuse).
+        reference_arrays = set(r_data.arrays) - {"knn_indices", "knn_distances"}
+        assert set(k_data.tables) == set(r_data.tables) and set(k_data.arrays) == reference_arrays, stage
         for key, table in r_data.tables.items():
             mine = k_data.tables[key]
             assert set(table.columns) <= set(mine.columns), (stage, key)
@@ -116,6 +118,17 @@ def test_outputs_have_the_reference_layout_and_keep_ids(kura_100):
     # Kura embeds str(summary), chat_id and metadata included; the ground truth must not be there.
     for text, chat_id, topic in zip(summaries["embed_text"], summaries["chat_id"], conversations["topic"]):
         assert chat_id in text and topic not in text
+
+
+@slow
+def test_quality_is_scored_per_level_for_kura_too(kura_100):
+    paths, outcome, _, _ = kura_100
+    rows = query(paths.metrics, "SELECT * FROM quality_levels WHERE run_id = ? ORDER BY stage, level", [outcome.run_id])
+    assert set(rows["stage"]) == {"clusters", "meta_clusters"} and set(rows["backend"]) == {"kura"}
+    base = rows[(rows["stage"] == "clusters")]
+    assert base["level"].tolist() == [0] and base["n_clusters"].tolist() == [10] and base["ari"].notna().all()
+    meta = rows[rows["stage"] == "meta_clusters"]
+    assert meta["level"].iloc[0] == 0 and meta["is_topic_level"].sum() == 1
 
 
 @slow

@@ -7,7 +7,8 @@ from kura_perf.profiles import get_profile, load_profiles
 def test_builtin_profiles_validate():
     profiles = load_profiles()
     assert {"offline", "kmeans", "agglomerative"} <= set(profiles)
-    assert profiles["offline"].clustering == "hdbscan"
+    assert profiles["offline"].clustering == "umap-hdbscan"
+    assert profiles["hdbscan-raw"].clustering == "hdbscan"  # Kura's own raw-vector HDBSCAN, kept as a profile
     assert profiles["kmeans"].clustering == "kmeans"
 
 

@@ -93,6 +93,15 @@ def write_synthetic_store(root: Path) -> None:
                "api_calls": 100, "api_429s": 0 if c < 20 else 12, "cost_per_1k_conversations": 0.4, "status": "success",
                "host_fingerprint": "hostA", "code_version": "abc0"} for c in (1, 5, 10, 20, 50)]
     write_records(root / "metrics", "sweep_results", sweeps)
+    # Per-level quality: offline 1k (base + two meta levels; the base is the topic level) and kura 1k.
+    levels = [{"record_id": "q-off", "run_id": "offline-1k-0", "stage": "meta_clusters", "backend": "reference",
+               "profile": "offline", "scale": "1k", "scale_n": 1000, "finished_at": T0 + timedelta(hours=2),
+               "level": lv, "n_clusters": k, "noise_share": 0.02, "true_topics": 48, "ari": ari, "nmi": 0.9,
+               "homogeneity": 0.95, "completeness": 0.9, "topics_found": 0.9, "silhouette": 0.2,
+               "is_topic_level": lv == 0, **HOST} for lv, k, ari in ((0, 47, 0.91), (1, 24, 0.5), (2, 12, 0.2))]
+    levels.append({**levels[0], "record_id": "q-kura", "run_id": "kura-1k", "stage": "clusters", "backend": "kura",
+                   "profile": "kura", "n_clusters": 100, "ari": 0.6, "noise_share": 0.0})
+    write_records(root / "metrics", "quality_levels", levels)
 
 
 @pytest.fixture(scope="module")
@@ -222,6 +231,15 @@ def test_matrix_headline_and_host_provenance(report):
     assert "| offline | 10K |" in report.result.headline_markdown
     assert "Test CPU 3000, 8 cores, 32 GB RAM" in report.html
     assert "Other CPU" not in report.html and "left out" in report.html  # another machine's record is not mixed in
+
+
+def test_quality_is_shown_per_level_with_the_topic_level_marked(report):
+    rows = parse(report.html).tables["quality-levels"]
+    body = [[text for _, text in row] for row in rows[1:]]
+    offline = [r for r in body if r[0] == "offline"]
+    assert [r[2] for r in offline] == ["0 ★", "1", "2"] and [r[3] for r in offline] == ["47", "24", "12"]
+    assert offline[0][6] == "0.910"  # ARI at the topic level
+    assert any(r[0] == "kura" and r[2] == "0 ★" for r in body)  # a clusters-only run: its base level
 
 
 def test_breaking_points_appear(report):

@@ -11,6 +11,7 @@ from pathlib import Path
 from kura_perf.checks.budgets import check_budgets
 from kura_perf.checks.outcome import ERROR, CheckOutcome, write_outcomes
 from kura_perf.checks.quality import check_quality
+from kura_perf.checks.records import record_levels
 from kura_perf.checks.regression import REGRESSION_METRICS, check_regression
 from kura_perf.checks.sanity import check_sanity
 from kura_perf.config import Paths
@@ -19,8 +20,11 @@ from kura_perf.profiles import Profile
 CHECK_GROUPS = ("regression", "budgets", "sanity", "quality")
 
 
+QUALITY_STAGES = ("clusters", "meta_clusters")
+
+
 def groups_for(stage: str) -> tuple[str, ...]:
-    return CHECK_GROUPS if stage == "clusters" else CHECK_GROUPS[:3]
+    return CHECK_GROUPS if stage in QUALITY_STAGES else CHECK_GROUPS[:3]
 
 
 def evaluate_group(group: str, paths: Paths, record: dict, profile: Profile,
@@ -35,7 +39,7 @@ def evaluate_group(group: str, paths: Paths, record: dict, profile: Profile,
     if group == "sanity":
         return [check_sanity(folder, record["stage"], profile, record.get("scale_n") or 0)]
     if group == "quality":
-        return check_quality(record, profile, severity=ERROR)
+        return check_quality(record, profile, severity=ERROR, levels=record_levels(paths, record))
     raise ValueError(f"unknown check group {group}")
 
 

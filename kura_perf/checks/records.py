@@ -70,6 +70,17 @@ def find_stage_record(paths: Paths, run_id: str, stage: str, profile: str | None
     return record
 
 
+def record_levels(paths: Paths, record: dict) -> list[dict]:
+    """The per-level quality rows of a stage record: carried by a pending record, else from the store."""
+    if record.get("quality_levels"):
+        return list(record["quality_levels"])
+    if not record.get("record_id"):
+        return []
+    rows = query(paths.metrics, "SELECT * FROM quality_levels WHERE record_id = ? ORDER BY level",
+                 [record["record_id"]])
+    return frame_records(rows)
+
+
 def run_records(paths: Paths, run_id: str) -> list[dict]:
     return frame_records(query(paths.metrics, "SELECT * FROM stage_runs WHERE run_id = ?", [run_id]))
 

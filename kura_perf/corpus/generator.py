@@ -102,6 +102,21 @@ _COMPILED = [_Topic(name, spec) for name, spec in TOPIC_BANK.items()]
 _SHARED_FOLLOWUPS = [_Template(t) for t in USER_FOLLOWUPS]
 
 
+@functools.cache
+def topic_subset(topic_count: int | None) -> tuple[_Topic, ...]:
+    """The topics a corpus draws from: all of the bank, or `topic_count` of them spread evenly over it.
+
+    Fewer topics means larger ones (n / topic_count conversations each), a corpus unlike the default
+    48-topic one, so clustering settings can be checked on more than one shape of data.
+    """
+    total = len(_COMPILED)
+    if topic_count is None or topic_count == total:
+        return tuple(_COMPILED)
+    if not 1 <= topic_count <= total:
+        raise ValueError(f"topic_count must be in [1, {total}], got {topic_count}")
+    return tuple(_COMPILED[(i * total) // topic_count] for i in range(topic_count))
+
+
 def _pick(items, rand):
     return items[int(rand() * len(items))]
 
@@ -146,12 +161,16 @@ def _assistant_message(says: list[_Template], cursor: int, values: dict[str, str
     return " ".join(parts), cursor + count
 
 
-def generate_conversation(index: int, seed: int = 0) -> Conversation:
-    """The conversation at position `index` of the corpus for `seed`; independent of every other index."""
+def generate_conversation(index: int, seed: int = 0, topic_count: int | None = None) -> Conversation:
+    """The conversation at position `index` of the corpus for `seed`; independent of every other index.
+
+    `topic_count` draws from only that many topics of the bank (see topic_subset); None: all of them.
+    """
     if not 0 <= index < _MAX_INDEX:
         raise ValueError(f"index must be in [0, {_MAX_INDEX}), got {index}")
     rand = _rng_for(seed, index).random
-    topic = _COMPILED[int(rand() * len(_COMPILED))]
+    topics = topic_subset(topic_count)
+    topic = topics[int(rand() * len(topics))]
     values = _slot_values(topic, rand)
     says = _visit_order(topic.says, rand)
     # Follow-ups: the topic's own plus two generic ones, in a per-conversation order, so they rarely repeat.
@@ -182,19 +201,19 @@ def generate_conversation(index: int, seed: int = 0) -> Conversation:
     )
 
 
-def iter_conversations(n: int, seed: int = 0, start: int = 0) -> Iterator[Conversation]:
+def iter_conversations(n: int, seed: int = 0, start: int = 0, topic_count: int | None = None) -> Iterator[Conversation]:
     """Conversations start..start+n-1, one at a time (for exports larger than memory)."""
     if n < 0:
         raise ValueError(f"n must be >= 0, got {n}")
     for index in range(start, start + n):
-        yield generate_conversation(index, seed)
+        yield generate_conversation(index, seed, topic_count)
 
 
-def generate_conversations(n: int, seed: int = 0) -> list[Conversation]:
+def generate_conversations(n: int, seed: int = 0, topic_count: int | None = None) -> list[Conversation]:
     """`n` synthetic conversations: 2-8 turns (user + assistant message each), about 2-5 KB of text.
 
     Deterministic in (seed, index): the first k of generate_conversations(n) equal
     generate_conversations(k). `Conversation.topic` holds the ground-truth topic name (one of TOPICS);
     it never appears in metadata, and topic names are never written into the text.
     """
-    return list(iter_conversations(n, seed))
+    return list(iter_conversations(n, seed, topic_count=topic_count))

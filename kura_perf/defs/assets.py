@@ -41,6 +41,13 @@ def stage_metadata(record: dict) -> dict:
     for key in ("n_clusters", "silhouette", "ari", "nmi", "noise_share", "api_calls", "api_429s", "cost_usd"):
         if record.get(key) is not None:
             meta[key] = num(key, 4) if isinstance(record[key], float) else record[key]
+    meta["embedding_backend"] = record.get("embedding_backend")
+    if record.get("model_items_per_s"):
+        meta["model_items_per_s"] = num("model_items_per_s", 1)
+        meta["model_sample_n"] = record.get("model_sample_n")
+        if record.get("items_per_s"):  # the stage's texts/s over the bare model's, same process
+            meta["stage_vs_model"] = round(record["items_per_s"] / record["model_items_per_s"], 3)
+    meta.update(level_metadata(record.get("quality_levels") or []))
     return {k: (MetadataValue.int(v) if isinstance(v, int) else v) for k, v in meta.items() if v is not None}
 
 
@@ -58,6 +65,29 @@ def shape_metadata(stage: str, settings: ShapeSettings, outcome) -> dict:
         meta["custom_step_record_id"] = step["record_id"]
     if settings.shape not in (None, "full"):
         meta["output_folder"] = str(outcome.folder)
+def level_metadata(levels: list[dict]) -> dict:
+    """Per-level quality as a markdown table, plus the topic level's ARI/NMI as plottable numbers."""
+    if not levels:
+        return {}
+
+    def cell(value):
+        return "" if value is None else (f"{value:.3f}" if isinstance(value, float) else str(value))
+
+    keys = ("level", "n_clusters", "noise_share", "ari", "nmi", "homogeneity", "completeness", "topics_found",
+            "silhouette")
+    rows = ["| " + " | ".join(keys) + " | topic level |", "|" + "---|" * (len(keys) + 1)]
+    for level in levels:
+        rows.append("| " + " | ".join(cell(level.get(k)) for k in keys) + f" | {'yes' if level.get('is_topic_level') else ''} |")
+    meta: dict = {"quality_levels": MetadataValue.md("\n".join(rows))}
+    topic = next((level for level in levels if level.get("is_topic_level")), None)
+    if topic is not None:
+        meta["topic_level"] = topic["level"]
+        for key in ("ari", "nmi"):
+            if topic.get(key) is not None:
+                meta[f"topic_level_{key}"] = round(float(topic[key]), 4)
+    base = next((level for level in levels if level["level"] == 0), None)
+    if base is not None and base.get("homogeneity") is not None:
+        meta["base_homogeneity"] = round(float(base["homogeneity"]), 4)
     return meta
 
 

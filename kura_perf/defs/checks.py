@@ -1,5 +1,5 @@
 """Asset checks on every stage asset, per partition: regression, budgets, sanity (blocking) and,
-on clusters, quality. One multi-check per stage, so a stage's record is looked up once; each check
+on clusters and meta_clusters, quality. One multi-check per stage, so a stage's record is looked up once; each check
 can still be run on its own from the UI (can_subset).
 
 The logic is in kura_perf.checks (no Dagster there); this module maps outcomes to Dagster results:
@@ -35,7 +35,9 @@ DESCRIPTIONS = {
                   "fails only when over the profile's threshold AND beyond the measured noise.",
     "budgets": "Proposal budgets: peak memory per scale, storage per conversation, expected cluster counts.",
     "sanity": "Stored output is consistent (ids, counts, finite values, hierarchy is a tree). Blocking.",
-    "quality": "Silhouette and ARI against the profile's minimums (min_silhouette, min_ari).",
+    "quality": "Against the profile's minimums, each at a named level: on clusters, silhouette of the base "
+               "clusters (min_silhouette; ARI and homogeneity reported); on meta_clusters, ARI at the level "
+               "nearest the true topic count (min_ari).",
 }
 
 

@@ -2,6 +2,12 @@
 
 c-TF-IDF treats all documents of one cluster as a single document: a term scores high when it is
 frequent inside the cluster and rare across clusters, which is what a cluster name should carry.
+Terms are words and two-word phrases ("credit card", "sourdough starter"); stop words are
+scikit-learn's English list, our own template words, and CHAT_FILLER: the words people (and models)
+use in any chat ("said", "maybe", "recommend"), which otherwise win on real logs because they are
+unevenly spread. Names are unique within one naming call (all base clusters, or all parents made in
+one meta-cluster round, so siblings never share a name): a later, smaller cluster whose name is
+taken swaps in its next-best term.
 """
 
 from __future__ import annotations
@@ -23,9 +29,37 @@ _TEMPLATE_WORDS = frozenset(
     thing things question questions actually keep keeping best good better
     """.split()
 )
+# Chat filler: conversational words, hedges, politeness, generic verbs of asking and advising, and the
+# fragments contractions leave ("don't" -> "don", "ain't" -> "ain"). None names a topic; on real chat
+# logs they topped cluster names ("Said Purse Say", "Maybe Ain Say", "Recommend Doctor Tasked").
+CHAT_FILLER = frozenset(
+    """
+    said say says saying tell tells told telling talk talked talking mention mentioned
+    maybe perhaps probably possibly guess think thinks thought wonder wondering wondered
+    recommend recommends recommended recommendation recommendations suggest suggests suggested
+    suggestion suggestions advice advise tip tips idea ideas
+    tasked task explain explains explained explaining provide provides provided providing discuss
+    discusses discussed discussing give gives gave given giving offer offers offered describe
+    describes described
+    try tries tried trying look looks looked looking find finds found finding wanted wanting needed
+    trying seems seem seemed feel feels felt
+    hi hello hey thanks thank thx please pls ok okay yeah yep yes nope sure cool great awesome nice
+    appreciate appreciated sorry lol oh um uh hmm wow
+    just really lot lots bit kind sort stuff pretty quite basically literally totally
+    ain don doesn didn isn wasn aren weren won wouldn couldn shouldn haven hasn hadn ll ve re im ive
+    dont cant wont thats theres lets youre
+    """.split()
+)
+# scikit-learn's English list (from the Glasgow IR group) also holds content words that name real
+# topics ("interest rate", "computer", "electricity bill", "fire alarm"); those stay searchable here.
+TOPIC_WORDS_IN_SKLEARN_STOP_LIST = frozenset(
+    "bill computer interest system fire amount thick thin mill".split()
+)
 # Words of two or more letters, plus "c++"/"c#"-style names; no numbers or single letters.
 _TOKEN_PATTERN = r"(?u)\b[^\W\d_](?:[^\W\d_]+[+#]*|[+#]+)"
 _UNNAMED = "Miscellaneous"
+PHRASE_BONUS = 1.25
+_SPARE_TERMS = 12  # candidates kept beyond what a name and description use, for de-duplication
 
 
 class TfidfClusterNamer:
@@ -35,10 +69,12 @@ class TfidfClusterNamer:
     text is all stop words (those get a generic name rather than an error).
     """
 
-    def __init__(self, name: str = "offline-ctfidf", top_words: int = 3, description_words: int = 8) -> None:
+    def __init__(self, name: str = "offline-ctfidf", top_words: int = 3, description_words: int = 8,
+                 ngram_range: tuple[int, int] = (1, 2)) -> None:
         self.name = name
         self.top_words = top_words
         self.description_words = description_words
+        self.ngram_range = tuple(ngram_range)
 
     def name_clusters(
         self, groups: Sequence[Sequence[str]], sizes: Sequence[int] | None = None
@@ -49,17 +85,55 @@ class TfidfClusterNamer:
         sizes = list(sizes) if sizes is not None else [len(group) for group in groups]
         if not groups:
             return []
-        keywords = self._keywords(groups, max(self.top_words, self.description_words))
-        return [self._describe(words, size) for words, size in zip(keywords, sizes)]
+        keywords = self._keywords(groups, max(self.top_words, self.description_words) + _SPARE_TERMS)
+        names = self._unique_names(keywords, sizes)
+        return [self._describe(name, words, size) for name, words, size in zip(names, keywords, sizes)]
+
+    def _name_terms(self, terms: list[str]) -> list[str]:
+        """Best terms in order, up to top_words words; a term adds nothing when its words are already in."""
+        chosen: list[str] = []
+        words: list[str] = []
+        for term in terms:
+            parts = term.split()
+            if all(p in words for p in parts) or len(words) + len(parts) > self.top_words:
+                continue
+            # A phrase replaces the single word it contains ("card" -> "credit card"), not repeats it.
+            chosen = [c for c in chosen if c not in parts]
+            chosen.append(term)
+            words = [w for c in chosen for w in c.split()]
+            if len(words) >= self.top_words:
+                break
+        return chosen
+
+    def _unique_names(self, keywords: list[list[str]], sizes: list[int]) -> list[str]:
+        """One name per group, no two alike: bigger groups choose first; a taken name swaps its last
+        term for the next-best one; numbered only if the terms run out."""
+        names: list[str] = [""] * len(keywords)
+        taken: set[str] = set()
+        for index in sorted(range(len(keywords)), key=lambda i: -sizes[i]):
+            terms = keywords[index]
+            chosen = self._name_terms(terms)
+            name = _title(chosen) if chosen else _UNNAMED
+            spare = [t for t in terms if t not in chosen]
+            while name.lower() in taken and chosen and spare:
+                candidate = self._name_terms(chosen[:-1] + [spare.pop(0)])
+                name = _title(candidate)
+            base, copy = name, 2
+            while name.lower() in taken:
+                name, copy = f"{base} ({copy})", copy + 1
+            taken.add(name.lower())
+            names[index] = name
+        return names
 
     def _keywords(self, groups: Sequence[Sequence[str]], count: int) -> list[list[str]]:
         from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS, CountVectorizer
 
         class_documents = [" ".join(group) for group in groups]
         vectorizer = CountVectorizer(
-            stop_words=list(ENGLISH_STOP_WORDS | _TEMPLATE_WORDS),
+            stop_words=sorted((ENGLISH_STOP_WORDS - TOPIC_WORDS_IN_SKLEARN_STOP_LIST) | _TEMPLATE_WORDS | CHAT_FILLER),
             token_pattern=_TOKEN_PATTERN,
             lowercase=True,
+            ngram_range=self.ngram_range,
         )
         try:
             counts = vectorizer.fit_transform(class_documents)
@@ -78,17 +152,27 @@ class TfidfClusterNamer:
             first_seen: dict[str, int] = {}
             for position, token in enumerate(analyse(document)):
                 first_seen.setdefault(token, position)
-            candidates.sort(key=lambda item: (-item[1], first_seen.get(item[0], len(first_seen)), item[0]))
+            # A phrase that scores at least 1 / PHRASE_BONUS of its words reads better than the words
+            # alone ("Credit Card", not "Card Credit").
+            candidates.sort(key=lambda item: (-item[1] * (PHRASE_BONUS if " " in item[0] else 1.0),
+                                              first_seen.get(item[0], len(first_seen)), item[0]))
             keywords.append([term for term, _ in candidates[:count]])
         return keywords
 
-    def _describe(self, words: list[str], size: int) -> tuple[str, str]:
+    def _describe(self, name: str, terms: list[str], size: int) -> tuple[str, str]:
         plural = "conversation" if size == 1 else "conversations"
-        if not words:
-            return _UNNAMED, f"{size} {plural} with no distinctive keywords."
-        name = " ".join(word.title() for word in words[: self.top_words])
-        listed = ", ".join(words[: self.description_words])
+        if not terms:
+            return name, f"{size} {plural} with no distinctive keywords."
+        shown: list[str] = []
+        for term in terms:  # a word already inside a listed phrase adds nothing
+            if not any(term in other.split() for other in shown if " " in other):
+                shown.append(term)
+        listed = ", ".join(shown[: self.description_words])
         return name, f"{size} {plural} mostly about {listed}."
+
+
+def _title(terms: list[str]) -> str:
+    return " ".join(word.title() for term in terms for word in term.split())
 
 
 def _ctfidf(counts) -> sparse.csr_matrix:

@@ -57,6 +57,7 @@ class UMAPProjection:
         self.min_dist = min_dist
         self.random_state = random_state
         self.metric = metric
+        self.reused_knn = False  # whether the last fit used a graph handed in
 
     @property
     def params(self) -> dict:
@@ -67,13 +68,21 @@ class UMAPProjection:
             "metric": self.metric,
         }
 
-    def fit_transform(self, vectors: np.ndarray) -> np.ndarray:
+    def fit_transform(self, vectors: np.ndarray, knn=None) -> np.ndarray:
+        """`knn`: a KnnGraph of the same vectors (e.g. from the clustering's reduction); used when it is
+        exactly the graph this UMAP would build (same n, n_neighbors and metric), else computed here."""
         matrix = _as_matrix(vectors)
         n = len(matrix)
         if n < UMAP_MIN_POINTS:
             return PCAProjection().fit_transform(matrix)
         from umap import UMAP
 
+        from kura_perf.jit_cache import enable_umap_caching
+
+        enable_umap_caching()
+        k = min(self.n_neighbors, n - 1)
+        self.reused_knn = knn is not None and knn.fits(n, k, self.metric)
+        extra = {"precomputed_knn": knn.for_umap()} if self.reused_knn else {}
         reducer = UMAP(
             n_components=2,
             n_neighbors=min(self.n_neighbors, n - 1),
@@ -83,5 +92,10 @@ class UMAPProjection:
             n_jobs=1 if self.random_state is not None else -1,  # umap-learn forces 1 when seeded
             # Spectral initialisation needs a well-connected k-NN graph; tiny sets do not have one.
             init="spectral" if n > 2 * self.n_neighbors else "random",
+            **extra,
         )
-        return np.asarray(reducer.fit_transform(matrix), dtype=np.float32)
+        import warnings
+
+        with warnings.catch_warnings():  # "no search index: transform unavailable": we never transform
+            warnings.filterwarnings("ignore", message=".*knn_search_index.*")
+            return np.asarray(reducer.fit_transform(matrix), dtype=np.float32)

@@ -44,6 +44,7 @@ class ReportData:
     total_records: int  # stage_runs on every host
     other_host_records: int
     stage_order: list[str] = field(default_factory=lambda: list(STAGES))
+    levels: pd.DataFrame = field(default_factory=pd.DataFrame)  # quality_by_level view, this host
 
     @property
     def empty(self) -> bool:
@@ -110,6 +111,7 @@ def load_report_data(metrics_dir: Path) -> ReportData:
                                   "ORDER BY started_at, finished_at")
     sweeps = query(metrics_dir, "SELECT * FROM sweep_results ORDER BY recorded_at")
     checks = query(metrics_dir, "SELECT * FROM check_results ORDER BY checked_at")
+    levels = query(metrics_dir, "SELECT * FROM quality_by_level")
     fingerprint = _choose_host(all_runs)
     runs = all_runs[_same_host(all_runs, fingerprint)].reset_index(drop=True) if len(all_runs) else all_runs
     host_sweeps = sweeps[_same_host(sweeps, fingerprint)] if len(sweeps) else sweeps
@@ -121,6 +123,7 @@ def load_report_data(metrics_dir: Path) -> ReportData:
         checks=(checks[_same_host(checks, fingerprint)] if len(checks) else checks).reset_index(drop=True),
         total_records=len(all_runs),
         other_host_records=len(all_runs) - len(runs),
+        levels=(levels[_same_host(levels, fingerprint)] if len(levels) else levels).reset_index(drop=True),
     )
 
 

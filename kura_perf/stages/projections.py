@@ -7,14 +7,21 @@ import pandas as pd
 
 from kura_perf.errors import StageError
 from kura_perf.models.protocols import ProjectionMethod
+from kura_perf.stages.embeddings import accepts_keyword
 
 
-def project(embeddings: np.ndarray, assignments: pd.DataFrame, method: ProjectionMethod) -> pd.DataFrame:
-    """Columns chat_id, x, y (float32), cluster_id; rows in the order of `assignments`."""
+def project(embeddings: np.ndarray, assignments: pd.DataFrame, method: ProjectionMethod, knn=None) -> pd.DataFrame:
+    """Columns chat_id, x, y (float32), cluster_id; rows in the order of `assignments`.
+
+    `knn`: the embeddings' k-NN graph if an earlier stage built one, for methods that can reuse it.
+    """
     n = len(assignments)
     if len(embeddings) != n:
         raise StageError(f"projections: {len(embeddings)} embeddings for {n} cluster assignments")
-    coordinates = np.asarray(method.fit_transform(embeddings), dtype=np.float32)
+    if knn is not None and accepts_keyword(method.fit_transform, "knn"):
+        coordinates = np.asarray(method.fit_transform(embeddings, knn=knn), dtype=np.float32)
+    else:
+        coordinates = np.asarray(method.fit_transform(embeddings), dtype=np.float32)
     if coordinates.shape != (n, 2):
         raise StageError(f"projections: method '{method.name}' returned shape {coordinates.shape}, expected {(n, 2)}")
     if not np.isfinite(coordinates).all():

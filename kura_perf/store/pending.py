@@ -14,7 +14,7 @@ from pathlib import Path
 
 from kura_perf.atomic import atomic_write_text
 from kura_perf.store.quarantine import quarantine
-from kura_perf.store.writer import write_record
+from kura_perf.store.writer import write_record, write_records
 
 _TIMESTAMPS = ("started_at", "finished_at")
 
@@ -42,13 +42,24 @@ def _load(path: Path) -> dict:
     return record
 
 
+def write_stage_record(metrics_dir: Path, record: dict) -> None:
+    """A stage record into stage_runs, and its per-level quality (if any) into quality_levels."""
+    from kura_perf.quality_levels import store_rows
+
+    record = dict(record)
+    levels = record.pop("quality_levels", None) or []
+    write_record(metrics_dir, "stage_runs", record)
+    if levels:
+        write_records(metrics_dir, "quality_levels", store_rows(record, levels))
+
+
 def commit_pending(pending_dir: Path, metrics_dir: Path, run_id: str, stage: str) -> dict | None:
     """Move one pending record into the store; None when the body saved none."""
     path = _path(pending_dir, run_id, stage)
     if not path.is_file():
         return None
     record = _load(path)
-    write_record(metrics_dir, "stage_runs", record)
+    write_stage_record(metrics_dir, record)
     path.unlink()
     try:
         path.parent.rmdir()
@@ -77,7 +88,7 @@ def recover(pending_dir: Path, metrics_dir: Path, skip=lambda run_id, stage: Fal
             quarantine(claimed, Path(pending_dir).parent, f"unreadable pending record ({exc})")
             continue
         try:
-            write_record(metrics_dir, "stage_runs", record)
+            write_stage_record(metrics_dir, record)
         except BaseException:
             os.replace(claimed, path)  # leave it for the next try
             raise

@@ -66,6 +66,13 @@ STAGE_RUNS = pa.schema([
     ("v_measure", pa.float64()),
     ("metered", pa.bool_()),
     ("meter_cpu_s", pa.float64()),
+    # Who ran the MiniLM embeddings of the pipeline (torch | onnx | onnx-int8; api for API models), on
+    # every stage record; and, on embeddings records, the bare model's texts/s on model_sample_n of the
+    # same texts, timed in the same process just before the stage: stage vs model from one run.
+    ("embedding_backend", pa.string()),
+    ("model_items_per_s", pa.float64()),
+    ("model_sample_n", pa.int64()),
+    ("jit_compiled", pa.bool_()),  # numba compiled fresh code inside the stage (extra.jit has the counts)
     ("extra", pa.string()),  # JSON: stage-specific figures (iterations, k, files, ...)
     # How far a stage got (from its progress log) and, for one that did not finish, a projection
     # (kura_perf/meter/projection.py). projection_kind: 'linear-in-items', or NULL when none is honest.
@@ -235,6 +242,33 @@ ERROR_CLARITY = pa.schema([
     *COMPARABILITY,
 ])
 
+# Clustering quality per hierarchy level (0 = base clusters), one row per level of a clusters or
+# meta_clusters stage record (record_id = that record's). is_topic_level marks the level whose cluster
+# count is nearest the true topic count (the one ARI/NMI are fair for); homogeneity is the fair figure
+# for finer levels. Written by the same hook as the stage record.
+QUALITY_LEVELS = pa.schema([
+    ("record_id", pa.string()),
+    ("stage", pa.string()),
+    ("backend", pa.string()),
+    ("profile", pa.string()),
+    ("profile_hash", pa.string()),
+    ("scale", pa.string()),
+    ("scale_n", pa.int64()),
+    ("finished_at", _TS),
+    ("level", pa.int64()),
+    ("n_clusters", pa.int64()),
+    ("noise_share", pa.float64()),
+    ("true_topics", pa.int64()),
+    ("ari", pa.float64()),
+    ("nmi", pa.float64()),
+    ("homogeneity", pa.float64()),
+    ("completeness", pa.float64()),
+    ("topics_found", pa.float64()),  # share of true topics whose majority cluster is mostly that topic
+    ("silhouette", pa.float64()),  # cosine, on a seeded sample of at most 5000 clustered rows
+    ("is_topic_level", pa.bool_()),
+    *COMPARABILITY,
+])
+
 TABLES: dict[str, pa.Schema] = {
     "stage_runs": STAGE_RUNS,
     "check_results": CHECK_RESULTS,
@@ -244,6 +278,7 @@ TABLES: dict[str, pa.Schema] = {
     "checkpoint_results": CHECKPOINT_RESULTS,
     "onboarding_runs": ONBOARDING_RUNS,
     "error_clarity": ERROR_CLARITY,
+    "quality_levels": QUALITY_LEVELS,
 }
 
 _DUCK = {

@@ -78,7 +78,7 @@ DERIVED = {
     "breaking_points": """
         SELECT stage, profile, scale, scale_n, status, error_type, error_message, peak_rss_mb, wall_s,
                finished_at, run_id, host_fingerprint, items_done, items_total, rate_items_per_s, elapsed_s,
-               projected_wall_s, projection_kind
+               projected_wall_s, projection_kind, items_in, api_429s
         FROM stage_runs WHERE status <> 'success' ORDER BY finished_at DESC""",
     # Failed regression checks.
     "regressions": """
@@ -106,6 +106,19 @@ DERIVED = {
                any_value(nmi) FILTER (WHERE stage = 'clusters'),
                any_value(silhouette) FILTER (WHERE stage = 'clusters'), any_value(kura_version), max(finished_at)
         FROM latest GROUP BY backend, profile, scale, host_fingerprint""",
+    # Clustering quality per hierarchy level for the latest run of each partition and host: the
+    # meta_clusters stage's rows (every level) when it ran, else the clusters stage's (level 0 only).
+    "quality_by_level": """
+        WITH ranked AS (
+            SELECT *, dense_rank() OVER (PARTITION BY profile, scale, host_fingerprint
+                                         ORDER BY finished_at DESC, record_id) AS rk
+            FROM quality_levels q
+            WHERE stage = 'meta_clusters' OR NOT EXISTS (
+                SELECT 1 FROM quality_levels m WHERE m.run_id = q.run_id AND m.stage = 'meta_clusters'))
+        SELECT backend, profile, scale, scale_n, host_fingerprint, run_id, stage, level, n_clusters, noise_share,
+               true_topics, ari, nmi, homogeneity, completeness, topics_found, silhouette, is_topic_level,
+               finished_at, record_id
+        FROM ranked WHERE rk = 1 ORDER BY profile, scale_n, level""",
     # Storage per conversation by stage, latest run per partition.
     "storage": """
         SELECT profile, scale, scale_n, stage, bytes_written,
