@@ -65,6 +65,9 @@ def shape_metadata(stage: str, settings: ShapeSettings, outcome) -> dict:
         meta["custom_step_record_id"] = step["record_id"]
     if settings.shape not in (None, "full"):
         meta["output_folder"] = str(outcome.folder)
+    return meta
+
+
 def level_metadata(levels: list[dict]) -> dict:
     """Per-level quality as a markdown table, plus the topic level's ARI/NMI as plottable numbers."""
     if not levels:

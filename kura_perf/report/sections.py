@@ -242,6 +242,8 @@ class SectionBuilder:
                 break
             s.add(f"<h3>{esc(fmt.conversations(n))} conversations</h3>")
             s.add(render_table(advisor_table(advice), f"advisor-{n}"))
+        return s
+
     def quality(self) -> Section:
         s = Section("quality", "Clustering quality per hierarchy level")
         levels = self.data.levels
