@@ -8,11 +8,14 @@ STAMP := $(VENV)/.installed-stamp
 SCALE ?= 1k
 PROFILE ?= offline
 PYTEST_ARGS ?=
+MATRIX_SCALES ?= 100 1k 5k 10k 50k 100k
+MATRIX_PROFILES ?= offline kura-tier5
+MATRIX_ARGS ?=
 
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: install run test dev validate report clean-data
+.PHONY: install run test dev validate report matrix clean-data
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -36,6 +39,10 @@ dev: install
 
 report: install
 	$(BIN)/kura-perf report
+
+# The whole test matrix, each partition its own process, then the filled §1.2 table (also data/matrix.md).
+matrix: install
+	$(BIN)/kura-perf matrix --scales $(MATRIX_SCALES) --profiles $(MATRIX_PROFILES) $(MATRIX_ARGS)
 
 clean-data:
 	rm -rf data/storage data/metrics data/metrics_pending data/reports data/metrics.duckdb

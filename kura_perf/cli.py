@@ -11,7 +11,7 @@ from pathlib import Path
 from kura_perf.errors import KuraPerfError
 
 STAGE_COLUMNS = ["stage", "status", "items_in", "items_out", "wall_s", "cpu_s", "peak_rss_mb", "items_per_s",
-                 "bytes_written", "n_clusters", "api_calls", "api_429s", "cost_usd"]
+                 "model_items_per_s", "bytes_written", "n_clusters", "api_calls", "api_429s", "cost_usd"]
 
 
 def _dagster_home(paths) -> Path:
@@ -238,6 +238,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_baseline_commands(sub)
     from kura_perf.compare import add_compare_command
     add_compare_command(sub)
+    from kura_perf.matrix import add_matrix_command
+    add_matrix_command(sub)
+    from kura_perf.usability.cli import add_usability_commands
+    add_usability_commands(sub)
     return parser
 
 

@@ -1,12 +1,18 @@
-"""Two pipelines side by side at one scale (`kura-perf compare --scale 10k reference:offline kura:kura`):
-per stage and in total, wall time, peak memory, storage, API calls, 429s, cost and quality, with the
-right/left ratio of each. Reads the store's `comparison` view (latest record per stage, any status).
+"""Two pipelines side by side (`kura-perf compare reference:reference-simulated kura:kura-tier5`):
+per scale, per stage and in total, wall time, peak memory, storage, API calls, 429s, cost and quality,
+with the right/left ratio of each, each stage's outcome, and the largest scale at which each side
+completed within its limits. One scale (`--scale 10k`) reads the store's `comparison` view; every
+scale (the default) reads the latest record of each stage per partition, any status.
+
+A stage that failed or was stopped is a result, not a gap: a Kura summaries stage that gave up after
+429s at 10K under a given rate limit is the measured "tier × scale" outcome and is shown as such.
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+import re
 import sys
 from pathlib import Path
 
@@ -16,6 +22,10 @@ from kura_perf.errors import KuraPerfError
 from kura_perf.stages.base import STAGES
 
 FIGURES = ("wall_s", "peak_rss_mb", "bytes_written", "api_calls", "api_429s", "cost_usd", "ari", "nmi")
+MATRIX_FIGURES = (*FIGURES, "n_clusters", "v_measure")
+SUMMED = ("wall_s", "bytes_written", "api_calls", "api_429s", "cost_usd")
+QUALITY = ("ari", "nmi", "n_clusters", "v_measure")  # the whole pipeline's quality is its base clusters'
+RATE_LIMITED = "rate-limited"
 BACKENDS = ("reference", "kura")
 
 
@@ -90,6 +100,179 @@ def _number(value) -> float:
     return math.nan if value is None or pd.isna(value) else float(value)
 
 
+# -- every scale ---------------------------------------------------------------------------------------
+LATEST_SQL = """
+    SELECT * EXCLUDE (rn) FROM (
+        SELECT *, row_number() OVER (PARTITION BY backend, profile, scale, host_fingerprint, stage
+                                     ORDER BY finished_at DESC) AS rn
+        FROM stage_runs WHERE coalesce(metered, true) OR status <> 'success')
+    WHERE rn = 1"""
+
+
+def latest_per_stage(runs: pd.DataFrame) -> pd.DataFrame:
+    """The latest record of each stage per backend, profile, scale and host, any status (as LATEST_SQL)."""
+    if runs.empty:
+        return runs
+    keep = runs["metered"].fillna(True).astype(bool) | (runs["status"] != "success") if "metered" in runs else True
+    rows = runs[keep].sort_values("finished_at")
+    return rows.groupby(["backend", "profile", "scale", "host_fingerprint", "stage"], dropna=False).tail(1)
+
+
+def stage_outcome(record) -> str:
+    """completed | rate-limited (429 × n) | stopped at a limit (projected) | failed | not run."""
+    if record is None:
+        return "not run"
+    status = record.get("status")
+    if status == "success":
+        return "completed"
+    r429 = rate_limited_calls(record)
+    if status == "failed" and r429:
+        return f"{RATE_LIMITED} (failed after {r429} × 429)"
+    if status == "breaking_point":
+        projected = record.get("projected_wall_s")
+        return "stopped at a limit" + ("" if _missing(projected) else f", {projected:,.0f} s projected")
+    return str(status or "failed")
+
+
+_ANSWERED_429 = re.compile(r"(\d[\d,]*) answered 429")
+
+
+def rate_limited_calls(record) -> int:
+    """429s a stage got: the record's counter, else the count Kura's failure message gives (a Kura stage
+    that aborts has its traffic counted from the simulator's log into the message), else 0."""
+    r429 = record.get("api_429s")
+    if not _missing(r429) and r429 > 0:
+        return int(r429)
+    match = _ANSWERED_429.search(str(record.get("error_message") or ""))
+    if match:
+        return int(match.group(1).replace(",", ""))
+    return 1 if "RateLimitError" in str(record.get("error_message") or "") else 0
+
+
+def _missing(value) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value)) or bool(pd.isna(value))
+
+
+def _side_total(stages: dict) -> dict:
+    """The partition's total for one side: sums, the largest stage peak, the base clusters' quality."""
+    total = {"status": "success" if len(stages) == len(STAGES) and all(
+        r.get("status") == "success" for r in stages.values()) else "incomplete"}
+    for figure in SUMMED:
+        values = [r.get(figure) for r in stages.values() if not _missing(r.get(figure))]
+        total[figure] = float(sum(values)) if values else math.nan
+    peaks = [r.get("peak_rss_mb") for r in stages.values() if not _missing(r.get("peak_rss_mb"))]
+    total["peak_rss_mb"] = float(max(peaks)) if peaks else math.nan
+    for figure in QUALITY:
+        clusters = stages.get("clusters") or {}
+        total[figure] = _number(clusters.get(figure))
+    broken = [f"{stage}: {stage_outcome(r)}" for stage, r in stages.items() if r.get("status") != "success"]
+    total["outcome"] = "completed" if total["status"] == "success" else ("; ".join(broken) or "incomplete")
+    return total
+
+
+def _side(latest: pd.DataFrame, side: str) -> pd.DataFrame:
+    backend, profile = parse_side(side)
+    return latest[(latest["backend"] == backend) & (latest["profile"] == profile)]
+
+
+def _shared_host(left: pd.DataFrame, right: pd.DataFrame) -> str | None:
+    shared = set(left["host_fingerprint"].dropna()) & set(right["host_fingerprint"].dropna())
+    if not shared:
+        return None
+    both = pd.concat([left, right])
+    return both[both["host_fingerprint"].isin(shared)].sort_values("finished_at")["host_fingerprint"].iloc[-1]
+
+
+def largest_completed(side_rows: pd.DataFrame) -> int | None:
+    """The largest scale at which every stage of this side completed (no failure, no limit hit)."""
+    done = [int(n) for n, rows in side_rows.groupby("scale_n")
+            if set(rows.loc[rows["status"] == "success", "stage"]) >= set(STAGES)]
+    return max(done) if done else None
+
+
+def side_by_side(latest: pd.DataFrame, left: str, right: str, scales: list[str] | None = None,
+                 host: str | None = None) -> pd.DataFrame:
+    """Rows (scale, stage) for every scale either side ran (or `scales`), stages then 'total': each
+    side's outcome and figures, and right/left ratios. attrs: host and each side's largest completed scale."""
+    left_rows, right_rows = _side(latest, left), _side(latest, right)
+    if left_rows.empty and right_rows.empty:
+        raise KuraPerfError(f"no records for {left} or {right}: run them first (e.g. `kura-perf matrix`)")
+    if host is None:
+        host = _shared_host(left_rows, right_rows) if len(left_rows) and len(right_rows) else None
+        if host is None:  # one side never ran (or never on the same host): show what there is, on its host
+            pool = left_rows if len(left_rows) else right_rows
+            host = pool.sort_values("finished_at")["host_fingerprint"].iloc[-1]
+    left_rows = left_rows[left_rows["host_fingerprint"] == host]
+    right_rows = right_rows[right_rows["host_fingerprint"] == host]
+    from kura_perf.scales import SCALES
+
+    present = set(left_rows["scale"]) | set(right_rows["scale"])
+    wanted = [s for s in SCALES if (s in present if scales is None else s in scales)]
+    rows = []
+    for scale in wanted:
+        by_side = {name: {r["stage"]: r for r in part[part["scale"] == scale].to_dict("records")}
+                   for name, part in (("left", left_rows), ("right", right_rows))}
+        for stage in (*STAGES, "total"):
+            row = {"scale": scale, "scale_n": SCALES[scale], "stage": stage}
+            for name, stages in by_side.items():
+                record = _side_total(stages) if stage == "total" and stages else stages.get(stage)
+                row[f"status_{name}"] = (record or {}).get("status", "not run")
+                row[f"outcome_{name}"] = (record.get("outcome") if stage == "total" and record
+                                          else stage_outcome(record))
+                for figure in MATRIX_FIGURES:
+                    row[f"{figure}_{name}"] = _number((record or {}).get(figure))
+            for figure in MATRIX_FIGURES:
+                row[f"{figure}_ratio"] = _ratio(row[f"{figure}_right"], row[f"{figure}_left"])
+            rows.append(row)
+    table = pd.DataFrame(rows)
+    table.attrs.update(left=left, right=right, host_fingerprint=host,
+                       largest_completed_left=largest_completed(left_rows),
+                       largest_completed_right=largest_completed(right_rows))
+    return table
+
+
+def compare_scales(metrics_dir: str | Path, left: str, right: str, scales: list[str] | None = None,
+                   host: str | None = None) -> pd.DataFrame:
+    """side_by_side over the store's records."""
+    from kura_perf.store import query
+
+    parse_side(left), parse_side(right)
+    return side_by_side(query(Path(metrics_dir), LATEST_SQL), left, right, scales, host)
+
+
+def render_side_by_side(table: pd.DataFrame) -> str:
+    """For a terminal: per scale, one block of stage columns (outcome, then each figure as L, R, R/L)."""
+    from kura_perf.report.fmt import conversations
+
+    a = table.attrs
+    out = [f"L = {a['left']}, R = {a['right']}, host {a['host_fingerprint']}",
+           f"largest scale completed within the limits: L {conversations(a['largest_completed_left'])}, "
+           f"R {conversations(a['largest_completed_right'])}"]
+    for scale, block in table.groupby("scale", sort=False):
+        out.append(f"\n== {scale} conversations ==")
+        index, rows = [], []
+        for side, label in (("left", "L"), ("right", "R")):
+            index.append(("outcome", label))
+            rows.append([_short(v) for v in block[f"outcome_{side}"]])
+        for figure in MATRIX_FIGURES:
+            for suffix, label in (("left", "L"), ("right", "R"), ("ratio", "R/L")):
+                index.append((figure, label))
+                rows.append([_fmt(v) for v in block[f"{figure}_{suffix}"]])
+        frame = pd.DataFrame(rows, columns=block["stage"].tolist(), index=pd.MultiIndex.from_tuples(index))
+        with pd.option_context("display.width", 250, "display.max_columns", 20, "display.max_colwidth", 40):
+            out.append(frame.to_string())
+        findings = [f"{side}: {stage} {block.loc[i, f'outcome_{side}']}"
+                    for i, stage in zip(block.index, block["stage"]) if stage != "total"
+                    for side in ("left", "right") if RATE_LIMITED in str(block.loc[i, f"outcome_{side}"])]
+        for finding in findings:
+            out.append(f"measured finding ({scale}, tier × scale): {finding.replace('left', 'L').replace('right', 'R')}")
+    return "\n".join(out)
+
+
+def _short(text: str) -> str:
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
 # -- CLI -----------------------------------------------------------------------------------------------
 def display_table(table: pd.DataFrame) -> pd.DataFrame:
     """For a terminal: one column per stage, rows status, then each figure as L, R and R/L."""
@@ -111,6 +294,17 @@ def _fmt(value: float) -> str:
 def cmd_compare(args) -> int:
     from kura_perf.config import Paths
 
+    if args.scale is None or len(args.scale) > 1 or args.scale == ["all"]:
+        scales = None if args.scale in (None, ["all"]) else args.scale
+        table = compare_scales(Paths.from_env().metrics, args.left, args.right, scales, host=args.host)
+        if args.format == "csv":
+            table.to_csv(sys.stdout, index=False)
+        elif args.format == "json":
+            print(table.to_json(orient="records"))
+        else:
+            print(render_side_by_side(table))
+        return 0
+    args.scale = args.scale[0]
     table = compare_partitions(Paths.from_env().metrics, args.scale, args.left, args.right, host=args.host)
     if args.format == "csv":
         table.to_csv(sys.stdout, index=False)
@@ -124,10 +318,11 @@ def cmd_compare(args) -> int:
 
 
 def add_compare_command(subparsers: argparse._SubParsersAction) -> None:
-    compare = subparsers.add_parser("compare", help="two pipelines side by side at one scale, with ratios")
-    compare.add_argument("left", help="backend:profile, e.g. reference:offline")
-    compare.add_argument("right", help="backend:profile, e.g. kura:kura")
-    compare.add_argument("--scale", default="1k", help="100, 1k, 5k, 10k, 50k or 100k")
+    compare = subparsers.add_parser("compare", help="two pipelines side by side, every scale (or one), with ratios")
+    compare.add_argument("left", help="backend:profile, e.g. reference:reference-simulated")
+    compare.add_argument("right", help="backend:profile, e.g. kura:kura-tier5")
+    compare.add_argument("--scale", nargs="+", help="one or more of 100, 1k, 5k, 10k, 50k, 100k (default: every "
+                                                    "scale either side ran)")
     compare.add_argument("--host", help="host fingerprint (default: the latest both sides were measured on)")
     compare.add_argument("--format", choices=["table", "csv", "json"], default="table")
     compare.set_defaults(func=cmd_compare)

@@ -7,6 +7,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 
+MODEL_CACHE_ENV = "KURA_PERF_MODEL_CACHE"
+
+
 @dataclass(frozen=True)
 class Paths:
     root: Path
@@ -38,6 +41,12 @@ class Paths:
     def pending(self) -> Path:
         """Stage records handed from an asset body to its hook within one run."""
         return self.root / "metrics_pending"
+
+    @property
+    def model_cache(self) -> Path:
+        """Models derived once per machine from shipped weights (ONNX exports), reused by every run.
+        KURA_PERF_MODEL_CACHE shares one cache between data roots (the test suite does)."""
+        return Path(os.environ.get(MODEL_CACHE_ENV) or self.root / "model_cache")
 
     @property
     def running(self) -> Path:

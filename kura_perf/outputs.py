@@ -63,6 +63,67 @@ def write_stage(folder: Path, stage: str, data: StageData) -> dict[str, int]:
     return sizes
 
 
+# -- for writers and readers that go batch by batch (kura_perf.streaming) ------------------------------
+
+def stage_lock(folder: Path, stage: str, shared: bool = False):
+    """The partition-stage lock write_stage and read_stage take: exclusive to write, shared to read."""
+    return file_lock(_lock_path(folder, stage), shared=shared)
+
+
+def write_manifest(folder: Path, stage: str, tables: list[str], arrays: list[str], sizes: dict[str, int]) -> None:
+    """The stage's manifest, written last (the caller holds the stage lock): from here on readers see
+    the stage as complete."""
+    body = {"stage": stage, "tables": sorted(tables), "arrays": sorted(arrays), "files": sizes}
+    atomic_write_text(folder / f"{stage}.manifest.json", json.dumps(body, indent=1))
+
+
+def invalidate(folder: Path, stage: str) -> None:
+    """A re-run makes the old output unreadable before touching any of its files (hold the stage lock)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{stage}.manifest.json").unlink(missing_ok=True)
+
+
+def file_path(folder: Path, stage: str, key: str, suffix: str) -> Path:
+    return folder / _file_name(stage, key, suffix)
+
+
+def _manifest(folder: Path, stage: str) -> dict:
+    manifest = folder / f"{stage}.manifest.json"
+    if not manifest.is_file():
+        raise StageError(f"no complete output of stage '{stage}' in {folder}: materialize it first")
+    return json.loads(manifest.read_text())
+
+
+def _table_file(folder: Path, stage: str, key: str) -> Path:
+    if key not in _manifest(folder, stage)["tables"]:
+        raise StageError(f"stage '{stage}' in {folder} has no table '{key}'")
+    return folder / _file_name(stage, key, ".parquet")
+
+
+def stage_rows(folder: Path, stage: str, key: str = "main") -> int:
+    """Rows of one stored table, from the Parquet footer (nothing else is read)."""
+    import pyarrow.parquet as pq
+
+    with stage_lock(folder, stage, shared=True):
+        return pq.ParquetFile(_table_file(folder, stage, key)).metadata.num_rows
+
+
+def iter_table(folder: Path, stage: str, key: str, batch_size: int):
+    """One stored table in slices of at most `batch_size` rows, in order, each as read_stage would give it.
+
+    Only one slice (and one Parquet row group's buffers) is in memory at a time: what lets a
+    streamed stage's peak stay bounded by its batch. The shared lock is held until the last slice.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    with stage_lock(folder, stage, shared=True):
+        parquet = pq.ParquetFile(_table_file(folder, stage, key))
+        schema = parquet.schema_arrow  # carries the pandas metadata, so dtypes come back as read_stage's
+        for batch in parquet.iter_batches(batch_size=batch_size):
+            yield pa.Table.from_batches([batch], schema=schema).to_pandas()
+
+
 def has_stage(folder: Path, stage: str) -> bool:
     return (folder / f"{stage}.manifest.json").is_file()
 

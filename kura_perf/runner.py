@@ -14,7 +14,7 @@ from datetime import datetime, timezone
 
 import numpy as np
 
-from kura_perf import outputs
+from kura_perf import outputs, streaming
 from kura_perf.backends import Backend, get_backend
 from kura_perf.config import Paths
 from kura_perf.errors import BreakingPoint
@@ -108,6 +108,7 @@ def record_fields(run: StageRun, backend_name: str) -> dict:
         "profile_hash": run.profile.content_hash(),
         "scale": run.scale,
         "scale_n": scale_count(run.scale),
+        "embedding_backend": run.profile.embedding_backend,  # also on died records
         "code_version": code_version(),
         "package_versions": json.dumps(versions, sort_keys=True),
         "kura_version": versions.get("kura"),
@@ -175,6 +176,8 @@ def build_record(run: StageRun, meter: Meter, result: StageResult | None, bytes_
         "metered": m.metered,
         "jit_compiled": getattr(result, "jit_compiled", None) if result else None,
         "meter_cpu_s": m.meter_cpu_s,
+        "model_items_per_s": result.model_items_per_s if result else None,
+        "model_sample_n": result.model_sample_n if result else None,
         "extra": json.dumps(result.extra if result else {}, default=str),
         "quality_levels": list(result.quality_levels) if result else [],  # -> quality_levels table (pending.py)
         **projection.as_record(),
@@ -198,6 +201,16 @@ def _hard_stop(run: StageRun, meter: Meter, backend: Backend, progress=None, hea
     os._exit(75)
 
 
+def _prepare(backend: Backend, run: StageRun) -> Exception | None:
+    """The backend's one-time set-up and model-only calibration, outside the stage's measured time."""
+    prepare = getattr(backend, "prepare", None)
+    if prepare is None:
+        return None
+    try:
+        prepare(run.stage, lambda name: outputs.read_stage(run.folder, name))
+    except Exception as exc:  # noqa: BLE001 - recorded as the stage's failure
+        return exc
+    return None
 def _score_levels(run: StageRun, result: StageResult) -> None:
     """Per-level quality from the stored outputs, outside the metered block (evaluation, not pipeline
     cost; its time is in extra.quality_levels_s). A scoring bug is logged and noted, never fatal."""
@@ -263,7 +276,7 @@ def run_stage(run: StageRun) -> dict:
     profile = run.profile
     metered = os.environ.get(METER_ENV, "on") != "off"
     owns_backend = run.backend is None
-    backend = run.backend or get_backend(profile)
+    backend = run.backend or get_backend(profile, run.paths)
     progress = ProgressLog(run.stage)
     heartbeat = _start_heartbeat(run, backend.name, progress)
     meter = Meter(run.stage, enabled=metered, memory_limit_mb=_memory_limit(profile),
@@ -273,14 +286,24 @@ def run_stage(run: StageRun) -> dict:
     configure_numba_cache(run.paths.root)
     jit = JitWatch()
     try:
+        setup_error = _prepare(backend, run)
         with meter:
-            upstream = {name: outputs.read_stage(run.folder, name) for name in UPSTREAM[run.stage]}
-            inputs = StageInputs(scale_count(run.scale), upstream, progress=progress)
+            if setup_error is not None:  # raised inside the meter: a normal failed record
+                raise setup_error
             t0 = time.perf_counter()
-            result = backend.run(run.stage, inputs)
+            if streaming.streams(run.stage, profile):  # progress counts the partition's items, batch after batch
+                result, sizes = streaming.run_streamed(run.stage, backend, run.folder, scale_count(run.scale),
+                                                       profile.stream_batch_size, progress=progress)
+            else:
+                upstream = {name: outputs.read_stage(run.folder, name) for name in UPSTREAM[run.stage]}
+                inputs = StageInputs(scale_count(run.scale), upstream, progress=progress)
+                result = backend.run(run.stage, inputs)
+                sizes = None
             if factor := _slowdown(run.stage):
                 time.sleep(factor * (time.perf_counter() - t0))
-            written = sum(outputs.write_stage(run.folder, run.stage, result.data).values())
+            if sizes is None:
+                sizes = outputs.write_stage(run.folder, run.stage, result.data)
+            written = sum(sizes.values())
     except StageInterrupted:  # a guard's interrupt that landed outside the metered block
         meter.finish()
         error = BreakingPoint(run.stage, meter.measurement.guard_reason or "interrupted",
@@ -292,7 +315,9 @@ def run_stage(run: StageRun) -> dict:
         error = exc
     finally:
         # A failed stage still reports the calls, errors and 429s it made before giving up.
-        api_so_far = None if result else getattr(backend, "api_counters", lambda: None)()
+        # (A Kura failure carries the traffic its call caused, counted from the simulator's log.)
+        api_so_far = None if result else (getattr(error, "api", None)
+                                          or getattr(backend, "api_counters", lambda: None)())
         if owns_backend:
             backend.close()
     if result is not None:

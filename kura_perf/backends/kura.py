@@ -54,6 +54,7 @@ class KuraFailure(StageError):
         super().__init__(f"{stage}: Kura's {call} failed: {causes + ' <- ' if causes else ''}"
                          f"{type(root).__name__}: {lines[:500]}{traffic}")
         self.kura_error = error  # the original, traceback included
+        self.api = api  # the traffic until the failure, for the stage record's API columns
 
 
 class KuraBackend:

@@ -52,9 +52,38 @@ def _api_model_name(spec: str) -> str | None:
 
 
 class ModelFactory(BuiltOnce):
-    def __init__(self, profile: Profile):
+    """model_cache: where ONNX exports live (<data root>/model_cache); onnx_min_cosine overrides the
+    export check's threshold (tests force an impossible one)."""
+
+    def __init__(self, profile: Profile, model_cache: str | os.PathLike | None = None,
+                 onnx_min_cosine: float | None = None):
         super().__init__()
         self.profile = profile
+        self.model_cache = model_cache
+        self.onnx_min_cosine = onnx_min_cosine
+
+    def _torch_minilm(self):
+        from kura_perf.models.sentence_transformer import SentenceTransformerEmbedding
+
+        return self._once("embed:torch", lambda: SentenceTransformerEmbedding(batch_size=self.profile.batch_size))
+
+    def _onnx_minilm(self, backend: str):
+        from pathlib import Path
+
+        from kura_perf.models.onnx_embedding import OnnxEmbedding, OnnxEncoder, max_seq_length
+        from kura_perf.models.onnx_export import ExportCache
+        from kura_perf.models.sentence_transformer import default_model_path
+
+        if self.model_cache is None:
+            raise ProfileError(f"profile '{self.profile.name}': embedding_backend '{backend}' needs a model cache "
+                               f"folder (the data root's model_cache) to keep its export in")
+        torch_model = self._torch_minilm()
+        path = default_model_path()
+        length = max_seq_length(path)
+        cache = ExportCache(Path(self.model_cache) / "onnx", path, length, reference=torch_model.bare_encode,
+                            encoder_factory=lambda file: OnnxEncoder(file, path, length),
+                            min_cosine=self.onnx_min_cosine)
+        return OnnxEmbedding(backend, cache, batch_size=self.profile.batch_size)
 
     def summary_model(self):
         spec = self.profile.summary_model
@@ -71,11 +100,12 @@ class ModelFactory(BuiltOnce):
     def embedding_model(self):
         spec, dim = self.profile.embedding_model, self.profile.embedding_dimension
         if spec == "minilm":
-            from kura_perf.models.sentence_transformer import SentenceTransformerEmbedding
-
             if dim not in (None, 384):
                 raise ProfileError(f"profile '{self.profile.name}': embedding_dimension {dim}: minilm gives 384")
-            return self._once("embed", lambda: SentenceTransformerEmbedding(batch_size=self.profile.batch_size))
+            backend = self.profile.embedding_backend
+            if backend == "torch":
+                return self._torch_minilm()
+            return self._once("embed", lambda: self._onnx_minilm(backend))
         if (name := _api_model_name(spec)) is not None:
             from kura_perf.models.openai_api import OpenAIEmbedding
 

@@ -9,7 +9,9 @@ import pandas as pd
 
 from kura_perf.backends.conversion import conversations_from_table, conversations_to_table
 from kura_perf.backends.model_factory import ModelFactory
-from kura_perf.corpus import generate_conversations, load_conversations
+from kura_perf.config import Paths
+from kura_perf.corpus import iter_conversations, load_conversations
+from kura_perf.errors import StageError
 from kura_perf.meter.api import ApiCounters
 from kura_perf.outputs import StageData
 from kura_perf.profiles import Profile
@@ -19,9 +21,26 @@ from kura_perf.stages.base import StageInputs, StageResult
 class ReferenceBackend:
     name = "reference"
 
-    def __init__(self, profile: Profile):
+    def __init__(self, profile: Profile, paths: Paths | None = None, onnx_min_cosine: float | None = None):
         self.profile = profile
-        self.models = ModelFactory(profile)
+        self.models = ModelFactory(profile, model_cache=paths.model_cache if paths else None,
+                                   onnx_min_cosine=onnx_min_cosine)
+        self._setup: dict[str, dict] = {}  # per stage: what prepare() did and measured
+
+    def prepare(self, stage: str, read_upstream) -> None:
+        """Before the stage is metered: load the embedding model or check its ONNX export (a one-time
+        cost, reported in the record's extra), then time the bare model on a sample of the stage's texts."""
+        if stage not in ("embeddings", "meta_clusters") or self.profile.embedding_backend == "api":
+            return
+        from kura_perf.models.calibration import model_throughput
+
+        model = self.models.embedding_model()
+        setup = dict(model.prepare()) if hasattr(model, "prepare") else {}
+        if stage == "embeddings":
+            summaries = read_upstream("summaries").tables["main"]
+            if "embed_text" in summaries.columns:
+                setup.update(model_throughput(model, summaries["embed_text"].tolist()))
+        self._setup[stage] = setup
 
     def close(self) -> None:
         self.models.close()
@@ -37,12 +56,17 @@ class ReferenceBackend:
     def _conversations(self, inputs: StageInputs) -> StageResult:
         p = self.profile
         if p.data_file:
+            if inputs.offset:
+                raise StageError("conversations: a data file is read in one pass (unique ids, the scale's count); "
+                                 "it cannot start at a batch offset")
             loaded = load_conversations(p.data_file, limit=inputs.scale_n, lenient=p.lenient,
                                         format=p.data_format, allow_short=p.allow_short_data)
             convs, skipped = loaded.conversations, loaded.skipped
             extra = {"source": loaded.source, "problems": loaded.problems[:20]}
         else:
-            convs, skipped = generate_conversations(inputs.scale_n, seed=p.seed), 0
+            # Every conversation depends only on (seed, index): a batch at an offset is exactly that
+            # slice of the all-at-once corpus.
+            convs, skipped = list(iter_conversations(inputs.scale_n, seed=p.seed, start=inputs.offset)), 0
             extra = {"source": f"synthetic(seed={p.seed})"}
         table = conversations_to_table(convs)
         extra["raw_text_bytes"] = int(sum(len(m.content.encode()) for c in convs for m in c.messages))
@@ -65,9 +89,14 @@ class ReferenceBackend:
         model = self.models.embedding_model()
         vectors = embed_summaries(summaries, model, progress=inputs.progress)
         ids = pd.DataFrame({"chat_id": summaries["chat_id"]})
+        setup = dict(self._setup.pop("embeddings", {}))
+        rate, sample_n = setup.pop("model_items_per_s", None), setup.pop("model_sample_n", None)
         return StageResult(StageData(tables={"ids": ids}, arrays={"main": vectors}), items_in=len(summaries),
                            items_out=len(vectors), api=_counters(model),
-                           extra={"model": model.name, "dimension": int(vectors.shape[1])})
+                           extra={"model": model.name, "dimension": int(vectors.shape[1]),
+                                  "embedding_backend": self.profile.embedding_backend,
+                                  "batch_size": getattr(model, "batch_size", None), **setup},
+                           model_items_per_s=rate, model_sample_n=sample_n)
 
     def _clusters(self, inputs: StageInputs) -> StageResult:
         from kura_perf.stages.clusters import cluster_summaries
@@ -94,8 +123,9 @@ class ReferenceBackend:
                                     max_iterations=self.profile.meta_max_iterations, seed=self.profile.seed)
         table = hierarchy.table
         api = _merge(_counters(embedder), _counters(namer))
+        setup = self._setup.pop("meta_clusters", {})
         return StageResult(StageData(tables={"main": table}), items_in=len(clusters), items_out=len(table),
-                           api=api, extra={"iterations": hierarchy.iterations, "cap_hit": hierarchy.cap_hit,
+                           api=api, extra={**setup, "iterations": hierarchy.iterations, "cap_hit": hierarchy.cap_hit,
                                            "roots": int(table["parent_id"].isna().sum()),
                                            "levels": int(table["level"].max()) + 1 if len(table) else 0})
 

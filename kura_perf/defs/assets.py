@@ -41,6 +41,12 @@ def stage_metadata(record: dict) -> dict:
     for key in ("n_clusters", "silhouette", "ari", "nmi", "noise_share", "api_calls", "api_429s", "cost_usd"):
         if record.get(key) is not None:
             meta[key] = num(key, 4) if isinstance(record[key], float) else record[key]
+    meta["embedding_backend"] = record.get("embedding_backend")
+    if record.get("model_items_per_s"):
+        meta["model_items_per_s"] = num("model_items_per_s", 1)
+        meta["model_sample_n"] = record.get("model_sample_n")
+        if record.get("items_per_s"):  # the stage's texts/s over the bare model's, same process
+            meta["stage_vs_model"] = round(record["items_per_s"] / record["model_items_per_s"], 3)
     meta.update(level_metadata(record.get("quality_levels") or []))
     return {k: (MetadataValue.int(v) if isinstance(v, int) else v) for k, v in meta.items() if v is not None}
 

@@ -6,7 +6,7 @@ import hashlib
 import json
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 class ApiConfig(BaseModel):
@@ -42,6 +42,16 @@ class ApiConfig(BaseModel):
         return value
 
 
+# Who runs the local MiniLM model. "torch" is sentence-transformers (what Kura runs); "onnx" and
+# "onnx-int8" are onnxruntime over an export of the same weights, checked against torch before use
+# (kura_perf/models/onnx_export.py). "api" marks vectors from an API embedding model.
+EmbeddingBackendName = Literal["torch", "onnx", "onnx-int8", "api"]
+LOCAL_EMBEDDING_BACKENDS = ("torch", "onnx", "onnx-int8")
+# The reference pipeline's default: the fastest backend whose clustering quality stayed within 0.02 ARI
+# of torch (measurements in README, "Embedding backends").
+DEFAULT_EMBEDDING_BACKEND = "onnx-int8"
+
+
 class Profile(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -52,12 +62,18 @@ class Profile(BaseModel):
     naming_model: str = "offline"  # "offline" or "openai:<model>"
     embedding_model: str = "minilm"  # "minilm" or "openai:<model>"
     embedding_dimension: int | None = Field(None, ge=1, le=8192)
+    # None: the pipeline's default (DEFAULT_EMBEDDING_BACKEND for the reference backend's MiniLM,
+    # torch for the kura backend, "api" for an API model); resolved when the profile is validated.
+    embedding_backend: EmbeddingBackendName | None = None
     clustering: Literal["umap-hdbscan", "hdbscan", "kmeans", "agglomerative"] = "umap-hdbscan"
     clustering_params: dict = Field(default_factory=dict)
     meta_max_clusters: int = Field(10, ge=1)
     meta_max_iterations: int = Field(10, ge=1, le=1000)
     projection: Literal["umap", "pca"] = "umap"
-    batch_size: int = Field(64, ge=1, le=100_000)
+    batch_size: int = Field(32, ge=1, le=100_000)  # 32: best local-embedding batch measured (README "Embedding backends")
+    # Proposal §2.2: conversations, summaries and embeddings run over the partition this many rows at a
+    # time, each batch written before the next is read (peak memory bounded by the batch); None = all at once.
+    stream_batch_size: int | None = Field(None, ge=1, le=10_000_000)
     data_file: str | None = None  # real conversations; default is the synthetic generator
     data_format: Literal["auto", "kura", "openai", "sharegpt"] = "auto"
     allow_short_data: bool = False  # run a partition on fewer conversations than its scale if the file is short
@@ -70,6 +86,28 @@ class Profile(BaseModel):
     min_silhouette: float | None = None
     min_ari: float | None = None
     api: ApiConfig = Field(default_factory=ApiConfig)
+
+    @model_validator(mode="after")
+    def _resolve_embedding_backend(self) -> "Profile":
+        """Make embedding_backend concrete (so it is in the profile hash) and refuse combinations that
+        cannot run: an ONNX backend for an API model, or for Kura, which runs its own torch model."""
+        chosen = self.embedding_backend
+        if self.embedding_model.startswith("openai:"):
+            if chosen not in (None, "api"):
+                raise ValueError(f"embedding_backend '{chosen}' runs the local MiniLM model; embedding_model "
+                                 f"'{self.embedding_model}' is an API model (leave embedding_backend unset)")
+            self.embedding_backend = "api"
+        elif self.backend == "kura":
+            if chosen not in (None, "torch"):
+                raise ValueError(f"embedding_backend '{chosen}': the kura backend runs Kura's own "
+                                 f"sentence-transformers (torch) model; only 'torch' applies")
+            self.embedding_backend = "torch"
+        elif chosen is None:
+            self.embedding_backend = DEFAULT_EMBEDDING_BACKEND
+        elif chosen == "api":
+            raise ValueError(f"embedding_backend 'api' needs an API embedding_model (got '{self.embedding_model}'); "
+                             f"choose one of {', '.join(LOCAL_EMBEDDING_BACKENDS)}")
+        return self
 
     def content_hash(self) -> str:
         """Identity of what is measured: two runs compare only when this matches (the description does not count)."""

@@ -28,7 +28,8 @@ class ReportResult:
     figures: list[Path] = field(default_factory=list)
     headline_markdown: str = ""  # the headline table, for Dagster asset metadata
     main_figure: Path | None = None
-    empty: bool = False
+    empty: bool = False  # no stage runs recorded
+    usability_only: bool = False  # ... but Kura usability measurements are, and the page shows them
 
 
 def build_report(paths: Paths, out_dir: Path | None = None) -> ReportResult:
@@ -58,6 +59,17 @@ def _render(data, folder: Path) -> ReportResult:
     generated = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     index = folder / INDEX
     if data.empty:
+        from kura_perf.report.usability import has_usability_rows, usability_sections
+
+        if has_usability_rows(data.metrics_dir):  # checkpoints/onboarding/errors recorded, no stage runs yet
+            page = html.render_page("Kura performance report", f"Generated {generated} from {data.metrics_dir}: "
+                                    "no stage runs yet, Kura usability measurements only.",
+                                    [html.note("No stage runs recorded yet: run `kura-perf run --scale 1k` for "
+                                               "the performance sections.")],
+                                    usability_sections(data.metrics_dir, None), f"kura_perf report · {generated}")
+            index.write_text(page, encoding="utf-8")
+            return ReportResult(index, [], "**No stage runs recorded yet**; Kura usability sections only.", None,
+                                empty=True, usability_only=True)
         index.write_text(html.render_empty_page(str(data.metrics_dir), generated), encoding="utf-8")
         markdown = ("**No runs recorded yet.** Run `kura-perf run --scale 1k` (or materialize a partition), "
                     "then rebuild the report.")
@@ -138,4 +150,4 @@ def _relocate(result: ReportResult, staging: Path, out_dir: Path) -> ReportResul
         return None if p is None else out_dir / p.relative_to(staging)
 
     return ReportResult(moved(result.index_html), [moved(p) for p in result.figures], result.headline_markdown,
-                        moved(result.main_figure), result.empty)
+                        moved(result.main_figure), result.empty, result.usability_only)

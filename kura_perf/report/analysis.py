@@ -10,7 +10,9 @@ import pandas as pd
 
 from kura_perf.report import fmt
 from kura_perf.report.data import ReportData
-from kura_perf.report.fits import EXTRAPOLATED, INTERPOLATED, MEASURED, UNKNOWN, Estimate, StageFit, fit_stages
+from kura_perf.stages.base import STAGES
+from kura_perf.report.fits import (BASIS_ORDER, MEASURED, PROJECTED, UNKNOWN, Estimate, StageFit,
+                                   fit_stages)
 
 PROJECTION_SCALES = (10_000, 100_000, 1_000_000)
 HARDWARE_SCALES = (1_000, 10_000, 100_000, 1_000_000)
@@ -87,9 +89,40 @@ class ProfileAnalysis:
         calls = self.ok["api_calls"].fillna(0)
         return bool((calls > 0).any())
 
+    @cached_property
+    def projected(self) -> pd.DataFrame:
+        """Stopped stages with a projected total wall time: the latest per stage and scale."""
+        return stopped_with_projection(self.records)
+
+    def projection_at(self, stage: str, n: int) -> Estimate | None:
+        """The projected wall time of `stage` at n if it was stopped there with a projection (and never
+        completed there since)."""
+        rows = self.projected[(self.projected["stage"] == stage) & (self.projected["scale_n"] == n)]
+        if rows.empty:
+            return None
+        r = rows.iloc[-1]
+        return Estimate(float(r["projected_wall_s"]), PROJECTED, describe_projection(r))
+
+    def stage_wall_at(self, stage: str, n: int) -> Estimate:
+        """Measured if it completed at n; else projected from a stopped run at n; else fitted."""
+        fit = self.fits.get(stage)
+        estimate = fit.wall_at(n) if fit else Estimate(None, UNKNOWN, "never completed")
+        if estimate.basis == MEASURED:
+            return estimate
+        return self.projection_at(stage, n) or estimate
+
+    def stages(self) -> list[str]:
+        """Stages with a fit or a projection, in pipeline order."""
+        projected = set(self.projected["stage"]) if len(self.projected) else set()
+        order = list(self.fits) + sorted(projected - set(self.fits))
+        return sorted(order, key=lambda s: STAGES.index(s) if s in STAGES else len(STAGES))
+
+    def projected_scales(self) -> list[int]:
+        return sorted(int(n) for n in self.projected["scale_n"].dropna().unique()) if len(self.projected) else []
+
     def pipeline_wall_at(self, n: int) -> Estimate:
         """Sum of stage times at n, with the weakest basis among them; None when a stage cannot be projected."""
-        estimates = [fit.wall_at(n) for fit in self.fits.values()]
+        estimates = [self.stage_wall_at(stage, n) for stage in self.stages()]
         return _combine(estimates, sum)
 
     def pipeline_peak_at(self, n: int) -> Estimate:
@@ -97,11 +130,41 @@ class ProfileAnalysis:
         return _combine(estimates, max)
 
 
+PROJECTION_COLUMNS = ("items_done", "projected_wall_s", "projection_kind")
+
+
+def stopped_with_projection(records: pd.DataFrame) -> pd.DataFrame:
+    """Records of stages stopped before the end (a limit, a kill) that carry a projected total wall time,
+    the latest per stage and scale, unless that stage completed at that scale afterwards. Empty when the
+    store predates the projection columns."""
+    if records.empty or any(c not in records.columns for c in PROJECTION_COLUMNS):
+        return records.iloc[0:0]
+    stopped = records[(records["status"] != "success") & records["projected_wall_s"].notna()]
+    if stopped.empty:
+        return stopped
+    latest = stopped.sort_values("finished_at").groupby(["stage", "scale_n"], as_index=False).tail(1)
+    ok = records[records["status"] == "success"]
+    done_after = latest.apply(lambda r: bool(((ok["stage"] == r["stage"]) & (ok["scale_n"] == r["scale_n"])
+                                              & (ok["finished_at"] > r["finished_at"])).any()), axis=1)
+    return latest[~done_after.astype(bool)] if len(latest) else latest
+
+
+def describe_projection(r) -> str:
+    """'linear-in-items: 4,100/10,000 items in 600 s' — how a projected figure was made."""
+    total = next((r.get(c) for c in ("items_total", "items_in", "scale_n") if not fmt.is_missing(r.get(c))), None)
+    done = r.get("items_done")
+    parts = [str(r.get("projection_kind") or "projected")]
+    if not fmt.is_missing(done):
+        parts.append(f"{int(done):,}/{int(total):,} items" if not fmt.is_missing(total) else f"{int(done):,} items")
+    if not fmt.is_missing(r.get("wall_s")):
+        parts.append(f"in {fmt.seconds(r['wall_s'])}")
+    return parts[0] + (": " + " ".join(parts[1:]) if len(parts) > 1 else "")
+
+
 def _combine(estimates: list[Estimate], how) -> Estimate:
     if not estimates or any(e.value is None for e in estimates):
-        return Estimate(None, UNKNOWN, "needs every stage fitted (≥ 2 scales)")
-    order = [MEASURED, INTERPOLATED, EXTRAPOLATED]
-    basis = max((e.basis for e in estimates), key=order.index)
+        return Estimate(None, UNKNOWN, "needs every stage fitted (≥ 2 scales) or projected")
+    basis = max((e.basis for e in estimates), key=BASIS_ORDER.index)
     return Estimate(how(e.value for e in estimates), basis)
 
 

@@ -22,7 +22,10 @@ from kura_perf.report import fmt
 MEASURED = "measured"
 INTERPOLATED = "interpolated"
 EXTRAPOLATED = "extrapolated"
+PROJECTED = "projected"  # a stage stopped at a limit, its total wall projected from its own progress
 UNKNOWN = "unknown"
+# Weakest last: a combined figure (a pipeline total) takes the weakest basis among its parts.
+BASIS_ORDER = (MEASURED, INTERPOLATED, PROJECTED, EXTRAPOLATED)
 
 MIN_GROWTH_MB = 1.0  # growth below this is noise; floored so the log stays defined
 
@@ -71,12 +74,12 @@ class Estimate:
     """A figure at some scale, and whether it was measured there or projected by a fit."""
 
     value: float | None
-    basis: str  # measured | interpolated | extrapolated | unknown
+    basis: str  # measured | interpolated | projected | extrapolated | unknown
     note: str = ""
 
     @property
     def projected(self) -> bool:
-        return self.basis in (INTERPOLATED, EXTRAPOLATED)
+        return self.basis in (INTERPOLATED, PROJECTED, EXTRAPOLATED)
 
 
 @dataclass

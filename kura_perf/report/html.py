@@ -35,6 +35,8 @@ td.head { font-weight:600; white-space:nowrap; }
 td.extrapolated, td.interpolated { color:var(--extra); background:var(--extra-bg) !important; font-style:italic; }
 td.extrapolated::after { content:" ⁽ᵉ⁾"; font-style:normal; }
 td.interpolated::after { content:" ⁽ⁱ⁾"; font-style:normal; }
+td.projected { color:#4b2e83; background:#efe9fa !important; }
+td.projected::after { content:" ⁽ᵖ⁾"; }
 td.unknown { color:var(--muted); }
 td.bad { color:var(--bad); background:var(--bad-bg) !important; }
 td.good { color:var(--good); }
@@ -56,9 +58,12 @@ ul.guidance li { margin:6px 0; }
 footer { margin-top:40px; font-size:12px; color:var(--muted); border-top:1px solid var(--line); padding-top:10px; }
 """
 
-LEGEND = ('<p class="legend">Cells shaded <span style="background:#fff6e0;color:#8a5a00;font-style:italic">'
-          'like this ⁽ᵉ⁾</span> are <b>extrapolated</b> (⁽ⁱ⁾ interpolated) from fitted power laws, not measured. '
-          'Everything else is measured on the host named in each section.</p>')
+LEGEND = ('<p class="legend">Three kinds of figure, never mixed up: plain cells are <b>measured</b> on the host '
+          'named in each section; cells shaded <span style="background:#efe9fa;color:#4b2e83">like this ⁽ᵖ⁾</span> '
+          'are <b>projected</b> from a stage that was stopped at a time or memory limit (its own items done and '
+          'elapsed time; the kind of projection is named, e.g. linear-in-items); cells shaded '
+          '<span style="background:#fff6e0;color:#8a5a00;font-style:italic">like this ⁽ᵉ⁾</span> are '
+          '<b>extrapolated</b> (⁽ⁱ⁾ interpolated) from power laws fitted across the scales measured.</p>')
 
 
 @dataclass

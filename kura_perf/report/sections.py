@@ -132,6 +132,23 @@ class SectionBuilder:
         self._figure(s, figures.timeline_figure(pa, n, self._file("timelines.png")), "memory timelines")
         return s
 
+    def memory_theory(self) -> Section:
+        s = Section("memory-theory", "Memory against theory (proposal §3.1)")
+        fitted = [pa for pa in self.analysis.profiles.values() if pa.fits]
+        s.provenance = self._provenance(self.data.ok, "measured peak growth beside computed theoretical bytes")
+        if not fitted:
+            s.add(note("No successful stage runs yet."))
+            return s
+        s.badge = MEASURED_ONLY
+        s.add(paragraph("The proposal's memory hotspots — the embedding matrix (N × d × 4 bytes), the numpy "
+                        "conversion for clustering, HDBSCAN, the meta-clusters' re-embedding and serialization "
+                        "buffers — computed per stage from N, d and k, beside each stage's measured growth. Theory "
+                        "is what must be resident; Python objects, model weights and library workspaces come on top."))
+        for pa in fitted:
+            s.add(f"<h3>Profile <code>{esc(pa.profile)}</code></h3>")
+            s.add(render_table(t.memory_theory_table(pa), f"theory-{self._slug(pa.profile)}"))
+        return s
+
     def api(self) -> Section:
         s = Section("api", "API throughput, rate limits and cost")
         sweeps = self.data.sweeps
@@ -171,6 +188,17 @@ class SectionBuilder:
                        "to compare the reference stages with the installed Kura package."))
             return s
         s.badge = MEASURED_ONLY
+        pairs = t.comparison_pairs(self.data.runs)
+        if pairs:
+            s.add(paragraph("Kura beside the reference at every scale, like with like: each stage's outcome and "
+                            "its wall time, peak memory, storage, API calls, cost and quality (base clusters), "
+                            "left · right · right ÷ left. A stage that failed on 429s is the measured tier × scale "
+                            "outcome of that rate limit, shown as such, not left out."))
+        for left, right in pairs:
+            s.add(f"<h3><code>{esc(left)}</code> vs <code>{esc(right)}</code></h3>")
+            s.add(render_table(t.side_by_side_table(self.data.runs, left, right),
+                               f"side-by-side-{self._slug(left)}-{self._slug(right)}"))
+        s.add('<p class="legend"><b>Medians per backend (every profile)</b></p>')
         s.add(render_table(table, "backends"))
         return s
 
@@ -200,7 +228,8 @@ class SectionBuilder:
             return s
         s.badge = MEASURED_ONLY
         s.add(paragraph("breaking_point = stopped by a memory or time guard (where the pipeline breaks on this "
-                        "machine); failed = any other error."))
+                        "machine); failed = any other error. A stopped stage shows how far it got and, when its "
+                        "progress is linear in items, its projected total wall time (shaded as projected)."))
         s.add(render_table(t.breaking_points_table(broken), "breaking-points"))
         return s
 
@@ -260,9 +289,13 @@ class SectionBuilder:
         return s
 
     def build(self) -> Built:
-        order = [self.test_matrix, self.scaling, self.storage, self.timelines, self.api, self.backends,
-                 self.quality, self.breaking_points, self.hardware, self.history, self.guidance]
+        order = [self.test_matrix, self.scaling, self.storage, self.timelines, self.memory_theory, self.api,
+                 self.backends, self.quality, self.breaking_points, self.hardware, self.history, self.guidance]
         self.built.sections = [make() for make in order]
+        from kura_perf.report.usability import usability_sections
+
+        self.built.sections += usability_sections(self.data.metrics_dir,
+                                                  self.data.host.fingerprint if self.data.host else None)
         return self.built
 
 

@@ -10,7 +10,7 @@ import pandas as pd
 from kura_perf.report import fmt
 from kura_perf.report.analysis import (FIT_TARGETS, PROJECTION_SCALES, PROPOSAL_STORAGE_KB, PROPOSAL_TOTAL_KB,
                                        Analysis, ProfileAnalysis, expected_embedding_kb, kb_range)
-from kura_perf.report.fits import MEASURED, UNKNOWN, Estimate
+from kura_perf.report.fits import EXTRAPOLATED, MEASURED, PROJECTED, UNKNOWN, Estimate
 from kura_perf.report.hardware import PROPOSAL_GUESSES, SINGLE_MACHINE_CORES, HardwareRow
 from kura_perf.stages.base import STAGES
 
@@ -19,10 +19,15 @@ PROPOSAL_CLUSTERS = {1_000: "10–50", 5_000: "50–200", 10_000: "100–500", 5
 PROPOSAL_MATRIX_SCALES = tuple(PROPOSAL_CLUSTERS)
 
 
+# How a cell that is not measured says so in Markdown (the page shades and marks it, see html.LEGEND).
+MARKDOWN_MARKS = {"projected": " *(projected)*", "extrapolated": " *(extrapolated)*",
+                  "interpolated": " *(interpolated)*"}
+
+
 @dataclass
 class Cell:
     text: str
-    kind: str = ""  # "" | measured | interpolated | extrapolated | unknown | bad | good | head
+    kind: str = ""  # "" | measured | interpolated | projected | extrapolated | unknown | bad | good | head
 
     def __str__(self) -> str:
         return self.text
@@ -42,7 +47,7 @@ class Table:
             return text.replace("|", "\\|")
 
         def show(cell: Cell) -> str:
-            return esc(cell.text) + (" *(extrapolated)*" if cell.kind == "extrapolated" else "")
+            return esc(cell.text) + MARKDOWN_MARKS.get(cell.kind, "")
 
         lines = ["| " + " | ".join(esc(h) for h in self.headers) + " |",
                  "|" + "|".join("---" for _ in self.headers) + "|"]
@@ -75,21 +80,36 @@ def _clusters_found(pa: ProfileAnalysis, n: int) -> str:
     return text
 
 
+def _coverage(pa: ProfileAnalysis, n: int, all_stages: int) -> Cell:
+    """'6/6' when complete; otherwise what stopped the run at n: projected, failed, or not run."""
+    stages = pa.ok[pa.ok["scale_n"] == n]["stage"].nunique()
+    if stages == all_stages:
+        return Cell(f"{stages}/{all_stages}")
+    projected = pa.projected[pa.projected["scale_n"] == n]
+    if len(projected):
+        names = ", ".join(projected["stage"])
+        return Cell(f"{stages}/{all_stages}; {names} stopped, projected", PROJECTED)
+    broken = pa.records[(pa.records["scale_n"] == n) & (pa.records["status"] != "success")]
+    if len(broken):
+        return Cell(f"{stages}/{all_stages}; {', '.join(broken['stage'].unique())} {broken['status'].iloc[-1]}", "bad")
+    return Cell(f"{stages}/{all_stages}", "bad")
+
+
 def test_matrix(pa: ProfileAnalysis) -> Table:
-    """§1.2, filled: measured scales, plus the proposal's scales projected where not measured."""
+    """§1.2, filled: measured scales; scales where a stage was stopped, with its projected time; and the
+    proposal's other scales extrapolated from fits. Three kinds of cell, each marked (see the legend)."""
     table = Table(["Conversations", "Expected clusters (§1.2)", "Clusters found", "Peak memory",
                    "Processing time", "Stages measured"])
-    measured = set(pa.scales)
+    measured = set(pa.scales) | set(pa.projected_scales())
     projectable = PROPOSAL_MATRIX_SCALES if pa.can_fit else ()
     all_stages = len(set(STAGES) | set(pa.fits))
     for n in sorted(measured | set(projectable)):
         peak, wall = pa.pipeline_peak_at(n), pa.pipeline_wall_at(n)
         if n in measured:
-            stages = pa.ok[pa.ok["scale_n"] == n]["stage"].nunique()
-            coverage = Cell(f"{stages}/{all_stages}", "" if stages == all_stages else "bad")
+            coverage = _coverage(pa, n, all_stages)
             clusters = Cell(_clusters_found(pa, n))
         else:
-            coverage, clusters = Cell("projected", "extrapolated"), Cell("not measured", UNKNOWN)
+            coverage, clusters = Cell("fitted, not run", EXTRAPOLATED), Cell("not measured", UNKNOWN)
         table.add(fmt.conversations(n), PROPOSAL_CLUSTERS.get(n, fmt.MISSING), clusters,
                   estimate_cell(peak, fmt.megabytes), estimate_cell(wall, fmt.seconds), coverage)
     return table
@@ -109,13 +129,18 @@ def headline_table(analysis: Analysis) -> Table:
 
 def stage_breakdown(pa: ProfileAnalysis) -> Table:
     """Stage x scale: median time, peak RSS and throughput."""
-    scales = pa.scales
+    scales = sorted(set(pa.scales) | set(pa.projected_scales()))
     table = Table(["Stage"] + [fmt.conversations(n) for n in scales],
-                  caption="median wall time · peak RSS · items per second, per stage and scale")
-    for stage, fit in pa.fits.items():
+                  caption="median wall time · peak RSS · items per second, per stage and scale; a stage stopped "
+                          "at a limit shows its projected total time")
+    for stage in pa.stages():
         cells: list[Cell] = [Cell(stage, "head")]
         for n in scales:
             rows = pa.ok[(pa.ok["stage"] == stage) & (pa.ok["scale_n"] == n)]
+            projected = pa.projection_at(stage, n) if rows.empty else None
+            if projected is not None:
+                cells.append(Cell(f"stopped; {fmt.seconds(projected.value)} projected ({projected.note})", PROJECTED))
+                continue
             if rows.empty:
                 failed = pa.records[(pa.records["stage"] == stage) & (pa.records["scale_n"] == n)]
                 cells.append(Cell("failed" if len(failed) else "not run", "bad" if len(failed) else UNKNOWN))
@@ -295,8 +320,21 @@ def backend_comparison(analysis: Analysis) -> Table | None:
 
 # -- breaking points -------------------------------------------------------------------------------
 
+def _projection_cells(r) -> list[Cell]:
+    """Items done and projected total wall of a stopped stage (columns from the reliability records)."""
+    done, projected = r.get("items_done"), r.get("projected_wall_s")
+    total = next((r.get(c) for c in ("items_total", "items_in", "scale_n") if not fmt.is_missing(r.get(c))), None)
+    done_text = fmt.MISSING if fmt.is_missing(done) else (
+        f"{int(done):,}/{int(total):,}" if not fmt.is_missing(total) else f"{int(done):,}")
+    if fmt.is_missing(projected):
+        return [Cell(done_text, "" if not fmt.is_missing(done) else UNKNOWN), Cell(fmt.MISSING, UNKNOWN)]
+    kind = r.get("projection_kind") or "projected"
+    return [Cell(done_text), Cell(f"{fmt.seconds(projected)} ({kind})", PROJECTED)]
+
+
 def breaking_points_table(runs: pd.DataFrame) -> Table:
-    table = Table(["Stage", "Profile", "Scale", "Status", "Cause", "Peak RSS", "Wall", "When"])
+    table = Table(["Stage", "Profile", "Scale", "Status", "Cause", "Peak RSS", "Wall", "Items done",
+                   "Projected wall", "When"])
     broken = runs[runs["status"] != "success"].sort_values("finished_at", ascending=False)
     for _, r in broken.iterrows():
         cause = f"{r['error_type'] or 'error'}: {r['error_message'] or ''}".strip()
@@ -304,7 +342,8 @@ def breaking_points_table(runs: pd.DataFrame) -> Table:
             cause = cause[:237] + "…"
         when = pd.Timestamp(r["finished_at"]).strftime("%Y-%m-%d %H:%M") if not pd.isna(r["finished_at"]) else ""
         table.add(Cell(r["stage"], "head"), r["profile"], fmt.conversations(r["scale_n"]),
-                  Cell(r["status"], "bad"), cause, fmt.megabytes(r["peak_rss_mb"]), fmt.seconds(r["wall_s"]), when)
+                  Cell(r["status"], "bad"), cause, fmt.megabytes(r["peak_rss_mb"]), fmt.seconds(r["wall_s"]),
+                  *_projection_cells(r), when)
     return table
 
 
@@ -382,4 +421,181 @@ def regression_checks_table(checks: pd.DataFrame) -> Table | None:
         table.add(pd.Timestamp(r["checked_at"]).strftime("%Y-%m-%d %H:%M"), r["check_name"], r["stage"],
                   f"{r['profile']}/{r['scale']}", fmt.number(r["value"]), fmt.number(r["baseline"]),
                   fmt.number(r["ratio"]), Cell(str(r["message"] or ""), "bad"))
+    return table
+
+
+# -- memory against theory (§3.1) ------------------------------------------------------------------
+
+def _extra(record) -> dict:
+    try:
+        return json.loads(record["extra"]) if isinstance(record.get("extra"), str) else {}
+    except ValueError:
+        return {}
+
+
+def theory_inputs(pa: ProfileAnalysis, n: int) -> dict:
+    """d, k, text bytes per conversation and the clustering method at n, from the records themselves."""
+    latest = {r["stage"]: r for r in pa.latest_at(n).to_dict("records")}
+    d = pa.embedding_dimension() or 384
+    clusters = latest.get("clusters", {})
+    k = clusters.get("n_clusters")
+    k = 0 if fmt.is_missing(k) else int(k)
+    conv = latest.get("conversations")
+    text = None
+    if conv is not None and _extra(conv).get("raw_text_bytes") and conv.get("items_out"):
+        text = _extra(conv)["raw_text_bytes"] / conv["items_out"]
+    method = str(_extra(clusters).get("method", "")) if clusters else ""
+    return {"d": d, "k": k, "text_bytes": text, "clustering": "kmeans" if "kmeans" in method.lower() else "hdbscan"}
+
+
+def memory_theory_table(pa: ProfileAnalysis) -> Table:
+    """Each stage at the largest scale it completed: measured peak growth beside the §3.1 hotspots."""
+    from kura_perf.report.theory import DEFAULT_TEXT_BYTES, explain, theoretical_bytes, total_bytes
+
+    table = Table(["Stage", "Conversations", "Measured growth", "Theory", "Hotspots (theory)", "Measured ÷ theory",
+                   "Where they differ and why"],
+                  caption="growth = peak RSS − RSS at the stage's start (latest run at the largest scale each stage "
+                          "completed); theory = the bytes the stage must hold (kura_perf/report/theory.py), from N, "
+                          "d (embedding dimension), k (base clusters) and the text per conversation measured here")
+    for stage, fit in pa.fits.items():
+        n = fit.largest_n
+        rows = pa.latest_at(n)
+        rows = rows[rows["stage"] == stage]
+        if rows.empty:
+            continue
+        r = rows.iloc[-1]
+        inputs = theory_inputs(pa, n)
+        extra = _extra(r)
+        batch = extra.get("stream_batch_size")
+        k = int(r["items_in"]) if stage == "meta_clusters" and not fmt.is_missing(r["items_in"]) else inputs["k"]
+        spots = theoretical_bytes(stage, int(n), inputs["d"], k, text_bytes=inputs["text_bytes"] or DEFAULT_TEXT_BYTES,
+                                  batch=batch, clustering=inputs["clustering"])
+        theory_mb = total_bytes(spots) / 2**20
+        growth = None
+        if not (fmt.is_missing(r["peak_rss_mb"]) or fmt.is_missing(r["rss_start_mb"])):
+            growth = max(float(r["peak_rss_mb"]) - float(r["rss_start_mb"]), 0.0)
+        ratio = growth / theory_mb if growth is not None and theory_mb > 0 else None
+        spots_text = "; ".join(f"{h.name} {fmt.nbytes(h.bytes)} ({h.formula})" for h in spots)
+        params = ", ".join([*([f"d={inputs['d']}"] if stage in ("embeddings", "clusters", "meta_clusters", "projections")
+                                else []), *([f"k={k}"] if stage in ("clusters", "meta_clusters") else []),
+                             *([f"streamed B={batch}"] if batch else [])])
+        table.add(Cell(stage, "head"), fmt.conversations(n), fmt.megabytes(growth), fmt.nbytes(total_bytes(spots)),
+                  f"{spots_text}" + (f" [{params}]" if params else ""), fmt.MISSING if ratio is None else f"{ratio:.2f}×",
+                  explain(stage, growth, theory_mb, streamed=bool(batch)))
+    return table
+
+
+# -- Kura beside the reference, every scale (like with like) ---------------------------------------
+
+# Pairs compared when both sides have records: equal summary/naming models and limits first, then the
+# pipelines' defaults (the reference's offline models against Kura's simulated gpt-4o-mini).
+LIKE_WITH_LIKE = (("reference:reference-simulated", "kura:kura-tier5"), ("reference:offline", "kura:kura-tier5"),
+                  ("reference:offline", "kura:kura"))
+SIDE_FIGURES = (("wall_s", "Wall", fmt.seconds), ("peak_rss_mb", "Peak", fmt.megabytes),
+                ("bytes_written", "Storage", fmt.nbytes), ("api_calls", "API calls", fmt.integer),
+                ("cost_usd", "Cost", fmt.usd), ("ari", "ARI", lambda v: f"{v:.3f}"),
+                ("nmi", "NMI", lambda v: f"{v:.3f}"), ("n_clusters", "Clusters", fmt.integer))
+
+
+def comparison_pairs(runs: pd.DataFrame) -> list[tuple[str, str]]:
+    sides = {f"{b}:{p}" for b, p in runs[["backend", "profile"]].drop_duplicates().itertuples(index=False)}
+    pairs = [pair for pair in LIKE_WITH_LIKE if set(pair) <= sides]
+    if not pairs:
+        refs = sorted(s for s in sides if s.startswith("reference:"))
+        kuras = sorted(s for s in sides if s.startswith("kura:"))
+        if refs and kuras:
+            pairs = [(("reference:offline" if "reference:offline" in refs else refs[0]), kuras[0])]
+    return pairs
+
+
+def _outcome_cell(text: str) -> Cell:
+    from kura_perf.compare import RATE_LIMITED
+
+    if text == "completed":
+        return Cell(text)
+    if RATE_LIMITED in text:
+        return Cell(f"{text}: measured tier × scale outcome", "bad")
+    if "projected" in text:
+        return Cell(text, PROJECTED)
+    return Cell(text, UNKNOWN if text == "not run" else "bad")
+
+
+def side_by_side_table(runs: pd.DataFrame, left: str, right: str) -> Table:
+    """Per scale, per stage and total: both sides' outcome and figures with the right/left ratio."""
+    from kura_perf.compare import latest_per_stage, side_by_side
+
+    frame = side_by_side(latest_per_stage(runs), left, right)
+    a = frame.attrs
+    headers = ["Scale", "Stage", f"{left}", f"{right}"] + [f"{label} (L · R · R/L)" for _, label, _ in SIDE_FIGURES]
+    table = Table(headers, caption=f"L = {left}, R = {right}; largest scale completed within the limits: "
+                                   f"L {fmt.conversations(a['largest_completed_left'])}, "
+                                   f"R {fmt.conversations(a['largest_completed_right'])}. A failed stage is a "
+                                   "result: its figures are those it reached before failing.")
+    for _, r in frame.iterrows():
+        cells = [Cell(fmt.conversations(r["scale_n"]), "head"), Cell(r["stage"], "head" if r["stage"] == "total" else ""),
+                 _outcome_cell(r["outcome_left"]), _outcome_cell(r["outcome_right"])]
+        for figure, _, show in SIDE_FIGURES:
+            def one(v):
+                return fmt.MISSING if fmt.is_missing(v) else show(v)
+            ratio = r[f"{figure}_ratio"]
+            cells.append(Cell(f"{one(r[f'{figure}_left'])} · {one(r[f'{figure}_right'])} · "
+                              f"{fmt.MISSING if fmt.is_missing(ratio) else f'{ratio:.2f}×'}"))
+        table.add(*cells)
+    return table
+
+
+# -- the published matrix (README "Measured", `kura-perf matrix`) ----------------------------------
+
+def _partition_outcome(pa: ProfileAnalysis, n: int) -> Cell:
+    """completed | projected (stopped stage named) | failed (stage and cause) | not run."""
+    at = pa.records[pa.records["scale_n"] == n]
+    if at.empty:
+        return Cell("not run", UNKNOWN)
+    latest = at.sort_values("finished_at").groupby("stage").tail(1)
+    broken = latest[latest["status"] != "success"]
+    if broken.empty:
+        done = set(latest["stage"])
+        return Cell("completed") if done >= set(STAGES) else Cell(f"partial ({len(done)}/{len(STAGES)} stages)", "bad")
+    projected = pa.projected[pa.projected["scale_n"] == n]
+    if len(projected):
+        return Cell("projected: " + ", ".join(f"{r['stage']} stopped at {fmt.seconds(r['wall_s'])}"
+                                              for _, r in projected.iterrows()), PROJECTED)
+    from kura_perf.compare import stage_outcome
+
+    causes = [f"{r['stage']} {stage_outcome(r)}" for _, r in broken.iterrows()]
+    return Cell("failed: " + "; ".join(causes), "bad")
+
+
+def _cost_per_1k(pa: ProfileAnalysis, n: int) -> str:
+    at = pa.records[pa.records["scale_n"] == n]
+    if at.empty or "cost_usd" not in at or at["cost_usd"].isna().all():
+        return "$0 (no API)" if not at.empty and (at["api_calls"].fillna(0) == 0).all() else fmt.MISSING
+    latest = at.sort_values("finished_at").groupby("stage").tail(1)
+    return fmt.usd(latest["cost_usd"].fillna(0).sum() / n * 1000)
+
+
+def published_matrix(analysis: Analysis, profiles: list[str] | None = None,
+                     scales: list[int] | None = None) -> Table:
+    """The proposal's §1.2 matrix for each profile (backend) at each scale: clusters, peak memory,
+    processing time, cost per 1K conversations, and whether the partition completed, was projected
+    from a stopped stage, or failed. What `kura-perf matrix` prints and the README's Measured section holds."""
+    table = Table(["Backend (profile)", "Conversations", "Expected clusters (§1.2)", "Clusters found", "Peak memory",
+                   "Processing time", "Cost / 1K conv.", "Outcome"],
+                  caption="peak = largest stage peak RSS; time = sum of stage wall times; plain = measured, "
+                          "(projected) = from a stage stopped at its limit, (extrapolated) = fitted across scales")
+    names = profiles or list(analysis.profiles)
+    for name in names:
+        pa = analysis.profiles.get(name)
+        if pa is None:
+            runs = analysis.data.runs
+            pa = ProfileAnalysis(name, runs[runs["profile"] == name], {})
+        backend = pa.records["backend"].dropna().iloc[0] if len(pa.records) else "?"
+        wanted = scales or sorted(set(pa.scales) | set(pa.projected_scales()))
+        for n in wanted:
+            measured = n in pa.scales
+            wall, peak = pa.pipeline_wall_at(n), pa.pipeline_peak_at(n)
+            table.add(Cell(f"{backend} ({name})", "head"), fmt.conversations(n), PROPOSAL_CLUSTERS.get(n, fmt.MISSING),
+                      Cell(_clusters_found(pa, n)) if measured else Cell("not measured", UNKNOWN),
+                      estimate_cell(peak, fmt.megabytes), estimate_cell(wall, fmt.seconds), _cost_per_1k(pa, n),
+                      _partition_outcome(pa, n))
     return table

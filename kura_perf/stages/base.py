@@ -25,9 +25,10 @@ Progress = Callable[[int, int], None]
 
 @dataclass
 class StageInputs:
-    scale_n: int
+    scale_n: int  # conversations to process: the partition's, or one batch's when streamed
     upstream: dict[str, StageData]
     progress: Progress | None = None
+    offset: int = 0  # index of the first conversation in this call (a streamed batch's start)
 
 
 @dataclass
@@ -39,5 +40,8 @@ class StageResult:
     quality: dict = field(default_factory=dict)
     api: ApiCounters | None = None
     extra: dict = field(default_factory=dict)
+    # The embedding model alone on a sample of the same texts, timed just before the stage (embeddings).
+    model_items_per_s: float | None = None
+    model_sample_n: int | None = None
     quality_levels: list[dict] = field(default_factory=list)  # filled by the runner (quality_levels.py)
     jit_compiled: bool | None = None  # filled by the runner: did numba compile during the stage (jit_cache.py)

@@ -65,6 +65,12 @@ STAGE_RUNS = pa.schema([
     ("v_measure", pa.float64()),
     ("metered", pa.bool_()),
     ("meter_cpu_s", pa.float64()),
+    # Who ran the MiniLM embeddings of the pipeline (torch | onnx | onnx-int8; api for API models), on
+    # every stage record; and, on embeddings records, the bare model's texts/s on model_sample_n of the
+    # same texts, timed in the same process just before the stage: stage vs model from one run.
+    ("embedding_backend", pa.string()),
+    ("model_items_per_s", pa.float64()),
+    ("model_sample_n", pa.int64()),
     ("jit_compiled", pa.bool_()),  # numba compiled fresh code inside the stage (extra.jit has the counts)
     ("extra", pa.string()),  # JSON: stage-specific figures (iterations, k, files, ...)
     # How far a stage got (from its progress log) and, for one that did not finish, a projection
@@ -159,6 +165,82 @@ BASELINE_PINS = pa.schema([
     ("host_fingerprint", pa.string()),
 ])
 
+# Kura's checkpoint managers (kura-perf checkpoints): one row per format x scale x kind.
+CHECKPOINT_RESULTS = pa.schema([
+    ("record_id", pa.string()),
+    ("recorded_at", _TS),
+    ("format", pa.string()),  # jsonl | parquet | hf_datasets
+    ("manager_class", pa.string()),  # Kura's class
+    ("scale", pa.string()),
+    ("scale_n", pa.int64()),
+    ("kind", pa.string()),  # conversations | summaries | clusters | projected_clusters | all (worker died)
+    ("items", pa.int64()),
+    ("status", pa.string()),  # success | lossy (reloaded, but not equal) | failed
+    ("error_message", pa.string()),
+    ("write_s", pa.float64()),
+    ("write_rss_start_mb", pa.float64()),
+    ("write_peak_rss_mb", pa.float64()),
+    ("write_error", pa.string()),
+    ("read_status", pa.string()),  # success | lossy | failed | skipped
+    ("read_s", pa.float64()),
+    ("read_rss_start_mb", pa.float64()),
+    ("read_peak_rss_mb", pa.float64()),
+    ("read_error", pa.string()),
+    ("items_read", pa.int64()),
+    ("roundtrip_equal", pa.float64()),  # share of items whose model_dump equals the saved one
+    ("bytes", pa.int64()),  # bytes this kind added to the checkpoint folder
+    ("dir_du_bytes", pa.int64()),  # `du -sb` of the whole folder after all kinds (independent check)
+    ("process_max_rss_mb", pa.float64()),  # the worker's RSS sampled by the parent, max (independent check)
+    *COMPARABILITY,
+])
+
+# Time to a first working pipeline (kura-perf onboarding): one row per attempt.
+ONBOARDING_RUNS = pa.schema([
+    ("record_id", pa.string()),
+    ("recorded_at", _TS),
+    ("status", pa.string()),  # success | failed
+    ("failed_step", pa.string()),
+    ("error_message", pa.string()),
+    ("venv_s", pa.float64()),
+    ("install_s", pa.float64()),
+    ("import_s", pa.float64()),
+    ("first_result_s", pa.float64()),
+    ("total_s", pa.float64()),
+    ("install_spec", pa.string()),  # what pip installed, e.g. kura==0.5.4
+    ("installed_kura", pa.string()),  # the version the fresh venv ended up with
+    ("reused_packages", pa.bool_()),  # True = the cheap path (tests: this env's packages), not a fresh install
+    ("pip_cache", pa.bool_()),
+    ("venv_bytes", pa.int64()),
+    ("example", pa.string()),
+    ("conversations", pa.int64()),
+    ("clusters_printed", pa.int64()),
+    ("api_calls", pa.int64()),  # simulator request log during the first result
+    *COMPARABILITY,
+])
+
+# Kura's error messages for bad inputs (kura-perf error-clarity): one row per catalogue case.
+ERROR_CLARITY = pa.schema([
+    ("record_id", pa.string()),
+    ("recorded_at", _TS),
+    ("case_id", pa.string()),
+    ("category", pa.string()),  # input | configuration | api | checkpoint | clustering
+    ("description", pa.string()),
+    ("kura_call", pa.string()),
+    ("outcome", pa.string()),  # error | silent (logged, returned nothing) | accepted | hang
+    ("error_type", pa.string()),
+    ("error_message", pa.string()),
+    ("raised_in", pa.string()),  # module of the innermost traceback frame
+    ("wall_s", pa.float64()),
+    ("timeout_s", pa.float64()),
+    ("names_subject", pa.bool_()),
+    ("says_expected", pa.bool_()),
+    ("suggests_fix", pa.bool_()),
+    ("raw_traceback", pa.bool_()),
+    ("score", pa.int64()),  # 0-4, see kura_perf/usability/error_grading.py
+    ("grade", pa.string()),  # clear | partial | poor | silent | hang
+    *COMPARABILITY,
+])
+
 # Clustering quality per hierarchy level (0 = base clusters), one row per level of a clusters or
 # meta_clusters stage record (record_id = that record's). is_topic_level marks the level whose cluster
 # count is nearest the true topic count (the one ARI/NMI are fair for); homogeneity is the fair figure
@@ -192,6 +274,9 @@ TABLES: dict[str, pa.Schema] = {
     "alerts": ALERTS,
     "sweep_results": SWEEP_RESULTS,
     "baseline_pins": BASELINE_PINS,
+    "checkpoint_results": CHECKPOINT_RESULTS,
+    "onboarding_runs": ONBOARDING_RUNS,
+    "error_clarity": ERROR_CLARITY,
     "quality_levels": QUALITY_LEVELS,
 }
 

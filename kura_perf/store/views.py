@@ -78,7 +78,7 @@ DERIVED = {
     "breaking_points": """
         SELECT stage, profile, scale, scale_n, status, error_type, error_message, peak_rss_mb, wall_s,
                finished_at, run_id, host_fingerprint, items_done, items_total, rate_items_per_s, elapsed_s,
-               projected_wall_s, projection_kind
+               projected_wall_s, projection_kind, items_in, api_429s
         FROM stage_runs WHERE status <> 'success' ORDER BY finished_at DESC""",
     # Failed regression checks.
     "regressions": """
