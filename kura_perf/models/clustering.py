@@ -355,3 +355,9 @@ def assign_noise_to_nearest(points: np.ndarray, labels: np.ndarray) -> np.ndarra
     nearest = NearestNeighbors(n_neighbors=1).fit(points[clustered]).kneighbors(points[noise], return_distance=False)
     labels[noise] = labels[clustered[nearest[:, 0]]]
     return labels
+
+
+# Profile `clustering` value -> method: ModelFactory builds from it, profile validation checks
+# clustering_params against each method's keyword arguments.
+METHODS = {"umap-hdbscan": UMAPHDBSCANMethod, "hdbscan": HDBSCANMethod, "kmeans": KMeansMethod,
+           "agglomerative": AgglomerativeMethod}

@@ -9,8 +9,9 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from kura_perf.config import SAFE_NAME, SAFE_NAME_RULE
 from kura_perf.errors import ProfileError
-from kura_perf.profiles.schema import ApiConfig, Profile
+from kura_perf.profiles.schema import PROBLEM_MARK, ApiConfig, Profile
 
 __all__ = ["Profile", "ApiConfig", "load_profiles", "get_profile"]
 
@@ -30,6 +31,8 @@ def _describe(err: dict, source: str, name: str) -> str:
     if kind == "extra_forbidden":
         allowed = sorted(Profile.model_fields if len(err["loc"]) == 1 else ApiConfig.model_fields)
         return f"{source}: profile '{name}': unknown key '{key}'; allowed keys: {', '.join(allowed)}"
+    if PROBLEM_MARK in msg:  # our own value checks: the message already names key, value and what is allowed
+        return f"{source}: profile '{name}': {msg.split(PROBLEM_MARK, 1)[1]}"
     got = err.get("input")
     return f"{source}: profile '{name}': key '{key}': {msg} (got {got!r})"
 
@@ -37,6 +40,8 @@ def _describe(err: dict, source: str, name: str) -> str:
 def parse_profiles(data: dict, source: str) -> dict[str, Profile]:
     profiles = {}
     for name, body in data.items():
+        if not SAFE_NAME.fullmatch(name):  # the name is a folder under the data root (storage/<profile>/)
+            raise ProfileError(f"{source}: profile name {name!r} is not allowed: use {SAFE_NAME_RULE}")
         if not isinstance(body, dict):
             raise ProfileError(f"{source}: '{name}' must be a table of settings, got {type(body).__name__}")
         try:
