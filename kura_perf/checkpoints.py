@@ -12,7 +12,7 @@ from __future__ import annotations
 import uuid
 from pathlib import Path
 
-from kura_perf.outputs import read_manifest
+from kura_perf.outputs import peek_manifest as read_manifest
 
 
 def nonce(folder: Path, stage: str) -> str | None:

@@ -10,8 +10,8 @@ from pathlib import Path
 
 from kura_perf.errors import KuraPerfError
 
-STAGE_COLUMNS = ["stage", "status", "items_in", "items_out", "wall_s", "cpu_s", "peak_rss_mb", "items_per_s",
-                 "model_items_per_s", "bytes_written", "n_clusters", "api_calls", "api_429s", "cost_usd"]
+STAGE_COLUMNS = ["stage", "status", "items_in", "items_out", "skipped_records", "wall_s", "cpu_s", "peak_rss_mb",
+                 "items_per_s", "model_items_per_s", "bytes_written", "n_clusters", "api_calls", "api_429s", "cost_usd"]
 
 
 def _dagster_home(paths) -> Path:
@@ -147,8 +147,33 @@ def _print_records(records) -> None:
     df = pd.DataFrame(records)
     df["cpu_s"] = df["cpu_user_s"].fillna(0) + df["cpu_sys_s"].fillna(0)
     cols = [c for c in STAGE_COLUMNS if c in df and df[c].notna().any()]
+    if "skipped_records" in cols and not (df["skipped_records"].fillna(0) > 0).any():
+        cols.remove("skipped_records")  # only worth a column when a lenient load skipped something
     with pd.option_context("display.width", 200, "display.max_columns", 30, "display.float_format", "{:.3f}".format):
         print(df[cols].to_string(index=False))
+    for line in skip_notes(records):
+        print(line)
+
+
+def skip_notes(records) -> list[str]:
+    """One line per stage that skipped bad input records (a lenient profile), with the first problems:
+    a lenient run must say what it left out, not only count it in the store."""
+    import json
+
+    notes = []
+    for record in records:
+        skipped = record.get("skipped_records")
+        if not skipped or skipped != skipped:  # None, 0 or NaN
+            continue
+        try:
+            problems = json.loads(record.get("extra") or "{}").get("problems") or []
+        except (TypeError, ValueError):
+            problems = []
+        notes.append(f"{record['stage']}: skipped {int(skipped)} invalid input record(s) (lenient profile)")
+        notes += [f"  - {problem}" for problem in problems[:3]]
+        if len(problems) > 3 or skipped > len(problems[:3]):
+            notes.append(f"  (first {min(len(problems), 3)} shown; all counted in stage_runs.skipped_records)")
+    return notes
 
 
 def cmd_profiles(args) -> int:
@@ -235,6 +260,34 @@ def _report(args) -> int:
     return report_command(args)
 
 
+STRESS_COLUMNS = ["scenario", "outcome", "exit_code", "pipelines", "records_expected", "records_found", "orphans",
+                  "partial_outputs", "wrong_figures", "tracebacks", "cap_method", "wall_s", "peak_rss_mb"]
+
+
+def cmd_stress(args) -> int:
+    import pandas as pd
+
+    from kura_perf.config import Paths
+    from kura_perf.scales import scale_count
+    from kura_perf.stress import LOST_DATA, Settings, run_stress
+
+    scale_count(args.scale)
+    settings = Settings(scale=args.scale, stages=args.stages or Settings().stages, memory_mb=args.memory_mb,
+                        disk_kb=args.disk_kb, outage_s=args.outage_s, storm_rpm=args.storm_rpm,
+                        storm_429_rate=args.storm_429_rate, pipelines=args.pipelines, timeout_s=args.timeout_s,
+                        keep_homes=args.keep_homes)
+    paths = Paths.from_env()
+    rows = run_stress(paths, args.scenarios, settings)
+    df = pd.DataFrame(rows)
+    with pd.option_context("display.width", 220, "display.max_columns", 30, "display.float_format", "{:.1f}".format):
+        print(df[STRESS_COLUMNS].to_string(index=False))
+    for row in rows:
+        print(f"\n{row['scenario']}: {row['message']}")
+    print(f"\nstress run {rows[0]['run_id'] if rows else '-'}: {len(rows)} scenario(s) recorded in "
+          f"{paths.metrics / 'stress_results'}; scratch homes under {paths.root / 'stress'}")
+    return 1 if any(r["outcome"] == LOST_DATA for r in rows) else 0
+
+
 def cmd_dagster_home(args) -> int:
     from kura_perf.config import Paths
 
@@ -243,9 +296,12 @@ def cmd_dagster_home(args) -> int:
 
 
 def cmd_simulate_api(args) -> int:
-    from kura_perf.simulator.__main__ import main as simulator_main
+    # One BLAS thread, set before the server's numpy import (as `python -m kura_perf.simulator` does).
+    for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(name, "1")
+    from kura_perf.simulator.cli import run
 
-    return simulator_main(args.rest)
+    return run(args)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -300,12 +356,34 @@ def build_parser() -> argparse.ArgumentParser:
     db = sub.add_parser("db", help="refresh the views in data/metrics.duckdb")
     db.set_defaults(func=cmd_db)
 
+    from kura_perf.stress import SCENARIOS, Settings
+    d = Settings()
+    stress = sub.add_parser("stress", help="stress scenarios (memory cap, disk full, API outage, 429 storm, "
+                            "concurrent pipelines) recorded in stress_results",
+                            description="Run real pipelines under real faults, each in a scratch home, and record "
+                            "whether they survived, failed cleanly or lost data. Exit 1 if any lost data.")
+    stress.add_argument("--scenarios", nargs="+", choices=list(SCENARIOS), help="default: all")
+    stress.add_argument("--scale", default=d.scale)
+    stress.add_argument("--stages", nargs="+", help=f"stages each pipeline runs (default: {' '.join(d.stages)})")
+    stress.add_argument("--memory-mb", type=int, default=d.memory_mb, help="memory_exhaustion: the cap (default: 160 MB resident under a cgroup, 1024 MB address space under "
+                        "RLIMIT_AS)")
+    stress.add_argument("--disk-kb", type=int, default=d.disk_kb, help="disk_full: the filesystem's size")
+    stress.add_argument("--outage-s", type=float, default=d.outage_s, help="network_interruption: outage length")
+    stress.add_argument("--storm-rpm", type=int, default=d.storm_rpm, help="rate_limit_storm: requests per minute")
+    stress.add_argument("--storm-429-rate", type=float, default=d.storm_429_rate,
+                        help="rate_limit_storm: share of forced 429s")
+    stress.add_argument("--pipelines", type=int, default=d.pipelines, help="concurrent_pipelines: 2..8")
+    stress.add_argument("--timeout-s", type=float, default=d.timeout_s, help="per scenario")
+    stress.add_argument("--keep-homes", action="store_true", help="keep each scenario's storage and Dagster home")
+    stress.set_defaults(func=cmd_stress)
+
     home = sub.add_parser("dagster-home", help="create (if needed) and print the Dagster instance folder")
     home.set_defaults(func=cmd_dagster_home)
 
-    sim = sub.add_parser("simulate-api", help="serve the OpenAI-compatible simulator (see --help after it)",
-                         add_help=False)
-    sim.add_argument("rest", nargs=argparse.REMAINDER)
+    from kura_perf.simulator.args import DESCRIPTION, add_arguments
+    sim = sub.add_parser("simulate-api", help="serve the OpenAI-compatible simulator (--help lists every setting)",
+                         description=DESCRIPTION)
+    add_arguments(sim)  # the simulator's own option definitions, shared with `python -m kura_perf.simulator`
     sim.set_defaults(func=cmd_simulate_api)
 
     from kura_perf.checks.cli import add_baseline_commands

@@ -3,8 +3,23 @@
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
+
+# Profile and scale names become folder names (storage/<profile>/<scale>/): one path component of
+# letters, digits, '.', '_' and '-', starting with a letter or digit (so never '.', '..' or '/').
+SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+SAFE_NAME_RULE = "1-64 characters of letters, digits, '.', '_' or '-', starting with a letter or digit"
+
+
+def check_safe_name(kind: str, name: str) -> str:
+    """`name` if it can be a folder name under the data root, else a KuraPerfError naming the rule."""
+    from kura_perf.errors import KuraPerfError
+
+    if not isinstance(name, str) or not SAFE_NAME.fullmatch(name):
+        raise KuraPerfError(f"{kind} name {name!r} is not allowed: use {SAFE_NAME_RULE}")
+    return name
 
 
 MODEL_CACHE_ENV = "KURA_PERF_MODEL_CACHE"
@@ -54,4 +69,11 @@ class Paths:
         return self.root / "metrics_running"
 
     def partition_dir(self, profile: str, scale: str) -> Path:
-        return self.storage / profile / scale
+        """storage/<profile>/<scale>/, refused unless both names are safe and it resolves under storage/."""
+        from kura_perf.errors import KuraPerfError
+
+        folder = self.storage / check_safe_name("profile", profile) / check_safe_name("scale", scale)
+        storage = self.storage.resolve()
+        if not folder.resolve().is_relative_to(storage):  # e.g. a symlinked profile folder pointing elsewhere
+            raise KuraPerfError(f"partition folder {folder} resolves to {folder.resolve()}, outside {storage}")
+        return folder

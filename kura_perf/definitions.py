@@ -8,13 +8,14 @@ from kura_perf.defs.jobs import benchmark_job, report_job, shape_jobs
 from kura_perf.defs.report import performance_report
 from kura_perf.defs.resources import KuraPerfResource
 from kura_perf.defs.simulator import ApiSimulatorResource
+from kura_perf.defs.stress import stress_assets
 from kura_perf.defs.sweep import api_concurrency_sweep
 from kura_perf.defs.usability import usability_assets
 from kura_perf.defs.schedules import nightly_benchmark
 from kura_perf.defs.sensors import refresh_after_benchmark, regression_alerts
 
 defs = Definitions(
-    assets=[*stage_assets, api_concurrency_sweep, performance_report, *usability_assets],
+    assets=[*stage_assets, api_concurrency_sweep, performance_report, *usability_assets, *stress_assets],
     asset_checks=stage_checks,
     jobs=[benchmark_job, report_job, *shape_jobs],
     schedules=[nightly_benchmark],

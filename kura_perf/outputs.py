@@ -8,10 +8,15 @@ storage figure: the sizes of the files this writer wrote.
 Two runs of the same partition may write the same stage at once: writers of one partition-stage hold
 an exclusive lock for the whole write (files + manifest), readers a shared one, so a reader never
 mixes one writer's manifest with another's files and a manifest never names another run's sizes.
+
+The manifest also holds what each file must contain (a table's rows and file checksum, an array's
+dtype, shape and data checksum): a reader checks them, so a file damaged or replaced after the stage
+wrote it is refused with its name and what is wrong, never taken as the stage's output.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,21 +50,38 @@ def _save_npy(path: Path, array: np.ndarray) -> None:
         np.save(f, array)
 
 
+def _file_sha256(path: Path) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def _array_sha256(array: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(array).data).hexdigest()
+
+
+def _array_meta(array: np.ndarray) -> dict:
+    return {"dtype": array.dtype.str, "shape": list(array.shape), "sha256": _array_sha256(array)}
+
+
 def write_stage(folder: Path, stage: str, data: StageData, checkpoint: dict | None = None) -> dict[str, int]:
     """Write all outputs of a stage; return {file name: bytes}. `checkpoint` (what produced the output:
     see kura_perf/checkpoints.py) is kept in the manifest so a resumed pipeline can tell whether to reuse it."""
     folder.mkdir(parents=True, exist_ok=True)
     manifest = folder / f"{stage}.manifest.json"
     sizes: dict[str, int] = {}
+    contents: dict[str, dict] = {}
     with file_lock(_lock_path(folder, stage)):
         manifest.unlink(missing_ok=True)  # a re-run invalidates the old output before touching it
         for key, table in data.tables.items():
             path = folder / _file_name(stage, key, ".parquet")
             sizes[path.name] = atomic_write(path, lambda tmp, t=table: t.to_parquet(tmp, index=False))
+            contents[path.name] = {"rows": len(table), "sha256": _file_sha256(path)}
         for key, array in data.arrays.items():
             path = folder / _file_name(stage, key, ".npy")
             sizes[path.name] = atomic_write(path, lambda tmp, a=array: _save_npy(tmp, a))
-        body = {"stage": stage, "tables": sorted(data.tables), "arrays": sorted(data.arrays), "files": sizes}
+            contents[path.name] = _array_meta(np.asarray(array))
+        body = {"stage": stage, "tables": sorted(data.tables), "arrays": sorted(data.arrays), "files": sizes,
+                "contents": contents}
         if checkpoint is not None:
             body["checkpoint"] = checkpoint
         atomic_write_text(manifest, json.dumps(body, indent=1))
@@ -131,35 +153,100 @@ def has_stage(folder: Path, stage: str) -> bool:
     return (folder / f"{stage}.manifest.json").is_file()
 
 
-def read_manifest(folder: Path, stage: str) -> dict | None:
-    """The stage's manifest (None when the stage has no complete output)."""
-    manifest = folder / f"{stage}.manifest.json"
-    if not manifest.is_file():
-        return None
-    try:
-        return json.loads(manifest.read_text())
-    except (OSError, ValueError):
-        return None
+def _rerun(stage: str) -> str:
+    return f"re-run stage '{stage}' to rewrite it"
 
 
-def read_stage(folder: Path, stage: str) -> StageData:
+def read_manifest(folder: Path, stage: str) -> dict:
+    """The stage's manifest, checked for the keys readers need; a StageError names the file otherwise."""
     manifest = folder / f"{stage}.manifest.json"
     if not manifest.is_file():
         raise StageError(f"no complete output of stage '{stage}' in {folder}: materialize it first")
-    with file_lock(_lock_path(folder, stage), shared=True):
-        if not manifest.is_file():
-            raise StageError(f"no complete output of stage '{stage}' in {folder}: materialize it first")
+    try:
         body = json.loads(manifest.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise StageError(f"{manifest}: unreadable stage manifest ({type(exc).__name__}: {exc}); "
+                         f"{_rerun(stage)}") from None
+    if not isinstance(body, dict):
+        raise StageError(f"{manifest}: not a stage manifest (a JSON object with tables, arrays, files); "
+                         f"{_rerun(stage)}")
+    for key, kind in (("tables", list), ("arrays", list), ("files", dict)):
+        if not isinstance(body.get(key), kind):
+            got = "missing" if key not in body else type(body[key]).__name__
+            raise StageError(f"{manifest}: key '{key}' must be a {kind.__name__} (got {got}); {_rerun(stage)}")
+    return body
+
+
+def _check_file(path: Path, body: dict, stage: str) -> None:
+    if not path.is_file():
+        raise StageError(f"{path}: missing, though the manifest of stage '{stage}' lists it; {_rerun(stage)}")
+    expected = body["files"].get(path.name)
+    actual = path.stat().st_size
+    if isinstance(expected, int) and actual != expected:
+        raise StageError(f"{path}: {actual} bytes, the manifest of stage '{stage}' says {expected}: the file changed "
+                         f"after the stage wrote it; {_rerun(stage)}")
+
+
+def _read_table(path: Path, body: dict, stage: str) -> pd.DataFrame:
+    _check_file(path, body, stage)
+    meta = body.get("contents", {}).get(path.name, {})  # manifests before checksums have none: size only
+    if meta.get("sha256") and _file_sha256(path) != meta["sha256"]:
+        raise StageError(f"{path}: contents differ from what stage '{stage}' wrote (checksum mismatch); "
+                         f"{_rerun(stage)}")
+    try:
+        table = pd.read_parquet(path)
+    except Exception as exc:  # noqa: BLE001 - pyarrow raises many kinds for a damaged file
+        raise StageError(f"{path}: not a readable Parquet table ({type(exc).__name__}: {exc}); "
+                         f"{_rerun(stage)}") from None
+    if "rows" in meta and len(table) != meta["rows"]:
+        raise StageError(f"{path}: {len(table)} rows, the manifest says {meta['rows']}; {_rerun(stage)}")
+    return table
+
+
+def _read_array(path: Path, body: dict, stage: str) -> np.ndarray:
+    _check_file(path, body, stage)
+    try:
+        array = np.load(path)
+    except Exception as exc:  # noqa: BLE001 - "No data left in file", a bad header, a pickle refused
+        raise StageError(f"{path}: not a readable .npy array ({type(exc).__name__}: {exc}); {_rerun(stage)}") from None
+    meta = body.get("contents", {}).get(path.name)
+    if meta:
+        if array.dtype.str != meta.get("dtype") or list(array.shape) != list(meta.get("shape", [])):
+            raise StageError(f"{path}: a {array.dtype.str} array of shape {list(array.shape)}, the manifest says "
+                             f"{meta.get('dtype')} of shape {meta.get('shape')}; {_rerun(stage)}")
+        if _array_sha256(array) != meta.get("sha256"):
+            raise StageError(f"{path}: values differ from what stage '{stage}' wrote (checksum mismatch); "
+                             f"{_rerun(stage)}")
+    if array.dtype.kind == "f" and not np.isfinite(array).all():
+        bad = int((~np.isfinite(array)).sum())
+        raise StageError(f"{path}: {bad} value(s) are NaN or infinite; {_rerun(stage)}")
+    return array
+
+
+def read_stage(folder: Path, stage: str) -> StageData:
+    if not has_stage(folder, stage):
+        raise StageError(f"no complete output of stage '{stage}' in {folder}: materialize it first")
+    with file_lock(_lock_path(folder, stage), shared=True):  # never one writer's manifest with another's files
+        body = read_manifest(folder, stage)
         data = StageData()
         for key in body["tables"]:
-            data.tables[key] = pd.read_parquet(folder / _file_name(stage, key, ".parquet"))
+            data.tables[key] = _read_table(folder / _file_name(stage, key, ".parquet"), body, stage)
         for key in body["arrays"]:
-            data.arrays[key] = np.load(folder / _file_name(stage, key, ".npy"))
+            data.arrays[key] = _read_array(folder / _file_name(stage, key, ".npy"), body, stage)
     return data
 
 
 def stage_bytes(folder: Path, stage: str) -> int:
-    manifest = folder / f"{stage}.manifest.json"
-    if not manifest.is_file():
+    if not has_stage(folder, stage):
         return 0
-    return sum(json.loads(manifest.read_text())["files"].values())
+    return sum(read_manifest(folder, stage)["files"].values())
+
+
+def peek_manifest(folder: Path, stage: str) -> dict | None:
+    """The stage's manifest, or None when the stage has no complete, readable output (checkpoint look-ups)."""
+    if not (folder / f"{stage}.manifest.json").is_file():
+        return None
+    try:
+        return read_manifest(folder, stage)
+    except (StageError, OSError, ValueError):
+        return None

@@ -281,18 +281,16 @@ def test_a_failed_build_keeps_the_previous_report(tmp_path, monkeypatch):
     with pytest.raises(RuntimeError):
         build_report(Paths(tmp_path))
     assert first.index_html.read_text() == before
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics", "reports"]  # no staging folder left
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics", "reports"]
+    assert sorted(p.name for p in (tmp_path / "reports").iterdir()) == [".kura-perf-report.json", "index.html"]
 
 
-def test_a_folder_that_is_not_a_report_is_never_replaced(tmp_path):
-    from kura_perf.errors import KuraPerfError
-
+def test_a_folder_that_is_not_a_report_keeps_its_files(tmp_path):
     precious = tmp_path / "documents"
     precious.mkdir()
     (precious / "thesis.tex").write_text("keep me")
-    with pytest.raises(KuraPerfError, match="refusing to replace"):
-        build_report(Paths(tmp_path), precious)
-    assert (precious / "thesis.tex").read_text() == "keep me"
+    build_report(Paths(tmp_path), precious)
+    assert (precious / "thesis.tex").read_text() == "keep me" and (precious / "index.html").is_file()
 
 
 def test_report_command_prints_where_it_is(tmp_path, monkeypatch, capsys):

@@ -8,7 +8,7 @@ from kura_perf.config import Paths
 from kura_perf.custom_steps import load_step, redact_text
 from kura_perf.defs.launch import run_shape
 from kura_perf.errors import ProfileError
-from kura_perf.outputs import read_manifest, read_stage
+from kura_perf.outputs import peek_manifest as read_manifest, read_stage
 from kura_perf.profiles import get_profile
 from kura_perf.shapes import CUSTOM_STAGE, SHAPES, ShapeSettings, streaming_supported
 from kura_perf.stages.base import STAGES

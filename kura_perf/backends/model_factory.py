@@ -130,12 +130,10 @@ class ModelFactory(BuiltOnce):
         from kura_perf.models import clustering
 
         kind, params = self.profile.clustering, dict(self.profile.clustering_params)
-        builders = {"umap-hdbscan": clustering.UMAPHDBSCANMethod, "hdbscan": clustering.HDBSCANMethod,
-                    "kmeans": clustering.KMeansMethod, "agglomerative": clustering.AgglomerativeMethod}
         if kind == "umap-hdbscan":
             params.setdefault("random_state", self.profile.seed)
         try:
-            return builders[kind](**params)
+            return clustering.METHODS[kind](**params)
         except TypeError as exc:
             raise ProfileError(f"profile '{self.profile.name}': clustering_params for '{kind}': {exc}") from None
 

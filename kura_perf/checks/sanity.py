@@ -27,11 +27,19 @@ class _Problems(list):
 
 
 def _table(folder: Path, stage: str, key: str = "main", columns: list[str] | None = None) -> pd.DataFrame:
-    return pd.read_parquet(folder / _file_name(stage, key, ".parquet"), columns=columns)
+    path = folder / _file_name(stage, key, ".parquet")
+    try:
+        return pd.read_parquet(path, columns=columns)
+    except Exception as exc:  # noqa: BLE001 - name the file whatever pyarrow raised
+        raise ValueError(f"{path}: {type(exc).__name__}: {exc}") from None
 
 
 def _array(folder: Path, stage: str, key: str = "main") -> np.ndarray:
-    return np.load(folder / _file_name(stage, key, ".npy"))
+    path = folder / _file_name(stage, key, ".npy")
+    try:
+        return np.load(path)
+    except Exception as exc:  # noqa: BLE001 - e.g. "No data left in file": say which file
+        raise ValueError(f"{path}: {type(exc).__name__}: {exc}") from None
 
 
 def _ids(folder: Path, stage: str, key: str = "main") -> pd.Series:

@@ -82,7 +82,8 @@ class NotEnoughConversations(InputDataError):
         KuraPerfError.__init__(
             self,
             f"{path}: the file has {available} valid conversations{skipped_note} but the scale needs {needed};"
-            " use a larger file or a smaller scale, or pass allow_short=True to run with what there is",
+            " use a larger file or a smaller scale, or set allow_short_data = true in the profile"
+            " (allow_short=True when calling load_conversations) to run with what there is",
         )
 
 
@@ -245,12 +246,17 @@ def _jsonl_records(path: Path) -> Iterator[tuple[int, None, Any]]:
             try:
                 record = json.loads(text)
             except json.JSONDecodeError as err:
-                yield line, None, InputDataError(path, line, None, "one JSON object per line", got=f"invalid JSON: {err.msg} at column {err.colno}")
+                yield line, None, InputDataError(path, line, None, "one JSON object per line", got=_json_problem(err))
                 continue
             if not isinstance(record, dict):
                 yield line, None, InputDataError(path, line, None, "a JSON object per line", got=_describe(record))
                 continue
             yield line, None, record
+
+
+def _json_problem(err: json.JSONDecodeError) -> str:
+    """'invalid JSON: Invalid control character at column 5' (some of json's messages end in 'at' already)."""
+    return f"invalid JSON: {err.msg.removesuffix(' at')} at column {err.colno}"
 
 
 def _undecodable_line(path: Path, line: int, raw: bytes, err: UnicodeDecodeError) -> InputDataError:
@@ -296,7 +302,7 @@ def _json_list_records(path: Path) -> Iterator[tuple[int, int, Any]]:
         try:
             item, end = decoder.raw_decode(text, pos)
         except json.JSONDecodeError as err:
-            raise InputDataError(path, err.lineno, None, "a valid JSON list", got=f"invalid JSON: {err.msg} at column {err.colno}") from None
+            raise InputDataError(path, err.lineno, None, "a valid JSON list", got=_json_problem(err)) from None
         item_line = line_at(pos)
         if undecodable and _SURROGATE.search(text, pos, end):
             yield item_line, index, InputDataError(path, item_line, _undecodable_field(item), "UTF-8 text", got="bytes that are not UTF-8")

@@ -9,8 +9,9 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from kura_perf.config import SAFE_NAME, SAFE_NAME_RULE
 from kura_perf.errors import ProfileError
-from kura_perf.profiles.schema import ApiConfig, CustomStep, Profile
+from kura_perf.profiles.schema import PROBLEM_MARK, ApiConfig, CustomStep, Profile
 
 __all__ = ["Profile", "ApiConfig", "CustomStep", "load_profiles", "get_profile"]
 
@@ -32,6 +33,8 @@ def _describe(err: dict, source: str, name: str) -> str:
         model = Profile if len(err["loc"]) == 1 else nested.get(str(err["loc"][0]), ApiConfig)
         allowed = sorted(model.model_fields)
         return f"{source}: profile '{name}': unknown key '{key}'; allowed keys: {', '.join(allowed)}"
+    if PROBLEM_MARK in msg:  # our own value checks: the message already names key, value and what is allowed
+        return f"{source}: profile '{name}': {msg.split(PROBLEM_MARK, 1)[1]}"
     got = err.get("input")
     return f"{source}: profile '{name}': key '{key}': {msg} (got {got!r})"
 
@@ -39,6 +42,8 @@ def _describe(err: dict, source: str, name: str) -> str:
 def parse_profiles(data: dict, source: str) -> dict[str, Profile]:
     profiles = {}
     for name, body in data.items():
+        if not SAFE_NAME.fullmatch(name):  # the name is a folder under the data root (storage/<profile>/)
+            raise ProfileError(f"{source}: profile name {name!r} is not allowed: use {SAFE_NAME_RULE}")
         if not isinstance(body, dict):
             raise ProfileError(f"{source}: '{name}' must be a table of settings, got {type(body).__name__}")
         try:

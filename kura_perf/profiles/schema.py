@@ -9,6 +9,10 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
+# Starts the message of a value check (profiles/values.py), so the loader shows it without pydantic's framing.
+PROBLEM_MARK = "profile value: "
+
+
 class ApiConfig(BaseModel):
     """Where API-backed models send requests. The key itself is never stored: only the env var's name."""
 
@@ -129,6 +133,17 @@ class Profile(BaseModel):
         elif chosen == "api":
             raise ValueError(f"embedding_backend 'api' needs an API embedding_model (got '{self.embedding_model}'); "
                              f"choose one of {', '.join(LOCAL_EMBEDDING_BACKENDS)}")
+        return self
+
+    @model_validator(mode="after")
+    def _values_fit_together(self) -> "Profile":
+        """Model names, the embedding dimension and clustering_params, checked when the profile is
+        built: a bad value is refused before any stage runs (see profiles/values.py)."""
+        from kura_perf.profiles.values import value_problems
+
+        problems = value_problems(self)
+        if problems:
+            raise ValueError(PROBLEM_MARK + "; ".join(problems))
         return self
 
     def content_hash(self) -> str:

@@ -2,15 +2,19 @@
 and cost guidance, built from the metrics store. No Dagster here: the asset and the CLI call
 `build_report`.
 
-The report is built in a temporary folder beside its destination and swapped into place at the end,
-so a failing build leaves the previous report untouched rather than half-written.
+The report is built in a temporary folder inside its destination; only when it is complete are its
+files renamed into place (figures first, index.html last), so a failing build leaves the previous report
+untouched rather than half-written. The destination may be any folder (`report --out DIR`): a manifest
+(.kura-perf-report.json) lists the files the report wrote, and only those are ever replaced or removed;
+the user's own files and the folder's mode are left alone.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
 import tempfile
-import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -20,6 +24,7 @@ from kura_perf.config import Paths
 __all__ = ["ReportResult", "build_report"]
 
 INDEX = "index.html"
+MANIFEST = ".kura-perf-report.json"  # the files this report wrote, so a rebuild removes only those
 
 
 @dataclass
@@ -33,21 +38,71 @@ class ReportResult:
 
 
 def build_report(paths: Paths, out_dir: Path | None = None) -> ReportResult:
-    """Build index.html and its PNG figures into out_dir (default paths.reports), replacing any previous report."""
+    """Build index.html and its PNG figures into out_dir (default paths.reports), replacing the files
+    of any previous report there and nothing else."""
     from kura_perf.report.data import load_report_data
 
+    default = out_dir is None
     out_dir = Path(out_dir or paths.reports).resolve()
-    _refuse_foreign_folder(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    if out_dir.is_file():
+        from kura_perf.errors import KuraPerfError
+
+        raise KuraPerfError(f"report destination {out_dir} is a file, not a folder")
     data = load_report_data(paths.metrics)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-building-", dir=out_dir.parent))
+    created = not out_dir.exists()
+    out_dir.mkdir(parents=True, exist_ok=True)  # a new folder gets the usual umask; an existing one keeps its mode
+    owned = _owned_files(out_dir, legacy_ok=default)
+    staging = Path(tempfile.mkdtemp(prefix=".kura-perf-report-building-", dir=out_dir))
     try:
         result = _render(data, staging)
-        _swap_into_place(staging, out_dir)
+        written = sorted(p.name for p in staging.iterdir())
+        _refuse_to_overwrite_foreign(out_dir, written, owned)
+        _write_manifest(out_dir, sorted(owned | set(written)))  # a crash while moving still knows both sets
+        for name in sorted(written, key=lambda n: n == INDEX):  # index.html last: it names the figures
+            os.replace(staging / name, out_dir / name)
+        for stale in owned - set(written):
+            (out_dir / stale).unlink(missing_ok=True)
+        _write_manifest(out_dir, written)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
+        if created:
+            try:
+                out_dir.rmdir()  # only if still empty: never a folder with anything in it
+            except OSError:
+                pass
         raise
+    staging.rmdir()
     return _relocate(result, staging, out_dir)
+
+
+def _owned_files(out_dir: Path, legacy_ok: bool) -> set[str]:
+    """Names the previous report in out_dir wrote (its manifest). In the default reports folder, a report
+    from before manifests existed owns its .html and .png files: that folder is kura-perf's own."""
+    manifest = out_dir / MANIFEST
+    if manifest.is_file():
+        try:
+            names = json.loads(manifest.read_text()).get("files", [])
+        except (OSError, ValueError, AttributeError):
+            names = []
+        return {n for n in names if isinstance(n, str) and "/" not in n and n not in ("", ".", "..")}
+    if legacy_ok:
+        return {p.name for p in out_dir.iterdir() if p.is_file() and p.suffix in REPORT_FILES}
+    return set()
+
+
+def _refuse_to_overwrite_foreign(out_dir: Path, names: list[str], owned: set[str]) -> None:
+    from kura_perf.errors import KuraPerfError
+
+    foreign = [n for n in names if n not in owned and (out_dir / n).exists()]
+    if foreign:
+        raise KuraPerfError(f"refusing to overwrite {', '.join(foreign[:5])} in {out_dir}: not written by an earlier "
+                            f"kura-perf report (not in {MANIFEST}); move them or choose another folder")
+
+
+def _write_manifest(out_dir: Path, names: list[str]) -> None:
+    tmp = out_dir / f".{MANIFEST}.tmp"
+    tmp.write_text(json.dumps({"files": names}, indent=1))
+    os.replace(tmp, out_dir / MANIFEST)
 
 
 def _render(data, folder: Path) -> ReportResult:
@@ -59,18 +114,22 @@ def _render(data, folder: Path) -> ReportResult:
     generated = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     index = folder / INDEX
     if data.empty:
+        from kura_perf.report.sections import stress_section
         from kura_perf.report.usability import has_usability_rows, usability_sections
 
+        # stress scenarios record no stage runs in this store: show them anyway
+        extra = [] if data.stress.empty else [stress_section(data)]
         if has_usability_rows(data.metrics_dir):  # checkpoints/onboarding/errors recorded, no stage runs yet
             page = html.render_page("Kura performance report", f"Generated {generated} from {data.metrics_dir}: "
                                     "no stage runs yet, Kura usability measurements only.",
                                     [html.note("No stage runs recorded yet: run `kura-perf run --scale 1k` for "
                                                "the performance sections.")],
-                                    usability_sections(data.metrics_dir, None), f"kura_perf report · {generated}")
+                                    usability_sections(data.metrics_dir, None) + extra,
+                                    f"kura_perf report · {generated}")
             index.write_text(page, encoding="utf-8")
             return ReportResult(index, [], "**No stage runs recorded yet**; Kura usability sections only.", None,
                                 empty=True, usability_only=True)
-        index.write_text(html.render_empty_page(str(data.metrics_dir), generated), encoding="utf-8")
+        index.write_text(html.render_empty_page(str(data.metrics_dir), generated, extra), encoding="utf-8")
         markdown = ("**No runs recorded yet.** Run `kura-perf run --scale 1k` (or materialize a partition), "
                     "then rebuild the report.")
         return ReportResult(index, [], markdown, None, True)
@@ -115,34 +174,6 @@ def _summary_html(headline, guidance: list[str], host: str, data) -> str:
 
 
 REPORT_FILES = (".html", ".png")
-
-
-def _refuse_foreign_folder(out_dir: Path) -> None:
-    """The old report folder is replaced wholesale, so never take over a folder holding anything else."""
-    from kura_perf.errors import KuraPerfError
-
-    if out_dir.is_file():
-        raise KuraPerfError(f"report destination {out_dir} is a file, not a folder")
-    if not out_dir.exists():
-        return
-    foreign = [p.name for p in out_dir.iterdir() if not (p.is_file() and p.suffix in REPORT_FILES)]
-    if foreign:
-        raise KuraPerfError(f"refusing to replace {out_dir}: it holds files that are not part of a report "
-                            f"({', '.join(sorted(foreign)[:5])}); choose an empty or new folder")
-
-
-def _swap_into_place(staging: Path, out_dir: Path) -> None:
-    """Replace out_dir by staging with renames: the old report stays whole until the new one is complete."""
-    retired = out_dir.parent / f".{out_dir.name}-old-{uuid.uuid4().hex[:8]}"
-    if out_dir.exists():
-        out_dir.rename(retired)
-    try:
-        staging.rename(out_dir)
-    except BaseException:
-        if retired.exists() and not out_dir.exists():
-            retired.rename(out_dir)
-        raise
-    shutil.rmtree(retired, ignore_errors=True)
 
 
 def _relocate(result: ReportResult, staging: Path, out_dir: Path) -> ReportResult:

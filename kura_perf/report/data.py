@@ -44,6 +44,7 @@ class ReportData:
     total_records: int  # stage_runs on every host
     other_host_records: int
     stage_order: list[str] = field(default_factory=lambda: list(STAGES))
+    stress: pd.DataFrame = field(default_factory=pd.DataFrame)  # stress_results, every host
     levels: pd.DataFrame = field(default_factory=pd.DataFrame)  # quality_by_level view, this host
 
     @property
@@ -107,8 +108,10 @@ def load_report_data(metrics_dir: Path) -> ReportData:
     """Every record the report needs, from the store's views, narrowed to the best-covered host."""
     # Successful runs with metering off (`--no-meter`, used to measure the meter's cost) carry no
     # memory figures and a different timing regime: they never stand for a partition here.
-    all_runs = query(metrics_dir, "SELECT * FROM stage_runs WHERE coalesce(metered, true) OR status <> 'success' "
-                                  "ORDER BY started_at, finished_at")
+    # stage_runs_contended: the records plus `contended` (another run overlapped on the same host).
+    all_runs = query(metrics_dir, "SELECT * FROM stage_runs_contended WHERE coalesce(metered, true) "
+                                  "OR status <> 'success' ORDER BY started_at, finished_at")
+    stress = query(metrics_dir, "SELECT * FROM stress_results ORDER BY started_at")
     sweeps = query(metrics_dir, "SELECT * FROM sweep_results ORDER BY recorded_at")
     checks = query(metrics_dir, "SELECT * FROM check_results ORDER BY checked_at")
     levels = query(metrics_dir, "SELECT * FROM quality_by_level")
@@ -123,6 +126,7 @@ def load_report_data(metrics_dir: Path) -> ReportData:
         checks=(checks[_same_host(checks, fingerprint)] if len(checks) else checks).reset_index(drop=True),
         total_records=len(all_runs),
         other_host_records=len(all_runs) - len(runs),
+        stress=stress,
         levels=(levels[_same_host(levels, fingerprint)] if len(levels) else levels).reset_index(drop=True),
     )
 

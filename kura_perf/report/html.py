@@ -124,7 +124,9 @@ def render_page(title: str, subtitle: str, intro: list[str], sections: list[Sect
                             f"<footer>{esc(footer)}</footer>")
 
 
-def render_empty_page(metrics_dir: str, generated: str) -> str:
+def render_empty_page(metrics_dir: str, generated: str, extra_sections: list[Section] | None = None) -> str:
+    """The page for a store without stage records; extra_sections (e.g. stress results) still show."""
+    extra = "".join(render_section(s) for s in extra_sections or [])
     body = (
         '<div class="empty"><h1>No runs recorded yet</h1>'
         f"<p>The metrics store at <code>{esc(metrics_dir)}</code> holds no stage records, so there is nothing "
@@ -133,7 +135,7 @@ def render_empty_page(metrics_dir: str, generated: str) -> str:
         "<p>Add a second scale (e.g. <code>--scale 100</code>, <code>--scale 10k</code>) to get scaling curves, "
         "fitted exponents and hardware projections; in Dagster, materialize a few partitions of the stage "
         "assets and the report refreshes itself.</p></div>"
-        f"<footer>Generated {esc(generated)}.</footer>")
+        f"{extra}<footer>Generated {esc(generated)}.</footer>")
     return _document("Kura performance report: no runs recorded yet", body)
 
 

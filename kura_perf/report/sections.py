@@ -81,6 +81,11 @@ class SectionBuilder:
         s.badge = WITH_PROJECTIONS if fitted else None
         if not fitted:
             s.add(note("No successful stage runs yet: no curves to draw."))
+        ok = self.data.ok
+        if "contended" in ok and ok["contended"].fillna(False).astype(bool).any():
+            n = int(ok["contended"].fillna(False).astype(bool).sum())
+            s.add(note(f"{n} of {len(ok)} successful stage records ran while another run was recording on this "
+                       "host (contended: their timings disturbed each other); see stage_runs_contended."))
         for pa in fitted:
             s.add(f"<h3>Profile <code>{esc(pa.profile)}</code></h3>")
             slug = self._slug(pa.profile)
@@ -275,6 +280,9 @@ class SectionBuilder:
         s.add(render_table(t.breaking_points_table(broken), "breaking-points"))
         return s
 
+    def stress(self) -> Section:
+        return stress_section(self.data)
+
     def hardware(self) -> Section:
         s = Section("hardware", "Hardware recommendation matrix")
         pa = self.analysis.primary
@@ -332,14 +340,35 @@ class SectionBuilder:
 
     def build(self) -> Built:
         order = [self.test_matrix, self.scaling, self.storage, self.timelines, self.memory_theory, self.api,
-                 self.backends, self.quality, self.shapes, self.breaking_points, self.hardware, self.advisor,
-                 self.history, self.guidance]
+                 self.backends, self.quality, self.shapes, self.breaking_points, self.stress, self.hardware,
+                 self.advisor, self.history, self.guidance]
         self.built.sections = [make() for make in order]
         from kura_perf.report.usability import usability_sections
 
         self.built.sections += usability_sections(self.data.metrics_dir,
                                                   self.data.host.fingerprint if self.data.host else None)
         return self.built
+
+
+def stress_section(data) -> Section:
+    """The latest run of each stress scenario (also shown on the page of a store with no stage records)."""
+    s = Section("stress", "Stress scenarios (proposal §4.3)")
+    stress = data.stress
+    if stress is None or stress.empty:
+        s.add(note("No stress scenario recorded yet: run `kura-perf stress` (or materialize the `stress` "
+                   "asset group)."))
+        return s
+    host = data.host.describe() if data.host else "this machine"
+    s.provenance = [("Host", host), ("Runs", describe_runs(stress)),
+                    ("Figures", "measured: the latest run of each scenario, in its own scratch home")]
+    s.badge = MEASURED_ONLY
+    s.add(paragraph("survived = every pipeline finished and recorded every stage; failed cleanly = a failure "
+                    "recorded with a clear error, nothing missing, no orphan temp file; lost data = a record "
+                    "missing, a partial output, an orphan temp file, a wrong figure, a bare traceback or a "
+                    "failure with nothing recorded. Stress timings are contended by design (faults, concurrent "
+                    "pipelines)."))
+    s.add(render_table(t.stress_table(stress), "stress"))
+    return s
 
 
 def build_sections(analysis: Analysis, figure_dir: Path) -> Built:

@@ -347,6 +347,28 @@ def breaking_points_table(runs: pd.DataFrame) -> Table:
     return table
 
 
+# -- stress scenarios ------------------------------------------------------------------------------
+
+OUTCOME_KINDS = {"survived": "good", "failed_cleanly": "", "lost_data": "bad"}
+
+
+def stress_table(stress: pd.DataFrame) -> Table:
+    """The latest run of each stress scenario: what was done, what came out."""
+    table = Table(["Scenario", "Outcome", "Fault", "Exit", "Records found / expected", "Orphans",
+                   "Partial outputs", "Wrong figures", "Wall", "Peak RSS", "When", "What happened"])
+    latest = stress.sort_values("started_at").groupby("scenario", sort=False).tail(1)
+    for _, r in latest.sort_values("scenario").iterrows():
+        message = str(r["message"] or "")
+        if len(message) > 300:
+            message = message[:297] + "…"
+        when = pd.Timestamp(r["started_at"]).strftime("%Y-%m-%d %H:%M") if not pd.isna(r["started_at"]) else ""
+        table.add(Cell(r["scenario"], "head"), Cell(r["outcome"], OUTCOME_KINDS.get(r["outcome"], "")),
+                  r["cap_method"] or "", str(r["exit_code"]), f"{r['records_found']} / {r['records_expected']}",
+                  str(r["orphans"]), str(r["partial_outputs"]), str(r["wrong_figures"]), fmt.seconds(r["wall_s"]),
+                  fmt.megabytes(r["peak_rss_mb"]), when, message)
+    return table
+
+
 # -- hardware --------------------------------------------------------------------------------------
 
 def hardware_table(rows: list[HardwareRow]) -> Table:

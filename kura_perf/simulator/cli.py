@@ -10,59 +10,11 @@ import sys
 from pathlib import Path
 
 from kura_perf.atomic import atomic_write_text
+from kura_perf.simulator.args import FLAG_KEYS, build_parser
 from kura_perf.simulator.config import SimulatorConfig
 from kura_perf.simulator.server import start_server
 
 PORT_LINE_PREFIX = "SIMULATOR_PORT="
-
-# flag dest -> SimulatorConfig.from_dict key
-_FLAG_KEYS = {
-    "rpm": "rpm", "tpm": "tpm", "latency_ms": "latency_ms", "p99_ms": "p99_ms",
-    "chat_rpm": "chat_rpm", "chat_tpm": "chat_tpm", "chat_latency_ms": "chat_latency_ms",
-    "chat_p99_ms": "chat_p99_ms", "ms_per_output_token": "chat_ms_per_output_token",
-    "embeddings_rpm": "embeddings_rpm", "embeddings_tpm": "embeddings_tpm",
-    "embeddings_latency_ms": "embeddings_latency_ms", "embeddings_p99_ms": "embeddings_p99_ms",
-    "fault_rate": "error_rate", "rate_limit_rate": "rate_limit_rate", "timeout_rate": "timeout_rate",
-    "drop_rate": "drop_rate", "slow_response_s": "slow_response_s",
-    "forced_retry_after_s": "forced_retry_after_s", "burst_s": "burst_s", "seed": "seed",
-}
-
-
-def _outage(text: str) -> tuple[float, float]:
-    try:
-        start, duration = text.split(":")
-        return float(start), float(duration)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected START_S:DURATION_S, got {text!r}") from None
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="kura-perf simulate-api",
-                                description="OpenAI-compatible API simulator on 127.0.0.1 (limits, latency, faults).")
-    p.add_argument("--port", type=int, default=8787, help="port to bind on 127.0.0.1 (0 = any free port)")
-    p.add_argument("--port-file", type=Path, help="write the bound port to this file once listening")
-    p.add_argument("--config", type=Path, help="JSON file with SimulatorConfig fields")
-    p.add_argument("--config-json", help="SimulatorConfig fields as a JSON object")
-    limits = p.add_argument_group("limits and latency (both endpoint kinds unless prefixed)")
-    for flag, kind in (("--rpm", int), ("--tpm", int), ("--latency-ms", float), ("--p99-ms", float)):
-        limits.add_argument(flag, type=kind)
-        limits.add_argument("--chat" + flag[1:], type=kind)
-        limits.add_argument("--embeddings" + flag[1:], type=kind)
-    limits.add_argument("--ms-per-output-token", type=float, help="chat latency added per output token")
-    limits.add_argument("--burst-s", type=float, help="bucket capacity in seconds of limit (60 = a full minute)")
-    faults = p.add_argument_group("faults (probability per request)")
-    faults.add_argument("--fault-rate", type=float, help="500/503 responses")
-    faults.add_argument("--rate-limit-rate", type=float, help="forced 429s, independent of the buckets")
-    faults.add_argument("--timeout-rate", type=float, help="answers sent only after --slow-response-s")
-    faults.add_argument("--drop-rate", type=float, help="connections closed without a response")
-    faults.add_argument("--slow-response-s", type=float)
-    faults.add_argument("--forced-retry-after-s", type=float)
-    faults.add_argument("--outage", type=_outage, action="append", metavar="START_S:DURATION_S",
-                        help="all requests get 503 in this window after boot (repeatable)")
-    p.add_argument("--seed", type=int)
-    p.add_argument("--verbose", action="store_true", help="one stderr line per request")
-    return p
-
 
 def config_from_args(args: argparse.Namespace) -> SimulatorConfig:
     data: dict = {}
@@ -70,7 +22,7 @@ def config_from_args(args: argparse.Namespace) -> SimulatorConfig:
         data.update(json.loads(args.config.read_text()))
     if args.config_json:
         data.update(json.loads(args.config_json))
-    flat = {key: getattr(args, dest) for dest, key in _FLAG_KEYS.items() if getattr(args, dest) is not None}
+    flat = {key: getattr(args, dest) for dest, key in FLAG_KEYS.items() if getattr(args, dest) is not None}
     if args.outage:
         flat["outages"] = args.outage
     if args.verbose:
@@ -115,7 +67,11 @@ def serve(config: SimulatorConfig, port_file: Path | None = None) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    return run(build_parser().parse_args(argv))
+
+
+def run(args: argparse.Namespace) -> int:
+    """Serve with parsed arguments (from this module's parser or `kura-perf simulate-api`'s: the same one)."""
     try:
         config = config_from_args(args)
     except (ValueError, TypeError, OSError) as exc:

@@ -166,6 +166,33 @@ BASELINE_PINS = pa.schema([
     ("host_fingerprint", pa.string()),
 ])
 
+# One row per stress scenario run (`kura-perf stress`, the Dagster `stress` group): what was done to the
+# pipelines and what survived. run_id (in COMPARABILITY) is the stress run, shared by its scenarios.
+STRESS_RESULTS = pa.schema([
+    ("record_id", pa.string()),
+    ("scenario", pa.string()),  # memory_exhaustion | disk_full | network_interruption | rate_limit_storm | concurrent_pipelines
+    ("parameters", pa.string()),  # JSON: the scenario's settings (cap, size, outage, rpm, pipelines, scale, stages)
+    ("outcome", pa.string()),  # survived | failed_cleanly | lost_data
+    ("exit_code", pa.int64()),  # the first non-zero exit code of its pipelines, else 0 (negative: a signal)
+    ("pipelines", pa.int64()),
+    ("records_expected", pa.int64()),  # stage records the pipelines should have left
+    ("records_found", pa.int64()),
+    ("orphans", pa.int64()),  # temp files and stranded pending records left in the home
+    ("partial_outputs", pa.int64()),  # stage manifests whose files are missing or of the wrong size
+    ("wrong_figures", pa.int64()),  # success records whose bytes_written disagrees with the files on disk
+    ("tracebacks", pa.int64()),  # pipelines whose output ended in a bare traceback
+    ("cap_method", pa.string()),  # how the fault was applied: cgroup v2 memory.max, RLIMIT_AS, tmpfs, ...
+    ("message", pa.string()),
+    ("wall_s", pa.float64()),
+    ("peak_rss_mb", pa.float64()),  # the largest pipeline process's ru_maxrss
+    ("started_at", _TS),
+    ("finished_at", _TS),
+    ("scale", pa.string()),
+    ("profile", pa.string()),
+    ("home", pa.string()),  # the scenario's scratch folder (logs and records kept there)
+    *COMPARABILITY,
+])
+
 # Kura's checkpoint managers (kura-perf checkpoints): one row per format x scale x kind.
 CHECKPOINT_RESULTS = pa.schema([
     ("record_id", pa.string()),
@@ -275,6 +302,7 @@ TABLES: dict[str, pa.Schema] = {
     "alerts": ALERTS,
     "sweep_results": SWEEP_RESULTS,
     "baseline_pins": BASELINE_PINS,
+    "stress_results": STRESS_RESULTS,
     "checkpoint_results": CHECKPOINT_RESULTS,
     "onboarding_runs": ONBOARDING_RUNS,
     "error_clarity": ERROR_CLARITY,

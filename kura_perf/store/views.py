@@ -45,13 +45,24 @@ def present_columns(con, metrics_dir: Path, table: str) -> set[str] | None:
 
 # Derived views. Documented in README ("Querying the metrics store").
 DERIVED = {
+    # Every stage record plus `contended`: true when a stage of another run was running on the same host at
+    # the same time (their timings disturbed each other), and how many such runs. Computed here, from the
+    # records' own start and finish times, so no writer has to know about the others.
+    "stage_runs_contended": """
+        SELECT s.*, coalesce(o.overlapping_runs, 0) > 0 AS contended, coalesce(o.overlapping_runs, 0) AS overlapping_runs
+        FROM stage_runs s LEFT JOIN (
+            SELECT a.record_id, count(DISTINCT b.run_id) AS overlapping_runs
+            FROM stage_runs a JOIN stage_runs b
+              ON a.host_fingerprint = b.host_fingerprint AND a.run_id <> b.run_id
+             AND a.started_at < b.finished_at AND b.started_at < a.finished_at
+            GROUP BY a.record_id) o ON s.record_id = o.record_id""",
     # The most recent successful, metered record of each stage per partition and host
     # (runs with --no-meter have no memory figures, so they never stand for a partition).
     "latest_stage_runs": """
         SELECT * EXCLUDE (rn) FROM (
             SELECT *, row_number() OVER (PARTITION BY stage, profile, scale, host_fingerprint
                                          ORDER BY finished_at DESC) AS rn
-            FROM stage_runs WHERE status = 'success' AND coalesce(metered, true))
+            FROM stage_runs_contended WHERE status = 'success' AND coalesce(metered, true))
         WHERE rn = 1""",
     # One row per run: totals across its stages.
     "run_summary": """
@@ -60,8 +71,12 @@ DERIVED = {
                count(*) AS stages, count(*) FILTER (WHERE status = 'success') AS stages_ok,
                sum(wall_s) AS wall_s, max(peak_rss_mb) AS peak_rss_mb, sum(bytes_written) AS bytes_written,
                sum(api_calls) AS api_calls, sum(api_429s) AS api_429s, sum(cost_usd) AS cost_usd,
+               -- what metering cost: the sampler thread's CPU over the run's wall time (DESIGN §4: under 2%)
+               sum(meter_cpu_s) FILTER (WHERE metered) / nullif(sum(wall_s) FILTER (WHERE metered), 0)
+                   AS meter_overhead_share,
+               bool_or(contended) AS contended,
                string_agg(CASE WHEN status <> 'success' THEN stage || ': ' || error_message END, '; ') AS failures
-        FROM stage_runs GROUP BY run_id, profile, scale""",
+        FROM stage_runs_contended GROUP BY run_id, profile, scale""",
     # Scaling curves: median figures per stage and scale (successful runs).
     "scaling": """
         SELECT stage, backend, profile, host_fingerprint, scale, scale_n, count(*) AS runs,
@@ -70,16 +85,17 @@ DERIVED = {
                median(items_per_s) AS items_per_s, median(bytes_written) AS bytes_written,
                median(bytes_written) / nullif(any_value(scale_n), 0) AS bytes_per_conversation,
                median(wall_s) * 1000.0 / nullif(any_value(scale_n), 0) AS s_per_1k_conversations,
-               median(cost_usd) * 1000.0 / nullif(any_value(scale_n), 0) AS cost_per_1k_conversations
-        FROM stage_runs WHERE status = 'success' AND coalesce(metered, true)
+               median(cost_usd) * 1000.0 / nullif(any_value(scale_n), 0) AS cost_per_1k_conversations,
+               count(*) FILTER (WHERE contended) AS contended_runs
+        FROM stage_runs_contended WHERE status = 'success' AND coalesce(metered, true)
         GROUP BY stage, backend, profile, host_fingerprint, scale, scale_n""",
     # Where the pipeline broke: guards that stopped a stage, failures, interrupts and deaths (SIGKILL,
     # the OOM killer), with how far the stage got and its projected wall time where one is honest.
     "breaking_points": """
         SELECT stage, profile, scale, scale_n, status, error_type, error_message, peak_rss_mb, wall_s,
                finished_at, run_id, host_fingerprint, items_done, items_total, rate_items_per_s, elapsed_s,
-               projected_wall_s, projection_kind, items_in, api_429s
-        FROM stage_runs WHERE status <> 'success' ORDER BY finished_at DESC""",
+               projected_wall_s, projection_kind, items_in, api_429s, contended
+        FROM stage_runs_contended WHERE status <> 'success' ORDER BY finished_at DESC""",
     # Failed regression checks.
     "regressions": """
         SELECT * FROM check_results WHERE check_name LIKE 'regression%' AND NOT passed
@@ -92,7 +108,7 @@ DERIVED = {
             SELECT * EXCLUDE (rn) FROM (
                 SELECT *, row_number() OVER (PARTITION BY backend, profile, scale, host_fingerprint, stage
                                              ORDER BY finished_at DESC) AS rn
-                FROM stage_runs WHERE coalesce(metered, true) OR status <> 'success')
+                FROM stage_runs_contended WHERE coalesce(metered, true) OR status <> 'success')
             WHERE rn = 1)
         SELECT backend, profile, scale, scale_n, host_fingerprint, stage, status, wall_s, peak_rss_mb,
                bytes_written, api_calls, api_429s, cost_usd, n_clusters, ari, nmi, silhouette, kura_version,
