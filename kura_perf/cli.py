@@ -32,6 +32,7 @@ def cmd_run(args) -> int:
     from kura_perf.defs.launch import run_partition
     from kura_perf.profiles import get_profile
     from kura_perf.scales import scale_count
+    from kura_perf.stages.base import STAGES
 
     scale_count(args.scale)
     from kura_perf.backends.model_factory import preflight
@@ -42,16 +43,28 @@ def cmd_run(args) -> int:
     if args.no_meter:
         os.environ["KURA_PERF_METER"] = "off"
     paths = Paths.from_env()
+    settings = _shape_settings(args)
     _dagster_home(paths)
     _clean_up_dead_runs(paths, check_runs=True)
     from kura_perf.interrupts import own_interrupts
 
     with own_interrupts():
-        outcome = run_partition(args.scale, args.profile, stages=args.stages, paths=paths)
+        if settings is not None:
+            from kura_perf.defs.launch import run_shape
+
+            settings.effective_profile(get_profile(args.profile))  # refuse a bad step or batch size up front
+            outcome = run_shape(settings.shape, args.scale, args.profile, paths=paths, settings=settings)
+        else:
+            outcome = run_partition(args.scale, args.profile, stages=args.stages, paths=paths)
     _print_records(outcome.records)
     if outcome.interrupted:
         print(f"\nkura-perf: run {outcome.run_id} interrupted; {outcome.failure}", file=sys.stderr)
         return 130
+    if settings is not None and settings.shape == "custom" and outcome.success:
+        redone = {r["stage"] for r in outcome.records}
+        kept = [s for s in STAGES if s not in redone]
+        if kept:
+            print(f"reused from checkpoints in {settings.folder(paths, args.profile, args.scale)}: {', '.join(kept)}")
     if not outcome.success:
         print(f"\nrun {outcome.run_id} FAILED: {outcome.failure}", file=sys.stderr)
         if "BreakingPoint" in (outcome.failure or ""):
@@ -64,6 +77,25 @@ def cmd_run(args) -> int:
         return 1
     print(f"\nrun {outcome.run_id} succeeded; records in {paths.metrics}")
     return 0
+
+
+def _shape_settings(args):
+    """The shape options of `kura-perf run`, validated; None for a plain run of the stages."""
+    from kura_perf.shapes import ShapeSettings
+
+    options = {"--step": args.step, "--after": args.after, "--stream-batch-size": args.stream_batch_size}
+    if args.shape is None:
+        given = [name for name, value in options.items() if value is not None]
+        if given:
+            raise KuraPerfError(f"{', '.join(given)}: needs --shape custom (--step, --after) or --shape streaming (--stream-batch-size)")
+        return None
+    if args.stages:
+        raise KuraPerfError(f"--stages and --shape exclude each other: the shape '{args.shape}' decides the stages")
+    if args.shape != "custom" and (args.step or args.after):
+        raise KuraPerfError("--step and --after apply to --shape custom")
+    if args.shape != "streaming" and args.stream_batch_size is not None:
+        raise KuraPerfError("--stream-batch-size applies to --shape streaming")
+    return ShapeSettings(args.shape, args.step, args.after, args.stream_batch_size)
 
 
 def cmd_sweep(args) -> int:
@@ -196,6 +228,32 @@ def cmd_db(args) -> int:
     return 0 if ok else 1
 
 
+def cmd_advise(args) -> int:
+    import pandas as pd
+
+    from kura_perf.advisor import Limits, NothingFits, advise, parse_scale
+    from kura_perf.config import Paths
+    from kura_perf.report import fmt
+
+    n = parse_scale(args.scale)
+    limits = Limits(args.max_hours, args.max_cost, args.max_ram, args.min_ari)
+    paths = Paths.from_env()
+    try:
+        advice = advise(paths.metrics, n, limits)
+    except NothingFits as exc:
+        print(f"kura-perf advise: {exc}", file=sys.stderr)
+        return 1
+    print(f"Profiles at {fmt.conversations(n)} conversations, {limits.describe()}; records of {advice.host} "
+          f"in {paths.metrics}")
+    with pd.option_context("display.width", 250, "display.max_colwidth", 120, "display.max_columns", 10):
+        print(advice.table().to_string(index=False))
+    if not advice.recommended:
+        print(f"\nkura-perf advise: {advice.refusal()}", file=sys.stderr)
+        return 1
+    print(f"\nrecommended: {', '.join(c.name for c in advice.recommended)}")
+    return 0
+
+
 def _report(args) -> int:
     from kura_perf.report.cli import report_command
 
@@ -257,6 +315,14 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--stages", nargs="+", help="only these stages (their inputs must exist)")
     run.add_argument("--profiles", help="an extra profiles TOML file")
     run.add_argument("--no-meter", action="store_true", help="disable the memory sampler (to measure its cost)")
+    from kura_perf.shapes import SHAPES
+
+    run.add_argument("--shape", choices=list(SHAPES),
+                     help="run a pipeline shape's job (minimal, full, custom, streaming) instead of --stages")
+    run.add_argument("--step", help="custom shape: the step to insert, 'module:function' (default: the profile's "
+                                    "custom_step, else kura_perf.custom_steps:redact_pii)")
+    run.add_argument("--after", help="custom shape: the stage the step follows (default: summaries)")
+    run.add_argument("--stream-batch-size", type=int, help="streaming shape: conversations per batch (default 256)")
     run.set_defaults(func=cmd_run)
 
     profiles = sub.add_parser("profiles", help="list the profiles")
@@ -278,6 +344,14 @@ def build_parser() -> argparse.ArgumentParser:
     report = sub.add_parser("report", help="build data/reports/index.html from the metrics store")
     report.add_argument("--out", help="another folder for the report")
     report.set_defaults(func=_report)
+
+    adv = sub.add_parser("advise", help="recommend profiles for a scale from the recorded runs (Pareto front)")
+    adv.add_argument("--scale", required=True, help="conversations: 10k, 100k, 1m, 2500, ...")
+    adv.add_argument("--max-hours", type=float, help="longest acceptable pipeline wall time, hours")
+    adv.add_argument("--max-cost", type=float, help="largest acceptable API cost, USD")
+    adv.add_argument("--max-ram", type=float, help="largest acceptable peak memory, GB")
+    adv.add_argument("--min-ari", type=float, help="lowest acceptable clustering ARI (synthetic ground truth)")
+    adv.set_defaults(func=cmd_advise)
 
     db = sub.add_parser("db", help="refresh the views in data/metrics.duckdb")
     db.set_defaults(func=cmd_db)

@@ -4,7 +4,7 @@ from dagster import Definitions, in_process_executor
 
 from kura_perf.defs.assets import stage_assets
 from kura_perf.defs.checks import stage_checks
-from kura_perf.defs.jobs import benchmark_job, report_job
+from kura_perf.defs.jobs import benchmark_job, report_job, shape_jobs
 from kura_perf.defs.report import performance_report
 from kura_perf.defs.resources import KuraPerfResource
 from kura_perf.defs.simulator import ApiSimulatorResource
@@ -22,7 +22,7 @@ except ImportError:  # pragma: no cover - depends on the installed extras
 defs = Definitions(
     assets=[*stage_assets, api_concurrency_sweep, performance_report, *usability_assets, *stress_assets],
     asset_checks=stage_checks,
-    jobs=[benchmark_job, report_job, *CLUSTER_JOBS.values()],
+    jobs=[benchmark_job, report_job, *shape_jobs, *CLUSTER_JOBS.values()],
     schedules=[nightly_benchmark],
     sensors=[regression_alerts, refresh_after_benchmark],
     resources={"kura_perf": KuraPerfResource(), "api_simulator": ApiSimulatorResource()},

@@ -107,8 +107,9 @@ def _read_stage_remote(folder: Location, stage: str) -> StageData:
     return data
 
 
-def write_stage(folder, stage: str, data: StageData) -> dict[str, int]:
-    """Write all outputs of a stage; return {file name: bytes}."""
+def write_stage(folder, stage: str, data: StageData, checkpoint: dict | None = None) -> dict[str, int]:
+    """Write all outputs of a stage; return {file name: bytes}. `checkpoint` (what produced the output:
+    see kura_perf/checkpoints.py) is kept in the manifest so a resumed pipeline can tell whether to reuse it."""
     folder = resolve(folder)
     if isinstance(folder, Location):
         return _write_stage_remote(folder, stage, data)
@@ -128,6 +129,8 @@ def write_stage(folder, stage: str, data: StageData) -> dict[str, int]:
             contents[path.name] = _array_meta(np.asarray(array))
         body = {"stage": stage, "tables": sorted(data.tables), "arrays": sorted(data.arrays), "files": sizes,
                 "contents": contents}
+        if checkpoint is not None:
+            body["checkpoint"] = checkpoint
         atomic_write_text(manifest, json.dumps(body, indent=1))
     return sizes
 
@@ -290,3 +293,13 @@ def stage_bytes(folder, stage: str) -> int:
     if isinstance(folder, Location):
         return sum(json.loads((folder / f"{stage}.manifest.json").read_text())["files"].values())
     return sum(read_manifest(folder, stage)["files"].values())
+
+
+def peek_manifest(folder: Path, stage: str) -> dict | None:
+    """The stage's manifest, or None when the stage has no complete, readable output (checkpoint look-ups)."""
+    if not (folder / f"{stage}.manifest.json").is_file():
+        return None
+    try:
+        return read_manifest(folder, stage)
+    except (StageError, OSError, ValueError):
+        return None

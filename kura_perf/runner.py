@@ -11,6 +11,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from pathlib import Path
 
 import numpy as np
 
@@ -52,10 +53,16 @@ class StageRun:
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex)
     paths: Paths = field(default_factory=Paths.from_env)
     backend: Backend | None = None  # reuse across stages of a run (model loads, API clients)
+    shape: str | None = None  # the pipeline shape of the run (kura_perf/shapes.py), recorded as is
+    folder_override: Path | None = None  # a shape's own output folder instead of the partition's
+    checkpoint: bool = False  # keep what produced the output in its manifest (resumable shapes)
+    reads: tuple[str, ...] | None = None  # upstream outputs to read (default: the stage's UPSTREAM)
+    writes: str | None = None  # output name to write (default: the stage's own)
+    custom_step: str | None = None  # set when this run is a custom step rewriting `writes`
 
     @property
-    def folder(self):
-        return self.paths.partition_dir(self.profile.name, self.scale)
+    def folder(self) -> Path:
+        return self.folder_override or self.paths.partition_dir(self.profile.name, self.scale)
 
 
 class ProgressLog:
@@ -103,6 +110,7 @@ def record_fields(run: StageRun, backend_name: str) -> dict:
     return {
         "run_id": run.run_id,
         "stage": run.stage,
+        "shape": run.shape,
         "backend": backend_name,
         "profile": run.profile.name,
         "profile_hash": run.profile.content_hash(),
@@ -291,19 +299,27 @@ def run_stage(run: StageRun) -> dict:
         with meter:
             if setup_error is not None:  # raised inside the meter: a normal failed record
                 raise setup_error
+            reads = run.reads if run.reads is not None else UPSTREAM[run.stage]
+            checkpoint = None
+            if run.checkpoint:
+                from kura_perf import checkpoints
+
+                checkpoint = checkpoints.describe(run.folder, reads, run.profile.content_hash(), run.run_id,
+                                                  custom_step=run.custom_step,
+                                                  carry_inputs_of=run.writes if run.custom_step else None)
             t0 = time.perf_counter()
-            if streaming.streams(run.stage, profile):  # progress counts the partition's items, batch after batch
+            if run.reads is None and streaming.streams(run.stage, profile):  # progress counts the partition's items, batch after batch
                 result, sizes = streaming.run_streamed(run.stage, backend, run.folder, scale_count(run.scale),
                                                        profile.stream_batch_size, progress=progress)
             else:
-                upstream = {name: outputs.read_stage(run.folder, name) for name in UPSTREAM[run.stage]}
+                upstream = {name: outputs.read_stage(run.folder, name) for name in reads}
                 inputs = StageInputs(scale_count(run.scale), upstream, progress=progress)
                 result = backend.run(run.stage, inputs)
                 sizes = None
             if factor := _slowdown(run.stage):
                 time.sleep(factor * (time.perf_counter() - t0))
             if sizes is None:
-                sizes = outputs.write_stage(run.folder, run.stage, result.data)
+                sizes = outputs.write_stage(run.folder, run.writes or run.stage, result.data, checkpoint=checkpoint)
             written = sum(sizes.values())
     except StageInterrupted:  # a guard's interrupt that landed outside the metered block
         meter.finish()

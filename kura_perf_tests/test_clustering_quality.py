@@ -40,7 +40,8 @@ def _run(profile_name, corpus):
     models = ModelFactory(get_profile(profile_name))
     method = models.clustering_method(len(summaries))
     base = cluster_summaries(summaries, vectors, method, models.namer(), truth=truth)
-    hierarchy = build_hierarchy(base.clusters, models.embedding_model(), models.namer(), max_clusters=3)
+    # The corpus's own torch MiniLM embeds the names too (the profile's backend is not what is tested here).
+    hierarchy = build_hierarchy(base.clusters, SentenceTransformerEmbedding(), models.namer(), max_clusters=3)
     levels = labels_per_level(hierarchy.table, base.assignments["cluster_id"].to_numpy())
     return base, hierarchy, level_quality(levels, vectors, truth)
 

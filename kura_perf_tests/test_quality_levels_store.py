@@ -20,7 +20,7 @@ def test_level_rows_are_written_per_level_beside_the_stage_records(kp_home, monk
     monkeypatch.delenv(jit_cache.NUMBA_CACHE_ENV, raising=False)
     paths = Paths.from_env()
     # k-means k = 10 base clusters at 100, reduced to at most 3 roots: three levels, no UMAP needed.
-    profile = Profile(name="levels", clustering="kmeans", clustering_params={"clusters_per_group": 10},
+    profile = Profile(name="levels", embedding_backend="torch", clustering="kmeans", clustering_params={"clusters_per_group": 10},
                       meta_max_clusters=3, projection="pca")
     backend = ReferenceBackend(profile)
     records = {}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 
 def cmd_baseline_show(args) -> int:
@@ -41,7 +42,31 @@ def cmd_baseline_clear(args) -> int:
     return 0
 
 
+def cmd_checks(args) -> int:
+    import pandas as pd
+
+    from kura_perf.checks.gate import evaluate_gate
+    from kura_perf.config import Paths
+
+    result = evaluate_gate(Paths.from_env().metrics, run_ids=args.run, since=args.since, kind=args.kind)
+    print(f"{result.checked} {args.kind} check outcome(s) of {len(result.runs)} run(s): {', '.join(result.runs)}")
+    if result.passed:
+        print("no failed checks")
+        return 0
+    with pd.option_context("display.width", 250, "display.max_colwidth", 100, "display.float_format", "{:.3f}".format):
+        print(result.failures.to_string(index=False))
+    print(f"kura-perf checks: {len(result.failures)} failed {args.kind} check(s)", file=sys.stderr)
+    return 1
+
+
 def add_baseline_commands(subparsers: argparse._SubParsersAction) -> None:
+    checks = subparsers.add_parser("checks", help="exit 1 when the latest run(s) failed regression checks (CI gate)")
+    checks.add_argument("--run", nargs="+", help="these run ids (default: the run checked last)")
+    checks.add_argument("--since", help="every run checked since this time (ISO, e.g. 2026-01-31T02:00:00Z)")
+    checks.add_argument("--kind", default="regression", choices=["regression", "error"],
+                        help="regression (default) or every ERROR-severity check (regression, sanity, quality)")
+    checks.set_defaults(func=cmd_checks)
+
     baseline = subparsers.add_parser("baseline", help="show, pin or clear the regression baselines")
     sub = baseline.add_subparsers(dest="baseline_command", required=True)
 

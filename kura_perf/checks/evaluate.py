@@ -6,6 +6,8 @@ on clusters, quality. Each group is a list of outcomes, one check_results row ea
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from kura_perf.checks.budgets import check_budgets
 from kura_perf.checks.outcome import ERROR, CheckOutcome, write_outcomes
 from kura_perf.checks.quality import check_quality
@@ -25,8 +27,10 @@ def groups_for(stage: str) -> tuple[str, ...]:
     return CHECK_GROUPS if stage in QUALITY_STAGES else CHECK_GROUPS[:3]
 
 
-def evaluate_group(group: str, paths: Paths, record: dict, profile: Profile) -> list[CheckOutcome]:
-    folder = paths.partition_dir(record["profile"], record["scale"])
+def evaluate_group(group: str, paths: Paths, record: dict, profile: Profile,
+                   folder: Path | None = None) -> list[CheckOutcome]:
+    """folder: where the stage's output is (a pipeline shape's own folder); default the partition's."""
+    folder = folder or paths.partition_dir(record["profile"], record["scale"])
     if group == "regression":
         return [check_regression(paths, record, m, profile.regression_threshold).outcome()
                 for m in REGRESSION_METRICS]
@@ -40,9 +44,10 @@ def evaluate_group(group: str, paths: Paths, record: dict, profile: Profile) -> 
 
 
 def evaluate_stage(paths: Paths, record: dict, profile: Profile, groups: tuple[str, ...] | None = None,
-                   store: bool = True) -> dict[str, list[CheckOutcome]]:
+                   store: bool = True, folder: Path | None = None) -> dict[str, list[CheckOutcome]]:
     """{group: outcomes} for the record's stage; with store=True also appended to check_results."""
-    results = {g: evaluate_group(g, paths, record, profile) for g in (groups or groups_for(record["stage"]))}
+    results = {g: evaluate_group(g, paths, record, profile, folder)
+               for g in (groups or groups_for(record["stage"]))}
     if store:
         write_outcomes(paths.metrics, record, [o for outcomes in results.values() for o in outcomes])
     return results

@@ -8,7 +8,7 @@ from kura_perf.defs.hooks import STAGE_HOOKS
 from kura_perf.defs.partitions import benchmark_partitions
 from kura_perf.defs.resources import KuraPerfResource
 from kura_perf.defs.simulator import ApiSimulatorResource
-from kura_perf.runner import StageRun, run_stage
+from kura_perf.shapes import CUSTOM_STAGE, ShapeSettings, run_shape_stage
 from kura_perf.stages.base import STAGES, UPSTREAM
 
 DESCRIPTIONS = {
@@ -51,6 +51,23 @@ def stage_metadata(record: dict) -> dict:
     return {k: (MetadataValue.int(v) if isinstance(v, int) else v) for k, v in meta.items() if v is not None}
 
 
+def shape_metadata(stage: str, settings: ShapeSettings, outcome) -> dict:
+    """The stage's figures, plus the shape and what a checkpoint let the run skip or a custom step did."""
+    record = outcome.record_of(stage)
+    meta = stage_metadata(record) if record else {"resumed_from_checkpoint": True}
+    if settings.shape:
+        meta["shape"] = settings.shape
+    if outcome.resumed:
+        meta["resumed"] = ", ".join(outcome.resumed)
+    step = outcome.record_of(CUSTOM_STAGE)
+    if step:
+        meta["custom_step_wall_s"] = round(float(step["wall_s"]), 3)
+        meta["custom_step_record_id"] = step["record_id"]
+    if settings.shape not in (None, "full"):
+        meta["output_folder"] = str(outcome.folder)
+    return meta
+
+
 def level_metadata(levels: list[dict]) -> dict:
     """Per-level quality as a markdown table, plus the topic level's ARI/NMI as plottable numbers."""
     if not levels:
@@ -90,10 +107,10 @@ def build_stage_asset(stage: str):
     def _stage_asset(context: AssetExecutionContext, kura_perf: KuraPerfResource,
                      api_simulator: ApiSimulatorResource) -> MaterializeResult:
         keys = context.partition_key.keys_by_dimension
-        run = StageRun(stage, kura_perf.profile(keys["profile"]), keys["scale"], run_id=context.run.run_id,
-                       paths=kura_perf.paths())
-        record = run_stage(run)
-        return MaterializeResult(metadata=stage_metadata(record))
+        settings = ShapeSettings.from_tags(context.run.tags)  # the shape job's tags (none: a plain stage run)
+        outcome = run_shape_stage(stage, settings, kura_perf.profile(keys["profile"]), keys["scale"],
+                                  context.run.run_id, kura_perf.paths())
+        return MaterializeResult(metadata=shape_metadata(stage, settings, outcome))
 
     return _stage_asset
 

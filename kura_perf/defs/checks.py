@@ -22,7 +22,9 @@ from dagster import (
 
 from kura_perf.checks.evaluate import evaluate_stage, groups_for
 from kura_perf.checks.outcome import ERROR, CheckOutcome
+from kura_perf.checkpoints import producer_run
 from kura_perf.checks.records import find_stage_record
+from kura_perf.shapes import ShapeSettings
 from kura_perf.defs.partitions import benchmark_partitions
 from kura_perf.defs.resources import KuraPerfResource
 from kura_perf.scales import SCALES
@@ -104,7 +106,14 @@ def build_stage_checks(stage: str) -> AssetChecksDefinition:
         selected = [k.name for k in context.selected_asset_check_keys]
         groups = tuple(g for g in groups_for(stage) if g in selected)
         paths, run_id = kura_perf.paths(), context.run.run_id
-        record = find_stage_record(paths, run_id, stage, profile_name, scale)
+        settings = ShapeSettings.from_tags(context.run.tags)
+        folder = settings.folder(paths, profile_name, scale)
+        record = find_stage_record(paths, run_id, stage)
+        producer = producer_run(folder, stage)
+        if record is None and producer:  # a resumed stage: check the record of the run that produced it
+            record = find_stage_record(paths, producer, stage)
+        if record is None:
+            record = find_stage_record(paths, run_id, stage, profile_name, scale)
         if record is None:
             for group in groups:
                 yield AssetCheckResult(asset_key=stage, check_name=group, passed=False,
@@ -115,7 +124,8 @@ def build_stage_checks(stage: str) -> AssetChecksDefinition:
         if record.get("run_id") != run_id:
             context.log.info(f"{stage}: checking the latest record, from run {record.get('run_id')}")
         record.setdefault("scale_n", SCALES.get(scale))
-        results = evaluate_stage(paths, record, kura_perf.profile(profile_name), groups)
+        profile = settings.effective_profile(kura_perf.profile(profile_name))
+        results = evaluate_stage(paths, record, profile, groups, folder=folder)
         for group, outcomes in results.items():
             yield to_result(stage, group, outcomes)
 

@@ -13,15 +13,29 @@ from dagster import HookContext, failure_hook, success_hook
 
 from kura_perf.meter.host import code_version, host_info, worker_identity
 from kura_perf.scales import SCALES
+from kura_perf.shapes import CUSTOM_STAGE, SHAPE_TAG
 from kura_perf.store import liveness
 from kura_perf.store.pending import commit_pending
 from kura_perf.store.writer import write_record
 
 
-def _partition(context: HookContext) -> tuple[str | None, str | None]:
+def _tags(context: HookContext) -> dict:
     run = context.instance.get_run_by_id(context.run_id)
-    tags = run.tags if run else {}
+    return dict(run.tags) if run else {}
+
+
+def _partition(context: HookContext) -> tuple[str | None, str | None]:
+    tags = _tags(context)
     return tags.get("dagster/partition/profile"), tags.get("dagster/partition/scale")
+
+
+def _commit(paths, context: HookContext) -> int:
+    """Move the stage's record, and a custom step's run inside the same asset, into the store."""
+    committed = 0
+    for name in (_stage(context), CUSTOM_STAGE):
+        if commit_pending(paths.pending, paths.metrics, context.run_id, name) is not None:
+            committed += 1
+    return committed
 
 
 def _stage(context: HookContext) -> str:
@@ -37,6 +51,7 @@ def _record_unmeasured_failure(context: HookContext, paths) -> None:
     now = datetime.now(timezone.utc)
     write_record(paths.metrics, "stage_runs", {
         "record_id": uuid.uuid4().hex, "run_id": context.run_id, "stage": _stage(context),
+        "shape": _tags(context).get(SHAPE_TAG),
         "profile": profile, "scale": scale, "scale_n": SCALES.get(scale or ""),
         "status": "failed", "error_type": type(exc).__name__ if exc else "Unknown",
         "error_message": str(exc)[:2000] if exc else "step failed before it was measured",
@@ -47,7 +62,7 @@ def _record_unmeasured_failure(context: HookContext, paths) -> None:
 @success_hook(required_resource_keys={"kura_perf"})
 def record_stage_success(context: HookContext) -> None:
     paths = context.resources.kura_perf.paths()
-    if commit_pending(paths.pending, paths.metrics, context.run_id, _stage(context)) is None:
+    if not _commit(paths, context) and _tags(context).get(SHAPE_TAG) != "custom":  # custom: resumed from a checkpoint
         context.log.warning(f"no stage record found for {_stage(context)} in run {context.run_id}")
     liveness.clear(paths.running, context.run_id, _stage(context))
 
@@ -55,7 +70,7 @@ def record_stage_success(context: HookContext) -> None:
 @failure_hook(required_resource_keys={"kura_perf"})
 def record_stage_failure(context: HookContext) -> None:
     paths = context.resources.kura_perf.paths()
-    if commit_pending(paths.pending, paths.metrics, context.run_id, _stage(context)) is None:
+    if not _commit(paths, context):
         _record_unmeasured_failure(context, paths)
     liveness.clear(paths.running, context.run_id, _stage(context))
 

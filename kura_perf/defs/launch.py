@@ -39,9 +39,8 @@ def run_partition(scale: str, profile: str, stages: list[str] | None = None, pat
                   asset_config: dict | None = None) -> RunOutcome:
     """Materialize `stages` (default: all six) plus `extra_assets` (e.g. the sweep) for one partition.
     asset_config: {asset name: its config dict}."""
-    from dagster import AssetKey, DagsterInstance, materialize
+    from dagster import AssetKey, materialize
 
-    from kura_perf.defs.instance import prepare_dagster_home, run_tags
     from kura_perf.defs.partitions import partition_key
     from kura_perf.defs.resources import KuraPerfResource
     from kura_perf.definitions import defs
@@ -53,25 +52,59 @@ def run_partition(scale: str, profile: str, stages: list[str] | None = None, pat
         raise KuraPerfError(f"unknown stage(s) {sorted(unknown)}; expected some of {', '.join(STAGES)}")
     selection = [AssetKey(s) for s in [*(STAGES if stages is None else stages), *(extra_assets or [])]]
     resources = {**defs.resources, "kura_perf": KuraPerfResource(home=str(paths.root))}
+
+    def launch(instance, tags: dict, run_config: dict):
+        run_config["ops"] = {name: {"config": cfg} for name, cfg in (asset_config or {}).items()}
+        return materialize([*defs.assets, *(defs.asset_checks or [])], selection=selection,
+                           partition_key=partition_key(scale, profile), instance=instance, resources=resources,
+                           raise_on_error=False, tags=tags, run_config=run_config)
+
+    return _execute(launch, paths, instance, dagster_log_level)
+
+
+def run_shape(shape: str, scale: str, profile: str, paths: Paths | None = None, instance=None,
+              settings=None, dagster_log_level: str = "CRITICAL") -> RunOutcome:
+    """Execute the named job of a pipeline shape (`<shape>_pipeline`) on one partition, in-process:
+    the job the UI launches, with the shape's options (custom step, batch size) as run tags."""
+    from kura_perf.defs.jobs import shape_job_name
+    from kura_perf.defs.partitions import partition_key
+    from kura_perf.defs.resources import KuraPerfResource
+    from kura_perf.definitions import defs
+    from kura_perf.shapes import ShapeSettings
+
+    paths = paths or Paths.from_env()
+    settings = settings or ShapeSettings(shape)
+    job = defs.resolve_job_def(shape_job_name(shape))
+    resources = {**defs.resources, "kura_perf": KuraPerfResource(home=str(paths.root))}
+
+    def launch(instance, tags: dict, run_config: dict):
+        return job.execute_in_process(partition_key=partition_key(scale, profile), instance=instance,
+                                      resources=resources, raise_on_error=False,
+                                      tags={**tags, **settings.tags()}, run_config=run_config)
+
+    return _execute(launch, paths, instance, dagster_log_level)
+
+
+def _execute(launch, paths: Paths, instance, dagster_log_level: str) -> RunOutcome:
+    """Run `launch(instance, tags, run_config)` (a materialize or a job execution) and turn its result,
+    a failure or a Ctrl-C into a RunOutcome with the run's stage records."""
+    from dagster import DagsterInstance
+
+    from kura_perf.defs.instance import prepare_dagster_home, run_tags
+
     invocation = uuid.uuid4().hex
     if instance is None:
         if os.environ.get("DAGSTER_HOME"):  # a fresh home is created and migrated once, under a lock
             prepare_dagster_home(Path(os.environ["DAGSTER_HOME"]))
         instance = DagsterInstance.get()
     try:
-        result = materialize(
-            [*defs.assets, *(defs.asset_checks or [])],
-            selection=selection,
-            partition_key=partition_key(scale, profile),
-            instance=instance,
-            resources=resources,
-            raise_on_error=False,
+        result = launch(
+            instance,
             # The pid tags let a later process see that this run's process died (defs/instance.py).
-            tags={"kura_perf/source": "cli", "kura_perf/invocation": invocation, **run_tags()},
+            {"kura_perf/source": "cli", "kura_perf/invocation": invocation, **run_tags()},
             # Dagster's console logger would print full tracebacks; the CLI shows our progress lines
             # and a one-line reason instead. The event log in DAGSTER_HOME keeps everything.
-            run_config={"loggers": {"console": {"config": {"log_level": dagster_log_level}}},
-                        "ops": {name: {"config": cfg} for name, cfg in (asset_config or {}).items()}},
+            {"loggers": {"console": {"config": {"log_level": dagster_log_level}}}},
         )
     except BaseException as exc:
         if not is_interrupt(exc):
@@ -101,9 +134,8 @@ def _records(paths: Paths, run_id: str) -> list[dict] | None:
         if is_memory_exhaustion(exc):
             return None
         raise
-    if len(records):
-        records["order"] = records["stage"].map({s: i for i, s in enumerate(STAGES)})
-        records = records.sort_values("order").drop(columns="order")
+    if len(records):  # stages run one after another: start time is pipeline order (a custom step included)
+        records = records.sort_values(["started_at", "finished_at"])
     return records.to_dict("records") if len(records) else []
 
 
@@ -112,7 +144,7 @@ def _commit_interrupted(paths: Paths, run_id: str) -> None:
     from kura_perf.store.pending import recover
 
     recover(paths.pending, paths.metrics, skip=lambda rid, stage: rid != run_id)
-    for stage in STAGES:
+    for stage in (*STAGES, "custom_step"):  # a custom shape's step has its own marker
         liveness.clear(paths.running, run_id, stage)
 
 

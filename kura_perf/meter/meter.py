@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -86,6 +87,8 @@ class Meter:
         self.on_unresponsive = on_unresponsive
         self.grace_s = grace_s
         self._fired_at: float | None = None
+        self._delivered_at = 0.0
+        self._previous_hook = None
         self._finished = False
         self.on_sample = on_sample
 
@@ -96,6 +99,22 @@ class Meter:
             return
         self.measurement.guard_reason = reason
         self._fired_at = time.perf_counter()
+        self._deliver()
+
+    # An asynchronous exception that lands inside a garbage-collection callback (a weakref finalizer
+    # of SQLAlchemy's, say) is printed as "ignored" and lost; the stage would then run on until the
+    # hard stop. So while the stage has not finished, the interrupt is sent again this often.
+    REDELIVER_S = 2.0
+
+    def _unraisable(self, unraisable) -> None:
+        """Our own interrupt swallowed by a GC callback: not the user's business (it is sent again);
+        anything else goes to the previous hook."""
+        if unraisable.exc_type is StageInterrupted:
+            return
+        (self._previous_hook or sys.__unraisablehook__)(unraisable)
+
+    def _deliver(self) -> None:
+        self._delivered_at = time.perf_counter()
         ctypes.pythonapi.PyThreadState_SetAsyncExc(
             ctypes.c_ulong(self._target_thread_id), ctypes.py_object(StageInterrupted))
 
@@ -117,6 +136,9 @@ class Meter:
                 self._interrupt(f"memory limit {self.memory_limit_mb:.0f} MB exceeded ({rss:.0f} MB resident)")
             if self.timeout_s and now > self.timeout_s:
                 self._interrupt(f"time limit {self.timeout_s:.0f} s exceeded")
+            if (self._fired_at is not None and not self._finished
+                    and time.perf_counter() - self._delivered_at > self.REDELIVER_S):
+                self._deliver()
             if (self._fired_at is not None and self.on_unresponsive is not None
                     and time.perf_counter() - self._fired_at > self.grace_s):
                 m.wall_s, m.finished_at = now, time.time()
@@ -135,6 +157,8 @@ class Meter:
         if self.enabled:
             m.peak_method = "vmhwm" if memory.reset_peak() else "sampler"
         m.rss_start_mb = memory.rss_mb()
+        self._previous_hook = sys.unraisablehook
+        sys.unraisablehook = self._unraisable
         self._times0 = os.times()
         m.started_at = time.time()
         self._t0 = time.perf_counter()
@@ -168,6 +192,8 @@ class Meter:
         if m.guard_reason:
             # Cancel an interrupt that has not been delivered yet so it cannot strike later code.
             ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(self._target_thread_id), None)
+        if sys.unraisablehook == self._unraisable:
+            sys.unraisablehook = self._previous_hook
         return m
 
     def __exit__(self, exc_type, exc, tb) -> bool:

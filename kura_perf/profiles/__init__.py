@@ -11,9 +11,9 @@ from pydantic import ValidationError
 
 from kura_perf.config import SAFE_NAME, SAFE_NAME_RULE
 from kura_perf.errors import ProfileError
-from kura_perf.profiles.schema import PROBLEM_MARK, ApiConfig, Profile
+from kura_perf.profiles.schema import PROBLEM_MARK, ApiConfig, CustomStep, Profile
 
-__all__ = ["Profile", "ApiConfig", "load_profiles", "get_profile"]
+__all__ = ["Profile", "ApiConfig", "CustomStep", "load_profiles", "get_profile"]
 
 BUILTIN = "profiles.toml"
 
@@ -29,7 +29,9 @@ def _describe(err: dict, source: str, name: str) -> str:
     key = ".".join(str(p) for p in err["loc"]) or "(profile)"
     kind, msg = err["type"], err["msg"]
     if kind == "extra_forbidden":
-        allowed = sorted(Profile.model_fields if len(err["loc"]) == 1 else ApiConfig.model_fields)
+        nested = {"api": ApiConfig, "custom_step": CustomStep}
+        model = Profile if len(err["loc"]) == 1 else nested.get(str(err["loc"][0]), ApiConfig)
+        allowed = sorted(model.model_fields)
         return f"{source}: profile '{name}': unknown key '{key}'; allowed keys: {', '.join(allowed)}"
     if PROBLEM_MARK in msg:  # our own value checks: the message already names key, value and what is allowed
         return f"{source}: profile '{name}': {msg.split(PROBLEM_MARK, 1)[1]}"

@@ -46,6 +46,27 @@ class ApiConfig(BaseModel):
         return value
 
 
+class CustomStep(BaseModel):
+    """A user step inserted after one stage (the custom pipeline shape): `callable` is "module:function",
+    a function StageData -> StageData that takes that stage's output and returns the transformed one."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    callable: str
+    after: Literal["conversations", "summaries", "embeddings", "clusters", "meta_clusters"] = "summaries"
+
+    @field_validator("callable")
+    @classmethod
+    def _module_colon_function(cls, value: str) -> str:
+        module, sep, name = value.partition(":")
+        if not sep or not module.strip() or not name.strip():
+            raise ValueError(f"expected 'module:function', e.g. 'kura_perf.custom_steps:redact_pii'")
+        return value
+
+
+# Keys added after records were first stored: left out of the hash while unset, so profiles that do
+# not use them keep the hash (and the regression history) they always had.
+_HASHED_ONLY_WHEN_SET = ("custom_step",)
 # Who runs the local MiniLM model. "torch" is sentence-transformers (what Kura runs); "onnx" and
 # "onnx-int8" are onnxruntime over an export of the same weights, checked against torch before use
 # (kura_perf/models/onnx_export.py). "api" marks vectors from an API embedding model.
@@ -90,6 +111,7 @@ class Profile(BaseModel):
     min_silhouette: float | None = None
     min_ari: float | None = None
     api: ApiConfig = Field(default_factory=ApiConfig)
+    custom_step: CustomStep | None = None  # the custom pipeline shape's step (a default is used when unset)
 
     @model_validator(mode="after")
     def _resolve_embedding_backend(self) -> "Profile":
@@ -127,6 +149,9 @@ class Profile(BaseModel):
     def content_hash(self) -> str:
         """Identity of what is measured: two runs compare only when this matches (the description does not count)."""
         payload = self.model_dump(exclude={"description", "name"})
+        for key in _HASHED_ONLY_WHEN_SET:
+            if payload.get(key) is None:
+                payload.pop(key, None)
         return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
     def uses_api(self) -> bool:

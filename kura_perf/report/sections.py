@@ -207,6 +207,48 @@ class SectionBuilder:
         s.add(render_table(table, "backends"))
         return s
 
+    def shapes(self) -> Section:
+        from kura_perf.report.shapes_advice import shape_cost_table, shape_totals
+
+        s = Section("shapes", "Pipeline shapes (proposal §2.2): cost per scale")
+        totals = shape_totals(self.data.runs)
+        if totals.empty:
+            s.add(note("No complete run of a pipeline shape yet. Run `kura-perf run --shape minimal|full|custom|"
+                       "streaming --scale 1k` (or the <shape>_pipeline jobs in the UI) to compare them."))
+            return s
+        rows = self.data.runs[self.data.runs["shape"].notna()] if "shape" in self.data.runs else self.data.runs
+        s.provenance = self._provenance(rows, "measured")
+        s.badge = MEASURED_ONLY
+        s.add(paragraph("minimal = conversations → summaries → clusters (embedding included); full = every stage; "
+                        "custom = every stage plus a user step, resumable from per-stage checkpoints; streaming = "
+                        "every stage with conversations, summaries and embeddings in batches."))
+        s.add(render_table(shape_cost_table(totals), "shapes"))
+        return s
+
+    def advisor(self) -> Section:
+        from kura_perf.advisor import ADVICE_SCALES, Limits, NothingFits, advise_runs
+        from kura_perf.report.shapes_advice import advisor_table
+
+        s = Section("advisor", "Which profile at which scale (kura-perf advise)")
+        host = self.data.host.describe() if self.data.host else "unknown host"
+        s.provenance = self._provenance(self.data.runs, "measured at the scale where it was run; projected from "
+                                                       "stopped runs; otherwise from the fitted curves")
+        s.badge = WITH_PROJECTIONS
+        s.add(paragraph("The Pareto front of time, API cost, peak memory and ARI among the recorded full "
+                        "pipelines: a profile is dropped when another is no worse on every figure and better on "
+                        "one. `kura-perf advise --scale 100k --max-hours H --max-cost USD --max-ram GB --min-ari X` "
+                        "adds limits."))
+        for n in ADVICE_SCALES:
+            try:
+                advice = advise_runs(self.data.runs, n, Limits(), host, self.data.metrics_dir)
+            except NothingFits as exc:
+                s.badge = None
+                s.add(note(str(exc)))
+                break
+            s.add(f"<h3>{esc(fmt.conversations(n))} conversations</h3>")
+            s.add(render_table(advisor_table(advice), f"advisor-{n}"))
+        return s
+
     def quality(self) -> Section:
         s = Section("quality", "Clustering quality per hierarchy level")
         levels = self.data.levels
@@ -298,8 +340,8 @@ class SectionBuilder:
 
     def build(self) -> Built:
         order = [self.test_matrix, self.scaling, self.storage, self.timelines, self.memory_theory, self.api,
-                 self.backends, self.quality, self.breaking_points, self.stress, self.hardware, self.history,
-                 self.guidance]
+                 self.backends, self.quality, self.shapes, self.breaking_points, self.stress, self.hardware,
+                 self.advisor, self.history, self.guidance]
         self.built.sections = [make() for make in order]
         from kura_perf.report.usability import usability_sections
 

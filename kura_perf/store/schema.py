@@ -21,6 +21,7 @@ COMPARABILITY = [
 STAGE_RUNS = pa.schema([
     ("record_id", pa.string()),
     ("stage", pa.string()),
+    ("shape", pa.string()),  # minimal | full | custom | streaming (kura_perf/shapes.py); NULL: ad-hoc stages
     ("backend", pa.string()),
     ("profile", pa.string()),
     ("profile_hash", pa.string()),

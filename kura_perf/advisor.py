@@ -1,0 +1,279 @@
+"""Which profile to run at a given scale: the Pareto front of time, cost, memory and quality.
+
+Candidates are the recorded complete pipelines: each profile with its full-pipeline records (runs of
+the full shape or of all stages; the streaming shape counts as its own candidate, minimal and custom
+do not: they do different work). For every stage at the asked scale a figure is
+
+- measured:      a successful record at that scale (the latest one),
+- projected:     a record at that scale stopped at a limit or killed, whose projection the record
+                 carries (`projected_wall_s`, `projection_kind`, `items_done`, when the store has them),
+- interpolated / extrapolated: from the stage's fitted scaling curve (kura_perf/report/fits.py),
+                 inside / outside the measured scales.
+
+A pipeline figure takes the weakest basis of its stages. Candidates that break a limit
+(--max-hours, --max-cost, --max-ram, --min-ari) are dropped with the limit and the figure named; of
+the rest, those another candidate beats on every objective (no slower, no dearer, no bigger, no worse
+ARI, and better on one) are dropped as dominated; what is left is the recommendation. No Dagster here.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from kura_perf.errors import KuraPerfError
+from kura_perf.report import fmt
+from kura_perf.report.fits import EXTRAPOLATED, INTERPOLATED, MEASURED, UNKNOWN, fit_power_law, fit_stage
+from kura_perf.stages.base import STAGES
+
+PROJECTED = "projected"
+BASIS_ORDER = (MEASURED, PROJECTED, INTERPOLATED, EXTRAPOLATED, UNKNOWN)  # strongest first
+CANDIDATE_SHAPES = {None: "full", "full": "full", "streaming": "streaming"}
+STOPPED = ("breaking_point", "died")
+ADVICE_SCALES = (10_000, 100_000)  # what the report shows
+
+
+class NothingFits(KuraPerfError):
+    """No recorded profile meets the limits at the asked scale (the message says why for each)."""
+
+
+def parse_scale(text: str) -> int:
+    """'100k', '1M', '2500', '10K' -> conversations."""
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kKmM]?)\s*", str(text))
+    if not m:
+        raise KuraPerfError(f"--scale: '{text}' is not a number of conversations (e.g. 10k, 100k, 1m, 2500)")
+    n = float(m.group(1)) * {"": 1, "k": 1_000, "m": 1_000_000}[m.group(2).lower()]
+    if n < 1:
+        raise KuraPerfError(f"--scale: '{text}' must be at least 1 conversation")
+    return int(n)
+
+
+@dataclass(frozen=True)
+class Figure:
+    value: float | None
+    basis: str
+    note: str = ""
+
+    def text(self, unit) -> str:
+        return f"{unit(self.value)} ({self.basis})" if self.value is not None else f"— ({self.basis})"
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_hours: float | None = None
+    max_cost: float | None = None
+    max_ram_gb: float | None = None
+    min_ari: float | None = None
+
+    def describe(self) -> str:
+        parts = [f"--max-hours {self.max_hours:g}" if self.max_hours is not None else "",
+                 f"--max-cost {self.max_cost:g}" if self.max_cost is not None else "",
+                 f"--max-ram {self.max_ram_gb:g}" if self.max_ram_gb is not None else "",
+                 f"--min-ari {self.min_ari:g}" if self.min_ari is not None else ""]
+        return " ".join(p for p in parts if p) or "no limits"
+
+
+@dataclass
+class Candidate:
+    profile: str
+    shape: str
+    hours: Figure
+    cost_usd: Figure
+    ram_gb: Figure
+    ari: Figure
+    verdict: str = ""  # recommended | dropped: ...
+    reasons: list[str] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return self.profile if self.shape == "full" else f"{self.profile} ({self.shape})"
+
+    @property
+    def recommended(self) -> bool:
+        return self.verdict == "recommended"
+
+
+@dataclass
+class Advice:
+    scale_n: int
+    limits: Limits
+    candidates: list[Candidate]
+    host: str
+    metrics_dir: Path
+
+    @property
+    def recommended(self) -> list[Candidate]:
+        return [c for c in self.candidates if c.recommended]
+
+    def table(self) -> pd.DataFrame:
+        rows = [{"candidate": c.name, "time": c.hours.text(lambda h: fmt.seconds(h * 3600)),
+                 "cost": c.cost_usd.text(lambda v: f"${v:,.2f}"), "peak RAM": c.ram_gb.text(lambda g: fmt.megabytes(g * 1024)),
+                 "ARI": c.ari.text(lambda v: f"{v:.3f}"), "verdict": c.verdict}
+                for c in self.candidates]
+        return pd.DataFrame(rows, columns=["candidate", "time", "cost", "peak RAM", "ARI", "verdict"])
+
+    def refusal(self) -> str:
+        why = "; ".join(f"{c.name}: {c.verdict.removeprefix('dropped: ')}" for c in self.candidates)
+        hint = "relax a limit, or record" if self.limits.describe() != "no limits" else "record"
+        return (f"no recorded profile fits {fmt.conversations(self.scale_n)} conversations with {self.limits.describe()} "
+                f"on {self.host}: {why}. To get advice, {hint} runs at more scales or of other profiles "
+                "(kura-perf run --scale 1k|10k --profile ...).")
+
+
+def _weakest(bases) -> str:
+    bases = list(bases)
+    return max(bases, key=BASIS_ORDER.index) if bases else UNKNOWN
+
+
+def _num(value) -> float | None:
+    return None if fmt.is_missing(value) else float(value)
+
+
+def _stage_figures(stage_rows: pd.DataFrame, n: int) -> dict:
+    """wall s, peak MB, cost USD and (clusters) ARI of one stage at n, each with its basis."""
+    ok = stage_rows[stage_rows["status"] == "success"].sort_values("finished_at")
+    at_n = ok[ok["scale_n"] == n]
+    if len(at_n):
+        row = at_n.iloc[-1]
+        return {"wall": Figure(_num(row["wall_s"]), MEASURED), "peak": Figure(_num(row["peak_rss_mb"]), MEASURED),
+                "cost": Figure(_num(row.get("cost_usd")) or 0.0, MEASURED), "ari": Figure(_num(row.get("ari")), MEASURED)}
+    stopped = stage_rows[stage_rows["status"].isin(STOPPED) & (stage_rows["scale_n"] == n)].sort_values("finished_at")
+    if len(stopped) and "projected_wall_s" in stopped and not fmt.is_missing(stopped.iloc[-1]["projected_wall_s"]):
+        row = stopped.iloc[-1]
+        kind = row.get("projection_kind") if "projection_kind" in stopped else None
+        done = _num(row.get("items_done")) if "items_done" in stopped else None
+        total = (_num(row.get("items_total")) if "items_total" in stopped else None) or n
+        cost = _num(row.get("cost_usd")) or 0.0
+        if done:
+            cost *= total / done  # the calls it made so far, for every item it had
+        note = f"stopped ({row['status']}); {kind or 'projection'} from {int(done) if done else '?'} items"
+        return {"wall": Figure(_num(row["projected_wall_s"]), PROJECTED, note),
+                "peak": Figure(_num(row["peak_rss_mb"]), PROJECTED, "at least the peak when stopped"),
+                "cost": Figure(cost, PROJECTED, note), "ari": Figure(None, UNKNOWN)}
+    if ok.empty:
+        return {k: Figure(None, UNKNOWN, "no successful record") for k in ("wall", "peak", "cost", "ari")}
+    fit = fit_stage(str(ok["stage"].iloc[0]), ok)
+    wall, peak = fit.wall_at(n), fit.peak_at(n)
+    costs = ok.assign(c=ok["cost_usd"].fillna(0.0))
+    cost_fit = fit_power_law(costs["scale_n"], costs["c"]) if (costs["c"] > 0).any() else None
+    if (costs["c"] <= 0).all():
+        cost = Figure(0.0, wall.basis if wall.value is not None else EXTRAPOLATED, "no API calls")
+    elif cost_fit is not None:
+        cost = Figure(cost_fit.predict(n), cost_fit.basis(n), cost_fit.describe())
+    else:  # one scale with a cost: tokens grow with conversations, so linear
+        largest = costs.sort_values("scale_n").iloc[-1]
+        cost = Figure(float(largest["c"]) * n / float(largest["scale_n"]), EXTRAPOLATED, "linear in conversations")
+    largest = ok[ok["scale_n"] == ok["scale_n"].max()].iloc[-1]
+    ari = _num(largest.get("ari"))
+    ari_fig = Figure(ari, EXTRAPOLATED if ari is not None else UNKNOWN,
+                     f"as measured at {fmt.conversations(largest['scale_n'])}")
+    return {"wall": Figure(wall.value, wall.basis, wall.note), "peak": Figure(peak.value, peak.basis, peak.note),
+            "cost": cost, "ari": ari_fig}
+
+
+def candidate_figures(records: pd.DataFrame, n: int) -> tuple[Figure, Figure, Figure, Figure]:
+    """(hours, USD, peak GB, ARI) of one candidate's full pipeline at n conversations."""
+    per_stage = {stage: _stage_figures(records[records["stage"] == stage], n)
+                 for stage in STAGES if (records["stage"] == stage).any()}
+    missing = [s for s in STAGES if s not in per_stage]
+    if missing:
+        unknown = Figure(None, UNKNOWN, f"no record of {', '.join(missing)}")
+        return unknown, unknown, unknown, per_stage.get("clusters", {}).get("ari", Figure(None, UNKNOWN))
+    walls = [f["wall"] for f in per_stage.values()]
+    peaks = [f["peak"] for f in per_stage.values()]
+    costs = [f["cost"] for f in per_stage.values()]
+
+    def combine(figs, how, scale=1.0):
+        if any(f.value is None for f in figs):
+            return Figure(None, UNKNOWN, "a stage has one measured scale and none at this one, so no curve to project")
+        return Figure(how(f.value for f in figs) * scale, _weakest(f.basis for f in figs))
+
+    return (combine(walls, sum, 1 / 3600), combine(costs, sum), combine(peaks, max, 1 / 1024),
+            per_stage["clusters"]["ari"])
+
+
+def _limit_breaks(c: Candidate, limits: Limits) -> list[str]:
+    out = []
+    checks = [(limits.max_hours, c.hours, "--max-hours", lambda v: fmt.seconds(v * 3600), False),
+              (limits.max_cost, c.cost_usd, "--max-cost", lambda v: f"${v:,.2f}", False),
+              (limits.max_ram_gb, c.ram_gb, "--max-ram", lambda v: fmt.megabytes(v * 1024), False),
+              (limits.min_ari, c.ari, "--min-ari", lambda v: f"{v:.3f}", True)]
+    for limit, figure, flag, unit, at_least in checks:
+        if limit is None:
+            continue
+        if figure.value is None:
+            out.append(f"{flag} {limit:g}: no estimate at this scale ({figure.note or figure.basis})")
+        elif (figure.value < limit) if at_least else (figure.value > limit):
+            out.append(f"breaks {flag} {limit:g} ({'has' if at_least else 'needs'} {unit(figure.value)}, {figure.basis})")
+    return out
+
+
+def _objectives(c: Candidate) -> list[float | None]:
+    """Smaller is better for each; ARI negated. None where unknown (that objective is then not compared)."""
+    ari = None if c.ari.value is None else -c.ari.value
+    return [c.hours.value, c.cost_usd.value, c.ram_gb.value, ari]
+
+
+def _dominates(a: Candidate, b: Candidate) -> bool:
+    pairs = [(x, y) for x, y in zip(_objectives(a), _objectives(b)) if x is not None and y is not None]
+    return bool(pairs) and all(x <= y for x, y in pairs) and any(x < y for x, y in pairs)
+
+
+def _better_on(a: Candidate, b: Candidate) -> str:
+    names = ["faster", "cheaper", "smaller", "better ARI"]
+    return ", ".join(n for n, x, y in zip(names, _objectives(a), _objectives(b))
+                     if x is not None and y is not None and x < y)
+
+
+def choose(candidates: list[Candidate], limits: Limits) -> list[Candidate]:
+    """Mark each candidate recommended or dropped (with why); order: recommended first, by time."""
+    fitting = []
+    for c in candidates:
+        if c.hours.value is None or c.ram_gb.value is None:
+            c.verdict = f"dropped: no estimate: {c.hours.note or c.ram_gb.note}"
+            continue
+        breaks = _limit_breaks(c, limits)
+        if breaks:
+            c.verdict = "dropped: " + "; ".join(breaks)
+        else:
+            fitting.append(c)
+    for c in fitting:
+        better = [o for o in fitting if o is not c and _dominates(o, c)]
+        if better:
+            best = min(better, key=lambda o: o.hours.value)
+            c.verdict = f"dropped: dominated by {best.name} ({_better_on(best, c)})"
+        else:
+            c.verdict = "recommended"
+    inf = math.inf
+    return sorted(candidates, key=lambda c: (not c.recommended, c.hours.value if c.hours.value is not None else inf))
+
+
+def advise(metrics_dir: Path, scale_n: int, limits: Limits = Limits()) -> Advice:
+    """The advice for scale_n from the store's records (the best-covered host, as in the report)."""
+    from kura_perf.report.data import load_report_data
+
+    data = load_report_data(metrics_dir)
+    if data.runs.empty:
+        raise NothingFits(f"no runs recorded in {metrics_dir}: record some first, e.g. "
+                          "kura-perf run --scale 1k --profile offline (and 10k, other profiles)")
+    return advise_runs(data.runs, scale_n, limits, data.host.describe() if data.host else "no host", metrics_dir)
+
+
+def advise_runs(runs: pd.DataFrame, scale_n: int, limits: Limits, host: str, metrics_dir: Path) -> Advice:
+    """The advice from one host's stage records (what the report has loaded already)."""
+    if "shape" not in runs:
+        runs = runs.assign(shape=None)
+    runs = runs.assign(_candidate=runs["shape"].map(lambda s: CANDIDATE_SHAPES.get(None if fmt.is_missing(s) else s)))
+    runs = runs[runs["_candidate"].notna()]
+    candidates = []
+    for (profile, shape), rows in runs.groupby(["profile", "_candidate"], sort=True):
+        hours, cost, ram, ari = candidate_figures(rows, scale_n)
+        candidates.append(Candidate(str(profile), str(shape), hours, cost, ram, ari))
+    if not candidates:
+        raise NothingFits(f"no full-pipeline runs recorded in {metrics_dir} (only minimal or custom shapes): "
+                          "record one with kura-perf run --scale 1k")
+    return Advice(scale_n, limits, choose(candidates, limits), host, Path(metrics_dir))

@@ -1,0 +1,146 @@
+"""The advisor on a hand-made store: its Pareto front, the reasons it gives for dropping the others,
+each figure's basis, and a clear refusal when nothing fits."""
+
+import uuid
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from kura_perf.advisor import Limits, NothingFits, advise, parse_scale
+from kura_perf.cli import main
+from kura_perf.stages.base import STAGES
+from kura_perf.store.schema import STAGE_RUNS
+from kura_perf.store.writer import write_records
+
+T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+LABELS = {1_000: "1k", 10_000: "10k", 100_000: "100k"}
+
+# profile: (wall s per conversation per stage, MB per conversation per stage, ARI, API USD per conversation)
+PROFILES = {
+    "fast-big": (1e-3, 0.1, 0.80, 0.0),     # fastest, but ~9.9 GB at 100K
+    "slow-small": (4e-3, 0.02, 0.70, 0.0),  # slower, ~2 GB
+    "worse": (5e-3, 0.2, 0.60, 0.0),        # slower, bigger and worse than fast-big: dominated
+    "api": (2e-3, 0.01, 0.75, 1e-3),        # quick and small, but $100 at 100K
+}
+
+
+def _records(profile, n, shape="full", status="success", **extra):
+    wall_k, mb_k, ari, usd = PROFILES[profile]
+    run_id = uuid.uuid4().hex
+    out = []
+    for i, stage in enumerate(STAGES):
+        out.append({
+            "record_id": uuid.uuid4().hex, "run_id": run_id, "stage": stage, "shape": shape, "backend": "reference",
+            "profile": profile, "profile_hash": profile, "scale": LABELS[n], "scale_n": n, "status": status,
+            "started_at": T0 + timedelta(minutes=i), "finished_at": T0 + timedelta(minutes=i, seconds=30),
+            "wall_s": wall_k * n, "cpu_user_s": wall_k * n, "rss_start_mb": 100.0, "peak_rss_mb": 100.0 + mb_k * n,
+            "cost_usd": usd * n if stage == "summaries" else None, "ari": ari if stage == "clusters" else None,
+            "metered": True, "host_fingerprint": "host-a", "host_cpu": "Test CPU", "host_cores": 2,
+            "host_ram_gb": 24.0, **extra})
+    return out
+
+
+@pytest.fixture
+def store(tmp_path):
+    metrics = tmp_path / "metrics"
+    for profile in PROFILES:
+        for n in (1_000, 10_000):
+            write_records(metrics, "stage_runs", _records(profile, n))
+    write_records(metrics, "stage_runs", _records("slow-small", 100_000))  # measured at the asked scale
+    write_records(metrics, "stage_runs", _records("fast-big", 1_000, shape="minimal"))  # not a candidate
+    return metrics
+
+
+def _verdicts(advice):
+    return {c.name: c.verdict for c in advice.candidates}
+
+
+def test_the_pareto_front_and_why_the_others_were_dropped(store):
+    advice = advise(store, 100_000)
+    verdicts = _verdicts(advice)
+    assert {c.name for c in advice.recommended} == {"fast-big", "slow-small", "api"}
+    assert verdicts["worse"].startswith("dropped: dominated by fast-big (faster")
+    by_name = {c.name: c for c in advice.candidates}
+    assert by_name["slow-small"].hours.basis == "measured"
+    assert by_name["slow-small"].hours.value == pytest.approx(6 * 4e-3 * 100_000 / 3600)
+    assert by_name["fast-big"].hours.basis == "extrapolated"
+    assert by_name["fast-big"].hours.value == pytest.approx(6 * 1e-3 * 100_000 / 3600, rel=1e-6)
+    assert by_name["fast-big"].ram_gb.value == pytest.approx((100 + 0.1 * 100_000) / 1024, rel=1e-6)
+    assert by_name["api"].cost_usd.value == pytest.approx(100.0, rel=1e-6)
+    assert by_name["api"].ari.value == pytest.approx(0.75)
+    table = advice.table()
+    assert list(table["candidate"][:3]) == ["fast-big", "api", "slow-small"]  # recommended first, by time
+    assert "(measured)" in table.set_index("candidate").loc["slow-small", "time"]
+
+
+def test_limits_drop_candidates_and_name_the_limit(store):
+    advice = advise(store, 100_000, Limits(max_ram_gb=8, max_cost=50))
+    verdicts = _verdicts(advice)
+    assert [c.name for c in advice.recommended] == ["slow-small"]
+    assert verdicts["fast-big"].startswith("dropped: breaks --max-ram 8 (needs 9.9 GB, extrapolated)")
+    assert verdicts["api"] == "dropped: breaks --max-cost 50 (needs $100.00, extrapolated)"
+    assert "breaks --max-ram 8" in verdicts["worse"]
+    assert [c.name for c in advise(store, 100_000, Limits(min_ari=0.78)).recommended] == ["fast-big"]
+
+
+def test_refuses_clearly_when_nothing_fits(store, monkeypatch, capsys):
+    advice = advise(store, 100_000, Limits(max_hours=0.1))
+    assert advice.recommended == []
+    message = advice.refusal()
+    assert "no recorded profile fits 100K conversations with --max-hours 0.1" in message
+    assert "slow-small: breaks --max-hours 0.1 (needs 40.0 min, measured)" in message
+    monkeypatch.setenv("KURA_PERF_HOME", str(store.parent))
+    assert main(["advise", "--scale", "100k", "--max-hours", "0.1"]) == 1
+    err = capsys.readouterr().err
+    assert "no recorded profile fits" in err and "Traceback" not in err
+    assert main(["advise", "--scale", "100k", "--max-ram", "8", "--max-cost", "50"]) == 0
+    assert "recommended: slow-small" in capsys.readouterr().out
+
+
+def test_an_empty_store_and_one_scale_are_refused_with_the_reason(tmp_path):
+    with pytest.raises(NothingFits, match="no runs recorded"):
+        advise(tmp_path / "metrics", 10_000)
+    write_records(tmp_path / "m2", "stage_runs", _records("api", 1_000))
+    advice = advise(tmp_path / "m2", 100_000)
+    assert advice.recommended == [] and "one measured scale" in advice.candidates[0].verdict
+    assert [c.name for c in advise(tmp_path / "m2", 1_000).recommended] == ["api"]  # measured there
+
+
+@pytest.mark.skipif("projected_wall_s" not in STAGE_RUNS.names, reason="the store has no projection columns yet")
+def test_a_run_stopped_at_the_scale_gives_projected_figures(store):
+    stopped = _records("worse", 100_000, status="breaking_point")
+    for r in stopped:
+        r.update(projected_wall_s=r["wall_s"] * 2, projection_kind="linear", items_done=50_000)
+    write_records(store, "stage_runs", stopped)
+    worse = next(c for c in advise(store, 100_000).candidates if c.name == "worse")
+    assert worse.hours.basis == "projected"
+    assert worse.hours.value == pytest.approx(6 * 2 * 5e-3 * 100_000 / 3600)
+
+
+def test_scales_parse():
+    assert [parse_scale(s) for s in ("100k", "1M", "2500", "10K")] == [100_000, 1_000_000, 2500, 10_000]
+    with pytest.raises(Exception, match="not a number"):
+        parse_scale("lots")
+
+
+def test_the_report_compares_shapes_and_shows_the_advice(store, tmp_path):
+    from kura_perf.report.analysis import analyse
+    from kura_perf.report.html import render_section
+    from kura_perf.report.sections import SectionBuilder
+    from kura_perf.report.shapes_advice import shape_totals
+
+    write_records(store, "stage_runs", _records("fast-big", 1_000, shape="custom") + [
+        {**_records("fast-big", 1_000, shape="custom")[0], "stage": "custom_step", "wall_s": 0.5}])
+    from kura_perf.report.data import load_report_data
+
+    totals = shape_totals(load_report_data(store).runs)
+    at_1k = totals[(totals["profile"] == "fast-big") & (totals["scale_n"] == 1_000)].set_index("shape")
+    assert list(at_1k.index) == ["minimal", "full", "custom"]
+    assert at_1k.loc["minimal", "wall_s"] == pytest.approx(4 * 1e-3 * 1_000)
+    assert at_1k.loc["custom", "wall_s"] == pytest.approx(6 * 1e-3 * 1_000 + 0.5)
+    assert at_1k.loc["full", "vs_full"] == pytest.approx(1.0)
+    builder = SectionBuilder(analyse(load_report_data(store)), tmp_path)  # the two sections, without the figures
+    shapes = render_section(builder.shapes())
+    assert "minimal" in shapes and "custom" in shapes and "wall vs full" in shapes
+    advisor = render_section(builder.advisor())
+    assert "100K conversations" in advisor and "10K conversations" in advisor and "dominated by fast-big" in advisor

@@ -1,0 +1,146 @@
+"""Pipeline shapes: each named job materializes the 100 partition and records its shape; the custom
+shape resumes after an injected failure without redoing the stages that had completed."""
+
+import pytest
+from dagster import AssetKey, DagsterInstance
+
+from kura_perf.config import Paths
+from kura_perf.custom_steps import load_step, redact_text
+from kura_perf.defs.launch import run_shape
+from kura_perf.errors import ProfileError
+from kura_perf.outputs import peek_manifest as read_manifest, read_stage
+from kura_perf.profiles import get_profile
+from kura_perf.shapes import CUSTOM_STAGE, SHAPES, ShapeSettings, streaming_supported
+from kura_perf.stages.base import STAGES
+from kura_perf_tests.shape_steps import FLAG_ENV
+
+pytestmark = pytest.mark.slow
+
+# Cheap on purpose: embeddings from the local simulator (no model load), k-means, PCA.
+FAST_PROFILE = """
+[fast]
+description = "shape tests: simulator embeddings, k-means, PCA"
+embedding_model = "openai:text-embedding-3-small"
+embedding_dimension = 32
+projection = "pca"
+clustering = "kmeans"
+clustering_params = { clusters_per_group = 10 }
+[fast.api]
+simulate = true
+simulator = { embeddings = { rpm = 100000, tpm = 100000000, latency_ms = 1, p99_ms = 5 } }
+"""
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    root = tmp_path_factory.mktemp("shapes")
+    profiles = root / "profiles.toml"
+    profiles.write_text(FAST_PROFILE)
+    mp = pytest.MonkeyPatch()
+    mp.setenv("KURA_PERF_HOME", str(root / "data"))
+    mp.setenv("KURA_PERF_PROFILES", str(profiles))
+    with DagsterInstance.ephemeral() as instance:
+        yield Paths.from_env(), instance, root
+    mp.undo()
+
+
+def _stages(outcome):
+    return [r["stage"] for r in outcome.records]
+
+
+@pytest.mark.parametrize("shape", ["minimal", "full"])
+def test_shape_job_materializes_and_records_its_shape(env, shape):
+    paths, instance, _ = env
+    outcome = run_shape(shape, "100", "fast", paths=paths, instance=instance)
+    assert outcome.success, outcome.failure
+    assert _stages(outcome) == list(SHAPES[shape].stages)
+    assert {r["shape"] for r in outcome.records} == {shape}
+    assert all(r["status"] == "success" for r in outcome.records)
+    run = instance.get_run_by_id(outcome.run_id)
+    assert run.job_name == f"{shape}_pipeline"
+    for stage in SHAPES[shape].stages:
+        event = instance.get_latest_materialization_event(AssetKey(stage))
+        assert event.run_id == outcome.run_id and event.asset_materialization.metadata["shape"].value == shape
+    folder = ShapeSettings(shape).folder(paths, "fast", "100")
+    assert (folder == paths.partition_dir("fast", "100")) == (shape == "full")
+    assert all(read_manifest(folder, s) for s in SHAPES[shape].stages)
+    if shape == "minimal":
+        assert read_manifest(folder, "meta_clusters") is None and read_manifest(folder, "projections") is None
+
+
+def test_streaming_shape_passes_the_batch_size_through(env):
+    paths, instance, _ = env
+    settings = ShapeSettings("streaming", stream_batch_size=40)
+    outcome = run_shape("streaming", "100", "fast", paths=paths, instance=instance, settings=settings)
+    if streaming_supported():  # the matrix-streaming work has landed: batched stages, full pipeline
+        assert outcome.success, outcome.failure
+        assert _stages(outcome) == list(STAGES)
+        assert {r["shape"] for r in outcome.records} == {"streaming"}
+        plain = get_profile("fast").content_hash()
+        assert {r["profile_hash"] for r in outcome.records} == {settings.effective_profile(get_profile("fast"))
+                                                                .content_hash()} != {plain}
+    else:  # refused with the missing key named, and the failure is recorded with its shape
+        assert not outcome.success and "stream_batch_size" in outcome.failure
+        assert [(r["stage"], r["status"], r["shape"]) for r in outcome.records] == \
+            [("conversations", "failed", "streaming")]
+
+
+def _mtimes(folder, stages):
+    return {s: (folder / f"{s}.manifest.json").stat().st_mtime_ns for s in stages}
+
+
+def test_custom_shape_resumes_after_a_failure_without_redoing_completed_stages(env, monkeypatch):
+    paths, instance, root = env
+    flag = root / "fail-now"
+    flag.touch()
+    monkeypatch.setenv(FLAG_ENV, str(flag))
+    settings = ShapeSettings("custom", custom_step="kura_perf_tests.shape_steps:flaky_redact", custom_after="summaries")
+    folder = settings.folder(paths, "fast", "100")
+
+    first = run_shape("custom", "100", "fast", paths=paths, instance=instance, settings=settings)
+    assert not first.success and "injected failure" in first.failure
+    assert [(r["stage"], r["status"]) for r in first.records] == \
+        [("conversations", "success"), ("summaries", "success"), (CUSTOM_STAGE, "failed")]
+    done = _mtimes(folder, ["conversations", "summaries"])
+    assert read_manifest(folder, "summaries")["checkpoint"]["custom_step"] is None  # not yet transformed
+    assert read_manifest(folder, "embeddings") is None
+
+    flag.unlink()
+    second = run_shape("custom", "100", "fast", paths=paths, instance=instance, settings=settings)
+    assert second.success, second.failure
+    assert _stages(second) == [CUSTOM_STAGE, *STAGES[2:]]  # conversations and summaries were not redone
+    assert {r["shape"] for r in second.records} == {"custom"}
+    assert _mtimes(folder, ["conversations"]) == {"conversations": done["conversations"]}
+    step = next(r for r in second.records if r["stage"] == CUSTOM_STAGE)
+    assert step["items_in"] == step["items_out"] == 100 and step["backend"] == "custom"
+    summaries = read_manifest(folder, "summaries")["checkpoint"]
+    assert summaries["custom_step"] == settings.custom_step
+    assert read_manifest(folder, "embeddings")["checkpoint"]["inputs"] == {"summaries": summaries["nonce"]}
+
+    after_second = _mtimes(folder, STAGES)
+    third = run_shape("custom", "100", "fast", paths=paths, instance=instance, settings=settings)
+    assert third.success and third.records == []  # every stage reused its checkpoint
+    assert _mtimes(folder, STAGES) == after_second
+    materialized = instance.get_latest_materialization_event(AssetKey("clusters"))
+    assert materialized.run_id == third.run_id and "clusters" in materialized.asset_materialization.metadata["resumed"].value
+
+
+def test_redaction_masks_pii_and_keeps_rows():
+    text, n = redact_text("mail jane.doe@example.com or call +1 (555) 123-4567, see https://x.io/a and 10.0.0.1")
+    assert n == 4 and "[EMAIL]" in text and "[PHONE]" in text and "[URL]" in text and "[IP]" in text
+    assert "example.com" not in text and "555" not in text
+
+
+def test_bad_custom_steps_are_refused_with_the_setting_named(env):
+    with pytest.raises(ProfileError, match="no attribute 'nope'"):
+        load_step("kura_perf.custom_steps:nope")
+    with pytest.raises(ProfileError, match="cannot import module"):
+        load_step("no_such_module_xyz:f")
+    with pytest.raises(ProfileError, match="custom_after"):
+        ShapeSettings("custom", custom_after="projections")
+    with pytest.raises(ProfileError, match="module:function"):
+        ShapeSettings("custom", custom_step="nocolon").effective_profile(get_profile("fast"))
+    paths, instance, _ = env
+    settings = ShapeSettings("custom", custom_step="kura_perf_tests.shape_steps:drops_a_table")
+    outcome = run_shape("custom", "100", "fast", paths=paths, instance=instance, settings=settings)
+    assert not outcome.success and "changed the output's parts" in outcome.failure
