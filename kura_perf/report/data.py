@@ -104,6 +104,19 @@ def _same_host(df: pd.DataFrame, fingerprint) -> pd.Series:
     return df["host_fingerprint"] == fingerprint
 
 
+def current_configuration(df: pd.DataFrame) -> pd.DataFrame:
+    """Each profile's records of its configuration as last run. A profile whose parameters changed
+    (another profile_hash under the same name) must not have its old and new runs averaged into one
+    figure: the earlier configuration's records are history, left out of the tables."""
+    if df is None or df.empty or "profile_hash" not in df or "profile" not in df:
+        return df
+    order = "finished_at" if "finished_at" in df else None
+    ordered = df.sort_values(order) if order else df
+    latest = ordered.dropna(subset=["profile_hash"]).groupby("profile")["profile_hash"].last()
+    keep = df["profile_hash"].isna() | (df["profile_hash"] == df["profile"].map(latest))
+    return df[keep]
+
+
 def load_report_data(metrics_dir: Path) -> ReportData:
     """Every record the report needs, from the store's views, narrowed to the best-covered host."""
     # Successful runs with metering off (`--no-meter`, used to measure the meter's cost) carry no
@@ -116,7 +129,8 @@ def load_report_data(metrics_dir: Path) -> ReportData:
     checks = query(metrics_dir, "SELECT * FROM check_results ORDER BY checked_at")
     levels = query(metrics_dir, "SELECT * FROM quality_by_level")
     fingerprint = _choose_host(all_runs)
-    runs = all_runs[_same_host(all_runs, fingerprint)].reset_index(drop=True) if len(all_runs) else all_runs
+    runs = all_runs[_same_host(all_runs, fingerprint)] if len(all_runs) else all_runs
+    runs = current_configuration(runs).reset_index(drop=True) if len(runs) else runs
     host_sweeps = sweeps[_same_host(sweeps, fingerprint)] if len(sweeps) else sweeps
     return ReportData(
         metrics_dir=Path(metrics_dir),
@@ -127,7 +141,8 @@ def load_report_data(metrics_dir: Path) -> ReportData:
         total_records=len(all_runs),
         other_host_records=len(all_runs) - len(runs),
         stress=stress,
-        levels=(levels[_same_host(levels, fingerprint)] if len(levels) else levels).reset_index(drop=True),
+        levels=(current_configuration(levels[_same_host(levels, fingerprint)]) if len(levels)
+                else levels).reset_index(drop=True),
     )
 
 
