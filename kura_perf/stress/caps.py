@@ -97,11 +97,7 @@ def memory_cap(limit_mb: int, parent: Path | None = None, v1_parent: Path | bool
         (group / "memory.max").write_text(str(limit))
         with contextlib.suppress(OSError):
             (group / "memory.swap.max").write_text("0")  # no swap: the cap is the cap
-        procs = str(group / "cgroup.procs")
-
-        def join_group() -> None:
-            with open(procs, "w") as f:
-                f.write(str(os.getpid()))
+        join_group = _joiner(group / "cgroup.procs")
 
         def events() -> dict:
             try:
@@ -113,6 +109,15 @@ def memory_cap(limit_mb: int, parent: Path | None = None, v1_parent: Path | bool
         yield Cap("cgroup v2 memory.max", join_group, f"cgroup v2 {group} memory.max {limit_mb} MB", events)
     finally:
         _remove_cgroup(group)
+
+
+def _joiner(procs: Path):
+    """The pre-exec step that moves the child into the cgroup (v1 and v2 both take a pid in cgroup.procs)."""
+    def join_group() -> None:
+        with open(procs, "w") as f:
+            f.write(str(os.getpid()))
+
+    return join_group
 
 
 def cgroup_memory_available() -> bool:
@@ -140,11 +145,7 @@ def _cgroup1_cap(root: Path, limit: int, limit_mb: int) -> Iterator[Cap]:
         (group / "memory.limit_in_bytes").write_text(str(limit))
         with contextlib.suppress(OSError):
             (group / "memory.memsw.limit_in_bytes").write_text(str(limit))  # no swap beyond the cap
-        procs = str(group / "cgroup.procs")
-
-        def join_group() -> None:
-            with open(procs, "w") as f:
-                f.write(str(os.getpid()))
+        join_group = _joiner(group / "cgroup.procs")
 
         def events() -> dict:
             try:
