@@ -31,8 +31,27 @@ simulator = { embeddings = { rpm = 100000, tpm = 100000000, latency_ms = 1, p99_
 """
 
 
+# The partitions are fixed when kura_perf.definitions is first imported (from the profiles source at
+# that moment). When another test module imported it first, the `fast` profile is not a partition in
+# this process: these tests then run once in a fresh interpreter instead (test_shapes_in_a_fresh_process).
+IN_CHILD = "KURA_PERF_SHAPES_CHILD"
+
+
+def _definitions_already_imported() -> bool:
+    import sys
+
+    return "kura_perf.definitions" in sys.modules
+
+
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
+    import os
+
+    if _definitions_already_imported() and not os.environ.get(IN_CHILD):
+        from kura_perf.defs.partitions import profile_partitions
+
+        if "fast" not in profile_partitions.get_partition_keys():
+            pytest.skip("the partitions were fixed by an earlier import: covered by test_shapes_in_a_fresh_process")
     root = tmp_path_factory.mktemp("shapes")
     profiles = root / "profiles.toml"
     profiles.write_text(FAST_PROFILE)
@@ -144,3 +163,24 @@ def test_bad_custom_steps_are_refused_with_the_setting_named(env):
     settings = ShapeSettings("custom", custom_step="kura_perf_tests.shape_steps:drops_a_table")
     outcome = run_shape("custom", "100", "fast", paths=paths, instance=instance, settings=settings)
     assert not outcome.success and "changed the output's parts" in outcome.failure
+
+
+def test_shapes_in_a_fresh_process():
+    """This module's tests in an interpreter where the `fast` profile is a partition (see env)."""
+    import os
+    import subprocess
+    import sys
+
+    if os.environ.get(IN_CHILD) or not _definitions_already_imported():
+        pytest.skip("already running where the partitions include `fast`")
+    from kura_perf.defs.partitions import profile_partitions
+
+    if "fast" in profile_partitions.get_partition_keys():
+        pytest.skip("the partitions include `fast` in this process: the tests above ran here")
+    env = {**os.environ, IN_CHILD: "1"}
+    env.pop("KURA_PERF_PROFILES", None)
+    out = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__,
+                          "-k", "not test_shapes_in_a_fresh_process"],
+                         capture_output=True, text=True, env=env, timeout=1800)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-2000:]
+    assert " passed" in out.stdout and " skipped" not in out.stdout.splitlines()[-1]

@@ -36,7 +36,9 @@ def _run_rowwise(profile, paths):
 
 def test_streamed_outputs_equal_the_all_at_once_outputs(tmp_path):
     paths = Paths(tmp_path)
-    whole = get_profile("offline")
+    # torch: its vectors do not depend on which texts share a batch; dynamic int8 ONNX (the offline
+    # default) quantises per batch, so its streamed vectors differ by up to ~2e-2 (README "Embedding backends").
+    whole = get_profile("torch").model_copy(update={"name": "offline"})
     streamed = whole.model_copy(update={"name": "offline-batched", "stream_batch_size": 32})  # 4 batches, last short
     whole_records = _run_rowwise(whole, paths)
     records = _run_rowwise(streamed, paths)

@@ -23,8 +23,10 @@ class ReferenceBackend:
 
     def __init__(self, profile: Profile, paths: Paths | None = None, onnx_min_cosine: float | None = None):
         self.profile = profile
-        self.models = ModelFactory(profile, model_cache=paths.model_cache if paths else None,
-                                   onnx_min_cosine=onnx_min_cosine)
+        # A caller that names no data root (a library user, a test) gets the default one, read once here
+        # at the edge: the ONNX backends need its model_cache for their checked exports.
+        paths = paths or Paths.from_env()
+        self.models = ModelFactory(profile, model_cache=paths.model_cache, onnx_min_cosine=onnx_min_cosine)
         self._setup: dict[str, dict] = {}  # per stage: what prepare() did and measured
 
     def prepare(self, stage: str, read_upstream) -> None:
