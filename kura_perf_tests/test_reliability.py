@@ -196,7 +196,8 @@ def test_live_stage_is_left_alone(kp_home):
 
 @pytest.mark.parametrize("how", ["dead pid", "pid reused"])
 def test_dead_stage_becomes_a_died_record_with_peak_progress_and_projection(kp_home, how):
-    identity = {"pid": _dead_pid()} if how == "dead pid" else {"pid_started": time.time() - 10_000}
+    identity = ({"pid": _dead_pid()} if how == "dead pid"
+                else {"pid_since_boot": liveness.process_identity()["pid_since_boot"] + 3.0})
     _marker(kp_home, **identity)
     deaths = liveness.reap(kp_home)
     assert [(d.run_id, d.stage) for d in deaths] == [("r1", "embeddings")]
@@ -209,6 +210,16 @@ def test_dead_stage_becomes_a_died_record_with_peak_progress_and_projection(kp_h
     assert "died after 7.0 s" in row["error_message"] and "300/1000" in row["error_message"]
     assert not list((kp_home / "metrics_running").rglob("*.json*"))
     assert liveness.reap(kp_home) == []  # once only
+
+
+def test_a_wall_clock_step_does_not_make_a_live_stage_look_dead(kp_home):
+    """Linux's boot time (hence psutil's epoch create_time) moves when the clock is stepped; the
+    start time since boot does not. A live process must survive both kinds of marker."""
+    me = liveness.process_identity()
+    _marker(kp_home, run_id="r1", pid_started=me["pid_started"] + 7.0)  # clock stepped 7 s since the marker
+    _marker(kp_home, run_id="r2", pid_started=me["pid_started"] - 7.0, pid_since_boot=None)  # an older marker
+    assert liveness.reap(kp_home) == []
+    assert liveness.is_gone({**me, "pid_since_boot": None, "pid_started": me["pid_started"] - 10_000}) is True
 
 
 def test_a_stage_that_saved_its_record_before_dying_keeps_that_record(kp_home):

@@ -32,8 +32,8 @@ telemetry:
 """
 READY = ".kura-perf-initialised"
 # Tags a CLI run carries so a later process can tell whether the process that ran it is gone.
-PID_TAGS = {"pid": "kura_perf/pid", "pid_started": "kura_perf/pid_started", "host": "kura_perf/host",
-            "boot_id": "kura_perf/boot_id"}
+PID_TAGS = {"pid": "kura_perf/pid", "pid_started": "kura_perf/pid_started",
+            "pid_since_boot": "kura_perf/pid_since_boot", "host": "kura_perf/host", "boot_id": "kura_perf/boot_id"}
 
 
 def prepare_dagster_home(home: Path) -> Path:

@@ -45,10 +45,37 @@ def _boot_id() -> str | None:
 
 
 def process_identity(pid: int | None = None) -> dict:
-    """What tells this process apart from any later one with the same pid."""
+    """What tells this process apart from any later one with the same pid.
+
+    pid_since_boot is the start time in seconds after boot (/proc/<pid>/stat's starttime): it never
+    changes. pid_started (epoch seconds) is boot time + that, and the boot time Linux reports moves
+    whenever the wall clock is stepped (seen here: a live 50K run judged "pid reused" after a clock
+    correction), so it is kept for display and for markers written before pid_since_boot existed."""
     pid = pid or os.getpid()
-    return {"pid": pid, "pid_started": psutil.Process(pid).create_time(), "host": socket.gethostname(),
-            "boot_id": _boot_id()}
+    return {"pid": pid, "pid_started": psutil.Process(pid).create_time(), "pid_since_boot": _since_boot(pid),
+            "host": socket.gethostname(), "boot_id": _boot_id()}
+
+
+def _since_boot(pid: int) -> float | None:
+    """Seconds from boot to the process's start (field 22 of /proc/<pid>/stat, in clock ticks); None
+    off Linux. Raises psutil.NoSuchProcess when the process is gone, as psutil would."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        if Path("/proc/self/stat").exists():
+            raise psutil.NoSuchProcess(pid) from None
+        return None
+    except OSError:
+        return None
+    fields = stat[stat.rindex(")") + 2:].split()  # after "pid (comm) ": comm may hold spaces and ')'
+    return int(fields[19]) / os.sysconf("SC_CLK_TCK")
+
+
+# Start times read from /proc are in clock ticks (1/100 s): the same process always reads the same.
+SAME_START_S = 0.05
+# Epoch start times move with the wall clock (NTP steps, a VM's clock catching up): only a gap far
+# beyond any clock correction means another process (pids are reused only after wrapping around).
+SAME_START_EPOCH_S = 120.0
 
 
 def is_gone(identity: dict) -> bool | None:
@@ -61,7 +88,11 @@ def is_gone(identity: dict) -> bool | None:
         proc = psutil.Process(int(identity["pid"]))
         if proc.status() == psutil.STATUS_ZOMBIE:
             return True
-        return abs(proc.create_time() - float(identity["pid_started"])) > 1.0  # pid reused by a later process
+        if identity.get("pid_since_boot") is not None:  # the same boot (checked above): exact
+            since_boot = _since_boot(proc.pid)
+            if since_boot is not None:
+                return abs(since_boot - float(identity["pid_since_boot"])) > SAME_START_S
+        return abs(proc.create_time() - float(identity["pid_started"])) > SAME_START_EPOCH_S  # pid reused
     except psutil.NoSuchProcess:
         return True
     except (psutil.Error, KeyError, TypeError, ValueError):
