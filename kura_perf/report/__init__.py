@@ -12,13 +12,13 @@ the user's own files and the folder's mode are left alone.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import tempfile
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
+from kura_perf.atomic import atomic_write_text, publish
 from kura_perf.config import Paths
 
 __all__ = ["ReportResult", "build_report"]
@@ -59,7 +59,7 @@ def build_report(paths: Paths, out_dir: Path | None = None) -> ReportResult:
         _refuse_to_overwrite_foreign(out_dir, written, owned)
         _write_manifest(out_dir, sorted(owned | set(written)))  # a crash while moving still knows both sets
         for name in sorted(written, key=lambda n: n == INDEX):  # index.html last: it names the figures
-            os.replace(staging / name, out_dir / name)
+            publish(staging / name, out_dir / name, durable=False)  # a report can be rebuilt
         for stale in owned - set(written):
             (out_dir / stale).unlink(missing_ok=True)
         _write_manifest(out_dir, written)
@@ -100,9 +100,7 @@ def _refuse_to_overwrite_foreign(out_dir: Path, names: list[str], owned: set[str
 
 
 def _write_manifest(out_dir: Path, names: list[str]) -> None:
-    tmp = out_dir / f".{MANIFEST}.tmp"
-    tmp.write_text(json.dumps({"files": names}, indent=1))
-    os.replace(tmp, out_dir / MANIFEST)
+    atomic_write_text(out_dir / MANIFEST, json.dumps({"files": names}, indent=1))
 
 
 def _render(data, folder: Path) -> ReportResult:
