@@ -158,21 +158,9 @@ def _render(data, folder: Path) -> ReportResult:
 
 
 def _summary_html(headline, guidance: list[str], host: str, data) -> str:
-    from kura_perf.report.html import esc, render_table
+    from kura_perf.report.html import render_summary
 
-    others = ""
-    if data.other_host_records:
-        others = (f'<p class="legend">{data.other_host_records} record(s) from other hosts are left out: figures '
-                  "from different machines are not comparable.</p>")
-    if not headline.rows:
-        return (f"<h2 id=\"summary\">Summary</h2><div class=\"prov\"><div><b>Host:</b> {esc(host)}</div></div>{others}"
-                '<div class="note">No stage has succeeded yet on this host: every record so far failed or was '
-                'stopped. See <a href="#breaking">breaking points and failures</a> for the causes.</div>')
-    bullets = "".join(f"<li>{p}</li>" for p in guidance[:3])
-    more = '<p class="legend"><a href="#guidance">All scaling guidance ↓</a></p>' if len(guidance) > 3 else ""
-    return (f"<h2 id=\"summary\">Summary</h2><div class=\"prov\"><div><b>Host:</b> {esc(host)}</div></div>{others}"
-            + render_table(headline, "headline")
-            + (f'<ul class="guidance">{bullets}</ul>{more}' if bullets else ""))
+    return render_summary(host, headline if headline.rows else None, guidance, data.other_host_records)
 
 
 REPORT_FILES = (".html", ".png")
