@@ -112,3 +112,16 @@ def test_derived_models_live_under_the_data_root_unless_shared(tmp_path, monkeyp
     assert cache.onnx_exports_dir(Paths(tmp_path).model_cache) == tmp_path / "model_cache" / "onnx"
     monkeypatch.setenv(cache.MODEL_CACHE_ENV, str(tmp_path / "shared"))
     assert Paths(tmp_path / "other").model_cache == Path(tmp_path / "shared")
+
+
+def test_kuras_sentence_transformer_is_loaded_once_per_path_and_batch_size():
+    pytest.importorskip("kura.embedding")
+    from kura_perf.backends.kura_models import KURA_ST_KIND, _sentence_transformer
+    from kura_perf.models.sentence_transformer import default_model_path
+
+    path = default_model_path()
+    model = _sentence_transformer(path, 32)
+    assert _sentence_transformer(path, 32) is model
+    other = _sentence_transformer(path, 7)
+    assert other is not model and other._model_batch_size == 7
+    assert cache.load_count(KURA_ST_KIND, (path, 32)) == cache.load_count(KURA_ST_KIND, (path, 7)) == 1
