@@ -6,6 +6,11 @@ a temp name; a write that fails for any reason (disk full, a kill signal turned 
 a bug in the writer) removes its temp file, so a full disk is not kept full by our own debris. The
 size returned is the size of the file THIS call wrote (read from the temp before the rename), so
 a figure never describes a file another process renamed into place a moment later.
+
+Every rename in the package goes through here (kura_perf_tests/test_atomic_writes.py holds it so):
+`atomic_write` for a file written in one go, `publish` for a temp file or folder its writer filled over
+time (a stream of batches, a staged report, a checked ONNX export), `claim` for taking a file no other
+process may take too (a pending record to commit, a marker to reap).
 """
 
 from __future__ import annotations
@@ -37,7 +42,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], object], durab
             if durable:
                 os.fsync(f.fileno())
             size = os.fstat(f.fileno()).st_size
-        os.replace(tmp, path)
+        publish(tmp, path, durable=False)
     except BaseException:
         try:
             tmp.unlink(missing_ok=True)
@@ -47,6 +52,27 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], object], durab
     if durable:
         _fsync_dir(path.parent)
     return size
+
+
+def publish(tmp: str | os.PathLike, path: str | os.PathLike, durable: bool = True) -> None:
+    """Rename a finished temp file or folder to `path` (replacing a file; a folder only replaces an empty
+    one), so readers see none of it or all of it. The writer fsyncs what it wrote; durable=True also
+    makes the rename itself survive a crash."""
+    os.replace(tmp, path)
+    if durable:
+        _fsync_dir(Path(path).parent)
+
+
+def claim(path: str | os.PathLike, tag: str) -> Path | None:
+    """Rename `path` to a sibling only this process knows (<name>.<tag>-<pid>-<random>): of several
+    processes taking the same file, exactly one gets it. None when another took it first."""
+    path = Path(path)
+    claimed = path.with_name(f"{path.name}.{tag}-{os.getpid()}-{uuid.uuid4().hex[:6]}")
+    try:
+        os.replace(path, claimed)
+    except FileNotFoundError:
+        return None
+    return claimed
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes, durable: bool = True) -> int:

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from kura_perf.errors import KuraPerfError
+from kura_perf.proposal import CONCURRENCY_LEVELS
 
 STAGE_COLUMNS = ["stage", "status", "items_in", "items_out", "skipped_records", "wall_s", "cpu_s", "peak_rss_mb",
                  "items_per_s", "model_items_per_s", "bytes_written", "n_clusters", "api_calls", "api_429s", "cost_usd"]
@@ -337,7 +338,7 @@ def build_parser() -> argparse.ArgumentParser:
     sweep = sub.add_parser("sweep", help="API stages at several concurrency levels (API profiles)")
     sweep.add_argument("--scale", default="1k")
     sweep.add_argument("--profile", default="simulated-openai")
-    sweep.add_argument("--levels", type=int, nargs="+", default=[1, 5, 10, 20, 50])
+    sweep.add_argument("--levels", type=int, nargs="+", default=list(CONCURRENCY_LEVELS))
     sweep.add_argument("--items", type=int, default=200, help="conversations per level")
     sweep.set_defaults(func=cmd_sweep)
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kura_perf.location import Location, resolve
+from kura_perf.models.cache import derived_models_dir
 
 # Profile and scale names become folder names (storage/<profile>/<scale>/): one path component of
 # letters, digits, '.', '_' and '-', starting with a letter or digit (so never '.', '..' or '/').
@@ -26,8 +27,6 @@ def check_safe_name(kind: str, name: str) -> str:
         raise KuraPerfError(f"{kind} name {name!r} is not allowed: use {SAFE_NAME_RULE}")
     return name
 
-
-MODEL_CACHE_ENV = "KURA_PERF_MODEL_CACHE"
 
 
 @dataclass(frozen=True)
@@ -70,9 +69,9 @@ class Paths:
 
     @property
     def model_cache(self) -> Path:
-        """Models derived once per machine from shipped weights (ONNX exports), reused by every run.
-        KURA_PERF_MODEL_CACHE shares one cache between data roots (the test suite does)."""
-        return Path(os.environ.get(MODEL_CACHE_ENV) or self.root / "model_cache")
+        """Models derived once per machine from shipped weights (ONNX exports), reused by every run
+        (kura_perf/models/cache.py; KURA_PERF_MODEL_CACHE shares one between data roots)."""
+        return derived_models_dir(self.root)
 
     @property
     def running(self) -> Path:

@@ -1,13 +1,14 @@
-"""The scale partitions: label -> number of conversations."""
+"""The scale partitions: label -> number of conversations, the proposal's §1.1 volumes (kura_perf/proposal.py)."""
 
-SCALES: dict[str, int] = {
-    "100": 100,
-    "1k": 1_000,
-    "5k": 5_000,
-    "10k": 10_000,
-    "50k": 50_000,
-    "100k": 100_000,
-}
+from kura_perf.proposal import CONVERSATION_VOLUMES
+
+
+def scale_label(n: int) -> str:
+    """100 -> "100", 1,000 -> "1k", 50,000 -> "50k": the partition key (and folder name) of a volume."""
+    return f"{n // 1_000}k" if n >= 1_000 and n % 1_000 == 0 else str(n)
+
+
+SCALES: dict[str, int] = {scale_label(n): n for n in CONVERSATION_VOLUMES}
 
 
 def scale_count(label: str) -> int:

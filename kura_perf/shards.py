@@ -30,6 +30,7 @@ import numpy as np
 import pandas as pd
 
 from kura_perf import outputs
+from kura_perf.atomic import atomic_write_text
 from kura_perf.backends import get_backend
 from kura_perf.errors import StageError
 from kura_perf.meter import Meter
@@ -98,12 +99,11 @@ def stale_after_s() -> float:
     return float(os.environ.get(STALE_ENV, DEFAULT_STALE_S))
 
 
-def _write_json(path, body: dict) -> None:
+def _write_json(path, body: dict, durable: bool = True) -> None:
+    """durable=False for heartbeats: rewritten every few seconds, worthless after a reboot."""
     text = json.dumps(body, default=lambda v: v.isoformat() if isinstance(v, datetime) else str(v))
     if hasattr(path, "with_name"):  # local: readers never see half a file
-        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:6]}.tmp")
-        tmp.write_text(text)
-        os.replace(tmp, path)
+        atomic_write_text(path, text, durable=durable)
     else:  # an object store PUT is whole or absent
         path.write_text(text)
 
@@ -185,7 +185,7 @@ class _Heartbeat:
 
     def _beat(self) -> None:
         self.body["beat_at"] = datetime.now(timezone.utc).isoformat()
-        _write_json(self.marker, self.body)
+        _write_json(self.marker, self.body, durable=False)
 
     def _run(self) -> None:
         while not self._stop.wait(HEARTBEAT_S):

@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from kura_perf import outputs
-from kura_perf.atomic import atomic_write, temp_name
+from kura_perf.atomic import atomic_write, publish, temp_name
 from kura_perf.errors import StageError
 from kura_perf.meter.api import ApiCounters
 from kura_perf.outputs import StageData
@@ -130,7 +130,7 @@ class StreamedOutput:
             os.fsync(target.handle.fileno())
             size = os.fstat(target.handle.fileno()).st_size  # this writer's file, as atomic_write counts it
             target.handle.close()
-            os.replace(target.tmp, outputs.file_path(self.folder, self.stage, key, ".npy"))
+            publish(target.tmp, outputs.file_path(self.folder, self.stage, key, ".npy"))
             sizes[outputs.file_path(self.folder, self.stage, key, ".npy").name] = size
         arrays = list(self._arrays)
         self._arrays.clear()

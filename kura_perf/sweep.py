@@ -16,8 +16,9 @@ from kura_perf.errors import KuraPerfError
 from kura_perf.meter.api import latency_percentiles
 from kura_perf.meter.host import code_version, host_info
 from kura_perf.profiles import Profile
+from kura_perf.proposal import CONCURRENCY_LEVELS
 
-DEFAULT_LEVELS = (1, 5, 10, 20, 50)
+DEFAULT_LEVELS = CONCURRENCY_LEVELS  # the proposal's §1.1 levels
 SWEEP_EMBEDDING_BATCH = 8  # small batches, so that even a short sample has many requests to overlap
 
 

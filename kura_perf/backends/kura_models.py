@@ -15,13 +15,13 @@ SDK's own timeout and retries (api.timeout_s and api.max_retries do not reach th
 from __future__ import annotations
 
 import os
-import threading
 from importlib import metadata
 
 import numpy as np
 
 from kura_perf.errors import ProfileError, StageError
-from kura_perf.backends.built_once import BuiltOnce
+from kura_perf.models import cache
+from kura_perf.models.cache import BuiltOnce
 from kura_perf.profiles import Profile
 
 INSTALL_HINT = "pip install 'kura_perf[kura]'"
@@ -29,8 +29,7 @@ KURA_CLUSTERING = ("kmeans", "hdbscan")
 # Kura's OpenAIEmbeddingModel sends no `dimensions`, so it always gets the model's native size.
 NATIVE_DIMENSIONS = {"text-embedding-3-small": 1536, "text-embedding-3-large": 3072, "text-embedding-ada-002": 1536}
 
-_ST_MODELS: dict[tuple[str, int], object] = {}
-_ST_LOCK = threading.Lock()
+KURA_ST_KIND = "kura-sentence-transformer"  # the process cache's key: (this kind, (path, batch size))
 
 
 def require_kura(profile: Profile) -> str:
@@ -83,13 +82,12 @@ def _sentence_transformer(path: str, batch_size: int):
     so each stage measures embedding, not model loading. It holds no client or loop state."""
     from kura.embedding import SentenceTransformerEmbeddingModel
 
-    with _ST_LOCK:
-        key = (path, batch_size)
-        if key not in _ST_MODELS:
-            os.environ["HF_HUB_OFFLINE"] = "1"  # a local path; never try the Hub
-            os.environ["TRANSFORMERS_OFFLINE"] = "1"
-            _ST_MODELS[key] = SentenceTransformerEmbeddingModel(model_name=path, model_batch_size=batch_size)
-        return _ST_MODELS[key]
+    def load():
+        os.environ["HF_HUB_OFFLINE"] = "1"  # a local path; never try the Hub
+        os.environ["TRANSFORMERS_OFFLINE"] = "1"
+        return SentenceTransformerEmbeddingModel(model_name=path, model_batch_size=batch_size)
+
+    return cache.shared(KURA_ST_KIND, (path, batch_size), load)
 
 
 class KuraModels(BuiltOnce):

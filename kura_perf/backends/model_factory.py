@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 
 from kura_perf.errors import ProfileError
-from kura_perf.backends.built_once import BuiltOnce
+from kura_perf.models.cache import BuiltOnce
 from kura_perf.profiles import Profile
 
 # Set by the API-simulator resource / CLI for profiles with api.simulate = true.
@@ -68,8 +68,7 @@ class ModelFactory(BuiltOnce):
         return self._once("embed:torch", lambda: SentenceTransformerEmbedding(batch_size=self.profile.batch_size))
 
     def _onnx_minilm(self, backend: str):
-        from pathlib import Path
-
+        from kura_perf.models.cache import onnx_exports_dir
         from kura_perf.models.onnx_embedding import OnnxEmbedding, OnnxEncoder, max_seq_length
         from kura_perf.models.onnx_export import ExportCache
         from kura_perf.models.sentence_transformer import default_model_path
@@ -80,7 +79,7 @@ class ModelFactory(BuiltOnce):
         torch_model = self._torch_minilm()
         path = default_model_path()
         length = max_seq_length(path)
-        cache = ExportCache(Path(self.model_cache) / "onnx", path, length, reference=torch_model.bare_encode,
+        cache = ExportCache(onnx_exports_dir(self.model_cache), path, length, reference=torch_model.bare_encode,
                             encoder_factory=lambda file: OnnxEncoder(file, path, length),
                             min_cosine=self.onnx_min_cosine)
         return OnnxEmbedding(backend, cache, batch_size=self.profile.batch_size)

@@ -1,4 +1,5 @@
-"""Fixed budgets from the proposal: memory per scale, storage per conversation, cluster counts.
+"""Fixed budgets from the proposal (kura_perf/proposal.py): memory per scale, storage per conversation,
+cluster counts.
 
 They hold whatever the history says (a run can be as fast as ever and still need 20 GB at 10K).
 WARN by default; ERROR when the profile sets budgets_blocking.
@@ -6,37 +7,38 @@ WARN by default; ERROR when the profile sets budgets_blocking.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
+from kura_perf import proposal
 from kura_perf.checks.outcome import ERROR, WARN, CheckOutcome
 from kura_perf.outputs import stage_bytes
+from kura_perf.scales import SCALES
 from kura_perf.stages.base import STAGES
 
-# Proposal, hardware table: RAM 4 GB up to 1K conversations, 16 GB up to 10K, 64 GB at 100K+.
-# 50K falls between the last two rows and gets the 100K+ machine.
-MEMORY_BUDGET_GB = ((1_000, 4), (10_000, 16), (float("inf"), 64))
+# §1.3: at most the top of the proposal's ~10-15 KB per conversation, all stages together.
+STORAGE_KB_PER_CONVERSATION = proposal.STORAGE_TOTAL_KB_PER_CONVERSATION[1]
 
-# Proposal §1.3: raw ~2-5 KB + summary ~1-3 KB + embedding ~6 KB + cluster metadata ~0.5 KB = ~10-15 KB.
-STORAGE_KB_PER_CONVERSATION = 15.0
 
-# Proposal §1.2: expected base clusters. The proposal has no row for 100 or 100K; those use the
-# neighbouring row's proportion of the conversation count: 100 as 1K (1%-5% -> 1-5 clusters),
-# 100K as 50K (1%-4% -> 1,000-4,000).
-EXPECTED_CLUSTERS = {
-    "100": (1, 5),
-    "1k": (10, 50),
-    "5k": (50, 200),
-    "10k": (100, 500),
-    "50k": (500, 2_000),
-    "100k": (1_000, 4_000),
-}
+def _expected_clusters() -> dict[str, tuple[int, int]]:
+    """§1.2's expected base clusters per scale label. The proposal has no row for 100 or 100K; those
+    use the nearest row's proportion of the conversation count: 100 as 1K (1%-5% -> 1-5 clusters),
+    100K as 50K (1%-4% -> 1,000-4,000)."""
+    rows = proposal.EXPECTED_CLUSTERS
+    out = {}
+    for label, n in SCALES.items():
+        row = n if n in rows else min(rows, key=lambda r: abs(math.log(r / n)))
+        low, high = rows[row]
+        out[label] = (round(low * n / row), round(high * n / row))
+    return out
+
+
+EXPECTED_CLUSTERS = _expected_clusters()
 
 
 def memory_budget_mb(scale_n: int) -> float:
-    for upto, gb in MEMORY_BUDGET_GB:
-        if scale_n <= upto:
-            return gb * 1024.0
-    raise AssertionError("unreachable")
+    """§3.2's RAM for the tier the scale falls in (50K, between the 10K and 100K+ rows, gets 100K+'s)."""
+    return proposal.hardware_tier(scale_n).ram_gb * 1024.0
 
 
 def severity(blocking: bool) -> str:

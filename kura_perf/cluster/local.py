@@ -14,6 +14,7 @@ import signal
 from dataclasses import dataclass
 from pathlib import Path
 
+from kura_perf.atomic import atomic_write_text
 from kura_perf.cluster.services import (
     LOOPBACK,
     Service,
@@ -98,9 +99,7 @@ class LocalCluster:
 
     def _save(self, state: ClusterState) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
-        tmp = self.state_path.with_name(".state.json.tmp")
-        tmp.write_text(json.dumps(state.as_dict(), indent=1))
-        os.replace(tmp, self.state_path)
+        atomic_write_text(self.state_path, json.dumps(state.as_dict(), indent=1))
 
     # -- up / down -----------------------------------------------------------------------------
     def worker_env(self, dagster_home: Path, base_env: dict | None = None) -> dict:

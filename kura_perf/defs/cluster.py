@@ -40,6 +40,7 @@ from dagster import (
 )
 from dagster_celery import celery_executor
 
+from kura_perf.atomic import atomic_write_bytes
 from kura_perf.defs.assets import stage_metadata
 from kura_perf.defs.hooks import STAGE_HOOKS
 from kura_perf.defs.partitions import benchmark_partitions
@@ -93,9 +94,7 @@ class SharedPickleIOManager(ConfigurableIOManager):
             path.write_bytes(blob)
             return
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_bytes(blob)
-        tmp.replace(path)
+        atomic_write_bytes(path, blob)
 
     def load_input(self, context: InputContext):
         return pickle.load(io.BytesIO(self._path(list(context.upstream_output.get_identifier())).read_bytes()))

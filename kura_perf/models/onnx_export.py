@@ -36,6 +36,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from kura_perf.atomic import publish
 from kura_perf.errors import KuraPerfError
 
 EXPORT_FORMAT = 1  # bump when the exported graph changes (inputs, pooling, opset, quantization)
@@ -301,7 +302,7 @@ class ExportCache:
             }
             (work / "manifest.json").write_text(json.dumps(manifest, indent=2))
             try:
-                os.rename(work, entry)  # atomic: readers see no entry or a whole, checked one
+                publish(work, entry)  # atomic: readers see no entry or a whole, checked one
             except OSError:
                 if not (entry / "manifest.json").is_file():  # not "someone else published it first"
                     raise

@@ -1,27 +1,24 @@
 """Local sentence-transformers embeddings (all-MiniLM-L6-v2 by default), never downloading anything.
 
-The model is loaded once per process and per path (loading costs ~1 s and ~100 MB; a benchmark that
-reloaded it per batch or per asset would measure the loader, not the embedder).
+The model is loaded once per process and per path (kura_perf/models/cache.py: loading costs ~1 s and
+~100 MB; a benchmark that reloaded it per batch or per asset would measure the loader, not the embedder).
 """
 
 from __future__ import annotations
 
 import os
-import threading
 import time
 from typing import Callable, Sequence
 
 import numpy as np
 
 from kura_perf.errors import KuraPerfError
+from kura_perf.models import cache
 
 Progress = Callable[[int, int], None]
 
 MINILM_DIMENSION = 384
-
-_MODELS: dict[str, object] = {}
-_LOAD_COUNTS: dict[str, int] = {}
-_LOCK = threading.Lock()
+MODEL_KIND = "sentence-transformers"  # the process cache's key: (this kind, the weights path)
 
 
 def default_model_path() -> str:
@@ -37,25 +34,23 @@ def default_model_path() -> str:
 
 def load_count(model_path: str) -> int:
     """How many times this process has loaded the model at `model_path` (1 when the cache works)."""
-    return _LOAD_COUNTS.get(model_path, 0)
+    return cache.load_count(MODEL_KIND, model_path)
 
 
 def _shared_model(model_path: str):
     """The process-wide SentenceTransformer for `model_path`, loaded on first use."""
-    with _LOCK:
-        model = _MODELS.get(model_path)
-        if model is None:
-            # Set before sentence_transformers/transformers import so no code path tries the Hub.
-            os.environ["HF_HUB_OFFLINE"] = "1"
-            os.environ["TRANSFORMERS_OFFLINE"] = "1"
-            from sentence_transformers import SentenceTransformer
+    return cache.shared(MODEL_KIND, model_path, lambda: _load(model_path))
 
-            if not os.path.exists(model_path):
-                raise KuraPerfError(f"embedding model not found at '{model_path}'")
-            model = SentenceTransformer(model_path, device="cpu")
-            _MODELS[model_path] = model
-            _LOAD_COUNTS[model_path] = _LOAD_COUNTS.get(model_path, 0) + 1
-        return model
+
+def _load(model_path: str):
+    # Set before sentence_transformers/transformers import so no code path tries the Hub.
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    os.environ["TRANSFORMERS_OFFLINE"] = "1"
+    from sentence_transformers import SentenceTransformer
+
+    if not os.path.exists(model_path):
+        raise KuraPerfError(f"embedding model not found at '{model_path}'")
+    return SentenceTransformer(model_path, device="cpu")
 
 
 class SentenceTransformerEmbedding:

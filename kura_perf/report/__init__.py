@@ -12,13 +12,13 @@ the user's own files and the folder's mode are left alone.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import tempfile
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
+from kura_perf.atomic import atomic_write_text, publish
 from kura_perf.config import Paths
 
 __all__ = ["ReportResult", "build_report"]
@@ -59,7 +59,7 @@ def build_report(paths: Paths, out_dir: Path | None = None) -> ReportResult:
         _refuse_to_overwrite_foreign(out_dir, written, owned)
         _write_manifest(out_dir, sorted(owned | set(written)))  # a crash while moving still knows both sets
         for name in sorted(written, key=lambda n: n == INDEX):  # index.html last: it names the figures
-            os.replace(staging / name, out_dir / name)
+            publish(staging / name, out_dir / name, durable=False)  # a report can be rebuilt
         for stale in owned - set(written):
             (out_dir / stale).unlink(missing_ok=True)
         _write_manifest(out_dir, written)
@@ -100,9 +100,7 @@ def _refuse_to_overwrite_foreign(out_dir: Path, names: list[str], owned: set[str
 
 
 def _write_manifest(out_dir: Path, names: list[str]) -> None:
-    tmp = out_dir / f".{MANIFEST}.tmp"
-    tmp.write_text(json.dumps({"files": names}, indent=1))
-    os.replace(tmp, out_dir / MANIFEST)
+    atomic_write_text(out_dir / MANIFEST, json.dumps({"files": names}, indent=1))
 
 
 def _render(data, folder: Path) -> ReportResult:
@@ -160,21 +158,9 @@ def _render(data, folder: Path) -> ReportResult:
 
 
 def _summary_html(headline, guidance: list[str], host: str, data) -> str:
-    from kura_perf.report.html import esc, render_table
+    from kura_perf.report.html import render_summary
 
-    others = ""
-    if data.other_host_records:
-        others = (f'<p class="legend">{data.other_host_records} record(s) from other hosts are left out: figures '
-                  "from different machines are not comparable.</p>")
-    if not headline.rows:
-        return (f"<h2 id=\"summary\">Summary</h2><div class=\"prov\"><div><b>Host:</b> {esc(host)}</div></div>{others}"
-                '<div class="note">No stage has succeeded yet on this host: every record so far failed or was '
-                'stopped. See <a href="#breaking">breaking points and failures</a> for the causes.</div>')
-    bullets = "".join(f"<li>{p}</li>" for p in guidance[:3])
-    more = '<p class="legend"><a href="#guidance">All scaling guidance ↓</a></p>' if len(guidance) > 3 else ""
-    return (f"<h2 id=\"summary\">Summary</h2><div class=\"prov\"><div><b>Host:</b> {esc(host)}</div></div>{others}"
-            + render_table(headline, "headline")
-            + (f'<ul class="guidance">{bullets}</ul>{more}' if bullets else ""))
+    return render_summary(host, headline if headline.rows else None, guidance, data.other_host_records)
 
 
 REPORT_FILES = (".html", ".png")

@@ -8,6 +8,7 @@ from functools import cached_property
 
 import pandas as pd
 
+from kura_perf.proposal import STORAGE_EMBEDDING_DIMENSION, STORAGE_KB_PER_CONVERSATION
 from kura_perf.report import fmt
 from kura_perf.report.data import ReportData
 from kura_perf.stages.base import STAGES
@@ -17,16 +18,6 @@ from kura_perf.report.fits import (BASIS_ORDER, MEASURED, PROJECTED, UNKNOWN, Es
 PROJECTION_SCALES = (10_000, 100_000, 1_000_000)
 HARDWARE_SCALES = (1_000, 10_000, 100_000, 1_000_000)
 FIT_TARGETS = (100_000, 1_000_000)
-
-# Proposal §1.3, KB per conversation (low, high). Embeddings are 1536-d float32 there.
-PROPOSAL_STORAGE_KB: dict[str, tuple[float, float]] = {
-    "conversations": (2.0, 5.0),
-    "summaries": (1.0, 3.0),
-    "embeddings": (6.0, 6.0),
-    "clusters": (0.5, 0.5),
-}
-PROPOSAL_TOTAL_KB = (10.0, 15.0)
-PROPOSAL_EMBEDDING_DIM = 1536
 
 
 @dataclass
@@ -188,15 +179,17 @@ def analyse(data: ReportData) -> Analysis:
 
 
 def expected_embedding_kb(dimension: int | None) -> tuple[float, float]:
-    """§1.3's 6 KB is for 1536-d float32; rescale to the dimension actually used."""
-    low, high = PROPOSAL_STORAGE_KB["embeddings"]
+    """§1.3's embedding size is for 1536-d float32; rescale to the dimension actually used."""
+    low, high = STORAGE_KB_PER_CONVERSATION["embeddings"]
     if not dimension:
         return low, high
-    factor = dimension / PROPOSAL_EMBEDDING_DIM
+    factor = dimension / STORAGE_EMBEDDING_DIMENSION
     return low * factor, high * factor
 
 
-def kb_range(low: float, high: float) -> str:
+def kb_range(low: float, high: float, exact: bool = True) -> str:
+    """"2–5 KB", or one figure when low == high: to the report's precision ("6.00 KB"), or as the proposal
+    writes it ("6 KB") with exact=False."""
     if abs(low - high) < 1e-9:
-        return fmt.kilobytes(low)
+        return fmt.kilobytes(low) if exact else f"{low:g} KB"
     return f"{low:g}–{high:g} KB"

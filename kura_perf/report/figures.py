@@ -15,9 +15,10 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter  # noqa: E402
 
+from kura_perf.proposal import STORAGE_KB_PER_CONVERSATION  # noqa: E402
 from kura_perf.report import fmt  # noqa: E402
-from kura_perf.report.analysis import (FIT_TARGETS, PROJECTION_SCALES, PROPOSAL_STORAGE_KB,  # noqa: E402
-                                       ProfileAnalysis, expected_embedding_kb)
+from kura_perf.report.analysis import (FIT_TARGETS, PROJECTION_SCALES, ProfileAnalysis,  # noqa: E402
+                                       expected_embedding_kb, kb_range)
 from kura_perf.stages.base import STAGES  # noqa: E402
 
 DPI = 110
@@ -199,7 +200,7 @@ def storage_figure(pa: ProfileAnalysis, path: Path) -> Path | None:
     ax.barh(y - 0.18, measured, color=[stage_color(s) for s in stages], height=0.34, label="measured", zorder=3)
     for i, stage in enumerate(stages):
         ax.text(measured[i], i - 0.18, f" {fmt.kilobytes(measured[i])}", va="center", fontsize=8.5, zorder=5)
-        expected = PROPOSAL_STORAGE_KB.get(stage)
+        expected = STORAGE_KB_PER_CONVERSATION.get(stage)
         if not expected:
             ax.text(0, i + 0.18, " no §1.3 estimate", va="center", fontsize=8, color="#888888")
             continue
@@ -209,7 +210,7 @@ def storage_figure(pa: ProfileAnalysis, path: Path) -> Path | None:
         if high > low:
             ax.barh(i + 0.18, high - low, left=low, height=0.34, color="#d5dae0", zorder=3, hatch="///",
                     edgecolor="#9aa3ae", linewidth=0)
-        text = f"{low:g}–{high:g} KB" if high > low else fmt.kilobytes(low)
+        text = kb_range(low, high)
         ax.text(high, i + 0.18, f" §1.3: {text}", va="center", fontsize=8, color="#555555", zorder=5)
     ax.set_yticks(y, stages)
     ax.invert_yaxis()

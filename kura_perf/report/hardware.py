@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from kura_perf.proposal import hardware_tier
 from kura_perf.report import fmt
 from kura_perf.report.analysis import HARDWARE_SCALES, ProfileAnalysis
 from kura_perf.report.fits import MEASURED, UNKNOWN
@@ -30,13 +31,14 @@ SINGLE_MACHINE_CORES = 64
 RAM_SIZES_GB = (2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192)
 DISK_SIZES_GB = (10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000, 20000)
 
-# Proposal §3.2, as written.
-PROPOSAL_GUESSES: dict[int, tuple[str, str, str]] = {
-    1_000: ("4 GB", "2 cores", "1 GB"),
-    10_000: ("16 GB", "8 cores", "10 GB"),
-    100_000: ("64 GB+", "16+ cores", "100 GB+ · consider distributed"),
-    1_000_000: ("64 GB+", "16+ cores", "100 GB+ · consider distributed"),
-}
+
+def proposal_guess(n: int) -> tuple[str, str, str]:
+    """§3.2's machine for n conversations as the proposal writes it (RAM, CPU, storage; "+" on the open-ended
+    tier, whose storage also says to consider distributed processing)."""
+    tier = hardware_tier(n)
+    plus = "+" if tier.open_ended else ""
+    storage = f"{tier.storage_gb} GB{plus}" + (" · consider distributed" if tier.distributed else "")
+    return f"{tier.ram_gb} GB{plus}", f"{tier.cores}{plus} cores", storage
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ import math
 
 import pandas as pd
 
-from kura_perf.report.html import Section, esc, note, paragraph, render_table
+from kura_perf.report.html import Section, heading, note, paragraph, render_table
 from kura_perf.report.tables import Cell, Table
 from kura_perf.store import query
 
@@ -125,9 +125,9 @@ def scale_out_section(metrics_dir) -> Section | None:
     projected = _projection(shards, runs)
     if projected:
         table, basis = projected
-        s.add("<h3>Projection for K machines (projected)</h3>")
+        s.add(heading("Projection for K machines (projected)"))
         s.add(render_table(table, "scale-out-projection"))
         s.add(note(basis))
     else:
-        s.add(paragraph(esc("No successful shard yet: nothing to project from.")))
+        s.add(paragraph("No successful shard yet: nothing to project from."))
     return s

@@ -14,7 +14,8 @@ from kura_perf.report.analysis import Analysis
 from kura_perf.report.data import describe_runs
 from kura_perf.report.guidance import guidance
 from kura_perf.report.hardware import DISK_FACTOR, ENVIRONMENT_GB, RAM_HEADROOM, TARGET_HOURS, recommend
-from kura_perf.report.html import Section, esc, note, paragraph, render_figure, render_table
+from kura_perf.report.html import (Section, bullets, heading, label, note, paragraph, profile_heading, render_figure,
+                                   render_table, versus_heading)
 
 MEASURED_ONLY = "measured"
 WITH_PROJECTIONS = "extrapolated"
@@ -67,9 +68,9 @@ class SectionBuilder:
             s.badge = None
             s.add(note("No successful stage runs yet: nothing to fill the matrix with."))
         for name, pa in measured.items():
-            s.add(f"<h3>Profile <code>{esc(name)}</code></h3>")
+            s.add(profile_heading(name))
             s.add(render_table(t.test_matrix(pa), f"matrix-{self._slug(name)}"))
-            s.add('<p class="legend"><b>Per-stage breakdown</b></p>')
+            s.add(label("Per-stage breakdown"))
             s.add(render_table(t.stage_breakdown(pa), f"breakdown-{self._slug(name)}"))
         return s
 
@@ -87,7 +88,7 @@ class SectionBuilder:
             s.add(note(f"{n} of {len(ok)} successful stage records ran while another run was recording on this "
                        "host (contended: their timings disturbed each other); see stage_runs_contended."))
         for pa in fitted:
-            s.add(f"<h3>Profile <code>{esc(pa.profile)}</code></h3>")
+            s.add(profile_heading(pa.profile))
             slug = self._slug(pa.profile)
             if not pa.can_fit:
                 s.add(note(f"Only one scale measured ({fmt.conversations(pa.scales[0])}): a fit needs at least two "
@@ -113,7 +114,7 @@ class SectionBuilder:
             table = t.storage_table(pa)
             if not table.rows:
                 continue
-            s.add(f"<h3>Profile <code>{esc(pa.profile)}</code></h3>")
+            s.add(profile_heading(pa.profile))
             s.add(render_table(table, f"storage-{self._slug(pa.profile)}"))
             if pa is self.analysis.primary:
                 self._figure(s, figures.storage_figure(pa, self._file("storage.png")), "storage per conversation")
@@ -150,7 +151,7 @@ class SectionBuilder:
                         "buffers — computed per stage from N, d and k, beside each stage's measured growth. Theory "
                         "is what must be resident; Python objects, model weights and library workspaces come on top."))
         for pa in fitted:
-            s.add(f"<h3>Profile <code>{esc(pa.profile)}</code></h3>")
+            s.add(profile_heading(pa.profile))
             s.add(render_table(t.memory_theory_table(pa), f"theory-{self._slug(pa.profile)}"))
         return s
 
@@ -171,11 +172,11 @@ class SectionBuilder:
             prov.append(("Sweeps", describe_runs(sweeps, "recorded_at")))
         s.provenance = prov
         if len(sweeps):
-            s.add("<h3>Throughput and 429 share against concurrency</h3>")
+            s.add(heading("Throughput and 429 share against concurrency"))
             self._figure(s, figures.sweep_figure(sweeps, self._file("api-sweep.png")), "API concurrency sweep")
             s.add(render_table(t.sweep_table(sweeps), "sweeps"))
         if cost is not None:
-            s.add("<h3>Cost per 1K conversations, per profile</h3>")
+            s.add(heading("Cost per 1K conversations, per profile"))
             s.add(render_table(cost, "costs"))
         return s
 
@@ -200,10 +201,10 @@ class SectionBuilder:
                             "left · right · right ÷ left. A stage that failed on 429s is the measured tier × scale "
                             "outcome of that rate limit, shown as such, not left out."))
         for left, right in pairs:
-            s.add(f"<h3><code>{esc(left)}</code> vs <code>{esc(right)}</code></h3>")
+            s.add(versus_heading(left, right))
             s.add(render_table(t.side_by_side_table(self.data.runs, left, right),
                                f"side-by-side-{self._slug(left)}-{self._slug(right)}"))
-        s.add('<p class="legend"><b>Medians per backend (every profile)</b></p>')
+        s.add(label("Medians per backend (every profile)"))
         s.add(render_table(table, "backends"))
         return s
 
@@ -245,7 +246,7 @@ class SectionBuilder:
                 s.badge = None
                 s.add(note(str(exc)))
                 break
-            s.add(f"<h3>{esc(fmt.conversations(n))} conversations</h3>")
+            s.add(heading(f"{fmt.conversations(n)} conversations"))
             s.add(render_table(advisor_table(advice), f"advisor-{n}"))
         return s
 
@@ -319,7 +320,7 @@ class SectionBuilder:
         s.add(render_table(t.history_table(self.analysis, hist), "history"))
         checks = t.regression_checks_table(self.data.checks)
         if checks is not None:
-            s.add("<h3>Failed regression checks</h3>")
+            s.add(heading("Failed regression checks"))
             s.add(render_table(checks, "regression-checks"))
         return s
 
@@ -335,7 +336,7 @@ class SectionBuilder:
         s.badge = WITH_PROJECTIONS if pa.can_fit else MEASURED_ONLY
         paragraphs = guidance(pa, rows, broken, self.data.host.cores if self.data.host else None)
         self.built.guidance = paragraphs
-        s.add('<ul class="guidance">' + "".join(f"<li>{p}</li>" for p in paragraphs) + "</ul>")
+        s.add(bullets(paragraphs))
         return s
 
     def build(self) -> Built:

@@ -7,16 +7,24 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
+from kura_perf.proposal import (EXPECTED_CLUSTERS, STORAGE_EMBEDDING_DIMENSION, STORAGE_KB_PER_CONVERSATION,
+                                STORAGE_TOTAL_KB_PER_CONVERSATION)
 from kura_perf.report import fmt
-from kura_perf.report.analysis import (FIT_TARGETS, PROJECTION_SCALES, PROPOSAL_STORAGE_KB, PROPOSAL_TOTAL_KB,
-                                       Analysis, ProfileAnalysis, expected_embedding_kb, kb_range)
+from kura_perf.report.analysis import (FIT_TARGETS, PROJECTION_SCALES, Analysis, ProfileAnalysis,
+                                       expected_embedding_kb, kb_range)
 from kura_perf.report.fits import EXTRAPOLATED, MEASURED, PROJECTED, UNKNOWN, Estimate
-from kura_perf.report.hardware import PROPOSAL_GUESSES, SINGLE_MACHINE_CORES, HardwareRow
+from kura_perf.report.hardware import SINGLE_MACHINE_CORES, HardwareRow, proposal_guess
 from kura_perf.stages.base import STAGES
 
-# Proposal §1.2: expected clusters per scale.
-PROPOSAL_CLUSTERS = {1_000: "10–50", 5_000: "50–200", 10_000: "100–500", 50_000: "500–2K"}
-PROPOSAL_MATRIX_SCALES = tuple(PROPOSAL_CLUSTERS)
+PROPOSAL_MATRIX_SCALES = tuple(EXPECTED_CLUSTERS)  # the §1.2 matrix's rows
+
+
+def expected_clusters_text(n: int) -> str:
+    """§1.2's expected clusters at n conversations as the proposal writes them (low–high, 2,000 as 2K), or a dash."""
+    if n not in EXPECTED_CLUSTERS:
+        return fmt.MISSING
+    low, high = EXPECTED_CLUSTERS[n]
+    return f"{fmt.conversations(low)}–{fmt.conversations(high)}"
 
 
 # How a cell that is not measured says so in Markdown (the page shades and marks it, see html.LEGEND).
@@ -110,7 +118,7 @@ def test_matrix(pa: ProfileAnalysis) -> Table:
             clusters = Cell(_clusters_found(pa, n))
         else:
             coverage, clusters = Cell("fitted, not run", EXTRAPOLATED), Cell("not measured", UNKNOWN)
-        table.add(fmt.conversations(n), PROPOSAL_CLUSTERS.get(n, fmt.MISSING), clusters,
+        table.add(fmt.conversations(n), expected_clusters_text(n), clusters,
                   estimate_cell(peak, fmt.megabytes), estimate_cell(wall, fmt.seconds), coverage)
     return table
 
@@ -195,14 +203,16 @@ def storage_table(pa: ProfileAnalysis) -> Table:
         if stage not in storage:
             continue
         kb, n = storage[stage]
-        expected = PROPOSAL_STORAGE_KB.get(stage)
+        expected = STORAGE_KB_PER_CONVERSATION.get(stage)
         if expected is None:
             estimate, versus = Cell("not in §1.3", UNKNOWN), Cell(fmt.MISSING, UNKNOWN)
         else:
             low, high = expected_embedding_kb(dim) if stage == "embeddings" else expected
             text = kb_range(low, high)
             if stage == "embeddings":
-                text += f" ({dim}-d; 6 KB at 1536-d)" if dim and dim != 1536 else " (1536-d)"
+                base = kb_range(*STORAGE_KB_PER_CONVERSATION["embeddings"], exact=False)
+                text += (f" ({dim}-d; {base} at {STORAGE_EMBEDDING_DIMENSION}-d)"
+                         if dim and dim != STORAGE_EMBEDDING_DIMENSION else f" ({STORAGE_EMBEDDING_DIMENSION}-d)")
             estimate, versus = Cell(text), _versus(kb, low, high)
         table.add(Cell(stage, "head"), fmt.kilobytes(kb), fmt.conversations(n), estimate, versus,
                   *[Cell(fmt.nbytes(kb * 1024 * m), "" if m == n else "extrapolated") for m in PROJECTION_SCALES])
@@ -210,7 +220,8 @@ def storage_table(pa: ProfileAnalysis) -> Table:
         total = sum(kb for kb, _ in storage.values())
         largest = max(n for _, n in storage.values())
         table.add(Cell("total", "head"), Cell(fmt.kilobytes(total), "head"), "",
-                  Cell(kb_range(*PROPOSAL_TOTAL_KB), "head"), _versus(total, *PROPOSAL_TOTAL_KB),
+                  Cell(kb_range(*STORAGE_TOTAL_KB_PER_CONVERSATION), "head"),
+                  _versus(total, *STORAGE_TOTAL_KB_PER_CONVERSATION),
                   *[Cell(fmt.nbytes(total * 1024 * m), "" if m == largest else "extrapolated")
                     for m in PROJECTION_SCALES])
     return table
@@ -375,7 +386,7 @@ def hardware_table(rows: list[HardwareRow]) -> Table:
     table = Table(["Conversations", "RAM", "Cores", "Disk", "Largest stage peak", "One run on this host",
                    "Basis", "§3.2 guess (RAM · CPU · storage)"])
     for r in rows:
-        guess = " · ".join(PROPOSAL_GUESSES.get(r.n, (fmt.MISSING,)))
+        guess = " · ".join(proposal_guess(r.n))
         if r.ram_gb is None:
             table.add(fmt.conversations(r.n), *[Cell(fmt.MISSING, UNKNOWN)] * 5, Cell(r.note, UNKNOWN), guess)
             continue
@@ -616,7 +627,7 @@ def published_matrix(analysis: Analysis, profiles: list[str] | None = None,
         for n in wanted:
             measured = n in pa.scales
             wall, peak = pa.pipeline_wall_at(n), pa.pipeline_peak_at(n)
-            table.add(Cell(f"{backend} ({name})", "head"), fmt.conversations(n), PROPOSAL_CLUSTERS.get(n, fmt.MISSING),
+            table.add(Cell(f"{backend} ({name})", "head"), fmt.conversations(n), expected_clusters_text(n),
                       Cell(_clusters_found(pa, n)) if measured else Cell("not measured", UNKNOWN),
                       estimate_cell(peak, fmt.megabytes), estimate_cell(wall, fmt.seconds), _cost_per_1k(pa, n),
                       _partition_outcome(pa, n))

@@ -8,7 +8,7 @@ from __future__ import annotations
 import pandas as pd
 
 from kura_perf.report import fmt
-from kura_perf.report.html import Section, esc, note, paragraph, render_table
+from kura_perf.report.html import Section, heading, note, paragraph, render_table
 from kura_perf.report.tables import Cell, Table
 from kura_perf.store import query
 
@@ -148,19 +148,19 @@ def usability_sections(metrics_dir, host: str | None) -> list[Section]:
             checkpoints.add(render_table(failures, "checkpoint-failures"))
 
     usability = Section("kura-usability", "Kura's usability: lines of code, time to a first pipeline, errors")
-    usability.add("<h3>Lines of code</h3>")
+    usability.add(heading("Lines of code"))
     try:
         usability.add(render_table(loc_table(), "example-loc"))
     except Exception as exc:  # noqa: BLE001 - an installed package has no examples/ folder
-        usability.add(note(esc(str(exc))))
-    usability.add("<h3>Time to a first working pipeline</h3>")
+        usability.add(note(str(exc)))  # note() escapes it
+    usability.add(heading("Time to a first working pipeline"))
     onboarding = query(metrics_dir, "SELECT * FROM onboarding_runs" + (" WHERE host_fingerprint = ?" if host else ""),
                        [host] if host else [])
     if onboarding.empty:
         usability.add(note("Not measured yet: run `kura-perf onboarding`."))
     else:
         usability.add(render_table(onboarding_table(onboarding), "onboarding"))
-    usability.add("<h3>Error clarity</h3>")
+    usability.add(heading("Error clarity"))
     errors = _latest_run(metrics_dir, "error_clarity", host)
     if errors.empty:
         usability.add(note("Not measured yet: run `kura-perf error-clarity`."))

@@ -10,6 +10,8 @@ import math
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
+from kura_perf.proposal import TYPICAL_CHAT_RPM, TYPICAL_EMBEDDINGS_RPM
+
 LOOPBACK = "127.0.0.1"
 ENDPOINT_KINDS = ("chat", "embeddings")
 
@@ -53,12 +55,12 @@ class FaultConfig:
 
 
 def _default_chat() -> EndpointConfig:
-    # A typical OpenAI tier for gpt-4o-mini-class models.
-    return EndpointConfig(rpm=500, tpm=200_000, latency_ms=300.0, p99_ms=1500.0, ms_per_output_token=5.0)
+    # A typical OpenAI tier for gpt-4o-mini-class models: the proposal's §3.3 RPM.
+    return EndpointConfig(rpm=TYPICAL_CHAT_RPM, tpm=200_000, latency_ms=300.0, p99_ms=1500.0, ms_per_output_token=5.0)
 
 
 def _default_embeddings() -> EndpointConfig:
-    return EndpointConfig(rpm=3000, tpm=1_000_000, latency_ms=80.0, p99_ms=400.0)
+    return EndpointConfig(rpm=TYPICAL_EMBEDDINGS_RPM, tpm=1_000_000, latency_ms=80.0, p99_ms=400.0)
 
 
 @dataclass

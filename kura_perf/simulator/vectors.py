@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import re
 import zlib
-from functools import lru_cache
 
 import numpy as np
+
+from kura_perf.models import cache
 
 NATIVE_DIMENSIONS = {
     "text-embedding-3-small": 1536,
@@ -54,10 +55,17 @@ def sketch(text: str) -> np.ndarray:
     return row
 
 
-@lru_cache(maxsize=8)
+PROJECTION_KIND = "simulator-projection"  # the process cache's key: (this kind, (model, dimension))
+PROJECTIONS_KEPT = 8  # model names come from clients: keep a few (12 MB each at 3072-d), not one per name
+
+
 def _projection(model: str, dimension: int) -> np.ndarray:
-    rng = np.random.default_rng(zlib.crc32(f"{model}:{dimension}".encode()))
-    return rng.standard_normal((SKETCH_SLOTS, dimension)).astype(np.float32)
+    """The model's fixed sketch -> vector projection: its "weights", made once per process."""
+    def make() -> np.ndarray:
+        rng = np.random.default_rng(zlib.crc32(f"{model}:{dimension}".encode()))
+        return rng.standard_normal((SKETCH_SLOTS, dimension)).astype(np.float32)
+
+    return cache.shared(PROJECTION_KIND, (model, dimension), make, keep=PROJECTIONS_KEPT)
 
 
 def embed_texts(texts: list[str], model: str, dimensions: int | None = None) -> np.ndarray:

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import psutil
 
-from kura_perf.atomic import atomic_write_text
+from kura_perf.atomic import atomic_write_text, claim
 
 log = logging.getLogger("kura_perf")
 
@@ -248,12 +248,7 @@ def died_record(marker: dict) -> dict:
 
 def _claim(path: Path) -> Path | None:
     """Take a marker for reaping; None when another reaper took it first."""
-    claimed = path.with_name(f"{path.name}.reaping-{os.getpid()}-{uuid.uuid4().hex[:6]}")
-    try:
-        os.replace(path, claimed)
-    except FileNotFoundError:
-        return None
-    return claimed
+    return claim(path, "reaping")
 
 
 def live_runs(running_dir: Path) -> set[str]:

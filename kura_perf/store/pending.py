@@ -7,12 +7,10 @@ record is never lost, only late."""
 from __future__ import annotations
 
 import json
-import os
-import uuid
 from datetime import datetime
 from pathlib import Path
 
-from kura_perf.atomic import atomic_write_text
+from kura_perf.atomic import atomic_write_text, claim, publish
 from kura_perf.store.quarantine import quarantine
 from kura_perf.store.writer import write_record, write_records
 
@@ -77,10 +75,8 @@ def recover(pending_dir: Path, metrics_dir: Path, skip=lambda run_id, stage: Fal
     for path in sorted(Path(pending_dir).glob("*/*.json")):
         if skip(path.parent.name, path.stem):
             continue
-        claimed = path.with_name(f"{path.name}.claimed-{os.getpid()}-{uuid.uuid4().hex[:6]}")
-        try:
-            os.replace(path, claimed)
-        except FileNotFoundError:
+        claimed = claim(path, "claimed")
+        if claimed is None:
             continue  # another process took it
         try:
             record = _load(claimed)
@@ -90,7 +86,7 @@ def recover(pending_dir: Path, metrics_dir: Path, skip=lambda run_id, stage: Fal
         try:
             write_stage_record(metrics_dir, record)
         except BaseException:
-            os.replace(claimed, path)  # leave it for the next try
+            publish(claimed, path, durable=False)  # leave it for the next try
             raise
         claimed.unlink(missing_ok=True)
         try:

@@ -1,0 +1,140 @@
+"""No import cycles: none at import time anywhere in kura_perf, and none at all among the checks.
+
+An import-time cycle makes a module's behaviour depend on which module was imported first (the second
+one sees the first half-initialised); checks/baselines.py <-> checks/regression.py was one. The graph
+is read from the source (ast), so the test needs no optional dependency installed and sees every module.
+Function-level (lazy) imports cannot half-initialise anything, so outside kura_perf.checks they are
+allowed to close a loop (the CLI dispatching to cluster.cli and back, the report's sections and the
+advisor); inside kura_perf.checks even those are refused, to keep the check modules layered.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import kura_perf
+
+ROOT = Path(kura_perf.__file__).parent
+
+
+def _modules() -> dict[str, Path]:
+    found = {}
+    for path in ROOT.rglob("*.py"):
+        parts = list(path.relative_to(ROOT.parent).with_suffix("").parts)
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
+        found[".".join(parts)] = path
+    return found
+
+
+def _resolve(name: str, modules) -> str | None:
+    """The module `name` names, or the package it is an attribute of."""
+    while name and name not in modules:
+        name = name.rpartition(".")[0]
+    return name or None
+
+
+def _imports(path: Path, module: str, modules, lazy: bool) -> set[str]:
+    """The kura_perf modules `module` imports at import time (lazy=True: also inside functions),
+    with the packages each import initialises on the way (importing a.b.c runs a/__init__ and a/b/__init__)."""
+    found: set[str] = set()
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+
+    def visit(body: list) -> None:
+        for node in body:
+            if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+                continue
+            if isinstance(node, ast.Import):
+                found.update(_resolve(a.name, modules) for a in node.names if a.name.startswith("kura_perf"))
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    anchor = package
+                    for _ in range(node.level - 1):
+                        anchor = anchor.rpartition(".")[0]
+                    base = f"{anchor}.{base}" if base else anchor
+                if base.startswith("kura_perf"):
+                    found.update(f"{base}.{a.name}" if f"{base}.{a.name}" in modules else _resolve(base, modules)
+                                 for a in node.names)
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and not lazy:
+                continue
+            for field in ("body", "orelse", "finalbody", "handlers"):
+                inner = getattr(node, field, None)
+                if isinstance(inner, list):
+                    visit([n for n in inner if isinstance(n, (ast.stmt, ast.ExceptHandler))])
+
+    visit(ast.parse(path.read_text(encoding="utf-8")).body)
+    with_parents = set()
+    for name in found - {None}:
+        while name and name != "kura_perf":
+            if not (module == name or module.startswith(name + ".")):  # a module's own packages are already running
+                with_parents.add(name)
+            name = name.rpartition(".")[0]
+    return with_parents
+
+
+def import_graph(lazy: bool) -> dict[str, set[str]]:
+    modules = _modules()
+    return {m: _imports(path, m, modules, lazy) for m, path in modules.items()}
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components of more than one module (Tarjan), each sorted."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+
+    def connect(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in graph.get(v, ()):
+            if w not in index:
+                connect(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for v in sorted(graph):
+        if v not in index:
+            connect(v)
+    return found
+
+
+def test_no_import_time_cycle_in_the_package():
+    assert cycles(import_graph(lazy=False)) == []
+
+
+def test_no_cycle_at_all_among_the_checks():
+    graph = import_graph(lazy=True)
+    checks = {m: {d for d in deps if d.startswith("kura_perf.checks.")}
+              for m, deps in graph.items() if m.startswith("kura_perf.checks.")}
+    assert cycles(checks) == []
+
+
+def test_the_graph_sees_the_known_edges():
+    graph = import_graph(lazy=False)
+    assert "kura_perf.checks.baselines" in graph["kura_perf.checks.regression"]
+    assert "kura_perf.checks.records" in graph["kura_perf.checks.baselines"]
+    assert "kura_perf.models.cache" in graph["kura_perf.config"]
+    assert "kura_perf.report" in graph["kura_perf.advisor"]  # via kura_perf.report.fmt: the package runs first
+    lazy = import_graph(lazy=True)
+    assert "kura_perf.report.sections" in lazy["kura_perf.report"] - graph["kura_perf.report"]  # inside build_report
+
+
+def test_cycles_are_found():
+    assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    assert cycles({"a": {"b"}, "b": set()}) == []
