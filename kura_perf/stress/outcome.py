@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from kura_perf.atomic import TEMP_MARK
 from kura_perf.stress.pipelines import PipelineRun
 
 if TYPE_CHECKING:  # pandas is imported when a home is inspected, not when the CLI builds its parser
@@ -26,7 +27,8 @@ if TYPE_CHECKING:  # pandas is imported when a home is inspected, not when the C
 
 SURVIVED, FAILED_CLEANLY, LOST_DATA = "survived", "failed_cleanly", "lost_data"
 OUTCOMES = (SURVIVED, FAILED_CLEANLY, LOST_DATA)
-TEMP_PATTERNS = (".*.tmp", "*.tmp", ".kura-perf-report-building-*")
+# kura_perf's own temp files (atomic.py's pid-and-uuid names) and any other writer's .tmp files.
+TEMP_PATTERNS = (f"*{TEMP_MARK}*", ".*.tmp", "*.tmp", ".kura-perf-report-building-*")
 STAGE_NAMES = ("conversations", "summaries", "embeddings", "clusters", "meta_clusters", "projections")
 
 
