@@ -14,6 +14,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from kura_perf.errors import KuraPerfError
+from kura_perf.models.protocols import EncodesBare, PreparesModel, ReportsProgress
 
 Progress = Callable[[int, int], None]
 
@@ -58,7 +59,7 @@ def _shared_model(model_path: str):
         return model
 
 
-class SentenceTransformerEmbedding:
+class SentenceTransformerEmbedding(ReportsProgress, PreparesModel, EncodesBare):
     """EmbeddingModel over a local sentence-transformers model (embedding_backend `torch`, what Kura
     runs); float32, L2-normalised rows."""
 
