@@ -121,7 +121,7 @@ del warm, buf
 out = {}
 for stage in ("conversations", "summaries"):
     record = run_stage(StageRun(stage, profile, sys.argv[2], paths=paths))
-    out[stage] = record["peak_rss_mb"] - record["rss_start_mb"]
+    out[stage] = record.peak_rss_mb - record.rss_start_mb
 print(json.dumps(out))
 """
 
