@@ -121,10 +121,10 @@ def test_baselines_keep_sharded_and_in_process_runs_apart(tmp_path):
     write_record(paths.metrics, "stage_runs", base | {"record_id": "a", "run_id": "in-process", "wall_s": 100.0})
     write_record(paths.metrics, "stage_runs", base | {"record_id": "b", "run_id": "cluster", "wall_s": 40.0,
                                                       "extra": json.dumps({"shards": 4})})
-    later = base | {"run_id": "new", "finished_at": t0 + timedelta(hours=1)}
+    later = StageRecord.from_dict(base | {"run_id": "new", "finished_at": t0 + timedelta(hours=1)})
     assert metric_history(paths, later, "wall_s") == [100.0]
-    assert metric_history(paths, later | {"extra": json.dumps({"shards": 4})}, "wall_s") == [40.0]
-    assert metric_history(paths, later | {"host_fingerprint": "other"}, "wall_s") == []  # only within one host
+    assert metric_history(paths, later.replace(extra=json.dumps({"shards": 4})), "wall_s") == [40.0]
+    assert metric_history(paths, later.replace(host_fingerprint="other"), "wall_s") == []  # only within one host
 
 
 def test_report_scale_out_section_groups_by_host_and_marks_the_projection(tmp_path):
