@@ -141,8 +141,9 @@ class ReferenceBackend(Prepares, ReportsApiCounters):
         method = self.models.projection_method()
         knn = stored_knn(inputs.upstream["clusters"], self.models.knn_metric())
         table = project(vectors, assignments, method, knn=knn)
+        reused = isinstance(method, ReusesKnnGraph) and bool(method.reused_knn)
         return StageResult(StageData(tables={"main": table}), items_in=len(vectors), items_out=len(table),
-                           extra={"method": method.name, "reused_knn": isinstance(method, ReusesKnnGraph) and bool(method.reused_knn)})
+                           extra={"method": method.name, "reused_knn": reused})
 
 
 def stored_knn(clusters: StageData, metric: str):
