@@ -136,16 +136,20 @@ def cmd_sweep(args) -> int:
     return 0
 
 
-def _print_records(records) -> None:
+def _print_records(rows) -> None:
+    """The run's stage records (store rows, as a RunOutcome carries them) as a table, plus skip notes."""
     import pandas as pd
 
-    if records is None:
+    from kura_perf.store.record import StageRecord
+
+    if rows is None:
         print("(stage records not shown: out of memory reading them back; they are in the store: kura-perf sql)")
         return
-    if len(records) == 0:
+    if len(rows) == 0:
         print("(no stage records)")
         return
-    df = pd.DataFrame(records)
+    records = [StageRecord.from_row(row) for row in rows]
+    df = pd.DataFrame([record.as_row() for record in records])
     df["cpu_s"] = df["cpu_user_s"].fillna(0) + df["cpu_sys_s"].fillna(0)
     cols = [c for c in STAGE_COLUMNS if c in df and df[c].notna().any()]
     if "skipped_records" in cols and not (df["skipped_records"].fillna(0) > 0).any():
@@ -158,19 +162,19 @@ def _print_records(records) -> None:
 
 def skip_notes(records) -> list[str]:
     """One line per stage that skipped bad input records (a lenient profile), with the first problems:
-    a lenient run must say what it left out, not only count it in the store."""
+    a lenient run must say what it left out, not only count it in the store. records: StageRecords."""
     import json
 
     notes = []
     for record in records:
-        skipped = record.get("skipped_records")
-        if not skipped or skipped != skipped:  # None, 0 or NaN
+        skipped = record.skipped_records
+        if not skipped:  # None or 0 (a stored NaN is None in a StageRecord)
             continue
         try:
-            problems = json.loads(record.get("extra") or "{}").get("problems") or []
+            problems = json.loads(record.extra or "{}").get("problems") or []
         except (TypeError, ValueError):
             problems = []
-        notes.append(f"{record['stage']}: skipped {int(skipped)} invalid input record(s) (lenient profile)")
+        notes.append(f"{record.stage}: skipped {int(skipped)} invalid input record(s) (lenient profile)")
         notes += [f"  - {problem}" for problem in problems[:3]]
         if len(problems) > 3 or skipped > len(problems[:3]):
             notes.append(f"  (first {min(len(problems), 3)} shown; all counted in stage_runs.skipped_records)")

@@ -17,6 +17,7 @@ import pyarrow.parquet as pq
 
 from kura_perf import outputs
 from kura_perf.stages.level_quality import labels_per_level, level_quality
+from kura_perf.store.record import StageRecord
 
 LEVEL_STAGES = ("clusters", "meta_clusters")
 SILHOUETTE_SAMPLE = 5000
@@ -70,7 +71,7 @@ def timed_levels(folder: Path, stage: str, seed: int) -> tuple[list[dict], float
     return rows, time.perf_counter() - start
 
 
-def store_rows(record: dict, levels: list[dict]) -> list[dict]:
+def store_rows(record: StageRecord, levels: list[dict]) -> list[dict]:
     """quality_levels table rows: the stage record's identity and comparability columns + each level."""
-    shared = {key: record.get(key) for key in RECORD_COLUMNS}
+    shared = {key: getattr(record, key) for key in RECORD_COLUMNS}
     return [{**shared, **{k: v for k, v in level.items()}} for level in levels]

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from kura_perf import outputs, streaming
-from kura_perf.backends import Backend, get_backend
+from kura_perf.backends import Backend, Prepares, ReportsApiCounters, get_backend
 from kura_perf.config import Paths
 from kura_perf.errors import BreakingPoint
 from kura_perf.meter import Meter
@@ -34,6 +34,7 @@ from kura_perf.quality_levels import LEVEL_STAGES, timed_levels
 from kura_perf.stages.base import UPSTREAM, StageInputs, StageResult
 from kura_perf.store import liveness
 from kura_perf.store.pending import save_pending
+from kura_perf.store.record import StageRecord
 
 log = logging.getLogger("kura_perf")
 
@@ -134,7 +135,7 @@ def record_status(error: BaseException | None) -> str:
 
 
 def build_record(run: StageRun, meter: Meter, result: StageResult | None, bytes_written: int,
-                 error: BaseException | None, backend_name: str, api_on_failure=None, progress=None) -> dict:
+                 error: BaseException | None, backend_name: str, api_on_failure=None, progress=None) -> StageRecord:
     """progress: the stage's ProgressLog (how far it got; a projection when it did not finish)."""
     m = meter.measurement
     status = record_status(error)
@@ -144,54 +145,53 @@ def build_record(run: StageRun, meter: Meter, result: StageResult | None, bytes_
     items_out = result.items_out if result else None
     elapsed = m.wall_s or (time.time() - m.started_at if m.started_at else 0.0)
     projection = project(run.stage, getattr(progress, "latest", None), elapsed, finished=error is None)
-    record = {
+    return StageRecord(
         **record_fields(run, backend_name),
-        "record_id": uuid.uuid4().hex,
-        "status": status,
-        "error_type": type(error).__name__ if error else None,
-        "error_message": str(error)[:2000] if error else None,
-        "started_at": datetime.fromtimestamp(m.started_at, timezone.utc),
-        "finished_at": datetime.fromtimestamp(m.finished_at or time.time(), timezone.utc),
-        "wall_s": m.wall_s,
-        "cpu_user_s": m.cpu_user_s,
-        "cpu_sys_s": m.cpu_sys_s,
-        "rss_start_mb": m.rss_start_mb,
-        "peak_rss_mb": None if np.isnan(m.peak_rss_mb) else m.peak_rss_mb,
-        "peak_method": m.peak_method if m.metered else "off",
-        "mem_timeline_s": m.timeline_s,
-        "mem_timeline_mb": m.timeline_mb,
-        "items_in": result.items_in if result else None,
-        "items_out": items_out,
-        "items_per_s": (result.items_in / m.wall_s) if result and m.wall_s > 0 else None,
-        "bytes_written": bytes_written,
-        "skipped_records": result.skipped if result else None,
-        "api_calls": api.get("calls"),
-        "api_errors": api.get("errors"),
-        "api_429s": api.get("rate_limited"),
-        "api_retries": api.get("retries"),
-        "api_timeouts": api.get("timeouts"),
-        "tokens_in": api.get("tokens_in"),
-        "tokens_out": api.get("tokens_out"),
-        "cost_usd": api.get("cost_usd"),
-        "warnings": "; ".join(api.get("warnings") or []) or None,
+        record_id=uuid.uuid4().hex,
+        status=status,
+        error_type=type(error).__name__ if error else None,
+        error_message=str(error)[:2000] if error else None,
+        started_at=datetime.fromtimestamp(m.started_at, timezone.utc),
+        finished_at=datetime.fromtimestamp(m.finished_at or time.time(), timezone.utc),
+        wall_s=m.wall_s,
+        cpu_user_s=m.cpu_user_s,
+        cpu_sys_s=m.cpu_sys_s,
+        rss_start_mb=m.rss_start_mb,
+        peak_rss_mb=None if np.isnan(m.peak_rss_mb) else m.peak_rss_mb,
+        peak_method=m.peak_method if m.metered else "off",
+        mem_timeline_s=m.timeline_s,
+        mem_timeline_mb=m.timeline_mb,
+        items_in=result.items_in if result else None,
+        items_out=items_out,
+        items_per_s=(result.items_in / m.wall_s) if result and m.wall_s > 0 else None,
+        bytes_written=bytes_written,
+        skipped_records=result.skipped if result else None,
+        api_calls=api.get("calls"),
+        api_errors=api.get("errors"),
+        api_429s=api.get("rate_limited"),
+        api_retries=api.get("retries"),
+        api_timeouts=api.get("timeouts"),
+        tokens_in=api.get("tokens_in"),
+        tokens_out=api.get("tokens_out"),
+        cost_usd=api.get("cost_usd"),
+        warnings="; ".join(api.get("warnings") or []) or None,
         **latency_percentiles(api.get("latencies_s", [])),
-        "silhouette": q.get("silhouette"),
-        "davies_bouldin": q.get("davies_bouldin"),
-        "n_clusters": q.get("n_clusters"),
-        "noise_share": q.get("noise_share"),
-        "ari": q.get("ari"),
-        "nmi": q.get("nmi"),
-        "v_measure": q.get("v_measure"),
-        "metered": m.metered,
-        "jit_compiled": getattr(result, "jit_compiled", None) if result else None,
-        "meter_cpu_s": m.meter_cpu_s,
-        "model_items_per_s": result.model_items_per_s if result else None,
-        "model_sample_n": result.model_sample_n if result else None,
-        "extra": json.dumps(result.extra if result else {}, default=str),
-        "quality_levels": list(result.quality_levels) if result else [],  # -> quality_levels table (pending.py)
+        silhouette=q.get("silhouette"),
+        davies_bouldin=q.get("davies_bouldin"),
+        n_clusters=q.get("n_clusters"),
+        noise_share=q.get("noise_share"),
+        ari=q.get("ari"),
+        nmi=q.get("nmi"),
+        v_measure=q.get("v_measure"),
+        metered=m.metered,
+        jit_compiled=getattr(result, "jit_compiled", None) if result else None,
+        meter_cpu_s=m.meter_cpu_s,
+        model_items_per_s=result.model_items_per_s if result else None,
+        model_sample_n=result.model_sample_n if result else None,
+        extra=json.dumps(result.extra if result else {}, default=str),
+        quality_levels=list(result.quality_levels) if result else [],  # -> quality_levels table (pending.py)
         **projection.as_record(),
-    }
-    return record
+    )
 
 
 def _hard_stop(run: StageRun, meter: Meter, backend: Backend, progress=None, heartbeat=None) -> None:
@@ -212,11 +212,10 @@ def _hard_stop(run: StageRun, meter: Meter, backend: Backend, progress=None, hea
 
 def _prepare(backend: Backend, run: StageRun) -> Exception | None:
     """The backend's one-time set-up and model-only calibration, outside the stage's measured time."""
-    prepare = getattr(backend, "prepare", None)
-    if prepare is None:
+    if not isinstance(backend, Prepares):
         return None
     try:
-        prepare(run.stage, lambda name: outputs.read_stage(run.folder, name))
+        backend.prepare(run.stage, lambda name: outputs.read_stage(run.folder, name))
     except Exception as exc:  # noqa: BLE001 - recorded as the stage's failure
         return exc
     return None
@@ -252,7 +251,7 @@ def _on_sample(heartbeat: liveness.Heartbeat | None):
     return beat
 
 
-def _save_record(run: StageRun, record: dict) -> None:
+def _save_record(run: StageRun, record: StageRecord) -> None:
     """Hand the record to the hook; if even that small file cannot be written (disk full), put it
     straight into the store so the failure is still recorded."""
     try:
@@ -275,7 +274,7 @@ def _classify(run: StageRun, meter: Meter, error: BaseException) -> BaseExceptio
     return BreakingPoint(run.stage, memory_reason(error), None if np.isnan(peak) else peak)
 
 
-def run_stage(run: StageRun) -> dict:
+def run_stage(run: StageRun) -> StageRecord:
     """Run, measure and store the outputs of one stage; save its record for the hook; return it.
 
     On failure the record (status failed, breaking_point or interrupted, with the error) is saved too,
@@ -333,8 +332,8 @@ def run_stage(run: StageRun) -> dict:
     finally:
         # A failed stage still reports the calls, errors and 429s it made before giving up.
         # (A Kura failure carries the traffic its call caused, counted from the simulator's log.)
-        api_so_far = None if result else (getattr(error, "api", None)
-                                          or getattr(backend, "api_counters", lambda: None)())
+        api_so_far = None if result else (getattr(error, "api", None) or (
+            backend.api_counters() if isinstance(backend, ReportsApiCounters) else None))
         if owns_backend:
             backend.close()
     if result is not None:
@@ -348,11 +347,11 @@ def run_stage(run: StageRun) -> dict:
     if heartbeat is not None:
         heartbeat.finished()
     if error is not None:
-        if record["status"] == "interrupted":
+        if record.status == "interrupted":
             log.error("%s interrupted (%s)", run.stage, type(error).__name__)
         else:
-            log.error("%s failed (%s): %s", run.stage, record["status"], error)
+            log.error("%s failed (%s): %s", run.stage, record.status, error)
         raise error
-    log.info("%s: %d items in %.2f s, peak %.0f MB, %d bytes", run.stage, record["items_in"] or 0,
-             record["wall_s"], record["peak_rss_mb"] or float("nan"), written)
+    log.info("%s: %d items in %.2f s, peak %.0f MB, %d bytes", run.stage, record.items_in or 0,
+             record.wall_s, record.peak_rss_mb or float("nan"), written)
     return record

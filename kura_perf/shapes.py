@@ -28,6 +28,7 @@ from kura_perf.errors import ProfileError
 from kura_perf.outputs import StageData
 from kura_perf.profiles import Profile
 from kura_perf.stages.base import STAGES, UPSTREAM, StageInputs, StageResult
+from kura_perf.store.record import StageRecord
 
 SHAPE_TAG = "kura_perf/shape"
 STEP_TAG = "kura_perf/custom_step"  # "module:function": overrides the profile's custom_step.callable
@@ -169,12 +170,12 @@ def _items(data: StageData) -> int:
 
 @dataclass
 class ShapeStageOutcome:
-    records: list[dict] = field(default_factory=list)  # the stage's record and the custom step's, if run
+    records: list[StageRecord] = field(default_factory=list)  # the stage's record and the custom step's, if run
     resumed: list[str] = field(default_factory=list)  # what a checkpoint made unnecessary
     folder: Path | None = None
 
-    def record_of(self, stage: str) -> dict | None:
-        return next((r for r in self.records if r["stage"] == stage), None)
+    def record_of(self, stage: str) -> StageRecord | None:
+        return next((r for r in self.records if r.stage == stage), None)
 
 
 def run_shape_stage(stage: str, settings: ShapeSettings, base_profile: Profile, scale: str, run_id: str,

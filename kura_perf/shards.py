@@ -40,6 +40,7 @@ from kura_perf.runner import METER_ENV, ProgressLog, StageRun, _memory_limit, _s
 from kura_perf.scales import scale_count
 from kura_perf.stages.base import StageInputs, StageResult
 from kura_perf.store.pending import save_pending
+from kura_perf.store.record import StageRecord
 from kura_perf.store.writer import write_record
 
 log = logging.getLogger("kura_perf")
@@ -243,8 +244,8 @@ def run_embedding_shard(run: StageRun, spec: ShardSpec) -> dict:
     finally:
         if run.backend is None:
             backend.close()
-    record = build_record(run, meter, result, written, error, backend.name) | _shard_fields(spec, attempt_id)
-    record.pop("quality_levels", None)  # per-level clustering quality: none for an embedding shard
+    # A shard_runs row: the stage record's columns plus the shard's (per-level quality: none for a shard).
+    record = build_record(run, meter, result, written, error, backend.name).as_row() | _shard_fields(spec, attempt_id)
     # One success record per run and shard (a repeated task replaces it); failed attempts each keep theirs.
     name = f"{run.run_id}-{spec.key}" if error is None else f"{run.run_id}-{spec.key}-{attempt_id}"
     write_record(run.paths.metrics, "shard_runs", record, name=name)
@@ -258,7 +259,7 @@ def run_embedding_shard(run: StageRun, spec: ShardSpec) -> dict:
     return record
 
 
-def merge_embedding_shards(run: StageRun, specs: list[ShardSpec], shard_records: list[dict]) -> dict:
+def merge_embedding_shards(run: StageRun, specs: list[ShardSpec], shard_records: list[dict]) -> StageRecord:
     """Concatenate the shards in index order into the partition's `embeddings` output; save the stage
     record (sums over the shards) for the stage hook, as `run_stage` does; return it."""
     specs = sorted(specs, key=lambda s: s.index)
@@ -284,7 +285,7 @@ def merge_embedding_shards(run: StageRun, specs: list[ShardSpec], shard_records:
         error = exc
     backend_name = next((r.get("backend") for r in shard_records if r.get("backend")), run.profile.backend)
     record = build_record(run, meter, result, written, error, backend_name)
-    record.update(sum_shards(shard_records, record))
+    record = record.replace(**sum_shards(shard_records, record))
     save_pending(run.paths.pending, record)
     if error is not None:
         raise error
@@ -292,15 +293,15 @@ def merge_embedding_shards(run: StageRun, specs: list[ShardSpec], shard_records:
     return record
 
 
-def sum_shards(shard_records: list[dict], merge: dict) -> dict:
-    """The stage figures from its shards and the merge: wall = the critical path (the busiest worker
-    process's shards, back to back, + merge; with a free worker per shard, the slowest shard + merge),
-    CPU = sum, peak = the largest process peak. Queueing and step start-up are left out (elapsed_s
-    in `extra` has them)."""
+def sum_shards(shard_records: list[dict], merge: StageRecord) -> dict:
+    """The stage figures from its shards (shard_runs rows) and the merge's own record: wall = the
+    critical path (the busiest worker process's shards, back to back, + merge; with a free worker per
+    shard, the slowest shard + merge), CPU = sum, peak = the largest process peak. Queueing and step
+    start-up are left out (elapsed_s in `extra` has them). Returns the merge record's fields to replace."""
     shards = sorted(shard_records, key=lambda r: r["shard_index"])
 
     def total(key):
-        return sum(float(r.get(key) or 0.0) for r in shards) + float(merge.get(key) or 0.0)
+        return sum(float(r.get(key) or 0.0) for r in shards) + float(getattr(merge, key) or 0.0)
 
     def add(key):
         values = [r.get(key) for r in shards if r.get(key) is not None]
@@ -312,24 +313,24 @@ def sum_shards(shard_records: list[dict], merge: dict) -> dict:
         key = r.get("worker") or f"shard {r['shard_index']}"
         per_process[key] = per_process.get(key, 0.0) + float(r["wall_s"] or 0.0)
     busiest = max(per_process.values(), default=0.0)
-    wall = busiest + float(merge["wall_s"] or 0.0)
-    peaks = [p for p in [*(r.get("peak_rss_mb") for r in shards), merge.get("peak_rss_mb")] if p is not None]
+    wall = busiest + float(merge.wall_s or 0.0)
+    peaks = [p for p in [*(r.get("peak_rss_mb") for r in shards), merge.peak_rss_mb] if p is not None]
     items = sum(int(r.get("items_in") or 0) for r in shards)
-    started = min((r["started_at"] for r in shards), default=merge["started_at"])
-    extra = json.loads(merge.get("extra") or "{}") | {
+    started = min((r["started_at"] for r in shards), default=merge.started_at)
+    extra = json.loads(merge.extra or "{}") | {
         "shards": len(shards),
         "workers": sorted({r["worker"].split(" pid=")[0] for r in shards if r.get("worker")}),
         "shard_wall_s": [round(float(r["wall_s"] or 0.0), 3) for r in shards],
         "shard_cpu_s": [round(float(r.get("cpu_user_s") or 0) + float(r.get("cpu_sys_s") or 0), 3) for r in shards],
-        "merge_wall_s": round(float(merge["wall_s"] or 0.0), 3),
+        "merge_wall_s": round(float(merge.wall_s or 0.0), 3),
         # first shard start to merge end: includes queueing and step start-up, which wall_s leaves out
-        "elapsed_s": round((merge["finished_at"] - started).total_seconds(), 3),
+        "elapsed_s": round((merge.finished_at - started).total_seconds(), 3),
     }
     fields = {
         "wall_s": wall, "cpu_user_s": total("cpu_user_s"), "cpu_sys_s": total("cpu_sys_s"),
         "meter_cpu_s": total("meter_cpu_s"), "peak_rss_mb": max(peaks) if peaks else None,
-        "items_in": items if shards else merge.get("items_in"),
-        "items_per_s": items / wall if shards and wall > 0 else merge.get("items_per_s"),
+        "items_in": items if shards else merge.items_in,
+        "items_per_s": items / wall if shards and wall > 0 else merge.items_per_s,
         "started_at": started, "extra": json.dumps(extra),
     }
     for key in ("api_calls", "api_errors", "api_429s", "api_retries", "api_timeouts", "tokens_in", "tokens_out"):

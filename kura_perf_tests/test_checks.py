@@ -31,6 +31,7 @@ from kura_perf.outputs import StageData, write_stage
 from kura_perf.profiles import get_profile
 from kura_perf.store import query, write_record
 from kura_perf.store.pending import save_pending
+from kura_perf.store.record import StageRecord
 
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
 HOST = "host-a"
@@ -42,17 +43,17 @@ def paths(tmp_path) -> Paths:
 
 
 def record(i: int, wall_s: float = 1.0, rss: float = 500.0, stage: str = "summaries", run_id: str | None = None,
-           host: str = HOST, profile_hash: str = "p1", status: str = "success", **extra) -> dict:
-    return {"record_id": f"rec{i}-{stage}", "run_id": run_id or f"run{i}", "stage": stage, "profile": "offline",
-            "profile_hash": profile_hash, "scale": "100", "scale_n": 100, "status": status,
-            "started_at": T0 + timedelta(hours=i), "finished_at": T0 + timedelta(hours=i, seconds=wall_s),
-            "wall_s": wall_s, "peak_rss_mb": rss, "rss_start_mb": rss - 50, "metered": True,
-            "host_fingerprint": host, "code_version": "abc", **extra}
+           host: str = HOST, profile_hash: str = "p1", status: str = "success", **extra) -> StageRecord:
+    return StageRecord(record_id=f"rec{i}-{stage}", run_id=run_id or f"run{i}", stage=stage, profile="offline",
+                       profile_hash=profile_hash, scale="100", scale_n=100, status=status,
+                       started_at=T0 + timedelta(hours=i), finished_at=T0 + timedelta(hours=i, seconds=wall_s),
+                       wall_s=wall_s, peak_rss_mb=rss, rss_start_mb=rss - 50, metered=True,
+                       host_fingerprint=host, code_version="abc", **extra)
 
 
-def store(paths: Paths, *records: dict) -> None:
+def store(paths: Paths, *records: StageRecord) -> None:
     for rec in records:
-        write_record(paths.metrics, "stage_runs", rec)
+        write_record(paths.metrics, "stage_runs", rec.as_row())
 
 
 # -- regression: the pure comparison ---------------------------------------------------------------
@@ -211,12 +212,12 @@ def test_pin_refuses_an_unknown_run(paths):
 def test_record_is_found_pending_then_stored_then_latest(paths):
     rec = record(1, run_id="r-pending")
     save_pending(paths.pending, rec)
-    assert find_stage_record(paths, "r-pending", "summaries")["record_id"] == rec["record_id"]
+    assert find_stage_record(paths, "r-pending", "summaries").record_id == rec.record_id
     store(paths, record(2, run_id="r-stored"))
     found = find_stage_record(paths, "r-stored", "summaries")
-    assert found["record_id"] == "rec2-summaries" and isinstance(found["wall_s"], float)
+    assert found.record_id == "rec2-summaries" and isinstance(found.wall_s, float)
     assert find_stage_record(paths, "r-other", "summaries") is None
-    assert find_stage_record(paths, "r-other", "summaries", "offline", "100")["run_id"] == "r-stored"
+    assert find_stage_record(paths, "r-other", "summaries", "offline", "100").run_id == "r-stored"
 
 
 # -- budgets ------------------------------------------------------------------------------------
@@ -243,22 +244,22 @@ def test_storage_budget_counts_this_and_earlier_stages(tmp_path):
 
 def test_cluster_count_ranges_per_scale():
     assert EXPECTED_CLUSTERS["1k"] == (10, 50) and EXPECTED_CLUSTERS["50k"] == (500, 2000)
-    ok = check_cluster_count({"scale": "1k", "n_clusters": 30})
+    ok = check_cluster_count(StageRecord(scale="1k", n_clusters=30))
     assert ok.passed and (ok.noise_low, ok.noise_high) == (10, 50)
-    assert not check_cluster_count({"scale": "10k", "n_clusters": 80}).passed
-    assert check_cluster_count({"scale": "100", "n_clusters": 3}).passed
+    assert not check_cluster_count(StageRecord(scale="10k", n_clusters=80)).passed
+    assert check_cluster_count(StageRecord(scale="100", n_clusters=3)).passed
 
 
 # -- quality ------------------------------------------------------------------------------------
 
 def test_quality_floors_only_when_the_profile_sets_them():
     profile = get_profile("offline")
-    rec = {"silhouette": 0.05, "ari": 0.2}
+    rec = StageRecord(silhouette=0.05, ari=0.2)
     assert all(o.passed for o in check_quality(rec, profile))
     strict = profile.model_copy(update={"min_silhouette": 0.1, "min_ari": 0.1})
     by_name = {o.name: o for o in check_quality(rec, strict)}
     assert not by_name["quality_silhouette"].passed and by_name["quality_ari"].passed
-    missing = check_quality({"silhouette": None}, strict)[0]
+    missing = check_quality(StageRecord(silhouette=None), strict)[0]
     assert not missing.passed and "not available" in missing.message
 
 
@@ -268,16 +269,16 @@ def test_quality_floors_say_which_level_they_hold():
                "is_topic_level": False},
               {"level": 1, "n_clusters": 50, "ari": 0.6, "nmi": 0.85, "homogeneity": 0.8, "true_topics": 48,
                "is_topic_level": True}]
-    meta = {o.name: o for o in check_quality({"stage": "meta_clusters"}, strict, levels=levels)}
+    meta = {o.name: o for o in check_quality(StageRecord(stage="meta_clusters"), strict, levels=levels)}
     assert meta["quality_ari"].passed and meta["quality_ari"].value == 0.6
     assert "at level 1 (50 meta clusters, nearest the 48 true topics)" in meta["quality_ari"].message
-    base = {o.name: o for o in check_quality({"stage": "clusters", "silhouette": 0.2, "ari": 0.3}, strict,
+    base = {o.name: o for o in check_quality(StageRecord(stage="clusters", silhouette=0.2, ari=0.3), strict,
                                              levels=levels[:1])}
     assert base["quality_ari"].passed and "holds at the topic level" in base["quality_ari"].message
     assert base["quality_homogeneity"].value == 0.95 and "level 0" in base["quality_homogeneity"].message
-    failing = check_quality({"stage": "meta_clusters"}, strict, levels=[{**levels[1], "ari": 0.4}])
+    failing = check_quality(StageRecord(stage="meta_clusters"), strict, levels=[{**levels[1], "ari": 0.4}])
     assert not failing[0].passed and "0.400 at level 1" in failing[0].message
-    assert not check_quality({"stage": "meta_clusters"}, strict, levels=[])[0].passed
+    assert not check_quality(StageRecord(stage="meta_clusters"), strict, levels=[])[0].passed
 
 
 # -- sanity -------------------------------------------------------------------------------------
@@ -370,7 +371,7 @@ def test_evaluate_stage_stores_one_row_per_outcome(paths):
     rows = query(paths.metrics, "SELECT * FROM check_results WHERE run_id = 'run-now'")
     assert set(rows["check_name"]) == {"regression_wall_s", "regression_peak_rss_mb", "budget_memory",
                                        "budget_storage", "budget_clusters", "sanity", "quality_silhouette"}
-    assert (rows["stage_record_id"] == current["record_id"]).all()
+    assert (rows["stage_record_id"] == current.record_id).all()
     assert rows["host_fingerprint"].eq(HOST).all() and rows["profile_hash"].eq("p1").all()
     regression = rows[rows["check_name"] == "regression_wall_s"].iloc[0]
     assert regression["samples"] == 3 and regression["baseline"] == pytest.approx(1.0)

@@ -108,7 +108,7 @@ def test_a_failing_stage_is_recorded_with_its_error(kp_home, tmp_path):
     rows = query(paths.metrics, "SELECT status, error_type, error_message, wall_s FROM stage_runs")
     assert rows["status"].tolist() == ["failed"]
     assert "no-such-file.jsonl" in rows["error_message"][0]
-    assert record["error_type"] == type(info.value).__name__
+    assert record.error_type == type(info.value).__name__
     assert not paths.partition_dir("from-file", "100").joinpath("conversations.manifest.json").exists()
 
 
@@ -140,9 +140,9 @@ def test_guards_record_a_breaking_point(kp_home, limits, reason):
     with pytest.raises(BreakingPoint, match=reason):
         run_stage(run)
     record = commit_pending(paths.pending, paths.metrics, run.run_id, "conversations")
-    assert record["status"] == "breaking_point"
-    assert reason in record["error_message"]
-    assert record["peak_rss_mb"] > 0 and record["scale_n"] == 100_000
+    assert record.status == "breaking_point"
+    assert reason in record.error_message
+    assert record.peak_rss_mb > 0 and record.scale_n == 100_000
     rows = query(paths.metrics, "SELECT stage, scale, status FROM breaking_points")
     assert rows.to_dict("records") == [{"stage": "conversations", "scale": "100k", "status": "breaking_point"}]
     assert not paths.partition_dir("guarded", "100k").joinpath("conversations.manifest.json").exists()

@@ -211,13 +211,13 @@ def test_records_name_the_backend_and_carry_model_only_throughput(shared_cache, 
     records = {stage: run_stage(StageRun(stage, profile, "100", run_id="r1", paths=paths))
                for stage in ("conversations", "summaries", "embeddings")}
     embeddings = records["embeddings"]
-    assert embeddings["status"] == "success"
-    assert all(r["embedding_backend"] == "onnx-int8" for r in records.values())
-    assert embeddings["model_sample_n"] == 100 and embeddings["model_items_per_s"] > 0
-    assert records["summaries"]["model_items_per_s"] is None
+    assert embeddings.status == "success"
+    assert all(r.embedding_backend == "onnx-int8" for r in records.values())
+    assert embeddings.model_sample_n == 100 and embeddings.model_items_per_s > 0
+    assert records["summaries"].model_items_per_s is None
     import json
 
-    extra = json.loads(embeddings["extra"])
+    extra = json.loads(embeddings.extra)
     assert extra["embedding_backend"] == "onnx-int8" and extra["onnx_exported_now"] is False
     meta = stage_metadata(embeddings)
     assert meta["embedding_backend"] == "onnx-int8" and meta["model_items_per_s"] > 0 and meta["stage_vs_model"] > 0

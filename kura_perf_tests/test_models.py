@@ -255,3 +255,38 @@ def test_pca_projection():
     assert xy.shape == (30, 2) and xy.dtype == np.float32 and np.isfinite(xy).all()
     assert PCAProjection().fit_transform(points[:1]).shape == (1, 2)
     assert PCAProjection().fit_transform(np.ones((4, 1))).shape == (4, 2)
+
+
+# --- optional abilities: every model that has one declares it ---------------------------------------
+def test_every_model_with_an_optional_ability_declares_it():
+    from kura_perf.models.clustering import UMAPHDBSCANMethod
+    from kura_perf.models.onnx_embedding import OnnxEmbedding
+    from kura_perf.models.openai_api import OpenAIClusterNamer, OpenAIEmbedding, OpenAISummaryModel
+    from kura_perf.models.protocols import (
+        BuildsKnnGraph,
+        CountsApiCalls,
+        EncodesBare,
+        PreparesModel,
+        ReportsProgress,
+        ReusesKnnGraph,
+        UsesClusterSizes,
+    )
+
+    declared = {
+        OnnxEmbedding: {ReportsProgress, PreparesModel, EncodesBare},
+        SentenceTransformerEmbedding: {ReportsProgress, PreparesModel, EncodesBare},
+        TfidfClusterNamer: {UsesClusterSizes},
+        UMAPProjection: {ReusesKnnGraph},
+        UMAPHDBSCANMethod: {BuildsKnnGraph},
+        OpenAISummaryModel: {CountsApiCalls},
+        OpenAIEmbedding: {CountsApiCalls},
+        OpenAIClusterNamer: {CountsApiCalls},
+    }
+    for model, abilities in declared.items():
+        assert abilities <= set(model.__mro__), f"{model.__name__} lost {abilities - set(model.__mro__)}"
+    # ... and the stages' isinstance checks see them on instances.
+    assert isinstance(SentenceTransformerEmbedding(), ReportsProgress)
+    assert isinstance(TfidfClusterNamer(), UsesClusterSizes) and isinstance(TfidfClusterNamer(), ClusterNamer)
+    assert isinstance(UMAPProjection(), ReusesKnnGraph) and not isinstance(PCAProjection(), ReusesKnnGraph)
+    assert isinstance(UMAPHDBSCANMethod(), BuildsKnnGraph) and not isinstance(HDBSCANMethod(), BuildsKnnGraph)
+    assert isinstance(SentenceTransformerEmbedding(), EmbeddingModel)  # a declared ability keeps the base protocol

@@ -33,8 +33,8 @@ def test_level_rows_are_written_per_level_beside_the_stage_records(kp_home, monk
     rows = query(paths.metrics, "SELECT * FROM quality_levels WHERE run_id = 'r-levels' ORDER BY stage, level")
     clusters, meta = rows[rows["stage"] == "clusters"], rows[rows["stage"] == "meta_clusters"]
     assert clusters["level"].tolist() == [0] and clusters["n_clusters"].tolist() == [10]
-    assert set(clusters["record_id"]) == {records["clusters"]["record_id"]}
-    levels = int(__import__("json").loads(records["meta_clusters"]["extra"])["levels"])
+    assert set(clusters["record_id"]) == {records["clusters"].record_id}
+    levels = int(__import__("json").loads(records["meta_clusters"].extra)["levels"])
     assert meta["level"].tolist() == list(range(levels)) and levels >= 2
     assert meta["n_clusters"].is_monotonic_decreasing and meta["n_clusters"].iloc[-1] <= 3
     assert meta["is_topic_level"].sum() == 1 and (meta["true_topics"] > 0).all()
@@ -44,10 +44,10 @@ def test_level_rows_are_written_per_level_beside_the_stage_records(kp_home, monk
     view = query(paths.metrics, "SELECT * FROM quality_by_level WHERE profile = 'levels'")
     assert view["stage"].eq("meta_clusters").all() and view["level"].tolist() == list(range(levels))
     # The record says whether numba compiled in the stage, and where its cache is.
-    extra = __import__("json").loads(records["clusters"]["extra"])
+    extra = __import__("json").loads(records["clusters"].extra)
     assert extra["jit"]["cache_dir"] == str(jit_cache.cache_dir(paths.root).resolve())
-    assert records["clusters"]["jit_compiled"] is False  # k-means: no numba code ran
-    assert records["meta_clusters"]["quality_levels"] and "quality_levels_s" in extra
+    assert records["clusters"].jit_compiled is False  # k-means: no numba code ran
+    assert records["meta_clusters"].quality_levels and "quality_levels_s" in extra
 
 
 def test_numba_cache_lands_under_the_data_root(tmp_path, monkeypatch):

@@ -17,8 +17,10 @@ import pytest
 
 from kura_perf import outputs
 from kura_perf.atomic import atomic_write, atomic_write_text, is_temp
+from kura_perf.backends import Prepares, ReportsApiCounters
 from kura_perf.config import Paths
 from kura_perf.errors import BreakingPoint
+from kura_perf.meter.api import ApiCounters
 from kura_perf.meter.failures import is_interrupt, is_memory_exhaustion
 from kura_perf.meter.projection import LINEAR_IN_ITEMS, Progress, project, rate
 from kura_perf.profiles import get_profile
@@ -26,6 +28,7 @@ from kura_perf.runner import StageRun, run_stage
 from kura_perf.stages.base import StageResult
 from kura_perf.store import liveness, query, write_record
 from kura_perf.store.pending import recover, save_pending
+from kura_perf.store.record import StageRecord
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -171,6 +174,49 @@ def test_ctrl_c_in_a_stage_is_recorded_as_interrupted(kp_home):
     assert marker["status"] == liveness.FINISHED
 
 
+class CountedFailure(CountingBackend, ReportsApiCounters):
+    """Fails midway, after its (pretend) API models counted 3 calls, one of them a 429."""
+
+    def api_counters(self):
+        counters = ApiCounters()
+        counters.add(calls=3, errors=1, rate_limited=1, tokens_in=30)
+        return counters
+
+
+class PreparedBackend(CountingBackend, Prepares):
+    def prepare(self, stage, read_upstream):
+        self.prepared = stage
+
+
+def test_a_failed_stage_reports_the_api_calls_its_backend_declares(kp_home):
+    run = _run(kp_home, CountedFailure(total=400, per_item_s=0, fail=ValueError("bad value")))
+    with pytest.raises(ValueError):
+        run_stage(run)
+    record = _pending(kp_home, run)
+    assert (record["api_calls"], record["api_errors"], record["api_429s"], record["tokens_in"]) == (3, 1, 1, 30)
+    undeclared = _run(kp_home, CountingBackend(total=400, per_item_s=0, fail=ValueError("bad value")))
+    with pytest.raises(ValueError):
+        run_stage(undeclared)
+    assert _pending(kp_home, undeclared)["api_calls"] is None
+
+
+def test_the_runner_prepares_a_backend_that_declares_it_before_the_stage(kp_home):
+    backend = PreparedBackend(total=100, per_item_s=0)
+    record = run_stage(_run(kp_home, backend))
+    assert backend.prepared == "conversations" and record.status == "success" and record.items_in == 100
+
+
+def test_the_backends_declare_their_optional_abilities(tmp_path):
+    from kura_perf.backends.kura import KuraBackend
+    from kura_perf.backends.reference import ReferenceBackend
+
+    assert {Prepares, ReportsApiCounters} <= set(ReferenceBackend.__mro__)
+    backend = ReferenceBackend(get_profile("offline"), Paths(tmp_path))
+    assert isinstance(backend, Prepares) and isinstance(backend, ReportsApiCounters)
+    # Kura's backend has neither: its failures carry their own traffic (KuraFailure.api).
+    assert not {Prepares, ReportsApiCounters} & set(KuraBackend.__mro__)
+
+
 # -- running markers and the reaper ------------------------------------------------------------------
 def _dead_pid() -> int:
     proc = subprocess.Popen([sys.executable, "-c", "pass"])
@@ -201,6 +247,7 @@ def test_dead_stage_becomes_a_died_record_with_peak_progress_and_projection(kp_h
     _marker(kp_home, **identity)
     deaths = liveness.reap(kp_home)
     assert [(d.run_id, d.stage) for d in deaths] == [("r1", "embeddings")]
+    assert deaths[0].record.status == "died" and deaths[0].record.scale_n == 1000
     rows = query(kp_home / "metrics", "SELECT * FROM breaking_points")
     assert len(rows) == 1
     row = rows.iloc[0]
@@ -224,7 +271,7 @@ def test_a_wall_clock_step_does_not_make_a_live_stage_look_dead(kp_home):
 
 def test_a_stage_that_saved_its_record_before_dying_keeps_that_record(kp_home):
     hb = _marker(kp_home, pid=_dead_pid())
-    record = {"record_id": "x", "run_id": "r1", "stage": "embeddings", "status": "interrupted"}
+    record = StageRecord(record_id="x", run_id="r1", stage="embeddings", status="interrupted")
     save_pending(Paths(kp_home).pending, record)
     hb.body["status"] = liveness.FINISHED
     hb._write()
@@ -236,7 +283,7 @@ def test_a_stage_that_saved_its_record_before_dying_keeps_that_record(kp_home):
 def test_pending_records_of_live_runs_are_not_recovered_by_others(kp_home):
     paths = Paths(kp_home)
     _marker(kp_home)  # this process: alive
-    save_pending(paths.pending, {"record_id": "x", "run_id": "r1", "stage": "embeddings", "status": "success"})
+    save_pending(paths.pending, StageRecord(record_id="x", run_id="r1", stage="embeddings", status="success"))
     liveness.reap(kp_home)
     assert (paths.pending / "r1" / "embeddings.json").is_file()
 

@@ -12,6 +12,7 @@ from kura_perf import outputs
 from kura_perf.cluster.local import check_services
 from kura_perf.cluster.services import ServiceError, free_port
 from kura_perf.cluster.settings import ClusterSettings
+from kura_perf.store.record import StageRecord
 from kura_perf.config import Paths
 from kura_perf.location import Location, resolve
 from kura_perf.shards import plan_shards, sum_shards
@@ -34,8 +35,8 @@ def test_stage_record_sums_shards_wall_is_critical_path():
                "peak_rss_mb": 500.0 + i, "items_in": 25, "started_at": t0 + timedelta(seconds=i),
                "worker": f"w{i % 2}@h pid={100 + i}", "api_calls": None, "cost_usd": None}
               for i, (w, c) in enumerate([(3.0, 2.0), (5.0, 4.0), (4.0, 3.0)])]
-    merge = {"wall_s": 1.0, "cpu_user_s": 0.25, "cpu_sys_s": 0.0, "peak_rss_mb": 300.0, "started_at": t0,
-             "finished_at": t0 + timedelta(seconds=10), "extra": "{}"}
+    merge = StageRecord(wall_s=1.0, cpu_user_s=0.25, cpu_sys_s=0.0, peak_rss_mb=300.0, started_at=t0,
+                        finished_at=t0 + timedelta(seconds=10), extra="{}")
     fields = sum_shards(shards, merge)
     assert fields["wall_s"] == 6.0  # slowest shard (5) + merge (1)
     assert fields["cpu_user_s"] == 9.25 and fields["cpu_sys_s"] == 1.5
@@ -120,10 +121,10 @@ def test_baselines_keep_sharded_and_in_process_runs_apart(tmp_path):
     write_record(paths.metrics, "stage_runs", base | {"record_id": "a", "run_id": "in-process", "wall_s": 100.0})
     write_record(paths.metrics, "stage_runs", base | {"record_id": "b", "run_id": "cluster", "wall_s": 40.0,
                                                       "extra": json.dumps({"shards": 4})})
-    later = base | {"run_id": "new", "finished_at": t0 + timedelta(hours=1)}
+    later = StageRecord.from_dict(base | {"run_id": "new", "finished_at": t0 + timedelta(hours=1)})
     assert metric_history(paths, later, "wall_s") == [100.0]
-    assert metric_history(paths, later | {"extra": json.dumps({"shards": 4})}, "wall_s") == [40.0]
-    assert metric_history(paths, later | {"host_fingerprint": "other"}, "wall_s") == []  # only within one host
+    assert metric_history(paths, later.replace(extra=json.dumps({"shards": 4})), "wall_s") == [40.0]
+    assert metric_history(paths, later.replace(host_fingerprint="other"), "wall_s") == []  # only within one host
 
 
 def test_report_scale_out_section_groups_by_host_and_marks_the_projection(tmp_path):

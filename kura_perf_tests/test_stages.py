@@ -201,6 +201,89 @@ def test_embed_summaries_rejects_wrong_dimension_and_non_finite(summaries):
         embed_summaries(summaries, NaNs())
 
 
+# --- optional model abilities: declared, and used only when declared ----------------------------
+
+
+class FakeEncoder:
+    """Stands in for the ONNX session: rows of ones, 384-d."""
+
+    dimension = 384
+
+    def encode_batch(self, texts):
+        return np.ones((len(texts), self.dimension), dtype=np.float32)
+
+
+def _onnx_with_fake_session(batch_size):
+    from types import SimpleNamespace
+
+    from kura_perf.models.onnx_embedding import OnnxEmbedding
+
+    cache = SimpleNamespace(threshold=lambda backend: 0.99)
+    model = OnnxEmbedding("onnx-int8", cache, batch_size=batch_size)
+    model._encoder = FakeEncoder()
+    model.export = SimpleNamespace(exported_now=False, setup_s=0.0, path="fake.onnx", manifest={})
+    return model
+
+
+def test_the_onnx_embedder_reports_progress_batch_by_batch(summaries):
+    calls = []
+    embed_summaries(summaries.head(5), _onnx_with_fake_session(batch_size=2), progress=lambda d, t: calls.append((d, t)))
+    assert calls == [(2, 5), (4, 5), (5, 5)]  # one report at the end only, had it lost ReportsProgress
+
+
+def test_the_torch_embedder_reports_progress_batch_by_batch(summaries):
+    from kura_perf.models.sentence_transformer import SentenceTransformerEmbedding
+
+    class FakeModel:
+        def encode(self, texts, **_):
+            return np.ones((len(texts), 384), dtype=np.float32)
+
+    model = SentenceTransformerEmbedding(batch_size=2)
+    model._model = lambda: FakeModel()
+    calls = []
+    embed_summaries(summaries.head(5), model, progress=lambda d, t: calls.append((d, t)))
+    assert calls == [(2, 5), (4, 5), (5, 5)]
+
+
+def test_an_embedder_that_does_not_declare_progress_is_not_handed_it(summaries):
+    class Undeclared(HashingEmbedder):
+        def embed(self, texts, progress=None):  # takes the keyword, but says nothing: not asked
+            self.got_progress = progress is not None
+            return super().embed(texts)
+
+    model, calls = Undeclared(), []
+    embed_summaries(summaries, model, progress=lambda d, t: calls.append((d, t)))
+    assert model.got_progress is False and calls == [(150, 150)]
+
+
+def test_the_umap_projection_is_handed_the_stored_knn_graph(summaries):
+    from kura_perf.models.projection import UMAPProjection
+
+    vectors = embed_summaries(summaries, HashingEmbedder())
+    assignments = cluster_summaries(summaries, vectors, KMeansMethod(n_clusters=3), TfidfClusterNamer()).assignments
+    graph = object()
+
+    class Spy(UMAPProjection):
+        def fit_transform(self, vectors, knn=None):
+            self.got = knn
+            return PCAProjection().fit_transform(vectors)
+
+    spy = Spy()
+    project(vectors, assignments, spy, knn=graph)
+    assert spy.got is graph
+
+    class Plain:  # takes knn, but does not declare ReusesKnnGraph: never handed one
+        name = "plain"
+
+        def fit_transform(self, vectors, knn=None):
+            self.got = knn
+            return PCAProjection().fit_transform(vectors)
+
+    plain = Plain()
+    project(vectors, assignments, plain, knn=graph)
+    assert plain.got is None
+
+
 # --- quality -------------------------------------------------------------------------------------
 
 

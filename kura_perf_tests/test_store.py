@@ -10,6 +10,7 @@ import pytest
 
 from kura_perf.store import query, refresh_database, write_record
 from kura_perf.store.pending import commit_pending, recover, save_pending
+from kura_perf.store.record import StageRecord
 
 
 def _record(i: int, run_id: str = "run", stage: str = "summaries", status: str = "success") -> dict:
@@ -102,10 +103,10 @@ def test_concurrent_writers_with_an_analyst_holding_the_database(tmp_path):
 
 def test_pending_hand_off_and_recovery(tmp_path):
     pending, metrics = tmp_path / "pending", tmp_path / "metrics"
-    save_pending(pending, _record(1, run_id="a"))
-    save_pending(pending, _record(2, run_id="b", stage="clusters"))
+    save_pending(pending, StageRecord.from_dict(_record(1, run_id="a")))
+    save_pending(pending, StageRecord.from_dict(_record(2, run_id="b", stage="clusters")))
     committed = commit_pending(pending, metrics, "a", "summaries")
-    assert committed["record_id"] == "r1"
+    assert committed.record_id == "r1"
     assert commit_pending(pending, metrics, "a", "summaries") is None
     assert recover(pending, metrics) == 1  # the record a dead process left behind
     rows = query(metrics, "SELECT record_id, started_at FROM stage_runs ORDER BY 1")
@@ -134,3 +135,78 @@ def test_unmetered_runs_never_stand_for_a_partition(tmp_path):
     latest = query(tmp_path, "SELECT record_id, peak_rss_mb FROM latest_stage_runs")
     assert latest.to_dict("records") == [{"record_id": "r1", "peak_rss_mb": 100.0}]
     assert query(tmp_path, "SELECT runs FROM scaling")["runs"].tolist() == [1]
+
+
+# -- the typed stage record ---------------------------------------------------------------------------
+def test_the_stage_record_has_exactly_the_stage_runs_columns_and_types():
+    from kura_perf.store.record import COLUMN_NAMES, schema_mismatches
+    from kura_perf.store.schema import STAGE_RUNS
+
+    assert schema_mismatches() == []
+    assert list(COLUMN_NAMES) == STAGE_RUNS.names
+
+
+def test_the_schema_check_sees_a_column_added_to_either_side_or_retyped():
+    import dataclasses
+
+    import pyarrow as pa
+
+    from kura_perf.store.record import schema_mismatches
+    from kura_perf.store.schema import STAGE_RUNS
+
+    added = STAGE_RUNS.append(pa.field("gpu_s", pa.float64()))
+    assert schema_mismatches(added) == ["column 'gpu_s' is in the schema but not a StageRecord field"]
+    retyped = STAGE_RUNS.set(STAGE_RUNS.get_field_index("wall_s"), pa.field("wall_s", pa.int64()))
+    assert len(schema_mismatches(retyped)) == 1 and "'wall_s'" in schema_mismatches(retyped)[0]
+    wider = dataclasses.make_dataclass("Wider", [("gpu_s", "float | None", dataclasses.field(default=None))],
+                                       bases=(StageRecord,), frozen=True, kw_only=True)
+    assert schema_mismatches(STAGE_RUNS, wider) == ["StageRecord field 'gpu_s' is not a column of the schema"]
+
+
+def test_a_misspelt_field_is_an_error_wherever_it_is_written():
+    import dataclasses
+
+    from kura_perf.store.record import UnknownRecordField
+
+    with pytest.raises(TypeError):
+        StageRecord(wall_sec=1.0)
+    with pytest.raises(UnknownRecordField, match="wall_sec"):
+        StageRecord.from_dict({"stage": "summaries", "wall_sec": 1.0})
+    record = StageRecord(stage="summaries")
+    with pytest.raises(UnknownRecordField, match="wall_sec"):
+        record.replace(wall_sec=1.0)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        record.wall_sec = 1.0
+
+
+def test_a_stage_record_goes_through_the_hand_off_and_the_store_unchanged(tmp_path):
+    """Pending JSON, then Parquet: the same values come back, the file has the schema's types, and the
+    carried per-level rows land in quality_levels, not in stage_runs."""
+    import pyarrow.parquet as pq
+
+    from kura_perf.checks.records import stored_record
+    from kura_perf.config import Paths
+    from kura_perf.store.schema import STAGE_RUNS
+
+    paths = Paths(tmp_path)
+    now = datetime.now(timezone.utc)
+    record = StageRecord.from_dict(_record(3, run_id="rt", stage="clusters")).replace(
+        started_at=now, finished_at=now, n_clusters=4, metered=True, jit_compiled=False, host_cores=2,
+        extra='{"k": 1}', quality_levels=[{"level": 0, "n_clusters": 4, "ari": 0.5, "is_topic_level": True}])
+    save_pending(paths.pending, record)
+    committed = commit_pending(paths.pending, paths.metrics, "rt", "clusters")
+    assert committed == record
+    [file] = (paths.metrics / "stage_runs").rglob("*.parquet")
+    assert pq.read_schema(file).remove_metadata() == STAGE_RUNS
+    assert stored_record(paths, "rt", "clusters") == record.replace(quality_levels=[])
+    levels = query(paths.metrics, "SELECT record_id, stage, level, n_clusters FROM quality_levels")
+    assert levels.to_dict("records") == [{"record_id": "r3", "stage": "clusters", "level": 0, "n_clusters": 4}]
+
+
+def test_a_pending_file_naming_an_unknown_field_is_quarantined_not_stored(tmp_path):
+    pending, metrics = tmp_path / "metrics_pending", tmp_path / "metrics"
+    (pending / "r1").mkdir(parents=True)
+    (pending / "r1" / "summaries.json").write_text('{"run_id": "r1", "stage": "summaries", "wall_sec": 1.0}')
+    assert recover(pending, metrics) == 0
+    assert not (metrics / "stage_runs").exists()
+    assert list((tmp_path / "metrics_quarantine").rglob("*summaries.json*"))

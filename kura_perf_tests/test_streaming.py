@@ -52,13 +52,13 @@ def test_streamed_outputs_equal_the_all_at_once_outputs(tmp_path):
             assert a.arrays[key].dtype == b.arrays[key].dtype and a.arrays[key].shape == b.arrays[key].shape
             # MiniLM groups the texts of each call by length, so a batch pads differently: float32 rounding only.
             np.testing.assert_allclose(a.arrays[key], b.arrays[key], rtol=0, atol=1e-5)
-        extra = json.loads(records[stage]["extra"])
+        extra = json.loads(records[stage].extra)
         assert (extra["stream_batch_size"], extra["batches"]) == (32, 4)
-        assert records[stage]["items_in"] == 100 and records[stage]["items_out"] == 100
+        assert records[stage].items_in == 100 and records[stage].items_out == 100
     folder = paths.partition_dir("offline-batched", "100")
     leftovers = [p.name for p in folder.iterdir() if p.name.startswith(".") and not p.name.endswith(".lock")]
     assert not leftovers  # no parts or temp files left (the stage locks stay, as write_stage's do)
-    raw = [json.loads(r["conversations"]["extra"])["raw_text_bytes"] for r in (whole_records, records)]
+    raw = [json.loads(r["conversations"].extra)["raw_text_bytes"] for r in (whole_records, records)]
     assert raw[0] == raw[1] > 0  # per-batch figures add up to the whole partition's
 
 
@@ -121,7 +121,7 @@ del warm, buf
 out = {}
 for stage in ("conversations", "summaries"):
     record = run_stage(StageRun(stage, profile, sys.argv[2], paths=paths))
-    out[stage] = record["peak_rss_mb"] - record["rss_start_mb"]
+    out[stage] = record.peak_rss_mb - record.rss_start_mb
 print(json.dumps(out))
 """
 

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import TYPE_CHECKING, Callable, Protocol, runtime_checkable
 
 from kura_perf.config import Paths
 from kura_perf.profiles import Profile
 from kura_perf.stages.base import StageInputs, StageResult
+
+if TYPE_CHECKING:
+    from kura_perf.meter.api import ApiCounters
+    from kura_perf.outputs import StageData
 
 
 class Backend(Protocol):
@@ -16,8 +20,23 @@ class Backend(Protocol):
 
     def close(self) -> None: ...
 
-    # Optional: prepare(stage, read_upstream) -> None, called by the runner right before the stage is
-    # metered: one-time set-up (model load, ONNX export check) and the model-only calibration.
+
+# Optional abilities. A backend that has one says so by naming the protocol among its bases; the
+# runner asks with isinstance (the method names are distinctive), never by inspecting signatures.
+@runtime_checkable
+class Prepares(Protocol):
+    """One-time set-up (model load, ONNX export check) and the model-only calibration, which the runner
+    calls right before the stage is metered, so neither counts in the stage's time."""
+
+    def prepare(self, stage: str, read_upstream: Callable[[str], StageData]) -> None: ...
+
+
+@runtime_checkable
+class ReportsApiCounters(Protocol):
+    """What the backend's API models counted so far, asked when a stage fails midway: its record still
+    reports the calls, errors and 429s it made before giving up."""
+
+    def api_counters(self) -> ApiCounters | None: ...
 
 
 def get_backend(profile: Profile, paths: Paths | None = None) -> Backend:

@@ -7,18 +7,20 @@ import json
 import numpy as np
 import pandas as pd
 
+from kura_perf.backends import Prepares, ReportsApiCounters
 from kura_perf.backends.conversion import conversations_from_table, conversations_to_table
 from kura_perf.backends.model_factory import ModelFactory
 from kura_perf.config import Paths
 from kura_perf.corpus import iter_conversations, load_conversations
 from kura_perf.errors import StageError
 from kura_perf.meter.api import ApiCounters
+from kura_perf.models.protocols import BuildsKnnGraph, CountsApiCalls, PreparesModel, ReusesKnnGraph
 from kura_perf.outputs import StageData
 from kura_perf.profiles import Profile
 from kura_perf.stages.base import StageInputs, StageResult
 
 
-class ReferenceBackend:
+class ReferenceBackend(Prepares, ReportsApiCounters):
     name = "reference"
 
     def __init__(self, profile: Profile, paths: Paths | None = None, onnx_min_cosine: float | None = None):
@@ -37,7 +39,7 @@ class ReferenceBackend:
         from kura_perf.models.calibration import model_throughput
 
         model = self.models.embedding_model()
-        setup = dict(model.prepare()) if hasattr(model, "prepare") else {}
+        setup = dict(model.prepare()) if isinstance(model, PreparesModel) else {}
         if stage == "embeddings":
             summaries = read_upstream("summaries").tables["main"]
             if "embed_text" in summaries.columns:
@@ -49,7 +51,7 @@ class ReferenceBackend:
 
     def api_counters(self) -> ApiCounters | None:
         """Everything this backend's API models counted so far (used when a stage fails midway)."""
-        return _merge(*(getattr(m, "counters", None) for m in self.models.built()))
+        return _merge(*(_counters(m) for m in self.models.built()))
 
     def run(self, stage: str, inputs: StageInputs) -> StageResult:
         return getattr(self, f"_{stage}")(inputs)
@@ -109,7 +111,7 @@ class ReferenceBackend:
         method, namer = self.models.clustering_method(len(summaries)), self.models.namer()
         result = cluster_summaries(summaries, vectors, method, namer, truth=truth, seed=self.profile.seed)
         arrays = {}
-        if getattr(method, "knn", None) is not None:  # UMAP's k-NN graph, for the projection to reuse
+        if isinstance(method, BuildsKnnGraph) and method.knn is not None:  # for the projection to reuse
             arrays = {"knn_indices": method.knn.indices, "knn_distances": method.knn.distances}
         return StageResult(StageData(tables={"main": result.clusters, "assignments": result.assignments},
                                      arrays=arrays),
@@ -139,8 +141,9 @@ class ReferenceBackend:
         method = self.models.projection_method()
         knn = stored_knn(inputs.upstream["clusters"], self.models.knn_metric())
         table = project(vectors, assignments, method, knn=knn)
+        reused = isinstance(method, ReusesKnnGraph) and bool(method.reused_knn)
         return StageResult(StageData(tables={"main": table}), items_in=len(vectors), items_out=len(table),
-                           extra={"method": method.name, "reused_knn": bool(getattr(method, "reused_knn", False))})
+                           extra={"method": method.name, "reused_knn": reused})
 
 
 def stored_knn(clusters: StageData, metric: str):
@@ -160,7 +163,7 @@ def _truth(conversations: pd.DataFrame, summaries: pd.DataFrame) -> list | None:
 
 
 def _counters(model) -> ApiCounters | None:
-    return getattr(model, "counters", None)
+    return model.counters if isinstance(model, CountsApiCalls) else None
 
 
 def _merge(*counters: ApiCounters | None) -> ApiCounters | None:

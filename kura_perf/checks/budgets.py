@@ -15,6 +15,7 @@ from kura_perf.checks.outcome import ERROR, WARN, CheckOutcome
 from kura_perf.outputs import stage_bytes
 from kura_perf.scales import SCALES
 from kura_perf.stages.base import STAGES
+from kura_perf.store.record import StageRecord
 
 # §1.3: at most the top of the proposal's ~10-15 KB per conversation, all stages together.
 STORAGE_KB_PER_CONVERSATION = proposal.STORAGE_TOTAL_KB_PER_CONVERSATION[1]
@@ -45,8 +46,8 @@ def severity(blocking: bool) -> str:
     return ERROR if blocking else WARN
 
 
-def check_memory(record: dict, blocking: bool = False) -> CheckOutcome:
-    peak, n = record.get("peak_rss_mb"), record.get("scale_n") or 0
+def check_memory(record: StageRecord, blocking: bool = False) -> CheckOutcome:
+    peak, n = record.peak_rss_mb, record.scale_n or 0
     budget = memory_budget_mb(n)
     if peak is None:
         return CheckOutcome("budget_memory", True, "peak memory not measured (meter off)", severity(blocking),
@@ -62,21 +63,21 @@ def cumulative_bytes(folder: Path, stage: str) -> int:
     return sum(stage_bytes(folder, s) for s in STAGES[: STAGES.index(stage) + 1])
 
 
-def check_storage(record: dict, folder: Path, blocking: bool = False) -> CheckOutcome:
+def check_storage(record: StageRecord, folder: Path, blocking: bool = False) -> CheckOutcome:
     """Stored bytes per conversation so far (this stage and the ones before): the last stage's check is the total."""
-    n = record.get("scale_n") or 0
-    total = cumulative_bytes(folder, record["stage"])
+    n = record.scale_n or 0
+    total = cumulative_bytes(folder, record.stage)
     kb = total / 1024.0 / n if n else 0.0
     ok = kb <= STORAGE_KB_PER_CONVERSATION
     return CheckOutcome("budget_storage", ok,
-                        f"{kb:.2f} KB per conversation stored up to {record['stage']} ({total} bytes, {n} "
+                        f"{kb:.2f} KB per conversation stored up to {record.stage} ({total} bytes, {n} "
                         f"conversations); budget {STORAGE_KB_PER_CONVERSATION:g} KB", severity(blocking),
                         kb, STORAGE_KB_PER_CONVERSATION, kb / STORAGE_KB_PER_CONVERSATION,
                         details={"bytes_so_far": total})
 
 
-def check_cluster_count(record: dict, blocking: bool = False) -> CheckOutcome:
-    n_clusters, scale = record.get("n_clusters"), record.get("scale")
+def check_cluster_count(record: StageRecord, blocking: bool = False) -> CheckOutcome:
+    n_clusters, scale = record.n_clusters, record.scale
     low, high = EXPECTED_CLUSTERS.get(scale, (None, None))
     if low is None or n_clusters is None:
         return CheckOutcome("budget_clusters", True, f"no expected cluster count for scale {scale}",
@@ -87,8 +88,8 @@ def check_cluster_count(record: dict, blocking: bool = False) -> CheckOutcome:
                         severity(blocking), n_clusters, None, None, low, high)
 
 
-def check_budgets(record: dict, folder: Path, blocking: bool = False) -> list[CheckOutcome]:
+def check_budgets(record: StageRecord, folder: Path, blocking: bool = False) -> list[CheckOutcome]:
     outcomes = [check_memory(record, blocking), check_storage(record, folder, blocking)]
-    if record.get("stage") == "clusters":
+    if record.stage == "clusters":
         outcomes.append(check_cluster_count(record, blocking))
     return outcomes

@@ -16,6 +16,7 @@ from kura_perf.checks.regression import REGRESSION_METRICS, check_regression
 from kura_perf.checks.sanity import check_sanity
 from kura_perf.config import Paths
 from kura_perf.profiles import Profile
+from kura_perf.store.record import StageRecord
 
 CHECK_GROUPS = ("regression", "budgets", "sanity", "quality")
 
@@ -27,27 +28,27 @@ def groups_for(stage: str) -> tuple[str, ...]:
     return CHECK_GROUPS if stage in QUALITY_STAGES else CHECK_GROUPS[:3]
 
 
-def evaluate_group(group: str, paths: Paths, record: dict, profile: Profile,
+def evaluate_group(group: str, paths: Paths, record: StageRecord, profile: Profile,
                    folder: Path | None = None) -> list[CheckOutcome]:
     """folder: where the stage's output is (a pipeline shape's own folder); default the partition's."""
-    folder = folder or paths.partition_dir(record["profile"], record["scale"])
+    folder = folder or paths.partition_dir(record.profile, record.scale)
     if group == "regression":
         return [check_regression(paths, record, m, profile.regression_threshold).outcome()
                 for m in REGRESSION_METRICS]
     if group == "budgets":
         return check_budgets(record, folder, blocking=profile.budgets_blocking)
     if group == "sanity":
-        return [check_sanity(folder, record["stage"], profile, record.get("scale_n") or 0)]
+        return [check_sanity(folder, record.stage, profile, record.scale_n or 0)]
     if group == "quality":
         return check_quality(record, profile, severity=ERROR, levels=record_levels(paths, record))
     raise ValueError(f"unknown check group {group}")
 
 
-def evaluate_stage(paths: Paths, record: dict, profile: Profile, groups: tuple[str, ...] | None = None,
+def evaluate_stage(paths: Paths, record: StageRecord, profile: Profile, groups: tuple[str, ...] | None = None,
                    store: bool = True, folder: Path | None = None) -> dict[str, list[CheckOutcome]]:
     """{group: outcomes} for the record's stage; with store=True also appended to check_results."""
     results = {g: evaluate_group(g, paths, record, profile, folder)
-               for g in (groups or groups_for(record["stage"]))}
+               for g in (groups or groups_for(record.stage))}
     if store:
         write_outcomes(paths.metrics, record, [o for outcomes in results.values() for o in outcomes])
     return results

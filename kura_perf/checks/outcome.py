@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
+from kura_perf.store.record import StageRecord
 from kura_perf.store.schema import COMPARABILITY
 from kura_perf.store.writer import new_record_id, write_records
 
@@ -27,17 +28,17 @@ class CheckOutcome:
     samples: int | None = None
     details: dict = field(default_factory=dict)  # extra figures for the Dagster metadata
 
-    def row(self, record: dict) -> dict:
+    def row(self, record: StageRecord) -> dict:
         """The check_results row for this outcome, about the stage record `record`."""
-        comparability = {name: record.get(name) for name, _ in COMPARABILITY}
+        comparability = {name: getattr(record, name) for name, _ in COMPARABILITY}
         return {
             "record_id": new_record_id(),
             "checked_at": datetime.now(timezone.utc),
             "check_name": self.name,
-            "stage": record.get("stage"),
-            "profile": record.get("profile"),
-            "profile_hash": record.get("profile_hash"),
-            "scale": record.get("scale"),
+            "stage": record.stage,
+            "profile": record.profile,
+            "profile_hash": record.profile_hash,
+            "scale": record.scale,
             "passed": bool(self.passed),
             "severity": self.severity,
             "value": _float(self.value),
@@ -47,7 +48,7 @@ class CheckOutcome:
             "noise_high": _float(self.noise_high),
             "samples": None if self.samples is None else int(self.samples),
             "message": self.message,
-            "stage_record_id": record.get("record_id"),
+            "stage_record_id": record.record_id,
             **comparability,
         }
 
@@ -56,7 +57,7 @@ def _float(value) -> float | None:
     return None if value is None else float(value)
 
 
-def write_outcomes(metrics_dir, record: dict, outcomes: list[CheckOutcome]) -> list[dict]:
+def write_outcomes(metrics_dir, record: StageRecord, outcomes: list[CheckOutcome]) -> list[dict]:
     """Append the outcomes to check_results (one file); return the rows written."""
     rows = [o.row(record) for o in outcomes]
     if rows:

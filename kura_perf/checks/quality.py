@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from kura_perf.checks.outcome import WARN, CheckOutcome
 from kura_perf.profiles import Profile
+from kura_perf.store.record import StageRecord
 
 
 def _floor(name: str, value: float | None, floor: float | None, severity: str, where: str,
@@ -46,10 +47,10 @@ def topic_level(levels: list[dict]) -> dict | None:
     return base[0] if base else None
 
 
-def check_quality(record: dict, profile: Profile, severity: str = WARN,
+def check_quality(record: StageRecord, profile: Profile, severity: str = WARN,
                   levels: list[dict] | None = None) -> list[CheckOutcome]:
     """Outcomes for a clusters record (level 0) or a meta_clusters record (`levels`: its level rows)."""
-    if record.get("stage") == "meta_clusters":
+    if record.stage == "meta_clusters":
         level = topic_level(levels or [])
         if level is None:
             return [CheckOutcome("quality_ari", profile.min_ari is None, "no per-level quality recorded for this "
@@ -60,9 +61,9 @@ def check_quality(record: dict, profile: Profile, severity: str = WARN,
         return outcomes
     base = next((row for row in levels or [] if row.get("level") == 0), None)
     where = _where(base)
-    outcomes = [_floor("silhouette", record.get("silhouette"), profile.min_silhouette, severity, where)]
-    if profile.min_ari is not None or record.get("ari") is not None:
-        outcomes.append(_floor("ari", record.get("ari"), profile.min_ari, severity, where, enforced=False))
+    outcomes = [_floor("silhouette", record.silhouette, profile.min_silhouette, severity, where)]
+    if profile.min_ari is not None or record.ari is not None:
+        outcomes.append(_floor("ari", record.ari, profile.min_ari, severity, where, enforced=False))
     if base is not None and base.get("homogeneity") is not None:
         outcomes.append(_floor("homogeneity", base["homogeneity"], None, severity, where))
     return outcomes

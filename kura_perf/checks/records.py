@@ -1,41 +1,31 @@
 """Finding stage records: the one a check is about, and the history it is compared with.
 
 Within a run, a stage's record sits in the pending folder until the stage's hook moves it into the
-store; a check may run on either side of that move, so both places are looked at.
+store; a check may run on either side of that move, so both places are looked at. The one record a
+check is about is a StageRecord; the history stays rows and columns (DuckDB).
 """
 
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 import pandas as pd
 
 from kura_perf.config import Paths
 from kura_perf.store import query
+from kura_perf.store.record import StageRecord, clean_value
 
 # How many comparable runs make a stage's history: the regression check's noise band and the baselines view.
 HISTORY_RUNS = 10
 
 
-def _clean(value):
-    """Store rows come back with NaN/NaT for nulls and numpy scalars; records use None and Python types."""
-    if value is None or value is pd.NaT:
-        return None
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    if hasattr(value, "item") and not isinstance(value, (list, tuple)) and getattr(value, "ndim", 0) == 0:
-        value = value.item()
-        return None if isinstance(value, float) and math.isnan(value) else value
-    return value
-
-
 def frame_records(frame: pd.DataFrame) -> list[dict]:
-    return [{k: _clean(v) for k, v in row.items()} for row in frame.to_dict("records")]
+    """Rows of any table with None for nulls and Python values."""
+    return [{k: clean_value(v) for k, v in row.items()} for row in frame.to_dict("records")]
 
 
-def pending_record(paths: Paths, run_id: str, stage: str) -> dict | None:
+def pending_record(paths: Paths, run_id: str, stage: str) -> StageRecord | None:
     from kura_perf.store.pending import _load  # the pending folder's own reader (timestamps)
 
     path = Path(paths.pending) / run_id / f"{stage}.json"
@@ -47,21 +37,24 @@ def pending_record(paths: Paths, run_id: str, stage: str) -> dict | None:
         return None
 
 
-def stored_record(paths: Paths, run_id: str, stage: str) -> dict | None:
-    rows = query(paths.metrics, "SELECT * FROM stage_runs WHERE run_id = ? AND stage = ? "
-                                "ORDER BY finished_at DESC LIMIT 1", [run_id, stage])
-    return frame_records(rows)[0] if len(rows) else None
+def _first_record(rows: pd.DataFrame) -> StageRecord | None:
+    return StageRecord.from_row(rows.to_dict("records")[0]) if len(rows) else None
 
 
-def latest_record(paths: Paths, stage: str, profile: str, scale: str) -> dict | None:
+def stored_record(paths: Paths, run_id: str, stage: str) -> StageRecord | None:
+    return _first_record(query(paths.metrics, "SELECT * FROM stage_runs WHERE run_id = ? AND stage = ? "
+                                              "ORDER BY finished_at DESC LIMIT 1", [run_id, stage]))
+
+
+def latest_record(paths: Paths, stage: str, profile: str, scale: str) -> StageRecord | None:
     """The newest successful record of a stage for a partition (any run, any host)."""
-    rows = query(paths.metrics, "SELECT * FROM stage_runs WHERE stage = ? AND profile = ? AND scale = ? "
-                                "AND status = 'success' ORDER BY finished_at DESC LIMIT 1", [stage, profile, scale])
-    return frame_records(rows)[0] if len(rows) else None
+    return _first_record(query(paths.metrics, "SELECT * FROM stage_runs WHERE stage = ? AND profile = ? AND scale = ? "
+                                              "AND status = 'success' ORDER BY finished_at DESC LIMIT 1",
+                               [stage, profile, scale]))
 
 
 def find_stage_record(paths: Paths, run_id: str, stage: str, profile: str | None = None,
-                      scale: str | None = None) -> dict | None:
+                      scale: str | None = None) -> StageRecord | None:
     """The stage's record for this run (pending folder, then store). A check re-run on its own
     (a run that did not materialize the stage) falls back to the partition's latest record."""
     record = pending_record(paths, run_id, stage) or stored_record(paths, run_id, stage)
@@ -70,14 +63,14 @@ def find_stage_record(paths: Paths, run_id: str, stage: str, profile: str | None
     return record
 
 
-def record_levels(paths: Paths, record: dict) -> list[dict]:
+def record_levels(paths: Paths, record: StageRecord) -> list[dict]:
     """The per-level quality rows of a stage record: carried by a pending record, else from the store."""
-    if record.get("quality_levels"):
-        return list(record["quality_levels"])
-    if not record.get("record_id"):
+    if record.quality_levels:
+        return list(record.quality_levels)
+    if not record.record_id:
         return []
     rows = query(paths.metrics, "SELECT * FROM quality_levels WHERE record_id = ? ORDER BY level",
-                 [record["record_id"]])
+                 [record.record_id])
     return frame_records(rows)
 
 
@@ -85,7 +78,7 @@ def run_records(paths: Paths, run_id: str) -> list[dict]:
     return frame_records(query(paths.metrics, "SELECT * FROM stage_runs WHERE run_id = ?", [run_id]))
 
 
-def metric_history(paths: Paths, record: dict, metric: str, limit: int = 10) -> list[float]:
+def metric_history(paths: Paths, record: StageRecord, metric: str, limit: int = 10) -> list[float]:
     """`metric` of the last `limit` successful earlier runs of the same stage, scale, profile hash and
     host fingerprint (and metering mode, which changes timings; and shard count: a stage fanned out
     over K cluster workers is not comparable with an in-process one), newest first."""
@@ -98,28 +91,27 @@ def metric_history(paths: Paths, record: dict, metric: str, limit: int = 10) -> 
           AND run_id <> ? AND "{metric}" IS NOT NULL AND finished_at < ?
           AND coalesce(CAST(json_extract(extra, '$.shards') AS BIGINT), 0) = ?
         ORDER BY finished_at DESC LIMIT {int(limit)}"""
-    rows = query(paths.metrics, sql, [record["stage"], record["scale"], record.get("profile_hash"),
-                                      record.get("host_fingerprint"), bool(record.get("metered", True)),
-                                      record["run_id"], _timestamp(record.get("finished_at")),
-                                      _shards(record)])
+    metered = True if record.metered is None else record.metered
+    rows = query(paths.metrics, sql, [record.stage, record.scale, record.profile_hash, record.host_fingerprint,
+                                      metered, record.run_id, _timestamp(record.finished_at), _shards(record)])
     return [float(v) for v in rows["v"].tolist()]
 
 
-def _shards(record: dict) -> int:
+def _shards(record: StageRecord) -> int:
     try:
-        return int(json.loads(record.get("extra") or "{}").get("shards") or 0)
+        return int(json.loads(record.extra or "{}").get("shards") or 0)
     except (TypeError, ValueError, AttributeError):
         return 0
 
 
-def run_metric(paths: Paths, run_id: str, record: dict, metric: str) -> float | None:
+def run_metric(paths: Paths, run_id: str, record: StageRecord, metric: str) -> float | None:
     """`metric` of the same stage in run `run_id` (a pinned baseline), if comparable with `record`."""
     rows = query(paths.metrics, f'SELECT "{metric}" AS v, profile_hash FROM stage_runs WHERE run_id = ? '
                                 "AND stage = ? AND status = 'success' ORDER BY finished_at DESC LIMIT 1",
-                 [run_id, record["stage"]])
-    if not len(rows) or rows["profile_hash"][0] != record.get("profile_hash"):
+                 [run_id, record.stage])
+    if not len(rows) or rows["profile_hash"][0] != record.profile_hash:
         return None
-    return _clean(rows["v"][0])
+    return clean_value(rows["v"][0])
 
 
 def _timestamp(value):

@@ -19,6 +19,7 @@ from kura_perf.checks.baselines import active_pin
 from kura_perf.checks.outcome import ERROR, CheckOutcome
 from kura_perf.checks.records import HISTORY_RUNS, metric_history, run_metric
 from kura_perf.config import Paths
+from kura_perf.store.record import StageRecord
 
 REGRESSION_METRICS = ("wall_s", "peak_rss_mb")
 NOISE_MARGIN = 0.05  # widen the observed max by 5% with a full history ...
@@ -127,17 +128,17 @@ def compare(value: float | None, history: list[float], threshold: float = 0.10, 
                             f"{head}. {verdict}", z, pinned_run)
 
 
-def check_regression(paths: Paths, record: dict, metric: str, threshold: float = 0.10,
+def check_regression(paths: Paths, record: StageRecord, metric: str, threshold: float = 0.10,
                      history_runs: int = HISTORY_RUNS) -> RegressionResult:
     """The record's `metric` against its pinned baseline for this host, else its rolling history."""
 
     history = metric_history(paths, record, metric, limit=history_runs)
-    pin = active_pin(paths, record.get("profile"), record.get("scale"), record.get("host_fingerprint"))
+    pin = active_pin(paths, record.profile, record.scale, record.host_fingerprint)
     pinned = None
-    if pin and pin != record.get("run_id"):
+    if pin and pin != record.run_id:
         pinned = run_metric(paths, pin, record, metric)
-    result = compare(record.get(metric), history, threshold, metric=metric, pinned=pinned,
+    result = compare(getattr(record, metric), history, threshold, metric=metric, pinned=pinned,
                      pinned_run=pin if pinned is not None else None)
-    if pin and pinned is None and pin != record.get("run_id"):
-        result.message += f" (pinned run {pin} has no comparable {record.get('stage')} record: rolling history used)"
+    if pin and pinned is None and pin != record.run_id:
+        result.message += f" (pinned run {pin} has no comparable {record.stage} record: rolling history used)"
     return result

@@ -10,6 +10,7 @@ from kura_perf.defs.resources import KuraPerfResource
 from kura_perf.defs.simulator import ApiSimulatorResource
 from kura_perf.shapes import CUSTOM_STAGE, ShapeSettings, run_shape_stage
 from kura_perf.stages.base import STAGES, UPSTREAM
+from kura_perf.store.record import StageRecord
 
 DESCRIPTIONS = {
     "conversations": "Conversations for the partition: synthetic (ground-truth topics) or the profile's data file.",
@@ -21,33 +22,36 @@ DESCRIPTIONS = {
 }
 
 
-def stage_metadata(record: dict) -> dict:
-    def num(key, digits=3):
-        value = record.get(key)
-        return None if value is None else round(float(value), digits)
+def _rounded(value, digits: int = 3) -> float | None:
+    return None if value is None else round(float(value), digits)
 
+
+def stage_metadata(record: StageRecord) -> dict:
     meta = {
-        "rows": record.get("items_out"),
-        "wall_s": num("wall_s"),
-        "cpu_s": num("cpu_user_s") + num("cpu_sys_s"),
-        "peak_rss_mb": num("peak_rss_mb", 1),
-        "rss_start_mb": num("rss_start_mb", 1),
-        "items_per_s": num("items_per_s", 1),
-        "bytes_written": record.get("bytes_written"),
-        "record_id": record["record_id"],
-        "profile_hash": record["profile_hash"],
-        "code_version": record["code_version"],
+        "rows": record.items_out,
+        "wall_s": _rounded(record.wall_s),
+        "cpu_s": _rounded(record.cpu_user_s) + _rounded(record.cpu_sys_s),
+        "peak_rss_mb": _rounded(record.peak_rss_mb, 1),
+        "rss_start_mb": _rounded(record.rss_start_mb, 1),
+        "items_per_s": _rounded(record.items_per_s, 1),
+        "bytes_written": record.bytes_written,
+        "record_id": record.record_id,
+        "profile_hash": record.profile_hash,
+        "code_version": record.code_version,
     }
-    for key in ("n_clusters", "silhouette", "ari", "nmi", "noise_share", "api_calls", "api_429s", "cost_usd"):
-        if record.get(key) is not None:
-            meta[key] = num(key, 4) if isinstance(record[key], float) else record[key]
-    meta["embedding_backend"] = record.get("embedding_backend")
-    if record.get("model_items_per_s"):
-        meta["model_items_per_s"] = num("model_items_per_s", 1)
-        meta["model_sample_n"] = record.get("model_sample_n")
-        if record.get("items_per_s"):  # the stage's texts/s over the bare model's, same process
-            meta["stage_vs_model"] = round(record["items_per_s"] / record["model_items_per_s"], 3)
-    meta.update(level_metadata(record.get("quality_levels") or []))
+    optional = {"n_clusters": record.n_clusters, "silhouette": record.silhouette, "ari": record.ari,
+                "nmi": record.nmi, "noise_share": record.noise_share, "api_calls": record.api_calls,
+                "api_429s": record.api_429s, "cost_usd": record.cost_usd}
+    for key, value in optional.items():
+        if value is not None:
+            meta[key] = _rounded(value, 4) if isinstance(value, float) else value
+    meta["embedding_backend"] = record.embedding_backend
+    if record.model_items_per_s:
+        meta["model_items_per_s"] = _rounded(record.model_items_per_s, 1)
+        meta["model_sample_n"] = record.model_sample_n
+        if record.items_per_s:  # the stage's texts/s over the bare model's, same process
+            meta["stage_vs_model"] = round(record.items_per_s / record.model_items_per_s, 3)
+    meta.update(level_metadata(record.quality_levels))
     return {k: (MetadataValue.int(v) if isinstance(v, int) else v) for k, v in meta.items() if v is not None}
 
 
@@ -61,8 +65,8 @@ def shape_metadata(stage: str, settings: ShapeSettings, outcome) -> dict:
         meta["resumed"] = ", ".join(outcome.resumed)
     step = outcome.record_of(CUSTOM_STAGE)
     if step:
-        meta["custom_step_wall_s"] = round(float(step["wall_s"]), 3)
-        meta["custom_step_record_id"] = step["record_id"]
+        meta["custom_step_wall_s"] = round(float(step.wall_s), 3)
+        meta["custom_step_record_id"] = step.record_id
     if settings.shape not in (None, "full"):
         meta["output_folder"] = str(outcome.folder)
     return meta

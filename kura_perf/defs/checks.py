@@ -121,9 +121,10 @@ def build_stage_checks(stage: str) -> AssetChecksDefinition:
                                        description=f"no {stage} record for run {run_id} or for "
                                                    f"{profile_name}|{scale}: materialize the stage first")
             return
-        if record.get("run_id") != run_id:
-            context.log.info(f"{stage}: checking the latest record, from run {record.get('run_id')}")
-        record.setdefault("scale_n", SCALES.get(scale))
+        if record.run_id != run_id:
+            context.log.info(f"{stage}: checking the latest record, from run {record.run_id}")
+        if record.scale_n is None:
+            record = record.replace(scale_n=SCALES.get(scale))
         profile = settings.effective_profile(kura_perf.profile(profile_name))
         results = evaluate_stage(paths, record, profile, groups, folder=folder)
         for group, outcomes in results.items():

@@ -48,6 +48,7 @@ from kura_perf.defs.resources import KuraPerfResource
 from kura_perf.location import Location
 from kura_perf.runner import StageRun, run_stage
 from kura_perf.shards import ShardSpec, merge_embedding_shards, plan_shards, run_embedding_shard
+from kura_perf.store.record import StageRecord
 
 CLUSTER_TAG = "kura_perf/cluster"
 # Op names must differ from the stage assets' ops in one repository; this tag names the stage for
@@ -113,9 +114,9 @@ def _stage_run(context: OpExecutionContext, kura_perf: KuraPerfResource, stage: 
     return StageRun(stage, kura_perf.profile(profile), scale, run_id=context.run.run_id, paths=kura_perf.paths())
 
 
-def _materialized(context: OpExecutionContext, stage: str, record: dict) -> None:
+def _materialized(context: OpExecutionContext, stage: str, record: StageRecord) -> None:
     context.log_event(AssetMaterialization(AssetKey(stage), partition=context.run.tags.get("dagster/partition"),
-                                           metadata=stage_metadata(record) | {"worker": record.get("worker") or ""}))
+                                           metadata=stage_metadata(record) | {"worker": record.worker or ""}))
 
 
 def _stage_op(stage: str, after: bool):

@@ -15,8 +15,8 @@ from kura_perf.meter.host import code_version, host_info, worker_identity
 from kura_perf.scales import SCALES
 from kura_perf.shapes import CUSTOM_STAGE, SHAPE_TAG
 from kura_perf.store import liveness
-from kura_perf.store.pending import commit_pending
-from kura_perf.store.writer import write_record
+from kura_perf.store.pending import commit_pending, write_stage_record
+from kura_perf.store.record import StageRecord
 
 
 def _tags(context: HookContext) -> dict:
@@ -49,14 +49,15 @@ def _record_unmeasured_failure(context: HookContext, paths) -> None:
     while exc is not None and exc.__cause__ is not None:  # unwrap Dagster's step-execution wrapper
         exc = exc.__cause__
     now = datetime.now(timezone.utc)
-    write_record(paths.metrics, "stage_runs", {
-        "record_id": uuid.uuid4().hex, "run_id": context.run_id, "stage": _stage(context),
-        "shape": _tags(context).get(SHAPE_TAG),
-        "profile": profile, "scale": scale, "scale_n": SCALES.get(scale or ""),
-        "status": "failed", "error_type": type(exc).__name__ if exc else "Unknown",
-        "error_message": str(exc)[:2000] if exc else "step failed before it was measured",
-        "started_at": now, "finished_at": now, "metered": False, "code_version": code_version(), "worker": worker_identity(), **host_info(),
-    })
+    write_stage_record(paths.metrics, StageRecord(
+        record_id=uuid.uuid4().hex, run_id=context.run_id, stage=_stage(context),
+        shape=_tags(context).get(SHAPE_TAG),
+        profile=profile, scale=scale, scale_n=SCALES.get(scale or ""),
+        status="failed", error_type=type(exc).__name__ if exc else "Unknown",
+        error_message=str(exc)[:2000] if exc else "step failed before it was measured",
+        started_at=now, finished_at=now, metered=False, code_version=code_version(), worker=worker_identity(),
+        **host_info(),
+    ))
 
 
 @success_hook(required_resource_keys={"kura_perf"})

@@ -12,6 +12,8 @@ from typing import Sequence
 
 import numpy as np
 
+from kura_perf.models.protocols import EncodesBare
+
 # 128 texts: 4 batches of 32, a few seconds at torch speed on 2 cores; far fewer makes the figure noisy.
 SAMPLE_N = 128
 WARMUP_N = 8
@@ -27,15 +29,15 @@ def calibration_sample(texts: Sequence[str], n: int = SAMPLE_N) -> list[str]:
 
 def model_throughput(model, texts: Sequence[str], n: int = SAMPLE_N) -> dict:
     """{'model_items_per_s', 'model_sample_n'} for model.bare_encode on the sample, after a short untimed
-    warm-up (first-call allocations); empty when the model has no bare_encode (API models) or no texts."""
-    encode = getattr(model, "bare_encode", None)
+    warm-up (first-call allocations); empty when the model has no bare backend (EncodesBare: not API
+    models) or no texts."""
     # Longest first, as the stage (and sentence-transformers within one call) batches: the two
     # figures then differ by the stage's own overhead, not by how much padding the batches carry.
     sample = sorted(calibration_sample(texts, n), key=len, reverse=True)
-    if encode is None or not sample:
+    if not isinstance(model, EncodesBare) or not sample:
         return {}
-    encode(sample[:WARMUP_N])
+    model.bare_encode(sample[:WARMUP_N])
     t0 = time.perf_counter()
-    encode(sample)
+    model.bare_encode(sample)
     elapsed = time.perf_counter() - t0
     return {"model_items_per_s": len(sample) / elapsed if elapsed > 0 else None, "model_sample_n": len(sample)}

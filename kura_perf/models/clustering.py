@@ -12,6 +12,7 @@ import math
 import numpy as np
 
 from kura_perf.errors import KuraPerfError
+from kura_perf.models.protocols import BuildsKnnGraph
 
 MINIBATCH_THRESHOLD = 20_000
 
@@ -223,7 +224,7 @@ class AgglomerativeMethod:
         return model.fit_predict(matrix).astype(np.int64)
 
 
-class UMAPHDBSCANMethod:
+class UMAPHDBSCANMethod(BuildsKnnGraph):
     """BERTopic's recipe: UMAP to a few dimensions (cosine), then HDBSCAN on the reduced vectors.
 
     Density clustering in 384 dimensions finds almost nothing (distances concentrate: on the 1K synthetic

@@ -17,6 +17,8 @@ from typing import Sequence
 import numpy as np
 from scipy import sparse
 
+from kura_perf.models.protocols import UsesClusterSizes
+
 # Words that are frequent in every cluster only because of our own templates (summary field labels,
 # the offline summariser's phrasing, this namer's descriptions) and so say nothing about a topic.
 _TEMPLATE_WORDS = frozenset(
@@ -62,7 +64,7 @@ PHRASE_BONUS = 1.25
 _SPARE_TERMS = 12  # candidates kept beyond what a name and description use, for de-duplication
 
 
-class TfidfClusterNamer:
+class TfidfClusterNamer(UsesClusterSizes):
     """ClusterNamer: name = top `top_words` c-TF-IDF keywords Title Cased; description = one sentence.
 
     Deterministic (ties go to the word appearing first in the group); copes with one group, tiny groups and groups whose

@@ -16,6 +16,7 @@ import numpy as np
 
 from kura_perf.errors import KuraPerfError
 from kura_perf.models.onnx_export import INPUT_NAMES, ExportCache, ExportedModel
+from kura_perf.models.protocols import EncodesBare, PreparesModel, ReportsProgress
 
 Progress = Callable[[int, int], None]
 
@@ -70,7 +71,7 @@ class OnnxEncoder:
         return np.concatenate([self.encode_batch(texts[i : i + batch_size]) for i in range(0, len(texts), batch_size)])
 
 
-class OnnxEmbedding:
+class OnnxEmbedding(ReportsProgress, PreparesModel, EncodesBare):
     """EmbeddingModel for embedding_backend `onnx` / `onnx-int8`; the export is made or verified by prepare()."""
 
     def __init__(self, backend: str, cache: ExportCache, batch_size: int = 32, name: str = "all-MiniLM-L6-v2",

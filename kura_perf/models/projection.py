@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from kura_perf.errors import KuraPerfError
+from kura_perf.models.protocols import ReusesKnnGraph
 
 # Below this many points UMAP's spectral initialisation and k-NN graph are not meaningful.
 UMAP_MIN_POINTS = 5
@@ -39,7 +40,7 @@ class PCAProjection:
         return out
 
 
-class UMAPProjection:
+class UMAPProjection(ReusesKnnGraph):
     """umap-learn with cosine metric as in Kura's HDBUMAP; n_neighbors is clipped to n - 1.
 
     A fixed random_state makes UMAP reproducible but single-threaded (umap-learn's rule); below

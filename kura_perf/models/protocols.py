@@ -1,12 +1,18 @@
-"""The small protocols every swappable model implements (BERTopic/Kura style: a stage takes a model)."""
+"""The small protocols every swappable model implements (BERTopic/Kura style: a stage takes a model),
+and the optional abilities some of them have (at the end)."""
 
 from __future__ import annotations
 
-from typing import Protocol, Sequence, runtime_checkable
+from typing import TYPE_CHECKING, Callable, ClassVar, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
-from kura_perf.corpus.types import Conversation
+if TYPE_CHECKING:  # types only: importing the corpus package here would load its topic bank with every model
+    from kura_perf.corpus.types import Conversation
+    from kura_perf.meter.api import ApiCounters
+    from kura_perf.models.knn import KnnGraph
+
+Progress = Callable[[int, int], None]  # progress(done, total)
 
 # Kura's ConversationSummary fields, filled by every summary model.
 SUMMARY_FIELDS = (
@@ -59,3 +65,74 @@ class ProjectionMethod(Protocol):
 
     def fit_transform(self, vectors: np.ndarray) -> np.ndarray:
         """float32 array of shape (n, 2)."""
+
+
+# -- optional abilities ---------------------------------------------------------------------------
+# A model that has one says so by naming the protocol among its bases; the stages and the backend ask
+# with isinstance, never by inspecting signatures. Each protocol has a member no model without the
+# ability has: a marker (ClassVar, set by inheriting the protocol) where the method itself is shared
+# by all models of the kind (every embedder has embed), else the ability's own attribute or method.
+
+
+@runtime_checkable
+class ReportsProgress(Protocol):
+    """An EmbeddingModel whose embed(texts, progress=...) calls progress(done, total) as batches finish:
+    a long embeddings stage then logs progress, and one stopped midway gets a projection. Without it the
+    stage reports the whole input done once the model returns."""
+
+    reports_progress: ClassVar[bool] = True
+
+    def embed(self, texts: Sequence[str], progress: Progress | None = None) -> np.ndarray: ...
+
+
+@runtime_checkable
+class UsesClusterSizes(Protocol):
+    """A ClusterNamer that takes the true member counts (`sizes`) beside the groups, which may be
+    samples: bigger clusters choose their names first."""
+
+    uses_cluster_sizes: ClassVar[bool] = True
+
+    def name_clusters(self, groups: Sequence[Sequence[str]],
+                      sizes: Sequence[int] | None = None) -> list[tuple[str, str]]: ...
+
+
+@runtime_checkable
+class ReusesKnnGraph(Protocol):
+    """A ProjectionMethod that reuses the k-NN graph an earlier stage built (fit_transform(vectors,
+    knn=...)) when it is the graph it would build; `reused_knn` says whether the last fit did."""
+
+    reused_knn: bool
+
+    def fit_transform(self, vectors: np.ndarray, knn: KnnGraph | None = None) -> np.ndarray: ...
+
+
+@runtime_checkable
+class BuildsKnnGraph(Protocol):
+    """A ClusteringMethod that keeps the k-NN graph of its last fit's input (`knn`, None when it built
+    none), which the clusters stage stores for the projection to reuse."""
+
+    knn: KnnGraph | None
+
+
+@runtime_checkable
+class PreparesModel(Protocol):
+    """A model with one-time set-up (loading weights, making or checking an ONNX export) that can run
+    before the stage is timed; returns what it did and measured, for the record's extra."""
+
+    def prepare(self) -> dict: ...
+
+
+@runtime_checkable
+class EncodesBare(Protocol):
+    """An embedding model whose bare backend (no batching, ordering or progress of ours) can be timed
+    alone: the record's model-only texts/s beside the stage's."""
+
+    def bare_encode(self, texts: Sequence[str]) -> np.ndarray: ...
+
+
+@runtime_checkable
+class CountsApiCalls(Protocol):
+    """A model that calls an API and counts what it did (calls, errors, 429s, retries, tokens, cost)."""
+
+    @property
+    def counters(self) -> ApiCounters: ...

@@ -14,6 +14,7 @@ import numpy as np
 
 from kura_perf.errors import KuraPerfError
 from kura_perf.models import cache
+from kura_perf.models.protocols import EncodesBare, PreparesModel, ReportsProgress
 
 Progress = Callable[[int, int], None]
 
@@ -53,7 +54,7 @@ def _load(model_path: str):
     return SentenceTransformer(model_path, device="cpu")
 
 
-class SentenceTransformerEmbedding:
+class SentenceTransformerEmbedding(ReportsProgress, PreparesModel, EncodesBare):
     """EmbeddingModel over a local sentence-transformers model (embedding_backend `torch`, what Kura
     runs); float32, L2-normalised rows."""
 

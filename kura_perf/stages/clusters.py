@@ -9,8 +9,7 @@ import numpy as np
 import pandas as pd
 
 from kura_perf.errors import StageError
-from kura_perf.models.protocols import ClusteringMethod, ClusterNamer
-from kura_perf.stages.embeddings import accepts_keyword
+from kura_perf.models.protocols import ClusteringMethod, ClusterNamer, UsesClusterSizes
 from kura_perf.stages.quality import clustering_quality
 
 NOISE = -1
@@ -69,8 +68,8 @@ def sample_members(members: np.ndarray, limit: int, rng: np.random.Generator) ->
 
 
 def name_groups(namer: ClusterNamer, groups: list[list[str]], sizes: list[int]) -> list[tuple[str, str]]:
-    """Ask the namer for names, passing true sizes when it can use them (its groups may be samples)."""
-    if accepts_keyword(namer.name_clusters, "sizes"):
+    """Ask the namer for names, passing true sizes when it uses them (UsesClusterSizes; its groups may be samples)."""
+    if isinstance(namer, UsesClusterSizes):
         named = namer.name_clusters(groups, sizes=sizes)
     else:
         named = namer.name_clusters(groups)

@@ -2,35 +2,22 @@
 
 from __future__ import annotations
 
-import inspect
-from typing import Callable
-
 import numpy as np
 import pandas as pd
 
 from kura_perf.errors import StageError
-from kura_perf.models.protocols import EmbeddingModel
-
-Progress = Callable[[int, int], None]
-
-
-def accepts_keyword(function: Callable, keyword: str) -> bool:
-    """True if `function` takes `keyword`: optional capabilities beyond the protocol (progress, sizes)."""
-    try:
-        parameters = inspect.signature(function).parameters
-    except (TypeError, ValueError):
-        return False
-    return keyword in parameters or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
+from kura_perf.models.protocols import EmbeddingModel, Progress, ReportsProgress
 
 
 def embed_summaries(
     summaries: pd.DataFrame, model: EmbeddingModel, progress: Progress | None = None
 ) -> np.ndarray:
-    """Embed `summaries['embed_text']` in order; progress(done, total) if the model reports it."""
+    """Embed `summaries['embed_text']` in order; progress(done, total) as batches finish when the model
+    declares it reports progress (ReportsProgress), else once at the end."""
     if "embed_text" not in summaries.columns:
         raise StageError("embeddings: the summaries table has no 'embed_text' column")
     texts = summaries["embed_text"].tolist()
-    if progress is not None and accepts_keyword(model.embed, "progress"):
+    if progress is not None and isinstance(model, ReportsProgress):
         vectors = model.embed(texts, progress=progress)
     else:
         vectors = model.embed(texts)

@@ -6,19 +6,19 @@ import numpy as np
 import pandas as pd
 
 from kura_perf.errors import StageError
-from kura_perf.models.protocols import ProjectionMethod
-from kura_perf.stages.embeddings import accepts_keyword
+from kura_perf.models.protocols import ProjectionMethod, ReusesKnnGraph
 
 
 def project(embeddings: np.ndarray, assignments: pd.DataFrame, method: ProjectionMethod, knn=None) -> pd.DataFrame:
     """Columns chat_id, x, y (float32), cluster_id; rows in the order of `assignments`.
 
-    `knn`: the embeddings' k-NN graph if an earlier stage built one, for methods that can reuse it.
+    `knn`: the embeddings' k-NN graph if an earlier stage built one, for methods that can reuse it
+    (ReusesKnnGraph).
     """
     n = len(assignments)
     if len(embeddings) != n:
         raise StageError(f"projections: {len(embeddings)} embeddings for {n} cluster assignments")
-    if knn is not None and accepts_keyword(method.fit_transform, "knn"):
+    if knn is not None and isinstance(method, ReusesKnnGraph):
         coordinates = np.asarray(method.fit_transform(embeddings, knn=knn), dtype=np.float32)
     else:
         coordinates = np.asarray(method.fit_transform(embeddings), dtype=np.float32)

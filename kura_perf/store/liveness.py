@@ -30,6 +30,7 @@ from pathlib import Path
 import psutil
 
 from kura_perf.atomic import atomic_write_text, claim
+from kura_perf.store.record import StageRecord
 
 log = logging.getLogger("kura_perf")
 
@@ -170,7 +171,7 @@ class Death:
     run_id: str
     stage: str
     reason: str
-    record: dict | None  # None when the stage had already saved its own record
+    record: StageRecord | None  # None when the stage had already saved its own record
 
 
 _OOM = re.compile(r"(?:Killed process|oom-kill:.*?,pid=)\s*(\d+)")
@@ -217,33 +218,32 @@ def _death_reason(marker: dict) -> tuple[str, str]:
                            f"or crashed){known}")
 
 
-def died_record(marker: dict) -> dict:
+def died_record(marker: dict) -> StageRecord:
     """The stage_runs row for a stage whose process died: identifying fields from the marker, the last
     heartbeat's peak and progress, a projection where one is honest."""
     from kura_perf.meter.projection import Progress, project
 
     error_type, reason = _death_reason(marker)
-    fields = marker["fields"]
+    identity = StageRecord.from_dict(marker["fields"])  # what the runner knew before the stage started
     elapsed = float(marker.get("elapsed_s") or max(marker["beat_epoch"] - marker["started_epoch"], 0.0))
     progress = Progress(**marker["progress"]) if marker.get("progress") else None
-    projection = project(fields["stage"], progress, elapsed)
+    projection = project(identity.stage, progress, elapsed)
     done = f", {progress.done}/{progress.total} items done" if progress else ""
     peak = f", last peak {marker['peak_rss_mb']:.0f} MB" if marker.get("peak_rss_mb") is not None else ""
-    return {
-        **fields,
-        "record_id": uuid.uuid4().hex,
-        "status": DIED,
-        "error_type": error_type,
-        "error_message": f"stage '{fields['stage']}' died after {elapsed:.1f} s: {reason}{peak}{done}",
-        "started_at": datetime.fromtimestamp(marker["started_epoch"], timezone.utc),
-        "finished_at": datetime.fromtimestamp(marker["beat_epoch"], timezone.utc),
-        "wall_s": elapsed,
-        "rss_start_mb": marker.get("rss_start_mb"),
-        "peak_rss_mb": marker.get("peak_rss_mb"),
-        "peak_method": "heartbeat",
-        "metered": True,
+    return identity.replace(
+        record_id=uuid.uuid4().hex,
+        status=DIED,
+        error_type=error_type,
+        error_message=f"stage '{identity.stage}' died after {elapsed:.1f} s: {reason}{peak}{done}",
+        started_at=datetime.fromtimestamp(marker["started_epoch"], timezone.utc),
+        finished_at=datetime.fromtimestamp(marker["beat_epoch"], timezone.utc),
+        wall_s=elapsed,
+        rss_start_mb=marker.get("rss_start_mb"),
+        peak_rss_mb=marker.get("peak_rss_mb"),
+        peak_method="heartbeat",
+        metered=True,
         **projection.as_record(),
-    }
+    )
 
 
 def _claim(path: Path) -> Path | None:
@@ -267,9 +267,8 @@ def live_runs(running_dir: Path) -> set[str]:
 def reap(root: Path) -> list[Death]:
     """Turn the markers of dead processes under root/metrics_running into died records; commit pending
     records stranded by dead processes. Safe to call from any number of processes at once."""
-    from kura_perf.store.pending import recover
+    from kura_perf.store.pending import recover, write_stage_record
     from kura_perf.store.quarantine import quarantine
-    from kura_perf.store.writer import write_record
 
     root = Path(root)
     running, pending, metrics = root / "metrics_running", root / "metrics_pending", root / "metrics"
@@ -291,9 +290,9 @@ def reap(root: Path) -> list[Death]:
             deaths.append(Death(run_id, stage, "process gone after the stage saved its record", None))
         else:
             record = died_record(marker)
-            write_record(metrics, "stage_runs", record)
-            log.warning("recorded a died stage: run %s, %s", run_id, record["error_message"])
-            deaths.append(Death(run_id, stage, record["error_message"], record))
+            write_stage_record(metrics, record)
+            log.warning("recorded a died stage: run %s, %s", run_id, record.error_message)
+            deaths.append(Death(run_id, stage, record.error_message, record))
         claimed.unlink(missing_ok=True)
         try:
             path.parent.rmdir()

@@ -6,52 +6,41 @@ record is never lost, only late."""
 
 from __future__ import annotations
 
-import json
-from datetime import datetime
 from pathlib import Path
 
 from kura_perf.atomic import atomic_write_text, claim, publish
 from kura_perf.store.quarantine import quarantine
+from kura_perf.store.record import StageRecord
 from kura_perf.store.writer import write_record, write_records
-
-_TIMESTAMPS = ("started_at", "finished_at")
 
 
 def _path(pending_dir: Path, run_id: str, stage: str) -> Path:
     return Path(pending_dir) / run_id / f"{stage}.json"
 
 
-def save_pending(pending_dir: Path, record: dict) -> Path:
-    path = _path(pending_dir, record["run_id"], record["stage"])
+def save_pending(pending_dir: Path, record: StageRecord) -> Path:
+    path = _path(pending_dir, record.run_id, record.stage)
     path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(path, json.dumps(record, default=_json_default))
+    atomic_write_text(path, record.to_json())
     return path
 
 
-def _json_default(value):
-    return value.isoformat() if isinstance(value, datetime) else str(value)
+def _load(path: Path) -> StageRecord:
+    """A pending file's record; ValueError when it is not JSON or names a field no record has."""
+    return StageRecord.from_json(path.read_text())
 
 
-def _load(path: Path) -> dict:
-    record = json.loads(path.read_text())
-    for key in _TIMESTAMPS:
-        if record.get(key):
-            record[key] = datetime.fromisoformat(record[key])
-    return record
-
-
-def write_stage_record(metrics_dir: Path, record: dict) -> None:
-    """A stage record into stage_runs, and its per-level quality (if any) into quality_levels."""
+def write_stage_record(metrics_dir: Path, record: StageRecord) -> None:
+    """A stage record into stage_runs, and its per-level quality (if any) into quality_levels: the one
+    place a StageRecord becomes a plain row."""
     from kura_perf.quality_levels import store_rows
 
-    record = dict(record)
-    levels = record.pop("quality_levels", None) or []
-    write_record(metrics_dir, "stage_runs", record)
-    if levels:
-        write_records(metrics_dir, "quality_levels", store_rows(record, levels))
+    write_record(metrics_dir, "stage_runs", record.as_row())
+    if record.quality_levels:
+        write_records(metrics_dir, "quality_levels", store_rows(record, record.quality_levels))
 
 
-def commit_pending(pending_dir: Path, metrics_dir: Path, run_id: str, stage: str) -> dict | None:
+def commit_pending(pending_dir: Path, metrics_dir: Path, run_id: str, stage: str) -> StageRecord | None:
     """Move one pending record into the store; None when the body saved none."""
     path = _path(pending_dir, run_id, stage)
     if not path.is_file():

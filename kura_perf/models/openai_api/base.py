@@ -20,11 +20,12 @@ from kura_perf.models.openai_api.loop import LoopThread, shutdown
 from kura_perf.models.openai_api.pacer import DeadlineExceeded, HeaderPacer
 from kura_perf.models.openai_api.retries import RetryPolicy, classify
 from kura_perf.models.openai_api.settings import ApiSettings
+from kura_perf.models.protocols import CountsApiCalls
 
 T = TypeVar("T")
 
 
-class ApiModel:
+class ApiModel(CountsApiCalls):
     """One model id on one endpoint: its client, loop, pacer, semaphore and counters."""
 
     def __init__(self, model: str, settings: ApiSettings | None):

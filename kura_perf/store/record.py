@@ -1,0 +1,212 @@
+"""The stage record: one row of the `stage_runs` table as a typed object.
+
+It is the central contract between the runner (which measures), the pending hand-off and the hooks
+(which store), the reaper (which records deaths), the checks and the CLI (which read one record).
+Fields are attributes, so a typo'd name is an error where it is written (the constructor, `replace`
+and `from_dict` reject unknown names; it is frozen, so nothing is set on it afterwards) instead of a
+silently missing column. The fields mirror `store/schema.py` STAGE_RUNS column for column, in the same order and with
+the same types; `schema_mismatches()` says where they do not, and a test keeps it empty.
+
+Readers of the stored table through DuckDB or pandas keep working on columns; this object is for one
+fresh record. No Dagster here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import typing
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Mapping
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from kura_perf.store.schema import STAGE_RUNS
+
+# Field metadata marking a field that travels with the record but is no stage_runs column.
+_NOT_A_COLUMN = {"column": False}
+
+
+class UnknownRecordField(ValueError):
+    """A stage record was given names that are not its fields (a typo, or a column missing from StageRecord)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class StageRecord:
+    """One stage run's figures. Every column may be null (a died or unmeasured record has few)."""
+
+    record_id: str | None = None
+    stage: str | None = None
+    shape: str | None = None
+    backend: str | None = None
+    profile: str | None = None
+    profile_hash: str | None = None
+    scale: str | None = None
+    scale_n: int | None = None
+    status: str | None = None
+    error_type: str | None = None
+    error_message: str | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    wall_s: float | None = None
+    cpu_user_s: float | None = None
+    cpu_sys_s: float | None = None
+    rss_start_mb: float | None = None
+    peak_rss_mb: float | None = None
+    peak_method: str | None = None
+    mem_timeline_s: list[float] | None = None
+    mem_timeline_mb: list[float] | None = None
+    items_in: int | None = None
+    items_out: int | None = None
+    items_per_s: float | None = None
+    bytes_written: int | None = None
+    skipped_records: int | None = None
+    api_calls: int | None = None
+    api_errors: int | None = None
+    api_429s: int | None = None
+    api_retries: int | None = None
+    api_timeouts: int | None = None
+    tokens_in: int | None = None
+    tokens_out: int | None = None
+    cost_usd: float | None = None
+    warnings: str | None = None
+    latency_p50_ms: float | None = None
+    latency_p95_ms: float | None = None
+    latency_p99_ms: float | None = None
+    silhouette: float | None = None
+    davies_bouldin: float | None = None
+    n_clusters: int | None = None
+    noise_share: float | None = None
+    ari: float | None = None
+    nmi: float | None = None
+    v_measure: float | None = None
+    metered: bool | None = None
+    meter_cpu_s: float | None = None
+    embedding_backend: str | None = None
+    model_items_per_s: float | None = None
+    model_sample_n: int | None = None
+    jit_compiled: bool | None = None
+    extra: str | None = None
+    worker: str | None = None
+    items_done: int | None = None
+    items_total: int | None = None
+    rate_items_per_s: float | None = None
+    elapsed_s: float | None = None
+    projected_wall_s: float | None = None
+    projection_kind: str | None = None
+    run_id: str | None = None
+    code_version: str | None = None
+    package_versions: str | None = None
+    kura_version: str | None = None
+    host_fingerprint: str | None = None
+    host_cpu: str | None = None
+    host_cores: int | None = None
+    host_ram_gb: float | None = None
+    host_os: str | None = None
+    # Not a column: the per-level clustering quality rows, carried through the pending hand-off into
+    # the quality_levels table (store/pending.py write_stage_record).
+    quality_levels: list[dict] = field(default_factory=list, metadata=_NOT_A_COLUMN)
+
+    # -- building ---------------------------------------------------------------------------------
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "StageRecord":
+        """From a mapping of field names (a pending file, a row); unknown names are an error."""
+        unknown = set(data) - set(FIELD_NAMES)
+        if unknown:
+            raise UnknownRecordField(f"stage record: unknown fields {sorted(unknown)}")
+        return cls(**data)
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> "StageRecord":
+        """From a stored row (DuckDB/pandas): NaN and NaT become None, numpy scalars and arrays Python values."""
+        return cls.from_dict({name: clean_value(value) for name, value in row.items()})
+
+    @classmethod
+    def from_json(cls, text: str) -> "StageRecord":
+        data = json.loads(text)
+        for name in TIMESTAMP_FIELDS:
+            if data.get(name):
+                data[name] = datetime.fromisoformat(data[name])
+        return cls.from_dict(data)
+
+    def replace(self, **changes: Any) -> "StageRecord":
+        """A copy with `changes` (field names only: an unknown one raises)."""
+        unknown = set(changes) - set(FIELD_NAMES)
+        if unknown:
+            raise UnknownRecordField(f"stage record: unknown fields {sorted(unknown)}")
+        return dataclasses.replace(self, **changes)
+
+    # -- converting at the edges ------------------------------------------------------------------
+    def as_row(self) -> dict[str, Any]:
+        """The stage_runs row: every column, in schema order (what the Parquet writer takes)."""
+        return {name: getattr(self, name) for name in COLUMN_NAMES}
+
+    def as_dict(self) -> dict[str, Any]:
+        """Every field, the carried quality levels included (the pending hand-off's content)."""
+        return {name: getattr(self, name) for name in FIELD_NAMES}
+
+    def to_json(self) -> str:
+        return json.dumps(self.as_dict(), default=_json_default)
+
+
+FIELD_NAMES: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(StageRecord))
+COLUMN_NAMES: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(StageRecord)
+                                      if f.metadata.get("column", True))
+_HINTS = typing.get_type_hints(StageRecord)
+TIMESTAMP_FIELDS: tuple[str, ...] = tuple(name for name in COLUMN_NAMES if _HINTS[name] == datetime | None)
+
+# The Arrow type each Python annotation stands for in the store.
+_ARROW = {
+    str | None: pa.string(),
+    int | None: pa.int64(),
+    float | None: pa.float64(),
+    bool | None: pa.bool_(),
+    datetime | None: pa.timestamp("us", tz="UTC"),
+    list[float] | None: pa.list_(pa.float64()),
+}
+
+
+def arrow_type(annotation) -> pa.DataType | None:
+    """The store type of a StageRecord annotation (None: no column type matches it)."""
+    return _ARROW.get(annotation)
+
+
+def schema_mismatches(schema: pa.Schema = STAGE_RUNS, record_type: type = StageRecord) -> list[str]:
+    """How `record_type`'s column fields and `schema` disagree (names, order, types); empty when they agree."""
+    hints = typing.get_type_hints(record_type)
+    columns = [f.name for f in dataclasses.fields(record_type) if f.metadata.get("column", True)]
+    problems = [f"column '{name}' is in the schema but not a StageRecord field"
+                for name in schema.names if name not in columns]
+    problems += [f"StageRecord field '{name}' is not a column of the schema" for name in columns
+                 if name not in schema.names]
+    for name in columns:
+        if name in schema.names:
+            wanted, have = schema.field(name).type, arrow_type(hints[name])
+            if have != wanted:
+                problems.append(f"'{name}': StageRecord says {hints[name]} ({have}), the schema says {wanted}")
+    shared = [n for n in columns if n in schema.names]
+    if not problems and shared != [n for n in schema.names if n in shared]:
+        problems.append("StageRecord's fields are not in the schema's column order")
+    return problems
+
+
+def clean_value(value):
+    """Store rows come back with NaN/NaT for nulls and numpy scalars; records use None and Python types."""
+    if value is None or value is pd.NaT:
+        return None
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, np.ndarray) and value.ndim == 1:  # a list column read back as an array
+        return value.tolist()
+    if hasattr(value, "item") and not isinstance(value, (list, tuple)) and getattr(value, "ndim", 0) == 0:
+        value = value.item()
+        return None if isinstance(value, float) and math.isnan(value) else value
+    return value
+
+
+def _json_default(value):
+    return value.isoformat() if isinstance(value, datetime) else str(value)
