@@ -16,47 +16,59 @@ STAGE_COLUMNS = ["stage", "status", "items_in", "items_out", "skipped_records", 
 
 
 def _dagster_home(paths) -> Path:
-    """A persistent Dagster instance beside the data, so CLI runs show up in the UI too. Created and
-    first initialised under a file lock: concurrent first runs would otherwise race in its migrations."""
+    """A persistent Dagster instance beside the data ($DAGSTER_HOME, else <data root>/dagster_home), so
+    CLI runs show up in the UI too. Created and first initialised under a file lock: concurrent first
+    runs would otherwise race in its migrations. Runs open it explicitly (`_instance`)."""
     from kura_perf.defs.instance import default_home, prepare_dagster_home
 
-    home = prepare_dagster_home(default_home(paths.root))
-    os.environ["DAGSTER_HOME"] = str(home)
-    return home
+    return prepare_dagster_home(default_home(paths.root))
+
+
+def _instance(paths):
+    """The CLI's Dagster instance (a context manager: closed when the command is done)."""
+    from kura_perf.defs.instance import open_instance
+
+    return open_instance(_dagster_home(paths))
+
+
+def _settings(**overrides):
+    """This command's RunSettings: the environment's, with what the command line says on top."""
+    from kura_perf.settings import RunSettings
+
+    return RunSettings.from_env(**overrides)
 
 
 from kura_perf.defs.instance import DAGSTER_YAML  # noqa: E402 - re-exported for the tests
 
 
 def cmd_run(args) -> int:
-    from kura_perf.config import Paths
     from kura_perf.defs.launch import run_partition
-    from kura_perf.profiles import get_profile
     from kura_perf.scales import scale_count
     from kura_perf.stages.base import STAGES
 
     scale_count(args.scale)
     from kura_perf.backends.model_factory import preflight
 
-    preflight(get_profile(args.profile, args.profiles))  # refuse a bad profile before starting Dagster
-    if args.profiles:
-        os.environ["KURA_PERF_PROFILES"] = str(Path(args.profiles).resolve())
-    if args.no_meter:
-        os.environ["KURA_PERF_METER"] = "off"
-    paths = Paths.from_env()
+    run_settings = _settings(profiles_file=str(Path(args.profiles).resolve()) if args.profiles else None,
+                             meter=False if args.no_meter else None)
+    profile = run_settings.profile(args.profile)
+    preflight(profile, run_settings)  # refuse a bad profile before starting Dagster
+    paths = run_settings.paths
     settings = _shape_settings(args)
     _dagster_home(paths)
     _clean_up_dead_runs(paths, check_runs=True)
     from kura_perf.interrupts import own_interrupts
 
-    with own_interrupts():
+    with own_interrupts(), _instance(paths) as instance:
         if settings is not None:
             from kura_perf.defs.launch import run_shape
 
-            settings.effective_profile(get_profile(args.profile))  # refuse a bad step or batch size up front
-            outcome = run_shape(settings.shape, args.scale, args.profile, paths=paths, settings=settings)
+            settings.effective_profile(profile)  # refuse a bad step or batch size up front
+            outcome = run_shape(settings.shape, args.scale, args.profile, settings=settings, instance=instance,
+                                run_settings=run_settings)
         else:
-            outcome = run_partition(args.scale, args.profile, stages=args.stages, paths=paths)
+            outcome = run_partition(args.scale, args.profile, stages=args.stages, instance=instance,
+                                    run_settings=run_settings)
     _print_records(outcome.records)
     if outcome.interrupted:
         print(f"\nkura-perf: run {outcome.run_id} interrupted; {outcome.failure}", file=sys.stderr)
@@ -100,24 +112,22 @@ def _shape_settings(args):
 
 
 def cmd_sweep(args) -> int:
-    from kura_perf.config import Paths
     from kura_perf.defs.launch import run_partition
     from kura_perf.outputs import has_stage
-    from kura_perf.profiles import get_profile
     from kura_perf.store import query
     from kura_perf.sweep import sweep_stages
 
-    profile = get_profile(args.profile)
+    run_settings = _settings()
+    profile = run_settings.profile(args.profile)
     if not sweep_stages(profile):
         raise KuraPerfError(f"profile '{args.profile}' has no API-backed models to sweep; try simulated-openai")
-    paths = Paths.from_env()
-    _dagster_home(paths)
+    paths = run_settings.paths
     folder = paths.partition_dir(args.profile, args.scale)
     missing = [s for s in ("conversations", "summaries") if not has_stage(folder, s)]
     from kura_perf.interrupts import own_interrupts
 
-    with own_interrupts():
-        outcome = run_partition(args.scale, args.profile, stages=missing, paths=paths,
+    with own_interrupts(), _instance(paths) as instance:
+        outcome = run_partition(args.scale, args.profile, stages=missing, instance=instance, run_settings=run_settings,
                                 extra_assets=["api_concurrency_sweep"],
                                 asset_config={"api_concurrency_sweep": {"levels": args.levels, "items": args.items}})
     if outcome.interrupted:
@@ -182,9 +192,7 @@ def skip_notes(records) -> list[str]:
 
 
 def cmd_profiles(args) -> int:
-    from kura_perf.profiles import load_profiles
-
-    for name, profile in load_profiles(args.profiles).items():
+    for name, profile in _settings(profiles_file=args.profiles).profiles().items():
         print(f"{name:20s} {profile.backend:9s} {profile.clustering:13s} {profile.embedding_model:28s} "
               f"{profile.description}")
     return 0
@@ -301,9 +309,9 @@ def cmd_dagster_home(args) -> int:
 
 
 def cmd_simulate_api(args) -> int:
-    # One BLAS thread, set before the server's numpy import (as `python -m kura_perf.simulator` does).
-    for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ.setdefault(name, "1")
+    from kura_perf.third_party_env import single_blas_thread
+
+    single_blas_thread()  # before the server's numpy import (as `python -m kura_perf.simulator` does)
     from kura_perf.simulator.cli import run
 
     return run(args)

@@ -3,8 +3,8 @@
 UMAP (umap-learn, pynndescent) is numba code: a new process compiles it on first use (15-40 s here,
 most of a 1K projections stage). numba can keep compiled machine code on disk, but it is a
 third-party library configured only by the environment: NUMBA_CACHE_DIR must be set before numba is
-imported. This module is the one place that does it (`configure`, called by the runner before a stage
-runs; an explicit NUMBA_CACHE_DIR set by the user wins). pynndescent marks its functions cache=True;
+imported. This module decides the folder (`configure`, called by the runner before a stage runs; an
+explicit NUMBA_CACHE_DIR set by the user wins) and kura_perf/third_party_env.py sets it. pynndescent marks its functions cache=True;
 most of umap-learn's do not, so `configure` also switches caching on for the numba functions of the
 modules in CACHED_MODULES (numba's own Dispatcher.enable_caching, what cache=True does).
 
@@ -24,7 +24,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-NUMBA_CACHE_ENV = "NUMBA_CACHE_DIR"
+from kura_perf.third_party_env import NUMBA_CACHE_ENV, set_numba_cache_dir
+
 CACHED_MODULES = ("umap.umap_", "umap.layouts", "umap.spectral", "umap.utils", "umap.distances",
                   "umap.sparse")
 WATCHED_PREFIXES = ("umap", "pynndescent", "hdbscan")
@@ -49,7 +50,8 @@ def configure(root: Path) -> Path:
     chosen = Path(current) if user_set else cache_dir(root).resolve()
     chosen.mkdir(parents=True, exist_ok=True)
     if not user_set:
-        os.environ[NUMBA_CACHE_ENV] = _set_by_us = str(chosen)  # numba reads it at import (numba.core.config)
+        _set_by_us = str(chosen)
+        set_numba_cache_dir(_set_by_us)  # numba reads it at import (numba.core.config)
     if "numba" in sys.modules:  # already imported: numba consults its config object when it sets up a cache
         from numba.core import config
 

@@ -28,6 +28,7 @@ from kura_perf.meter import memory
 from kura_perf.meter.host import code_version, host_info, package_versions, worker_identity
 from kura_perf.profiles import Profile
 from kura_perf.scales import scale_count
+from kura_perf.settings import RunSettings
 from kura_perf.jit_cache import JitWatch
 from kura_perf.jit_cache import configure as configure_numba_cache
 from kura_perf.quality_levels import LEVEL_STAGES, timed_levels
@@ -38,10 +39,6 @@ from kura_perf.store.record import StageRecord
 
 log = logging.getLogger("kura_perf")
 
-# Test-only knob for the regression checks: "embeddings=0.3" makes that stage sleep 30% longer.
-SLOWDOWN_ENV = "KURA_PERF_TEST_SLOWDOWN"
-# Turns the meter's sampler and peak reset off, to measure what metering costs.
-METER_ENV = "KURA_PERF_METER"
 
 
 @dataclass
@@ -52,7 +49,7 @@ class StageRun:
     profile: Profile
     scale: str
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex)
-    paths: Paths = field(default_factory=Paths.from_env)
+    paths: Paths | None = None  # shorthand for settings=RunSettings.from_env(paths=paths); then settings.paths
     backend: Backend | None = None  # reuse across stages of a run (model loads, API clients)
     shape: str | None = None  # the pipeline shape of the run (kura_perf/shapes.py), recorded as is
     folder_override: Path | None = None  # a shape's own output folder instead of the partition's
@@ -60,6 +57,14 @@ class StageRun:
     reads: tuple[str, ...] | None = None  # upstream outputs to read (default: the stage's UPSTREAM)
     writes: str | None = None  # output name to write (default: the stage's own)
     custom_step: str | None = None  # set when this run is a custom step rewriting `writes`
+    settings: RunSettings | None = None  # how the run is set up; None: from the environment (with `paths`)
+
+    def __post_init__(self) -> None:
+        if self.settings is None:
+            self.settings = RunSettings.from_env(paths=self.paths)
+        elif self.paths is not None and self.paths != self.settings.paths:
+            raise ValueError(f"StageRun: paths {self.paths} differ from settings.paths {self.settings.paths}; give one")
+        self.paths = self.settings.paths
 
     @property
     def folder(self) -> Path:
@@ -89,14 +94,6 @@ class ProgressLog:
         eta = (total - done) / rate if rate > 0 else float("nan")
         self.logger.info("%s: %d/%d (%.0f%%), %.0f items/s, eta %.0f s", self.stage, done, total,
                          100 * done / max(total, 1), rate, eta)
-
-
-def _slowdown(stage: str) -> float:
-    for part in os.environ.get(SLOWDOWN_ENV, "").split(","):
-        name, _, factor = part.partition("=")
-        if name.strip() == stage and factor:
-            return float(factor)
-    return 0.0
 
 
 def _memory_limit(profile: Profile) -> float:
@@ -282,12 +279,11 @@ def run_stage(run: StageRun) -> StageRecord:
     heartbeat (store/liveness.py) make sure even a SIGKILL leaves a trace.
     """
     profile = run.profile
-    metered = os.environ.get(METER_ENV, "on") != "off"
     owns_backend = run.backend is None
-    backend = run.backend or get_backend(profile, run.paths)
+    backend = run.backend or get_backend(profile, run.settings)
     progress = ProgressLog(run.stage)
     heartbeat = _start_heartbeat(run, backend.name, progress)
-    meter = Meter(run.stage, enabled=metered, memory_limit_mb=_memory_limit(profile),
+    meter = Meter(run.stage, enabled=run.settings.meter, memory_limit_mb=_memory_limit(profile),
                   timeout_s=profile.stage_timeout_s, on_sample=_on_sample(heartbeat),
                   on_unresponsive=lambda m: _hard_stop(run, meter, backend, progress, heartbeat))
     result, written, error = None, 0, None
@@ -306,7 +302,6 @@ def run_stage(run: StageRun) -> StageRecord:
                 checkpoint = checkpoints.describe(run.folder, reads, run.profile.content_hash(), run.run_id,
                                                   custom_step=run.custom_step,
                                                   carry_inputs_of=run.writes if run.custom_step else None)
-            t0 = time.perf_counter()
             if run.reads is None and streaming.streams(run.stage, profile):  # progress counts the partition's items, batch after batch
                 result, sizes = streaming.run_streamed(run.stage, backend, run.folder, scale_count(run.scale),
                                                        profile.stream_batch_size, progress=progress)
@@ -315,8 +310,6 @@ def run_stage(run: StageRun) -> StageRecord:
                 inputs = StageInputs(scale_count(run.scale), upstream, progress=progress)
                 result = backend.run(run.stage, inputs)
                 sizes = None
-            if factor := _slowdown(run.stage):
-                time.sleep(factor * (time.perf_counter() - t0))
             if sizes is None:
                 sizes = outputs.write_stage(run.folder, run.writes or run.stage, result.data, checkpoint=checkpoint)
             written = sum(sizes.values())

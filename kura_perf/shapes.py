@@ -27,6 +27,7 @@ from kura_perf.custom_steps import DEFAULT_AFTER, DEFAULT_STEP, apply_step, load
 from kura_perf.errors import ProfileError
 from kura_perf.outputs import StageData
 from kura_perf.profiles import Profile
+from kura_perf.settings import RunSettings
 from kura_perf.stages.base import STAGES, UPSTREAM, StageInputs, StageResult
 from kura_perf.store.record import StageRecord
 
@@ -179,12 +180,12 @@ class ShapeStageOutcome:
 
 
 def run_shape_stage(stage: str, settings: ShapeSettings, base_profile: Profile, scale: str, run_id: str,
-                    paths: Paths) -> ShapeStageOutcome:
+                    run_settings: RunSettings) -> ShapeStageOutcome:
     """Run one stage as the shape asks: plainly, or (custom) from its checkpoint and followed by the step."""
     from kura_perf.runner import StageRun, run_stage
 
     profile = settings.effective_profile(base_profile)
-    folder = settings.folder(paths, base_profile.name, scale)
+    folder = settings.folder(run_settings.paths, base_profile.name, scale)
     shape = settings.definition
     resumable = bool(shape and shape.resumable)
     step = profile.custom_step if settings.shape == "custom" else None
@@ -194,8 +195,8 @@ def run_shape_stage(stage: str, settings: ShapeSettings, base_profile: Profile, 
     outcome = ShapeStageOutcome(folder=folder)
 
     def stage_run(name: str, **kw) -> StageRun:
-        return StageRun(name, profile, scale, run_id=run_id, paths=paths, shape=settings.shape, folder_override=folder,
-                        checkpoint=resumable, **kw)
+        return StageRun(name, profile, scale, run_id=run_id, settings=run_settings, shape=settings.shape,
+                        folder_override=folder, checkpoint=resumable, **kw)
 
     def run_step() -> None:
         outcome.records.append(run_stage(stage_run(CUSTOM_STAGE, backend=CustomStepBackend(spec, stage),

@@ -36,7 +36,7 @@ from kura_perf.errors import StageError
 from kura_perf.meter import Meter
 from kura_perf.meter.host import worker_identity
 from kura_perf.outputs import StageData
-from kura_perf.runner import METER_ENV, ProgressLog, StageRun, _memory_limit, _slowdown, build_record
+from kura_perf.runner import ProgressLog, StageRun, _memory_limit, build_record
 from kura_perf.scales import scale_count
 from kura_perf.stages.base import StageInputs, StageResult
 from kura_perf.store.pending import save_pending
@@ -217,12 +217,11 @@ def run_embedding_shard(run: StageRun, spec: ShardSpec) -> dict:
                  earlier.get("worker"))
         return earlier
     attempt_id = uuid.uuid4().hex[:12]
-    backend = run.backend or get_backend(run.profile, run.paths)
+    backend = run.backend or get_backend(run.profile, run.settings)
     marker = _marker(run, spec)
     beat = {"attempt_id": attempt_id, "worker": worker_identity(), "backend": backend.name,
             "started_at": datetime.now(timezone.utc).isoformat(), "host": host_info()}
-    metered = os.environ.get(METER_ENV, "on") != "off"
-    meter = Meter(STAGE, enabled=metered, memory_limit_mb=_memory_limit(run.profile),
+    meter = Meter(STAGE, enabled=run.settings.meter, memory_limit_mb=_memory_limit(run.profile),
                   timeout_s=run.profile.stage_timeout_s)
     result, written, error = None, 0, None
     try:
@@ -234,10 +233,7 @@ def run_embedding_shard(run: StageRun, spec: ShardSpec) -> dict:
             part = summaries.iloc[spec.start:spec.stop].reset_index(drop=True)
             inputs = StageInputs(scale_count(run.scale), {"summaries": StageData(tables={"main": part})},
                                  progress=ProgressLog(f"{STAGE} {spec.key}"))
-            t0 = time.perf_counter()
             result = backend.run(STAGE, inputs)
-            if factor := _slowdown(STAGE):  # the runner's test knob, so a test can kill a worker mid-shard
-                time.sleep(factor * (time.perf_counter() - t0))
             written = sum(outputs.write_stage(folder, spec.key, result.data).values())
     except Exception as exc:  # noqa: BLE001 - recorded, then re-raised
         error = exc
@@ -266,8 +262,7 @@ def merge_embedding_shards(run: StageRun, specs: list[ShardSpec], shard_records:
     if [s.index for s in specs] != list(range(len(specs))) or any(s.count != len(specs) for s in specs):
         raise StageError(f"embeddings: shards {[s.index for s in specs]} do not cover 0..{len(specs) - 1}")
     folder = shard_folder(run)
-    metered = os.environ.get(METER_ENV, "on") != "off"
-    meter = Meter(STAGE, enabled=metered, memory_limit_mb=_memory_limit(run.profile))
+    meter = Meter(STAGE, enabled=run.settings.meter, memory_limit_mb=_memory_limit(run.profile))
     result, written, error = None, 0, None
     try:
         with meter:

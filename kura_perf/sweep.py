@@ -10,23 +10,22 @@ from datetime import datetime, timezone
 from typing import Sequence
 from urllib.parse import urlparse
 
-from kura_perf.backends.model_factory import SIMULATOR_URL_ENV, api_settings
+from kura_perf.backends.model_factory import api_settings
 from kura_perf.corpus.types import Conversation
 from kura_perf.errors import KuraPerfError
 from kura_perf.meter.api import latency_percentiles
 from kura_perf.meter.host import code_version, host_info
 from kura_perf.profiles import Profile
 from kura_perf.proposal import CONCURRENCY_LEVELS
+from kura_perf.settings import RunSettings
 
 DEFAULT_LEVELS = CONCURRENCY_LEVELS  # the proposal's §1.1 levels
 SWEEP_EMBEDDING_BATCH = 8  # small batches, so that even a short sample has many requests to overlap
 
 
-def _simulator_control():
+def _simulator_control(settings: RunSettings):
     """Control of the simulator serving this run, to restart its buckets between levels; None for a real API."""
-    import os
-
-    url = os.environ.get(SIMULATOR_URL_ENV)
+    url = settings.simulator_url
     if not url:
         return None
     from kura_perf.simulator.process import SimulatorControl
@@ -36,10 +35,10 @@ def _simulator_control():
     return control
 
 
-def _build_model(profile: Profile, stage: str, concurrency: int):
+def _build_model(profile: Profile, stage: str, concurrency: int, run_settings: RunSettings):
     from kura_perf.models.openai_api import OpenAIEmbedding, OpenAISummaryModel
 
-    settings = dataclasses.replace(api_settings(profile), concurrency=concurrency)
+    settings = dataclasses.replace(api_settings(profile, run_settings), concurrency=concurrency)
     if stage == "summaries":
         return OpenAISummaryModel(profile.summary_model.split(":", 1)[1], settings)
     return OpenAIEmbedding(profile.embedding_model.split(":", 1)[1], dimension=profile.embedding_dimension,
@@ -78,19 +77,22 @@ def sweep_stages(profile: Profile) -> list[str]:
 
 
 def run_sweep(profile: Profile, scale: str, conversations: Sequence[Conversation], texts: Sequence[str],
-              levels: Sequence[int] = DEFAULT_LEVELS, run_id: str | None = None, log=None) -> list[dict]:
-    """One row per (stage, level). A level that fails is recorded with its error; the sweep goes on."""
+              levels: Sequence[int] = DEFAULT_LEVELS, run_id: str | None = None, log=None,
+              settings: RunSettings | None = None) -> list[dict]:
+    """One row per (stage, level). A level that fails is recorded with its error; the sweep goes on.
+    settings: the run's (the simulator serving it, the credentials' names); None: from the environment."""
     stages = sweep_stages(profile)
     if not stages:
         raise KuraPerfError(f"profile '{profile.name}' has no API-backed summary or embedding model to sweep")
-    control = _simulator_control()
+    settings = settings or RunSettings.from_env()
+    control = _simulator_control(settings)
     run_id = run_id or uuid.uuid4().hex
     rows = []
     for stage in stages:
         for level in levels:
             if control is not None:
                 control.reset()  # full buckets and an empty log: levels do not inherit each other's debt
-            model = _build_model(profile, stage, level)
+            model = _build_model(profile, stage, level, settings)
             status, error = "success", None
             t0 = time.perf_counter()
             try:

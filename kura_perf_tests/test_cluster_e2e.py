@@ -56,7 +56,9 @@ def cluster(tmp_path_factory):
     # Shards sleep as long again as they compute, so the kill below lands inside one. A dead worker's
     # task is handed out again after 15 s; a step that outlives that on a slow box is handed out
     # twice, and the second delivery waits for the first (heartbeat) instead of running it again.
-    env = {**os.environ, "KURA_PERF_TEST_SLOWDOWN": "embeddings=1.0", "KURA_PERF_SHARD_STALE_S": "8"}
+    # (The workers' settings hook, read from their environment: kura_perf_tests/slow_stages.py.)
+    env = {**os.environ, "KURA_PERF_BACKEND_WRAPPER": "kura_perf_tests.slow_stages:embeddings_twice",
+           "KURA_PERF_SHARD_STALE_S": "8"}
     try:
         state = local.up(workers=2, concurrency=1, visibility_timeout_s=15, restore_interval_s=1, base_env=env)
         yield local, state
@@ -77,10 +79,11 @@ def _single_process_embeddings(paths, scale="100"):
     from kura_perf import outputs
     from kura_perf.backends import get_backend
     from kura_perf.profiles import get_profile
+    from kura_perf.settings import RunSettings
     from kura_perf.stages.base import StageInputs
 
     folder = paths.partition_dir(PROFILE, scale)
-    backend = get_backend(get_profile(PROFILE), paths)
+    backend = get_backend(get_profile(PROFILE), RunSettings.from_env(paths=paths))
     try:
         result = backend.run("embeddings", StageInputs(100, {"summaries": outputs.read_stage(folder, "summaries")}))
     finally:

@@ -24,6 +24,7 @@ from kura_perf.config import Paths
 from kura_perf.defs.launch import run_partition
 from kura_perf.defs.resources import KuraPerfResource
 from kura_perf.outputs import StageData
+from kura_perf.settings import RunSettings
 from kura_perf.stages.base import STAGES, StageResult
 from kura_perf.store import query
 
@@ -180,15 +181,15 @@ def webhook(monkeypatch):
     server.server_close()
 
 
-def test_thirty_percent_slowdown_is_caught_and_alerted(tmp_path, instance, warm, padded_summaries, webhook,
-                                                       monkeypatch):
+def test_thirty_percent_slowdown_is_caught_and_alerted(tmp_path, instance, warm, padded_summaries, webhook):
     from kura_perf.defs.sensors import regression_alerts
 
     paths = Paths(tmp_path / "data")
     baseline = [run_partition("100", "offline", stages=CHEAP, paths=paths, instance=instance) for _ in range(3)]
     assert all(o.success for o in baseline)
-    monkeypatch.setenv("KURA_PERF_TEST_SLOWDOWN", "summaries=0.3")
-    slow = run_partition("100", "offline", stages=CHEAP, paths=paths, instance=instance)
+    # The summaries stage sleeps 30% as long again as it computed (a settings hook, kura_perf_tests/slow_stages.py).
+    slower = RunSettings.from_env(paths=paths, backend_wrapper="kura_perf_tests.slow_stages:summaries_30_percent")
+    slow = run_partition("100", "offline", stages=CHEAP, instance=instance, run_settings=slower)
     assert slow.success  # a regression is red, but does not block the run
 
     evaluations = {(e.asset_key.path[-1], e.check_name): e for e in check_evaluations(instance, slow.run_id)}
@@ -247,8 +248,9 @@ def test_nan_embeddings_fail_sanity_and_clusters_never_run(tmp_path, instance, m
 def test_nightly_schedule_requests_the_configured_partitions(monkeypatch):
     from datetime import datetime, timezone
 
-    from kura_perf.defs.schedules import nightly_benchmark
+    from kura_perf.definitions import defs
 
+    nightly_benchmark = defs.get_schedule_def("nightly_benchmark")
     when = datetime(2026, 3, 4, 2, 0, tzinfo=timezone.utc)
     monkeypatch.delenv("KURA_PERF_NIGHTLY", raising=False)
     requests = list(nightly_benchmark(build_schedule_context(scheduled_execution_time=when)))
@@ -261,11 +263,12 @@ def test_nightly_schedule_requests_the_configured_partitions(monkeypatch):
 
 
 def test_bad_nightly_setting_is_refused_clearly():
+    from kura_perf.defs.partitions import benchmark_partitions
     from kura_perf.defs.schedules import nightly_partitions
     from kura_perf.errors import KuraPerfError
 
     with pytest.raises(KuraPerfError, match="'offline:2k' is not a partition"):
-        nightly_partitions("offline:2k")
+        nightly_partitions(benchmark_partitions(RunSettings.from_env().profiles()), "offline:2k")
 
 
 def test_benchmark_job_runs_stages_and_checks_in_process():

@@ -89,22 +89,17 @@ def test_a_failing_stage_is_recorded_with_its_error(kp_home, tmp_path):
     missing = tmp_path / "no-such-file.jsonl"
     profiles.write_text(f'[from-file]\ndata_file = "{missing}"\n')
     paths = Paths.from_env()
-    import os
+    # Through the runner, as the asset runs it, with the profile from the run's settings.
+    from kura_perf.runner import StageRun, run_stage
+    from kura_perf.settings import RunSettings
+    from kura_perf.store.pending import commit_pending
 
-    os.environ["KURA_PERF_PROFILES"] = str(profiles)
-    try:
-        # The partitions are fixed at import: run the stage through the runner as the asset does.
-        from kura_perf.profiles import get_profile
-        from kura_perf.runner import StageRun, run_stage
-        from kura_perf.store.pending import commit_pending
-
-        run = StageRun("conversations", get_profile("from-file"), "100", paths=paths)
-        with pytest.raises(Exception) as info:
-            run_stage(run)
-        assert "no-such-file.jsonl" in str(info.value)
-        record = commit_pending(paths.pending, paths.metrics, run.run_id, "conversations")
-    finally:
-        del os.environ["KURA_PERF_PROFILES"]
+    settings = RunSettings.from_env(paths=paths, profiles_file=str(profiles))
+    run = StageRun("conversations", settings.profile("from-file"), "100", settings=settings)
+    with pytest.raises(Exception) as info:
+        run_stage(run)
+    assert "no-such-file.jsonl" in str(info.value)
+    record = commit_pending(paths.pending, paths.metrics, run.run_id, "conversations")
     rows = query(paths.metrics, "SELECT status, error_type, error_message, wall_s FROM stage_runs")
     assert rows["status"].tolist() == ["failed"]
     assert "no-such-file.jsonl" in rows["error_message"][0]

@@ -9,7 +9,7 @@ from kura_perf.custom_steps import load_step, redact_text
 from kura_perf.defs.launch import run_shape
 from kura_perf.errors import ProfileError
 from kura_perf.outputs import peek_manifest as read_manifest, read_stage
-from kura_perf.profiles import get_profile
+from kura_perf.settings import RunSettings
 from kura_perf.shapes import CUSTOM_STAGE, SHAPES, ShapeSettings, streaming_supported
 from kura_perf.stages.base import STAGES
 from kura_perf_tests.shape_steps import FLAG_ENV
@@ -31,36 +31,16 @@ simulator = { embeddings = { rpm = 100000, tpm = 100000000, latency_ms = 1, p99_
 """
 
 
-# The partitions are fixed when kura_perf.definitions is first imported (from the profiles source at
-# that moment). When another test module imported it first, the `fast` profile is not a partition in
-# this process: these tests then run once in a fresh interpreter instead (test_shapes_in_a_fresh_process).
-IN_CHILD = "KURA_PERF_SHAPES_CHILD"
-
-
-def _definitions_already_imported() -> bool:
-    import sys
-
-    return "kura_perf.definitions" in sys.modules
-
-
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
-    import os
-
-    if _definitions_already_imported() and not os.environ.get(IN_CHILD):
-        from kura_perf.defs.partitions import profile_partitions
-
-        if "fast" not in profile_partitions.get_partition_keys():
-            pytest.skip("the partitions were fixed by an earlier import: covered by test_shapes_in_a_fresh_process")
+    """The `fast` profile through the run's settings: the partitions of the definitions the runs use
+    come from the same settings, whatever another test module imported before."""
     root = tmp_path_factory.mktemp("shapes")
     profiles = root / "profiles.toml"
     profiles.write_text(FAST_PROFILE)
-    mp = pytest.MonkeyPatch()
-    mp.setenv("KURA_PERF_HOME", str(root / "data"))
-    mp.setenv("KURA_PERF_PROFILES", str(profiles))
+    settings = RunSettings.from_env(paths=Paths(root / "data"), profiles_file=str(profiles))
     with DagsterInstance.ephemeral() as instance:
-        yield Paths.from_env(), instance, root
-    mp.undo()
+        yield settings, instance, root
 
 
 def _stages(outcome):
@@ -69,8 +49,9 @@ def _stages(outcome):
 
 @pytest.mark.parametrize("shape", ["minimal", "full"])
 def test_shape_job_materializes_and_records_its_shape(env, shape):
-    paths, instance, _ = env
-    outcome = run_shape(shape, "100", "fast", paths=paths, instance=instance)
+    run_settings, instance, _ = env
+    paths = run_settings.paths
+    outcome = run_shape(shape, "100", "fast", instance=instance, run_settings=run_settings)
     assert outcome.success, outcome.failure
     assert _stages(outcome) == list(SHAPES[shape].stages)
     assert {r["shape"] for r in outcome.records} == {shape}
@@ -88,15 +69,15 @@ def test_shape_job_materializes_and_records_its_shape(env, shape):
 
 
 def test_streaming_shape_passes_the_batch_size_through(env):
-    paths, instance, _ = env
+    run_settings, instance, _ = env
     settings = ShapeSettings("streaming", stream_batch_size=40)
-    outcome = run_shape("streaming", "100", "fast", paths=paths, instance=instance, settings=settings)
+    outcome = run_shape("streaming", "100", "fast", instance=instance, settings=settings, run_settings=run_settings)
     if streaming_supported():  # the matrix-streaming work has landed: batched stages, full pipeline
         assert outcome.success, outcome.failure
         assert _stages(outcome) == list(STAGES)
         assert {r["shape"] for r in outcome.records} == {"streaming"}
-        plain = get_profile("fast").content_hash()
-        assert {r["profile_hash"] for r in outcome.records} == {settings.effective_profile(get_profile("fast"))
+        plain = run_settings.profile("fast").content_hash()
+        assert {r["profile_hash"] for r in outcome.records} == {settings.effective_profile(run_settings.profile("fast"))
                                                                 .content_hash()} != {plain}
     else:  # refused with the missing key named, and the failure is recorded with its shape
         assert not outcome.success and "stream_batch_size" in outcome.failure
@@ -109,14 +90,15 @@ def _mtimes(folder, stages):
 
 
 def test_custom_shape_resumes_after_a_failure_without_redoing_completed_stages(env, monkeypatch):
-    paths, instance, root = env
+    run_settings, instance, root = env
+    paths = run_settings.paths
     flag = root / "fail-now"
     flag.touch()
     monkeypatch.setenv(FLAG_ENV, str(flag))
     settings = ShapeSettings("custom", custom_step="kura_perf_tests.shape_steps:flaky_redact", custom_after="summaries")
     folder = settings.folder(paths, "fast", "100")
 
-    first = run_shape("custom", "100", "fast", paths=paths, instance=instance, settings=settings)
+    first = run_shape("custom", "100", "fast", instance=instance, settings=settings, run_settings=run_settings)
     assert not first.success and "injected failure" in first.failure
     assert [(r["stage"], r["status"]) for r in first.records] == \
         [("conversations", "success"), ("summaries", "success"), (CUSTOM_STAGE, "failed")]
@@ -125,7 +107,7 @@ def test_custom_shape_resumes_after_a_failure_without_redoing_completed_stages(e
     assert read_manifest(folder, "embeddings") is None
 
     flag.unlink()
-    second = run_shape("custom", "100", "fast", paths=paths, instance=instance, settings=settings)
+    second = run_shape("custom", "100", "fast", instance=instance, settings=settings, run_settings=run_settings)
     assert second.success, second.failure
     assert _stages(second) == [CUSTOM_STAGE, *STAGES[2:]]  # conversations and summaries were not redone
     assert {r["shape"] for r in second.records} == {"custom"}
@@ -137,7 +119,7 @@ def test_custom_shape_resumes_after_a_failure_without_redoing_completed_stages(e
     assert read_manifest(folder, "embeddings")["checkpoint"]["inputs"] == {"summaries": summaries["nonce"]}
 
     after_second = _mtimes(folder, STAGES)
-    third = run_shape("custom", "100", "fast", paths=paths, instance=instance, settings=settings)
+    third = run_shape("custom", "100", "fast", instance=instance, settings=settings, run_settings=run_settings)
     assert third.success and third.records == []  # every stage reused its checkpoint
     assert _mtimes(folder, STAGES) == after_second
     materialized = instance.get_latest_materialization_event(AssetKey("clusters"))
@@ -151,6 +133,7 @@ def test_redaction_masks_pii_and_keeps_rows():
 
 
 def test_bad_custom_steps_are_refused_with_the_setting_named(env):
+    run_settings, instance, _ = env
     with pytest.raises(ProfileError, match="no attribute 'nope'"):
         load_step("kura_perf.custom_steps:nope")
     with pytest.raises(ProfileError, match="cannot import module"):
@@ -158,29 +141,8 @@ def test_bad_custom_steps_are_refused_with_the_setting_named(env):
     with pytest.raises(ProfileError, match="custom_after"):
         ShapeSettings("custom", custom_after="projections")
     with pytest.raises(ProfileError, match="module:function"):
-        ShapeSettings("custom", custom_step="nocolon").effective_profile(get_profile("fast"))
-    paths, instance, _ = env
+        ShapeSettings("custom", custom_step="nocolon").effective_profile(run_settings.profile("fast"))
     settings = ShapeSettings("custom", custom_step="kura_perf_tests.shape_steps:drops_a_table")
-    outcome = run_shape("custom", "100", "fast", paths=paths, instance=instance, settings=settings)
+    outcome = run_shape("custom", "100", "fast", instance=instance, settings=settings, run_settings=run_settings)
     assert not outcome.success and "changed the output's parts" in outcome.failure
 
-
-def test_shapes_in_a_fresh_process():
-    """This module's tests in an interpreter where the `fast` profile is a partition (see env)."""
-    import os
-    import subprocess
-    import sys
-
-    if os.environ.get(IN_CHILD) or not _definitions_already_imported():
-        pytest.skip("already running where the partitions include `fast`")
-    from kura_perf.defs.partitions import profile_partitions
-
-    if "fast" in profile_partitions.get_partition_keys():
-        pytest.skip("the partitions include `fast` in this process: the tests above ran here")
-    env = {**os.environ, IN_CHILD: "1"}
-    env.pop("KURA_PERF_PROFILES", None)
-    out = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__,
-                          "-k", "not test_shapes_in_a_fresh_process"],
-                         capture_output=True, text=True, env=env, timeout=1800)
-    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-2000:]
-    assert " passed" in out.stdout and " skipped" not in out.stdout.splitlines()[-1]

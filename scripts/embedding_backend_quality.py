@@ -29,6 +29,7 @@ def main() -> None:
     from sklearn.metrics import adjusted_rand_score
 
     from kura_perf.backends.model_factory import ModelFactory
+    from kura_perf.settings import RunSettings
     from kura_perf.corpus import generate_conversations
     from kura_perf.models.offline_summary import OfflineSummaryModel
     from kura_perf.profiles import get_profile
@@ -41,7 +42,7 @@ def main() -> None:
     for backend in args.backends:
         profile = get_profile("offline").model_copy(update={"embedding_backend": backend,
                                                             "batch_size": args.batch_size})
-        model = ModelFactory(profile, model_cache=args.cache).embedding_model()
+        model = ModelFactory(profile, RunSettings.from_env(model_cache=args.cache)).embedding_model()
         model.prepare()
         t0 = time.perf_counter()
         vectors[backend] = model.embed(texts)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Callable, Protocol, runtime_checkable
 
-from kura_perf.config import Paths
 from kura_perf.profiles import Profile
+from kura_perf.settings import RunSettings
 from kura_perf.stages.base import StageInputs, StageResult
 
 if TYPE_CHECKING:
@@ -39,12 +39,16 @@ class ReportsApiCounters(Protocol):
     def api_counters(self) -> ApiCounters | None: ...
 
 
-def get_backend(profile: Profile, paths: Paths | None = None) -> Backend:
-    """paths: the data root (its model_cache keeps the ONNX exports); None for a backend that needs none."""
+def get_backend(profile: Profile, settings: RunSettings | None = None) -> Backend:
+    """The profile's backend, set up by `settings` (the model cache, the simulator, the credentials'
+    names; None: read from the environment here, at the edge), wrapped as settings.backend_wrapper says."""
+    settings = settings or RunSettings.from_env()
     if profile.backend == "kura":
         from kura_perf.backends.kura import KuraBackend
 
-        return KuraBackend(profile)
-    from kura_perf.backends.reference import ReferenceBackend
+        backend = KuraBackend(profile, settings)
+    else:
+        from kura_perf.backends.reference import ReferenceBackend
 
-    return ReferenceBackend(profile, paths)
+        backend = ReferenceBackend(profile, settings)
+    return settings.wrap_backend(backend)

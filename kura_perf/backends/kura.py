@@ -23,8 +23,6 @@ stage outputs are the checkpoints. API counts come from the simulator's request 
 
 from __future__ import annotations
 
-import os
-
 import pandas as pd
 
 from kura_perf.backends.conversion import conversations_from_table
@@ -33,10 +31,10 @@ from kura_perf.errors import BreakingPoint, StageError
 from kura_perf.meter.api import ApiCounters
 from kura_perf.outputs import StageData
 from kura_perf.profiles import Profile
+from kura_perf.settings import RunSettings
 from kura_perf.stages.base import StageInputs, StageResult
 
 META_TIME_LIMIT_S = 600.0  # for meta_clusters when the profile sets no stage_timeout_s
-_API_ENV = ("OPENAI_BASE_URL", "OPENAI_API_KEY")
 
 
 class KuraFailure(StageError):
@@ -60,14 +58,15 @@ class KuraFailure(StageError):
 class KuraBackend:
     name = "kura"
 
-    def __init__(self, profile: Profile):
+    def __init__(self, profile: Profile, settings: RunSettings | None = None):
         self.kura_version = require_kura(profile)
         check_profile(profile)
         self.profile = profile
+        self.settings = settings or RunSettings.from_env()
         self._models: KuraModels | None = None
         self._loop = None
         self._ledger = None
-        self._saved_env: dict[str, str | None] | None = None
+        self._openai_env = None  # Kura's clients read their endpoint and key from the environment only
 
     # -- plumbing ---------------------------------------------------------------------------------
     def _ready(self) -> KuraModels:
@@ -77,11 +76,10 @@ class KuraBackend:
             from kura_perf.backends.kura_loop import KuraLoop
             from kura_perf.backends.model_factory import api_settings
 
-            settings = api_settings(self.profile)  # ProfileError if the simulator or key is missing
-            self._saved_env = {key: os.environ.get(key) for key in _API_ENV}
-            os.environ["OPENAI_API_KEY"] = settings.api_key
-            if settings.base_url:
-                os.environ["OPENAI_BASE_URL"] = settings.base_url
+            from kura_perf.third_party_env import openai_for_kura
+
+            settings = api_settings(self.profile, self.settings)  # ProfileError if the simulator or key is missing
+            self._openai_env = openai_for_kura(settings.api_key, settings.base_url)
             self._ledger = (SimulatorLedger(settings.base_url, self.profile.api.prices or None)
                             if self.profile.api.simulate else None)
             self._loop = KuraLoop(name=f"kura-{self.profile.name}")
@@ -117,13 +115,9 @@ class KuraBackend:
         if self._loop is not None:
             self._loop.close(self._models.clients() if self._models else [])
             self._loop = None
-        if self._saved_env is not None:
-            for key, value in self._saved_env.items():
-                if value is None:
-                    os.environ.pop(key, None)
-                else:
-                    os.environ[key] = value
-            self._saved_env = None
+        if self._openai_env is not None:
+            self._openai_env.undo()
+            self._openai_env = None
 
     def run(self, stage: str, inputs: StageInputs) -> StageResult:
         return getattr(self, f"_{stage}")(inputs)
@@ -132,7 +126,7 @@ class KuraBackend:
     def _conversations(self, inputs: StageInputs) -> StageResult:
         from kura_perf.backends.reference import ReferenceBackend
 
-        result = ReferenceBackend(self.profile).run("conversations", inputs)
+        result = ReferenceBackend(self.profile, self.settings).run("conversations", inputs)
         result.extra["kura_version"] = self.kura_version
         return result
 

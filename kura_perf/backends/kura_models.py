@@ -14,7 +14,6 @@ SDK's own timeout and retries (api.timeout_s and api.max_retries do not reach th
 
 from __future__ import annotations
 
-import os
 from importlib import metadata
 
 import numpy as np
@@ -79,12 +78,11 @@ def check_profile(profile: Profile) -> None:
 
 def _sentence_transformer(path: str, batch_size: int):
     """Kura's SentenceTransformerEmbeddingModel, loaded once per process (as the reference loads MiniLM),
-    so each stage measures embedding, not model loading. It holds no client or loop state."""
+    so each stage measures embedding, not model loading. It holds no client or loop state. `path` is
+    a local folder: sentence-transformers loads it without contacting the Hub (no offline flag needed)."""
     from kura.embedding import SentenceTransformerEmbeddingModel
 
     def load():
-        os.environ["HF_HUB_OFFLINE"] = "1"  # a local path; never try the Hub
-        os.environ["TRANSFORMERS_OFFLINE"] = "1"
         return SentenceTransformerEmbeddingModel(model_name=path, model_batch_size=batch_size)
 
     return cache.shared(KURA_ST_KIND, (path, batch_size), load)

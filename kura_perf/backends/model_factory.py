@@ -3,39 +3,39 @@ process, one SentenceTransformer load per process)."""
 
 from __future__ import annotations
 
-import os
-
 from kura_perf.errors import ProfileError
 from kura_perf.models.cache import BuiltOnce
 from kura_perf.profiles import Profile
-
-# Set by the API-simulator resource / CLI for profiles with api.simulate = true.
-SIMULATOR_URL_ENV = "KURA_PERF_SIMULATOR_URL"
+from kura_perf.settings import SIMULATOR_URL_ENV, RunSettings
 
 
-def api_settings(profile: Profile):
-    """Endpoint and key for API-backed models. The key is read from the environment, never stored."""
+def api_settings(profile: Profile, settings: RunSettings | None = None):
+    """Endpoint and key for API-backed models: the simulator serving the run (settings.simulator_url)
+    for api.simulate profiles, else the profile's endpoint. The key is read from the environment
+    variable the settings name, now, and never stored."""
     from kura_perf.models.openai_api import ApiSettings
 
+    settings = settings or RunSettings.from_env()
     api = profile.api
     if api.simulate:
-        base_url = os.environ.get(SIMULATOR_URL_ENV)
+        base_url = settings.simulator_url
         if not base_url:
             raise ProfileError(f"profile '{profile.name}' uses the API simulator, but it is not running "
                                f"({SIMULATOR_URL_ENV} unset): run through Dagster or `kura-perf run`")
-        key = os.environ.get(api.api_key_env) or "sk-simulated"
+        key = settings.api_key(profile) or "sk-simulated"
     else:
-        base_url = api.base_url or os.environ.get(api.base_url_env)
-        key = os.environ.get(api.api_key_env)
+        base_url = api.base_url or settings.base_url(profile)
+        key = settings.api_key(profile)
         if not key:
-            raise ProfileError(f"profile '{profile.name}' calls a real API endpoint but ${api.api_key_env} is not "
-                               f"set; export it (and ${api.base_url_env} for a non-OpenAI endpoint), or use the "
+            key_env, url_env = settings.api_key_env_for(profile), settings.base_url_env_for(profile)
+            raise ProfileError(f"profile '{profile.name}' calls a real API endpoint but ${key_env} is not "
+                               f"set; export it (and ${url_env} for a non-OpenAI endpoint), or use the "
                                f"'simulated-openai' profile to run offline")
     return ApiSettings(base_url=base_url, api_key=key, timeout_s=api.timeout_s, max_retries=api.max_retries,
                        concurrency=api.concurrency, prices=api.prices or None)
 
 
-def preflight(profile: Profile) -> None:
+def preflight(profile: Profile, settings: RunSettings | None = None) -> None:
     """Refuse, before any work starts, a profile that cannot run here (no key for a real endpoint,
     or the kura backend without the kura extra installed)."""
     if profile.backend == "kura":
@@ -44,7 +44,7 @@ def preflight(profile: Profile) -> None:
         require_kura(profile)
         check_profile(profile)
     if profile.uses_api() and not profile.api.simulate:
-        api_settings(profile)
+        api_settings(profile, settings)
 
 
 def _api_model_name(spec: str) -> str | None:
@@ -52,14 +52,15 @@ def _api_model_name(spec: str) -> str | None:
 
 
 class ModelFactory(BuiltOnce):
-    """model_cache: where ONNX exports live (<data root>/model_cache); onnx_min_cosine overrides the
-    export check's threshold (tests force an impossible one)."""
+    """settings: the run's (its model_cache keeps the ONNX exports, its simulator URL and credentials'
+    names reach the API models; None: from the environment); onnx_min_cosine overrides the export
+    check's threshold (tests force an impossible one)."""
 
-    def __init__(self, profile: Profile, model_cache: str | os.PathLike | None = None,
-                 onnx_min_cosine: float | None = None):
+    def __init__(self, profile: Profile, settings: RunSettings | None = None, onnx_min_cosine: float | None = None):
         super().__init__()
         self.profile = profile
-        self.model_cache = model_cache
+        self.settings = settings or RunSettings.from_env()
+        self.model_cache = self.settings.model_cache
         self.onnx_min_cosine = onnx_min_cosine
 
     def _torch_minilm(self):
@@ -93,7 +94,7 @@ class ModelFactory(BuiltOnce):
         if (name := _api_model_name(spec)) is not None:
             from kura_perf.models.openai_api import OpenAISummaryModel
 
-            return self._once("summary", lambda: OpenAISummaryModel(name, api_settings(self.profile)))
+            return self._once("summary", lambda: OpenAISummaryModel(name, api_settings(self.profile, self.settings)))
         raise ProfileError(f"profile '{self.profile.name}': summary_model '{spec}': expected 'offline' or 'openai:<model>'")
 
     def embedding_model(self):
@@ -109,7 +110,7 @@ class ModelFactory(BuiltOnce):
             from kura_perf.models.openai_api import OpenAIEmbedding
 
             kwargs = {"dimension": dim} if dim else {}
-            return self._once("embed", lambda: OpenAIEmbedding(name, settings=api_settings(self.profile),
+            return self._once("embed", lambda: OpenAIEmbedding(name, settings=api_settings(self.profile, self.settings),
                                                                batch_size=self.profile.batch_size, **kwargs))
         raise ProfileError(f"profile '{self.profile.name}': embedding_model '{spec}': expected 'minilm' or 'openai:<model>'")
 
@@ -122,7 +123,7 @@ class ModelFactory(BuiltOnce):
         if (name := _api_model_name(spec)) is not None:
             from kura_perf.models.openai_api import OpenAIClusterNamer
 
-            return self._once("namer", lambda: OpenAIClusterNamer(name, api_settings(self.profile)))
+            return self._once("namer", lambda: OpenAIClusterNamer(name, api_settings(self.profile, self.settings)))
         raise ProfileError(f"profile '{self.profile.name}': naming_model '{spec}': expected 'offline' or 'openai:<model>'")
 
     def clustering_method(self, n_points: int):

@@ -10,25 +10,25 @@ import pandas as pd
 from kura_perf.backends import Prepares, ReportsApiCounters
 from kura_perf.backends.conversion import conversations_from_table, conversations_to_table
 from kura_perf.backends.model_factory import ModelFactory
-from kura_perf.config import Paths
 from kura_perf.corpus import iter_conversations, load_conversations
 from kura_perf.errors import StageError
 from kura_perf.meter.api import ApiCounters
 from kura_perf.models.protocols import BuildsKnnGraph, CountsApiCalls, PreparesModel, ReusesKnnGraph
 from kura_perf.outputs import StageData
 from kura_perf.profiles import Profile
+from kura_perf.settings import RunSettings
 from kura_perf.stages.base import StageInputs, StageResult
 
 
 class ReferenceBackend(Prepares, ReportsApiCounters):
     name = "reference"
 
-    def __init__(self, profile: Profile, paths: Paths | None = None, onnx_min_cosine: float | None = None):
+    def __init__(self, profile: Profile, settings: RunSettings | None = None, onnx_min_cosine: float | None = None):
         self.profile = profile
-        # A caller that names no data root (a library user, a test) gets the default one, read once here
-        # at the edge: the ONNX backends need its model_cache for their checked exports.
-        paths = paths or Paths.from_env()
-        self.models = ModelFactory(profile, model_cache=paths.model_cache, onnx_min_cosine=onnx_min_cosine)
+        # A caller that passes no settings (a library user, a test) gets them from the environment, read
+        # once here at the edge: the ONNX backends need the model cache for their checked exports.
+        self.settings = settings or RunSettings.from_env()
+        self.models = ModelFactory(profile, self.settings, onnx_min_cosine=onnx_min_cosine)
         self._setup: dict[str, dict] = {}  # per stage: what prepare() did and measured
 
     def prepare(self, stage: str, read_upstream) -> None:

@@ -2,10 +2,10 @@
 run the stage through the core runner (which measures it), return its figures as metadata."""
 
 
-from dagster import AssetExecutionContext, AssetKey, MaterializeResult, MetadataValue, asset
+from dagster import (AssetExecutionContext, AssetKey, MaterializeResult, MetadataValue, MultiPartitionsDefinition,
+                     asset)
 
 from kura_perf.defs.hooks import STAGE_HOOKS
-from kura_perf.defs.partitions import benchmark_partitions
 from kura_perf.defs.resources import KuraPerfResource
 from kura_perf.defs.simulator import ApiSimulatorResource
 from kura_perf.shapes import CUSTOM_STAGE, ShapeSettings, run_shape_stage
@@ -98,10 +98,10 @@ def level_metadata(levels: list[dict]) -> dict:
     return meta
 
 
-def build_stage_asset(stage: str):
+def build_stage_asset(stage: str, partitions: MultiPartitionsDefinition):
     @asset(
         name=stage,
-        partitions_def=benchmark_partitions,
+        partitions_def=partitions,
         deps=[AssetKey(up) for up in UPSTREAM[stage]],
         hooks=STAGE_HOOKS,
         group_name="kura_pipeline",
@@ -112,11 +112,13 @@ def build_stage_asset(stage: str):
                      api_simulator: ApiSimulatorResource) -> MaterializeResult:
         keys = context.partition_key.keys_by_dimension
         settings = ShapeSettings.from_tags(context.run.tags)  # the shape job's tags (none: a plain stage run)
-        outcome = run_shape_stage(stage, settings, kura_perf.profile(keys["profile"]), keys["scale"],
-                                  context.run.run_id, kura_perf.paths())
+        run_settings = kura_perf.settings(simulator_url=api_simulator.base_url)
+        outcome = run_shape_stage(stage, settings, run_settings.profile(keys["profile"]), keys["scale"],
+                                  context.run.run_id, run_settings)
         return MaterializeResult(metadata=shape_metadata(stage, settings, outcome))
 
     return _stage_asset
 
 
-stage_assets = [build_stage_asset(stage) for stage in STAGES]
+def build_stage_assets(partitions: MultiPartitionsDefinition) -> list:
+    return [build_stage_asset(stage, partitions) for stage in STAGES]

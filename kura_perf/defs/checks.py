@@ -17,6 +17,7 @@ from dagster import (
     AssetCheckSpec,
     AssetChecksDefinition,
     MetadataValue,
+    MultiPartitionsDefinition,
     multi_asset_check,
 )
 
@@ -25,7 +26,6 @@ from kura_perf.checks.outcome import ERROR, CheckOutcome
 from kura_perf.checkpoints import producer_run
 from kura_perf.checks.records import find_stage_record
 from kura_perf.shapes import ShapeSettings
-from kura_perf.defs.partitions import benchmark_partitions
 from kura_perf.defs.resources import KuraPerfResource
 from kura_perf.scales import SCALES
 from kura_perf.stages.base import STAGES
@@ -93,11 +93,11 @@ def to_result(stage: str, group: str, outcomes: list[CheckOutcome]) -> AssetChec
                             description=message[:2000], metadata=outcome_metadata(outcomes))
 
 
-def build_stage_checks(stage: str) -> AssetChecksDefinition:
+def build_stage_checks(stage: str, partitions: MultiPartitionsDefinition) -> AssetChecksDefinition:
     with warnings.catch_warnings():  # partitioned checks are a Dagster preview feature (1.13): we rely on it
         warnings.simplefilter("ignore")
         specs = [AssetCheckSpec(group, asset=stage, blocking=group == "sanity", description=DESCRIPTIONS[group],
-                                partitions_def=benchmark_partitions) for group in groups_for(stage)]
+                                partitions_def=partitions) for group in groups_for(stage)]
 
     @multi_asset_check(name=f"{stage}_checks", specs=specs, can_subset=True,
                        description=f"Checks on the {stage} stage's record and stored output.")
@@ -133,4 +133,5 @@ def build_stage_checks(stage: str) -> AssetChecksDefinition:
     return _checks
 
 
-stage_checks = [build_stage_checks(stage) for stage in STAGES]
+def build_all_stage_checks(partitions: MultiPartitionsDefinition) -> list[AssetChecksDefinition]:
+    return [build_stage_checks(stage, partitions) for stage in STAGES]

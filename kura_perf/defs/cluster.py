@@ -5,7 +5,8 @@ fanned out into shards (dynamic outputs) that any worker can pick up and merged 
         ==> embeddings_merge [-> clusters_step -> meta_clusters_step -> projections_step]
 
 `cluster_embeddings` stops after the merge (the heavy part that fans out); `cluster_pipeline` runs
-the rest of the partition too. Stage ops go through the same core runner and hooks as the assets
+the rest of the partition too (`build_cluster_jobs(partitions, profiles_file)`; a coordinator hands
+the workers the same profiles file through `reconstruct_cluster_job`). Stage ops go through the same core runner and hooks as the assets
 and report an AssetMaterialization of the same asset and partition, so the UI's partition grid shows
 cluster runs beside in-process ones. Shard logic lives in `kura_perf.shards` (no Dagster there).
 
@@ -30,6 +31,7 @@ from dagster import (
     DynamicOutput,
     In,
     InputContext,
+    MultiPartitionsDefinition,
     Nothing,
     OpExecutionContext,
     OutputContext,
@@ -45,6 +47,7 @@ from kura_perf.defs.assets import stage_metadata
 from kura_perf.defs.hooks import STAGE_HOOKS
 from kura_perf.defs.partitions import benchmark_partitions
 from kura_perf.defs.resources import KuraPerfResource
+from kura_perf.settings import RunSettings
 from kura_perf.location import Location
 from kura_perf.runner import StageRun, run_stage
 from kura_perf.shards import ShardSpec, merge_embedding_shards, plan_shards, run_embedding_shard
@@ -105,13 +108,14 @@ def _partition(context) -> tuple[str, str]:
     tags = context.run.tags
     if "dagster/partition/scale" in tags:
         return tags["dagster/partition/scale"], tags["dagster/partition/profile"]
-    keys = benchmark_partitions.get_partition_key_from_str(tags["dagster/partition"]).keys_by_dimension
+    keys = context.job_def.partitions_def.get_partition_key_from_str(tags["dagster/partition"]).keys_by_dimension
     return keys["scale"], keys["profile"]
 
 
 def _stage_run(context: OpExecutionContext, kura_perf: KuraPerfResource, stage: str) -> StageRun:
     scale, profile = _partition(context)
-    return StageRun(stage, kura_perf.profile(profile), scale, run_id=context.run.run_id, paths=kura_perf.paths())
+    settings = kura_perf.settings()
+    return StageRun(stage, settings.profile(profile), scale, run_id=context.run.run_id, settings=settings)
 
 
 def _materialized(context: OpExecutionContext, stage: str, record: StageRecord) -> None:
@@ -180,26 +184,40 @@ def _embeddings_fanout():
     return merge_embeddings.with_hooks(STAGE_HOOKS)(records)
 
 
-# Bound here (not only in Definitions) so the job is complete at module scope: the launcher and the
-# workers reconstruct it from this module.
-_RESOURCES = {"kura_perf": KuraPerfResource(), "io_manager": SharedPickleIOManager(kura_perf=KuraPerfResource())}
-
-
-@job(partitions_def=benchmark_partitions, executor_def=cluster_executor(), tags={CLUSTER_TAG: "true"},
-     resource_defs=_RESOURCES,
-     description="One partition's conversations, summaries and sharded embeddings on the Celery workers.")
-def cluster_embeddings():
+def _embeddings_only():
     _embeddings_fanout()
 
 
-@job(partitions_def=benchmark_partitions, executor_def=cluster_executor(), tags={CLUSTER_TAG: "true"},
-     resource_defs=_RESOURCES,
-     description="All stages of one partition on the Celery workers, embeddings fanned out in shards.")
-def cluster_pipeline():
+def _all_stages():
     clusters = clusters_op.with_hooks(STAGE_HOOKS)(after=_embeddings_fanout())
     meta = meta_clusters_op.with_hooks(STAGE_HOOKS)(after=clusters)
     projections_op.with_hooks(STAGE_HOOKS)(after=meta)
 
 
-CLUSTER_JOBS = {"cluster_embeddings": cluster_embeddings, "cluster_pipeline": cluster_pipeline}
+_GRAPHS = {
+    "cluster_embeddings": (_embeddings_only,
+                           "One partition's conversations, summaries and sharded embeddings on the Celery workers."),
+    "cluster_pipeline": (_all_stages,
+                         "All stages of one partition on the Celery workers, embeddings fanned out in shards."),
+}
+CLUSTER_JOB_NAMES = tuple(_GRAPHS)
+
+
+def build_cluster_jobs(partitions: MultiPartitionsDefinition, profiles_file: str | None = None) -> dict:
+    """The cluster jobs over `partitions`. Their resources are bound to the job (not only in Definitions)
+    so a job rebuilt by `reconstruct_cluster_job` on a worker is complete; only the profiles file is
+    fixed here, everything else each process reads from its own environment (a worker may be another
+    machine, with its own data root or results location)."""
+    resources = {"kura_perf": KuraPerfResource(profiles_file=profiles_file),
+                 "io_manager": SharedPickleIOManager(kura_perf=KuraPerfResource(profiles_file=profiles_file))}
+    return {name: job(name=name, partitions_def=partitions, executor_def=cluster_executor(),
+                      tags={CLUSTER_TAG: "true"}, resource_defs=resources, description=description)(graph)
+            for name, (graph, description) in _GRAPHS.items()}
+
+
+def reconstruct_cluster_job(name: str, profiles_file: str | None = None):
+    """The cluster job `name` with the partitions of `profiles_file`: what a coordinator points its
+    workers at (dagster.build_reconstructable_job), so they rebuild the very job it launched."""
+    settings = RunSettings.from_env(profiles_file=profiles_file)
+    return build_cluster_jobs(benchmark_partitions(settings.profiles()), settings.profiles_file)[name]
 

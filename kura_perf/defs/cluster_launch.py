@@ -10,29 +10,34 @@ from kura_perf.cluster.local import check_services
 from kura_perf.cluster.settings import ClusterSettings
 from kura_perf.config import Paths
 from kura_perf.defs.launch import RunOutcome, root_cause
+from kura_perf.settings import RunSettings
 
 
 def run_on_cluster(settings: ClusterSettings, dagster_home: str | Path, scale: str, profile: str, shards: int = 4,
                    job: str = "cluster_embeddings", paths: Paths | None = None,
-                   dagster_log_level: str = "CRITICAL", extra_tags: dict | None = None) -> RunOutcome:
-    from dagster import DagsterInstance, execute_job, reconstructable
+                   dagster_log_level: str = "CRITICAL", extra_tags: dict | None = None,
+                   run_settings: RunSettings | None = None) -> RunOutcome:
+    """run_settings: this coordinator's (default: from the environment, with `paths`); the workers
+    rebuild the job with the same profiles file and read the rest from their own environment."""
+    from dagster import DagsterInstance, build_reconstructable_job, execute_job
 
     from kura_perf.defs import cluster as cluster_defs
     from kura_perf.defs.partitions import benchmark_partitions, partition_key
     from kura_perf.errors import KuraPerfError
-    from kura_perf.profiles import get_profile
     from kura_perf.scales import scale_count
     from kura_perf.stages.base import STAGES
     from kura_perf.store import query
 
+    run_settings = run_settings or RunSettings.from_env(paths=paths)
     scale_count(scale)
-    get_profile(profile)
-    if job not in cluster_defs.CLUSTER_JOBS:
-        raise KuraPerfError(f"unknown cluster job '{job}'; expected one of {', '.join(cluster_defs.CLUSTER_JOBS)}")
+    run_settings.profile(profile)
+    if job not in cluster_defs.CLUSTER_JOB_NAMES:
+        raise KuraPerfError(f"unknown cluster job '{job}'; expected one of {', '.join(cluster_defs.CLUSTER_JOB_NAMES)}")
     check_services(settings)  # a clear error naming Postgres or Redis, before Dagster tries either
-    paths = paths or Paths.from_env()
+    paths = run_settings.paths
     key = partition_key(scale, profile)
-    tags = {**benchmark_partitions.get_tags_for_partition_key(str(key)), "kura_perf/source": "cluster",
+    partitions = benchmark_partitions(run_settings.profiles())
+    tags = {**partitions.get_tags_for_partition_key(str(key)), "kura_perf/source": "cluster",
             **(extra_tags or {})}
     run_config = {
         "execution": {"config": settings.executor_config()},
@@ -40,8 +45,11 @@ def run_on_cluster(settings: ClusterSettings, dagster_home: str | Path, scale: s
         "loggers": {"console": {"config": {"log_level": dagster_log_level}}},
     }
     with DagsterInstance.from_config(str(dagster_home)) as instance:
-        result = execute_job(reconstructable(cluster_defs.CLUSTER_JOBS[job]), instance=instance,
-                             run_config=run_config, tags=tags, raise_on_error=False)
+        reconstructable_job = build_reconstructable_job(
+            cluster_defs.__name__, cluster_defs.reconstruct_cluster_job.__name__,
+            reconstructable_kwargs={"name": job, "profiles_file": run_settings.profiles_file})
+        result = execute_job(reconstructable_job, instance=instance, run_config=run_config, tags=tags,
+                             raise_on_error=False)
         failure = None
         if not result.success:
             failed = [e for e in result.all_events if e.is_step_failure]

@@ -6,14 +6,15 @@ a multiprocess executor would start check steps and stage steps side by side and
 
 from dagster import AssetSelection, define_asset_job, in_process_executor
 
-from kura_perf.defs.assets import stage_assets
 from kura_perf.shapes import SHAPE_TAG, SHAPES, Shape
+from kura_perf.stages.base import STAGES
 
 BENCHMARK_TAG = "kura_perf/benchmark"
 
 benchmark_job = define_asset_job(
     "benchmark_job",
-    selection=AssetSelection.assets(*stage_assets),  # includes the stages' asset checks; partitioned like them
+    # By key: the assets (and their partitions) are those of the Definitions the job is resolved in.
+    selection=AssetSelection.assets(*STAGES),  # includes the stages' asset checks; partitioned like them
     executor_def=in_process_executor,
     tags={BENCHMARK_TAG: "true", SHAPE_TAG: "full"},
     description="Materialize and check all stages of one scale x profile partition (the full shape).",
@@ -28,7 +29,7 @@ def build_shape_job(shape: Shape):
     """One named job per pipeline shape; the shape travels as a run tag that the assets and hooks read.
     Launch it on a partition from the UI (Jobs -> <shape>_pipeline -> Materialize) or with
     `kura-perf run --shape <shape>`; extra tags (custom step, batch size) can be added in the launchpad."""
-    selected = [a for a in stage_assets if a.key.path[-1] in shape.stages]
+    selected = [stage for stage in STAGES if stage in shape.stages]
     return define_asset_job(
         shape_job_name(shape.name),
         selection=AssetSelection.assets(*selected),

@@ -3,13 +3,12 @@ as the UI runs, so the CLI is not a second code path."""
 
 from __future__ import annotations
 
-import os
 import uuid
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from kura_perf.config import Paths
 from kura_perf.meter.failures import INTERRUPT_NAMES, is_interrupt
+from kura_perf.settings import RunSettings
 from kura_perf.store import liveness
 from kura_perf.stages.base import STAGES
 
@@ -34,69 +33,79 @@ def root_cause(error) -> str:
     return f"{error.cls_name}: {message}"
 
 
+def _run_settings(paths: Paths | None, run_settings: RunSettings | None) -> RunSettings:
+    """run_settings, else the environment's with `paths` (the shorthand most callers use)."""
+    if run_settings is None:
+        return RunSettings.from_env(paths=paths)
+    if paths is not None and paths != run_settings.paths:
+        raise ValueError(f"paths {paths} differ from run_settings.paths {run_settings.paths}; give one")
+    return run_settings
+
+
 def run_partition(scale: str, profile: str, stages: list[str] | None = None, paths: Paths | None = None,
                   instance=None, dagster_log_level: str = "CRITICAL", extra_assets: list[str] | None = None,
-                  asset_config: dict | None = None) -> RunOutcome:
+                  asset_config: dict | None = None, run_settings: RunSettings | None = None) -> RunOutcome:
     """Materialize `stages` (default: all six) plus `extra_assets` (e.g. the sweep) for one partition.
-    asset_config: {asset name: its config dict}."""
+    asset_config: {asset name: its config dict}. run_settings: the run's (default: from the environment,
+    with `paths`); the partitions and the resources come from them. instance: default, the one in the
+    data root's Dagster home (defs/instance.py)."""
     from dagster import AssetKey, materialize
 
+    from kura_perf.defs.build import build_definitions
     from kura_perf.defs.partitions import partition_key
-    from kura_perf.defs.resources import KuraPerfResource
-    from kura_perf.definitions import defs
     from kura_perf.errors import KuraPerfError
 
-    paths = paths or Paths.from_env()
+    run_settings = _run_settings(paths, run_settings)
     unknown = set(stages or []) - set(STAGES)
     if unknown:
         raise KuraPerfError(f"unknown stage(s) {sorted(unknown)}; expected some of {', '.join(STAGES)}")
     selection = [AssetKey(s) for s in [*(STAGES if stages is None else stages), *(extra_assets or [])]]
-    resources = {**defs.resources, "kura_perf": KuraPerfResource(home=str(paths.root))}
+    defs = build_definitions(run_settings)
 
     def launch(instance, tags: dict, run_config: dict):
         run_config["ops"] = {name: {"config": cfg} for name, cfg in (asset_config or {}).items()}
         return materialize([*defs.assets, *(defs.asset_checks or [])], selection=selection,
-                           partition_key=partition_key(scale, profile), instance=instance, resources=resources,
+                           partition_key=partition_key(scale, profile), instance=instance, resources=defs.resources,
                            raise_on_error=False, tags=tags, run_config=run_config)
 
-    return _execute(launch, paths, instance, dagster_log_level)
+    return _execute(launch, run_settings.paths, instance, dagster_log_level)
 
 
 def run_shape(shape: str, scale: str, profile: str, paths: Paths | None = None, instance=None,
-              settings=None, dagster_log_level: str = "CRITICAL") -> RunOutcome:
+              settings=None, dagster_log_level: str = "CRITICAL", run_settings: RunSettings | None = None) -> RunOutcome:
     """Execute the named job of a pipeline shape (`<shape>_pipeline`) on one partition, in-process:
-    the job the UI launches, with the shape's options (custom step, batch size) as run tags."""
+    the job the UI launches, with the shape's options (settings: a ShapeSettings; custom step, batch
+    size) as run tags. run_settings and instance as for run_partition."""
+    from kura_perf.defs.build import build_definitions
     from kura_perf.defs.jobs import shape_job_name
     from kura_perf.defs.partitions import partition_key
-    from kura_perf.defs.resources import KuraPerfResource
-    from kura_perf.definitions import defs
     from kura_perf.shapes import ShapeSettings
 
-    paths = paths or Paths.from_env()
+    run_settings = _run_settings(paths, run_settings)
     settings = settings or ShapeSettings(shape)
+    defs = build_definitions(run_settings)
     job = defs.resolve_job_def(shape_job_name(shape))
-    resources = {**defs.resources, "kura_perf": KuraPerfResource(home=str(paths.root))}
 
     def launch(instance, tags: dict, run_config: dict):
         return job.execute_in_process(partition_key=partition_key(scale, profile), instance=instance,
-                                      resources=resources, raise_on_error=False,
+                                      resources=defs.resources, raise_on_error=False,
                                       tags={**tags, **settings.tags()}, run_config=run_config)
 
-    return _execute(launch, paths, instance, dagster_log_level)
+    return _execute(launch, run_settings.paths, instance, dagster_log_level)
 
 
 def _execute(launch, paths: Paths, instance, dagster_log_level: str) -> RunOutcome:
     """Run `launch(instance, tags, run_config)` (a materialize or a job execution) and turn its result,
-    a failure or a Ctrl-C into a RunOutcome with the run's stage records."""
-    from dagster import DagsterInstance
+    a failure or a Ctrl-C into a RunOutcome with the run's stage records. Without an instance, the one
+    in the data root's Dagster home is opened (created and migrated once, under a lock) and closed after."""
+    from kura_perf.defs.instance import default_home, open_instance
 
-    from kura_perf.defs.instance import prepare_dagster_home, run_tags
+    if instance is None:
+        with open_instance(default_home(paths.root)) as opened:
+            return _execute(launch, paths, opened, dagster_log_level)
+    from kura_perf.defs.instance import run_tags
 
     invocation = uuid.uuid4().hex
-    if instance is None:
-        if os.environ.get("DAGSTER_HOME"):  # a fresh home is created and migrated once, under a lock
-            prepare_dagster_home(Path(os.environ["DAGSTER_HOME"]))
-        instance = DagsterInstance.get()
     try:
         result = launch(
             instance,

@@ -1,10 +1,10 @@
 """The concurrency sweep as an asset beside the pipeline (group `api_load`): summaries and embeddings
 of a sample of the partition's conversations at several concurrency levels."""
 
-from dagster import AssetExecutionContext, AssetKey, Config, MaterializeResult, MetadataValue, asset
+from dagster import (AssetExecutionContext, AssetKey, Config, MaterializeResult, MetadataValue, MultiPartitionsDefinition,
+                     asset)
 
 from kura_perf.backends.conversion import conversations_from_table
-from kura_perf.defs.partitions import benchmark_partitions
 from kura_perf.defs.resources import KuraPerfResource
 from kura_perf.defs.simulator import ApiSimulatorResource
 from kura_perf.outputs import read_stage
@@ -17,25 +17,33 @@ class SweepConfig(Config):
     items: int = 200  # conversations (and summaries) per level
 
 
-@asset(
-    partitions_def=benchmark_partitions,
-    deps=[AssetKey("conversations"), AssetKey("summaries")],
-    group_name="api_load",
-    kinds={"python"},
-    description="Throughput, latency, 429 share and cost of the API stages at 1/5/10/20/50 concurrent requests.",
-)
-def api_concurrency_sweep(context: AssetExecutionContext, config: SweepConfig, kura_perf: KuraPerfResource,
-                          api_simulator: ApiSimulatorResource) -> MaterializeResult:
+def build_sweep_asset(partitions: MultiPartitionsDefinition):
+    @asset(
+        name="api_concurrency_sweep",
+        partitions_def=partitions,
+        deps=[AssetKey("conversations"), AssetKey("summaries")],
+        group_name="api_load",
+        kinds={"python"},
+        description="Throughput, latency, 429 share and cost of the API stages at 1/5/10/20/50 concurrent requests.",
+    )
+    def api_concurrency_sweep(context: AssetExecutionContext, config: SweepConfig, kura_perf: KuraPerfResource,
+                              api_simulator: ApiSimulatorResource) -> MaterializeResult:
+        return sweep_partition(context, config, kura_perf.settings(simulator_url=api_simulator.base_url))
+
+    return api_concurrency_sweep
+
+
+def sweep_partition(context: AssetExecutionContext, config: SweepConfig, settings) -> MaterializeResult:
     keys = context.partition_key.keys_by_dimension
-    profile = kura_perf.profile(keys["profile"])
+    profile = settings.profile(keys["profile"])
     if not sweep_stages(profile):
         return MaterializeResult(metadata={"skipped": f"profile '{profile.name}' has no API-backed models"})
-    paths = kura_perf.paths()
+    paths = settings.paths
     folder = paths.partition_dir(profile.name, keys["scale"])
     conversations = conversations_from_table(read_stage(folder, "conversations").tables["main"])[: config.items]
     texts = read_stage(folder, "summaries").tables["main"]["embed_text"].tolist()[: config.items]
     rows = run_sweep(profile, keys["scale"], conversations, texts, levels=config.levels,
-                     run_id=context.run.run_id, log=context.log.info)
+                     run_id=context.run.run_id, log=context.log.info, settings=settings)
     write_records(paths.metrics, "sweep_results", rows)
     table = "| stage | concurrency | items/min | p95 ms | 429 share | retries | status |\n|---|---|---|---|---|---|---|\n"
     for r in rows:

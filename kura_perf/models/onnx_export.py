@@ -165,7 +165,7 @@ def export_fp32(model_path: str, target: Path, max_seq_length: int) -> None:
     import torch
     from transformers import AutoModel
 
-    bert = AutoModel.from_pretrained(model_path, attn_implementation="eager").eval()
+    bert = AutoModel.from_pretrained(model_path, attn_implementation="eager", local_files_only=True).eval()
 
     class SentenceEmbedding(torch.nn.Module):
         def __init__(self, encoder):

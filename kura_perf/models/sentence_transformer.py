@@ -44,14 +44,12 @@ def _shared_model(model_path: str):
 
 
 def _load(model_path: str):
-    # Set before sentence_transformers/transformers import so no code path tries the Hub.
-    os.environ["HF_HUB_OFFLINE"] = "1"
-    os.environ["TRANSFORMERS_OFFLINE"] = "1"
     from sentence_transformers import SentenceTransformer
 
     if not os.path.exists(model_path):
         raise KuraPerfError(f"embedding model not found at '{model_path}'")
-    return SentenceTransformer(model_path, device="cpu")
+    # A local folder, and local_files_only: no code path tries the Hub (no offline env needed).
+    return SentenceTransformer(model_path, device="cpu", local_files_only=True)
 
 
 class SentenceTransformerEmbedding(ReportsProgress, PreparesModel, EncodesBare):

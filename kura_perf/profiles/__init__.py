@@ -55,10 +55,13 @@ def parse_profiles(data: dict, source: str) -> dict[str, Profile]:
     return profiles
 
 
-def load_profiles(extra_file: str | os.PathLike | None = None) -> dict[str, Profile]:
+def load_profiles(extra_file: str | os.PathLike | None = None, *, read_env: bool = True) -> dict[str, Profile]:
+    """The built-in profiles plus `extra_file`'s; without one, KURA_PERF_PROFILES names it, unless
+    read_env is False (RunSettings has read the environment already: its profiles_file is the source)."""
     text = resources.files("kura_perf.profiles").joinpath(BUILTIN).read_text()
     profiles = parse_profiles(_read_toml(text, BUILTIN), BUILTIN)
-    extra_file = extra_file or os.environ.get("KURA_PERF_PROFILES")
+    if not extra_file and read_env:
+        extra_file = os.environ.get("KURA_PERF_PROFILES")
     if extra_file:
         path = Path(extra_file)
         if not path.is_file():
@@ -67,8 +70,8 @@ def load_profiles(extra_file: str | os.PathLike | None = None) -> dict[str, Prof
     return profiles
 
 
-def get_profile(name: str, extra_file: str | None = None) -> Profile:
-    profiles = load_profiles(extra_file)
+def get_profile(name: str, extra_file: str | None = None, *, read_env: bool = True) -> Profile:
+    profiles = load_profiles(extra_file, read_env=read_env)
     if name not in profiles:
         raise ProfileError(f"unknown profile '{name}'; available: {', '.join(profiles)}")
     return profiles[name]

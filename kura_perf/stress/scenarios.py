@@ -180,8 +180,8 @@ def _copy_records_out(home: Home) -> None:
 
 
 def _api_scenario(ctx: Context, scenario: str, changes: dict, on_tick: Callable | None, parameters: dict) -> dict:
-    from kura_perf.backends.model_factory import SIMULATOR_URL_ENV
     from kura_perf.profiles import get_profile
+    from kura_perf.settings import SIMULATOR_URL_ENV
     from kura_perf.simulator.config import SimulatorConfig
     from kura_perf.simulator.process import SimulatorProcess
 

@@ -170,21 +170,12 @@ def _raised_in(exc: BaseException) -> str | None:
     return ".".join(parts[-2:])
 
 
-def _apply_env(case: ErrorCase, ctx) -> dict:
-    saved = {k: os.environ.get(k) for k in ("OPENAI_API_KEY", "OPENAI_BASE_URL")}
-    os.environ["OPENAI_API_KEY"] = ctx["api_key"]
-    os.environ["OPENAI_BASE_URL"] = case.input.get("base_url", ctx["base_url"])
-    for key in case.input.get("unset_env", []):
-        os.environ.pop(key, None)
-    return saved
+def _apply_env(case: ErrorCase, ctx):
+    """Kura's clients configured as the case says (they read only the environment); undo() when done."""
+    from kura_perf.third_party_env import openai_for_kura
 
-
-def _restore_env(saved: dict) -> None:
-    for key, value in saved.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
+    return openai_for_kura(ctx["api_key"], case.input.get("base_url", ctx["base_url"]),
+                           unset=case.input.get("unset_env", []))
 
 
 def run_case(case: ErrorCase, ctx: dict) -> dict:
@@ -203,7 +194,7 @@ def run_case(case: ErrorCase, ctx: dict) -> dict:
         control = SimulatorControl()
         control.port = ctx["sim_port"]
         control.configure(**case.input["simulator"])
-    saved = _apply_env(case, ctx)
+    env = _apply_env(case, ctx)
     handler = _Logged()
     logging.getLogger("kura").addHandler(handler)
     box: dict = {}
@@ -220,7 +211,7 @@ def run_case(case: ErrorCase, ctx: dict) -> dict:
     thread.join(case.timeout_s)
     wall = time.perf_counter() - t0
     logging.getLogger("kura").removeHandler(handler)
-    _restore_env(saved)
+    env.undo()
     if control is not None:
         control.configure(rate_limit_rate=0.0, error_rate=0.0)
         control.reset()
@@ -250,8 +241,10 @@ def worker_main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.CRITICAL)
     logging.getLogger("kura").setLevel(logging.ERROR)  # what Kura logs at ERROR is part of a case's answer
-    os.environ.setdefault("OPENAI_API_KEY", "sk-kura-perf-simulator")
-    os.environ["OPENAI_BASE_URL"] = args.base_url
+    from kura_perf.third_party_env import default_openai_key_for_kura, openai_for_kura
+
+    default_openai_key_for_kura("sk-kura-perf-simulator")
+    openai_for_kura(None, args.base_url)  # this worker process exists to run Kura: never undone
     import kura.summarisation  # noqa: F401 - imported once, before the timed cases
 
     ctx = {"base_url": args.base_url, "sim_port": args.sim_port, "workdir": args.workdir,
