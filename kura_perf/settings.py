@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from kura_perf.config import MODEL_CACHE_ENV, Paths
+from kura_perf.config import Paths
 
 if TYPE_CHECKING:  # pragma: no cover
     from kura_perf.profiles import Profile
@@ -78,7 +78,7 @@ class RunSettings:
             "backend_wrapper": env.get(BACKEND_WRAPPER_ENV) or None,
             **given,
         }
-        cache = values.pop("model_cache", None) or env.get(MODEL_CACHE_ENV) or paths.root / "model_cache"
+        cache = values.pop("model_cache", None) or paths.model_cache  # $KURA_PERF_MODEL_CACHE, else under the root
         return cls(paths=paths, model_cache=Path(cache), **values)
 
     def replace(self, **changes: Any) -> "RunSettings":
