@@ -118,7 +118,7 @@ def test_credentials_are_read_by_name_at_the_point_of_use(monkeypatch):
 
 
 def test_get_backend_applies_the_settings_wrapper():
-    from kura_perf.backends import get_backend
+    from kura_perf.backends import Prepares, ReportsApiCounters, get_backend
     from kura_perf.profiles import get_profile
     from kura_perf_tests.slow_stages import SlowStage
 
@@ -127,7 +127,8 @@ def test_get_backend_applies_the_settings_wrapper():
                           RunSettings.from_env(backend_wrapper="kura_perf_tests.slow_stages:summaries_30_percent"))
     try:
         assert not isinstance(plain, SlowStage) and isinstance(wrapped, SlowStage)
-        assert wrapped.name == "reference" and wrapped.prepare  # the backend's own attributes show through
+        assert wrapped.name == "reference"  # the backend's own attributes and abilities show through
+        assert isinstance(wrapped, Prepares) and isinstance(wrapped, ReportsApiCounters)
     finally:
         plain.close()
         wrapped.close()
