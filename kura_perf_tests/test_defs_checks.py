@@ -147,15 +147,20 @@ PAD_S = 1.0  # makes summaries take ~1.2 s: a 30% slowdown is then ~0.35 s, far 
 
 @pytest.fixture
 def padded_summaries(monkeypatch):
-    """A summaries stage with a fixed 1 s of work, so its time is deterministic enough to test the
-    detector, not the machine's load. The slowdown knob then sleeps 30% of the padded time."""
-    original = ReferenceBackend._summaries
+    """Conversations and summaries stages with a fixed 1 s of work each, so their times are
+    deterministic enough to test the detector, not the machine's load (an unpadded 70 ms stage
+    doubled in a baseline run at load 9 and tripped its own check). The slowdown knob then sleeps
+    30% of the padded summaries time."""
+    for stage in ("_conversations", "_summaries"):
+        monkeypatch.setattr(ReferenceBackend, stage, _padded(getattr(ReferenceBackend, stage)))
 
+
+def _padded(original):
     def padded(self, inputs):
         time.sleep(PAD_S)
         return original(self, inputs)
 
-    monkeypatch.setattr(ReferenceBackend, "_summaries", padded)
+    return padded
 
 
 class Webhook(BaseHTTPRequestHandler):
