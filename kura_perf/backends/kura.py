@@ -23,6 +23,9 @@ stage outputs are the checkpoints. API counts come from the simulator's request 
 
 from __future__ import annotations
 
+import contextlib
+import threading
+
 import pandas as pd
 
 from kura_perf.backends.conversion import conversations_from_table
@@ -86,11 +89,18 @@ class KuraBackend:
             self._models = KuraModels(self.profile)
         return self._models
 
-    def _call(self, stage: str, call: str, coro, time_limit_s: float | None = None):
-        """Run one Kura coroutine; return (its result, the API traffic it caused)."""
+    def _call(self, stage: str, call: str, coro, time_limit_s: float | None = None, progress=None,
+              total: int | None = None):
+        """Run one Kura coroutine; return (its result, the API traffic it caused). progress/total: for
+        a call that sends one request per item (summaries), its progress is read off the simulator's
+        request log while Kura runs (Kura itself reports none), so a stage stopped at a limit or by
+        Ctrl-C still says how far it got and gets a projection."""
         before = self._ledger.snapshot() if self._ledger else None
+        watch = (LedgerProgress(self._ledger, before, progress, total)
+                 if self._ledger and progress is not None and total else None)
         try:
-            result = self._loop.run(coro, stage, time_limit_s or self.profile.stage_timeout_s)
+            with watch or contextlib.nullcontext():
+                result = self._loop.run(coro, stage, time_limit_s or self.profile.stage_timeout_s)
         except BreakingPoint:
             raise
         except Exception as exc:  # Kura's own failure: recorded as failed, with its cause in the message
@@ -140,7 +150,8 @@ class KuraBackend:
         kura_conversations = [kura_conversation(c) for c in conversations]
         model = models.summary_model()
         summaries, api = self._call("summaries", "summarise_conversations", summarise_conversations(
-            kura_conversations, model=model, checkpoint_manager=None))
+            kura_conversations, model=model, checkpoint_manager=None), progress=inputs.progress,
+            total=len(kura_conversations))
         table = summaries_to_table(summaries, [c.chat_id for c in conversations])
         return StageResult(StageData(tables={"main": table}), items_in=len(conversations), items_out=len(table),
                            api=api, extra=self._extra("summarise_conversations", model=model.model))
@@ -231,6 +242,40 @@ class KuraBackend:
                            api=_if_used(api),
                            extra=self._extra("reduce_dimensionality_from_clusters", points=len(projected),
                                              method="HDBUMAP over clusters"))
+
+
+class LedgerProgress:
+    """Reports a Kura call's progress from the simulator's request log: every `every_s`, the answered
+    requests (calls that were not errors) since `before`, capped at `total`; once more at the end."""
+
+    def __init__(self, ledger, before: dict, progress, total: int, every_s: float = 2.0):
+        self.ledger, self.before, self.progress, self.total, self.every_s = ledger, before, progress, total, every_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, name="kura-ledger-progress", daemon=True)
+
+    def done(self) -> int | None:
+        try:
+            counters = self.ledger.counters_since(self.before)
+        except Exception:  # noqa: BLE001 - the simulator went away: no progress rather than a failure
+            return None
+        return min(self.total, max(counters.calls - counters.errors, 0))
+
+    def _poll(self) -> None:
+        while not self._stop.wait(self.every_s):
+            done = self.done()
+            if done is not None:
+                self.progress(done, self.total)
+
+    def __enter__(self) -> "LedgerProgress":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+        done = self.done()
+        if done is not None:
+            self.progress(done, self.total)
 
 
 def _if_used(api: ApiCounters | None) -> ApiCounters | None:
