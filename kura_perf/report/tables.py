@@ -602,7 +602,10 @@ def _partition_outcome(pa: ProfileAnalysis, n: int) -> Cell:
 def _cost_per_1k(pa: ProfileAnalysis, n: int) -> str:
     at = pa.records[pa.records["scale_n"] == n]
     if at.empty or "cost_usd" not in at or at["cost_usd"].isna().all():
-        return "$0 (no API)" if not at.empty and (at["api_calls"].fillna(0) == 0).all() else fmt.MISSING
+        # "$0" only for a profile that never called an API at any scale: a stage of an API profile
+        # that was stopped before it could report its traffic (an interrupted Kura call) cost something.
+        never_called = (pa.records["api_calls"].fillna(0) == 0).all()
+        return "$0 (no API)" if not at.empty and never_called else fmt.MISSING
     latest = at.sort_values("finished_at").groupby("stage").tail(1)
     return fmt.usd(latest["cost_usd"].fillna(0).sum() / n * 1000)
 
