@@ -15,6 +15,7 @@ import psutil
 _STATUS = "/proc/self/status"
 _HWM = re.compile(r"VmHWM:\s+(\d+) kB")
 _RSS = re.compile(r"VmRSS:\s+(\d+) kB")
+_VMSIZE = re.compile(r"VmSize:\s+(\d+) kB")
 _PROCESS = psutil.Process()
 
 
@@ -24,6 +25,15 @@ def rss_mb() -> float:
             return int(_RSS.search(f.read()).group(1)) / 1024
     except (OSError, AttributeError):
         return _PROCESS.memory_info().rss / 2**20
+
+
+def virtual_size_bytes() -> int:
+    """This process's mapped address space (VmSize): what an RLIMIT_AS cap (ulimit -v) is checked against."""
+    try:
+        with open(_STATUS) as f:
+            return int(_VMSIZE.search(f.read()).group(1)) * 1024
+    except (OSError, AttributeError):
+        return _PROCESS.memory_info().vms
 
 
 def reset_peak() -> bool:

@@ -50,19 +50,10 @@ def _memory_config() -> dict:
         return {}
     # What is left of the cap now, not the cap: the process's own mappings (numpy, Arrow, models) may
     # already hold most of it. DuckDB also maps its own code and workspaces beside the buffer pool.
-    headroom = soft - _address_space_bytes()
+    from kura_perf.meter.memory import virtual_size_bytes
+
+    headroom = soft - virtual_size_bytes()
     return {"memory_limit": f"{max(min(soft // 8, headroom // 4) // 2**20, 16)}MB", "threads": 1}
-
-
-def _address_space_bytes() -> int:
-    """This process's virtual size (VmSize), what RLIMIT_AS is checked against; 0 if unknown."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmSize:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 0
 
 
 def query(metrics_dir: Path, sql: str, params: list | None = None) -> pd.DataFrame:
