@@ -198,16 +198,43 @@ def cmd_profiles(args) -> int:
     return 0
 
 
+def _sql_text(args) -> str:
+    """The query of `kura-perf sql`: the argument, or --file PATH, or standard input ('-' for either)."""
+    if args.query is not None and args.file is not None:
+        raise KuraPerfError("sql: give the query as an argument or with --file, not both")
+    source = args.file if args.file is not None else args.query
+    if source is None:
+        raise KuraPerfError("sql: no query (give it as an argument, --file PATH, or '-' to read standard input)")
+    if source == "-":
+        text = sys.stdin.read()
+    elif args.file is not None:
+        try:
+            text = Path(args.file).read_text()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise KuraPerfError(f"sql: cannot read the query file {args.file}: {exc}") from None
+    else:
+        text = source
+    if not text.strip():
+        raise KuraPerfError("sql: the query is empty")
+    return text
+
+
 def cmd_sql(args) -> int:
     import pandas as pd
 
     from kura_perf.config import Paths
     from kura_perf.store import query
 
+    sql = _sql_text(args)
     try:
-        df = query(Paths.from_env().metrics, args.query)
+        df = query(Paths.from_env().metrics, sql, read_only=True)
+    except KuraPerfError:
+        raise  # a refused write: its own one line
     except Exception as exc:  # duckdb errors are the user's SQL: show them plainly
-        raise KuraPerfError(f"query failed: {exc}") from None
+        message = str(exc)
+        if "Traceback (most recent call last)" in message:  # an error raised inside the store's file system
+            message = message.splitlines()[0]
+        raise KuraPerfError(f"query failed: {message}") from None
     if args.format == "csv":
         df.to_csv(sys.stdout, index=False)
     elif args.format == "json":
@@ -223,19 +250,24 @@ def cmd_db(args) -> int:
     from kura_perf.store import refresh_database
     from kura_perf.store.liveness import live_runs
     from kura_perf.store.pending import recover
-    from kura_perf.store.quarantine import QUARANTINE, check_record_files
+    from kura_perf.store.quarantine import QUARANTINE
+    from kura_perf.store.validation import screen_record_files
 
     paths = Paths.from_env()
-    marked = _clean_up_dead_runs(paths, check_runs=True)
+    # The clean-up leaves stranded records to the recovery below, so the count is all this command recovered.
+    marked = _clean_up_dead_runs(paths, check_runs=True, recover_pending=False)
     alive = live_runs(paths.running)
     recovered = recover(paths.pending, paths.metrics, skip=lambda run_id, stage: run_id in alive)
-    moved = check_record_files(paths.metrics)
+    screened = screen_record_files(paths.metrics)
     ok = refresh_database(paths.metrics, paths.database)
     notes = [f"recovered {recovered} stranded record(s)"]
     if marked:
         notes.append(f"marked {len(marked)} Dagster run(s) of dead processes failed")
-    if moved:
-        notes.append(f"quarantined {len(moved)} unreadable record file(s) into {paths.root / QUARANTINE}")
+    if screened.unreadable:
+        notes.append(f"quarantined {len(screened.unreadable)} unreadable record file(s) into {paths.root / QUARANTINE}")
+    if screened.mismatched:
+        notes.append(f"quarantined {len(screened.mismatched)} record file(s) not matching the schema into "
+                     f"{paths.root / QUARANTINE}")
     busy = f"NOT refreshed: {paths.database} is held by another process (a DuckDB shell?); no data lost"
     print(f"{'; '.join(notes)}; " + (f"views refreshed in {paths.database}" if ok else busy))
     return 0 if ok else 1
@@ -342,8 +374,16 @@ def build_parser() -> argparse.ArgumentParser:
     profiles.add_argument("--profiles", help="an extra profiles TOML file")
     profiles.set_defaults(func=cmd_profiles)
 
-    sql = sub.add_parser("sql", help="run a DuckDB query over the metrics store")
-    sql.add_argument("query")
+    sql = sub.add_parser(
+        "sql", help="run a read-only DuckDB query over the metrics store",
+        description="Run a DuckDB query over the metrics store's views (stage_runs, latest_stage_runs, scaling, ...). "
+                    "Read-only: only queries run (SELECT, DESCRIBE, SHOW, SUMMARIZE, EXPLAIN); COPY, ATTACH, "
+                    "CREATE, INSERT, INSTALL/LOAD, SET and the like are refused (exit 2), and the connection "
+                    "itself can write no file and reach nothing outside the store. Record files can be read "
+                    "directly as kurastore://<table>/date=*/*.parquet. To write results elsewhere, "
+                    "`kura-perf db` and open data/metrics.duckdb in your own DuckDB shell.")
+    sql.add_argument("query", nargs="?", help="the SQL; '-' reads it from standard input")
+    sql.add_argument("--file", metavar="PATH", help="read the SQL from this file ('-': standard input)")
     sql.add_argument("--format", choices=["table", "csv", "json"], default="table")
     sql.set_defaults(func=cmd_sql)
 
@@ -412,9 +452,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _clean_up_dead_runs(paths=None, check_runs: bool = False) -> list[str]:
+def _clean_up_dead_runs(paths=None, check_runs: bool = False, recover_pending: bool = True) -> list[str]:
     """Every command starts here: stages whose process died become `died` records, their Dagster runs
-    are marked failed. Never fatal: a clean-up that fails is a warning, the command still runs."""
+    are marked failed. Never fatal: a clean-up that fails is a warning, the command still runs.
+    recover_pending=False: leave stranded pending records to the caller (`db` counts what it recovers)."""
     from kura_perf.config import Paths
     from kura_perf.defs.instance import default_home, reap_and_fail
 
@@ -422,7 +463,8 @@ def _clean_up_dead_runs(paths=None, check_runs: bool = False) -> list[str]:
     if not check_runs and not paths.running.is_dir() and not paths.pending.is_dir():
         return []
     try:
-        return reap_and_fail(paths.root, home=default_home(paths.root), check_runs=check_runs)
+        return reap_and_fail(paths.root, home=default_home(paths.root), check_runs=check_runs,
+                             recover_pending=recover_pending)
     except Exception as exc:  # noqa: BLE001
         logging.getLogger("kura_perf").warning("could not clean up after dead runs: %s: %s", type(exc).__name__, exc)
         return []

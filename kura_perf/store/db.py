@@ -1,5 +1,7 @@
 """Querying the store. Our own queries use an in-memory DuckDB connection over the record files, so
-they never contend for the data/metrics.duckdb file that an analyst may have open."""
+they never contend for the data/metrics.duckdb file that an analyst may have open. Before the views
+are made, every record file is checked against its table's schema (store/validation.py): a file
+that does not match, or cannot be read, is quarantined instead of breaking every query."""
 
 from __future__ import annotations
 
@@ -11,7 +13,9 @@ import pandas as pd
 
 from kura_perf.errors import KuraPerfError
 from kura_perf.location import Location, resolve
+from kura_perf.store import readonly
 from kura_perf.store.quarantine import file_named_in, quarantine
+from kura_perf.store.validation import screen_record_files
 from kura_perf.store.views import all_view_sql
 
 log = logging.getLogger(__name__)
@@ -31,12 +35,34 @@ def _register(con, metrics_dir) -> None:
         con.register_filesystem(root.fs)
 
 
+def _screen(metrics_dir) -> None:
+    """Quarantine the record files a query must not read (local stores: object storage has no rename)."""
+    if not isinstance(resolve(metrics_dir), Location):
+        screen_record_files(metrics_dir)
+
+
 def connect(metrics_dir) -> duckdb.DuckDBPyConnection:
     """metrics_dir: a local folder or an fsspec URL."""
+    _screen(metrics_dir)
     con = duckdb.connect(":memory:", config=_memory_config())
     _register(con, metrics_dir)
     for stmt in all_view_sql(metrics_dir, con):
         con.execute(stmt)
+    return con
+
+
+def connect_read_only(metrics_dir) -> duckdb.DuckDBPyConnection:
+    """The same views on a connection that can read the record files and write nothing anywhere
+    (store/readonly.py): for SQL a user typed."""
+    _screen(metrics_dir)
+    con = duckdb.connect(":memory:", config={**_memory_config(), **readonly.CONNECT_CONFIG})
+    try:
+        readonly.lock_down(con, metrics_dir)
+        for stmt in all_view_sql(metrics_dir, con, base=readonly.PREFIX):
+            con.execute(stmt)
+    except BaseException:
+        con.close()
+        raise
     return con
 
 
@@ -56,12 +82,16 @@ def _memory_config() -> dict:
     return {"memory_limit": f"{max(min(soft // 8, headroom // 4) // 2**20, 16)}MB", "threads": 1}
 
 
-def query(metrics_dir: Path, sql: str, params: list | None = None) -> pd.DataFrame:
-    """Run `sql` over the views. A record file DuckDB cannot read is quarantined and the query retried."""
+def query(metrics_dir: Path, sql: str, params: list | None = None, read_only: bool = False) -> pd.DataFrame:
+    """Run `sql` over the views. A record file DuckDB cannot read is quarantined and the query retried.
+    read_only: `sql` is a user's: refuse any statement but a query (ReadOnlyStoreError) and run it on a
+    connection that cannot write (store/readonly.py)."""
+    if read_only:
+        readonly.refuse_writes(sql)
     for _ in range(MAX_QUARANTINED_PER_QUERY + 1):
         con = None
         try:
-            con = connect(metrics_dir)  # creating the views reads every file's schema already
+            con = connect_read_only(metrics_dir) if read_only else connect(metrics_dir)
             return con.execute(sql, params or []).df()
         except duckdb.Error as exc:
             bad = None if isinstance(resolve(metrics_dir), Location) else file_named_in(exc, metrics_dir)
@@ -94,6 +124,7 @@ def refresh_database(metrics_dir: Path, database: Path) -> bool:
     except OSError as exc:
         raise StoreError(f"cannot create the metrics database {database}: {exc}") from None
     try:
+        _screen(metrics_dir)
         _register(con, metrics_dir)
         for stmt in all_view_sql(metrics_dir, con):
             con.execute(stmt)

@@ -264,9 +264,11 @@ def live_runs(running_dir: Path) -> set[str]:
     return alive
 
 
-def reap(root: Path) -> list[Death]:
+def reap(root: Path, recover_pending: bool = True) -> list[Death]:
     """Turn the markers of dead processes under root/metrics_running into died records; commit pending
-    records stranded by dead processes. Safe to call from any number of processes at once."""
+    records stranded by dead processes (unless recover_pending is False: a caller that reports how many
+    it recovered, `kura-perf db`, runs store.pending.recover itself). Safe to call from any number of
+    processes at once."""
     from kura_perf.store.pending import recover, write_stage_record
     from kura_perf.store.quarantine import quarantine
 
@@ -298,7 +300,7 @@ def reap(root: Path) -> list[Death]:
             path.parent.rmdir()
         except OSError:
             pass
-    if pending.is_dir():
+    if recover_pending and pending.is_dir():
         alive = live_runs(running)
         recover(pending, metrics, skip=lambda run_id, stage: run_id in alive)
     return deaths

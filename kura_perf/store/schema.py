@@ -6,6 +6,10 @@ import pyarrow as pa
 
 _TS = pa.timestamp("us", tz="UTC")
 
+# Every table's first column, in every version of the store: a Parquet file without it is no record
+# file (store/validation.py quarantines it instead of reading it in as rows of NULLs).
+KEY_COLUMN = "record_id"
+
 COMPARABILITY = [
     ("run_id", pa.string()),
     ("code_version", pa.string()),

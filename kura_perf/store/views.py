@@ -14,22 +14,27 @@ def _sql_str(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
-def _glob(metrics_dir: Path, table: str) -> str | None:
+def _glob(metrics_dir: Path, table: str, base: str | None = None) -> str | None:
+    """The SQL string of the table's record files, None when it has none. base: a URL prefix that
+    stands for metrics_dir in the SQL (the read-only connection's file system, store/readonly.py)."""
     root = resolve(metrics_dir)
-    if isinstance(root, Location):
-        folder = root / table
-        return _sql_str(f"{folder.url}/date=*/*.parquet") if folder.glob("date=*/*.parquet") else None
     folder = root / table
-    if any(folder.glob("date=*/*.parquet")):
-        return _sql_str(str(folder / "date=*" / "*.parquet"))
-    return None
+    has_files = folder.glob("date=*/*.parquet") if isinstance(root, Location) else any(folder.glob("date=*/*.parquet"))
+    if not has_files:
+        return None
+    if base is not None:
+        return _sql_str(f"{base}{table}/date=*/*.parquet")
+    if isinstance(root, Location):
+        return _sql_str(f"{folder.url}/date=*/*.parquet")
+    return _sql_str(str(folder / "date=*" / "*.parquet"))
 
 
-def table_view_sql(metrics_dir: Path, table: str, present: set[str] | None = None) -> str:
+def table_view_sql(metrics_dir: Path, table: str, present: set[str] | None = None, base: str | None = None) -> str:
     """The view of one table over its record files. present: the columns the files have (None: all);
-    a column no file has yet (records written before it was added) reads as NULL of its type."""
+    a column no file has yet (records written before it was added) reads as NULL of its type. Columns
+    the files have that the schema does not know are left out (store/validation.py)."""
     schema = TABLES[table]
-    glob = _glob(metrics_dir, table)
+    glob = _glob(metrics_dir, table, base)
     if glob is not None:
         cols = ", ".join(
             f'CAST("{f.name}" AS {duckdb_type(f.type)}) AS "{f.name}"' if present is None or f.name in present
@@ -40,8 +45,8 @@ def table_view_sql(metrics_dir: Path, table: str, present: set[str] | None = Non
     return f"CREATE OR REPLACE VIEW {table} AS SELECT {cols} LIMIT 0"
 
 
-def present_columns(con, metrics_dir: Path, table: str) -> set[str] | None:
-    glob = _glob(metrics_dir, table)
+def present_columns(con, metrics_dir: Path, table: str, base: str | None = None) -> set[str] | None:
+    glob = _glob(metrics_dir, table, base)
     if glob is None:
         return None
     rows = con.execute(f"DESCRIBE SELECT * FROM read_parquet({glob}, union_by_name = true, "
@@ -149,10 +154,10 @@ DERIVED = {
 }
 
 
-def all_view_sql(metrics_dir: Path, con=None) -> list[str]:
+def all_view_sql(metrics_dir: Path, con=None, base: str | None = None) -> list[str]:
     """Every view's statement. With a DuckDB connection, the files' columns are looked up first, so a
-    store whose records predate a column still reads (that column as NULL)."""
-    statements = [table_view_sql(metrics_dir, t, present_columns(con, metrics_dir, t) if con is not None else None)
-                  for t in TABLES]
+    store whose records predate a column still reads (that column as NULL). base: see _glob."""
+    statements = [table_view_sql(metrics_dir, t, present_columns(con, metrics_dir, t, base) if con is not None
+                                 else None, base) for t in TABLES]
     statements += [f"CREATE OR REPLACE VIEW {name} AS {sql}" for name, sql in DERIVED.items()]
     return statements
