@@ -258,6 +258,11 @@ def test_every_view_still_reads_under_the_read_only_connection(kp_home):
                  read_only=True)
     assert rows["n"][0] == 2
     assert len(query(metrics, "DESCRIBE stage_runs", read_only=True)) == len(STAGE_RUNS)
+    for reading in ("SHOW TABLES", "SUMMARIZE stage_runs", "EXPLAIN SELECT * FROM scaling",
+                    "EXPLAIN ANALYZE SELECT count(*) FROM run_summary", "EXPLAIN (FORMAT json) SELECT 1",
+                    "PIVOT stage_runs ON status USING count(*) GROUP BY stage",
+                    "WITH s AS (SELECT * FROM stage_runs) SELECT count(*) FROM s; SELECT 1 AS one"):
+        assert len(query(metrics, reading, read_only=True)) >= 1, reading
 
 
 def test_sql_reads_a_long_query_from_a_file_or_stdin(kp_home, cli, tmp_path, capsys, monkeypatch):

@@ -34,7 +34,9 @@ PREFIX = f"{PROTOCOL}://"
 
 # Statement kinds that only read. MULTI is what DuckDB makes of a PIVOT (a query).
 _READING = {"SELECT", "MULTI"}
-_EXPLAIN = re.compile(r"^\s*explain(\s+analyze)?\s+", re.IGNORECASE)
+# EXPLAIN [ANALYZE] <statement>: the statement must be a query (ANALYZE runs it). One whose statement
+# cannot be isolated (EXPLAIN (FORMAT json) ...) passes only without ANALYZE: it plans, never runs.
+_EXPLAIN = re.compile(r"^\s*explain(\s+analy[sz]e)?\s+", re.IGNORECASE)
 
 
 class ReadOnlyStoreError(KuraPerfError):
@@ -123,14 +125,15 @@ def refuse_writes(sql: str) -> None:
     for statement in statements:
         kind = statement.type.name
         if kind == "EXPLAIN":
-            inner = _EXPLAIN.sub("", statement.query.strip().rstrip(";"), count=1)
+            explain = _EXPLAIN.match(statement.query)
+            inner = statement.query[explain.end():].strip().rstrip(";") if explain else ""
             try:
-                kinds = {s.type.name for s in duckdb.extract_statements(inner)}
+                kinds = {s.type.name for s in duckdb.extract_statements(inner)} if inner else None
             except (ValueError, duckdb.Error):
-                kinds = {"EXPLAIN"}
-            if kinds <= _READING:
+                kinds = None
+            if (kinds is not None and kinds <= _READING) or (kinds is None and not (explain and explain.group(1))):
                 continue
-            kind = "EXPLAIN " + "/".join(sorted(kinds - _READING))
+            kind = "EXPLAIN " + ("/".join(sorted(kinds - _READING)) if kinds else "ANALYZE")
         if kind not in _READING:
             raise ReadOnlyStoreError(_refusal(kind))
 

@@ -105,7 +105,12 @@ def screen_record_files(metrics_dir, tables=None) -> Screening:
     (None: every folder, files of folders that are no table only for readability)."""
     metrics_dir = Path(metrics_dir)
     result = Screening()
-    folders = sorted(metrics_dir.glob("*/")) if tables is None else [metrics_dir / t for t in tables]
+    if tables is not None:
+        folders = [metrics_dir / t for t in tables]
+    elif metrics_dir.is_dir():
+        folders = sorted(p for p in metrics_dir.iterdir() if p.is_dir())
+    else:
+        folders = []
     for folder in folders:
         table = folder.name if folder.name in TABLES else None
         for path in sorted(folder.glob("date=*/*.parquet")):
