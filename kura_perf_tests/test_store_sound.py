@@ -181,7 +181,12 @@ def test_each_file_is_read_once_until_it_changes(kp_home, monkeypatch):
         write_record(metrics, "stage_runs", _record(i), name=f"rec{i}")
     reads = []
     real = validation.pq.read_schema
-    monkeypatch.setattr(validation.pq, "read_schema", lambda path, **kw: reads.append(Path(path).name) or real(path, **kw))
+
+    def counting(path, **kwargs):
+        reads.append(Path(path).name)
+        return real(path, **kwargs)
+
+    monkeypatch.setattr(validation.pq, "read_schema", counting)
     screen_record_files(metrics)
     assert sorted(reads) == ["rec0.parquet", "rec1.parquet", "rec2.parquet"]
     reads.clear()
@@ -263,6 +268,34 @@ def test_every_view_still_reads_under_the_read_only_connection(kp_home):
                     "PIVOT stage_runs ON status USING count(*) GROUP BY stage",
                     "WITH s AS (SELECT * FROM stage_runs) SELECT count(*) FROM s; SELECT 1 AS one"):
         assert len(query(metrics, reading, read_only=True)) >= 1, reading
+
+
+def test_a_store_on_object_storage_is_read_only_too():
+    """The read-only file system wraps an fsspec store as well (cluster mode: results on object storage)."""
+    import fsspec
+
+    metrics = "memory://kura-perf-readonly-test/metrics"
+    write_record(metrics, "stage_runs", {"record_id": "r1", "wall_s": 1.5}, name="fixed")
+    assert query(metrics, "SELECT wall_s FROM stage_runs", read_only=True)["wall_s"].tolist() == [1.5]
+    fs = fsspec.filesystem("memory")
+    before = {p: fs.cat(p) for p in fs.find("/kura-perf-readonly-test")}
+    con = connect_read_only(metrics)
+    try:
+        with pytest.raises(duckdb.Error):
+            con.execute("copy (select 'x' as record_id) to 'kurastore://stage_runs/date=2026-01-01/fixed.parquet' "
+                        "(format parquet)")
+    finally:
+        con.close()
+        after = {p: fs.cat(p) for p in fs.find("/kura-perf-readonly-test")}
+        fs.rm("/kura-perf-readonly-test", recursive=True)
+    assert after == before
+
+
+def test_an_error_naming_a_file_by_its_read_only_name_finds_the_local_file(tmp_path):
+    from kura_perf.store.quarantine import file_named_in
+
+    error = duckdb.IOException("Invalid Input Error: bad page in 'kurastore://stage_runs/date=2026-01-01/x.parquet'")
+    assert file_named_in(error, tmp_path) == tmp_path / "stage_runs" / "date=2026-01-01" / "x.parquet"
 
 
 def test_sql_reads_a_long_query_from_a_file_or_stdin(kp_home, cli, tmp_path, capsys, monkeypatch):

@@ -20,6 +20,7 @@ the command.
 
 from __future__ import annotations
 
+import functools
 import re
 from pathlib import Path
 
@@ -43,6 +44,7 @@ class ReadOnlyStoreError(KuraPerfError):
     """A statement given to `kura-perf sql` that would write or change the connection."""
 
 
+@functools.cache
 def _store_filesystem_class():
     """ReadOnlyStore, built on first use (fsspec is imported only when `kura-perf sql` runs)."""
     from fsspec.implementations.dirfs import DirFileSystem
