@@ -270,6 +270,16 @@ def test_every_view_still_reads_under_the_read_only_connection(kp_home):
         assert len(query(metrics, reading, read_only=True)) >= 1, reading
 
 
+@pytest.mark.parametrize("outside", ["select * from read_csv('/etc/hostname')",
+                                     "select * from read_text('kurastore://../../etc/hostname')",
+                                     "select * from glob('kurastore://../*')",
+                                     "select * from read_csv('https://example.com/x.csv')"])
+def test_sql_reaches_nothing_outside_the_store(kp_home, outside):
+    _seed(kp_home / "metrics", 1)
+    with pytest.raises(duckdb.Error):
+        query(kp_home / "metrics", outside, read_only=True)
+
+
 def test_a_store_on_object_storage_is_read_only_too():
     """The read-only file system wraps an fsspec store as well (cluster mode: results on object storage)."""
     import fsspec

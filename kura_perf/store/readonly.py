@@ -56,6 +56,12 @@ def _store_filesystem_class():
         protocol = PROTOCOL
         cachable = False  # one per connection, over its own folder
 
+        def _join(self, path):
+            for one in [path] if isinstance(path, str) else path:
+                if ".." in str(one).replace("\\", "/").split("/"):
+                    raise PermissionError(f"outside the metrics store: {one}")
+            return super()._join(path)
+
         def open(self, path, mode="rb", *args, **kwargs):
             if set(mode) - {"r", "b", "t"}:
                 raise PermissionError(f"the metrics store is read-only here: cannot open {path} with mode {mode!r}")
