@@ -136,3 +136,12 @@ class CountsApiCalls(Protocol):
 
     @property
     def counters(self) -> ApiCounters: ...
+
+
+@runtime_checkable
+class SelectsSummaries(Protocol):
+    """A SummaryModel whose summaries exist already (a Kura summaries checkpoint): the stage calls
+    select(chat_ids) once with the partition's conversations, in order, before any summarise call, so
+    the source is read once and a conversation with no summary is refused up front."""
+
+    def select(self, chat_ids: Sequence[str]) -> None: ...
