@@ -153,11 +153,12 @@ def test_a_malformed_line_is_refused_with_file_line_and_field(tmp_path, bad_line
 def test_a_malformed_line_fails_the_stage_with_its_line_number(fixture_files):
     root, _, by_id = fixture_files
     lines = [json.dumps(r) for r in by_id.values()]
-    lines[6] = lines[6][:-10]  # a line cut short, as a killed writer leaves it
+    lines[6] = lines[6][:40]  # a line cut short inside a string, as a killed writer leaves it
     _write_lines(root / "summaries.jsonl", lines)
     profile = _profile()
     _run(profile, root, ["conversations"])
-    with pytest.raises(InputDataError, match=r"^summaries.jsonl, line 7: expected one JSON object per line"):
+    cut = r"^summaries.jsonl, line 7: expected one JSON object per line \(got invalid JSON: Unterminated string starting at column \d+\)"
+    with pytest.raises(InputDataError, match=cut):
         _run(profile, root, ["summaries"])
 
 

@@ -124,12 +124,12 @@ def read_summaries(path: Path, wanted: set[str]) -> tuple[dict[str, dict], dict]
             if not raw.strip():
                 continue
             try:
-                record = json.loads(raw)
+                record = json.loads(raw.rstrip(b"\r\n"))  # a line cut short: "unterminated", not a control char
             except UnicodeDecodeError:
                 raise InputDataError(path, line, None, "UTF-8 text", got="undecodable bytes") from None
             except json.JSONDecodeError as err:
                 raise InputDataError(path, line, None, "one JSON object per line",
-                                     got=f"invalid JSON: {err.msg} at column {err.colno}") from None
+                                     got=f"invalid JSON: {err.msg.removesuffix(' at')} at column {err.colno}") from None
             except RecursionError:
                 raise InputDataError(path, line, None, "a Kura ConversationSummary", got="JSON nested too deep") from None
             chat_id, fields, null_fields = parse_summary_line(record, path, line)
