@@ -7,14 +7,15 @@ summaries from that file, so the later stages (embeddings, clusters, meta_cluste
 on real LLM summaries with no API access and no API bill.
 
 Reading: the file is read once per summaries stage, streamed line by line; only the summaries of the
-partition's chat_ids are kept (plus the set of ids seen, to refuse a duplicate anywhere in the file).
+partition's chat_ids are kept (with their line numbers), so memory follows the partition, not the file.
 Every line is checked, needed or not: a checkpoint with a broken line is a broken checkpoint.
 
 Refused, each naming the file (and line and field where there is one):
 - a line that is not a JSON object, has no string chat_id, or a field of the wrong type (what
   Kura's ConversationSummary allows: summary a string; request, task a string or null; languages,
   assistant_errors a list of strings or null; concerning_score, user_frustration an int 1-5 or null);
-- a chat_id on two lines;
+- a chat_id of the partition on two lines (which summary would be meant?); ids outside the partition
+  are not held, so their repeats go unseen;
 - a conversation of the partition with no summary: the first such chat_id in partition order.
 
 Nulls (Kura leaves a field None when its LLM did not fill it) are mapped to the summaries table's
@@ -114,7 +115,7 @@ def parse_summary_line(record, path: Path, line: int) -> tuple[str, dict, list[s
 def read_summaries(path: Path, wanted: set[str]) -> tuple[dict[str, dict], dict]:
     """One streamed pass over the checkpoint: {chat_id: fields} for the wanted ids, and what was read."""
     found: dict[str, dict] = {}
-    seen: dict[str, int] = {}  # chat_id -> line, for every line (a duplicate anywhere is refused)
+    found_on: dict[str, int] = {}  # wanted chat_id -> its line
     nulls: dict[str, int] = {}
     lines = 0
     with open(path, "rb") as f:
@@ -133,12 +134,12 @@ def read_summaries(path: Path, wanted: set[str]) -> tuple[dict[str, dict], dict]
             except RecursionError:
                 raise InputDataError(path, line, None, "a Kura ConversationSummary", got="JSON nested too deep") from None
             chat_id, fields, null_fields = parse_summary_line(record, path, line)
-            if chat_id in seen:
-                raise InputDataError(path, line, "chat_id", "an id not used earlier in the checkpoint",
-                                     got=f"{chat_id!r}, already on line {seen[chat_id]}")
-            seen[chat_id] = line
             lines += 1
             if chat_id in wanted:
+                if chat_id in found_on:
+                    raise InputDataError(path, line, "chat_id", "an id not used earlier in the checkpoint",
+                                         got=f"{chat_id!r}, already on line {found_on[chat_id]}")
+                found_on[chat_id] = line
                 found[chat_id] = fields
                 for name in null_fields:
                     nulls[name] = nulls.get(name, 0) + 1
