@@ -224,3 +224,12 @@ def test_the_shipped_example_covers_its_conversations(monkeypatch):
                                  {c.chat_id for c in conversations})
     assert len(conversations) == 20 and set(found) == {c.chat_id for c in conversations}
     assert info["nulls_filled"]  # the example shows the null rule at work
+
+
+def test_the_shipped_example_is_what_its_script_writes(tmp_path):
+    import runpy
+
+    script = runpy.run_path(str(EXAMPLE.parents[1] / "scripts" / "make_checkpoint_example.py"))
+    script["main"](tmp_path)
+    for name in ("conversations.jsonl", "summaries.jsonl"):
+        assert (tmp_path / name).read_bytes() == (EXAMPLE / name).read_bytes(), name
