@@ -114,7 +114,8 @@ def test_a_conversation_without_a_summary_is_refused_naming_the_file_and_the_fir
         _run(profile, root, ["summaries"])
     message = str(caught.value)
     assert message.startswith("summaries.jsonl: field 'chat_id'")
-    assert f"none for chat_id '{conversations[4].chat_id}', the first of 2 of {N}" in message
+    assert (f"none for chat_id '{conversations[4].chat_id}', the first in partition order; "
+            f"2 of {N} conversations have none") in message
     assert conversations[17].chat_id not in message
 
 

@@ -85,7 +85,7 @@ class ReferenceBackend(Prepares, ReportsApiCounters):
         model = self.models.summary_model()
         extra = {"model": model.name}
         if isinstance(model, SelectsSummaries):  # a Kura checkpoint: read once, every conversation covered
-            model.select([c.chat_id for c in convs])
+            model = model.select([c.chat_id for c in convs])
             extra.update(model.read_info)
         table = summarise(convs, model, batch_size=max(self.profile.batch_size, 1), progress=inputs.progress)
         return StageResult(StageData(tables={"main": table}), items_in=len(convs), items_out=len(table),

@@ -147,36 +147,52 @@ def read_summaries(path: Path, wanted: set[str]) -> tuple[dict[str, dict], dict]
 
 
 class CheckpointSummaryModel(SelectsSummaries):
-    """A SummaryModel over a Kura summaries checkpoint: `select(chat_ids)` reads the file once for the
-    stage, then summarise(batch) hands back the stored summaries of the batch, in order."""
+    """A SummaryModel over a Kura summaries checkpoint. select(chat_ids) reads the file once for the
+    stage and returns the partition's summaries as a model of their own (dropped with the stage, so
+    the backend, which lives for the whole run, holds nothing)."""
 
     def __init__(self, spec: str) -> None:
         self.name = spec
         self.path = resolve_checkpoint(spec)
-        self._selected: dict[str, dict] = {}
-        self.read_info: dict = {}
 
-    def select(self, chat_ids: Sequence[str]) -> None:
+    def select(self, chat_ids: Sequence[str]) -> "SelectedSummaries":
         check_checkpoint_file(self.path)
         found, info = read_summaries(self.path, set(chat_ids))
         missing = [c for c in chat_ids if c not in found]
         if missing:
             raise InputDataError(self.path, None, "chat_id", "a summary for every conversation of the partition",
-                                 got=f"none for chat_id {missing[0]!r}, the first of {len(missing)} of "
-                                     f"{len(chat_ids)} conversations without one")
-        self._selected = found
-        self.read_info = {"source": f"kura-checkpoint:{self.path.resolve()}", **info}
+                                 got=f"none for chat_id {missing[0]!r}, the first in partition order; "
+                                     f"{len(missing)} of {len(chat_ids)} conversations have none")
+        return SelectedSummaries(self.name, self.path, found,
+                                 {"source": f"kura-checkpoint:{self.path.resolve()}", **info})
 
     def summarise(self, conversations) -> list[dict]:
-        out = []
-        for conversation in conversations:
-            if conversation.chat_id not in self._selected:  # select() was not given this conversation
-                raise InputDataError(self.path, None, "chat_id", "a summary for every conversation of the partition",
-                                     got=f"none for chat_id {conversation.chat_id!r}")
-            out.append(self._selected[conversation.chat_id])
-        return out
+        return self.select([c.chat_id for c in conversations]).summarise(conversations)
 
     @property
     def counters(self) -> ApiCounters:
         """No API calls: zero counters, so the record says 0 calls and $0 rather than unknown."""
+        return ApiCounters()
+
+
+class SelectedSummaries:
+    """The summaries of one partition's conversations, read from the checkpoint; `read_info` says
+    where they came from (for the stage record's extra)."""
+
+    def __init__(self, name: str, path: Path, summaries: dict[str, dict], read_info: dict) -> None:
+        self.name, self.path, self.read_info = name, path, read_info
+        self._summaries = summaries
+
+    def summarise(self, conversations) -> list[dict]:
+        out = []
+        for conversation in conversations:
+            fields = self._summaries.get(conversation.chat_id)
+            if fields is None:  # not among the chat_ids selected
+                raise InputDataError(self.path, None, "chat_id", "a summary for every conversation of the partition",
+                                     got=f"none for chat_id {conversation.chat_id!r}")
+            out.append(fields)
+        return out
+
+    @property
+    def counters(self) -> ApiCounters:
         return ApiCounters()
