@@ -14,10 +14,19 @@ A pipeline figure takes the weakest basis of its stages. Candidates that break a
 (--max-hours, --max-cost, --max-ram, --min-ari) are dropped with the limit and the figure named; of
 the rest, those another candidate beats on every objective (no slower, no dearer, no bigger, no worse
 ARI, and better on one) are dropped as dominated; what is left is the recommendation. No Dagster here.
+
+Quality names its data. Each record's data is what the conversations stage of its run recorded
+(`extra.source`: "synthetic(seed=N)" for the generator, else the data file read), so every ARI figure
+says whether it was scored on the synthetic corpus or on real data. A synthetic corpus tests the
+machinery, not the choice (DESIGN §13): when any candidate has a real-data ARI for the asked scale,
+quality ranks candidates on real-data ARI only. A candidate's own real-data records win over its
+synthetic ones; a candidate with synthetic quality alone keeps its ARI on show, marked not ranked, and
+it is not compared on quality (nor passes --min-ari) against real-data figures. The output says which.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from dataclasses import dataclass, field
@@ -35,6 +44,8 @@ BASIS_ORDER = (MEASURED, PROJECTED, INTERPOLATED, EXTRAPOLATED, UNKNOWN)  # stro
 CANDIDATE_SHAPES = {None: "full", "full": "full", "streaming": "streaming"}
 STOPPED = ("breaking_point", "died")
 ADVICE_SCALES = (10_000, 100_000)  # what the report shows
+SYNTHETIC_PREFIX = "synthetic"  # the conversations stage's extra.source for the generator: "synthetic(seed=0)"
+DATA_SOURCE = "data_source"  # the column advise_runs adds: each record's conversations source, or None
 
 
 class NothingFits(KuraPerfError):
@@ -57,6 +68,7 @@ class Figure:
     value: float | None
     basis: str
     note: str = ""
+    data: str | None = None  # quality figures: the conversations they were scored on (extra.source)
 
     def text(self, unit) -> str:
         return f"{unit(self.value)} ({self.basis})" if self.value is not None else f"— ({self.basis})"
@@ -87,6 +99,12 @@ class Candidate:
     ari: Figure
     verdict: str = ""  # recommended | dropped: ...
     reasons: list[str] = field(default_factory=list)
+    ari_ranked: bool = True  # False: synthetic-only ARI while real-data ARI exists (shown, not compared)
+
+    @property
+    def ari_data(self) -> str:
+        """What the ARI was scored on, for a table cell: 'real: chats.jsonl', 'synthetic (seed 0)'."""
+        return describe_source(self.ari.data) + ("" if self.ari_ranked else ", not ranked")
 
     @property
     def name(self) -> str:
@@ -112,9 +130,33 @@ class Advice:
     def table(self) -> pd.DataFrame:
         rows = [{"candidate": c.name, "time": c.hours.text(lambda h: fmt.seconds(h * 3600)),
                  "cost": c.cost_usd.text(lambda v: f"${v:,.2f}"), "peak RAM": c.ram_gb.text(lambda g: fmt.megabytes(g * 1024)),
-                 "ARI": c.ari.text(lambda v: f"{v:.3f}"), "verdict": c.verdict}
+                 "ARI": c.ari.text(lambda v: f"{v:.3f}"), "ARI data": c.ari_data, "verdict": c.verdict}
                 for c in self.candidates]
-        return pd.DataFrame(rows, columns=["candidate", "time", "cost", "peak RAM", "ARI", "verdict"])
+        return pd.DataFrame(rows, columns=["candidate", "time", "cost", "peak RAM", "ARI", "ARI data", "verdict"])
+
+    @property
+    def real_quality(self) -> bool:
+        """True when some candidate's ARI at this scale was scored on real data (quality then ranks on it)."""
+        return any(c.ari.value is not None and is_real(c.ari.data) for c in self.candidates)
+
+    def quality_note(self) -> str:
+        """One line on the data behind the ARI column and how it was used."""
+        groups: dict[str, list[str]] = {}
+        for c in self.candidates:
+            if c.ari.value is not None:
+                groups.setdefault(describe_source(c.ari.data), []).append(c.name)
+        if not groups:
+            return "Quality (ARI): no candidate has a quality figure at this scale."
+        data = "; ".join(f"{source} for {', '.join(names)}" for source, names in groups.items())
+        if self.real_quality:
+            unranked = [c.name for c in self.candidates if not c.ari_ranked]
+            tail = (f"; synthetic-only ARI ({', '.join(unranked)}) is shown but not ranked" if unranked else "")
+            return f"Quality (ARI) scored on {data}. Ranked on real-data quality only{tail}."
+        if any(is_synthetic(c.ari.data) for c in self.candidates if c.ari.value is not None):
+            return (f"Quality (ARI) scored on {data}. No real-data records at this scale: quality ranks on the "
+                    "synthetic corpus, which tests the machinery, not the choice; record a profile with a "
+                    "data_file to rank on real data.")
+        return f"Quality (ARI) scored on {data}."
 
     def refusal(self) -> str:
         why = "; ".join(f"{c.name}: {c.verdict.removeprefix('dropped: ')}" for c in self.candidates)
@@ -122,6 +164,57 @@ class Advice:
         return (f"no recorded profile fits {fmt.conversations(self.scale_n)} conversations with {self.limits.describe()} "
                 f"on {self.host}: {why}. To get advice, {hint} runs at more scales or of other profiles "
                 "(kura-perf run --scale 1k|10k --profile ...).")
+
+
+def is_synthetic(source: str | None) -> bool:
+    return source is not None and source.startswith(SYNTHETIC_PREFIX)
+
+
+def is_real(source: str | None) -> bool:
+    return source is not None and not is_synthetic(source)
+
+
+def describe_source(source: str | None) -> str:
+    if source is None:
+        return "data unknown"
+    if is_synthetic(source):
+        seed = re.fullmatch(r"synthetic\(seed=(-?\d+)\)", source)
+        return f"synthetic corpus (seed {seed.group(1)})" if seed else "synthetic corpus"
+    return f"real data: {Path(source).name}"
+
+
+def _source_of_extra(extra) -> str | None:
+    if not isinstance(extra, str) or not extra:
+        return None
+    try:
+        source = json.loads(extra).get("source")
+    except (ValueError, AttributeError):
+        return None
+    return str(source) if source else None
+
+
+def with_data_sources(runs: pd.DataFrame) -> pd.DataFrame:
+    """The records with a DATA_SOURCE column: the source the conversations stage of the same run
+    recorded; for a run that reused stored conversations, the latest conversations record of the same
+    configuration and scale, else of the profile; None when nothing says (records without `extra`)."""
+    if runs.empty or "extra" not in runs or "stage" not in runs:
+        return runs.assign(**{DATA_SOURCE: None})
+    conv = runs[(runs["stage"] == "conversations") & (runs["status"] == "success")]
+    if "finished_at" in conv:
+        conv = conv.sort_values("finished_at")
+    conv = conv.assign(_src=conv["extra"].map(_source_of_extra)).dropna(subset=["_src"])
+    by_run = dict(zip(conv["run_id"], conv["_src"])) if "run_id" in conv else {}
+    has_hash = "profile_hash" in conv
+    by_config = {(h, n): src for h, n, src in zip(conv["profile_hash"], conv["scale_n"], conv["_src"])} if has_hash else {}
+    by_profile = dict(zip(conv["profile"], conv["_src"]))
+
+    def source(row) -> str | None:
+        found = by_run.get(row.get("run_id"))
+        if found is None and has_hash:
+            found = by_config.get((row.get("profile_hash"), row.get("scale_n")))
+        return found if found is not None else by_profile.get(row.get("profile"))
+
+    return runs.assign(**{DATA_SOURCE: [source(row) for row in runs.to_dict("records")]})
 
 
 def _weakest(bases) -> str:
@@ -140,7 +233,7 @@ def _stage_figures(stage_rows: pd.DataFrame, n: int) -> dict:
     if len(at_n):
         row = at_n.iloc[-1]
         return {"wall": Figure(_num(row["wall_s"]), MEASURED), "peak": Figure(_num(row["peak_rss_mb"]), MEASURED),
-                "cost": Figure(_num(row.get("cost_usd")) or 0.0, MEASURED), "ari": Figure(_num(row.get("ari")), MEASURED)}
+                "cost": Figure(_num(row.get("cost_usd")) or 0.0, MEASURED), "ari": _ari_figure(ok, n)}
     stopped = stage_rows[stage_rows["status"].isin(STOPPED) & (stage_rows["scale_n"] == n)].sort_values("finished_at")
     if len(stopped) and "projected_wall_s" in stopped and not fmt.is_missing(stopped.iloc[-1]["projected_wall_s"]):
         row = stopped.iloc[-1]
@@ -167,12 +260,29 @@ def _stage_figures(stage_rows: pd.DataFrame, n: int) -> dict:
     else:  # one scale with a cost: tokens grow with conversations, so linear
         largest = costs.sort_values("scale_n").iloc[-1]
         cost = Figure(float(largest["c"]) * n / float(largest["scale_n"]), EXTRAPOLATED, "linear in conversations")
+    return {"wall": Figure(wall.value, wall.basis, wall.note), "peak": Figure(peak.value, peak.basis, peak.note),
+            "cost": cost, "ari": _ari_figure(ok, n)}
+
+
+def _ari_figure(ok: pd.DataFrame, n: int) -> Figure:
+    """The ARI at n from successful rows (finished_at order): the latest measured at n, else as measured at
+    the largest scale. Real-data rows are preferred to synthetic ones when the candidate has both."""
+    if DATA_SOURCE in ok and "ari" in ok:
+        real = ok[ok[DATA_SOURCE].map(is_real) & ok["ari"].notna()]
+        if len(real):
+            ok = real
+    at_n = ok[ok["scale_n"] == n]
+    if len(at_n):
+        row = at_n.iloc[-1]
+        return Figure(_num(row.get("ari")), MEASURED, data=_text(row.get(DATA_SOURCE)))
     largest = ok[ok["scale_n"] == ok["scale_n"].max()].iloc[-1]
     ari = _num(largest.get("ari"))
-    ari_fig = Figure(ari, EXTRAPOLATED if ari is not None else UNKNOWN,
-                     f"as measured at {fmt.conversations(largest['scale_n'])}")
-    return {"wall": Figure(wall.value, wall.basis, wall.note), "peak": Figure(peak.value, peak.basis, peak.note),
-            "cost": cost, "ari": ari_fig}
+    return Figure(ari, EXTRAPOLATED if ari is not None else UNKNOWN,
+                  f"as measured at {fmt.conversations(largest['scale_n'])}", data=_text(largest.get(DATA_SOURCE)))
+
+
+def _text(value) -> str | None:
+    return None if fmt.is_missing(value) else str(value)
 
 
 def candidate_figures(records: pd.DataFrame, n: int) -> tuple[Figure, Figure, Figure, Figure]:
@@ -205,7 +315,10 @@ def _limit_breaks(c: Candidate, limits: Limits) -> list[str]:
     for limit, figure, flag, unit, at_least in checks:
         if limit is None:
             continue
-        if figure.value is None:
+        if figure is c.ari and not c.ari_ranked:
+            out.append(f"{flag} {limit:g}: no real-data ARI at this scale (synthetic corpus only: "
+                       f"{unit(figure.value)} not used while real-data quality exists)")
+        elif figure.value is None:
             out.append(f"{flag} {limit:g}: no estimate at this scale ({figure.note or figure.basis})")
         elif (figure.value < limit) if at_least else (figure.value > limit):
             out.append(f"breaks {flag} {limit:g} ({'has' if at_least else 'needs'} {unit(figure.value)}, {figure.basis})")
@@ -214,7 +327,7 @@ def _limit_breaks(c: Candidate, limits: Limits) -> list[str]:
 
 def _objectives(c: Candidate) -> list[float | None]:
     """Smaller is better for each; ARI negated. None where unknown (that objective is then not compared)."""
-    ari = None if c.ari.value is None else -c.ari.value
+    ari = None if c.ari.value is None or not c.ari_ranked else -c.ari.value
     return [c.hours.value, c.cost_usd.value, c.ram_gb.value, ari]
 
 
@@ -268,6 +381,7 @@ def advise_runs(runs: pd.DataFrame, scale_n: int, limits: Limits, host: str, met
     if "shape" not in runs:
         runs = runs.assign(shape=None)
     runs = runs.assign(_candidate=runs["shape"].map(lambda s: CANDIDATE_SHAPES.get(None if fmt.is_missing(s) else s)))
+    runs = with_data_sources(runs)  # before narrowing: a run's conversations record may be of any shape
     runs = runs[runs["_candidate"].notna()]
     candidates = []
     for (profile, shape), rows in runs.groupby(["profile", "_candidate"], sort=True):
@@ -276,4 +390,7 @@ def advise_runs(runs: pd.DataFrame, scale_n: int, limits: Limits, host: str, met
     if not candidates:
         raise NothingFits(f"no full-pipeline runs recorded in {metrics_dir} (only minimal or custom shapes): "
                           "record one with kura-perf run --scale 1k")
+    if any(c.ari.value is not None and is_real(c.ari.data) for c in candidates):
+        for c in candidates:  # never ranked on synthetic quality alone against real-data quality
+            c.ari_ranked = c.ari.value is None or is_real(c.ari.data)
     return Advice(scale_n, limits, choose(candidates, limits), host, Path(metrics_dir))

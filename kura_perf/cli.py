@@ -292,6 +292,7 @@ def cmd_advise(args) -> int:
           f"in {paths.metrics}")
     with pd.option_context("display.width", 250, "display.max_colwidth", 120, "display.max_columns", 10):
         print(advice.table().to_string(index=False))
+    print(f"\n{advice.quality_note()}")
     if not advice.recommended:
         print(f"\nkura-perf advise: {advice.refusal()}", file=sys.stderr)
         return 1

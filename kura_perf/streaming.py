@@ -19,7 +19,8 @@ and its parts are removed.
 
 Backends stay batch-agnostic: the same `backend.run(stage, inputs)` gets a slice (StageInputs.offset
 says where it starts). Stages whose input is not a slice of rows (a conversations file, which the
-loader validates in one pass for unique ids and the scale's count) run whole.
+loader validates in one pass for unique ids and the scale's count; summaries from a Kura checkpoint,
+read in one pass for the partition's chat_ids) run whole.
 """
 
 from __future__ import annotations
@@ -52,6 +53,8 @@ def streams(stage: str, profile: Profile) -> bool:
     """True if this stage of this profile runs in batches."""
     if profile.stream_batch_size is None or stage not in STREAMED_STAGES:
         return False
+    if stage == "summaries" and profile.summary_model.startswith("checkpoint:"):
+        return False  # a Kura checkpoint is read in one pass per stage, not once per batch
     return not (stage == "conversations" and profile.data_file)
 
 

@@ -1,6 +1,7 @@
 """The advisor on a hand-made store: its Pareto front, the reasons it gives for dropping the others,
 each figure's basis, and a clear refusal when nothing fits."""
 
+import json
 import uuid
 from datetime import datetime, timedelta, timezone
 
@@ -24,15 +25,21 @@ PROFILES = {
 }
 
 
-def _records(profile, n, shape="full", status="success", **extra):
-    wall_k, mb_k, ari, usd = PROFILES[profile]
+def _records(profile, n, shape="full", status="success", figures=None, source=None, day=0, **extra):
+    """figures: (wall, MB, ARI, USD per conversation) for a profile not in PROFILES; source: what the
+    conversations stage records as its data (extra.source), none when unset (as in old records)."""
+    wall_k, mb_k, ari, usd = figures or PROFILES[profile]
     run_id = uuid.uuid4().hex
     out = []
     for i, stage in enumerate(STAGES):
+        if source is not None and stage == "conversations":
+            extra["extra"] = json.dumps({"source": source})
+        else:
+            extra.pop("extra", None)
         out.append({
             "record_id": uuid.uuid4().hex, "run_id": run_id, "stage": stage, "shape": shape, "backend": "reference",
             "profile": profile, "profile_hash": profile, "scale": LABELS[n], "scale_n": n, "status": status,
-            "started_at": T0 + timedelta(minutes=i), "finished_at": T0 + timedelta(minutes=i, seconds=30),
+            "started_at": T0 + timedelta(days=day, minutes=i), "finished_at": T0 + timedelta(days=day, minutes=i, seconds=30),
             "wall_s": wall_k * n, "cpu_user_s": wall_k * n, "rss_start_mb": 100.0, "peak_rss_mb": 100.0 + mb_k * n,
             "cost_usd": usd * n if stage == "summaries" else None, "ari": ari if stage == "clusters" else None,
             "metered": True, "host_fingerprint": "host-a", "host_cpu": "Test CPU", "host_cores": 2,
@@ -144,3 +151,82 @@ def test_the_report_compares_shapes_and_shows_the_advice(store, tmp_path):
     assert "minimal" in shapes and "custom" in shapes and "wall vs full" in shapes
     advisor = render_section(builder.advisor())
     assert "100K conversations" in advisor and "10K conversations" in advisor and "dominated by fast-big" in advisor
+
+
+# -- the data behind quality -------------------------------------------------------------------------
+SYNTHETIC, REAL = "synthetic(seed=0)", "/data/team/chats.jsonl"
+
+
+def _store_with_sources(metrics, candidates):
+    """candidates: {profile: (figures, source)} recorded at 1K and 10K."""
+    for profile, (figures, source) in candidates.items():
+        for n in (1_000, 10_000):
+            write_records(metrics, "stage_runs", _records(profile, n, figures=figures, source=source))
+    return metrics
+
+
+def test_the_advice_names_the_data_its_quality_came_from(tmp_path, monkeypatch, capsys):
+    metrics = _store_with_sources(tmp_path / "metrics", {"a": ((1e-3, 0.1, 0.9, 0.0), SYNTHETIC),
+                                                         "b": ((2e-3, 0.05, 0.8, 0.0), SYNTHETIC)})
+    advice = advise(metrics, 10_000)
+    assert {c.name: c.ari_data for c in advice.candidates} == {"a": "synthetic corpus (seed 0)",
+                                                                "b": "synthetic corpus (seed 0)"}
+    assert not advice.real_quality
+    note = advice.quality_note()
+    assert note.startswith("Quality (ARI) scored on synthetic corpus (seed 0) for a, b.")
+    assert "No real-data records at this scale: quality ranks on the synthetic corpus" in note
+    assert list(advice.table()["ARI data"]) == ["synthetic corpus (seed 0)"] * 2
+    monkeypatch.setenv("KURA_PERF_HOME", str(tmp_path))
+    assert main(["advise", "--scale", "10k"]) == 0
+    out = capsys.readouterr().out
+    assert "ARI data" in out and "Quality (ARI) scored on synthetic corpus (seed 0)" in out
+
+
+def test_old_records_without_a_source_say_the_data_is_unknown(store):
+    advice = advise(store, 100_000)
+    assert {c.ari_data for c in advice.candidates} == {"data unknown"}
+    assert advice.quality_note().startswith("Quality (ARI) scored on data unknown for ")
+
+
+def test_real_data_quality_is_preferred_and_synthetic_quality_alone_is_not_ranked(tmp_path):
+    # "synth" is slower but has the better ARI, on the synthetic corpus only; "real" is faster, scored on
+    # a real data file. Ranked on synthetic ARI both would stand; ranked on real-data quality only, "synth"
+    # is no better on anything that counts and is dropped.
+    metrics = _store_with_sources(tmp_path / "metrics", {"synth": ((2e-3, 0.1, 0.95, 0.0), SYNTHETIC),
+                                                         "real": ((1e-3, 0.1, 0.55, 0.0), REAL)})
+    advice = advise(metrics, 10_000)
+    by_name = {c.name: c for c in advice.candidates}
+    assert advice.real_quality
+    assert by_name["real"].ari_data == "real data: chats.jsonl" and by_name["real"].ari_ranked
+    assert by_name["synth"].ari_data == "synthetic corpus (seed 0), not ranked" and not by_name["synth"].ari_ranked
+    assert by_name["synth"].ari.value == pytest.approx(0.95)  # still shown
+    assert [c.name for c in advice.recommended] == ["real"]
+    assert by_name["synth"].verdict == "dropped: dominated by real (faster)"
+    note = advice.quality_note()
+    assert "real data: chats.jsonl for real" in note and "synthetic corpus (seed 0) for synth" in note
+    assert "Ranked on real-data quality only; synthetic-only ARI (synth) is shown but not ranked." in note
+
+    limited = {c.name: c.verdict for c in advise(metrics, 10_000, Limits(min_ari=0.5)).candidates}
+    assert limited["real"] == "recommended"
+    assert limited["synth"].startswith("dropped: --min-ari 0.5: no real-data ARI at this scale (synthetic corpus only")
+
+
+def test_a_profile_with_real_and_synthetic_records_is_judged_on_the_real_ones(tmp_path):
+    metrics = tmp_path / "metrics"
+    figures = (1e-3, 0.1, 0.9, 0.0)
+    for n in (1_000, 10_000):
+        write_records(metrics, "stage_runs", _records("p", n, figures=figures, source=SYNTHETIC))
+    write_records(metrics, "stage_runs", _records("p", 1_000, figures=(1e-3, 0.1, 0.4, 0.0), source=REAL, day=1))
+    ari = next(c for c in advise(metrics, 10_000).candidates).ari
+    assert ari.value == pytest.approx(0.4) and ari.data == REAL  # not the synthetic 0.9 measured at 10K
+    assert ari.basis == "extrapolated" and ari.note == "as measured at 1K"
+
+
+def test_a_run_that_reused_stored_conversations_takes_their_source(tmp_path):
+    metrics = tmp_path / "metrics"
+    figures = (1e-3, 0.1, 0.7, 0.0)
+    write_records(metrics, "stage_runs", _records("p", 1_000, figures=figures, source=REAL))
+    later = [r for r in _records("p", 10_000, figures=figures, day=1)]  # no conversations record of its own run
+    conversations = [r for r in _records("p", 10_000, figures=figures, source=REAL) if r["stage"] == "conversations"]
+    write_records(metrics, "stage_runs", conversations + [r for r in later if r["stage"] != "conversations"])
+    assert next(c for c in advise(metrics, 10_000).candidates).ari.data == REAL

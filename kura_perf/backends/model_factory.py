@@ -37,7 +37,11 @@ def api_settings(profile: Profile, settings: RunSettings | None = None):
 
 def preflight(profile: Profile, settings: RunSettings | None = None) -> None:
     """Refuse, before any work starts, a profile that cannot run here (no key for a real endpoint,
-    or the kura backend without the kura extra installed)."""
+    or the kura backend without the kura extra installed, or a summaries checkpoint that is not there)."""
+    from kura_perf.models.checkpoint_summary import check_checkpoint_file, checkpoint_path, resolve_checkpoint
+
+    if checkpoint_path(profile.summary_model) is not None:
+        check_checkpoint_file(resolve_checkpoint(profile.summary_model))
     if profile.backend == "kura":
         from kura_perf.backends.kura_models import check_profile, require_kura
 
@@ -95,7 +99,12 @@ class ModelFactory(BuiltOnce):
             from kura_perf.models.openai_api import OpenAISummaryModel
 
             return self._once("summary", lambda: OpenAISummaryModel(name, api_settings(self.profile, self.settings)))
-        raise ProfileError(f"profile '{self.profile.name}': summary_model '{spec}': expected 'offline' or 'openai:<model>'")
+        if spec.startswith("checkpoint:"):
+            from kura_perf.models.checkpoint_summary import CheckpointSummaryModel
+
+            return self._once("summary", lambda: CheckpointSummaryModel(spec))
+        raise ProfileError(f"profile '{self.profile.name}': summary_model '{spec}': expected 'offline', "
+                           f"'openai:<model>' or 'checkpoint:<path>'")
 
     def embedding_model(self):
         spec, dim = self.profile.embedding_model, self.profile.embedding_dimension

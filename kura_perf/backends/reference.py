@@ -13,7 +13,8 @@ from kura_perf.backends.model_factory import ModelFactory
 from kura_perf.corpus import iter_conversations, load_conversations
 from kura_perf.errors import StageError
 from kura_perf.meter.api import ApiCounters
-from kura_perf.models.protocols import BuildsKnnGraph, CountsApiCalls, PreparesModel, ReusesKnnGraph
+from kura_perf.models.protocols import (BuildsKnnGraph, CountsApiCalls, PreparesModel, ReusesKnnGraph,
+                                        SelectsSummaries)
 from kura_perf.outputs import StageData
 from kura_perf.profiles import Profile
 from kura_perf.settings import RunSettings
@@ -82,9 +83,13 @@ class ReferenceBackend(Prepares, ReportsApiCounters):
 
         convs = conversations_from_table(inputs.upstream["conversations"].tables["main"])
         model = self.models.summary_model()
+        extra = {"model": model.name}
+        if isinstance(model, SelectsSummaries):  # a Kura checkpoint: read once, every conversation covered
+            model = model.select([c.chat_id for c in convs])
+            extra.update(model.read_info)
         table = summarise(convs, model, batch_size=max(self.profile.batch_size, 1), progress=inputs.progress)
         return StageResult(StageData(tables={"main": table}), items_in=len(convs), items_out=len(table),
-                           api=_counters(model), extra={"model": model.name})
+                           api=_counters(model), extra=extra)
 
     def _embeddings(self, inputs: StageInputs) -> StageResult:
         from kura_perf.stages.embeddings import embed_summaries

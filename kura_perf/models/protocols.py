@@ -136,3 +136,13 @@ class CountsApiCalls(Protocol):
 
     @property
     def counters(self) -> ApiCounters: ...
+
+
+@runtime_checkable
+class SelectsSummaries(Protocol):
+    """A SummaryModel whose summaries exist already (a Kura summaries checkpoint): the stage calls
+    select(chat_ids) once with the partition's conversations, in order, and summarises with the model
+    it returns (its `read_info` goes into the record's extra), so the source is read once per stage and
+    a conversation with no summary is refused before any row is made."""
+
+    def select(self, chat_ids: Sequence[str]) -> SummaryModel: ...

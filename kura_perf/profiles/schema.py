@@ -83,7 +83,7 @@ class Profile(BaseModel):
     name: str
     description: str = ""
     backend: Literal["reference", "kura"] = "reference"
-    summary_model: str = "offline"  # "offline" or "openai:<model>"
+    summary_model: str = "offline"  # "offline", "openai:<model>" or "checkpoint:<Kura summaries.jsonl>"
     naming_model: str = "offline"  # "offline" or "openai:<model>"
     embedding_model: str = "minilm"  # "minilm" or "openai:<model>"
     embedding_dimension: int | None = Field(None, ge=1, le=8192)

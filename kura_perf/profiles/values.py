@@ -12,6 +12,9 @@ import inspect
 
 API_PREFIX = "openai:"
 LLM_CHOICES = "'offline' or 'openai:<model>' (e.g. 'openai:gpt-4o-mini')"
+# summary_model may also name a Kura summaries checkpoint (models/checkpoint_summary.py).
+CHECKPOINT_PREFIX = "checkpoint:"
+SUMMARY_CHOICES = LLM_CHOICES + " or 'checkpoint:<path to Kura's summaries.jsonl>'"
 # Local embedding models (by profile name) and the dimension each gives.
 LOCAL_EMBEDDING_DIMENSIONS = {"minilm": 384}
 # Dimensions of OpenAI's embedding models. text-embedding-3 models can be asked for fewer ("dimensions");
@@ -32,14 +35,28 @@ def _quote(value) -> str:
 
 
 def _llm_problem(key: str, spec: str) -> str | None:
+    choices = SUMMARY_CHOICES if key == "summary_model" else LLM_CHOICES
     if spec == "offline":
+        return None
+    if key == "summary_model" and spec.startswith(CHECKPOINT_PREFIX):
+        if not spec[len(CHECKPOINT_PREFIX):].strip():
+            return f"key '{key}': {_quote(spec)} names no file after 'checkpoint:'; expected {choices}"
         return None
     if not spec.startswith(API_PREFIX):
         hint = f"; did you mean 'openai:{spec}'?" if spec and ":" not in spec else ""
-        return f"key '{key}': {_quote(spec)} is not allowed; expected {LLM_CHOICES}{hint}"
+        return f"key '{key}': {_quote(spec)} is not allowed; expected {choices}{hint}"
     if not spec[len(API_PREFIX):].strip():
-        return f"key '{key}': {_quote(spec)} names no model after 'openai:'; expected {LLM_CHOICES}"
+        return f"key '{key}': {_quote(spec)} names no model after 'openai:'; expected {choices}"
     return None
+
+
+def _checkpoint_problems(profile) -> list[str]:
+    """Summaries from a Kura checkpoint go through the reference pipeline's summaries stage; the kura
+    backend runs Kura's own summariser (and embeds str(ConversationSummary) with Kura's metadata)."""
+    if profile.summary_model.startswith(CHECKPOINT_PREFIX) and profile.backend == "kura":
+        return [f"key 'summary_model': {_quote(profile.summary_model)} is read by the reference backend only; "
+                "the kura backend makes its own summaries (set backend = 'reference')"]
+    return []
 
 
 def _embedding_problems(spec: str, dim: int | None) -> list[str]:
@@ -106,6 +123,7 @@ def value_problems(profile) -> list[str]:
     """Every problem with the profile's values, each naming key, value and what is allowed."""
     problems = [p for key in ("summary_model", "naming_model")
                 if (p := _llm_problem(key, getattr(profile, key))) is not None]
+    problems += _checkpoint_problems(profile)
     problems += _embedding_problems(profile.embedding_model, profile.embedding_dimension)
     problems += _clustering_problems(profile.backend, profile.clustering, dict(profile.clustering_params))
     return problems

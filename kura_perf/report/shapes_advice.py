@@ -61,15 +61,17 @@ BASIS_KIND = {"measured": "measured", "projected": "extrapolated", "interpolated
 
 
 def advisor_table(advice: Advice) -> Table:
-    table = Table(["candidate", "time", "API cost", "peak RAM", "ARI", "verdict"],
+    table = Table(["candidate", "time", "API cost", "peak RAM", "ARI", "ARI data", "verdict"],
                   caption=f"At {fmt.conversations(advice.scale_n)} conversations, {advice.limits.describe()}. "
                           "Each figure says whether it was measured at this scale, projected from a run stopped "
-                          "at a limit, or interpolated/extrapolated from the fitted scaling curves.")
+                          "at a limit, or interpolated/extrapolated from the fitted scaling curves. "
+                          + advice.quality_note())
     for c in advice.candidates:
         def cell(fig, show):
             return Cell(fig.text(show), BASIS_KIND.get(fig.basis, ""))
 
         table.add(Cell(c.name, "head"), cell(c.hours, lambda h: fmt.seconds(h * 3600)),
                   cell(c.cost_usd, lambda v: f"${v:,.2f}"), cell(c.ram_gb, lambda g: fmt.megabytes(g * 1024)),
-                  cell(c.ari, lambda v: f"{v:.3f}"), Cell(c.verdict, "good" if c.recommended else "bad"))
+                  cell(c.ari, lambda v: f"{v:.3f}"), Cell(c.ari_data, "" if c.ari_ranked else "unknown"),
+                  Cell(c.verdict, "good" if c.recommended else "bad"))
     return table
