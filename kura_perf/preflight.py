@@ -6,14 +6,14 @@ partition, and each stage asset (defs/assets.py) before its stage runs, for runs
 A bad input is one KuraPerfError naming the path, profile or key (the CLI prints it as one line and
 exits 2) instead of an error from deep inside a run that has already started:
 
-* the data root (KURA_PERF_HOME) and a local results location: folders that exist or can be made,
-  and can be written in;
 * the profile: found, and every value of the right type (profiles/schema.py: `batch_size = true` and
   `data_file = ""` are refused there, naming the profile, key and value);
 * the profile's data_file, when the conversations stage is to run: present, readable and a regular
   file (corpus/files.py looks with stat(), so a FIFO is never opened: reading one blocks for ever);
 * what the profile's models need here (an API key for a real endpoint, the kura package for the kura
-  backend: backends/model_factory.preflight).
+  backend: backends/model_factory.preflight);
+* the data root (KURA_PERF_HOME) and a local results location: folders that exist or can be made,
+  and can be written in (checked last, as it creates the data root when there is none yet).
 
 It reads no conversation: the records themselves are checked, line by line, when the stage loads them.
 """
@@ -38,7 +38,6 @@ def check_run_inputs(settings: RunSettings, profile_name: str, stages: Iterable[
     """The profile to run, once everything the run needs has been checked; a KuraPerfError otherwise.
 
     stages: the stages about to run (None: all of them); the data file matters only to conversations."""
-    check_data_root(settings.paths)
     profile = settings.profile(profile_name)
     if profile.data_file and (stages is None or DATA_STAGE in stages):
         from kura_perf.corpus.files import check_conversation_file
@@ -47,6 +46,7 @@ def check_run_inputs(settings: RunSettings, profile_name: str, stages: Iterable[
     from kura_perf.backends.model_factory import preflight as check_models
 
     check_models(profile, settings)
+    check_data_root(settings.paths)  # last: it may create the data root, which a refused run must not
     return profile
 
 
