@@ -47,19 +47,13 @@ def check_conversation_file(path: str | os.PathLike) -> Path:
         raise InputDataError(path, None, None, f"a readable {_EXPECTED.removeprefix('a ')}", got="permission denied") from None
     except OSError as exc:
         raise InputDataError(path, None, None, _EXPECTED, got=exc.strerror or type(exc).__name__) from None
-    for is_kind, kind in _NOT_REGULAR.items():
-        if is_kind(info.st_mode):
-            return _refuse(path, kind)
     if not stat.S_ISREG(info.st_mode):
-        return _refuse(path, "not a regular file")
+        kind = next((name for is_kind, name in _NOT_REGULAR.items() if is_kind(info.st_mode)), "not a regular file")
+        expected = _EXPECTED if kind == "a directory" else f"a regular file: {_EXPECTED}"
+        raise InputDataError(path, None, None, expected, got=kind)
     if not os.access(path, os.R_OK):
         raise InputDataError(path, None, None, f"a readable {_EXPECTED.removeprefix('a ')}", got="permission denied")
     return path
-
-
-def _refuse(path: Path, kind: str):
-    expected = _EXPECTED if kind == "a directory" else f"a regular file: {_EXPECTED}"
-    raise InputDataError(path, None, None, expected, got=kind)
 
 
 def _file_in_path(path: Path) -> Path:
