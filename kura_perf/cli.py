@@ -47,14 +47,14 @@ def cmd_run(args) -> int:
     from kura_perf.stages.base import STAGES
 
     scale_count(args.scale)
-    from kura_perf.backends.model_factory import preflight
+    from kura_perf.preflight import check_run_inputs
 
     run_settings = _settings(profiles_file=str(Path(args.profiles).resolve()) if args.profiles else None,
                              meter=False if args.no_meter else None)
-    profile = run_settings.profile(args.profile)
-    preflight(profile, run_settings)  # refuse a bad profile before starting Dagster
-    paths = run_settings.paths
     settings = _shape_settings(args)
+    # Every input (data root, profile values, data file, what the models need) before Dagster starts.
+    profile = check_run_inputs(run_settings, args.profile, stages=args.stages)
+    paths = run_settings.paths
     _dagster_home(paths)
     _clean_up_dead_runs(paths, check_runs=True)
     from kura_perf.interrupts import own_interrupts
@@ -117,8 +117,10 @@ def cmd_sweep(args) -> int:
     from kura_perf.store import query
     from kura_perf.sweep import sweep_stages
 
+    from kura_perf.preflight import check_run_inputs
+
     run_settings = _settings()
-    profile = run_settings.profile(args.profile)
+    profile = check_run_inputs(run_settings, args.profile)  # before Dagster starts
     if not sweep_stages(profile):
         raise KuraPerfError(f"profile '{args.profile}' has no API-backed models to sweep; try simulated-openai")
     paths = run_settings.paths

@@ -70,16 +70,21 @@ def matrix_markdown(metrics_dir: Path, profiles: list[str], scales: list[str]) -
 
 
 def cmd_matrix(args) -> int:
-    from kura_perf.config import Paths
-    from kura_perf.profiles import get_profile
+    from kura_perf.preflight import check_run_inputs
     from kura_perf.scales import scale_count
+    from kura_perf.settings import RunSettings
 
     for scale in args.scales:
         scale_count(scale)
     profiles_file = str(Path(args.profiles_file).resolve()) if args.profiles_file else None
-    for name in args.profiles:
-        get_profile(name, profiles_file)  # a typo fails now, not after hours of other partitions
-    paths = Paths.from_env()
+    run_settings = RunSettings.from_env(profiles_file=profiles_file)
+    if not args.table_only:  # a typo, a bad value or a missing data file fails now, not hours into the matrix
+        for name in args.profiles:
+            check_run_inputs(run_settings, name)
+    else:
+        for name in args.profiles:
+            run_settings.profile(name)
+    paths = run_settings.paths
     if not args.table_only:
         logs = paths.root / "matrix-logs"
         outcomes = []

@@ -221,7 +221,9 @@ def test_matrix_runs_each_partition_in_its_own_process_and_goes_on_after_a_failu
     from kura_perf.cli import main
 
     profiles = tmp_path / "profiles.toml"
-    profiles.write_text('[broken]\ndata_file = "/nonexistent/conversations.jsonl"\n')
+    broken = tmp_path / "conversations.jsonl"  # passes the pre-flight (a regular file), fails in the stage
+    broken.write_text("not json\n")
+    profiles.write_text(f'[broken]\ndata_file = "{broken}"\n')
     monkeypatch.setenv("KURA_PERF_HOME", str(tmp_path / "data"))
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
     monkeypatch.setenv("PYTHONPATH", str(REPO))
@@ -230,6 +232,6 @@ def test_matrix_runs_each_partition_in_its_own_process_and_goes_on_after_a_failu
     assert "0/2 partitions completed; 2 failed or stopped" in out
     for scale in ("100", "1k"):  # the second partition ran although the first failed
         log = (tmp_path / "data" / "matrix-logs" / f"broken-{scale}.log").read_text()
-        assert "/nonexistent/conversations.jsonl" in log
+        assert f"{broken}, line 1" in log
         assert f"| reference (broken) | {scale.upper() if scale != '100' else '100'} |" in out
     assert out.count("failed: conversations failed") == 2

@@ -18,13 +18,26 @@ Record formats (`format="auto"` picks one per file from the first valid record):
 
 Any format may carry an explicit ground-truth "topic" string, read into Conversation.topic (a "label"
 field is not treated as ground truth). Without an id, OpenAI/ShareGPT records get the stable id
-"<file stem>:<line>" (JSONL) or "<file stem>:item-<index>" (JSON list); without created_at, a fixed
+"<file stem>:<line>" (JSONL) or "<file stem>:item-<index>" (JSON list; the stem of chats.jsonl.gz is
+"chats"); without created_at, a fixed
 date plus that line or index in seconds (messages one second apart). Naive timestamps are taken as
 UTC. Empty or whitespace-only message text is rejected (it usually means a broken export: an image,
 a tool call), as is a chat_id used twice in one file.
 
 Errors in a JSON list also name the 0-based item index in the field ("[3].messages[0].role"), since
 such lists are often written on a single line.
+
+Only regular files are read: a FIFO, a device or a socket is refused before it is opened (opening a
+FIFO for reading waits for a writer, for ever). gzip-compressed files are read transparently
+(`.jsonl.gz`, `.json.gz`, or gzip under any name: recognised by its magic bytes, not its name; JSONL
+is decompressed as it is streamed); line numbers are those of the uncompressed text. `write_conversations_jsonl` writes gzip when
+the name ends in `.gz`.
+
+JSON nested deeper than MAX_JSON_DEPTH (100) levels is refused, naming the file and line (skipped and
+counted under lenient): real chat exports nest fewer than 10 levels (record, messages, message,
+content parts), and Python's JSON decoder would otherwise die of a RecursionError a few hundred levels
+down. The depth is checked on the raw text, without recursion, and only for a record that holds at
+least MAX_JSON_DEPTH brackets (a count at C speed), so ordinary records cost nothing extra.
 """
 
 from __future__ import annotations
@@ -41,6 +54,20 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from kura_perf.atomic import atomic_write
+from kura_perf.corpus.files import (
+    GZIP_ERRORS,
+    GZIP_SUFFIX,
+    MAX_JSON_DEPTH,
+    check_conversation_file,
+    depth_over_limit,
+    gzip_problem,
+    is_gzip,
+    open_binary,
+    open_text_writer,
+    plain_stem,
+    too_deep,
+    value_end,
+)
 from kura_perf.corpus.types import ROLES, Conversation, Message
 from kura_perf.errors import InputDataError, KuraPerfError
 
@@ -183,7 +210,8 @@ def write_conversations_jsonl(
     """Write Kura's record format, one conversation per line, atomically; returns the count written.
 
     The ground-truth `topic` is written as an extra top-level key (Kura's model ignores unknown keys)
-    so a round trip keeps it; include_topic=False leaves it out.
+    so a round trip keeps it; include_topic=False leaves it out. A name ending in '.gz' is written
+    gzip-compressed (and load_conversations reads it back as it is).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -191,7 +219,7 @@ def write_conversations_jsonl(
 
     def write(tmp: Path) -> None:
         nonlocal count
-        with open(tmp, "w", encoding="utf-8", newline="\n") as out:
+        with open_text_writer(tmp, compressed=path.name.endswith(GZIP_SUFFIX)) as out:
             for conversation in conversations:
                 out.write(json.dumps(_kura_record(conversation, include_topic), ensure_ascii=False))
                 out.write("\n")
@@ -206,52 +234,78 @@ def write_conversations_jsonl(
 
 
 def _open_records(path: Path) -> tuple[str, Iterator[tuple[int, int | None, Any]]]:
-    """Pick the container from the first non-blank byte: '[' is a JSON list, anything else JSONL."""
+    """Pick the container from the first non-blank byte: '[' is a JSON list, anything else JSONL.
+
+    Only a regular file is opened (check_conversation_file looks with stat() first); gzip is
+    recognised by its magic bytes and read through, whatever the file is called."""
+    check_conversation_file(path)
     try:
-        with open(path, "rb") as f:
-            head = f.read(65536).removeprefix(_BOM).lstrip(b" \t\r\n")
+        compressed = is_gzip(path)
+        with open_binary(path, compressed) as f:
+            head = f.read(4096).removeprefix(_BOM).lstrip(b" \t\r\n")
             while not head:  # skip leading blank space of any length, then look at one byte
                 chunk = f.read(65536)
                 if not chunk:
                     break
                 head = chunk.lstrip(b" \t\r\n")
-    except FileNotFoundError:
-        raise InputDataError(path, None, None, "an existing conversation file (JSONL or JSON list)", got="no such file") from None
-    except IsADirectoryError:
-        raise InputDataError(path, None, None, "a conversation file", got="a directory") from None
     except PermissionError:
         raise InputDataError(path, None, None, "a readable conversation file", got="permission denied") from None
+    except GZIP_ERRORS as exc:  # broken before its first record: no line to name
+        raise gzip_problem(path, None, exc) from None
 
     first = head[:1]
     if not first:
         raise InputDataError(path, None, None, "conversations as JSONL or a JSON list", got="an empty file")
     if first == b"[":
-        return "json-list", _json_list_records(path)
-    return "jsonl", _jsonl_records(path)
+        return "json-list", _json_list_records(path, compressed)
+    return "jsonl", _jsonl_records(path, compressed)
 
 
-def _jsonl_records(path: Path) -> Iterator[tuple[int, None, Any]]:
+def _numbered_lines(path: Path, compressed: bool) -> Iterator[tuple[int, bytes]]:
+    """(1-based line, raw bytes) of the file's (uncompressed) text; a gzip stream that breaks off is
+    an error at the line it broke in."""
+    with open_binary(path, compressed) as f:
+        line = 0
+        lines = iter(f)
+        while True:
+            try:
+                raw = next(lines)
+            except StopIteration:
+                return
+            except GZIP_ERRORS as exc:
+                raise gzip_problem(path, line + 1, exc) from None
+            line += 1
+            yield line, raw
+
+
+def _jsonl_records(path: Path, compressed: bool = False) -> Iterator[tuple[int, None, Any]]:
     """Yield (line, None, object) per non-blank line; a line that is not a JSON object yields an error instead."""
-    with open(path, "rb") as f:
-        for line, raw in enumerate(f, start=1):
-            if line == 1:
-                raw = raw.removeprefix(_BOM)
-            if not raw.strip():
-                continue
-            try:
-                text = raw.decode("utf-8")
-            except UnicodeDecodeError as err:
-                yield line, None, _undecodable_line(path, line, raw, err)
-                continue
-            try:
-                record = json.loads(text)
-            except json.JSONDecodeError as err:
-                yield line, None, InputDataError(path, line, None, "one JSON object per line", got=_json_problem(err))
-                continue
-            if not isinstance(record, dict):
-                yield line, None, InputDataError(path, line, None, "a JSON object per line", got=_describe(record))
-                continue
-            yield line, None, record
+    for line, raw in _numbered_lines(path, compressed):
+        if line == 1:
+            raw = raw.removeprefix(_BOM)
+        if not raw.strip():
+            continue
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as err:
+            yield line, None, _undecodable_line(path, line, raw, err)
+            continue
+        depth = depth_over_limit(text)
+        if depth is not None:
+            yield line, None, too_deep(path, line, depth)
+            continue
+        try:
+            record = json.loads(text)
+        except json.JSONDecodeError as err:
+            yield line, None, InputDataError(path, line, None, "one JSON object per line", got=_json_problem(err))
+            continue
+        except RecursionError:  # not reached after the depth check; kept so no decoder limit escapes unnamed
+            yield line, None, too_deep(path, line, MAX_JSON_DEPTH + 1)
+            continue
+        if not isinstance(record, dict):
+            yield line, None, InputDataError(path, line, None, "a JSON object per line", got=_describe(record))
+            continue
+        yield line, None, record
 
 
 def _json_problem(err: json.JSONDecodeError) -> str:
@@ -262,21 +316,26 @@ def _json_problem(err: json.JSONDecodeError) -> str:
 def _undecodable_line(path: Path, line: int, raw: bytes, err: UnicodeDecodeError) -> InputDataError:
     """Name the field holding the bad bytes when the line is otherwise valid JSON."""
     got = f"byte 0x{raw[err.start]:02x} at column {err.start + 1}"
+    text = raw.decode("utf-8", "surrogateescape")
     try:
-        field_name = _undecodable_field(json.loads(raw.decode("utf-8", "surrogateescape")))
-    except json.JSONDecodeError:
+        field_name = None if depth_over_limit(text) else _undecodable_field(json.loads(text))
+    except (json.JSONDecodeError, RecursionError):
         field_name = None
     return InputDataError(path, line, field_name, "UTF-8 text", got=got)
 
 
-def _json_list_records(path: Path) -> Iterator[tuple[int, int, Any]]:
+def _json_list_records(path: Path, compressed: bool = False) -> Iterator[tuple[int, int, Any]]:
     """Yield (line where the item starts, item index, item) for each item of a top-level JSON list.
 
     Items are decoded one at a time so each gets a line number (and errors name the item index too,
     since a list is often written on one line). A structural error (a broken bracket) ends the load
     even in lenient mode: nothing after it can be located reliably.
     """
-    raw = Path(path).read_bytes().removeprefix(_BOM)
+    try:
+        with open_binary(path, compressed) as f:
+            raw = f.read().removeprefix(_BOM)
+    except GZIP_ERRORS as exc:
+        raise gzip_problem(path, None, exc) from None
     try:
         text, undecodable = raw.decode("utf-8"), False
     except UnicodeDecodeError:
@@ -301,10 +360,18 @@ def _json_list_records(path: Path) -> Iterator[tuple[int, int, Any]]:
         pos = _WHITESPACE.match(text, pos).end()
         try:
             item, end = decoder.raw_decode(text, pos)
+            depth = depth_over_limit(text, pos, end)
         except json.JSONDecodeError as err:
             raise InputDataError(path, err.lineno, None, "a valid JSON list", got=_json_problem(err)) from None
+        except RecursionError:  # too deep for the decoder: find its end without decoding, to skip it
+            item, end = None, value_end(text, pos)
+            if end is None:
+                raise InputDataError(path, line_at(pos), f"[{index}]", "a valid JSON list", got="a list item that never closes") from None
+            depth = depth_over_limit(text, pos, end)
         item_line = line_at(pos)
-        if undecodable and _SURROGATE.search(text, pos, end):
+        if depth is not None:
+            yield item_line, index, too_deep(path, item_line, depth)
+        elif undecodable and _SURROGATE.search(text, pos, end):
             yield item_line, index, InputDataError(path, item_line, _undecodable_field(item), "UTF-8 text", got="bytes that are not UTF-8")
         elif not isinstance(item, dict):
             yield item_line, index, InputDataError(path, item_line, None, "a JSON object per list item", got=_describe(item))
@@ -436,7 +503,8 @@ def _conversation_from_turns(
     """
     if not turns:
         _fail(path, line, list_field, "at least one user or assistant message", got="none (empty, or only system messages)")
-    chat_id = _optional_id(record, path, line) or (f"{path.stem}:{line}" if index is None else f"{path.stem}:item-{index}")
+    stem = plain_stem(path)
+    chat_id = _optional_id(record, path, line) or (f"{stem}:{line}" if index is None else f"{stem}:item-{index}")
     created_at = _timestamp(record, "created_at", "created_at", path, line, required=False)
     if created_at is None:
         created_at = _UNDATED_BASE + timedelta(seconds=line if index is None else index)

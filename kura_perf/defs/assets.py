@@ -8,6 +8,7 @@ from dagster import (AssetExecutionContext, AssetKey, MaterializeResult, Metadat
 from kura_perf.defs.hooks import STAGE_HOOKS
 from kura_perf.defs.resources import KuraPerfResource
 from kura_perf.defs.simulator import ApiSimulatorResource
+from kura_perf.preflight import check_run_inputs
 from kura_perf.shapes import CUSTOM_STAGE, ShapeSettings, run_shape_stage
 from kura_perf.stages.base import STAGES, UPSTREAM
 from kura_perf.store.record import StageRecord
@@ -113,8 +114,8 @@ def build_stage_asset(stage: str, partitions: MultiPartitionsDefinition):
         keys = context.partition_key.keys_by_dimension
         settings = ShapeSettings.from_tags(context.run.tags)  # the shape job's tags (none: a plain stage run)
         run_settings = kura_perf.settings(simulator_url=api_simulator.base_url)
-        outcome = run_shape_stage(stage, settings, run_settings.profile(keys["profile"]), keys["scale"],
-                                  context.run.run_id, run_settings)
+        profile = check_run_inputs(run_settings, keys["profile"], stages=[stage])  # a UI-launched run too
+        outcome = run_shape_stage(stage, settings, profile, keys["scale"], context.run.run_id, run_settings)
         return MaterializeResult(metadata=shape_metadata(stage, settings, outcome))
 
     return _stage_asset

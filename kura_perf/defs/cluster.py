@@ -113,9 +113,12 @@ def _partition(context) -> tuple[str, str]:
 
 
 def _stage_run(context: OpExecutionContext, kura_perf: KuraPerfResource, stage: str) -> StageRun:
+    from kura_perf.preflight import check_run_inputs
+
     scale, profile = _partition(context)
     settings = kura_perf.settings()
-    return StageRun(stage, settings.profile(profile), scale, run_id=context.run.run_id, settings=settings)
+    checked = check_run_inputs(settings, profile, stages=[stage])  # on the worker: its data root and data file
+    return StageRun(stage, checked, scale, run_id=context.run.run_id, settings=settings)
 
 
 def _materialized(context: OpExecutionContext, stage: str, record: StageRecord) -> None:

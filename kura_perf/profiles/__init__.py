@@ -35,8 +35,14 @@ def _describe(err: dict, source: str, name: str) -> str:
         return f"{source}: profile '{name}': unknown key '{key}'; allowed keys: {', '.join(allowed)}"
     if PROBLEM_MARK in msg:  # our own value checks: the message already names key, value and what is allowed
         return f"{source}: profile '{name}': {msg.split(PROBLEM_MARK, 1)[1]}"
-    got = err.get("input")
-    return f"{source}: profile '{name}': key '{key}': {msg} (got {got!r})"
+    return f"{source}: profile '{name}': key '{key}': {msg} (got {_as_toml(err.get('input'))})"
+
+
+def _as_toml(value) -> str:
+    """A value as the profile file spells it: `true`, not Python's True (a boolean given for a number)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return repr(value)
 
 
 def parse_profiles(data: dict, source: str) -> dict[str, Profile]:

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, Strict, field_validator, model_validator
 
 
 # Starts the message of a value check (profiles/values.py), so the loader shows it without pydantic's framing.
 PROBLEM_MARK = "profile value: "
+# Numbers and switches are strict (Field(strict=True)): TOML has real booleans, integers and floats, so
+# `batch_size = true` or `lenient = 1` is a mistake to refuse, not a value to convert (True is not 1).
+# A float field still takes an integer (`timeout_s = 10`): that loses nothing.
+StrictNumber = Annotated[float, Strict()]
 
 
 class ApiConfig(BaseModel):
@@ -21,13 +25,13 @@ class ApiConfig(BaseModel):
     base_url: str | None = None
     base_url_env: str = "OPENAI_BASE_URL"
     api_key_env: str = "OPENAI_API_KEY"
-    simulate: bool = False  # start the local simulator for the run and point base_url at it
-    concurrency: int = Field(10, ge=1, le=1000)
-    timeout_s: float = Field(30.0, gt=0)
-    max_retries: int = Field(5, ge=0, le=50)
+    simulate: bool = Field(False, strict=True)  # start the local simulator for the run and point base_url at it
+    concurrency: int = Field(10, ge=1, le=1000, strict=True)
+    timeout_s: float = Field(30.0, gt=0, strict=True)
+    max_retries: int = Field(5, ge=0, le=50, strict=True)
     simulator: dict = Field(default_factory=dict)  # SimulatorConfig fields
     # USD per 1M tokens, {model: [input, output]}, over the built-in table (models/openai_api/prices.py).
-    prices: dict[str, tuple[float, float]] = Field(default_factory=dict)
+    prices: dict[str, tuple[StrictNumber, StrictNumber]] = Field(default_factory=dict)
 
     @field_validator("prices")
     @classmethod
@@ -86,32 +90,44 @@ class Profile(BaseModel):
     summary_model: str = "offline"  # "offline", "openai:<model>" or "checkpoint:<Kura summaries.jsonl>"
     naming_model: str = "offline"  # "offline" or "openai:<model>"
     embedding_model: str = "minilm"  # "minilm" or "openai:<model>"
-    embedding_dimension: int | None = Field(None, ge=1, le=8192)
+    embedding_dimension: int | None = Field(None, ge=1, le=8192, strict=True)
     # None: the pipeline's default (DEFAULT_EMBEDDING_BACKEND for the reference backend's MiniLM,
     # torch for the kura backend, "api" for an API model); resolved when the profile is validated.
     embedding_backend: EmbeddingBackendName | None = None
     clustering: Literal["umap-hdbscan", "hdbscan", "kmeans", "agglomerative"] = "umap-hdbscan"
     clustering_params: dict = Field(default_factory=dict)
-    meta_max_clusters: int = Field(10, ge=1)
-    meta_max_iterations: int = Field(10, ge=1, le=1000)
+    meta_max_clusters: int = Field(10, ge=1, strict=True)
+    meta_max_iterations: int = Field(10, ge=1, le=1000, strict=True)
     projection: Literal["umap", "pca"] = "umap"
-    batch_size: int = Field(32, ge=1, le=100_000)  # 32: best local-embedding batch measured (README "Embedding backends")
+    batch_size: int = Field(32, ge=1, le=100_000, strict=True)  # 32: best local-embedding batch measured (README "Embedding backends")
     # Proposal §2.2: conversations, summaries and embeddings run over the partition this many rows at a
     # time, each batch written before the next is read (peak memory bounded by the batch); None = all at once.
-    stream_batch_size: int | None = Field(None, ge=1, le=10_000_000)
-    data_file: str | None = None  # real conversations; default is the synthetic generator
+    stream_batch_size: int | None = Field(None, ge=1, le=10_000_000, strict=True)
+    # Real conversations (JSONL or a JSON list, optionally gzip-compressed); None (unset): the synthetic
+    # generator. An empty string is refused, never taken as "unset".
+    data_file: str | None = None
     data_format: Literal["auto", "kura", "openai", "sharegpt"] = "auto"
-    allow_short_data: bool = False  # run a partition on fewer conversations than its scale if the file is short
-    lenient: bool = False  # skip bad input records (counted) instead of failing
-    seed: int = 0
-    memory_limit_mb: int | None = Field(None, ge=64)  # stop a stage past this RSS: a breaking point
-    stage_timeout_s: float | None = Field(None, gt=0)  # stop a stage past this wall time: a breaking point
-    regression_threshold: float = Field(0.10, gt=0)
-    budgets_blocking: bool = False
-    min_silhouette: float | None = None
-    min_ari: float | None = None
+    allow_short_data: bool = Field(False, strict=True)  # run a partition on fewer conversations than its scale if the file is short
+    lenient: bool = Field(False, strict=True)  # skip bad input records (counted) instead of failing
+    seed: int = Field(0, strict=True)
+    memory_limit_mb: int | None = Field(None, ge=64, strict=True)  # stop a stage past this RSS: a breaking point
+    stage_timeout_s: float | None = Field(None, gt=0, strict=True)  # stop a stage past this wall time: a breaking point
+    regression_threshold: float = Field(0.10, gt=0, strict=True)
+    budgets_blocking: bool = Field(False, strict=True)
+    min_silhouette: float | None = Field(None, strict=True)
+    min_ari: float | None = Field(None, strict=True)
     api: ApiConfig = Field(default_factory=ApiConfig)
     custom_step: CustomStep | None = None  # the custom pipeline shape's step (a default is used when unset)
+
+    @field_validator("data_file")
+    @classmethod
+    def _data_file_is_a_path(cls, value: str | None) -> str | None:
+        """An empty data_file would silently mean the synthetic corpus: refuse it (leave the key out instead)."""
+        if value is not None and not value.strip():
+            raise ValueError(f"{PROBLEM_MARK}key 'data_file': {value!r} is not a path; expected the path of a "
+                             "conversation file (JSONL or a JSON list, optionally .gz), or leave data_file out "
+                             "for the synthetic corpus")
+        return value
 
     @model_validator(mode="after")
     def _resolve_embedding_backend(self) -> "Profile":
