@@ -101,15 +101,16 @@ def _log_disconnect(request: web.Request, exc: BaseException) -> None:
 
 
 class BodyTooLarge(Exception):
-    def __init__(self, size: int, limit: int):
-        super().__init__(f"Maximum content size limit ({limit}) exceeded ({size} bytes read)")
+    def __init__(self, size: int, limit: int, declared: bool = False):
+        super().__init__(f"Maximum content size limit ({limit}) exceeded ({size} bytes "
+                         f"{'declared by Content-Length' if declared else 'read'})")
 
 
 async def _read_body(request: web.Request, limit: int) -> bytes:
     """The body, refused (BodyTooLarge) as soon as it is known to exceed `limit`: from Content-Length
     before a byte is read, else while reading, so the server never holds more than `limit` of it."""
     if request.content_length is not None and request.content_length > limit:
-        raise BodyTooLarge(request.content_length, limit)
+        raise BodyTooLarge(request.content_length, limit, declared=True)
     chunks, size = [], 0
     async for chunk in request.content.iter_chunked(_READ_CHUNK):
         size += len(chunk)
