@@ -14,13 +14,10 @@ mid-request costs one log line, not a traceback. Models a profile or the config 
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 import subprocess
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -132,7 +129,7 @@ def test_numpy_short_write_is_called_disk_full_and_named(tmp_path, monkeypatch):
     assert _left_behind(tmp_path, "embeddings") == []
 
 
-# --- the simulator refuses what the real API refuses -------------------------------------------------------------------
+# --- the simulator refuses what the real API refuses ----------------------------------------------------------
 
 FAST = {"latency_ms": 2, "p99_ms": 8, "chat_ms_per_output_token": 0, "seed": 3}
 sim = shared_simulator(FAST)

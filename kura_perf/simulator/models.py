@@ -89,7 +89,8 @@ def normalise_models(value: Any) -> dict[str, dict]:
             raise ValueError(f"models.{name}: expected a table with {', '.join(_SPEC_KEYS)}, got {spec!r}")
         unknown = set(spec) - set(_SPEC_KEYS)
         if unknown:
-            raise ValueError(f"models.{name}: unknown key(s) {', '.join(sorted(unknown))}; allowed: {', '.join(_SPEC_KEYS)}")
+            raise ValueError(f"models.{name}: unknown key(s) {', '.join(sorted(unknown))}; "
+                             f"allowed: {', '.join(_SPEC_KEYS)}")
         if spec.get("kind") not in (None, *KINDS):
             raise ValueError(f"models.{name}.kind: expected one of {', '.join(KINDS)}, got {spec['kind']!r}")
         for key in ("context_tokens", "max_output_tokens"):
@@ -102,7 +103,8 @@ def normalise_models(value: Any) -> dict[str, dict]:
 def _from_config(spec: dict) -> ModelSpec:
     kind = spec.get("kind")
     context = spec.get("context_tokens", EMBEDDING_INPUT_TOKENS if kind == EMBEDDINGS else DEFAULT_CONTEXT_TOKENS)
-    return ModelSpec(kind, context, spec.get("max_output_tokens", 0 if kind == EMBEDDINGS else DEFAULT_MAX_OUTPUT_TOKENS))
+    output = spec.get("max_output_tokens", 0 if kind == EMBEDDINGS else DEFAULT_MAX_OUTPUT_TOKENS)
+    return ModelSpec(kind, context, output)
 
 
 class ModelTable:
