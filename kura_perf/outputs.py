@@ -1,9 +1,11 @@
 """Stage outputs on disk: data/storage/<profile>/<scale>/<stage>.* (Parquet tables, .npy arrays).
 
-A stage's files are each written to a unique temp name and renamed (kura_perf.atomic); its manifest
-(names and sizes) is written last, the same way. Readers go through the manifest, so a stage that
-died half-way is seen as absent, never as half-written. The manifest's sizes are the stage's
-storage figure: the sizes of the files this writer wrote.
+A stage's files, its manifest (names and sizes) last, are each written in full to a unique temp name,
+and only when all of them are complete are they renamed into place (kura_perf.atomic.PublishGroup).
+Readers go through the manifest, so a stage that died half-way is seen as absent, never as
+half-written; and a write that fails (a full disk above all) leaves nothing behind: no temp file and
+no file of the stage without its manifest, and the error names the file it was writing. The
+manifest's sizes are the stage's storage figure: the sizes of the files this writer wrote.
 
 Two runs of the same partition may write the same stage at once: writers of one partition-stage hold
 an exclusive lock for the whole write (files + manifest), readers a shared one, so a reader never
@@ -30,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from kura_perf.atomic import atomic_write, atomic_write_text
+from kura_perf.atomic import PublishGroup, atomic_write_text
 from kura_perf.errors import StageError
 from kura_perf.location import Location, resolve
 from kura_perf.locks import file_lock
@@ -117,21 +119,23 @@ def write_stage(folder, stage: str, data: StageData, checkpoint: dict | None = N
     manifest = folder / f"{stage}.manifest.json"
     sizes: dict[str, int] = {}
     contents: dict[str, dict] = {}
-    with file_lock(_lock_path(folder, stage)):
+    with file_lock(_lock_path(folder, stage)), PublishGroup() as files:
         manifest.unlink(missing_ok=True)  # a re-run invalidates the old output before touching it
         for key, table in data.tables.items():
-            path = folder / _file_name(stage, key, ".parquet")
-            sizes[path.name] = atomic_write(path, lambda tmp, t=table: t.to_parquet(tmp, index=False))
-            contents[path.name] = {"rows": len(table), "sha256": _file_sha256(path)}
+            staged = files.stage(folder / _file_name(stage, key, ".parquet"),
+                                 lambda tmp, t=table: t.to_parquet(tmp, index=False))
+            sizes[staged.path.name] = staged.size
+            contents[staged.path.name] = {"rows": len(table), "sha256": _file_sha256(staged.tmp)}
         for key, array in data.arrays.items():
-            path = folder / _file_name(stage, key, ".npy")
-            sizes[path.name] = atomic_write(path, lambda tmp, a=array: _save_npy(tmp, a))
-            contents[path.name] = _array_meta(np.asarray(array))
+            staged = files.stage(folder / _file_name(stage, key, ".npy"), lambda tmp, a=array: _save_npy(tmp, a))
+            sizes[staged.path.name] = staged.size
+            contents[staged.path.name] = _array_meta(np.asarray(array))
         body = {"stage": stage, "tables": sorted(data.tables), "arrays": sorted(data.arrays), "files": sizes,
                 "contents": contents}
         if checkpoint is not None:
             body["checkpoint"] = checkpoint
-        atomic_write_text(manifest, json.dumps(body, indent=1))
+        files.stage(manifest, lambda tmp: tmp.write_text(json.dumps(body, indent=1), encoding="utf-8"))
+        files.publish_all()
     return sizes
 
 
@@ -142,11 +146,19 @@ def stage_lock(folder: Path, stage: str, shared: bool = False):
     return file_lock(_lock_path(folder, stage), shared=shared)
 
 
+def manifest_path(folder: Path, stage: str) -> Path:
+    return folder / f"{stage}.manifest.json"
+
+
+def manifest_text(stage: str, tables: list[str], arrays: list[str], sizes: dict[str, int]) -> str:
+    """A streamed stage's manifest (no checksums: its files were never whole in memory)."""
+    return json.dumps({"stage": stage, "tables": sorted(tables), "arrays": sorted(arrays), "files": sizes}, indent=1)
+
+
 def write_manifest(folder: Path, stage: str, tables: list[str], arrays: list[str], sizes: dict[str, int]) -> None:
     """The stage's manifest, written last (the caller holds the stage lock): from here on readers see
     the stage as complete."""
-    body = {"stage": stage, "tables": sorted(tables), "arrays": sorted(arrays), "files": sizes}
-    atomic_write_text(folder / f"{stage}.manifest.json", json.dumps(body, indent=1))
+    atomic_write_text(manifest_path(folder, stage), manifest_text(stage, tables, arrays, sizes))
 
 
 def invalidate(folder: Path, stage: str) -> None:

@@ -13,9 +13,10 @@ types, same manifest), so every downstream reader is unchanged:
   item type that the other batches' strings must win over, as in the all-at-once frame);
 * arrays: a .npy header with the final shape (rows from the upstream table's Parquet footer), then
   each batch's rows appended (not np.lib.format.open_memmap: mapped pages would count in RSS).
-Files go to temp names and are renamed, the manifest last, under the partition-stage lock that
-write_stage takes (readers take it shared): a stage that dies half-way leaves no readable output,
-and its parts are removed.
+Files go to temp names and are renamed only once all of them, the manifest too, are complete (the
+manifest last; kura_perf.atomic.PublishGroup), under the partition-stage lock that write_stage takes
+(readers take it shared): a stage that dies half-way (a full disk, say) leaves no readable output
+and no file without its manifest, and its parts are removed; a failed write names the stage file.
 
 Backends stay batch-agnostic: the same `backend.run(stage, inputs)` gets a slice (StageInputs.offset
 says where it starts). Stages whose input is not a slice of rows (a conversations file, which the
@@ -35,7 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from kura_perf import outputs
-from kura_perf.atomic import atomic_write, publish, temp_name
+from kura_perf.atomic import PublishGroup, naming, temp_name
 from kura_perf.errors import StageError
 from kura_perf.meter.api import ApiCounters
 from kura_perf.outputs import StageData
@@ -93,8 +94,9 @@ class StreamedOutput:
 
         for key, frame in data.tables.items():
             part = self.parts_dir / f"{key}.{self.batches:06d}.parquet"
-            pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), part)
             self._parts.setdefault(key, []).append(part)
+            with naming(outputs.file_path(self.folder, self.stage, key, ".parquet")):
+                pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), part)
         for key, array in data.arrays.items():
             self._add_rows(key, np.asarray(array))
         self.batches += 1
@@ -103,48 +105,59 @@ class StreamedOutput:
     def _add_rows(self, key: str, array: np.ndarray) -> None:
         """Append a batch's rows to the .npy being written. Plain writes, not a memory map: mapped
         file pages count in the process's RSS, written ones are the kernel's page cache."""
+        path = outputs.file_path(self.folder, self.stage, key, ".npy")
         if key not in self._arrays:
-            path = outputs.file_path(self.folder, self.stage, key, ".npy")
             tmp = temp_name(path)
             shape = (self.total_rows, *array.shape[1:])
-            handle = open(tmp, "wb")
-            np.lib.format.write_array_header_1_0(handle, {"descr": np.lib.format.dtype_to_descr(array.dtype),
-                                                          "fortran_order": False, "shape": shape})
-            self._arrays[key] = _ArrayFile(tmp, handle, array.dtype, shape)
+            with naming(path):
+                handle = open(tmp, "wb")
+            self._arrays[key] = _ArrayFile(tmp, handle, array.dtype, shape)  # from here on discard() removes it
+            with naming(path):
+                np.lib.format.write_array_header_1_0(handle, {"descr": np.lib.format.dtype_to_descr(array.dtype),
+                                                              "fortran_order": False, "shape": shape})
         target = self._arrays[key]
         if array.dtype != target.dtype or array.shape[1:] != target.shape[1:] or target.rows + len(array) > target.shape[0]:
             raise StageError(f"{self.stage}: batch {self.batches + 1} gives array '{key}' of {array.dtype} "
                              f"{array.shape} after {target.rows} rows; the stream expects {target.dtype} rows of "
                              f"shape {target.shape[1:]}, {target.shape[0]} in all")
-        target.handle.write(np.ascontiguousarray(array).tobytes())
+        with naming(path):
+            target.handle.write(np.ascontiguousarray(array).tobytes())
         target.rows += len(array)
 
     def finish(self) -> dict[str, int]:
-        """Assemble the parts into the stage's files, write the manifest; {file name: bytes}."""
+        """Assemble the parts into the stage's files and write the manifest, all under temp names, then
+        publish them together; {file name: bytes}. On failure nothing of the stage is left in place."""
         sizes: dict[str, int] = {}
-        for key, parts in self._parts.items():
-            path = outputs.file_path(self.folder, self.stage, key, ".parquet")
-            sizes[path.name] = _assemble(parts, path)
-        for key, target in self._arrays.items():
-            if target.rows != target.shape[0]:
-                raise StageError(f"{self.stage}: array '{key}' got {target.rows} rows from the batches, "
-                                 f"expected {target.shape[0]}")
-            target.handle.flush()
-            os.fsync(target.handle.fileno())
-            size = os.fstat(target.handle.fileno()).st_size  # this writer's file, as atomic_write counts it
-            target.handle.close()
-            publish(target.tmp, outputs.file_path(self.folder, self.stage, key, ".npy"))
-            sizes[outputs.file_path(self.folder, self.stage, key, ".npy").name] = size
-        arrays = list(self._arrays)
+        with PublishGroup() as files:
+            for key, parts in self._parts.items():
+                staged = files.stage(outputs.file_path(self.folder, self.stage, key, ".parquet"), _assembler(parts))
+                sizes[staged.path.name] = staged.size
+            for key, target in self._arrays.items():
+                if target.rows != target.shape[0]:
+                    raise StageError(f"{self.stage}: array '{key}' got {target.rows} rows from the batches, "
+                                     f"expected {target.shape[0]}")
+                path = outputs.file_path(self.folder, self.stage, key, ".npy")
+                with naming(path):
+                    target.handle.flush()
+                    os.fsync(target.handle.fileno())
+                    size = os.fstat(target.handle.fileno()).st_size  # this writer's file, as atomic_write counts it
+                    target.handle.close()
+                sizes[files.adopt(target.tmp, path, size).path.name] = size
+            text = outputs.manifest_text(self.stage, list(self._parts), list(self._arrays), sizes)
+            files.stage(outputs.manifest_path(self.folder, self.stage),
+                        lambda tmp: tmp.write_text(text, encoding="utf-8"))
+            files.publish_all()
         self._arrays.clear()
-        outputs.write_manifest(self.folder, self.stage, list(self._parts), arrays, sizes)
         self.discard()
         return sizes
 
     def discard(self) -> None:
         """Remove the parts and any unfinished array (after finish, or when the stage failed)."""
         for target in self._arrays.values():
-            target.handle.close()
+            try:
+                target.handle.close()  # flushes what is buffered: fails again on a full disk
+            except OSError:
+                pass
             target.tmp.unlink(missing_ok=True)
         self._arrays.clear()
         shutil.rmtree(self.parts_dir, ignore_errors=True)
@@ -159,8 +172,9 @@ def _release_arrow_memory() -> None:
     pa.default_memory_pool().release_unused()
 
 
-def _assemble(parts: list[Path], path: Path) -> int:
-    """Concatenate Parquet parts into `path` (one row group per part), streaming one part at a time."""
+def _assembler(parts: list[Path]):
+    """A writer that concatenates Parquet parts into a file (one row group per part), streaming one
+    part at a time."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -176,7 +190,7 @@ def _assemble(parts: list[Path], path: Path) -> int:
                 del table
                 _release_arrow_memory()
 
-    return atomic_write(path, write)
+    return write
 
 
 @dataclass

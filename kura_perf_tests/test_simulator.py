@@ -20,7 +20,8 @@ from kura_perf.simulator.text import PromptView
 
 pytestmark = pytest.mark.slow
 
-FAST = {"latency_ms": 2, "p99_ms": 8, "chat_ms_per_output_token": 0, "seed": 7}
+# "some-local-model": a name only the config makes known (a gateway's model), served like a built-in one
+FAST = {"latency_ms": 2, "p99_ms": 8, "chat_ms_per_output_token": 0, "seed": 7, "models": ["some-local-model"]}
 
 
 sim = shared_simulator(FAST)
@@ -31,6 +32,9 @@ fresh = fresh_simulator(FAST)
 def client(fresh):
     with openai.OpenAI(base_url=fresh.base_url, api_key="sk-test", max_retries=0, timeout=10) as c:
         yield c
+
+
+EMBED = "text-embedding-3-small"
 
 
 def _chat(client, text: str, **kwargs):
@@ -207,21 +211,21 @@ def test_injected_faults_are_answered_and_logged(fresh):
     with openai.OpenAI(base_url=fresh.base_url, api_key="k", max_retries=0, timeout=0.3) as c:
         fresh.configure(drop_rate=1.0)
         with pytest.raises(openai.APIConnectionError):
-            c.embeddings.create(model="m", input="x")
+            c.embeddings.create(model=EMBED, input="x")
         fresh.configure(drop_rate=0.0, error_rate=1.0)
         with pytest.raises(openai.InternalServerError):
-            c.embeddings.create(model="m", input="x")
+            c.embeddings.create(model=EMBED, input="x")
         fresh.configure(error_rate=0.0, rate_limit_rate=1.0, forced_retry_after_s=2)
         with pytest.raises(openai.RateLimitError) as raised:
-            c.embeddings.create(model="m", input="x")
+            c.embeddings.create(model=EMBED, input="x")
         assert raised.value.response.headers["retry-after"] == "2"
         fresh.configure(rate_limit_rate=0.0, timeout_rate=1.0, slow_response_s=1.0)
         with pytest.raises(openai.APITimeoutError):
-            c.embeddings.create(model="m", input="x")
+            c.embeddings.create(model=EMBED, input="x")
         fresh.configure(timeout_rate=0.0)
         fresh.outage(duration_s=30)
         with pytest.raises(openai.InternalServerError) as raised:
-            c.embeddings.create(model="m", input="x")
+            c.embeddings.create(model=EMBED, input="x")
         assert raised.value.status_code == 503
     log = fresh.log()
     statuses = log["by_endpoint"]["embeddings"]["by_status"]
@@ -235,7 +239,7 @@ def test_outage_window_from_config_is_relative_to_boot():
     with SimulatorProcess(config) as short_lived:
         with openai.OpenAI(base_url=short_lived.base_url, api_key="k", max_retries=0) as c:
             with pytest.raises(openai.InternalServerError):
-                c.embeddings.create(model="m", input="x")
+                c.embeddings.create(model=EMBED, input="x")
         pid = short_lived.pid
     assert pid_gone(pid)
 

@@ -35,9 +35,12 @@ class ApiSimulatorResource(ConfigurableResource):
             yield self  # no simulator needed, or one is already serving this run
             return
         from kura_perf.simulator.config import SimulatorConfig
+        from kura_perf.simulator.models import profile_models
         from kura_perf.simulator.process import SimulatorProcess
 
-        with SimulatorProcess(SimulatorConfig.from_dict(profile.api.simulator)) as sim:
+        # The profile's own model names are served even when the simulator's table does not know them.
+        config = SimulatorConfig.from_dict(profile.api.simulator).serving(profile_models(profile))
+        with SimulatorProcess(config) as sim:
             self._started_url = sim.base_url
             context.log.info(f"API simulator for profile '{profile.name}' at {sim.base_url} (pid {sim.pid})")
             try:

@@ -17,6 +17,7 @@ FLAG_KEYS = {
     "fault_rate": "error_rate", "rate_limit_rate": "rate_limit_rate", "timeout_rate": "timeout_rate",
     "drop_rate": "drop_rate", "slow_response_s": "slow_response_s",
     "forced_retry_after_s": "forced_retry_after_s", "burst_s": "burst_s", "seed": "seed",
+    "max_body_bytes": "max_body_bytes",
 }
 
 
@@ -58,6 +59,9 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     faults.add_argument("--forced-retry-after-s", type=float)
     faults.add_argument("--outage", type=_outage, action="append", metavar="START_S:DURATION_S",
                         help="all requests get 503 in this window after boot (repeatable)")
+    p.add_argument("--model", action="append", metavar="NAME",
+                   help="also serve this model name besides the built-in ones (repeatable; '*' serves any name)")
+    p.add_argument("--max-body-bytes", type=int, help="larger request bodies get 413 (default 25 MiB, as OpenAI)")
     p.add_argument("--seed", type=int)
     p.add_argument("--verbose", action="store_true", help="one stderr line per request")
     return p

@@ -28,8 +28,8 @@ def config_from_args(args: argparse.Namespace) -> SimulatorConfig:
     if args.verbose:
         flat["verbose"] = True
     flat["port"] = args.port
-    config = SimulatorConfig.from_dict(data)
-    return config.updated(flat)
+    config = SimulatorConfig.from_dict(data).updated(flat)
+    return config.serving(args.model) if args.model else config
 
 
 def _write_port_file(path: Path, port: int) -> None:

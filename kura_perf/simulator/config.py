@@ -11,9 +11,14 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 from kura_perf.proposal import TYPICAL_CHAT_RPM, TYPICAL_EMBEDDINGS_RPM
+from kura_perf.simulator.models import normalise_models, with_models
 
 LOOPBACK = "127.0.0.1"
 ENDPOINT_KINDS = ("chat", "embeddings")
+
+# OpenAI's own cap on a request body: "Maximum content size limit (26214400) exceeded" (413). Bigger
+# bodies are refused before they are read, so one request cannot make the server hold hundreds of MB.
+MAX_BODY_BYTES = 25 * 1024 * 1024
 
 # z-score of the 99th percentile of a standard normal: p99 = median * exp(2.326 * sigma).
 _Z_P99 = 2.3263478740408408
@@ -66,7 +71,10 @@ def _default_embeddings() -> EndpointConfig:
 @dataclass
 class SimulatorConfig:
     """The whole simulator. `burst_s` sets bucket capacity: limit * burst_s / 60 (60 = a full minute,
-    like OpenAI's headers; smaller = limits enforced over shorter periods, as OpenAI also does)."""
+    like OpenAI's headers; smaller = limits enforced over shorter periods, as OpenAI also does).
+    `models`: models served besides the built-in ones (simulator/models.py): a list of names or
+    {name: {kind, context_tokens, max_output_tokens}}; "*" serves any name. `max_body_bytes`: larger
+    request bodies get 413."""
 
     host: str = LOOPBACK
     port: int = 0  # 0 = any free port
@@ -76,8 +84,14 @@ class SimulatorConfig:
     burst_s: float = 60.0
     seed: int = 0
     verbose: bool = False  # one stderr line per request (never headers, so never a key)
+    models: dict[str, dict] = field(default_factory=dict)
+    max_body_bytes: int = MAX_BODY_BYTES
 
     def __post_init__(self) -> None:
+        self.models = normalise_models(self.models)
+        if isinstance(self.max_body_bytes, bool) or not isinstance(self.max_body_bytes, int) \
+                or self.max_body_bytes < 1:
+            raise ValueError(f"max_body_bytes must be a positive integer (got {self.max_body_bytes!r})")
         if self.host != LOOPBACK:
             raise ValueError(f"the simulator binds to {LOOPBACK} only (got host={self.host!r})")
         if not 0 <= self.port <= 65535:
@@ -89,6 +103,11 @@ class SimulatorConfig:
             if not 0.0 <= rate <= 1.0:
                 raise ValueError(f"faults.{name} must be within 0..1 (got {rate})")
         self.faults.outages = [(float(s), float(d)) for s, d in self.faults.outages]
+
+    def serving(self, names) -> "SimulatorConfig":
+        """A copy that also serves these model names (a profile's own models), each with default limits
+        unless already known."""
+        return replace(self, models=with_models(self.models, names))
 
     def endpoint(self, kind: str) -> EndpointConfig:
         return self.chat if kind == "chat" else self.embeddings
@@ -151,4 +170,6 @@ class SimulatorConfig:
             burst_s=float(top.get("burst_s", self.burst_s)),
             seed=int(top.get("seed", self.seed)),
             verbose=bool(top.get("verbose", self.verbose)),
+            models=top.get("models", self.models),
+            max_body_bytes=top.get("max_body_bytes", self.max_body_bytes),
         )

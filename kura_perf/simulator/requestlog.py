@@ -2,8 +2,9 @@
 
 Every request to a /v1 endpoint is recorded once, when its outcome is decided (before any slow
 response is sent, so the log is complete even when the client gave up): endpoint, model, status
-("200", "429", "503", ..., or "dropped"), tokens of successful answers, and which fault, if any,
-was injected.
+("200", "400", "404", "413", "429", "503", ..., "dropped" when the simulator closed the connection,
+"disconnected" when the client hung up before its request was read; model "unknown" when the body
+gave none), tokens of successful answers, and which fault, if any, was injected.
 """
 
 from __future__ import annotations

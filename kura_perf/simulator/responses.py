@@ -3,18 +3,24 @@
 Pure functions from a request body to a `Prepared` answer: its token counts (known up front, so the
 TPM bucket can be charged before any costly work) and a `render()` that produces the body (the
 vectors are computed only for admitted requests). The HTTP layer decides faults, limits and timing.
-Invalid requests raise InvalidRequest, which becomes a 400 in OpenAI's error format.
+Invalid requests raise InvalidRequest, which becomes a 400 in OpenAI's error format, with the real
+API's wording where it refuses: `n` outside 1..128, `max_tokens` / `max_completion_tokens` not a
+positive integer within the model's output limit, a chat request over the model's context window, an
+embeddings input over 8192 tokens or a request over 300,000 tokens. These are checked before any
+costly work (reading the prompt, computing vectors), so an oversized request is refused at once.
 """
 
 from __future__ import annotations
 
 import base64
+import copy
 import json
 import time
 import uuid
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from kura_perf.simulator.models import EMBEDDING_INPUT_TOKENS, EMBEDDING_REQUEST_TOKENS, EMBEDDINGS, MAX_N, ModelSpec
 from kura_perf.simulator.schema_fill import fill_schema
 from kura_perf.simulator.text import PromptView, content_text
 from kura_perf.simulator.tokens import estimate_tokens
@@ -31,9 +37,58 @@ class Prepared:
 
 
 class InvalidRequest(Exception):
-    def __init__(self, message: str, param: str | None = None):
+    """A 400 (or `status`) in OpenAI's error shape: {"error": {"message", "type", "param", "code"}}."""
+
+    def __init__(self, message: str, param: str | None = None, code: str | None = None,
+                 error_type: str = "invalid_request_error"):
         super().__init__(message)
-        self.param = param
+        self.param, self.code, self.error_type = param, code, error_type
+
+
+_JSON_TYPE_NAMES = {str: "a string", float: "a decimal number", bool: "a boolean", list: "an array", dict: "an object"}
+
+
+def integer_param(body: dict, name: str, low: int, high: int | None = None) -> int | None:
+    """body[name] as an int within low..high, None when absent or null; InvalidRequest as OpenAI words it."""
+    value = body.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        got = _JSON_TYPE_NAMES.get(type(value), type(value).__name__)
+        raise InvalidRequest(f"Invalid type for '{name}': expected an integer, but got {got} instead.", name,
+                             "invalid_type")
+    if value < low:
+        raise InvalidRequest(f"Invalid '{name}': integer below minimum value. Expected a value >= {low}, but got "
+                             f"{value} instead.", name, "integer_below_min_value")
+    if high is not None and value > high:
+        raise InvalidRequest(f"Invalid '{name}': integer above maximum value. Expected a value <= {high}, but got "
+                             f"{value} instead.", name, "integer_above_max_value")
+    return value
+
+
+def _completion_limit(body: dict, spec: ModelSpec) -> int | None:
+    """max_completion_tokens (or the older max_tokens): at least 1, at most what the model can write."""
+    limit = None
+    for name in ("max_tokens", "max_completion_tokens"):
+        value = integer_param(body, name, 1)
+        if value is not None and value > spec.max_output_tokens:
+            raise InvalidRequest(f"{name} is too large: {value}. This model supports at most "
+                                 f"{spec.max_output_tokens} completion tokens, whereas you provided {value}.",
+                                 name, "invalid_value")
+        limit = value if value is not None else limit
+    return limit
+
+
+def _check_context(prompt_tokens: int, completion_limit: int | None, spec: ModelSpec) -> None:
+    if completion_limit is not None and prompt_tokens + completion_limit > spec.context_tokens:
+        raise InvalidRequest(f"This model's maximum context length is {spec.context_tokens} tokens. However, you "
+                             f"requested {prompt_tokens + completion_limit} tokens ({prompt_tokens} in the messages, "
+                             f"{completion_limit} in the completion). Please reduce the length of the messages or "
+                             f"completion.", "messages", "context_length_exceeded")
+    if prompt_tokens > spec.context_tokens:
+        raise InvalidRequest(f"This model's maximum context length is {spec.context_tokens} tokens. However, your "
+                             f"messages resulted in {prompt_tokens} tokens. Please reduce the length of the "
+                             f"messages.", "messages", "context_length_exceeded")
 
 
 def _dumps(value: Any) -> str:
@@ -67,12 +122,16 @@ def _chosen_tool(tools: list, tool_choice: Any) -> dict:
     return functions[0]
 
 
-def build_chat_completion(body: dict, model: str) -> Prepared:
+def build_chat_completion(body: dict, model: str, spec: ModelSpec) -> Prepared:
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         raise InvalidRequest("'messages' must be a non-empty array", "messages")
     if body.get("stream"):
         raise InvalidRequest("the simulator does not stream; send stream=false", "stream")
+    n = integer_param(body, "n", 1, MAX_N) or 1
+    completion_limit = _completion_limit(body, spec)
+    prompt_tokens = chat_prompt_tokens(body)
+    _check_context(prompt_tokens, completion_limit, spec)
     view = PromptView.from_messages(messages)
     tools = body.get("tools") or []
     tool_choice = body.get("tool_choice")
@@ -103,22 +162,22 @@ def build_chat_completion(body: dict, model: str) -> Prepared:
         })
     elif format_type in (None, "text"):
         text = view.plain_answer()
-        limit = body.get("max_completion_tokens") or body.get("max_tokens")
-        if isinstance(limit, int) and limit > 0 and estimate_tokens(text) > limit:
-            text, finish_reason = text[: limit * 4], "length"
+        if completion_limit is not None and estimate_tokens(text) > completion_limit:
+            text, finish_reason = text[: completion_limit * 4], "length"
         completion_text = message["content"] = text
     else:
         raise InvalidRequest(f"unsupported response_format type {format_type!r}", "response_format.type")
 
-    prompt_tokens = chat_prompt_tokens(body)
-    completion_tokens = estimate_tokens(completion_text)
+    completion_tokens = estimate_tokens(completion_text) * n  # each of the n choices is generated
+    choices = [{"index": i, "message": message if i == 0 else copy.deepcopy(message), "finish_reason": finish_reason,
+                "logprobs": None} for i in range(n)]
     payload = {
         "id": f"chatcmpl-{uuid.uuid4().hex[:24]}",
         "object": "chat.completion",
         "created": int(time.time()),
         "model": model,
         "system_fingerprint": "fp_kura_perf_sim",
-        "choices": [{"index": 0, "message": message, "finish_reason": finish_reason, "logprobs": None}],
+        "choices": choices,
         "usage": {
             "prompt_tokens": prompt_tokens,
             "completion_tokens": completion_tokens,
@@ -128,8 +187,9 @@ def build_chat_completion(body: dict, model: str) -> Prepared:
     return Prepared(prompt_tokens, completion_tokens, lambda: payload)
 
 
-def _embedding_inputs(raw: Any) -> tuple[list[str], int]:
-    """Texts to embed and their prompt tokens; token-id inputs count one token per id."""
+def _embedding_inputs(raw: Any, input_limit: int) -> tuple[list[str], int]:
+    """Texts to embed and their prompt tokens; token-id inputs count one token per id. Each input may
+    hold `input_limit` tokens, all of them together EMBEDDING_REQUEST_TOKENS."""
     if isinstance(raw, str):
         raw = [raw]
     elif isinstance(raw, list) and raw and all(isinstance(t, int) for t in raw):
@@ -143,18 +203,27 @@ def _embedding_inputs(raw: Any) -> tuple[list[str], int]:
         if isinstance(item, str):
             if not item:
                 raise InvalidRequest("'$.input' is invalid: empty strings cannot be embedded", "input")
-            texts.append(item)
-            tokens += estimate_tokens(item)
+            item_tokens = estimate_tokens(item)
         elif isinstance(item, list) and item and all(isinstance(t, int) for t in item):
-            texts.append(" ".join(f"tok{t}" for t in item))
-            tokens += len(item)
+            item_tokens = len(item)
         else:
             raise InvalidRequest("'input' items must be non-empty strings or token arrays", "input")
-    return texts, tokens
+        if item_tokens > input_limit:
+            raise InvalidRequest(f"This model's maximum context length is {input_limit} tokens, however you requested "
+                                 f"{item_tokens} tokens ({item_tokens} in your prompt; 0 for the completion). Please "
+                                 f"reduce your prompt; or completion length.")
+        tokens += item_tokens
+        texts.append(item)
+    if tokens > EMBEDDING_REQUEST_TOKENS:
+        raise InvalidRequest(f"Requested {tokens} tokens, max {EMBEDDING_REQUEST_TOKENS} tokens per request", None,
+                             "max_tokens_per_request", "max_tokens_per_request")
+    # Token-id inputs become text only once the request is known to be within its limits.
+    return [t if isinstance(t, str) else " ".join(f"tok{i}" for i in t) for t in texts], tokens
 
 
-def build_embeddings(body: dict, model: str) -> Prepared:
-    texts, prompt_tokens = _embedding_inputs(body.get("input"))
+def build_embeddings(body: dict, model: str, spec: ModelSpec) -> Prepared:
+    input_limit = spec.context_tokens if spec.kind == EMBEDDINGS else EMBEDDING_INPUT_TOKENS
+    texts, prompt_tokens = _embedding_inputs(body.get("input"), input_limit)
     dimensions = body.get("dimensions")
     if dimensions is not None:
         if not supports_dimensions(model):

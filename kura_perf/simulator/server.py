@@ -9,12 +9,15 @@ Control endpoints (not part of OpenAI's API):
   POST /_sim/config   apply a partial config (same keys as SimulatorConfig.from_dict); buckets restart full
   POST /_sim/outage   {"duration_s": d, "start_in_s": 0}: every API request gets 503 in that window
 
-Per API request, in order: parse the body (400), outage (503), dropped connection, injected 5xx,
-forced 429, validate and count tokens (400 if invalid), RPM/TPM buckets (429 + retry-after), then
-the answer after its latency (lognormal; chat adds time per output token; the time spent computing
-the answer counts towards it) or, for a timeout fault, after slow_response_s. Faults answer at
-once. Every /v1 answer for a known model carries the x-ratelimit headers. Auth headers are never
-read nor logged.
+Per API request, in order: the body's size (413 over max_body_bytes, refused before it is read),
+parse the body (400), the model (404 model_not_found unless served: simulator/models.py), outage
+(503), dropped connection, injected 5xx, forced 429, validate and count tokens (400 if invalid, as the
+real API words it: n, max_tokens, the model's context), RPM/TPM buckets (429 + retry-after; a request
+larger than the token bucket can ever hold gets 429 "Request too large" at once), then the answer
+after its latency (lognormal; chat adds time per output token; the time spent computing the answer
+counts towards it) or, for a timeout fault, after slow_response_s. Faults answer at once. Every /v1
+answer for a known model carries the x-ratelimit headers. Auth headers are never read nor logged. A
+client that hangs up before its request is read costs one stderr line, not a traceback.
 """
 
 from __future__ import annotations
@@ -30,13 +33,14 @@ from typing import Callable
 
 from aiohttp import web
 
-from kura_perf.simulator.config import LOOPBACK, SimulatorConfig
+from kura_perf.simulator.config import LOOPBACK, MAX_BODY_BYTES, SimulatorConfig
 from kura_perf.simulator.limits import ModelLimits, RateLimiter
+from kura_perf.simulator.models import CHAT, ModelSpec, ModelTable
 from kura_perf.simulator.requestlog import RequestLog
 from kura_perf.simulator.responses import InvalidRequest, Prepared, build_chat_completion, build_embeddings
-from kura_perf.simulator.vectors import NATIVE_DIMENSIONS
 
-Builder = Callable[[dict, str], Prepared]
+Builder = Callable[[dict, str, ModelSpec], Prepared]
+_READ_CHUNK = 1 << 16
 
 
 class SimulatorState:
@@ -52,6 +56,7 @@ class SimulatorState:
     def apply(self, config: SimulatorConfig) -> None:
         self.config = config
         self.rng = random.Random(config.seed)
+        self.models = ModelTable(config.models)
         self.limiter = RateLimiter({"chat": config.chat, "embeddings": config.embeddings}, config.burst_s)
 
     def reset(self) -> None:
@@ -89,6 +94,41 @@ def _say(state: SimulatorState, text: str) -> None:
         print(text, file=sys.stderr, flush=True)
 
 
+def _log_disconnect(request: web.Request, exc: BaseException) -> None:
+    """One line, always: a client that hung up is an event to see, not a server failure to debug."""
+    print(f"client disconnected: {request.method} {request.path} from {request.remote} "
+          f"({type(exc).__name__}: {exc})", file=sys.stderr, flush=True)
+
+
+class BodyTooLarge(Exception):
+    def __init__(self, size: int, limit: int, declared: bool = False):
+        super().__init__(f"Maximum content size limit ({limit}) exceeded ({size} bytes "
+                         f"{'declared by Content-Length' if declared else 'read'})")
+
+
+async def _read_body(request: web.Request, limit: int) -> bytes:
+    """The body, refused (BodyTooLarge) as soon as it is known to exceed `limit`: from Content-Length
+    before a byte is read, else while reading, so the server never holds more than `limit` of it."""
+    if request.content_length is not None and request.content_length > limit:
+        raise BodyTooLarge(request.content_length, limit, declared=True)
+    chunks, size = [], 0
+    async for chunk in request.content.iter_chunked(_READ_CHUNK):
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge(size, limit)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _wrong_endpoint(kind: str, model: str) -> web.Response:
+    if kind == CHAT:  # the real API's words for an embeddings model sent to chat
+        return error_response(404, "This is not a chat model and thus not supported in the v1/chat/completions "
+                                   "endpoint. Did you mean to use v1/completions?", "invalid_request_error",
+                              param="model")
+    return error_response(400, f"The model `{model}` is a chat model and does not support embeddings.",
+                          "invalid_request_error", param="model")
+
+
 async def _drop_connection(request: web.Request) -> web.StreamResponse:
     """Close the socket without a byte of response: the client sees a disconnect."""
     transport = request.transport
@@ -101,25 +141,41 @@ async def _serve_api(request: web.Request, endpoint: str, kind: str, build: Buil
     state = request.app[STATE]
     faults = state.config.faults
     try:
-        body = await request.json()
+        body = json.loads(await _read_body(request, state.config.max_body_bytes))
         if not isinstance(body, dict):
             raise ValueError
-    except (ValueError, json.JSONDecodeError):
+    except BodyTooLarge as exc:
+        state.log.record(endpoint, "unknown", 413)
+        return error_response(413, str(exc), "invalid_request_error")
+    except ConnectionError as exc:  # the client hung up while sending
+        state.log.record(endpoint, "unknown", "disconnected")
+        _log_disconnect(request, exc)
+        raise asyncio.CancelledError from None  # nobody to answer; aiohttp ends the handler quietly
+    except (ValueError, UnicodeDecodeError):
         state.log.record(endpoint, "unknown", 400)
         return error_response(400, "We could not parse the JSON body of your request.", "invalid_request_error")
     model = body.get("model")
     if not isinstance(model, str) or not model:
         state.log.record(endpoint, "unknown", 400)
         return error_response(400, "you must provide a model parameter", "invalid_request_error", param="model")
+    spec = state.models.lookup(model)
+    if spec is None:  # before any bucket is made for it: a stream of bad names holds no memory
+        state.log.record(endpoint, model, 404)
+        return error_response(404, f"The model `{model}` does not exist or you do not have access to it.",
+                              "invalid_request_error", code="model_not_found")
+    if spec.kind not in (None, kind):
+        state.log.record(endpoint, model, 404 if kind == CHAT else 400)
+        return _wrong_endpoint(kind, model)
 
     now = time.monotonic()
     limits: ModelLimits = state.limiter.for_model(kind, model, now)
 
     def answer_error(status: int, fault: str | None, message: str, error_type: str, code: str | None,
-                     extra: dict[str, str] | None = None) -> web.Response:
+                     extra: dict[str, str] | None = None, param: str | None = None) -> web.Response:
         state.log.record(endpoint, model, status, fault=fault)
         _say(state, f"{request.method} {request.path} model={model} status={status} fault={fault}")
-        return error_response(status, message, error_type, code, headers={**limits.headers(now), **(extra or {})})
+        return error_response(status, message, error_type, code, param,
+                              headers={**limits.headers(now), **(extra or {})})
 
     if state.in_outage(now):
         return answer_error(503, "outage", "The server is temporarily unavailable (simulated outage).",
@@ -138,10 +194,10 @@ async def _serve_api(request: web.Request, endpoint: str, kind: str, build: Buil
                             f"Please try again in {wait:g}s.", "requests", "rate_limit_exceeded",
                             _retry_after_headers(wait))
     try:
-        prepared = build(body, model)
+        prepared = build(body, model, spec)
         prompt_tokens, completion_tokens = prepared.prompt_tokens, prepared.completion_tokens
     except InvalidRequest as exc:
-        return answer_error(400, None, str(exc), "invalid_request_error", None)
+        return answer_error(400, None, str(exc), exc.error_type, exc.code, param=exc.param)
 
     admission = limits.admit(prompt_tokens + completion_tokens, now)
     if not admission.admitted:
@@ -183,8 +239,9 @@ async def embeddings(request: web.Request) -> web.StreamResponse:
 
 
 async def list_models(request: web.Request) -> web.Response:
-    request.app[STATE].log.record("models", "-", 200)
-    names = ["gpt-4o-mini", "gpt-4o", *NATIVE_DIMENSIONS]
+    state = request.app[STATE]
+    state.log.record("models", "-", 200)
+    names = state.models.names()
     data = [{"id": n, "object": "model", "created": 1700000000, "owned_by": "kura-perf-simulator"} for n in names]
     return web.json_response({"object": "list", "data": data})
 
@@ -236,6 +293,9 @@ async def openai_style_http_errors(request: web.Request, handler) -> web.StreamR
     """Unknown routes and wrong methods answer in OpenAI's error format too."""
     try:
         return await handler(request)
+    except ConnectionError as exc:  # the client went away mid-request: one line, no traceback
+        _log_disconnect(request, exc)
+        raise asyncio.CancelledError from None
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
@@ -243,7 +303,7 @@ async def openai_style_http_errors(request: web.Request, handler) -> web.StreamR
 
 
 def build_app(config: SimulatorConfig) -> web.Application:
-    app = web.Application(client_max_size=256 * 1024 * 1024, middlewares=[openai_style_http_errors])
+    app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[openai_style_http_errors])
     app[STATE] = SimulatorState(config)
     app.router.add_post("/v1/chat/completions", chat_completions)
     app.router.add_post("/v1/embeddings", embeddings)
