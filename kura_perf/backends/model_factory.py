@@ -70,7 +70,7 @@ class ModelFactory(BuiltOnce):
     def _torch_minilm(self):
         from kura_perf.models.sentence_transformer import SentenceTransformerEmbedding
 
-        return self._once("embed:torch", lambda: SentenceTransformerEmbedding(batch_size=self.profile.batch_size))
+        return self._once("embed:torch", lambda: SentenceTransformerEmbedding(batch_size=self._local_batch_size()))
 
     def _onnx_minilm(self, backend: str):
         from kura_perf.models.cache import onnx_exports_dir
@@ -87,7 +87,10 @@ class ModelFactory(BuiltOnce):
         cache = ExportCache(onnx_exports_dir(self.model_cache), path, length, reference=torch_model.bare_encode,
                             encoder_factory=lambda file: OnnxEncoder(file, path, length),
                             min_cosine=self.onnx_min_cosine)
-        return OnnxEmbedding(backend, cache, batch_size=self.profile.batch_size)
+        return OnnxEmbedding(backend, cache, batch_size=self._local_batch_size())
+
+    def _local_batch_size(self) -> int:
+        return self.profile.embedding_batch_size or self.profile.batch_size
 
     def summary_model(self):
         spec = self.profile.summary_model

@@ -13,7 +13,7 @@ from kura_perf.backends.model_factory import ModelFactory
 from kura_perf.corpus import iter_conversations, load_conversations
 from kura_perf.errors import StageError
 from kura_perf.meter.api import ApiCounters
-from kura_perf.models.protocols import (BuildsKnnGraph, CountsApiCalls, PreparesModel, ReusesKnnGraph,
+from kura_perf.models.protocols import (BuildsKnnGraph, CountsApiCalls, PreparesModel, ReportsFit, ReusesKnnGraph,
                                         SelectsSummaries)
 from kura_perf.outputs import StageData
 from kura_perf.profiles import Profile
@@ -87,7 +87,8 @@ class ReferenceBackend(Prepares, ReportsApiCounters):
         if isinstance(model, SelectsSummaries):  # a Kura checkpoint: read once, every conversation covered
             model = model.select([c.chat_id for c in convs])
             extra.update(model.read_info)
-        table = summarise(convs, model, batch_size=max(self.profile.batch_size, 1), progress=inputs.progress)
+        table = summarise(convs, model, batch_size=max(self.profile.batch_size, 1), progress=inputs.progress,
+                          embed_layout=self.profile.embed_text)
         return StageResult(StageData(tables={"main": table}), items_in=len(convs), items_out=len(table),
                            api=_counters(model), extra=extra)
 
@@ -121,7 +122,8 @@ class ReferenceBackend(Prepares, ReportsApiCounters):
         return StageResult(StageData(tables={"main": result.clusters, "assignments": result.assignments},
                                      arrays=arrays),
                            items_in=len(summaries), items_out=len(result.clusters), quality=result.quality,
-                           api=_counters(namer), extra={"method": method.name, "params": _jsonable(method.params)})
+                           api=_counters(namer), extra={"method": method.name, "params": _jsonable(method.params),
+                                  **(_jsonable(method.fit_report()) if isinstance(method, ReportsFit) else {})})
 
     def _meta_clusters(self, inputs: StageInputs) -> StageResult:
         from kura_perf.stages.meta_clusters import build_hierarchy

@@ -12,9 +12,12 @@ import math
 import numpy as np
 
 from kura_perf.errors import KuraPerfError
-from kura_perf.models.protocols import BuildsKnnGraph
+from kura_perf.models.protocols import BuildsKnnGraph, ReportsFit
 
 MINIBATCH_THRESHOLD = 20_000
+# How umap-hdbscan gets HDBSCAN's min_cluster_size: "fixed" (max(min_cluster_size, n * min_cluster_share)),
+# or "validity" (chosen per run by cluster validity over a grid from min_cluster_size up: size_selection.py).
+SIZE_SELECTIONS = ("fixed", "validity")
 
 
 def _as_matrix(vectors: np.ndarray) -> np.ndarray:
@@ -224,7 +227,7 @@ class AgglomerativeMethod:
         return model.fit_predict(matrix).astype(np.int64)
 
 
-class UMAPHDBSCANMethod(BuildsKnnGraph):
+class UMAPHDBSCANMethod(BuildsKnnGraph, ReportsFit):
     """BERTopic's recipe: UMAP to a few dimensions (cosine), then HDBSCAN on the reduced vectors.
 
     Density clustering in 384 dimensions finds almost nothing (distances concentrate: on the 1K synthetic
@@ -232,10 +235,13 @@ class UMAPHDBSCANMethod(BuildsKnnGraph):
     min_dist 0 packs neighbours tightly, which is what a density clusterer wants (the 2-D projection
     for people keeps its own min_dist). The defaults come from measurements in profiles.toml.
 
-    min_cluster_size grows with the data: max(min_cluster_size, ceil(n * min_cluster_share)) (10 at 1K,
-    100 at 10K by default), so 10K conversations are not shattered into hundreds of sub-topics with 10%
-    noise (measured: size 10 at 10K gives 349 clusters, 9% noise, ARI 0.22; size 100 gives 48, ARI 0.97). Noise (-1) stays noise unless assign_noise:
-    then each noise point joins the cluster of its nearest clustered neighbour in the reduced space.
+    HDBSCAN's min_cluster_size: by default (size_selection "validity") chosen per fit from a geometric grid
+    (min_cluster_size x size_step^k, up to max_size_share of n) by HDBSCAN's relative validity on the
+    reduced vectors (kura_perf/models/size_selection.py), so no topic size is assumed. With "fixed" it is
+    max(min_cluster_size, ceil(n * min_cluster_share)): the previous default (1% of n) found at most ~100
+    clusters at any scale and merged topics at 100K (synthetic: 43 of 48, ARI 0.34); a fixed 10 shattered
+    10K (349 clusters, ARI 0.22). Noise (-1) joins the cluster of its nearest clustered neighbour in the
+    reduced space when assign_noise (the default; fit_report() keeps HDBSCAN's own noise share).
 
     The k-NN graph of the input is kept (`knn`) so the 2-D projection can reuse it; one can also be
     passed in (`fit_predict(vectors, knn=...)`) when it already exists.
@@ -250,12 +256,26 @@ class UMAPHDBSCANMethod(BuildsKnnGraph):
         min_dist: float = 0.0,
         metric: str = "cosine",
         random_state: int | None = 42,
-        min_cluster_size: int = 10,
-        min_cluster_share: float = 0.01,
+        min_cluster_size: int = 5,
+        min_cluster_share: float = 0.0,
         min_samples: int | None = 5,
         cluster_selection_method: str = "eom",
-        assign_noise: bool = False,
+        assign_noise: bool = True,
+        size_selection: str | None = None,
+        size_step: float = 1.25,
+        max_size_share: float = 0.1,
     ) -> None:
+        if size_selection is None:  # a profile that sets a share (the previous rule) keeps meaning what it said
+            size_selection = "fixed" if min_cluster_share else "validity"
+        if size_selection not in SIZE_SELECTIONS:
+            raise KuraPerfError(f"size_selection must be one of {', '.join(SIZE_SELECTIONS)} (got '{size_selection}')")
+        if size_selection == "validity" and min_cluster_share:
+            raise KuraPerfError("size_selection 'validity' chooses min_cluster_size from the data; "
+                                f"min_cluster_share {min_cluster_share} would override it (set it to 0)")
+        if size_step <= 1.0:
+            raise KuraPerfError(f"size_step must be above 1 (got {size_step})")
+        if not 0.0 < max_size_share <= 0.5:
+            raise KuraPerfError(f"max_size_share must be in (0, 0.5] (got {max_size_share})")
         if n_components < 1:
             raise KuraPerfError(f"n_components must be at least 1 (got {n_components})")
         if n_neighbors < 2:
@@ -276,6 +296,11 @@ class UMAPHDBSCANMethod(BuildsKnnGraph):
         self.min_samples = min_samples
         self.cluster_selection_method = cluster_selection_method
         self.assign_noise = assign_noise
+        self.size_selection = size_selection
+        self.size_step = size_step
+        self.max_size_share = max_size_share
+        self.size_choice = None  # SizeChoice of the last fit (size_selection "validity")
+        self.hdbscan_noise_share: float | None = None  # before assign_noise, of the last fit
         self.knn = None  # KnnGraph of the last fit's input
         self.reduced: np.ndarray | None = None  # the last fit's reduced vectors
 
@@ -292,7 +317,18 @@ class UMAPHDBSCANMethod(BuildsKnnGraph):
             "min_samples": self.min_samples,
             "cluster_selection_method": self.cluster_selection_method,
             "assign_noise": self.assign_noise,
+            "size_selection": self.size_selection,
+            "size_step": self.size_step,
+            "max_size_share": self.max_size_share,
         }
+
+    def fit_report(self) -> dict:
+        """What the last fit decided from the data (for the stage record): the chosen size and why."""
+        report: dict = {"hdbscan_noise_share": self.hdbscan_noise_share}
+        if self.size_choice is not None:
+            report["chosen_min_cluster_size"] = self.size_choice.size
+            report["size_candidates"] = self.size_choice.candidates
+        return report
 
     def cluster_size_for(self, n_points: int) -> int:
         """The min_cluster_size HDBSCAN gets for n_points: the floor, or the share of n when larger."""
@@ -336,9 +372,18 @@ class UMAPHDBSCANMethod(BuildsKnnGraph):
             self.knn, self.reduced = None, None
             return np.full(n, -1, dtype=np.int64)  # too few points for a reduction or a cluster: all noise
         self.reduced = self.reduce(matrix, knn)
-        self.hdbscan.min_cluster_size = size
-        self.hdbscan.min_samples = self.min_samples if self.min_samples is not None else size
-        labels = self.hdbscan.fit_predict(self.reduced)
+        if self.size_selection == "validity":
+            from kura_perf.models.size_selection import choose_cluster_size
+
+            self.size_choice = choose_cluster_size(
+                self.reduced, floor=self.min_cluster_size, min_samples=self.min_samples or self.min_cluster_size,
+                step=self.size_step, max_share=self.max_size_share, selection_method=self.cluster_selection_method)
+            labels = self.size_choice.labels
+        else:
+            self.hdbscan.min_cluster_size = size
+            self.hdbscan.min_samples = self.min_samples if self.min_samples is not None else size
+            labels = self.hdbscan.fit_predict(self.reduced)
+        self.hdbscan_noise_share = float(np.mean(labels < 0)) if len(labels) else 0.0
         if self.assign_noise:
             labels = assign_noise_to_nearest(self.reduced, labels)
         return labels

@@ -21,6 +21,7 @@ from kura_perf.models.protocols import EncodesBare, PreparesModel, ReportsProgre
 Progress = Callable[[int, int], None]
 
 DEFAULT_MAX_SEQ_LENGTH = 256
+PROGRESS_EVERY = 256
 
 
 def max_seq_length(model_path: str) -> int:
@@ -115,9 +116,13 @@ class OnnxEmbedding(ReportsProgress, PreparesModel, EncodesBare):
         # Longest first, so each batch pads to a similar length; rows go back to input order.
         order = np.argsort([-len(text) for text in texts], kind="stable")
         out = np.empty((total, self.dimension), dtype=np.float32)
+        reported = 0
         for start in range(0, total, self.batch_size):
             rows = order[start : start + self.batch_size]
             out[rows] = self._encoder.encode_batch([texts[i] for i in rows])
-            if progress is not None:
-                progress(start + len(rows), total)
+            done = start + len(rows)
+            # At least PROGRESS_EVERY texts between reports: with batch 1, one per text would cost more than it tells.
+            if progress is not None and (done - reported >= PROGRESS_EVERY or done == total):
+                progress(done, total)
+                reported = done
         return out

@@ -115,6 +115,14 @@ class BuildsKnnGraph(Protocol):
 
 
 @runtime_checkable
+class ReportsFit(Protocol):
+    """A ClusteringMethod that decides something from the data on each fit (umap-hdbscan choosing its
+    min_cluster_size); fit_report() says what, for the clusters stage's record."""
+
+    def fit_report(self) -> dict: ...
+
+
+@runtime_checkable
 class PreparesModel(Protocol):
     """A model with one-time set-up (loading weights, making or checking an ONNX export) that can run
     before the stage is timed; returns what it did and measured, for the record's extra."""

@@ -70,7 +70,7 @@ class CustomStep(BaseModel):
 
 # Keys added after records were first stored: left out of the hash while unset, so profiles that do
 # not use them keep the hash (and the regression history) they always had.
-_HASHED_ONLY_WHEN_SET = ("custom_step",)
+_HASHED_ONLY_WHEN_SET = ("custom_step", "embedding_batch_size")
 # Who runs the local MiniLM model. "torch" is sentence-transformers (what Kura runs); "onnx" and
 # "onnx-int8" are onnxruntime over an export of the same weights, checked against torch before use
 # (kura_perf/models/onnx_export.py). "api" marks vectors from an API embedding model.
@@ -79,6 +79,11 @@ LOCAL_EMBEDDING_BACKENDS = ("torch", "onnx", "onnx-int8")
 # The reference pipeline's default: the fastest backend whose clustering quality stayed within 0.02 ARI
 # of torch (measurements in README, "Embedding backends").
 DEFAULT_EMBEDDING_BACKEND = "onnx-int8"
+# What a summary row's embed_text is. "summary": the summary text alone, what the reference embeds
+# (Kura's tagged layout around short real requests is mostly shared words, which dominate MiniLM's mean
+# pooling: CLINC150 10K ARI 0.19 with it; docs/reference-quality.md). "kura-template": Kura's
+# str(ConversationSummary) layout, what Kura embeds (the kura backend always, by construction).
+EmbedTextName = Literal["summary", "kura-template"]
 
 
 class Profile(BaseModel):
@@ -94,12 +99,18 @@ class Profile(BaseModel):
     # None: the pipeline's default (DEFAULT_EMBEDDING_BACKEND for the reference backend's MiniLM,
     # torch for the kura backend, "api" for an API model); resolved when the profile is validated.
     embedding_backend: EmbeddingBackendName | None = None
+    # None: "summary" for the reference backend, "kura-template" for kura (resolved on validation).
+    embed_text: EmbedTextName | None = None
     clustering: Literal["umap-hdbscan", "hdbscan", "kmeans", "agglomerative"] = "umap-hdbscan"
     clustering_params: dict = Field(default_factory=dict)
     meta_max_clusters: int = Field(10, ge=1, strict=True)
     meta_max_iterations: int = Field(10, ge=1, le=1000, strict=True)
     projection: Literal["umap", "pca"] = "umap"
     batch_size: int = Field(32, ge=1, le=100_000, strict=True)  # 32: best local-embedding batch measured (README "Embedding backends")
+    # The local embedding model's batch (None: batch_size). 1 makes each text's vector depend on that text
+    # alone: int8 ONNX quantizes activations per batch tensor, so batch mates moved vectors by up to 0.03
+    # (cosine 0.988) and clusterings with them; alone, a text embeds the same at every scale and order.
+    embedding_batch_size: int | None = Field(None, ge=1, le=100_000, strict=True)
     # Proposal §2.2: conversations, summaries and embeddings run over the partition this many rows at a
     # time, each batch written before the next is read (peak memory bounded by the batch); None = all at once.
     stream_batch_size: int | None = Field(None, ge=1, le=10_000_000, strict=True)
@@ -149,6 +160,18 @@ class Profile(BaseModel):
         elif chosen == "api":
             raise ValueError(f"embedding_backend 'api' needs an API embedding_model (got '{self.embedding_model}'); "
                              f"choose one of {', '.join(LOCAL_EMBEDDING_BACKENDS)}")
+        return self
+
+    @model_validator(mode="after")
+    def _resolve_embed_text(self) -> "Profile":
+        """Make embed_text concrete (it is in the profile hash); Kura embeds its own layout, nothing else."""
+        if self.backend == "kura":
+            if self.embed_text not in (None, "kura-template"):
+                raise ValueError(f"embed_text '{self.embed_text}': the kura backend embeds Kura's own "
+                                 f"str(ConversationSummary) layout; only 'kura-template' applies")
+            self.embed_text = "kura-template"
+        elif self.embed_text is None:
+            self.embed_text = "summary"
         return self
 
     @model_validator(mode="after")

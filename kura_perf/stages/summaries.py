@@ -18,12 +18,20 @@ _SCORE_FIELDS = ("concerning_score", "user_frustration")
 _LIST_FIELDS = ("languages", "assistant_errors")
 
 
-def embed_text(fields: dict) -> str:
-    """What gets embedded for a conversation: Kura's str(ConversationSummary) layout, summary fields only.
+EMBED_LAYOUTS = ("summary", "kura-template")
+
+
+def embed_text(fields: dict, layout: str = "kura-template") -> str:
+    """What gets embedded for a conversation: the summary text alone ("summary", the reference's
+    choice) or Kura's str(ConversationSummary) layout of the summary fields ("kura-template").
 
     Built from the model's output alone, never from the conversation's topic (ground truth) or
     metadata, so clustering quality cannot be inflated by leaked labels.
     """
+    if layout == "summary":
+        return str(fields["summary"])
+    if layout != "kura-template":
+        raise StageError(f"summaries: embed_text layout '{layout}'; expected one of {', '.join(EMBED_LAYOUTS)}")
     return (
         f"<summary>{fields['summary']}</summary>\n"
         f"<request>{fields['request']}</request>\n"
@@ -38,8 +46,10 @@ def summarise(
     model: SummaryModel,
     batch_size: int = 256,
     progress: Progress | None = None,
+    embed_layout: str = "kura-template",
 ) -> pd.DataFrame:
-    """Summarise in batches of `batch_size`; progress(done, total) after each batch."""
+    """Summarise in batches of `batch_size`; progress(done, total) after each batch; embed_text in
+    `embed_layout` (see embed_text)."""
     if batch_size < 1:
         raise StageError(f"summaries: batch_size must be at least 1 (got {batch_size})")
     total = len(conversations)
@@ -57,7 +67,7 @@ def summarise(
             _validate(conversation.chat_id, fields, model.name)
             row = {"chat_id": conversation.chat_id}
             row.update({name: fields[name] for name in SUMMARY_FIELDS})
-            row["embed_text"] = embed_text(fields)
+            row["embed_text"] = embed_text(fields, embed_layout)
             rows.append(row)
         if progress is not None:
             progress(start + len(batch), total)
