@@ -53,6 +53,9 @@ def cmd_run(args) -> int:
                              meter=False if args.no_meter else None)
     profile = run_settings.profile(args.profile)
     preflight(profile, run_settings)  # refuse a bad profile before starting Dagster
+    from kura_perf.datasets import check_scale_fits
+
+    check_scale_fits(profile.data_file, scale_count(args.scale), profile.allow_short_data)  # 50k of 22,500 rows
     paths = run_settings.paths
     settings = _shape_settings(args)
     _dagster_home(paths)
