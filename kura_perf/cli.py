@@ -326,7 +326,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="materialize the stage assets of one partition, in-process")
-    run.add_argument("--scale", default="100", help="100, 1k, 5k, 10k, 50k or 100k")
+    run.add_argument("--scale", default="100", help="100, 1k, 5k, 10k, 20k, 50k or 100k")
     run.add_argument("--profile", default="offline")
     run.add_argument("--stages", nargs="+", help="only these stages (their inputs must exist)")
     run.add_argument("--profiles", help="an extra profiles TOML file")

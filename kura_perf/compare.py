@@ -323,7 +323,7 @@ def add_compare_command(subparsers: argparse._SubParsersAction) -> None:
     compare.add_argument("right", help="backend:profile, e.g. kura:kura-tier5")
     # Repeatable, one value each (`--scale 1k --scale 10k`): a greedy nargs="+" would swallow the two
     # positional pipelines of the documented `kura-perf compare --scale 1k L R`.
-    compare.add_argument("--scale", action="append", help="100, 1k, 5k, 10k, 50k or 100k; repeat for several "
+    compare.add_argument("--scale", action="append", help="100, 1k, 5k, 10k, 20k, 50k or 100k; repeat for several "
                                                           "(default: every scale either side ran)")
     compare.add_argument("--host", help="host fingerprint (default: the latest both sides were measured on)")
     compare.add_argument("--format", choices=["table", "csv", "json"], default="table")
