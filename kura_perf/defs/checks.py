@@ -31,9 +31,12 @@ from kura_perf.scales import SCALES
 from kura_perf.stages.base import STAGES
 
 DESCRIPTIONS = {
-    "regression": "Wall time and peak RSS vs the history of this stage/scale/profile/host (or a pinned run): "
-                  "fails only when over the profile's threshold AND beyond the measured noise.",
-    "budgets": "Proposal budgets: peak memory per scale, storage per conversation, expected cluster counts.",
+    "regression": "Wall time and peak RSS vs the history of this stage/scale/profile/host (or a pinned run), and "
+                  "on clusters and meta_clusters the topic-level ARI (finest truth level; without truth: "
+                  "silhouette): fails only when over the profile's threshold AND beyond the measured noise.",
+    "budgets": "Proposal budgets: peak memory per scale, storage per conversation; cluster counts against the "
+               "ground truth's class count (base level >= 0.5x, topic level 0.5x-2x), or §1.2's guesses "
+               "shown for information when there is no truth.",
     "sanity": "Stored output is consistent (ids, counts, finite values, hierarchy is a tree). Blocking.",
     "quality": "Against the profile's minimums, each at a named level: on clusters, silhouette of the base "
                "clusters (min_silhouette; ARI and homogeneity reported); on meta_clusters, ARI at the level "
