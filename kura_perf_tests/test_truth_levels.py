@@ -324,3 +324,12 @@ def test_quality_regression_and_truth_budgets_are_in_the_check_groups(tmp_path):
     quality = {o.name: o for o in check_quality(current, get_profile("offline"), levels=scored_rows(0.60))}
     assert quality["quality_ari"].value == pytest.approx(0.60)  # min_ari holds at the finest truth level
     assert quality["quality_ari_metadata.domain"].value == pytest.approx(0.40)  # the coarser one, reported
+
+
+def test_a_one_sided_truth_budget_renders_in_the_dagster_check_metadata():
+    """The base-level budget has a minimum only (no upper bound): the asset check's table shows '>= 75'."""
+    from kura_perf.defs.checks import outcome_metadata
+
+    outcome = check_cluster_count(StageRecord(stage="clusters", scale="10k", n_clusters=40), levels=truth_rows(40))
+    table = outcome_metadata([outcome])["details"].value
+    assert ">= 75" in table and "OUTSIDE" in table
