@@ -333,3 +333,12 @@ def test_a_one_sided_truth_budget_renders_in_the_dagster_check_metadata():
     outcome = check_cluster_count(StageRecord(stage="clusters", scale="10k", n_clusters=40), levels=truth_rows(40))
     table = outcome_metadata([outcome])["details"].value
     assert ">= 75" in table and "OUTSIDE" in table
+
+
+def test_the_cli_refuses_a_scale_above_clinc150_before_anything_runs(kp_home, capsys):
+    from kura_perf.cli import main
+
+    assert main(["run", "--scale", "50k", "--profile", "clinc150"]) == 2
+    err = capsys.readouterr().err
+    assert "builtin:clinc150" in err and "22500 valid conversations" in err and "needs 50000" in err
+    assert not (kp_home / "dagster_home").exists() and not (kp_home / "storage").exists()  # nothing started
