@@ -342,3 +342,47 @@ def test_the_cli_refuses_a_scale_above_clinc150_before_anything_runs(kp_home, ca
     err = capsys.readouterr().err
     assert "builtin:clinc150" in err and "22500 valid conversations" in err and "needs 50000" in err
     assert not (kp_home / "dagster_home").exists() and not (kp_home / "storage").exists()  # nothing started
+
+
+def test_compare_shows_each_truth_levels_topic_level_for_both_sides():
+    from kura_perf.compare import render_truth_levels, topic_levels_side_by_side
+
+    rows = []
+    for backend, profile, aris in (("reference", "clinc150", (0.5, 0.8)), ("kura", "clinc150-kura", (0.4, 0.6))):
+        for rank, truth in enumerate(TRUTH_LEVELS):
+            rows.append({"backend": backend, "profile": profile, "scale": "1k", "host_fingerprint": HOST,
+                         "truth_level": truth, "truth_rank": rank, "true_classes": (10, 150)[rank],
+                         "level": (2, 0)[rank], "n_clusters": (9, 140)[rank], "ari": aris[rank], "nmi": 0.9,
+                         "topics_found": 0.7, "is_topic_level": True})
+    rows.append({**rows[0], "level": 1, "is_topic_level": False, "ari": 0.1})  # not a topic level: left out
+    table = topic_levels_side_by_side(pd.DataFrame(rows), "reference:clinc150", "kura:clinc150-kura", HOST)
+    assert table["truth_level"].tolist() == TRUTH_LEVELS  # coarse to fine
+    domain = table.iloc[0]
+    assert (domain["level_left"], domain["ari_left"], domain["ari_right"]) == (2, 0.5, 0.4)
+    assert table.iloc[1]["ari_ratio"] == pytest.approx(0.6 / 0.8)
+    text = render_truth_levels(table)
+    assert "truth 'metadata.domain' (10 classes)" in text and "truth 'topic' (150 classes)" in text
+
+
+def test_the_report_credits_clinc150_where_its_figures_are_shown():
+    from kura_perf.report.sections import dataset_credits
+
+    assert dataset_credits(["offline"]) == []
+    [credit] = dataset_credits(["clinc150", "clinc150-kura", "offline"])
+    assert "CLINC150" in credit and "CC BY 3.0" in credit
+
+
+def test_kura_never_sees_the_metadata_that_holds_a_truth_level():
+    pytest.importorskip("kura")
+    from datetime import datetime as dt
+
+    from kura_perf.backends.kura_types import hidden_metadata_keys, kura_metadata
+    from kura_perf.corpus.types import Conversation, Message
+
+    conversation = Conversation(chat_id="c", created_at=dt(2025, 1, 1), topic="balance",
+                                messages=[Message("user", "what is my balance", dt(2025, 1, 1))],
+                                metadata={"source": "clinc150", "domain": "banking", "intent": "balance"})
+    hidden = hidden_metadata_keys(TRUTH_LEVELS)
+    assert hidden == {"domain"}
+    assert kura_metadata(conversation, hidden) == {"source": "clinc150"}
+    assert "domain" in kura_metadata(conversation)  # without truth levels in the metadata nothing more is hidden
