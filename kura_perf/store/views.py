@@ -27,20 +27,21 @@ def _glob(metrics_dir: Path, table: str) -> str | None:
 
 def table_view_sql(metrics_dir: Path, table: str, present: set[str] | None = None) -> str:
     """The view of one table over its record files. present: the columns the files have (None: all);
-    a column no file has yet (records written before it was added) reads as NULL of its type."""
+    a column no file has yet (records written before it was added) reads as NULL of its type, or as its
+    schema.COLUMN_DEFAULTS value where it has one (also for the NULLs of older files read beside newer ones)."""
     schema = TABLES[table]
     defaults = COLUMN_DEFAULTS.get(table, {})
     glob = _glob(metrics_dir, table)
     if glob is not None:
+        names = set(schema.names)
+
         def column(f) -> str:
+            value = f'"{f.name}"' if present is None or f.name in present else "NULL"
             default = defaults.get(f.name)
-            if default is not None and default.strip('"') in {g.name for g in schema} and \
-                    present is not None and default not in present:
-                default = "NULL"  # the column the default copies is missing too
-            if present is None or f.name in present:
-                value = f'coalesce("{f.name}", {default})' if default else f'"{f.name}"'
-            else:
-                value = default or "NULL"
+            if default in names and present is not None and default not in present:
+                default = None  # the column the default copies is missing too
+            if default:
+                value = f"coalesce({value}, {default})"
             return f'CAST({value} AS {duckdb_type(f.type)}) AS "{f.name}"'
 
         cols = ", ".join(column(f) for f in schema)
