@@ -13,9 +13,10 @@ score a clustering against a different set of rows than the other levels.
 from __future__ import annotations
 
 import json
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
-import pandas as pd
+if TYPE_CHECKING:  # pandas is imported where rows are read: the profile schema imports this module
+    import pandas as pd
 
 DEFAULT_TRUTH_LEVELS = ("topic",)
 TRUTH_ROOTS = ("topic", "metadata")  # the stored conversation fields a truth level can name
@@ -52,6 +53,8 @@ def _dig(metadata, keys: list[str]):
 
 def truth_values(conversations: pd.DataFrame, field: str) -> pd.Series:
     """One value per conversation (index chat_id) for the truth level `field`; None where missing."""
+    import pandas as pd
+
     root, _, rest = field.partition(".")
     if root == "topic" and not rest:
         values = conversations["topic"] if "topic" in conversations else pd.Series([None] * len(conversations))
