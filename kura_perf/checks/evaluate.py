@@ -2,7 +2,8 @@
 
 Grouped the way Dagster shows them (one asset check per group): regression (on clusters and
 meta_clusters also the topic-level quality's regression), budgets (cluster counts against the ground
-truth when there is one), sanity and, on clusters and meta_clusters, quality. Each group is a list of outcomes, one check_results row each.
+truth when there is one), sanity and, on clusters and meta_clusters, quality. Each group is a list
+of outcomes, one check_results row each.
 """
 
 from __future__ import annotations
