@@ -53,7 +53,7 @@ def cmd_run(args) -> int:
                              meter=False if args.no_meter else None)
     settings = _shape_settings(args)
     # Every input (data root, profile values, data file, what the models need) before Dagster starts.
-    profile = check_run_inputs(run_settings, args.profile, stages=args.stages)
+    profile = check_run_inputs(run_settings, args.profile, stages=args.stages, scale_n=scale_count(args.scale))
     paths = run_settings.paths
     _dagster_home(paths)
     _clean_up_dead_runs(paths, check_runs=True)
@@ -358,7 +358,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="materialize the stage assets of one partition, in-process")
-    run.add_argument("--scale", default="100", help="100, 1k, 5k, 10k, 50k or 100k")
+    run.add_argument("--scale", default="100", help="100, 1k, 5k, 10k, 20k, 50k or 100k")
     run.add_argument("--profile", default="offline")
     run.add_argument("--stages", nargs="+", help="only these stages (their inputs must exist)")
     run.add_argument("--profiles", help="an extra profiles TOML file")

@@ -2,7 +2,9 @@
 per scale, per stage and in total, wall time, peak memory, storage, API calls, 429s, cost and quality,
 with the right/left ratio of each, each stage's outcome, and the largest scale at which each side
 completed within its limits. One scale (`--scale 10k`) reads the store's `comparison` view; every
-scale (the default) reads the latest record of each stage per partition, any status.
+scale (the default) reads the latest record of each stage per partition, any status. Beside the stage
+figures (whose ARI/NMI are the base clusters' against the finest truth level), the table view shows,
+per truth level (e.g. CLINC150's domain and intent), each side's topic level and its ARI/NMI.
 
 A stage that failed or was stopped is a result, not a gap: a Kura summaries stage that gave up after
 429s at 10K under a given rate limit is the measured "tier × scale" outcome and is shown as such.
@@ -240,7 +242,71 @@ def compare_scales(metrics_dir: str | Path, left: str, right: str, scales: list[
     return side_by_side(query(Path(metrics_dir), LATEST_SQL), left, right, scales, host)
 
 
-def render_side_by_side(table: pd.DataFrame) -> str:
+# -- quality per truth level ------------------------------------------------------------------------
+TRUTH_FIGURES = ("level", "n_clusters", "true_classes", "ari", "nmi", "topics_found")
+
+
+def topic_levels_side_by_side(levels: pd.DataFrame, left: str, right: str, host: str | None,
+                              scales: list[str] | None = None) -> pd.DataFrame:
+    """Rows (scale, truth level): each side's topic level for that truth level (the hierarchy level
+    nearest its class count) with its ARI, NMI and classes found, and right/left ratios. `levels`: the
+    store's quality_by_level view (latest run per partition and host). Truth levels coarse to fine."""
+    columns = ["scale", "truth_level", *(f"{f}_{s}" for f in TRUTH_FIGURES for s in ("left", "right")),
+               "ari_ratio", "nmi_ratio"]
+    if levels is None or levels.empty:
+        return pd.DataFrame(columns=columns)
+    topic = levels[levels["is_topic_level"].fillna(False).astype(bool)]
+    if host is not None:
+        topic = topic[topic["host_fingerprint"] == host]
+    sides = {}
+    for name, side in (("left", left), ("right", right)):
+        backend, profile = parse_side(side)
+        sides[name] = topic[(topic["backend"] == backend) & (topic["profile"] == profile)]
+    from kura_perf.scales import SCALES
+
+    present = set(sides["left"]["scale"]) | set(sides["right"]["scale"])
+    rows = []
+    for scale in [s for s in SCALES if s in present and (scales is None or s in scales)]:
+        per_side = {name: part[part["scale"] == scale] for name, part in sides.items()}
+        ranks = pd.concat(per_side.values())[["truth_level", "truth_rank"]].drop_duplicates("truth_level")
+        for truth in ranks.sort_values("truth_rank")["truth_level"]:
+            row = {"scale": scale, "truth_level": truth}
+            for name, part in per_side.items():
+                match = part[part["truth_level"] == truth]
+                record = match.iloc[0].to_dict() if len(match) else {}
+                for figure in TRUTH_FIGURES:
+                    row[f"{figure}_{name}"] = _number(record.get(figure))
+            row["ari_ratio"] = _ratio(row["ari_right"], row["ari_left"])
+            row["nmi_ratio"] = _ratio(row["nmi_right"], row["nmi_left"])
+            rows.append(row)
+    return pd.DataFrame(rows, columns=columns)
+
+
+def compare_truth_levels(metrics_dir: str | Path, left: str, right: str, host: str | None,
+                         scales: list[str] | None = None) -> pd.DataFrame:
+    """topic_levels_side_by_side over the store's quality_by_level view."""
+    from kura_perf.store import query
+
+    return topic_levels_side_by_side(query(Path(metrics_dir), "SELECT * FROM quality_by_level"), left, right,
+                                     host, scales)
+
+
+def render_truth_levels(block: pd.DataFrame) -> str:
+    """For a terminal: one line per truth level: the topic level and ARI/NMI of each side."""
+    lines = []
+    for _, r in block.iterrows():
+        def side(name: str) -> str:
+            if pd.isna(r[f"level_{name}"]):
+                return "-"
+            return (f"level {int(r[f'level_{name}'])} ({_fmt(r[f'n_clusters_{name}'])} clusters) "
+                    f"ARI {_fmt(r[f'ari_{name}'])} NMI {_fmt(r[f'nmi_{name}'])}")
+        classes = r["true_classes_left"] if not pd.isna(r["true_classes_left"]) else r["true_classes_right"]
+        lines.append(f"  truth '{r['truth_level']}' ({_fmt(classes)} classes): L {side('left')} | "
+                     f"R {side('right')} | ARI R/L {_fmt(r['ari_ratio'])}")
+    return "\n".join(lines)
+
+
+def render_side_by_side(table: pd.DataFrame, truth_levels: pd.DataFrame | None = None) -> str:
     """For a terminal: per scale, one block of stage columns (outcome, then each figure as L, R, R/L)."""
     from kura_perf.report.fmt import conversations
 
@@ -266,6 +332,11 @@ def render_side_by_side(table: pd.DataFrame) -> str:
                     for side in ("left", "right") if RATE_LIMITED in str(block.loc[i, f"outcome_{side}"])]
         for finding in findings:
             out.append(f"measured finding ({scale}, tier × scale): {finding.replace('left', 'L').replace('right', 'R')}")
+        if truth_levels is not None and len(truth_levels):
+            per_truth = truth_levels[truth_levels["scale"] == scale]
+            if len(per_truth):
+                out.append("quality at the topic level of each truth level (latest run):")
+                out.append(render_truth_levels(per_truth))
     return "\n".join(out)
 
 
@@ -296,13 +367,15 @@ def cmd_compare(args) -> int:
 
     if args.scale is None or len(args.scale) > 1 or args.scale == ["all"]:
         scales = None if args.scale in (None, ["all"]) else args.scale
-        table = compare_scales(Paths.from_env().metrics, args.left, args.right, scales, host=args.host)
+        metrics = Paths.from_env().metrics
+        table = compare_scales(metrics, args.left, args.right, scales, host=args.host)
         if args.format == "csv":
             table.to_csv(sys.stdout, index=False)
         elif args.format == "json":
             print(table.to_json(orient="records"))
         else:
-            print(render_side_by_side(table))
+            truth = compare_truth_levels(metrics, args.left, args.right, table.attrs["host_fingerprint"], scales)
+            print(render_side_by_side(table, truth))
         return 0
     args.scale = args.scale[0]
     table = compare_partitions(Paths.from_env().metrics, args.scale, args.left, args.right, host=args.host)
@@ -314,6 +387,11 @@ def cmd_compare(args) -> int:
         print(f"L = {args.left}, R = {args.right}, scale {args.scale}, host {table.attrs['host_fingerprint']}")
         with pd.option_context("display.width", 250, "display.max_columns", 20):
             print(display_table(table).to_string())
+        truth = compare_truth_levels(Paths.from_env().metrics, args.left, args.right,
+                                     table.attrs["host_fingerprint"], [args.scale])
+        if len(truth):
+            print("quality at the topic level of each truth level (latest run):")
+            print(render_truth_levels(truth))
     return 0
 
 
@@ -323,7 +401,7 @@ def add_compare_command(subparsers: argparse._SubParsersAction) -> None:
     compare.add_argument("right", help="backend:profile, e.g. kura:kura-tier5")
     # Repeatable, one value each (`--scale 1k --scale 10k`): a greedy nargs="+" would swallow the two
     # positional pipelines of the documented `kura-perf compare --scale 1k L R`.
-    compare.add_argument("--scale", action="append", help="100, 1k, 5k, 10k, 50k or 100k; repeat for several "
+    compare.add_argument("--scale", action="append", help="100, 1k, 5k, 10k, 20k, 50k or 100k; repeat for several "
                                                           "(default: every scale either side ran)")
     compare.add_argument("--host", help="host fingerprint (default: the latest both sides were measured on)")
     compare.add_argument("--format", choices=["table", "csv", "json"], default="table")

@@ -34,15 +34,20 @@ from kura_perf.settings import RunSettings
 DATA_STAGE = "conversations"  # the one stage that reads the profile's data_file
 
 
-def check_run_inputs(settings: RunSettings, profile_name: str, stages: Iterable[str] | None = None) -> Profile:
+def check_run_inputs(settings: RunSettings, profile_name: str, stages: Iterable[str] | None = None,
+                     scale_n: int | None = None) -> Profile:
     """The profile to run, once everything the run needs has been checked; a KuraPerfError otherwise.
 
-    stages: the stages about to run (None: all of them); the data file matters only to conversations."""
+    stages: the stages about to run (None: all of them); the data file matters only to conversations.
+    scale_n: the partition's conversation count, checked against a built-in dataset's size when given."""
     profile = settings.profile(profile_name)
     if profile.data_file and (stages is None or DATA_STAGE in stages):
         from kura_perf.corpus.files import check_conversation_file
+        from kura_perf.datasets import check_scale_fits, resolve_data_file
 
-        check_conversation_file(profile.data_file)
+        check_conversation_file(resolve_data_file(profile.data_file))
+        if scale_n is not None:
+            check_scale_fits(profile.data_file, scale_n, profile.allow_short_data)  # 50k of 22,500 rows
     from kura_perf.backends.model_factory import preflight as check_models
 
     check_models(profile, settings)

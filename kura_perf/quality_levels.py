@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -17,6 +18,7 @@ import pyarrow.parquet as pq
 
 from kura_perf import outputs
 from kura_perf.stages.level_quality import labels_per_level, level_quality
+from kura_perf.stages.truth import DEFAULT_TRUTH_LEVELS, truths_for
 from kura_perf.store.record import StageRecord
 
 LEVEL_STAGES = ("clusters", "meta_clusters")
@@ -27,18 +29,21 @@ RECORD_COLUMNS = ("record_id", "run_id", "stage", "backend", "profile", "profile
                   "host_cpu", "host_cores", "host_ram_gb", "host_os")
 
 
-def _truth(folder: Path, chat_ids: list[str]) -> list | None:
-    """Ground-truth topics in `chat_ids` order, or None when any conversation has none (real data)."""
+def _truths(folder: Path, chat_ids: list[str], truth_levels: Sequence[str]) -> dict[str, list | None] | None:
+    """{truth level: values in `chat_ids` order, or None when any conversation lacks it}, coarse to fine;
+    None when the conversations are not stored."""
     path = folder / "conversations.parquet"
     if not outputs.has_stage(folder, "conversations") or not path.is_file():
         return None
-    table = pq.read_table(path, columns=["chat_id", "topic"]).to_pandas()
-    topics = table.set_index("chat_id")["topic"].reindex(chat_ids)
-    return None if topics.isna().any() else topics.tolist()
+    present = set(pq.read_schema(path).names)
+    table = pq.read_table(path, columns=[c for c in ("chat_id", "topic", "metadata") if c in present]).to_pandas()
+    return truths_for(table, chat_ids, truth_levels)
 
 
-def evaluate_levels(folder: Path, stage: str, seed: int = 0, sample_size: int = SILHOUETTE_SAMPLE) -> list[dict]:
-    """Level rows (see level_quality.LEVEL_KEYS) for the stored output of `stage` in `folder`.
+def evaluate_levels(folder: Path, stage: str, seed: int = 0, sample_size: int = SILHOUETTE_SAMPLE,
+                    truth_levels: Sequence[str] = DEFAULT_TRUTH_LEVELS) -> list[dict]:
+    """Level rows (see level_quality.LEVEL_KEYS) for the stored output of `stage` in `folder`, one per
+    hierarchy level and truth level (the profile's truth_levels, coarse to fine).
 
     clusters: level 0 only (is_topic_level then says whether the base clusters are the topic level
     among the levels known so far); meta_clusters: level 0 and every meta level.
@@ -62,12 +67,16 @@ def evaluate_levels(folder: Path, stage: str, seed: int = 0, sample_size: int = 
         levels = labels_per_level(outputs.read_stage(folder, "meta_clusters").tables["main"], base)
     else:
         levels = {0: base}
-    return level_quality(levels, embeddings, _truth(folder, chat_ids), sample_size=sample_size, seed=seed)
+    truths = _truths(folder, chat_ids, truth_levels)
+    if truths is None:
+        truths = dict.fromkeys(truth_levels)
+    return level_quality(levels, embeddings, truths, sample_size=sample_size, seed=seed)
 
 
-def timed_levels(folder: Path, stage: str, seed: int) -> tuple[list[dict], float]:
+def timed_levels(folder: Path, stage: str, seed: int,
+                 truth_levels: Sequence[str] = DEFAULT_TRUTH_LEVELS) -> tuple[list[dict], float]:
     start = time.perf_counter()
-    rows = evaluate_levels(folder, stage, seed)
+    rows = evaluate_levels(folder, stage, seed, truth_levels=truth_levels)
     return rows, time.perf_counter() - start
 
 

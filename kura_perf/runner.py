@@ -220,7 +220,8 @@ def _score_levels(run: StageRun, result: StageResult) -> None:
     """Per-level quality from the stored outputs, outside the metered block (evaluation, not pipeline
     cost; its time is in extra.quality_levels_s). A scoring bug is logged and noted, never fatal."""
     try:
-        result.quality_levels, seconds = timed_levels(run.folder, run.stage, run.profile.seed)
+        result.quality_levels, seconds = timed_levels(run.folder, run.stage, run.profile.seed,
+                                                      run.profile.truth_levels)
         result.extra["quality_levels_s"] = round(seconds, 3)
     except Exception as exc:  # noqa: BLE001 - the stage itself succeeded
         log.warning("%s: per-level quality failed: %s", run.stage, exc)

@@ -165,7 +165,7 @@ def test_ui_shows_assets_partitions_and_checks(dagster_dev):
         node = nodes[stage]
         assert node["isPartitioned"]
         dims = {d["name"]: d["partitionKeys"] for d in node["partitionKeysByDimension"]}
-        assert dims["scale"] == ["100", "1k", "5k", "10k", "50k", "100k"] and "offline" in dims["profile"]
+        assert dims["scale"] == ["100", "1k", "5k", "10k", "20k", "50k", "100k"] and "offline" in dims["profile"]
         checks = {c["name"]: c["blocking"] for c in node["assetChecksOrError"]["checks"]}
         expected = {"regression": False, "budgets": False, "sanity": True}
         if stage in ("clusters", "meta_clusters"):

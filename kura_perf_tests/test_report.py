@@ -237,9 +237,11 @@ def test_quality_is_shown_per_level_with_the_topic_level_marked(report):
     rows = parse(report.html).tables["quality-levels"]
     body = [[text for _, text in row] for row in rows[1:]]
     offline = [r for r in body if r[0] == "offline"]
-    assert [r[2] for r in offline] == ["0 ★", "1", "2"] and [r[3] for r in offline] == ["47", "24", "12"]
-    assert offline[0][6] == "0.910"  # ARI at the topic level
-    assert any(r[0] == "kura" and r[2] == "0 ★" for r in body)  # a clusters-only run: its base level
+    # rows written without truth_level (as before truth levels) read as the one truth level 'topic'
+    assert [r[2] for r in offline] == ["topic"] * 3 and [r[6] for r in offline] == ["48"] * 3
+    assert [r[3] for r in offline] == ["0 ★", "1", "2"] and [r[4] for r in offline] == ["47", "24", "12"]
+    assert offline[0][7] == "0.910"  # ARI at the topic level
+    assert any(r[0] == "kura" and r[3] == "0 ★" for r in body)  # a clusters-only run: its base level
 
 
 def test_breaking_points_appear(report):

@@ -143,11 +143,12 @@ class KuraBackend:
     def _summaries(self, inputs: StageInputs) -> StageResult:
         from kura.summarisation import summarise_conversations
 
-        from kura_perf.backends.kura_types import kura_conversation, summaries_to_table
+        from kura_perf.backends.kura_types import hidden_metadata_keys, kura_conversation, summaries_to_table
 
         models = self._ready()
         conversations = conversations_from_table(inputs.upstream["conversations"].tables["main"])
-        kura_conversations = [kura_conversation(c) for c in conversations]
+        hidden = hidden_metadata_keys(self.profile.truth_levels)
+        kura_conversations = [kura_conversation(c, hidden) for c in conversations]
         model = models.summary_model()
         summaries, api = self._call("summaries", "summarise_conversations", summarise_conversations(
             kura_conversations, model=model, checkpoint_manager=None), progress=inputs.progress,
@@ -195,7 +196,7 @@ class KuraBackend:
                                        clustering_method=method, clustering_model=models.description_model(),
                                        checkpoint_manager=None))
         main, assignments = clusters_to_tables(clusters, chat_ids)
-        truth = _truth(inputs.upstream["conversations"].tables["main"], table)
+        truth = _truth(inputs.upstream["conversations"].tables["main"], table, self.profile.truth_levels)
         quality = clustering_quality(vectors, assignments["cluster_id"].to_numpy(), truth=truth,
                                      seed=self.profile.seed)
         extra = self._extra("generate_base_clusters_from_conversation_summaries", method=type(method).__name__,

@@ -42,18 +42,25 @@ def _kura_value(value):
     return json.dumps(value, sort_keys=True, default=str)
 
 
-def kura_metadata(conversation: Conversation) -> dict:
-    """The conversation's metadata minus anything that could carry the ground-truth topic."""
+def kura_metadata(conversation: Conversation, hidden: frozenset[str] = frozenset()) -> dict:
+    """The conversation's metadata minus anything that could carry the ground truth: the usual truth
+    keys, the topic's own value, and `hidden` (the profile's truth levels in the metadata, e.g. a
+    CLINC150 conversation's 'domain')."""
     truth = conversation.topic
     return {key: _kura_value(value) for key, value in conversation.metadata.items()
-            if key.lower() not in TRUTH_KEYS and not (truth is not None and value == truth)}
+            if key.lower() not in TRUTH_KEYS and key not in hidden and not (truth is not None and value == truth)}
 
 
-def kura_conversation(conversation: Conversation) -> KuraConversation:
+def hidden_metadata_keys(truth_levels) -> frozenset[str]:
+    """The top-level metadata keys that truth levels such as 'metadata.domain' read."""
+    return frozenset(f.split(".")[1] for f in truth_levels if f.startswith("metadata.") and f.count(".") >= 1)
+
+
+def kura_conversation(conversation: Conversation, hidden: frozenset[str] = frozenset()) -> KuraConversation:
     return KuraConversation(
         chat_id=conversation.chat_id,
         created_at=conversation.created_at,
-        metadata=kura_metadata(conversation),
+        metadata=kura_metadata(conversation, hidden),
         messages=[KuraMessage(created_at=m.created_at, role=m.role, content=m.content) for m in conversation.messages],
     )
 

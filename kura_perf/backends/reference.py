@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -11,6 +12,8 @@ from kura_perf.backends import Prepares, ReportsApiCounters
 from kura_perf.backends.conversion import conversations_from_table, conversations_to_table
 from kura_perf.backends.model_factory import ModelFactory
 from kura_perf.corpus import iter_conversations, load_conversations
+from kura_perf.datasets import check_scale_fits, resolve_data_file
+from kura_perf.stages.truth import DEFAULT_TRUTH_LEVELS
 from kura_perf.errors import StageError
 from kura_perf.meter.api import ApiCounters
 from kura_perf.models.protocols import (BuildsKnnGraph, CountsApiCalls, PreparesModel, ReportsFit, ReusesKnnGraph,
@@ -64,7 +67,8 @@ class ReferenceBackend(Prepares, ReportsApiCounters):
             if inputs.offset:
                 raise StageError("conversations: a data file is read in one pass (unique ids, the scale's count); "
                                  "it cannot start at a batch offset")
-            loaded = load_conversations(p.data_file, limit=inputs.scale_n, lenient=p.lenient,
+            check_scale_fits(p.data_file, inputs.scale_n, p.allow_short_data)
+            loaded = load_conversations(resolve_data_file(p.data_file), limit=inputs.scale_n, lenient=p.lenient,
                                         format=p.data_format, allow_short=p.allow_short_data)
             convs, skipped = loaded.conversations, loaded.skipped
             extra = {"source": loaded.source, "problems": loaded.problems[:20]}
@@ -113,7 +117,7 @@ class ReferenceBackend(Prepares, ReportsApiCounters):
 
         summaries = inputs.upstream["summaries"].tables["main"]
         vectors = inputs.upstream["embeddings"].arrays["main"]
-        truth = _truth(inputs.upstream["conversations"].tables["main"], summaries)
+        truth = _truth(inputs.upstream["conversations"].tables["main"], summaries, self.profile.truth_levels)
         method, namer = self.models.clustering_method(len(summaries)), self.models.namer()
         result = cluster_summaries(summaries, vectors, method, namer, truth=truth, seed=self.profile.seed)
         arrays = {}
@@ -162,11 +166,13 @@ def stored_knn(clusters: StageData, metric: str):
     return KnnGraph(clusters.arrays["knn_indices"], clusters.arrays["knn_distances"], metric)
 
 
-def _truth(conversations: pd.DataFrame, summaries: pd.DataFrame) -> list | None:
-    topics = conversations.set_index("chat_id")["topic"]
-    if topics.isna().any():
-        return None
-    return topics.reindex(summaries["chat_id"]).tolist()
+def _truth(conversations: pd.DataFrame, summaries: pd.DataFrame,
+           truth_levels: Sequence[str] = DEFAULT_TRUTH_LEVELS) -> list | None:
+    """The finest truth level's values in the summaries' order (a stage record's own ARI/NMI), or None
+    when any conversation lacks one."""
+    from kura_perf.stages.truth import finest_truth
+
+    return finest_truth(conversations, summaries["chat_id"].tolist(), truth_levels)
 
 
 def _counters(model) -> ApiCounters | None:

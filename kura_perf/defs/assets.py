@@ -9,6 +9,7 @@ from kura_perf.defs.hooks import STAGE_HOOKS
 from kura_perf.defs.resources import KuraPerfResource
 from kura_perf.defs.simulator import ApiSimulatorResource
 from kura_perf.preflight import check_run_inputs
+from kura_perf.scales import scale_count
 from kura_perf.shapes import CUSTOM_STAGE, ShapeSettings, run_shape_stage
 from kura_perf.stages.base import STAGES, UPSTREAM
 from kura_perf.store.record import StageRecord
@@ -74,25 +75,36 @@ def shape_metadata(stage: str, settings: ShapeSettings, outcome) -> dict:
 
 
 def level_metadata(levels: list[dict]) -> dict:
-    """Per-level quality as a markdown table, plus the topic level's ARI/NMI as plottable numbers."""
+    """Per-level quality (every truth level) as a markdown table, plus the topic level's ARI/NMI as
+    plottable numbers: topic_level_* for the finest truth level, topic_level_<truth>_* for coarser ones."""
     if not levels:
         return {}
+    from kura_perf.stages.level_quality import finest_rows
 
     def cell(value):
         return "" if value is None else (f"{value:.3f}" if isinstance(value, float) else str(value))
 
-    keys = ("level", "n_clusters", "noise_share", "ari", "nmi", "homogeneity", "completeness", "topics_found",
-            "silhouette")
+    keys = ("truth_level", "true_classes", "level", "n_clusters", "noise_share", "ari", "nmi", "homogeneity",
+            "completeness", "topics_found", "silhouette")
     rows = ["| " + " | ".join(keys) + " | topic level |", "|" + "---|" * (len(keys) + 1)]
     for level in levels:
         rows.append("| " + " | ".join(cell(level.get(k)) for k in keys) + f" | {'yes' if level.get('is_topic_level') else ''} |")
     meta: dict = {"quality_levels": MetadataValue.md("\n".join(rows))}
-    topic = next((level for level in levels if level.get("is_topic_level")), None)
+    finest = finest_rows(levels)
+    topic = next((level for level in finest if level.get("is_topic_level")), None)
     if topic is not None:
         meta["topic_level"] = topic["level"]
         for key in ("ari", "nmi"):
             if topic.get(key) is not None:
                 meta[f"topic_level_{key}"] = round(float(topic[key]), 4)
+    finest_ids = {id(level) for level in finest}
+    for coarse in (level for level in levels if level.get("is_topic_level") and id(level) not in finest_ids):
+        name = str(coarse.get("truth_level")).replace(".", "_")
+        meta[f"topic_level_{name}"] = coarse["level"]
+        for key in ("ari", "nmi"):
+            if coarse.get(key) is not None:
+                meta[f"topic_level_{name}_{key}"] = round(float(coarse[key]), 4)
+    levels = finest
     base = next((level for level in levels if level["level"] == 0), None)
     if base is not None and base.get("homogeneity") is not None:
         meta["base_homogeneity"] = round(float(base["homogeneity"]), 4)
@@ -114,7 +126,8 @@ def build_stage_asset(stage: str, partitions: MultiPartitionsDefinition):
         keys = context.partition_key.keys_by_dimension
         settings = ShapeSettings.from_tags(context.run.tags)  # the shape job's tags (none: a plain stage run)
         run_settings = kura_perf.settings(simulator_url=api_simulator.base_url)
-        profile = check_run_inputs(run_settings, keys["profile"], stages=[stage])  # a UI-launched run too
+        profile = check_run_inputs(run_settings, keys["profile"], stages=[stage],
+                                   scale_n=scale_count(keys["scale"]))  # a UI-launched run too
         outcome = run_shape_stage(stage, settings, profile, keys["scale"], context.run.run_id, run_settings)
         return MaterializeResult(metadata=shape_metadata(stage, settings, outcome))
 

@@ -31,9 +31,12 @@ from kura_perf.scales import SCALES
 from kura_perf.stages.base import STAGES
 
 DESCRIPTIONS = {
-    "regression": "Wall time and peak RSS vs the history of this stage/scale/profile/host (or a pinned run): "
-                  "fails only when over the profile's threshold AND beyond the measured noise.",
-    "budgets": "Proposal budgets: peak memory per scale, storage per conversation, expected cluster counts.",
+    "regression": "Wall time and peak RSS vs the history of this stage/scale/profile/host (or a pinned run), and "
+                  "on clusters and meta_clusters the topic-level ARI (finest truth level; without truth: "
+                  "silhouette): fails only when over the profile's threshold AND beyond the measured noise.",
+    "budgets": "Proposal budgets: peak memory per scale, storage per conversation; cluster counts against the "
+               "ground truth's class count (base level >= 0.5x, topic level 0.5x-2x), or §1.2's guesses "
+               "shown for information when there is no truth.",
     "sanity": "Stored output is consistent (ids, counts, finite values, hierarchy is a tree). Blocking.",
     "quality": "Against the profile's minimums, each at a named level: on clusters, silhouette of the base "
                "clusters (min_silhouette; ARI and homogeneity reported); on meta_clusters, ARI at the level "
@@ -72,12 +75,23 @@ def outcome_metadata(outcomes: list[CheckOutcome]) -> dict:
             meta[prefix + key] = _num(v) if isinstance(v, (int, float)) else str(v)
     rows = ["| check | passed | value | baseline | ratio | noise band | n | message |", "|---|---|---|---|---|---|---|---|"]
     for o in outcomes:
-        band = "" if o.noise_low is None else f"{o.noise_low:.3g}–{o.noise_high:.3g}"
+        band = _band(o.noise_low, o.noise_high)
         cells = [o.name, "yes" if o.passed else "**NO**", _fmt(o.value), _fmt(o.baseline), _fmt(o.ratio), band,
                  "" if o.samples is None else str(o.samples), o.message.replace("|", "/")]
         rows.append("| " + " | ".join(cells) + " |")
     meta["details"] = MetadataValue.md("\n".join(rows))
     return meta
+
+
+def _band(low, high) -> str:
+    """The band as text; one-sided (a minimum only, e.g. base clusters >= 0.5x the true classes) allowed."""
+    if low is None and high is None:
+        return ""
+    if high is None:
+        return f">= {low:.3g}"
+    if low is None:
+        return f"<= {high:.3g}"
+    return f"{low:.3g}–{high:.3g}"
 
 
 def _fmt(value) -> str:

@@ -8,6 +8,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, Strict, field_validator, model_validator
 
+from kura_perf.stages.truth import DEFAULT_TRUTH_LEVELS, path_problem
+
 
 # Starts the message of a value check (profiles/values.py), so the loader shows it without pydantic's framing.
 PROBLEM_MARK = "profile value: "
@@ -71,6 +73,8 @@ class CustomStep(BaseModel):
 # Keys added after records were first stored: left out of the hash while unset, so profiles that do
 # not use them keep the hash (and the regression history) they always had.
 _HASHED_ONLY_WHEN_SET = ("custom_step", "embedding_batch_size")
+# ... and keys left out while at their default (a value that is not None).
+_HASHED_ONLY_WHEN_NOT = {"truth_levels": list(DEFAULT_TRUTH_LEVELS)}
 # Who runs the local MiniLM model. "torch" is sentence-transformers (what Kura runs); "onnx" and
 # "onnx-int8" are onnxruntime over an export of the same weights, checked against torch before use
 # (kura_perf/models/onnx_export.py). "api" marks vectors from an API embedding model.
@@ -114,9 +118,13 @@ class Profile(BaseModel):
     # Proposal §2.2: conversations, summaries and embeddings run over the partition this many rows at a
     # time, each batch written before the next is read (peak memory bounded by the batch); None = all at once.
     stream_batch_size: int | None = Field(None, ge=1, le=10_000_000, strict=True)
-    # Real conversations (JSONL or a JSON list, optionally gzip-compressed); None (unset): the synthetic
-    # generator. An empty string is refused, never taken as "unset".
+    # Real conversations (JSONL or a JSON list, optionally gzip-compressed; "builtin:<name>" for a shipped
+    # dataset); None (unset): the synthetic generator. An empty string is refused, never taken as "unset".
     data_file: str | None = None
+    # Fields holding ground truth, coarse to fine ("topic", or a dotted path into the metadata such as
+    # "metadata.domain"): quality is scored at every hierarchy level against each (stages/truth.py); the
+    # stage records' own ARI/NMI use the finest (the last).
+    truth_levels: list[str] = Field(default_factory=lambda: list(DEFAULT_TRUTH_LEVELS))
     data_format: Literal["auto", "kura", "openai", "sharegpt"] = "auto"
     allow_short_data: bool = Field(False, strict=True)  # run a partition on fewer conversations than its scale if the file is short
     lenient: bool = Field(False, strict=True)  # skip bad input records (counted) instead of failing
@@ -130,15 +138,41 @@ class Profile(BaseModel):
     api: ApiConfig = Field(default_factory=ApiConfig)
     custom_step: CustomStep | None = None  # the custom pipeline shape's step (a default is used when unset)
 
-    @field_validator("data_file")
-    @classmethod
-    def _data_file_is_a_path(cls, value: str | None) -> str | None:
+    @staticmethod
+    def _data_file_is_a_path(value: str | None) -> str | None:
         """An empty data_file would silently mean the synthetic corpus: refuse it (leave the key out instead)."""
         if value is not None and not value.strip():
             raise ValueError(f"{PROBLEM_MARK}key 'data_file': {value!r} is not a path; expected the path of a "
                              "conversation file (JSONL or a JSON list, optionally .gz), or leave data_file out "
                              "for the synthetic corpus")
         return value
+
+    @field_validator("truth_levels", mode="before")
+    @classmethod
+    def _truth_levels_are_fields(cls, value):
+        """A non-empty list of distinct field names, each 'topic' or 'metadata.<key>[.<key>...]'."""
+        if not isinstance(value, (list, tuple)) or not value:
+            raise ValueError(f"{PROBLEM_MARK}truth_levels must be a non-empty list of field names, coarse to fine, "
+                             f"e.g. [\"metadata.domain\", \"topic\"] (got {value!r})")
+        for field in value:
+            problem = path_problem(field)
+            if problem:
+                raise ValueError(f"{PROBLEM_MARK}truth_levels: {problem} (got {field!r})")
+        if len(set(value)) != len(value):
+            raise ValueError(f"{PROBLEM_MARK}truth_levels names a field twice (got {list(value)!r})")
+        return list(value)
+
+    @field_validator("data_file")
+    @classmethod
+    def _builtin_dataset_exists(cls, value: str | None) -> str | None:
+        from kura_perf.datasets import check_data_file
+
+        value = cls._data_file_is_a_path(value)
+
+        try:
+            return check_data_file(value)
+        except ValueError as exc:  # an unknown builtin:<name>: the message names the known ones
+            raise ValueError(f"{PROBLEM_MARK}{exc}") from None
 
     @model_validator(mode="after")
     def _resolve_embedding_backend(self) -> "Profile":
@@ -190,6 +224,9 @@ class Profile(BaseModel):
         payload = self.model_dump(exclude={"description", "name"})
         for key in _HASHED_ONLY_WHEN_SET:
             if payload.get(key) is None:
+                payload.pop(key, None)
+        for key, default in _HASHED_ONLY_WHEN_NOT.items():
+            if payload.get(key) == default:
                 payload.pop(key, None)
         return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:12]
 

@@ -257,14 +257,19 @@ class SectionBuilder:
         if table is None:
             s.add(note("No per-level quality recorded yet: run the clusters and meta_clusters stages."))
             return s
-        s.provenance = self._provenance(levels, "measured against the synthetic corpus's ground-truth topics "
-                                                "(none for real data)", time_column="finished_at")
+        s.provenance = self._provenance(levels, "measured against each profile's ground truth at every truth "
+                                                "level (the synthetic corpus's topics; CLINC150's domains and "
+                                                "intents)", time_column="finished_at")
         s.badge = MEASURED_ONLY
         s.add(paragraph("Level 0 is the base clusters; each meta-cluster round adds a level. Kura's k-means rule "
                         "(k = n/10) makes base clusters finer than the topics on purpose, so judge them by "
                         "homogeneity (each cluster one topic) and judge ARI/NMI at the ★ level. A topic is found "
-                        "when the cluster holding most of it is more than half that topic."))
+                        "when the cluster holding most of it is more than half that topic. With several truth "
+                        "levels (a profile's truth_levels, coarse to fine), every hierarchy level is scored against "
+                        "each, and each has its own ★ level."))
         s.add(render_table(table, "quality-levels"))
+        for credit in dataset_credits(levels["profile"].dropna().unique()):
+            s.add(note(credit))
         return s
 
     def breaking_points(self) -> Section:
@@ -374,3 +379,15 @@ def stress_section(data) -> Section:
 
 def build_sections(analysis: Analysis, figure_dir: Path) -> Built:
     return SectionBuilder(analysis, figure_dir).build()
+
+
+def dataset_credits(profiles) -> list[str]:
+    """The attribution of each shipped dataset the given (built-in) profiles ran on: CLINC150's CC BY 3.0
+    licence asks for it wherever figures derived from it are published."""
+    from kura_perf.datasets import BUILTINS, builtin_name
+    from kura_perf.profiles import load_profiles
+
+    known = load_profiles(read_env=False)
+    names = {builtin_name(known[p].data_file) for p in profiles if p in known}
+    return [f"Data: {BUILTINS[name].attribution} (kura_perf/datasets/README.md)."
+            for name in sorted(n for n in names if n in BUILTINS)]

@@ -271,22 +271,33 @@ def sweep_table(sweeps: pd.DataFrame) -> Table | None:
 # -- quality per hierarchy level --------------------------------------------------------------------
 
 def quality_levels_table(levels: pd.DataFrame) -> Table | None:
-    """One row per profile, scale and level (latest run): the topic level marked, ARI/NMI for it,
+    """One row per profile, scale, truth level and hierarchy level (latest run): for each truth level
+    (coarse to fine, e.g. CLINC150's domain then intent) its topic level marked, ARI/NMI for it,
     homogeneity for the finer levels."""
     if levels is None or levels.empty:
         return None
-    table = Table(["Profile", "Conversations", "Level", "Clusters", "Noise", "True topics", "ARI", "NMI",
-                   "Homogeneity", "Completeness", "Topics found", "Silhouette"],
-                  caption="latest run per partition; ★ = the level whose cluster count is nearest the true "
-                          "topic count (judge ARI/NMI there; homogeneity for finer levels)")
-    for _, r in levels.sort_values(["profile", "scale_n", "level"]).iterrows():
+    levels = levels.copy()
+    if "truth_level" not in levels:  # rows from before truth levels: one truth, the topic
+        levels["truth_level"] = "topic"
+    if "truth_rank" not in levels:
+        levels["truth_rank"] = 0
+    levels["truth_level"] = levels["truth_level"].fillna("topic")
+    levels["truth_rank"] = levels["truth_rank"].fillna(0)
+    classes = levels["true_classes"] if "true_classes" in levels else levels["true_topics"]
+    levels["classes"] = classes.fillna(levels["true_topics"]) if "true_topics" in levels else classes
+    table = Table(["Profile", "Conversations", "Truth", "Level", "Clusters", "Noise", "True classes", "ARI", "NMI",
+                   "Homogeneity", "Completeness", "Classes found", "Silhouette"],
+                  caption="latest run per partition, against each truth level; ★ = the level whose cluster count "
+                          "is nearest that truth level's class count (judge ARI/NMI there; homogeneity for finer "
+                          "levels)")
+    for _, r in levels.sort_values(["profile", "scale_n", "truth_rank", "level"]).iterrows():
         topic = bool(r["is_topic_level"]) if not fmt.is_missing(r["is_topic_level"]) else False
         mark = "good" if topic else ""
         table.add(r["profile"], fmt.conversations(r["scale_n"]) if not fmt.is_missing(r["scale_n"]) else fmt.MISSING,
-                  Cell(f"{int(r['level'])}{' ★' if topic else ''}", mark), fmt.integer(r["n_clusters"]),
-                  fmt.percent(r["noise_share"]), fmt.integer(r["true_topics"]), _score(r["ari"], topic),
-                  _score(r["nmi"], topic), _score(r["homogeneity"]), _score(r["completeness"]),
-                  fmt.percent(r["topics_found"]), _score(r["silhouette"]))
+                  str(r["truth_level"]), Cell(f"{int(r['level'])}{' ★' if topic else ''}", mark),
+                  fmt.integer(r["n_clusters"]), fmt.percent(r["noise_share"]), fmt.integer(r["classes"]),
+                  _score(r["ari"], topic), _score(r["nmi"], topic), _score(r["homogeneity"]),
+                  _score(r["completeness"]), fmt.percent(r["topics_found"]), _score(r["silhouette"]))
     return table
 
 

@@ -7,17 +7,20 @@ one topic?), and the level whose cluster count is nearest the true topic count b
 A conversation's label at level L is its highest ancestor whose level is at most L: Kura's trees can be
 ragged (a base cluster that became a root early keeps standing for its conversations above that).
 Noise (-1) stays its own label at every level and counts in the external scores as one more label.
+
+Truth can have levels too (kura_perf/stages/truth.py): every hierarchy level is scored against each
+truth level, and each truth level has its own topic level.
 """
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
-LEVEL_KEYS = ("level", "n_clusters", "noise_share", "ari", "nmi", "homogeneity", "completeness",
-              "topics_found", "silhouette", "is_topic_level")
+LEVEL_KEYS = ("level", "truth_level", "truth_rank", "true_classes", "n_clusters", "noise_share", "ari", "nmi",
+              "homogeneity", "completeness", "topics_found", "silhouette", "is_topic_level")
 FOUND_PURITY = 0.5  # a true topic is found when its majority cluster is more than half that topic
 
 
@@ -101,33 +104,78 @@ def labels_per_level(hierarchy: pd.DataFrame, base_labels: np.ndarray) -> dict[i
     return out
 
 
+def _as_truths(truth) -> dict[str, Sequence | None]:
+    """{truth level: values}: a mapping as given (coarse to fine), a plain sequence as the one level
+    'topic' (the single-truth callers), None as no truth at all ('topic', unscored)."""
+    if isinstance(truth, Mapping):
+        return dict(truth)
+    return {"topic": truth}
+
+
+def _scorable(values) -> bool:
+    return values is not None and len(values) > 0 and all(value is not None for value in values)
+
+
 def level_quality(
     level_labels: dict[int, np.ndarray],
     embeddings: np.ndarray | None,
-    truth: Sequence[str | None] | None,
+    truth: Mapping[str, Sequence[str | None] | None] | Sequence[str | None] | None,
     sample_size: int = 5000,
     seed: int = 0,
 ) -> list[dict]:
-    """One dict per level (LEVEL_KEYS). is_topic_level marks the level whose cluster count is nearest the
-    true topic count (ties: the finer level); without truth no level is marked."""
-    has_truth = truth is not None and len(truth) > 0 and all(value is not None for value in truth)
-    true_topics = len(set(truth)) if has_truth else None
-    rows = []
-    for level in sorted(level_labels):
+    """One dict (LEVEL_KEYS) per hierarchy level and truth level, ordered by truth level (coarse to
+    fine, as given) then hierarchy level. `truth`: {truth level name: one value per row} (a plain
+    sequence is the single truth level 'topic').
+
+    For each truth level, is_topic_level marks the hierarchy level whose cluster count is nearest that
+    truth level's class count (ties: the finer level); a truth level with a missing value is not scored
+    (its scores None, no level marked), the others still are. truth_rank orders the truth levels
+    (0 = coarsest; the finest has the highest rank). Silhouette does not depend on the truth: it is
+    computed once per hierarchy level and repeated on each of its rows."""
+    truths = _as_truths(truth)
+    levels = sorted(level_labels)
+    shared = {}
+    for level in levels:
         labels = level_labels[level]
         n = len(labels)
         clustered = labels >= 0
-        row = {"level": level, "n_clusters": int(len(np.unique(labels[clustered]))),
-               "noise_share": float((~clustered).sum() / n) if n else 0.0}
-        row.update(truth_scores(labels, truth if has_truth else None))
-        row["silhouette"] = silhouette(np.asarray(embeddings), labels, sample_size, seed) \
-            if embeddings is not None and n else None
-        row["true_topics"] = true_topics
-        rows.append(row)
-    if true_topics:
-        nearest = min(rows, key=lambda r: (abs(r["n_clusters"] - true_topics), r["level"]))["level"]
-    else:
-        nearest = None
-    for row in rows:
-        row["is_topic_level"] = row["level"] == nearest
+        shared[level] = {
+            "level": level, "n_clusters": int(len(np.unique(labels[clustered]))),
+            "noise_share": float((~clustered).sum() / n) if n else 0.0,
+            "silhouette": silhouette(np.asarray(embeddings), labels, sample_size, seed)
+            if embeddings is not None and n else None}
+    rows = []
+    for rank, (name, values) in enumerate(truths.items()):
+        scored = _scorable(values)
+        classes = len(set(values)) if scored else None
+        block = []
+        for level in levels:
+            row = dict(shared[level])
+            row.update(truth_scores(level_labels[level], values if scored else None))
+            row.update(truth_level=name, truth_rank=rank, true_classes=classes, true_topics=classes)
+            block.append(row)
+        nearest = min(block, key=lambda r: (abs(r["n_clusters"] - classes), r["level"]))["level"] \
+            if classes else None
+        for row in block:
+            row["is_topic_level"] = row["level"] == nearest
+        rows.extend(block)
     return rows
+
+
+def finest_rows(rows: list[dict]) -> list[dict]:
+    """The rows of the finest truth level (the highest truth_rank; rows written before truth levels
+    existed have none and are all 'topic'): where one topic-level figure is shown, it is this one."""
+    if not rows:
+        return []
+    ranks = [row.get("truth_rank") for row in rows]
+    top = max((r for r in ranks if r is not None), default=None)
+    return [row for row in rows if row.get("truth_rank") == top] if top is not None else list(rows)
+
+
+def truth_level_names(rows: list[dict]) -> list[str]:
+    """The truth levels of these rows, coarse to fine."""
+    seen: dict[str, int] = {}
+    for row in rows:
+        name = row.get("truth_level") or "topic"
+        seen.setdefault(name, row.get("truth_rank") or 0)
+    return sorted(seen, key=lambda name: seen[name])

@@ -287,10 +287,13 @@ ERROR_CLARITY = pa.schema([
     *COMPARABILITY,
 ])
 
-# Clustering quality per hierarchy level (0 = base clusters), one row per level of a clusters or
-# meta_clusters stage record (record_id = that record's). is_topic_level marks the level whose cluster
-# count is nearest the true topic count (the one ARI/NMI are fair for); homogeneity is the fair figure
-# for finer levels. Written by the same hook as the stage record.
+# Clustering quality per hierarchy level (0 = base clusters) and truth level, one row per (level, truth
+# level) of a clusters or meta_clusters stage record (record_id = that record's). truth_level names the
+# field holding the truth ('topic', 'metadata.domain'; profile key truth_levels), truth_rank orders them
+# (0 = coarsest), true_classes is its class count. is_topic_level marks, per truth level, the level whose
+# cluster count is nearest the class count (the one ARI/NMI are fair for); homogeneity is the fair figure
+# for finer levels. Written by the same hook as the stage record. Rows written before truth levels
+# existed read as truth_level 'topic', rank 0, true_classes = true_topics (COLUMN_DEFAULTS).
 QUALITY_LEVELS = pa.schema([
     ("record_id", pa.string()),
     ("stage", pa.string()),
@@ -303,7 +306,10 @@ QUALITY_LEVELS = pa.schema([
     ("level", pa.int64()),
     ("n_clusters", pa.int64()),
     ("noise_share", pa.float64()),
-    ("true_topics", pa.int64()),
+    ("true_topics", pa.int64()),  # = true_classes (kept for readers of the first rows)
+    ("truth_level", pa.string()),
+    ("truth_rank", pa.int64()),
+    ("true_classes", pa.int64()),
     ("ari", pa.float64()),
     ("nmi", pa.float64()),
     ("homogeneity", pa.float64()),
@@ -326,6 +332,11 @@ TABLES: dict[str, pa.Schema] = {
     "onboarding_runs": ONBOARDING_RUNS,
     "error_clarity": ERROR_CLARITY,
     "quality_levels": QUALITY_LEVELS,
+}
+
+# SQL for a column's value in rows written before the column existed (views.py), instead of NULL.
+COLUMN_DEFAULTS: dict[str, dict[str, str]] = {
+    "quality_levels": {"truth_level": "'topic'", "truth_rank": "0", "true_classes": "true_topics"},
 }
 
 _DUCK = {

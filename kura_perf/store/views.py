@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from kura_perf.location import Location, resolve
-from kura_perf.store.schema import TABLES, duckdb_type
+from kura_perf.store.schema import COLUMN_DEFAULTS, TABLES, duckdb_type
 
 
 def _sql_str(value: str) -> str:
@@ -31,14 +31,25 @@ def _glob(metrics_dir: Path, table: str, base: str | None = None) -> str | None:
 
 def table_view_sql(metrics_dir: Path, table: str, present: set[str] | None = None, base: str | None = None) -> str:
     """The view of one table over its record files. present: the columns the files have (None: all);
-    a column no file has yet (records written before it was added) reads as NULL of its type. Columns
-    the files have that the schema does not know are left out (store/validation.py)."""
+    a column no file has yet (records written before it was added) reads as NULL of its type, or as its
+    schema.COLUMN_DEFAULTS value where it has one (also for the NULLs of older files read beside newer ones).
+    Columns the files have that the schema does not know are left out (store/validation.py)."""
     schema = TABLES[table]
+    defaults = COLUMN_DEFAULTS.get(table, {})
     glob = _glob(metrics_dir, table, base)
     if glob is not None:
-        cols = ", ".join(
-            f'CAST("{f.name}" AS {duckdb_type(f.type)}) AS "{f.name}"' if present is None or f.name in present
-            else f'CAST(NULL AS {duckdb_type(f.type)}) AS "{f.name}"' for f in schema)
+        names = set(schema.names)
+
+        def column(f) -> str:
+            value = f'"{f.name}"' if present is None or f.name in present else "NULL"
+            default = defaults.get(f.name)
+            if default in names and present is not None and default not in present:
+                default = None  # the column the default copies is missing too
+            if default:
+                value = f"coalesce({value}, {default})"
+            return f'CAST({value} AS {duckdb_type(f.type)}) AS "{f.name}"'
+
+        cols = ", ".join(column(f) for f in schema)
         return (f"CREATE OR REPLACE VIEW {table} AS SELECT {cols} FROM read_parquet({glob}, "
                 f"union_by_name = true, hive_partitioning = false)")
     cols = ", ".join(f'CAST(NULL AS {duckdb_type(f.type)}) AS "{f.name}"' for f in schema)
@@ -133,8 +144,9 @@ DERIVED = {
                any_value(nmi) FILTER (WHERE stage = 'clusters'),
                any_value(silhouette) FILTER (WHERE stage = 'clusters'), any_value(kura_version), max(finished_at)
         FROM latest GROUP BY backend, profile, scale, host_fingerprint""",
-    # Clustering quality per hierarchy level for the latest run of each partition and host: the
-    # meta_clusters stage's rows (every level) when it ran, else the clusters stage's (level 0 only).
+    # Clustering quality per hierarchy level and truth level for the latest run of each partition and
+    # host: the meta_clusters stage's rows (every level) when it ran, else the clusters stage's (level 0
+    # only). finest_truth marks the finest truth level's rows (the one-figure views use those).
     "quality_by_level": """
         WITH ranked AS (
             SELECT *, dense_rank() OVER (PARTITION BY profile, scale, host_fingerprint
@@ -142,10 +154,12 @@ DERIVED = {
             FROM quality_levels q
             WHERE stage = 'meta_clusters' OR NOT EXISTS (
                 SELECT 1 FROM quality_levels m WHERE m.run_id = q.run_id AND m.stage = 'meta_clusters'))
-        SELECT backend, profile, scale, scale_n, host_fingerprint, run_id, stage, level, n_clusters, noise_share,
-               true_topics, ari, nmi, homogeneity, completeness, topics_found, silhouette, is_topic_level,
+        SELECT backend, profile, scale, scale_n, host_fingerprint, run_id, stage, level, truth_level, truth_rank,
+               true_classes, n_clusters, noise_share, true_topics, ari, nmi, homogeneity, completeness, topics_found,
+               silhouette, is_topic_level,
+               truth_rank = max(truth_rank) OVER (PARTITION BY record_id) AS finest_truth,
                finished_at, record_id
-        FROM ranked WHERE rk = 1 ORDER BY profile, scale_n, level""",
+        FROM ranked WHERE rk = 1 ORDER BY profile, scale_n, truth_rank, level""",
     # Storage per conversation by stage, latest run per partition.
     "storage": """
         SELECT profile, scale, scale_n, stage, bytes_written,
