@@ -40,6 +40,8 @@ class ReferenceBackend(Prepares, ReportsApiCounters):
         cost, reported in the record's extra), then time the bare model on a sample of the stage's texts."""
         if stage not in ("embeddings", "meta_clusters") or self.profile.embedding_backend == "api":
             return
+        if stage == "meta_clusters" and self.profile.meta_grouping == "centroids":
+            return  # groups by the clusters' stored centroids: no model to load
         from kura_perf.models.calibration import model_throughput
 
         model = self.models.embedding_model()
@@ -120,9 +122,9 @@ class ReferenceBackend(Prepares, ReportsApiCounters):
         truth = _truth(inputs.upstream["conversations"].tables["main"], summaries, self.profile.truth_levels)
         method, namer = self.models.clustering_method(len(summaries)), self.models.namer()
         result = cluster_summaries(summaries, vectors, method, namer, truth=truth, seed=self.profile.seed)
-        arrays = {}
+        arrays = {"centroids": result.centroids}  # what meta_clusters groups by (meta_grouping "centroids")
         if isinstance(method, BuildsKnnGraph) and method.knn is not None:  # for the projection to reuse
-            arrays = {"knn_indices": method.knn.indices, "knn_distances": method.knn.distances}
+            arrays.update(knn_indices=method.knn.indices, knn_distances=method.knn.distances)
         return StageResult(StageData(tables={"main": result.clusters, "assignments": result.assignments},
                                      arrays=arrays),
                            items_in=len(summaries), items_out=len(result.clusters), quality=result.quality,
@@ -132,15 +134,22 @@ class ReferenceBackend(Prepares, ReportsApiCounters):
     def _meta_clusters(self, inputs: StageInputs) -> StageResult:
         from kura_perf.stages.meta_clusters import build_hierarchy
 
-        clusters = inputs.upstream["clusters"].tables["main"]
-        embedder, namer = self.models.embedding_model(), self.models.namer()
+        stored = inputs.upstream["clusters"]
+        clusters = stored.tables["main"]
+        centroids = stored.arrays.get("centroids") if self.profile.meta_grouping == "centroids" else None
+        if self.profile.meta_grouping == "centroids" and centroids is None:
+            raise StageError("meta_clusters: meta_grouping 'centroids' needs the clusters stage's centroids, which "
+                             "this stored clusters output predates: materialize clusters again")
+        embedder = self.models.embedding_model() if centroids is None else None
+        namer = self.models.namer()
         hierarchy = build_hierarchy(clusters, embedder, namer, max_clusters=self.profile.meta_max_clusters,
-                                    max_iterations=self.profile.meta_max_iterations, seed=self.profile.seed)
+                                    max_iterations=self.profile.meta_max_iterations, seed=self.profile.seed,
+                                    base_vectors=centroids)
         table = hierarchy.table
-        api = _merge(_counters(embedder), _counters(namer))
+        api = _merge(_counters(embedder) if embedder is not None else None, _counters(namer))
         setup = self._setup.pop("meta_clusters", {})
         return StageResult(StageData(tables={"main": table}), items_in=len(clusters), items_out=len(table),
-                           api=api, extra={**setup, "iterations": hierarchy.iterations, "cap_hit": hierarchy.cap_hit,
+                           api=api, extra={**setup, "grouping": self.profile.meta_grouping, "iterations": hierarchy.iterations, "cap_hit": hierarchy.cap_hit,
                                            "roots": int(table["parent_id"].isna().sum()),
                                            "levels": int(table["level"].max()) + 1 if len(table) else 0})
 

@@ -107,6 +107,10 @@ class Profile(BaseModel):
     embed_text: EmbedTextName | None = None
     clustering: Literal["umap-hdbscan", "hdbscan", "kmeans", "agglomerative"] = "umap-hdbscan"
     clustering_params: dict = Field(default_factory=dict)
+    # How the reference's meta-clustering groups clusters: "centroids" (their members' mean vector, the
+    # reference default) or "names" (their embedded names, as Kura does). None: resolved on validation
+    # ("centroids" for the reference; the kura backend runs Kura's own loop, "names").
+    meta_grouping: Literal["centroids", "names"] | None = None
     meta_max_clusters: int = Field(10, ge=1, strict=True)
     meta_max_iterations: int = Field(10, ge=1, le=1000, strict=True)
     projection: Literal["umap", "pca"] = "umap"
@@ -198,7 +202,8 @@ class Profile(BaseModel):
 
     @model_validator(mode="after")
     def _resolve_embed_text(self) -> "Profile":
-        """Make embed_text concrete (it is in the profile hash); Kura embeds its own layout, nothing else."""
+        """Make embed_text and meta_grouping concrete (both are in the profile hash); Kura embeds its own
+        layout and groups by names, nothing else."""
         if self.backend == "kura":
             if self.embed_text not in (None, "kura-template"):
                 raise ValueError(f"embed_text '{self.embed_text}': the kura backend embeds Kura's own "
@@ -206,6 +211,13 @@ class Profile(BaseModel):
             self.embed_text = "kura-template"
         elif self.embed_text is None:
             self.embed_text = "summary"
+        if self.backend == "kura":
+            if self.meta_grouping not in (None, "names"):
+                raise ValueError(f"meta_grouping '{self.meta_grouping}': the kura backend runs Kura's own "
+                                 f"meta-cluster loop over embedded names; only 'names' applies")
+            self.meta_grouping = "names"
+        elif self.meta_grouping is None:
+            self.meta_grouping = "centroids"
         return self
 
     @model_validator(mode="after")

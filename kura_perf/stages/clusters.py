@@ -22,6 +22,7 @@ class ClusterResult:
     assignments: pd.DataFrame  # chat_id, cluster_id (int; -1 = noise)
     clusters: pd.DataFrame  # cluster_id, name, description, size (a -1 row when there is noise)
     quality: dict  # see quality.QUALITY_KEYS
+    centroids: np.ndarray  # one L2-normalised mean member vector per cluster 0..k-1 (noise excluded)
 
 
 def cluster_summaries(
@@ -48,7 +49,23 @@ def cluster_summaries(
     assignments = pd.DataFrame({"chat_id": summaries["chat_id"].to_numpy(), "cluster_id": labels})
     clusters = _name_clusters(summaries["embed_text"].tolist(), labels, namer, seed)
     quality = clustering_quality(embeddings, labels, truth=truth, sample_size=quality_sample, seed=seed)
-    return ClusterResult(assignments=assignments, clusters=clusters, quality=quality)
+    return ClusterResult(assignments=assignments, clusters=clusters, quality=quality,
+                         centroids=cluster_centroids(embeddings, labels))
+
+
+def cluster_centroids(embeddings: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Row c: the L2-normalised mean of cluster c's member vectors (labels 0..k-1; noise excluded).
+
+    What the reference's meta-clustering groups clusters by (stages/meta_clusters.py): the members'
+    own vectors, where Kura embeds each cluster's generated name."""
+    vectors = np.asarray(embeddings, dtype=np.float64)
+    k = int(labels.max()) + 1 if len(labels) and labels.max() >= 0 else 0
+    dimension = vectors.shape[1] if vectors.ndim == 2 else 0
+    sums = np.zeros((k, dimension))
+    clustered = labels >= 0
+    np.add.at(sums, labels[clustered], vectors[clustered])
+    norms = np.linalg.norm(sums, axis=1, keepdims=True)
+    return (sums / np.where(norms > 0, norms, 1.0)).astype(np.float32)
 
 
 def _renumber(labels: np.ndarray) -> np.ndarray:

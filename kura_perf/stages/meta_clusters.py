@@ -5,7 +5,11 @@ embed each root's name and description, k-means the roots into groups of about c
 (KmeansClusteringMethod(12) by default), and inside each group let the LLM propose
 ceil(g / 2) parent names (one when g < 3) and file every child under one of them. Offline, the
 proposal-and-filing step is a k-means split of the group into that many parents, and the parents
-are named by the namer. Unlike Kura, the loop stops after max_iterations (Kura has no cap, so a
+are named by the namer. Roots are grouped by their embedded names (Kura's way) or, given
+`base_vectors`, by their members' mean vector (the reference's way: a cluster's members say what it is
+about more reliably than a short generated name; CLINC150 10K, domain level: ARI 0.08 by names, ~0.3 by
+members, docs/reference-quality.md); a parent's vector is its children's size-weighted mean, and each
+round halves all roots at once by size-weighted k-means instead of splitting Kura's groups of 12. Unlike Kura, the loop stops after max_iterations (Kura has no cap, so a
 reduction that stalls would loop forever); `cap_hit` says whether that happened.
 """
 
@@ -60,8 +64,11 @@ def build_hierarchy(
     max_iterations: int = 10,
     seed: int = 0,
     clusters_per_group: int = KURA_META_CLUSTERS_PER_GROUP,
+    base_vectors: np.ndarray | None = None,
 ) -> Hierarchy:
-    """Reduce the base clusters (noise excluded) until at most `max_clusters` roots remain."""
+    """Reduce the base clusters (noise excluded) until at most `max_clusters` roots remain.
+
+    base_vectors: row c is base cluster c's vector (clusters.cluster_centroids); None: embed the names."""
     if max_clusters < 1:
         raise StageError(f"meta_clusters: max_clusters must be at least 1 (got {max_clusters})")
     if max_iterations < 0:
@@ -80,11 +87,18 @@ def build_hierarchy(
         }
         for row in base.itertuples(index=False)
     ]
+    if base_vectors is not None:
+        if len(base_vectors) < len(nodes):
+            raise StageError(f"meta_clusters: {len(base_vectors)} cluster vectors for {len(nodes)} base clusters")
+        for node in nodes:
+            node["vector"] = np.asarray(base_vectors[node["base_cluster_id"]], dtype=np.float64)
     roots = list(range(len(nodes)))
     iterations = 0
     while len(roots) > max_clusters and iterations < max_iterations:
         iterations += 1
         roots = _reduce_once(nodes, roots, iterations, embedder, namer, clusters_per_group, seed)
+    for node in nodes:
+        node.pop("vector", None)
     table = pd.DataFrame(nodes, columns=list(HIERARCHY_COLUMNS))
     table = table.astype({"level": "int64", "size": "int64", "is_leaf": "bool", "base_cluster_id": "Int64"})
     table["parent_id"] = table["parent_id"].astype(object).where(table["parent_id"].notna(), None)
@@ -103,15 +117,24 @@ def _reduce_once(
     """One Kura reduction round: returns the indices of the new parent nodes (the new roots)."""
     # Kura embeds str(Cluster), which is exactly this layout.
     texts = [f"Name: {nodes[i]['name']}\nDescription: {nodes[i]['description']}" for i in roots]
-    vectors = check_embeddings(embedder.embed(texts), len(texts), embedder.dimension, embedder.name)
+    if "vector" in nodes[roots[0]]:
+        vectors = np.stack([nodes[i]["vector"] for i in roots])
+    else:
+        vectors = check_embeddings(embedder.embed(texts), len(texts), embedder.dimension, embedder.name)
     root_array = np.asarray(roots)
 
     parent_children: list[np.ndarray] = []
-    groups = _kmeans_labels(vectors, kura_cluster_count(len(roots), clusters_per_group), seed)
+    by_members = "vector" in nodes[roots[0]]
+    weights = np.array([nodes[i]["size"] for i in roots], dtype=np.float64) if by_members else None
+    # Kura splits groups of ~12 locally; by members, one global size-weighted split halves the roots (a
+    # local split cannot join two clusters of one topic that k-means put in different groups).
+    groups = np.zeros(len(roots), dtype=np.int64) if by_members else \
+        _kmeans_labels(vectors, kura_cluster_count(len(roots), clusters_per_group), seed)
     for group in np.unique(groups):
         positions = np.flatnonzero(groups == group)
         wanted = math.ceil(len(positions) / 2) if len(positions) >= 3 else 1
-        split = _kmeans_labels(vectors[positions], wanted, seed)
+        split = _kmeans_labels(vectors[positions], wanted, seed,
+                               weights=None if weights is None else weights[positions])
         for part in np.unique(split):
             children = positions[split == part]
             # Biggest child first: the namer breaks ties by first appearance, so the parent's name
@@ -127,6 +150,10 @@ def _reduce_once(
         for child in root_array[children]:
             nodes[child]["parent_id"] = parent_id
         new_roots.append(len(nodes))
+        vector = {}
+        if "vector" in nodes[roots[0]]:
+            weighted = sum(nodes[c]["size"] * nodes[c]["vector"] for c in root_array[children])
+            vector = {"vector": weighted / max(float(np.linalg.norm(weighted)), 1e-12)}
         nodes.append(
             {
                 "cluster_id": parent_id,
@@ -137,13 +164,14 @@ def _reduce_once(
                 "size": size,
                 "is_leaf": False,
                 "base_cluster_id": None,
+                **vector,
             }
         )
     return new_roots
 
 
-def _kmeans_labels(vectors: np.ndarray, k: int, seed: int) -> np.ndarray:
-    """Seeded k-means labels; trivial cases (k = 1, k >= n) skip the fit."""
+def _kmeans_labels(vectors: np.ndarray, k: int, seed: int, weights: np.ndarray | None = None) -> np.ndarray:
+    """Seeded k-means labels (weighted by `weights` when given); trivial cases (k = 1, k >= n) skip the fit."""
     n = len(vectors)
     if k <= 1:
         return np.zeros(n, dtype=np.int64)
@@ -155,4 +183,4 @@ def _kmeans_labels(vectors: np.ndarray, k: int, seed: int) -> np.ndarray:
         # Identical names embed identically; k-means then finds fewer distinct clusters than k,
         # which is fine here (the round still shrinks the number of roots).
         warnings.simplefilter("ignore")
-        return KMeans(n_clusters=k, n_init=1, random_state=seed).fit_predict(vectors).astype(np.int64)
+        return KMeans(n_clusters=k, n_init=1, random_state=seed).fit_predict(vectors, sample_weight=weights).astype(np.int64)
