@@ -225,10 +225,19 @@ def _onnx_with_fake_session(batch_size):
     return model
 
 
-def test_the_onnx_embedder_reports_progress_batch_by_batch(summaries):
+def test_the_onnx_embedder_reports_progress_batch_by_batch(summaries, monkeypatch):
+    from kura_perf.models import onnx_embedding
+
     calls = []
+    monkeypatch.setattr(onnx_embedding, "PROGRESS_EVERY", 2)
     embed_summaries(summaries.head(5), _onnx_with_fake_session(batch_size=2), progress=lambda d, t: calls.append((d, t)))
     assert calls == [(2, 5), (4, 5), (5, 5)]  # one report at the end only, had it lost ReportsProgress
+    # Reports come at least PROGRESS_EVERY texts apart (batch 1 would otherwise report once per text), and
+    # always at the end.
+    monkeypatch.setattr(onnx_embedding, "PROGRESS_EVERY", 3)
+    calls.clear()
+    embed_summaries(summaries.head(7), _onnx_with_fake_session(batch_size=1), progress=lambda d, t: calls.append((d, t)))
+    assert calls == [(3, 7), (6, 7), (7, 7)]
 
 
 def test_the_torch_embedder_reports_progress_batch_by_batch(summaries):

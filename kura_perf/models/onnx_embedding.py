@@ -121,7 +121,8 @@ class OnnxEmbedding(ReportsProgress, PreparesModel, EncodesBare):
             rows = order[start : start + self.batch_size]
             out[rows] = self._encoder.encode_batch([texts[i] for i in rows])
             done = start + len(rows)
-            # At least PROGRESS_EVERY texts between reports: with batch 1, one per text would cost more than it tells.
+            # At least PROGRESS_EVERY texts apart, and at the end: with batch 1, a report per text would cost
+            # more than it tells.
             if progress is not None and (done - reported >= PROGRESS_EVERY or done == total):
                 progress(done, total)
                 reported = done
