@@ -63,8 +63,9 @@ def test_the_chosen_size_finds_topics_of_either_size(topics, per_topic):
     assert found == topics, (found, choice.size, choice.candidates)
     assert adjusted_rand_score(truth, choice.labels) > 0.95
     assert choice.size in [c["size"] for c in choice.candidates]
-    best = max(choice.candidates, key=lambda c: c["validity"])
-    assert best["size"] == choice.size
+    best = max(c["validity"] for c in choice.candidates)
+    near = [c["size"] for c in choice.candidates if c["validity"] >= best - 0.02]
+    assert choice.size == min(near)  # the finest of the near-best
 
 
 def test_a_fixed_size_that_suits_one_shape_fails_the_other():
