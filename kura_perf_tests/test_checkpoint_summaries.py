@@ -87,7 +87,7 @@ def test_the_pipeline_runs_on_the_checkpoints_summaries(fixture_files):
         assert row["summary"] == stored["summary"]
         assert {k: (list(v) if k in ("languages", "assistant_errors") else v) for k, v in row.items()
                 if k in expected} == expected
-        assert row["embed_text"] == embed_text(expected)
+        assert row["embed_text"] == embed_text(expected, profile.embed_text)  # the profile's layout
 
     # The same column types as a summary model's table (offline here).
     offline = summarise(load_conversations("conversations.jsonl", limit=N).conversations, OfflineSummaryModel())

@@ -120,8 +120,13 @@ def test_run_refuses_a_fifo_data_file_before_dagster(tmp_path, monkeypatch, caps
 
 
 _BLOCKING_READ = """
+import signal
 import sys
 from kura_perf.interrupts import own_interrupts
+
+# A shell that starts the suite in the background hands its children SIGINT ignored, and Python then
+# installs no handler; take Python's own, as an interactive `kura-perf run` has.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 
 with own_interrupts():
     try:
