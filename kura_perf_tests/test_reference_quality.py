@@ -122,8 +122,15 @@ def test_meta_clusters_group_by_members_not_by_misleading_names():
     hierarchy = build_hierarchy(clusters, _NoEmbedder(), _FirstWordNamer(), max_clusters=2,
                                 base_vectors=cluster_centroids(vectors, labels))
     table = hierarchy.table
-    parent = dict(zip(table["base_cluster_id"].dropna().astype(int), table[table["is_leaf"]]["parent_id"]))
-    assert parent[0] == parent[2] and parent[1] == parent[3] and parent[0] != parent[1]
+    parent_of = dict(zip(table["cluster_id"], table["parent_id"]))
+
+    def root(node):
+        while parent_of[node] is not None:
+            node = parent_of[node]
+        return node
+
+    assert hierarchy.roots == 2
+    assert root("c0") == root("c2") and root("c1") == root("c3") and root("c0") != root("c1")
     assert "vector" not in table.columns
 
 

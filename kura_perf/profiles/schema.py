@@ -75,6 +75,7 @@ class CustomStep(BaseModel):
 _HASHED_ONLY_WHEN_SET = ("custom_step", "embedding_batch_size")
 # ... and keys left out while at their default (a value that is not None).
 _HASHED_ONLY_WHEN_NOT = {"truth_levels": list(DEFAULT_TRUTH_LEVELS)}
+_IMPLIED_BY_KURA = ("embed_text", "meta_grouping")
 # Who runs the local MiniLM model. "torch" is sentence-transformers (what Kura runs); "onnx" and
 # "onnx-int8" are onnxruntime over an export of the same weights, checked against torch before use
 # (kura_perf/models/onnx_export.py). "api" marks vectors from an API embedding model.
@@ -239,6 +240,9 @@ class Profile(BaseModel):
                 payload.pop(key, None)
         for key, default in _HASHED_ONLY_WHEN_NOT.items():
             if payload.get(key) == default:
+                payload.pop(key, None)
+        if payload.get("backend") == "kura":  # fixed by the backend (Kura's own layout and loop): no choice to hash
+            for key in _IMPLIED_BY_KURA:
                 payload.pop(key, None)
         return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
