@@ -146,8 +146,11 @@ def refuse_writes(sql: str) -> None:
             raise ReadOnlyStoreError(_refusal(kind))
 
 
+_KIND_NAMES = {"LOAD": "INSTALL/LOAD"}  # DuckDB parses INSTALL as a LOAD statement
+
+
 def _refusal(kind: str) -> str:
-    what = "this statement is" if kind == "this" else f"{kind} statements are"
+    what = "this statement is" if kind == "this" else f"{_KIND_NAMES.get(kind, kind)} statements are"
     return f"sql is read-only: {what} refused (only queries: SELECT, DESCRIBE, SHOW, SUMMARIZE, EXPLAIN)"
 
 
