@@ -24,6 +24,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from kura_perf_tests.tmpfs import mounted_tmpfs
+
 from kura_perf import atomic, outputs, streaming
 from kura_perf.outputs import StageData
 from kura_perf.stages.base import StageResult
@@ -35,15 +37,8 @@ from kura_perf_tests.simulator_fixtures import fresh_simulator, pid_gone, shared
 @pytest.fixture
 def tiny_disk(tmp_path):
     """A 1 MiB tmpfs, unmounted after the test (also on failure)."""
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)], capture_output=True)
-    if made.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {made.stderr.decode().strip()}")
-    try:
+    with mounted_tmpfs(tmp_path / "disk", "1m") as mount:
         yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
 def _leave_free(disk: Path, leave_bytes: int) -> None:

@@ -303,7 +303,7 @@ def _jsonl_records(path: Path, compressed: bool = False) -> Iterator[tuple[int, 
             yield line, None, too_deep(path, line, MAX_JSON_DEPTH + 1)
             continue
         if not isinstance(record, dict):
-            yield line, None, InputDataError(path, line, None, "a JSON object per line", got=_describe(record))
+            yield line, None, InputDataError(path, line, None, "a JSON object per line", got=describe_json_value(record))
             continue
         yield line, None, record
 
@@ -374,7 +374,7 @@ def _json_list_records(path: Path, compressed: bool = False) -> Iterator[tuple[i
         elif undecodable and _SURROGATE.search(text, pos, end):
             yield item_line, index, InputDataError(path, item_line, _undecodable_field(item), "UTF-8 text", got="bytes that are not UTF-8")
         elif not isinstance(item, dict):
-            yield item_line, index, InputDataError(path, item_line, None, "a JSON object per list item", got=_describe(item))
+            yield item_line, index, InputDataError(path, item_line, None, "a JSON object per list item", got=describe_json_value(item))
         else:
             yield item_line, index, item
         pos = _WHITESPACE.match(text, end).end()
@@ -428,7 +428,7 @@ def _detect_format(record: dict, path: Path, line: int) -> str:
         first = messages[0] if messages else None
         return "kura" if isinstance(first, dict) and "created_at" in first else "openai"
     _fail(path, line, "messages", "a 'messages' list (Kura or OpenAI format) or a 'conversations' list (ShareGPT)",
-          got="missing" if messages is None else _describe(messages))
+          got="missing" if messages is None else describe_json_value(messages))
 
 
 def _parse_kura(record: dict, path: Path, line: int, index: int | None = None) -> Conversation:
@@ -453,7 +453,7 @@ def _parse_kura(record: dict, path: Path, line: int, index: int | None = None) -
 def _explain_kura_message(item: Any, i: int, path: Path, line: int) -> tuple[str, str, datetime]:
     where = f"messages[{i}]"
     if not isinstance(item, dict):
-        _fail(path, line, where, "an object with created_at, role and content", got=_describe(item))
+        _fail(path, line, where, "an object with created_at, role and content", got=describe_json_value(item))
     role = item.get("role")
     if role not in ROLES:
         _fail(path, line, f"{where}.role", "'user' or 'assistant'", got=_got(item, "role"))
@@ -468,7 +468,7 @@ def _parse_openai(record: dict, path: Path, line: int, index: int | None = None)
     for i, item in enumerate(raw_messages):
         where = f"messages[{i}]"
         if not isinstance(item, dict):
-            _fail(path, line, where, "an object with role and content", got=_describe(item))
+            _fail(path, line, where, "an object with role and content", got=describe_json_value(item))
         role = item.get("role")
         if role in _OPENAI_DROPPED_ROLES:
             continue
@@ -484,7 +484,7 @@ def _parse_sharegpt(record: dict, path: Path, line: int, index: int | None = Non
     for i, item in enumerate(raw_turns):
         where = f"conversations[{i}]"
         if not isinstance(item, dict):
-            _fail(path, line, where, "an object with from and value", got=_describe(item))
+            _fail(path, line, where, "an object with from and value", got=describe_json_value(item))
         speaker = item.get("from")
         if speaker in _SHAREGPT_DROPPED:
             continue
@@ -529,7 +529,7 @@ def _fail(path: Path, line: int, field_name: str | None, expected: str, got: Any
     raise InputDataError(path, line, field_name, expected, got=got)
 
 
-def _describe(value: Any) -> str:
+def describe_json_value(value: Any) -> str:
     """A value as the user wrote it, in JSON terms and short."""
     if value is None:
         return "null"
@@ -547,7 +547,7 @@ def _describe(value: Any) -> str:
 
 
 def _got(record: dict, key: str) -> str:
-    return _describe(record[key]) if key in record else "missing"
+    return describe_json_value(record[key]) if key in record else "missing"
 
 
 def _required_text(record: dict, key: str, path: Path, line: int) -> str:
@@ -584,11 +584,11 @@ def _timestamp(record: dict, key: str, field_name: str, path: Path, line: int, r
         return None
     value = record[key]
     if not isinstance(value, str):
-        _fail(path, line, field_name, "an ISO-8601 timestamp string", got=_describe(value))
+        _fail(path, line, field_name, "an ISO-8601 timestamp string", got=describe_json_value(value))
     try:
         moment = datetime.fromisoformat(value)
     except ValueError:
-        _fail(path, line, field_name, "an ISO-8601 timestamp such as 2024-05-01T12:00:00Z", got=_describe(value))
+        _fail(path, line, field_name, "an ISO-8601 timestamp such as 2024-05-01T12:00:00Z", got=describe_json_value(value))
     return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
 
 
@@ -597,7 +597,7 @@ def _optional_id(record: dict, path: Path, line: int) -> str | None:
         if key in record and record[key] is not None:
             value = record[key]
             if isinstance(value, bool) or not isinstance(value, (str, int)) or (isinstance(value, str) and not value.strip()):
-                _fail(path, line, key, "a non-empty string or an integer", got=_describe(value))
+                _fail(path, line, key, "a non-empty string or an integer", got=describe_json_value(value))
             return str(value)
     return None
 
@@ -607,14 +607,14 @@ def _metadata(record: dict, path: Path, line: int) -> dict:
     if value is None:
         return {}
     if not isinstance(value, dict):
-        _fail(path, line, "metadata", "an object", got=_describe(value))
+        _fail(path, line, "metadata", "an object", got=describe_json_value(value))
     return value
 
 
 def _topic(record: dict, path: Path, line: int) -> str | None:
     value = record.get("topic")
     if value is not None and not isinstance(value, str):
-        _fail(path, line, "topic", "a string (the ground-truth topic)", got=_describe(value))
+        _fail(path, line, "topic", "a string (the ground-truth topic)", got=describe_json_value(value))
     return value
 
 

@@ -34,6 +34,7 @@ import json
 from pathlib import Path
 from typing import Sequence
 
+from kura_perf.corpus.loaders import describe_json_value
 from kura_perf.errors import InputDataError
 from kura_perf.meter.api import ApiCounters
 from kura_perf.models.protocols import SUMMARY_FIELDS, SelectsSummaries
@@ -66,31 +67,17 @@ def check_checkpoint_file(path: Path) -> None:
                              got="a directory" if path.is_dir() else "not a regular file")
 
 
-def _describe(value) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return f"number {value}"
-    if isinstance(value, str):
-        return f"string {value[:40]!r}" + ("..." if len(value) > 40 else "")
-    if isinstance(value, list):
-        return f"a list of {len(value)} items"
-    return "an object" if isinstance(value, dict) else type(value).__name__
-
-
 def parse_summary_line(record, path: Path, line: int) -> tuple[str, dict, list[str]]:
     """(chat_id, the table's summary fields, the names of fields that were null) of one checkpoint line."""
     if not isinstance(record, dict):
-        raise InputDataError(path, line, None, "a JSON object (a Kura ConversationSummary) per line", got=_describe(record))
+        raise InputDataError(path, line, None, "a JSON object (a Kura ConversationSummary) per line", got=describe_json_value(record))
     chat_id = record.get("chat_id")
     if not isinstance(chat_id, str) or not chat_id.strip():
         raise InputDataError(path, line, "chat_id", "a non-empty string",
-                             got=_describe(chat_id) if "chat_id" in record else "missing")
+                             got=describe_json_value(chat_id) if "chat_id" in record else "missing")
     summary = record.get("summary")
     if not isinstance(summary, str):
-        raise InputDataError(path, line, "summary", "a string", got=_describe(summary) if "summary" in record else "missing")
+        raise InputDataError(path, line, "summary", "a string", got=describe_json_value(summary) if "summary" in record else "missing")
     fields, nulls = {"summary": summary}, []
     for name in SUMMARY_FIELDS[1:]:
         value = record.get(name)
@@ -107,7 +94,7 @@ def parse_summary_line(record, path: Path, line: int) -> tuple[str, dict, list[s
             ok = isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 5
             expected = "an int from 1 to 5 or null"
         if not ok:
-            raise InputDataError(path, line, name, expected, got=_describe(value))
+            raise InputDataError(path, line, name, expected, got=describe_json_value(value))
         fields[name] = list(value) if isinstance(value, list) else value
     return chat_id, fields, nulls
 
