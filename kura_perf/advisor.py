@@ -166,15 +166,22 @@ class Advice:
                 "(kura-perf run --scale 1k|10k --profile ...).")
 
 
+def _known(source) -> str | None:
+    """The source as a string, or None: pandas turns a missing source into NaN once frames are combined."""
+    return source if isinstance(source, str) and source else None
+
+
 def is_synthetic(source: str | None) -> bool:
+    source = _known(source)
     return source is not None and source.startswith(SYNTHETIC_PREFIX)
 
 
 def is_real(source: str | None) -> bool:
-    return source is not None and not is_synthetic(source)
+    return _known(source) is not None and not is_synthetic(source)
 
 
 def describe_source(source: str | None) -> str:
+    source = _known(source)
     if source is None:
         return "data unknown"
     if is_synthetic(source):

@@ -230,3 +230,12 @@ def test_a_run_that_reused_stored_conversations_takes_their_source(tmp_path):
     conversations = [r for r in _records("p", 10_000, figures=figures, source=REAL) if r["stage"] == "conversations"]
     write_records(metrics, "stage_runs", conversations + [r for r in later if r["stage"] != "conversations"])
     assert next(c for c in advise(metrics, 10_000).candidates).ari.data == REAL
+
+
+def test_a_missing_source_read_back_as_nan_is_unknown_not_a_crash():
+    """pandas turns a missing data source into NaN once record frames are combined; the report crashed on it."""
+    from kura_perf.advisor import describe_source, is_real, is_synthetic
+
+    nan = float("nan")
+    assert not is_real(nan) and not is_synthetic(nan) and describe_source(nan) == "data unknown"
+    assert is_real("/data/chats.jsonl") and is_synthetic("synthetic(seed=0)")
