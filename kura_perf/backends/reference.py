@@ -146,10 +146,11 @@ class ReferenceBackend(Prepares, ReportsApiCounters):
                                     max_iterations=self.profile.meta_max_iterations, seed=self.profile.seed,
                                     base_vectors=centroids)
         table = hierarchy.table
-        api = _merge(_counters(embedder) if embedder is not None else None, _counters(namer))
+        api = _merge(_counters(embedder), _counters(namer))  # _counters(None) is None
         setup = self._setup.pop("meta_clusters", {})
         return StageResult(StageData(tables={"main": table}), items_in=len(clusters), items_out=len(table),
-                           api=api, extra={**setup, "grouping": self.profile.meta_grouping, "iterations": hierarchy.iterations, "cap_hit": hierarchy.cap_hit,
+                           api=api, extra={**setup, "grouping": self.profile.meta_grouping,
+                                           "iterations": hierarchy.iterations, "cap_hit": hierarchy.cap_hit,
                                            "roots": int(table["parent_id"].isna().sum()),
                                            "levels": int(table["level"].max()) + 1 if len(table) else 0})
 
