@@ -3,7 +3,7 @@
 import os
 from pathlib import Path
 
-from kura_perf.custom_steps import redact_pii
+from kura_perf.pipeline.custom_steps import redact_pii
 
 FLAG_ENV = "SHAPES_TEST_FAIL_FLAG"
 

@@ -7,8 +7,8 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from kura_perf.advisor import Limits, NothingFits, advise, parse_scale
-from kura_perf.cli import main
+from kura_perf.report.advisor import Limits, NothingFits, advise, parse_scale
+from kura_perf.cli.main import main
 from kura_perf.stages.base import STAGES
 from kura_perf.store.schema import STAGE_RUNS
 from kura_perf.store.writer import write_records
@@ -234,7 +234,7 @@ def test_a_run_that_reused_stored_conversations_takes_their_source(tmp_path):
 
 def test_a_missing_source_read_back_as_nan_is_unknown_not_a_crash():
     """pandas turns a missing data source into NaN once record frames are combined; the report crashed on it."""
-    from kura_perf.advisor import describe_source, is_real, is_synthetic
+    from kura_perf.report.advisor import describe_source, is_real, is_synthetic
 
     nan = float("nan")
     assert not is_real(nan) and not is_synthetic(nan) and describe_source(nan) == "data unknown"

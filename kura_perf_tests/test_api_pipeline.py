@@ -34,7 +34,7 @@ timeout_s = 2
 def _run(home, profiles_file, sim_url, scale="100", extra_env=None):
     env = {**os.environ, "KURA_PERF_HOME": str(home), "KURA_PERF_SIMULATOR_URL": sim_url, "OPENAI_API_KEY": SECRET,
            "DAGSTER_HOME": str(home / "dagster_home"), **(extra_env or {})}
-    return subprocess.run([sys.executable, "-m", "kura_perf.cli", "run", "--scale", scale, "--profile", "api-fast",
+    return subprocess.run([sys.executable, "-m", "kura_perf.cli.main", "run", "--scale", scale, "--profile", "api-fast",
                            "--profiles", str(profiles_file)], capture_output=True, text=True, env=env, timeout=600)
 
 
@@ -110,7 +110,7 @@ def test_faults_beyond_the_budget_fail_the_stage_and_are_recorded(tmp_path, prof
 def test_real_endpoint_without_a_key_is_refused_before_starting(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "OPENAI_API_KEY"}
     env["KURA_PERF_HOME"] = str(tmp_path)
-    out = subprocess.run([sys.executable, "-m", "kura_perf.cli", "run", "--profile", "openai-small"],
+    out = subprocess.run([sys.executable, "-m", "kura_perf.cli.main", "run", "--profile", "openai-small"],
                          capture_output=True, text=True, env=env, timeout=120)
     assert out.returncode == 2
     assert "OPENAI_API_KEY is not set" in out.stderr and "simulated-openai" in out.stderr

@@ -1,4 +1,4 @@
-"""One atomic-write helper: every rename in kura_perf goes through kura_perf/atomic.py."""
+"""One atomic-write helper: every rename in kura_perf goes through kura_perf/files/atomic.py."""
 
 from __future__ import annotations
 
@@ -6,13 +6,13 @@ import ast
 from pathlib import Path
 
 import kura_perf
-from kura_perf.atomic import claim, is_temp, publish
+from kura_perf.files.atomic import claim, is_temp, publish
 
 PACKAGE = Path(kura_perf.__file__).parent
 
 # Renames that are not writes, each with the reason it stays where it is.
 ALLOWED = {
-    "atomic.py": "the helper itself",
+    "files/atomic.py": "the helper itself",
     "store/quarantine.py": "moves an unreadable record file aside (not a write); a missing file means another "
                            "process moved it first, which the caller handles itself",
 }
@@ -42,7 +42,7 @@ def test_no_rename_outside_the_atomic_helper():
         if relative in ALLOWED:
             continue
         found += [f"{relative}:{line}" for line in _renames(ast.parse(path.read_text(encoding="utf-8")))]
-    assert not found, ("write a temp file and rename it with kura_perf.atomic (atomic_write, publish, claim), "
+    assert not found, ("write a temp file and rename it with kura_perf.files.atomic (atomic_write, publish, claim), "
                        f"or allow-list the rename with a reason: {found}")
 
 

@@ -12,7 +12,7 @@ def kura_perf(*args, env_home=None, **kw):
     env = {**os.environ}
     if env_home:
         env["KURA_PERF_HOME"] = str(env_home)
-    return subprocess.run([sys.executable, "-m", "kura_perf.cli", *args], capture_output=True, text=True, env=env,
+    return subprocess.run([sys.executable, "-m", "kura_perf.cli.main", *args], capture_output=True, text=True, env=env,
                           timeout=300, **kw)
 
 

@@ -13,7 +13,7 @@ import time
 import numpy as np
 import pytest
 
-from kura_perf.cluster.services import ServiceError, postgres_bin
+from kura_perf.services.services import ServiceError, postgres_bin
 
 # About 90 s on a quiet 2-core box; the limit leaves room for a heavily shared one.
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
@@ -46,7 +46,7 @@ def cluster(tmp_path_factory):
     import tempfile
     from pathlib import Path
 
-    from kura_perf.cluster.local import LocalCluster
+    from kura_perf.services.local import LocalCluster
 
     # Not pytest's tmp_path: its 0700 parents would keep out the 'postgres' user the server runs as.
     root = Path(tempfile.mkdtemp(prefix="kura-perf-cluster-"))
@@ -68,7 +68,7 @@ def cluster(tmp_path_factory):
         logs = tmp_path_factory.mktemp("cluster-logs")  # kept by pytest for diagnosis
         for log in (root / "cluster").glob("*/*.log"):
             shutil.copy(log, logs / log.name)
-        from kura_perf.cluster.services import group_alive
+        from kura_perf.services.services import group_alive
 
         leftover = [s.name for s in services if group_alive(s.pid)]
         shutil.rmtree(root, ignore_errors=True)
@@ -76,7 +76,7 @@ def cluster(tmp_path_factory):
 
 
 def _single_process_embeddings(paths, scale="100"):
-    from kura_perf import outputs
+    from kura_perf.files import outputs
     from kura_perf.backends import get_backend
     from kura_perf.profiles import get_profile
     from kura_perf.settings import RunSettings
@@ -94,9 +94,9 @@ def _single_process_embeddings(paths, scale="100"):
 def test_sharded_partition_on_two_workers_then_a_worker_killed_mid_shard(cluster):
     from dagster import DagsterInstance, DagsterRunStatus
 
-    from kura_perf import outputs
-    from kura_perf.cluster.services import stop_service
-    from kura_perf.config import Paths
+    from kura_perf.files import outputs
+    from kura_perf.services.services import stop_service
+    from kura_perf.settings.paths import Paths
     from kura_perf.defs.cluster_launch import run_on_cluster
     from kura_perf.store import query
 

@@ -22,8 +22,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from kura_perf.cli import DAGSTER_YAML
-from kura_perf.config import Paths
+from kura_perf.cli.main import DAGSTER_YAML
+from kura_perf.settings.paths import Paths
 from kura_perf.stages.base import STAGES
 from kura_perf.store import query
 

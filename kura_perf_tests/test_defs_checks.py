@@ -20,10 +20,10 @@ from dagster import (
 )
 
 from kura_perf.backends.reference import ReferenceBackend
-from kura_perf.config import Paths
+from kura_perf.settings.paths import Paths
 from kura_perf.defs.launch import run_partition
 from kura_perf.defs.resources import KuraPerfResource
-from kura_perf.outputs import StageData
+from kura_perf.files.outputs import StageData
 from kura_perf.settings import RunSettings
 from kura_perf.stages.base import STAGES, StageResult
 from kura_perf.store import query

@@ -5,9 +5,9 @@ import subprocess
 import pytest
 from dagster import AssetKey, DagsterInstance
 
-from kura_perf.config import Paths
+from kura_perf.settings.paths import Paths
 from kura_perf.defs.launch import run_partition
-from kura_perf.outputs import read_stage
+from kura_perf.files.outputs import read_stage
 from kura_perf.stages.base import STAGES
 from kura_perf.store import query
 
@@ -90,7 +90,7 @@ def test_a_failing_stage_is_recorded_with_its_error(kp_home, tmp_path):
     profiles.write_text(f'[from-file]\ndata_file = "{missing}"\n')
     paths = Paths.from_env()
     # Through the runner, as the asset runs it, with the profile from the run's settings.
-    from kura_perf.runner import StageRun, run_stage
+    from kura_perf.pipeline.runner import StageRun, run_stage
     from kura_perf.settings import RunSettings
     from kura_perf.store.pending import commit_pending
 
@@ -127,7 +127,7 @@ def test_failure_inside_dagster_is_recorded_by_the_hook(kp_home, monkeypatch):
 def test_guards_record_a_breaking_point(kp_home, limits, reason):
     from kura_perf.errors import BreakingPoint
     from kura_perf.profiles import Profile
-    from kura_perf.runner import StageRun, run_stage
+    from kura_perf.pipeline.runner import StageRun, run_stage
     from kura_perf.store.pending import commit_pending
 
     paths = Paths.from_env()

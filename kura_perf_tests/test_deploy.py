@@ -76,7 +76,7 @@ def test_executor_config_is_accepted_by_dagster_celery(monkeypatch):
 
 
 def test_local_cluster_writes_the_same_executor_settings():
-    from kura_perf.cluster.settings import ClusterSettings
+    from kura_perf.services.settings import ClusterSettings
 
     shipped = yaml.safe_load((DEPLOY / "celery.yaml").read_text())["execution"]["config"]["config_source"]
     local = ClusterSettings().executor_config()["config_source"]

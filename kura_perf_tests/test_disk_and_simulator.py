@@ -26,8 +26,12 @@ import pytest
 
 from kura_perf_tests.tmpfs import mounted_tmpfs
 
-from kura_perf import atomic, outputs, streaming
-from kura_perf.outputs import StageData
+from kura_perf.files import atomic
+
+from kura_perf.files import outputs
+
+from kura_perf.pipeline import streaming
+from kura_perf.files.outputs import StageData
 from kura_perf.stages.base import StageResult
 from kura_perf_tests.simulator_fixtures import fresh_simulator, pid_gone, shared_simulator
 

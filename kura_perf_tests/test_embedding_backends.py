@@ -11,7 +11,7 @@ import shutil
 import numpy as np
 import pytest
 
-from kura_perf.config import Paths
+from kura_perf.settings.paths import Paths
 from kura_perf.errors import ProfileError
 from kura_perf.models.onnx_export import (MIN_COSINE, EmbeddingBackendError, ExportCache, check_texts, export_fp32)
 from kura_perf.profiles import get_profile, parse_profiles
@@ -203,7 +203,7 @@ def test_calibration_sample_is_fixed_and_spread():
 
 def test_records_name_the_backend_and_carry_model_only_throughput(shared_cache, data_root, monkeypatch):
     from kura_perf.defs.assets import stage_metadata
-    from kura_perf.runner import StageRun, run_stage
+    from kura_perf.pipeline.runner import StageRun, run_stage
 
     monkeypatch.delenv("KURA_PERF_MODEL_CACHE", raising=False)  # the runner finds the export under the data root
     profile = get_profile("offline").model_copy(update={"embedding_backend": "onnx-int8", "name": "embed-test"})
@@ -230,7 +230,7 @@ def test_records_name_the_backend_and_carry_model_only_throughput(shared_cache, 
 def test_a_refused_backend_is_a_recorded_stage_failure(shared_cache, data_root, monkeypatch):
     monkeypatch.delenv("KURA_PERF_MODEL_CACHE", raising=False)
     from kura_perf.backends.reference import ReferenceBackend
-    from kura_perf.runner import StageRun, run_stage
+    from kura_perf.pipeline.runner import StageRun, run_stage
 
     profile = get_profile("offline").model_copy(update={"embedding_backend": "onnx-int8", "name": "embed-test"})
     paths = Paths(data_root)

@@ -14,7 +14,7 @@ def _option_strings(parser) -> set[str]:
 
 # -- 9: `kura-perf simulate-api` takes every option the simulator's own CLI has ---------------------
 def test_simulate_api_subcommand_accepts_every_simulator_option():
-    from kura_perf.cli import build_parser
+    from kura_perf.cli.main import build_parser
     from kura_perf.simulator.args import build_parser as simulator_parser
 
     top = build_parser()
@@ -25,7 +25,7 @@ def test_simulate_api_subcommand_accepts_every_simulator_option():
 
 
 def test_simulate_api_help_lists_the_settings():
-    out = subprocess.run([sys.executable, "-m", "kura_perf.cli", "simulate-api", "--help"], capture_output=True,
+    out = subprocess.run([sys.executable, "-m", "kura_perf.cli.main", "simulate-api", "--help"], capture_output=True,
                          text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert "--rpm" in out.stdout and "--outage" in out.stdout and "unrecognized" not in out.stderr
@@ -42,7 +42,7 @@ def test_unsafe_profile_names_are_refused(name):
 
 
 def test_partition_dir_stays_under_the_storage_root(tmp_path):
-    from kura_perf.config import Paths
+    from kura_perf.settings.paths import Paths
     from kura_perf.errors import KuraPerfError
 
     paths = Paths(tmp_path / "data")
@@ -61,7 +61,7 @@ def test_run_with_an_escaping_profile_name_writes_nothing_outside(tmp_path):
     profiles = tmp_path / "p.toml"
     profiles.write_text('["../../../escape"]\ndescription = "x"\n')
     home = tmp_path / "a" / "b" / "c" / "data"
-    out = subprocess.run([sys.executable, "-m", "kura_perf.cli", "run", "--profile", "../../../escape",
+    out = subprocess.run([sys.executable, "-m", "kura_perf.cli.main", "run", "--profile", "../../../escape",
                           "--profiles", str(profiles), "--stages", "conversations"], capture_output=True, text=True,
                          timeout=300, env={**__import__("os").environ, "KURA_PERF_HOME": str(home),
                                            "DAGSTER_HOME": str(tmp_path / "dh")})
@@ -118,7 +118,7 @@ def test_run_refuses_a_bad_value_before_any_stage(tmp_path):
     f = tmp_path / "p.toml"
     f.write_text('[mine]\nembedding_model = "minilmx"\n')
     env = {**__import__("os").environ, "KURA_PERF_HOME": str(tmp_path / "data"), "DAGSTER_HOME": str(tmp_path / "dh")}
-    out = subprocess.run([sys.executable, "-m", "kura_perf.cli", "run", "--profile", "mine", "--profiles", str(f)],
+    out = subprocess.run([sys.executable, "-m", "kura_perf.cli.main", "run", "--profile", "mine", "--profiles", str(f)],
                          capture_output=True, text=True, timeout=300, env=env)
     assert out.returncode == 2 and "key 'embedding_model': 'minilmx' is not allowed" in out.stderr
     assert not (tmp_path / "data" / "metrics").exists()  # no stage ran, nothing recorded
@@ -149,7 +149,7 @@ def test_short_file_hint_names_the_profile_key(tmp_path):
 def test_cli_shows_lenient_skips_with_their_reasons(capsys):
     import json
 
-    from kura_perf.cli import _print_records
+    from kura_perf.cli.main import _print_records
 
     problem = "c.jsonl, line 5: expected one JSON object per line (got invalid JSON: Expecting value at column 1)"
     records = [{"stage": "conversations", "status": "success", "items_in": 102, "items_out": 100,
@@ -167,7 +167,7 @@ def test_cli_shows_lenient_skips_with_their_reasons(capsys):
 def test_report_out_keeps_the_users_files_and_the_folders_mode(tmp_path):
     import os
 
-    from kura_perf.config import Paths
+    from kura_perf.settings.paths import Paths
     from kura_perf.report import MANIFEST, build_report
 
     out = tmp_path / "mine"
@@ -189,7 +189,7 @@ def test_report_out_keeps_the_users_files_and_the_folders_mode(tmp_path):
 def test_report_out_new_folder_gets_the_usual_mode_and_never_overwrites_a_foreign_index(tmp_path):
     import os
 
-    from kura_perf.config import Paths
+    from kura_perf.settings.paths import Paths
     from kura_perf.errors import KuraPerfError
     from kura_perf.report import build_report
 
@@ -214,7 +214,7 @@ def stored(tmp_path):
     import numpy as np
     import pandas as pd
 
-    from kura_perf.outputs import StageData, write_stage
+    from kura_perf.files.outputs import StageData, write_stage
 
     folder = tmp_path / "storage" / "offline" / "100"
     rng = np.random.default_rng(0)
@@ -226,7 +226,7 @@ def stored(tmp_path):
 
 def _refused(folder, stage, *expected):
     from kura_perf.errors import StageError
-    from kura_perf.outputs import read_stage
+    from kura_perf.files.outputs import read_stage
 
     with pytest.raises(StageError) as info:
         read_stage(folder, stage)
@@ -237,7 +237,7 @@ def _refused(folder, stage, *expected):
 def test_intact_stage_files_read_back(stored):
     import numpy as np
 
-    from kura_perf.outputs import read_stage
+    from kura_perf.files.outputs import read_stage
 
     folder, vectors = stored
     assert np.array_equal(read_stage(folder, "embeddings").arrays["main"], vectors)

@@ -129,8 +129,8 @@ def test_the_graph_sees_the_known_edges():
     graph = import_graph(lazy=False)
     assert "kura_perf.checks.baselines" in graph["kura_perf.checks.regression"]
     assert "kura_perf.checks.records" in graph["kura_perf.checks.baselines"]
-    assert "kura_perf.models.cache" in graph["kura_perf.config"]
-    assert "kura_perf.report" in graph["kura_perf.advisor"]  # via kura_perf.report.fmt: the package runs first
+    assert "kura_perf.models.cache" in graph["kura_perf.settings.paths"]
+    assert "kura_perf.report" in graph["kura_perf.defs.report"]
     lazy = import_graph(lazy=True)
     assert "kura_perf.report.sections" in lazy["kura_perf.report"] - graph["kura_perf.report"]  # inside build_report
 

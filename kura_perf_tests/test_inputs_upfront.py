@@ -59,7 +59,7 @@ def _write_profiles(tmp_path: Path, text: str) -> Path:
 
 def _cli(monkeypatch, capsys, args: list[str]) -> tuple[int, str, str]:
     """`kura-perf ARGS` in this process, failing the test if it gets as far as Dagster's home."""
-    from kura_perf import cli
+    from kura_perf.cli.main import main as cli
 
     def no_dagster(*_a, **_k):
         raise AssertionError("the command reached Dagster")
@@ -122,7 +122,7 @@ def test_run_refuses_a_fifo_data_file_before_dagster(tmp_path, monkeypatch, caps
 _BLOCKING_READ = """
 import signal
 import sys
-from kura_perf.interrupts import own_interrupts
+from kura_perf.pipeline.interrupts import own_interrupts
 
 # A shell that starts the suite in the background hands its children SIGINT ignored, and Python then
 # installs no handler; take Python's own, as an interactive `kura-perf run` has.
@@ -176,7 +176,7 @@ def test_ctrl_c_ends_a_blocking_read_inside_the_interrupt_guard(tmp_path):
 
 _MASKS = """
 import signal, subprocess, sys
-from kura_perf.interrupts import own_interrupts
+from kura_perf.pipeline.interrupts import own_interrupts
 
 def sigint_blocked_in(status):
     mask = next(line for line in status.splitlines() if line.startswith("SigBlk:")).split()[1]
@@ -254,7 +254,7 @@ def test_an_unusable_data_root_is_one_line_and_exit_2_before_dagster(tmp_path, m
 
 
 def test_matrix_refuses_an_unusable_data_root_before_any_partition(tmp_path, monkeypatch, capsys):
-    from kura_perf import matrix
+    from kura_perf.experiments import matrix
 
     def no_partition(*_a, **_k):
         raise AssertionError("a partition started")
@@ -268,7 +268,7 @@ def test_matrix_refuses_an_unusable_data_root_before_any_partition(tmp_path, mon
 
 
 def test_matrix_refuses_a_missing_data_file_before_any_partition(tmp_path, monkeypatch, capsys):
-    from kura_perf import matrix
+    from kura_perf.experiments import matrix
 
     monkeypatch.setattr(matrix, "run_partition_process", lambda *a, **k: pytest.fail("a partition started"))
     missing = tmp_path / "gone.jsonl"

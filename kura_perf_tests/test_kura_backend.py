@@ -15,11 +15,11 @@ from dagster import DagsterInstance
 
 from kura_perf.backends.kura_api_log import counters_between
 from kura_perf.backends.kura_loop import KuraLoop
-from kura_perf.config import Paths
+from kura_perf.settings.paths import Paths
 from kura_perf.corpus import generate_conversations
 from kura_perf.errors import BreakingPoint, ProfileError
 from kura_perf.meter import Meter
-from kura_perf.outputs import read_stage
+from kura_perf.files.outputs import read_stage
 from kura_perf.profiles import get_profile
 from kura_perf.stages.base import STAGES
 from kura_perf.store import query
@@ -149,8 +149,8 @@ def test_asset_checks_ran_for_every_stage(kura_100):
 
 @slow
 def test_comparison_has_both_sides(kura_100, capsys):
-    from kura_perf.cli import main
-    from kura_perf.compare import compare_partitions
+    from kura_perf.cli.main import main
+    from kura_perf.report.compare import compare_partitions
 
     paths, kura, reference, _ = kura_100
     assert reference.success, reference.failure
@@ -354,7 +354,7 @@ def test_a_429_storm_fails_the_stage_with_its_cause(monkeypatch):
     from kura_perf.backends.conversion import conversations_to_table
     from kura_perf.backends.kura import KuraBackend, KuraFailure
     from kura_perf.backends.model_factory import SIMULATOR_URL_ENV
-    from kura_perf.outputs import StageData
+    from kura_perf.files.outputs import StageData
     from kura_perf.simulator.process import run_in_thread
     from kura_perf.stages.base import StageInputs
 

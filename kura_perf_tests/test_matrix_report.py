@@ -144,7 +144,7 @@ def test_memory_theory_table_puts_growth_beside_the_hotspots(store):
 
 
 def test_compare_view_at_every_scale_has_ratios_outcomes_and_largest_completed(store, capsys):
-    from kura_perf.compare import compare_scales
+    from kura_perf.report.compare import compare_scales
 
     table = compare_scales(store.root / "metrics", "reference:offline", "kura:kura")
     assert table["scale"].unique().tolist() == ["100", "1k", "5k", "10k", "50k"]  # either side's scales, in order
@@ -163,7 +163,7 @@ def test_compare_view_at_every_scale_has_ratios_outcomes_and_largest_completed(s
     assert "summaries: rate-limited" in at.loc[("50k", "total")]["outcome_right"]
     assert (table.attrs["largest_completed_left"], table.attrs["largest_completed_right"]) == (10_000, 5_000)
     # The CLI prints the same, with the finding called out; the report carries it as a table.
-    from kura_perf.cli import main
+    from kura_perf.cli.main import main
 
     with pytest.MonkeyPatch.context() as env:
         env.setenv("KURA_PERF_HOME", str(store.root))
@@ -179,7 +179,7 @@ def test_compare_view_at_every_scale_has_ratios_outcomes_and_largest_completed(s
 
 
 def test_a_kura_failure_message_counts_as_the_rate_limit_finding():
-    from kura_perf.compare import stage_outcome
+    from kura_perf.report.compare import stage_outcome
 
     message = ("summaries: Kura's summarise_conversations failed: APIStatusError <- RateLimitError: Error code: 429 "
                "(after 4439 API calls: 44 answered 429, 0 other errors)")
@@ -199,7 +199,7 @@ def _kura_records(store):
 
 
 def test_matrix_table_marks_completed_projected_and_failed(store, monkeypatch, capsys):
-    from kura_perf.cli import main
+    from kura_perf.cli.main import main
 
     monkeypatch.setenv("KURA_PERF_HOME", str(store.root))
     assert main(["matrix", "--table-only", "--scales", "1k", "10k", "50k", "--profiles", "offline", "kura"]) == 0
@@ -218,7 +218,7 @@ def test_matrix_table_marks_completed_projected_and_failed(store, monkeypatch, c
 
 
 def test_matrix_runs_each_partition_in_its_own_process_and_goes_on_after_a_failure(tmp_path, monkeypatch, capsys):
-    from kura_perf.cli import main
+    from kura_perf.cli.main import main
 
     profiles = tmp_path / "profiles.toml"
     broken = tmp_path / "conversations.jsonl"  # passes the pre-flight (a regular file), fails in the stage

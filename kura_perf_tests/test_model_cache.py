@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from kura_perf.config import Paths
+from kura_perf.settings.paths import Paths
 from kura_perf.models import cache
 
 

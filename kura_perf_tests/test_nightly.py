@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from kura_perf.cli import main
+from kura_perf.cli.main import main
 from kura_perf.store.writer import write_records
 
 WORKFLOW = Path(__file__).resolve().parents[1] / ".github" / "workflows" / "nightly.yml"
@@ -42,7 +42,7 @@ def test_workflow_runs_the_matrix_keeps_the_store_uploads_and_gates():
     gate = steps[-1]["run"]
     assert gate.startswith(".venv/bin/kura-perf checks --since")
     args = gate.split("kura-perf ", 1)[1].replace('"${{ steps.matrix.outputs.started_at }}"', "2026-01-01T00:00:00Z")
-    from kura_perf.cli import build_parser
+    from kura_perf.cli.main import build_parser
 
     assert build_parser().parse_args(args.split()).func.__name__ == "cmd_checks"
 

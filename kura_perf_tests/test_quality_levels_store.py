@@ -5,11 +5,11 @@ import os
 import numpy as np
 import pytest
 
-from kura_perf import jit_cache
+from kura_perf.models import jit_cache
 from kura_perf.backends.reference import ReferenceBackend
-from kura_perf.config import Paths
+from kura_perf.settings.paths import Paths
 from kura_perf.profiles import Profile
-from kura_perf.runner import StageRun, run_stage
+from kura_perf.pipeline.runner import StageRun, run_stage
 from kura_perf.store import query
 from kura_perf.store.pending import commit_pending
 

@@ -169,7 +169,7 @@ def test_a_texts_vector_does_not_depend_on_its_batch_mates(int8_one_at_a_time):
 
 def _run(home, *args):
     env = {**os.environ, "KURA_PERF_HOME": str(home)}
-    out = subprocess.run([sys.executable, "-m", "kura_perf.cli", "run", "--scale", "1k", "--profile", "offline",
+    out = subprocess.run([sys.executable, "-m", "kura_perf.cli.main", "run", "--scale", "1k", "--profile", "offline",
                           "--stages", "conversations", "summaries", "embeddings", "clusters", *args],
                          capture_output=True, text=True, env=env, timeout=900)
     assert out.returncode == 0, out.stderr[-2000:]

@@ -15,16 +15,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from kura_perf import outputs
-from kura_perf.atomic import atomic_write, atomic_write_text, is_temp
+from kura_perf.files import outputs
+from kura_perf.files.atomic import atomic_write, atomic_write_text, is_temp
 from kura_perf.backends import Prepares, ReportsApiCounters
-from kura_perf.config import Paths
+from kura_perf.settings.paths import Paths
 from kura_perf.errors import BreakingPoint
 from kura_perf.meter.api import ApiCounters
 from kura_perf.meter.failures import is_interrupt, is_memory_exhaustion
 from kura_perf.meter.projection import LINEAR_IN_ITEMS, Progress, project, rate
 from kura_perf.profiles import get_profile
-from kura_perf.runner import StageRun, run_stage
+from kura_perf.pipeline.runner import StageRun, run_stage
 from kura_perf.stages.base import StageResult
 from kura_perf.store import liveness, query, write_record
 from kura_perf.store.pending import recover, save_pending
@@ -321,11 +321,11 @@ CAPPED = r"""
 import json, re, resource, sys
 from pathlib import Path
 import numpy as np
-from kura_perf import outputs
-from kura_perf.config import Paths
+from kura_perf.files import outputs
+from kura_perf.settings.paths import Paths
 from kura_perf.errors import BreakingPoint
 from kura_perf.profiles import get_profile
-from kura_perf.runner import StageRun, run_stage
+from kura_perf.pipeline.runner import StageRun, run_stage
 from kura_perf.stages.base import StageResult
 from kura_perf.store import query, write_record
 
@@ -369,7 +369,7 @@ def test_allocation_failure_under_an_os_memory_cap_is_a_breaking_point(tmp_path)
 
 def test_a_garbage_record_file_does_not_stop_run_db_or_report(kp_home, tmp_path, monkeypatch, capsys, caplog):
     """Defect 6 end to end: a garbage .parquet under data/metrics/ before a run."""
-    from kura_perf.cli import main
+    from kura_perf.cli.main import main
 
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dh"))
     bad = kp_home / "metrics" / "stage_runs" / "date=2026-01-01" / "garbage.parquet"
@@ -392,11 +392,11 @@ OOM_CHILD = r"""
 import os, sys, time, uuid
 from pathlib import Path
 import numpy as np
-from kura_perf import outputs
-from kura_perf.config import Paths
+from kura_perf.files import outputs
+from kura_perf.settings.paths import Paths
 from kura_perf.meter import memory
 from kura_perf.profiles import get_profile
-from kura_perf.runner import StageRun, run_stage
+from kura_perf.pipeline.runner import StageRun, run_stage
 from kura_perf.stages.base import StageResult
 
 cgroup = Path(sys.argv[2])

@@ -47,7 +47,7 @@ def test_eight_concurrent_runs_on_one_home(tmp_path):
         for i, profile in enumerate(RUNS):
             log = open(tmp_path / f"run{i}.log", "w")
             procs.append((profile, log, subprocess.Popen(
-                [sys.executable, "-m", "kura_perf.cli", "run", "--scale", "100", "--profile", profile,
+                [sys.executable, "-m", "kura_perf.cli.main", "run", "--scale", "100", "--profile", profile,
                  "--stages", *STAGES], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)))
         codes = [p.wait(timeout=600) for _, _, p in procs]
         logs = [(tmp_path / f"run{i}.log").read_text() for i in range(len(RUNS))]
@@ -69,12 +69,12 @@ def test_eight_concurrent_runs_on_one_home(tmp_path):
             tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
             if "alembic_version" in tables:
                 assert con.execute("SELECT count(*) FROM alembic_version").fetchone()[0] == 1, db
-    again = subprocess.run([sys.executable, "-m", "kura_perf.cli", "run", "--scale", "100", "--profile", "offline",
+    again = subprocess.run([sys.executable, "-m", "kura_perf.cli.main", "run", "--scale", "100", "--profile", "offline",
                             "--stages", "conversations"], env=env, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr[-2000:]
 
     # Every record of every run is there, and its bytes are the bytes on disk.
-    out = subprocess.run([sys.executable, "-m", "kura_perf.cli", "sql", "--format", "json",
+    out = subprocess.run([sys.executable, "-m", "kura_perf.cli.main", "sql", "--format", "json",
                           "SELECT run_id, profile, stage, status, bytes_written FROM stage_runs"],
                          env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr

@@ -41,13 +41,13 @@ def test_disk_full_is_recorded_and_cleaned_up(tmp_path, small_disk, monkeypatch,
            "PYTHONPATH": str(ROOT)}
     # room for the conversations of 1k (0.94 MB) and their record, not for the summaries (0.2 MB)
     _fill(small_disk, 1_120_000)
-    out = subprocess.run([sys.executable, "-m", "kura_perf.cli", "run", "--scale", "1k", "--stages", "conversations",
+    out = subprocess.run([sys.executable, "-m", "kura_perf.cli.main", "run", "--scale", "1k", "--stages", "conversations",
                           "summaries"], env=env, capture_output=True, text=True, timeout=600)
     assert out.returncode == 1, out.stderr[-3000:]
     assert "No space left on device" in out.stderr and "Traceback" not in out.stderr
     assert not _temps(small_disk), _temps(small_disk)
 
-    from kura_perf.cli import main
+    from kura_perf.cli.main import main
     from kura_perf.store import query
 
     records = query(small_disk / "data" / "metrics",

@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _start(env, *stages):
-    return subprocess.Popen([sys.executable, "-m", "kura_perf.cli", "run", "--scale", "1k", "--stages", *stages],
+    return subprocess.Popen([sys.executable, "-m", "kura_perf.cli.main", "run", "--scale", "1k", "--stages", *stages],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)
 
@@ -62,7 +62,7 @@ def test_sigkill_leaves_a_died_record_and_ctrl_c_an_interrupted_one(tmp_path):
     assert marker["pid"] == proc.pid
 
     # any command: here `sql`, which itself must already see the died record
-    out = subprocess.run([sys.executable, "-m", "kura_perf.cli", "sql", "--format", "json",
+    out = subprocess.run([sys.executable, "-m", "kura_perf.cli.main", "sql", "--format", "json",
                           "SELECT * FROM breaking_points"], env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     rows = json.loads(out.stdout)
@@ -93,7 +93,7 @@ def test_sigkill_leaves_a_died_record_and_ctrl_c_an_interrupted_one(tmp_path):
         _stop(proc)
     assert proc.returncode == 130, err[-3000:]
     assert "interrupted" in err and "Traceback" not in err and "DagsterExecutionInterruptedError\n" not in err
-    out = subprocess.run([sys.executable, "-m", "kura_perf.cli", "sql", "--format", "json",
+    out = subprocess.run([sys.executable, "-m", "kura_perf.cli.main", "sql", "--format", "json",
                           "SELECT stage, status, items_done FROM stage_runs WHERE status = 'interrupted'"],
                          env=env, capture_output=True, text=True, timeout=300)
     rows = json.loads(out.stdout)

@@ -16,7 +16,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from kura_perf.config import Paths
+from kura_perf.settings.paths import Paths
 from kura_perf.report import build_report, fmt
 from kura_perf.report.analysis import analyse
 from kura_perf.report.data import load_report_data

@@ -1,6 +1,6 @@
 """RunSettings: one object built from the environment at the edge (the CLI and the Dagster resource the
 same way) and passed down; the partitions come from it; nothing in the package writes the environment
-except kura_perf/third_party_env.py."""
+except kura_perf/settings/third_party_env.py."""
 
 import ast
 import os
@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from kura_perf.config import Paths
+from kura_perf.settings.paths import Paths
 from kura_perf.settings import RunSettings
 
 PACKAGE = Path(__file__).resolve().parent.parent / "kura_perf"
-ALLOWED = {PACKAGE / "third_party_env.py"}
+ALLOWED = {PACKAGE / "settings" / "third_party_env.py"}
 WRITERS = {"setdefault", "update", "pop", "popitem", "clear", "__setitem__", "__delitem__"}
 
 
@@ -58,7 +58,7 @@ def test_no_environment_writes_outside_third_party_env():
         if path in ALLOWED:
             continue
         found += [f"{path.relative_to(PACKAGE.parent)}:{line}" for line in environment_writes(path.read_text())]
-    assert found == [], "environment writes outside kura_perf/third_party_env.py (add them there, with the " \
+    assert found == [], "environment writes outside kura_perf/settings/third_party_env.py (add them there, with the " \
                         f"library and the reason in its table): {found}"
 
 
@@ -153,7 +153,7 @@ def test_partitions_and_profiles_come_from_the_same_settings(tmp_path):
 def test_cli_options_reach_the_run_without_touching_the_environment(tmp_path, monkeypatch):
     """--profiles and --no-meter travel in the settings: the partition exists, the record is unmetered,
     and the CLI process's environment is what it was (no DAGSTER_HOME, no KURA_PERF_* written)."""
-    from kura_perf.cli import main
+    from kura_perf.cli.main import main
     from kura_perf.store import query
 
     monkeypatch.setenv("KURA_PERF_HOME", str(tmp_path / "data"))

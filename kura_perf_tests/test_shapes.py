@@ -4,13 +4,13 @@ shape resumes after an injected failure without redoing the stages that had comp
 import pytest
 from dagster import AssetKey, DagsterInstance
 
-from kura_perf.config import Paths
-from kura_perf.custom_steps import load_step, redact_text
+from kura_perf.settings.paths import Paths
+from kura_perf.pipeline.custom_steps import load_step, redact_text
 from kura_perf.defs.launch import run_shape
 from kura_perf.errors import ProfileError
-from kura_perf.outputs import peek_manifest as read_manifest, read_stage
+from kura_perf.files.outputs import peek_manifest as read_manifest, read_stage
 from kura_perf.settings import RunSettings
-from kura_perf.shapes import CUSTOM_STAGE, SHAPES, ShapeSettings, streaming_supported
+from kura_perf.pipeline.shapes import CUSTOM_STAGE, SHAPES, ShapeSettings, streaming_supported
 from kura_perf.stages.base import STAGES
 from kura_perf_tests.shape_steps import FLAG_ENV
 
@@ -135,7 +135,7 @@ def test_redaction_masks_pii_and_keeps_rows():
 def test_bad_custom_steps_are_refused_with_the_setting_named(env):
     run_settings, instance, _ = env
     with pytest.raises(ProfileError, match="no attribute 'nope'"):
-        load_step("kura_perf.custom_steps:nope")
+        load_step("kura_perf.pipeline.custom_steps:nope")
     with pytest.raises(ProfileError, match="cannot import module"):
         load_step("no_such_module_xyz:f")
     with pytest.raises(ProfileError, match="custom_after"):

@@ -8,14 +8,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from kura_perf import outputs
-from kura_perf.cluster.local import check_services
-from kura_perf.cluster.services import ServiceError, free_port
-from kura_perf.cluster.settings import ClusterSettings
+from kura_perf.files import outputs
+from kura_perf.services.local import check_services
+from kura_perf.services.services import ServiceError, free_port
+from kura_perf.services.settings import ClusterSettings
 from kura_perf.store.record import StageRecord
-from kura_perf.config import Paths
-from kura_perf.location import Location, resolve
-from kura_perf.shards import plan_shards, sum_shards
+from kura_perf.settings.paths import Paths
+from kura_perf.files.location import Location, resolve
+from kura_perf.pipeline.shards import plan_shards, sum_shards
 from kura_perf.store import query, write_record
 
 
@@ -97,7 +97,7 @@ def test_redis_down_is_named_with_its_address(monkeypatch, kp_home, capsys):
     """Postgres answering is not enough: with Redis down the error names Redis and its address."""
     import psycopg2
 
-    from kura_perf.cli import main
+    from kura_perf.cli.main import main
 
     class _Connection:
         def close(self):

@@ -185,7 +185,7 @@ def test_a_stage_record_goes_through_the_hand_off_and_the_store_unchanged(tmp_pa
     import pyarrow.parquet as pq
 
     from kura_perf.checks.records import stored_record
-    from kura_perf.config import Paths
+    from kura_perf.settings.paths import Paths
     from kura_perf.store.schema import STAGE_RUNS
 
     paths = Paths(tmp_path)

@@ -68,8 +68,8 @@ def _fresh_screening():
 
 @pytest.fixture
 def cli(kp_home, tmp_path, monkeypatch):
-    """kura_perf.cli.main on a private data root and Dagster home."""
-    from kura_perf.cli import main
+    """kura_perf.cli.main.main on a private data root and Dagster home."""
+    from kura_perf.cli.main import main
 
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
     return main

@@ -12,15 +12,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from kura_perf import outputs
+from kura_perf.files import outputs
 from kura_perf.backends import get_backend
-from kura_perf.config import Paths
+from kura_perf.settings.paths import Paths
 from kura_perf.errors import ProfileError, StageError
-from kura_perf.outputs import StageData
+from kura_perf.files.outputs import StageData
 from kura_perf.profiles import get_profile, parse_profiles
-from kura_perf.runner import StageRun, run_stage
+from kura_perf.pipeline.runner import StageRun, run_stage
 from kura_perf.stages.base import StageResult
-from kura_perf.streaming import run_streamed, streams
+from kura_perf.pipeline.streaming import run_streamed, streams
 
 ROWWISE = ("conversations", "summaries", "embeddings")
 REPO = Path(__file__).resolve().parents[1]
@@ -106,9 +106,9 @@ import io, json, sys
 import pyarrow as pa, pyarrow.parquet as pq
 from kura_perf.backends.conversion import conversations_to_table
 from kura_perf.corpus import generate_conversations
-from kura_perf.config import Paths
+from kura_perf.settings.paths import Paths
 from kura_perf.profiles import get_profile
-from kura_perf.runner import StageRun, run_stage
+from kura_perf.pipeline.runner import StageRun, run_stage
 profile = get_profile("offline").model_copy(update={"name": "probe", "stream_batch_size": int(sys.argv[3])})
 paths = Paths(__import__("pathlib").Path(sys.argv[1]))
 # Warm the imports and Arrow's allocator first: their one-off growth is not what is measured.

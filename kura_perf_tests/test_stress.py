@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from kura_perf.stress.outcome import FAILED_CLEANLY, LOST_DATA, OUTCOMES, SURVIVED, inspect_home
-from kura_perf.stress.pipelines import PipelineRun
+from kura_perf.experiments.stress.outcome import FAILED_CLEANLY, LOST_DATA, OUTCOMES, SURVIVED, inspect_home
+from kura_perf.experiments.stress.pipelines import PipelineRun
 
 STAGES = ["conversations", "summaries"]
 
@@ -31,7 +31,7 @@ def home(tmp_path):
     """A data home holding one partition's outputs of both stages, as a pipeline leaves it."""
     import pandas as pd
 
-    from kura_perf.outputs import StageData, write_stage
+    from kura_perf.files.outputs import StageData, write_stage
 
     data = tmp_path / "home"
     folder = data / "storage" / "offline" / "100"
@@ -68,7 +68,7 @@ def test_a_recorded_failure_is_failed_cleanly(home):
 
 
 def test_a_crashed_check_step_expects_no_record_for_the_next_stage(home):
-    from kura_perf.stress.pipelines import FAILED_STEP, RUN_LINE
+    from kura_perf.experiments.stress.pipelines import FAILED_STEP, RUN_LINE
 
     line = "run dcc30f81-a9c4-4eba-9365-1b5a2a453d81 FAILED: conversations_checks: OutOfMemoryException: x"
     found = RUN_LINE.search(line)
@@ -127,7 +127,7 @@ def test_damage_is_lost_data(home, damage):
 
 # -- the caps, for real --------------------------------------------------------------------------------------
 def test_cgroup_parent_needs_a_delegated_memory_controller(tmp_path):
-    from kura_perf.stress.caps import cgroup2_memory_parent
+    from kura_perf.experiments.stress.caps import cgroup2_memory_parent
 
     (tmp_path / "me").mkdir()
     (tmp_path / "me" / "cgroup.subtree_control").write_text("cpu io\n")
@@ -137,7 +137,7 @@ def test_cgroup_parent_needs_a_delegated_memory_controller(tmp_path):
 
 
 def test_memory_cap_limits_the_child_process():
-    from kura_perf.stress.caps import memory_cap
+    from kura_perf.experiments.stress.caps import memory_cap
 
     code = "import sys\ntry:\n    b = bytearray(300 * 2**20)\nexcept MemoryError:\n    sys.exit(3)\n"
     with memory_cap(200) as cap:
@@ -156,7 +156,7 @@ def test_memory_cap_limits_the_child_process():
 
 
 def test_small_filesystem_fills_and_is_always_removed(tmp_path):
-    from kura_perf.stress.caps import is_mounted, small_filesystem
+    from kura_perf.experiments.stress.caps import is_mounted, small_filesystem
 
     target = tmp_path / "small"
     code = f"open({str(target / 'big')!r}, 'wb').write(b'x' * 400 * 1024)"
@@ -195,9 +195,9 @@ def _recorded(paths, run_id):
 
 @pytest.mark.slow
 def test_os_fault_scenarios_are_classified_and_recorded(tmp_path):
-    from kura_perf.config import Paths
-    from kura_perf.stress import Settings, run_stress
-    from kura_perf.stress.caps import is_mounted
+    from kura_perf.settings.paths import Paths
+    from kura_perf.experiments.stress import Settings, run_stress
+    from kura_perf.experiments.stress.caps import is_mounted
 
     paths = Paths(tmp_path / "data")
     settings = Settings(scale="100", stages=["conversations"], disk_kb=64, pipelines=2, timeout_s=300)
@@ -226,8 +226,8 @@ def test_os_fault_scenarios_are_classified_and_recorded(tmp_path):
 def test_api_fault_scenarios_are_classified_and_cross_checked(tmp_path):
     import re
 
-    from kura_perf.config import Paths
-    from kura_perf.stress import Settings, run_stress
+    from kura_perf.settings.paths import Paths
+    from kura_perf.experiments.stress import Settings, run_stress
 
     paths = Paths(tmp_path / "data")
     settings = Settings(scale="100", stages=["conversations", "summaries"], outage_s=1.0, outage_after_requests=5, outage_rpm=6000,
@@ -245,10 +245,10 @@ def test_api_fault_scenarios_are_classified_and_cross_checked(tmp_path):
 
 
 def test_stress_asset_group_and_arguments(tmp_path):
-    from kura_perf.config import Paths
+    from kura_perf.settings.paths import Paths
     from kura_perf.definitions import defs
     from kura_perf.errors import KuraPerfError
-    from kura_perf.stress import SCENARIOS, Settings, run_stress
+    from kura_perf.experiments.stress import SCENARIOS, Settings, run_stress
 
     graph = defs.resolve_asset_graph()
     group = {k.to_user_string() for k in graph.get_all_asset_keys() if graph.get(k).group_name == "stress"}

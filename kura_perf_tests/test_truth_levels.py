@@ -15,11 +15,11 @@ import pytest
 from kura_perf.checks.budgets import check_budgets, check_cluster_count
 from kura_perf.checks.quality import check_quality, topic_level
 from kura_perf.checks.quality_regression import check_quality_regression
-from kura_perf.config import Paths
+from kura_perf.settings.paths import Paths
 from kura_perf.errors import KuraPerfError, ProfileError
-from kura_perf.outputs import StageData, write_stage
+from kura_perf.files.outputs import StageData, write_stage
 from kura_perf.profiles import Profile, get_profile, parse_profiles
-from kura_perf.quality_levels import evaluate_levels, store_rows
+from kura_perf.store.quality_levels import evaluate_levels, store_rows
 from kura_perf.stages.level_quality import finest_rows, level_quality
 from kura_perf.stages.truth import truths_for
 from kura_perf.store import query
@@ -336,7 +336,7 @@ def test_a_one_sided_truth_budget_renders_in_the_dagster_check_metadata():
 
 
 def test_the_cli_refuses_a_scale_above_clinc150_before_anything_runs(kp_home, capsys):
-    from kura_perf.cli import main
+    from kura_perf.cli.main import main
 
     assert main(["run", "--scale", "50k", "--profile", "clinc150"]) == 2
     err = capsys.readouterr().err
@@ -345,7 +345,7 @@ def test_the_cli_refuses_a_scale_above_clinc150_before_anything_runs(kp_home, ca
 
 
 def test_compare_shows_each_truth_levels_topic_level_for_both_sides():
-    from kura_perf.compare import render_truth_levels, topic_levels_side_by_side
+    from kura_perf.report.compare import render_truth_levels, topic_levels_side_by_side
 
     rows = []
     for backend, profile, aris in (("reference", "clinc150", (0.5, 0.8)), ("kura", "clinc150-kura", (0.4, 0.6))):

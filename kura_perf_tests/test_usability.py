@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from kura_perf.usability.error_grading import grade
-from kura_perf.usability.examples import count_loc, example_loc
+from kura_perf.experiments.usability.error_grading import grade
+from kura_perf.experiments.usability.examples import count_loc, example_loc
 
 
 # -- grading rules on known messages -----------------------------------------------------------------------
@@ -73,8 +73,8 @@ def test_example_loc_is_counted_from_the_files(tmp_path):
 @pytest.fixture(scope="module")
 def checkpoint_rows(tmp_path_factory):
     """All three formats in this process at 30 conversations (Kura imported once for the module)."""
-    from kura_perf.usability.checkpoints import FORMATS, measure_format
-    from kura_perf.usability.records import new_row
+    from kura_perf.experiments.usability.checkpoints import FORMATS, measure_format
+    from kura_perf.experiments.usability.records import new_row
 
     base = tmp_path_factory.mktemp("ckpt")
     rows = []
@@ -84,7 +84,7 @@ def checkpoint_rows(tmp_path_factory):
 
 
 def test_each_format_records_every_kind(checkpoint_rows):
-    from kura_perf.usability.kura_objects import KINDS
+    from kura_perf.experiments.usability.kura_objects import KINDS
 
     for fmt in ("jsonl", "parquet", "hf_datasets"):
         mine = [r for r in checkpoint_rows if r["format"] == fmt]
@@ -111,7 +111,7 @@ def test_parquet_reload_failure_is_recorded_with_kuras_logged_error(checkpoint_r
 
 
 def test_checkpoint_rows_are_queryable_with_kura_perf_sql(checkpoint_rows, kp_home, capsys):
-    from kura_perf.cli import main
+    from kura_perf.cli.main import main
     from kura_perf.store import write_records
 
     write_records(kp_home / "metrics", "checkpoint_results", checkpoint_rows)
@@ -146,8 +146,8 @@ def test_checkpoint_asset_runs_a_worker_and_records_rows(kp_home):
 
 # -- error clarity ---------------------------------------------------------------------------------------------
 def test_the_catalogue_has_at_least_15_cases_each_with_a_driver():
-    from kura_perf.usability.error_cases import CASES
-    from kura_perf.usability.error_clarity import DRIVERS
+    from kura_perf.experiments.usability.error_cases import CASES
+    from kura_perf.experiments.usability.error_clarity import DRIVERS
 
     assert len(CASES) >= 15
     assert len({c.case_id for c in CASES}) == len(CASES)
@@ -158,7 +158,7 @@ def test_the_catalogue_has_at_least_15_cases_each_with_a_driver():
 @pytest.mark.slow
 def test_error_catalogue_grades_kuras_errors(tmp_path):
     from kura_perf.report.usability import error_table
-    from kura_perf.usability.error_clarity import run_error_catalogue
+    from kura_perf.experiments.usability.error_clarity import run_error_catalogue
 
     cases = ["missing_chat_id", "claude_dump_missing_field", "missing_api_key", "rate_limit_storm",
              "parquet_checkpoint_reload", "zero_concurrency"]
@@ -189,7 +189,7 @@ def test_usability_assets_are_wired_in_the_definitions():
 
 def test_unknown_format_or_scale_is_refused_before_any_work(tmp_path):
     from kura_perf.errors import KuraPerfError
-    from kura_perf.usability.checkpoints import run_checkpoint_benchmark
+    from kura_perf.experiments.usability.checkpoints import run_checkpoint_benchmark
 
     with pytest.raises(KuraPerfError, match="unknown checkpoint format.*jsonl, parquet, hf_datasets"):
         run_checkpoint_benchmark(["100"], ["csv"], workdir=tmp_path)
@@ -215,7 +215,7 @@ def test_report_sections_show_the_stored_usability_rows(checkpoint_rows, kp_home
     loc = render_section(usability)
     for e in example_loc():
         assert f"examples/{e.path.name}</td><td>{e.code_lines}</td>" in loc.replace('<td class="head">', "<td>")
-    from kura_perf.config import Paths
+    from kura_perf.settings.paths import Paths
     from kura_perf.report import build_report
 
     result = build_report(Paths(kp_home))  # no stage runs: the page still carries the usability sections

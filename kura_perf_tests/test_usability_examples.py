@@ -10,8 +10,8 @@ import sys
 import pytest
 
 from kura_perf.simulator.process import SimulatorProcess
-from kura_perf.usability.examples import EXAMPLES, EXAMPLES_DIR, example_env, printed_clusters
-from kura_perf.usability.kura_objects import write_conversation_dump
+from kura_perf.experiments.usability.examples import EXAMPLES, EXAMPLES_DIR, example_env, printed_clusters
+from kura_perf.experiments.usability.kura_objects import write_conversation_dump
 
 FAST = {"latency_ms": 2, "p99_ms": 2}
 RUN_BOTH = """
@@ -50,7 +50,7 @@ def test_basic_and_advanced_examples_run_offline_against_the_simulator(tmp_path)
 
 @pytest.mark.slow
 def test_onboarding_times_every_step_on_the_cheap_path(tmp_path, kp_home):
-    from kura_perf.cli import main
+    from kura_perf.cli.main import main
     from kura_perf.store import query
 
     code = main(["onboarding", "--reuse-packages", "--conversations", "60"])

@@ -10,7 +10,7 @@ from kura_perf.stages.base import StageInputs, StageResult
 
 if TYPE_CHECKING:
     from kura_perf.meter.api import ApiCounters
-    from kura_perf.outputs import StageData
+    from kura_perf.files.outputs import StageData
 
 
 class Backend(Protocol):

@@ -32,7 +32,7 @@ from kura_perf.backends.conversion import conversations_from_table
 from kura_perf.backends.kura_models import KuraModels, check_profile, require_kura, stored_embeddings
 from kura_perf.errors import BreakingPoint, StageError
 from kura_perf.meter.api import ApiCounters
-from kura_perf.outputs import StageData
+from kura_perf.files.outputs import StageData
 from kura_perf.profiles import Profile
 from kura_perf.settings import RunSettings
 from kura_perf.stages.base import StageInputs, StageResult
@@ -79,7 +79,7 @@ class KuraBackend:
             from kura_perf.backends.kura_loop import KuraLoop
             from kura_perf.backends.model_factory import api_settings
 
-            from kura_perf.third_party_env import openai_for_kura
+            from kura_perf.settings.third_party_env import openai_for_kura
 
             settings = api_settings(self.profile, self.settings)  # ProfileError if the simulator or key is missing
             self._openai_env = openai_for_kura(settings.api_key, settings.base_url)

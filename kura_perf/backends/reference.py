@@ -18,7 +18,7 @@ from kura_perf.errors import StageError
 from kura_perf.meter.api import ApiCounters
 from kura_perf.models.protocols import (BuildsKnnGraph, CountsApiCalls, PreparesModel, ReportsFit, ReusesKnnGraph,
                                         SelectsSummaries)
-from kura_perf.outputs import StageData
+from kura_perf.files.outputs import StageData
 from kura_perf.profiles import Profile
 from kura_perf.settings import RunSettings
 from kura_perf.stages.base import StageInputs, StageResult

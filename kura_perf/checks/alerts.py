@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 import pandas as pd
 
 from kura_perf.checks.records import frame_records
-from kura_perf.config import Paths
+from kura_perf.settings.paths import Paths
 from kura_perf.store import query, write_record
 from kura_perf.store.writer import new_record_id
 

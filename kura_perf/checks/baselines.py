@@ -12,7 +12,7 @@ from datetime import datetime, timezone
 import pandas as pd
 
 from kura_perf.checks.records import HISTORY_RUNS, run_records
-from kura_perf.config import Paths
+from kura_perf.settings.paths import Paths
 from kura_perf.errors import KuraPerfError
 from kura_perf.store import query, write_record
 from kura_perf.store.writer import new_record_id

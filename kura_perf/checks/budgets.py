@@ -24,7 +24,7 @@ from pathlib import Path
 
 from kura_perf import proposal
 from kura_perf.checks.outcome import ERROR, WARN, CheckOutcome
-from kura_perf.outputs import stage_bytes
+from kura_perf.files.outputs import stage_bytes
 from kura_perf.scales import SCALES
 from kura_perf.stages.level_quality import finest_rows
 from kura_perf.stages.base import STAGES

@@ -10,7 +10,7 @@ def cmd_baseline_show(args) -> int:
     import pandas as pd
 
     from kura_perf.checks import baselines
-    from kura_perf.config import Paths
+    from kura_perf.settings.paths import Paths
 
     table = baselines.show(Paths.from_env(), profile=args.profile, scale=args.scale)
     if not len(table):
@@ -24,7 +24,7 @@ def cmd_baseline_show(args) -> int:
 
 def cmd_baseline_pin(args) -> int:
     from kura_perf.checks import baselines
-    from kura_perf.config import Paths
+    from kura_perf.settings.paths import Paths
 
     row = baselines.pin(Paths.from_env(), args.run_id)
     print(f"pinned run {row['run_id']} as the baseline of {row['profile']}|{row['scale']} on host "
@@ -34,7 +34,7 @@ def cmd_baseline_pin(args) -> int:
 
 def cmd_baseline_clear(args) -> int:
     from kura_perf.checks import baselines
-    from kura_perf.config import Paths
+    from kura_perf.settings.paths import Paths
 
     row = baselines.clear(Paths.from_env(), args.profile, args.scale, args.host)
     print(f"cleared the pin of {row['profile']}|{row['scale']} on host {row['host_fingerprint']}: "
@@ -46,7 +46,7 @@ def cmd_checks(args) -> int:
     import pandas as pd
 
     from kura_perf.checks.gate import evaluate_gate
-    from kura_perf.config import Paths
+    from kura_perf.settings.paths import Paths
 
     result = evaluate_gate(Paths.from_env().metrics, run_ids=args.run, since=args.since, kind=args.kind)
     print(f"{result.checked} {args.kind} check outcome(s) of {len(result.runs)} run(s): {', '.join(result.runs)}")

@@ -20,7 +20,7 @@ from kura_perf.checks.baselines import active_pin
 from kura_perf.checks.outcome import ERROR, CheckOutcome
 from kura_perf.checks.records import HISTORY_RUNS, record_levels
 from kura_perf.checks.regression import compare
-from kura_perf.config import Paths
+from kura_perf.settings.paths import Paths
 from kura_perf.stages.level_quality import finest_rows
 from kura_perf.store import query
 from kura_perf.store.record import StageRecord

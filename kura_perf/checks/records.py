@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from kura_perf.config import Paths
+from kura_perf.settings.paths import Paths
 from kura_perf.store import query
 from kura_perf.store.record import StageRecord, clean_value
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from kura_perf.checks.baselines import active_pin
 from kura_perf.checks.outcome import ERROR, CheckOutcome
 from kura_perf.checks.records import HISTORY_RUNS, metric_history, run_metric
-from kura_perf.config import Paths
+from kura_perf.settings.paths import Paths
 from kura_perf.store.record import StageRecord
 
 REGRESSION_METRICS = ("wall_s", "peak_rss_mb")

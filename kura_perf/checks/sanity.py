@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from kura_perf.checks.outcome import ERROR, CheckOutcome
-from kura_perf.outputs import _file_name, has_stage
+from kura_perf.files.outputs import _file_name, has_stage
 from kura_perf.profiles import Profile
 
 NOISE = -1

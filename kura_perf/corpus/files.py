@@ -1,6 +1,6 @@
 """The file under a conversation load: a regular file (checked without opening it), plain or
 gzip-compressed (recognised by its magic bytes, whatever its name), and JSON nested no deeper than
-MAX_JSON_DEPTH. Used by the loaders and by the run's pre-flight (kura_perf/preflight.py), so both
+MAX_JSON_DEPTH. Used by the loaders and by the run's pre-flight (kura_perf/pipeline/preflight.py), so both
 refuse the same files with the same words.
 """
 

@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 from typing import Iterable
 
-from kura_perf.atomic import atomic_write
+from kura_perf.files.atomic import atomic_write
 
 # ConversationSummary's fields in Kura 0.5.4's order (GeneratedSummary's, then chat_id, metadata, embedding).
 KURA_SUMMARY_KEYS = ("summary", "request", "topic", "languages", "task", "concerning_score", "user_frustration",

@@ -53,7 +53,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, NoReturn
 
-from kura_perf.atomic import atomic_write
+from kura_perf.files.atomic import atomic_write
 from kura_perf.corpus.files import (
     GZIP_ERRORS,
     GZIP_SUFFIX,

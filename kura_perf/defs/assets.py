@@ -8,9 +8,9 @@ from dagster import (AssetExecutionContext, AssetKey, MaterializeResult, Metadat
 from kura_perf.defs.hooks import STAGE_HOOKS
 from kura_perf.defs.resources import KuraPerfResource
 from kura_perf.defs.simulator import ApiSimulatorResource
-from kura_perf.preflight import check_run_inputs
+from kura_perf.pipeline.preflight import check_run_inputs
 from kura_perf.scales import scale_count
-from kura_perf.shapes import CUSTOM_STAGE, ShapeSettings, run_shape_stage
+from kura_perf.pipeline.shapes import CUSTOM_STAGE, ShapeSettings, run_shape_stage
 from kura_perf.stages.base import STAGES, UPSTREAM
 from kura_perf.store.record import StageRecord
 

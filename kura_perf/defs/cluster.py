@@ -8,11 +8,11 @@ fanned out into shards (dynamic outputs) that any worker can pick up and merged 
 the rest of the partition too (`build_cluster_jobs(partitions, profiles_file)`; a coordinator hands
 the workers the same profiles file through `reconstruct_cluster_job`). Stage ops go through the same core runner and hooks as the assets
 and report an AssetMaterialization of the same asset and partition, so the UI's partition grid shows
-cluster runs beside in-process ones. Shard logic lives in `kura_perf.shards` (no Dagster there).
+cluster runs beside in-process ones. Shard logic lives in `kura_perf.pipeline.shards` (no Dagster there).
 
 Faults: `embed_shard` has a RetryPolicy (an exception in the shard, e.g. an API outage, is retried
 as a new step attempt); a worker that dies mid-step is covered by Celery's late acknowledgement
-(the task goes back to the broker and another worker runs it; see `kura_perf.cluster.settings`).
+(the task goes back to the broker and another worker runs it; see `kura_perf.services.settings`).
 Values between ops are small (row ranges, records) and are pickled under the shared results root,
 because Celery steps run in other processes, maybe on other machines.
 """
@@ -42,15 +42,15 @@ from dagster import (
 )
 from dagster_celery import celery_executor
 
-from kura_perf.atomic import atomic_write_bytes
+from kura_perf.files.atomic import atomic_write_bytes
 from kura_perf.defs.assets import stage_metadata
 from kura_perf.defs.hooks import STAGE_HOOKS
 from kura_perf.defs.partitions import benchmark_partitions
 from kura_perf.defs.resources import KuraPerfResource
 from kura_perf.settings import RunSettings
-from kura_perf.location import Location
-from kura_perf.runner import StageRun, run_stage
-from kura_perf.shards import ShardSpec, merge_embedding_shards, plan_shards, run_embedding_shard
+from kura_perf.files.location import Location
+from kura_perf.pipeline.runner import StageRun, run_stage
+from kura_perf.pipeline.shards import ShardSpec, merge_embedding_shards, plan_shards, run_embedding_shard
 from kura_perf.store.record import StageRecord
 
 CLUSTER_TAG = "kura_perf/cluster"
@@ -113,7 +113,7 @@ def _partition(context) -> tuple[str, str]:
 
 
 def _stage_run(context: OpExecutionContext, kura_perf: KuraPerfResource, stage: str) -> StageRun:
-    from kura_perf.preflight import check_run_inputs
+    from kura_perf.pipeline.preflight import check_run_inputs
 
     scale, profile = _partition(context)
     settings = kura_perf.settings()
@@ -154,7 +154,7 @@ class ShardConfig(Config):
 @op(ins={"after": In(Nothing)}, out=DynamicOut(dict), tags={CLUSTER_TAG: "plan"})
 def embedding_shards(context: OpExecutionContext, config: ShardConfig, kura_perf: KuraPerfResource):
     """Split the partition's summaries into `shards` contiguous row ranges, one dynamic output each."""
-    from kura_perf import outputs
+    from kura_perf.files import outputs
 
     run = _stage_run(context, kura_perf, "embeddings")
     rows = len(outputs.read_stage(run.folder, "summaries").tables["main"])

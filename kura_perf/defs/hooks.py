@@ -13,7 +13,7 @@ from dagster import HookContext, failure_hook, success_hook
 
 from kura_perf.meter.host import code_version, host_info, worker_identity
 from kura_perf.scales import SCALES
-from kura_perf.shapes import CUSTOM_STAGE, SHAPE_TAG
+from kura_perf.pipeline.shapes import CUSTOM_STAGE, SHAPE_TAG
 from kura_perf.store import liveness
 from kura_perf.store.pending import commit_pending, write_stage_record
 from kura_perf.store.record import StageRecord

@@ -17,8 +17,8 @@ import logging
 import os
 from pathlib import Path
 
-from kura_perf.atomic import atomic_write_text
-from kura_perf.locks import file_lock
+from kura_perf.files.atomic import atomic_write_text
+from kura_perf.files.locks import file_lock
 from kura_perf.store import liveness
 
 log = logging.getLogger("kura_perf")

@@ -6,7 +6,7 @@ a multiprocess executor would start check steps and stage steps side by side and
 
 from dagster import AssetSelection, define_asset_job, in_process_executor
 
-from kura_perf.shapes import SHAPE_TAG, SHAPES, Shape
+from kura_perf.pipeline.shapes import SHAPE_TAG, SHAPES, Shape
 from kura_perf.stages.base import STAGES
 
 BENCHMARK_TAG = "kura_perf/benchmark"

@@ -6,7 +6,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass, field
 
-from kura_perf.config import Paths
+from kura_perf.settings.paths import Paths
 from kura_perf.meter.failures import INTERRUPT_NAMES, is_interrupt
 from kura_perf.settings import RunSettings
 from kura_perf.store import liveness
@@ -79,7 +79,7 @@ def run_shape(shape: str, scale: str, profile: str, paths: Paths | None = None, 
     from kura_perf.defs.build import build_definitions
     from kura_perf.defs.jobs import shape_job_name
     from kura_perf.defs.partitions import partition_key
-    from kura_perf.shapes import ShapeSettings
+    from kura_perf.pipeline.shapes import ShapeSettings
 
     run_settings = _run_settings(paths, run_settings)
     settings = settings or ShapeSettings(shape)

@@ -1,4 +1,4 @@
-"""The resource every asset shares: the run's settings (kura_perf/settings.py), as Dagster config.
+"""The resource every asset shares: the run's settings (kura_perf/settings/__init__.py), as Dagster config.
 
 It owns the RunSettings of a run: `settings()` builds them with `RunSettings.from_env`, the same
 constructor the CLI uses, so a field left unset here is read from the environment exactly as the
@@ -8,7 +8,7 @@ from typing import Optional
 
 from dagster import ConfigurableResource
 
-from kura_perf.config import Paths
+from kura_perf.settings.paths import Paths
 from kura_perf.profiles import Profile
 from kura_perf.settings import RunSettings
 

@@ -1,5 +1,5 @@
 """The stress scenarios as assets (group `stress`), one per scenario, beside the pipeline: each runs its
-scenario through the core (kura_perf/stress/) and records its row in stress_results. Not partitioned and
+scenario through the core (kura_perf/experiments/stress/) and records its row in stress_results. Not partitioned and
 not part of the benchmark job: a stress run disturbs the machine, so it runs only when asked for."""
 
 from typing import Optional
@@ -7,7 +7,7 @@ from typing import Optional
 from dagster import AssetExecutionContext, Config, MaterializeResult, MetadataValue, asset
 
 from kura_perf.defs.resources import KuraPerfResource
-from kura_perf.stress import SCENARIOS, Settings, run_scenario
+from kura_perf.experiments.stress import SCENARIOS, Settings, run_scenario
 
 _DEFAULTS = Settings()
 

@@ -1,6 +1,6 @@
 """Kura's usability as assets (group `kura_usability`): the checkpoint-format benchmark and the
 error-clarity catalogue. Unpartitioned (each covers several scales or none); the work lives in
-kura_perf/usability/, these bodies only call it and record the rows."""
+kura_perf/experiments/usability/, these bodies only call it and record the rows."""
 
 from dagster import AssetExecutionContext, Config, MaterializeResult, MetadataValue, asset
 
@@ -29,7 +29,7 @@ def _markdown(rows: list[dict], columns: list[str]) -> str:
                    "managers per scale (a format that fails is recorded with Kura's error). Table checkpoint_results.")
 def kura_checkpoint_formats(context: AssetExecutionContext, config: CheckpointFormatsConfig,
                             kura_perf: KuraPerfResource) -> MaterializeResult:
-    from kura_perf.usability.checkpoints import run_checkpoint_benchmark
+    from kura_perf.experiments.usability.checkpoints import run_checkpoint_benchmark
 
     paths = kura_perf.paths()
     rows = run_checkpoint_benchmark(config.scales, config.formats, workdir=paths.root / "usability" / "checkpoints",
@@ -46,7 +46,7 @@ def kura_checkpoint_formats(context: AssetExecutionContext, config: CheckpointFo
        description="The catalogue of bad inputs fed to Kura, each error graded by explicit rules (names the "
                    "subject? says what was expected? suggests a fix? raw traceback?). Table error_clarity.")
 def kura_error_clarity(context: AssetExecutionContext, kura_perf: KuraPerfResource) -> MaterializeResult:
-    from kura_perf.usability.error_clarity import run_error_catalogue
+    from kura_perf.experiments.usability.error_clarity import run_error_catalogue
 
     paths = kura_perf.paths()
     rows = run_error_catalogue(paths.root / "usability" / "error_clarity", run_id=context.run.run_id,

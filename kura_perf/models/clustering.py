@@ -345,7 +345,7 @@ class UMAPHDBSCANMethod(BuildsKnnGraph, ReportsFit):
         self.knn = knn
         from umap import UMAP
 
-        from kura_perf.jit_cache import enable_umap_caching
+        from kura_perf.models.jit_cache import enable_umap_caching
 
         enable_umap_caching()
         reducer = UMAP(

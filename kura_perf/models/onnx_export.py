@@ -36,7 +36,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from kura_perf.atomic import publish
+from kura_perf.files.atomic import publish
 from kura_perf.errors import KuraPerfError
 
 EXPORT_FORMAT = 1  # bump when the exported graph changes (inputs, pooling, opset, quantization)

@@ -78,7 +78,7 @@ class UMAPProjection(ReusesKnnGraph):
             return PCAProjection().fit_transform(matrix)
         from umap import UMAP
 
-        from kura_perf.jit_cache import enable_umap_caching
+        from kura_perf.models.jit_cache import enable_umap_caching
 
         enable_umap_caching()
         k = min(self.n_neighbors, n - 1)

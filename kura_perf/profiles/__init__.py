@@ -9,7 +9,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from kura_perf.config import SAFE_NAME, SAFE_NAME_RULE
+from kura_perf.settings.paths import SAFE_NAME, SAFE_NAME_RULE
 from kura_perf.errors import ProfileError
 from kura_perf.profiles.schema import PROBLEM_MARK, ApiConfig, CustomStep, Profile
 

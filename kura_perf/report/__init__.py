@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from kura_perf.atomic import atomic_write_text, publish
-from kura_perf.config import Paths
+from kura_perf.files.atomic import atomic_write_text, publish
+from kura_perf.settings.paths import Paths
 
 __all__ = ["ReportResult", "build_report"]
 

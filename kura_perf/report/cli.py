@@ -1,5 +1,5 @@
 """`kura-perf report`: build the report for the configured data root and say where it is.
-The lead wires the subcommand in kura_perf/cli.py; it calls `report_command(args)` (args.out optional)."""
+The lead wires the subcommand in kura_perf/cli/main.py; it calls `report_command(args)` (args.out optional)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 
 def report_command(args) -> int:
-    from kura_perf.config import Paths
+    from kura_perf.settings.paths import Paths
     from kura_perf.report import build_report
 
     paths = Paths.from_env()

@@ -227,7 +227,7 @@ class SectionBuilder:
         return s
 
     def advisor(self) -> Section:
-        from kura_perf.advisor import ADVICE_SCALES, Limits, NothingFits, advise_runs
+        from kura_perf.report.advisor import ADVICE_SCALES, Limits, NothingFits, advise_runs
         from kura_perf.report.shapes_advice import advisor_table
 
         s = Section("advisor", "Which profile at which scale (kura-perf advise)")

@@ -553,7 +553,7 @@ def comparison_pairs(runs: pd.DataFrame) -> list[tuple[str, str]]:
 
 
 def _outcome_cell(text: str) -> Cell:
-    from kura_perf.compare import RATE_LIMITED
+    from kura_perf.report.compare import RATE_LIMITED
 
     if text == "completed":
         return Cell(text)
@@ -566,7 +566,7 @@ def _outcome_cell(text: str) -> Cell:
 
 def side_by_side_table(runs: pd.DataFrame, left: str, right: str) -> Table:
     """Per scale, per stage and total: both sides' outcome and figures with the right/left ratio."""
-    from kura_perf.compare import latest_per_stage, side_by_side
+    from kura_perf.report.compare import latest_per_stage, side_by_side
 
     frame = side_by_side(latest_per_stage(runs), left, right)
     a = frame.attrs
@@ -604,7 +604,7 @@ def _partition_outcome(pa: ProfileAnalysis, n: int) -> Cell:
     if len(projected):
         return Cell("projected: " + ", ".join(f"{r['stage']} stopped at {fmt.seconds(r['wall_s'])}"
                                               for _, r in projected.iterrows()), PROJECTED)
-    from kura_perf.compare import stage_outcome
+    from kura_perf.report.compare import stage_outcome
 
     causes = [f"{r['stage']} {stage_outcome(r)}" for _, r in broken.iterrows()]
     return Cell("failed: " + "; ".join(causes), "bad")

@@ -81,7 +81,7 @@ def checkpoint_failures(rows: pd.DataFrame) -> Table | None:
 
 
 def loc_table() -> Table:
-    from kura_perf.usability.examples import example_loc
+    from kura_perf.experiments.usability.examples import example_loc
 
     table = Table(["Example", "Lines of code", "Lines in file", "What it does"],
                   caption="non-blank, non-comment, non-docstring lines, counted from the files when this report "
@@ -110,7 +110,7 @@ def onboarding_table(rows: pd.DataFrame) -> Table:
 def error_table(rows: pd.DataFrame) -> Table:
     table = Table(["Case", "Category", "Outcome", "Error type", "Names subject", "Says expected", "Suggests fix",
                    "Raw traceback", "Score", "Grade", "Kura's message"],
-                  caption="score = names + expected + fix + (not raw), 0-4; rules in kura_perf/usability/"
+                  caption="score = names + expected + fix + (not raw), 0-4; rules in kura_perf/experiments/usability/"
                           "error_grading.py")
     for _, r in rows.sort_values(["category", "case_id"]).iterrows():
         kind = {"clear": "good", "partial": "", "poor": "bad", "silent": "bad", "hang": "bad"}.get(r["grade"], "")

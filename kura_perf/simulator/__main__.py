@@ -2,7 +2,7 @@
 
 import sys
 
-from kura_perf.third_party_env import single_blas_thread
+from kura_perf.settings.third_party_env import single_blas_thread
 
 # One BLAS thread: the simulator's vector maths is small, and multi-threaded OpenBLAS on a busy
 # machine makes every request many times slower (spinning threads), which would distort latency.

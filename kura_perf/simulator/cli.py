@@ -9,7 +9,7 @@ import signal
 import sys
 from pathlib import Path
 
-from kura_perf.atomic import atomic_write_text
+from kura_perf.files.atomic import atomic_write_text
 from kura_perf.simulator.args import FLAG_KEYS, build_parser
 from kura_perf.simulator.config import SimulatorConfig
 from kura_perf.simulator.server import start_server

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from kura_perf.meter.api import ApiCounters
-from kura_perf.outputs import StageData
+from kura_perf.files.outputs import StageData
 
 STAGES = ("conversations", "summaries", "embeddings", "clusters", "meta_clusters", "projections")
 

@@ -12,7 +12,7 @@ import duckdb
 import pandas as pd
 
 from kura_perf.errors import KuraPerfError
-from kura_perf.location import Location, resolve
+from kura_perf.files.location import Location, resolve
 from kura_perf.store import readonly
 from kura_perf.store.quarantine import file_named_in, quarantine
 from kura_perf.store.validation import screen_record_files

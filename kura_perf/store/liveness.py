@@ -29,7 +29,7 @@ from pathlib import Path
 
 import psutil
 
-from kura_perf.atomic import atomic_write_text, claim
+from kura_perf.files.atomic import atomic_write_text, claim
 from kura_perf.store.record import StageRecord
 
 log = logging.getLogger("kura_perf")

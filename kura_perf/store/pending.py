@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from kura_perf.atomic import atomic_write_text, claim, publish
+from kura_perf.files.atomic import atomic_write_text, claim, publish
 from kura_perf.store.quarantine import quarantine
 from kura_perf.store.record import StageRecord
 from kura_perf.store.writer import write_record, write_records
@@ -33,7 +33,7 @@ def _load(path: Path) -> StageRecord:
 def write_stage_record(metrics_dir: Path, record: StageRecord) -> None:
     """A stage record into stage_runs, and its per-level quality (if any) into quality_levels: the one
     place a StageRecord becomes a plain row."""
-    from kura_perf.quality_levels import store_rows
+    from kura_perf.store.quality_levels import store_rows
 
     write_record(metrics_dir, "stage_runs", record.as_row())
     if record.quality_levels:

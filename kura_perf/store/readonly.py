@@ -27,7 +27,7 @@ from pathlib import Path
 import duckdb
 
 from kura_perf.errors import KuraPerfError
-from kura_perf.location import Location, resolve
+from kura_perf.files.location import Location, resolve
 
 # The URL prefix the read-only connection's views read the record files through.
 PROTOCOL = "kurastore"

@@ -25,7 +25,7 @@ COMPARABILITY = [
 STAGE_RUNS = pa.schema([
     ("record_id", pa.string()),
     ("stage", pa.string()),
-    ("shape", pa.string()),  # minimal | full | custom | streaming (kura_perf/shapes.py); NULL: ad-hoc stages
+    ("shape", pa.string()),  # minimal | full | custom | streaming (kura_perf/pipeline/shapes.py); NULL: ad-hoc stages
     ("backend", pa.string()),
     ("profile", pa.string()),
     ("profile_hash", pa.string()),
@@ -165,7 +165,7 @@ SWEEP_RESULTS = pa.schema([
     ("host_fingerprint", pa.string()),
     ("code_version", pa.string()),
     # The server's limits as its headers reported them, what the level achieved, and the share of the
-    # binding one (burst-corrected: see kura_perf/sweep.py limit_share).
+    # binding one (burst-corrected: see kura_perf/experiments/sweep.py limit_share).
     ("rpm_limit", pa.float64()),
     ("tpm_limit", pa.float64()),
     ("requests_per_min", pa.float64()),
@@ -282,7 +282,7 @@ ERROR_CLARITY = pa.schema([
     ("says_expected", pa.bool_()),
     ("suggests_fix", pa.bool_()),
     ("raw_traceback", pa.bool_()),
-    ("score", pa.int64()),  # 0-4, see kura_perf/usability/error_grading.py
+    ("score", pa.int64()),  # 0-4, see kura_perf/experiments/usability/error_grading.py
     ("grade", pa.string()),  # clear | partial | poor | silent | hang
     *COMPARABILITY,
 ])

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from kura_perf.location import Location, resolve
+from kura_perf.files.location import Location, resolve
 from kura_perf.store.schema import COLUMN_DEFAULTS, TABLES, duckdb_type
 
 

@@ -13,8 +13,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from kura_perf.atomic import atomic_write
-from kura_perf.location import Location, resolve
+from kura_perf.files.atomic import atomic_write
+from kura_perf.files.location import Location, resolve
 from kura_perf.store.schema import TABLES
 
 

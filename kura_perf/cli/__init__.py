@@ -1,0 +1,1 @@
+"""The `kura-perf` command line."""

@@ -1,0 +1,1 @@
+"""Experiments over many runs: the matrix, the pacer sweep, stress and usability studies."""

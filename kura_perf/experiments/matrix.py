@@ -1,0 +1,125 @@
+"""`kura-perf matrix` (and `make matrix`): run the whole test matrix, then print the filled §1.2 table.
+
+Each partition (profile × scale) runs as its own `kura-perf run` process, one after another, so a
+partition that fails, is stopped at a limit, or takes its process down with it (an OOM kill) is
+recorded and the rest still run. Stage limits come from each profile (kura-tier5 stops a stage at
+3 h). At the end the table is printed from the store with host, date and code version: the same
+table function (`report.tables.published_matrix`) the README's "Measured" section is pasted from,
+and it is also written to <KURA_PERF_HOME>/matrix.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+DEFAULT_SCALES = ("100", "1k", "5k", "10k", "50k", "100k")
+DEFAULT_PROFILES = ("offline", "kura-tier5")
+
+
+def partition_command(scale: str, profile: str, profiles_file: str | None) -> list[str]:
+    command = [sys.executable, "-m", "kura_perf.cli.main", "run", "--scale", scale, "--profile", profile]
+    return command + (["--profiles", profiles_file] if profiles_file else [])
+
+
+def run_partition_process(scale: str, profile: str, profiles_file: str | None, log_path: Path) -> int:
+    """One partition in a child process (its own session, so Ctrl-C here stops it and its helpers)."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "w") as log:
+        child = subprocess.Popen(partition_command(scale, profile, profiles_file), stdout=log,
+                                 stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            return child.wait()
+        except BaseException:
+            os.killpg(child.pid, signal.SIGTERM)
+            try:
+                child.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(child.pid, signal.SIGKILL)
+                child.wait()
+            raise
+
+
+def matrix_markdown(metrics_dir: Path, profiles: list[str], scales: list[str]) -> str:
+    """The filled matrix as Markdown, headed by host, date and code version."""
+    from kura_perf.meter.host import code_version
+    from kura_perf.report.analysis import analyse
+    from kura_perf.report.data import load_report_data
+    from kura_perf.report.tables import published_matrix
+    from kura_perf.scales import scale_count
+
+    data = load_report_data(metrics_dir)
+    if data.empty:
+        return "(no stage records yet: run the matrix first)"
+    table = published_matrix(analyse(data), profiles, [scale_count(s) for s in scales])
+    runs = data.runs[data.runs["profile"].isin(profiles)]
+    versions = sorted({str(v) for v in runs["code_version"].dropna()}) if len(runs) else []
+    when = (f"{runs['started_at'].min():%Y-%m-%d} to {runs['finished_at'].max():%Y-%m-%d}" if len(runs)
+            else datetime.now(timezone.utc).strftime("%Y-%m-%d"))
+    header = [f"Host: {data.host.describe() if data.host else 'unknown'}",
+              f"Dates (UTC): {when}; table printed {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC",
+              f"Code version(s) measured: {', '.join(versions) or 'unknown'} (now: {code_version()})",
+              f"Profiles: {', '.join(profiles)}; scales: {', '.join(scales)}"]
+    return "\n".join(f"- {line}" for line in header) + "\n\n" + table.to_markdown() + "\n\n" + table.caption
+
+
+def cmd_matrix(args) -> int:
+    from kura_perf.pipeline.preflight import check_run_inputs
+    from kura_perf.scales import scale_count
+    from kura_perf.settings import RunSettings
+
+    for scale in args.scales:
+        scale_count(scale)
+    profiles_file = str(Path(args.profiles_file).resolve()) if args.profiles_file else None
+    run_settings = RunSettings.from_env(profiles_file=profiles_file)
+    if not args.table_only:  # a typo, a bad value or a missing data file fails now, not hours into the matrix
+        for name in args.profiles:
+            check_run_inputs(run_settings, name)
+    else:
+        for name in args.profiles:
+            run_settings.profile(name)
+    paths = run_settings.paths
+    if not args.table_only:
+        logs = paths.root / "matrix-logs"
+        outcomes = []
+        for profile in args.profiles:
+            for scale in args.scales:
+                log_path = logs / f"{profile}-{scale}.log"
+                print(f"[{datetime.now(timezone.utc):%H:%M:%S}] {profile} × {scale} ... (log {log_path})", flush=True)
+                t0 = time.perf_counter()
+                code = run_partition_process(scale, profile, profiles_file, log_path)
+                took = time.perf_counter() - t0
+                outcome = "ok" if code == 0 else f"exit {code} (recorded; see the log)"
+                outcomes.append((profile, scale, outcome))
+                print(f"    {outcome} after {took:,.0f} s", flush=True)
+        failed = [o for o in outcomes if o[2] != "ok"]
+        print(f"\n{len(outcomes) - len(failed)}/{len(outcomes)} partitions completed; "
+              f"{len(failed)} failed or stopped (their records are in the table)\n")
+    from kura_perf.store.pending import recover
+
+    recover(paths.pending, paths.metrics)  # records of a partition whose process died before its hook ran
+    text = matrix_markdown(paths.metrics, list(args.profiles), list(args.scales))
+    print(text)
+    out = paths.root / "matrix.md"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text + "\n")
+    print(f"\n(written to {out}; side by side: kura-perf compare reference:offline kura:kura-tier5)")
+    return 0
+
+
+def add_matrix_command(subparsers: argparse._SubParsersAction) -> None:
+    matrix = subparsers.add_parser("matrix", help="run every profile × scale partition (each its own process), "
+                                                  "then print the filled §1.2 matrix")
+    matrix.add_argument("--scales", nargs="+", default=list(DEFAULT_SCALES))
+    matrix.add_argument("--profiles", nargs="+", default=list(DEFAULT_PROFILES), help="profile names")
+    matrix.add_argument("--profiles-file", help="an extra profiles TOML file (e.g. with raised stage limits)")
+    matrix.add_argument("--table-only", action="store_true", help="print the table from the store, run nothing")
+    matrix.set_defaults(func=cmd_matrix)
+
+

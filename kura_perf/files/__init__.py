@@ -1,0 +1,1 @@
+"""Files on disk or an object store: atomic writes, locations, locks, stage outputs."""

@@ -1,0 +1,1 @@
+"""Running a stage: the runner, shards, shapes, streaming, checkpoints, preflight checks."""

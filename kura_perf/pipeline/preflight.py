@@ -1,0 +1,97 @@
+"""Pre-flight: every input a run needs, checked before Dagster, a model or a stage starts.
+
+One function, `check_run_inputs`, called by every way a run begins: `kura-perf run` and `sweep`
+before they open the Dagster instance, `kura-perf matrix` for each of its profiles before the first
+partition, and each stage asset (defs/assets.py) before its stage runs, for runs launched from the UI.
+A bad input is one KuraPerfError naming the path, profile or key (the CLI prints it as one line and
+exits 2) instead of an error from deep inside a run that has already started:
+
+* the profile: found, and every value of the right type (profiles/schema.py: `batch_size = true` and
+  `data_file = ""` are refused there, naming the profile, key and value);
+* the profile's data_file, when the conversations stage is to run: present, readable and a regular
+  file (corpus/files.py looks with stat(), so a FIFO is never opened: reading one blocks for ever);
+* what the profile's models need here (an API key for a real endpoint, the kura package for the kura
+  backend: backends/model_factory.preflight);
+* the data root (KURA_PERF_HOME) and a local results location: folders that exist or can be made,
+  and can be written in (checked last, as it creates the data root when there is none yet).
+
+It reads no conversation: the records themselves are checked, line by line, when the stage loads them.
+"""
+
+from __future__ import annotations
+
+import errno
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+
+from kura_perf.settings.paths import Paths
+from kura_perf.errors import KuraPerfError
+from kura_perf.files.location import Location
+from kura_perf.profiles import Profile
+from kura_perf.settings import RunSettings
+
+DATA_STAGE = "conversations"  # the one stage that reads the profile's data_file
+
+
+def check_run_inputs(settings: RunSettings, profile_name: str, stages: Iterable[str] | None = None,
+                     scale_n: int | None = None) -> Profile:
+    """The profile to run, once everything the run needs has been checked; a KuraPerfError otherwise.
+
+    stages: the stages about to run (None: all of them); the data file matters only to conversations.
+    scale_n: the partition's conversation count, checked against a built-in dataset's size when given."""
+    profile = settings.profile(profile_name)
+    if profile.data_file and (stages is None or DATA_STAGE in stages):
+        from kura_perf.corpus.files import check_conversation_file
+        from kura_perf.datasets import check_scale_fits, resolve_data_file
+
+        check_conversation_file(resolve_data_file(profile.data_file))
+        if scale_n is not None:
+            check_scale_fits(profile.data_file, scale_n, profile.allow_short_data)  # 50k of 22,500 rows
+    from kura_perf.backends.model_factory import preflight as check_models
+
+    check_models(profile, settings)
+    check_data_root(settings.paths)  # last: it may create the data root, which a refused run must not
+    return profile
+
+
+def check_data_root(paths: Paths) -> None:
+    """The data root, and the results location when it is another local folder, exist (or can be
+    created) and can be written in."""
+    usable_folder(paths.root, "data root", "KURA_PERF_HOME")
+    results = paths.results_root
+    if not isinstance(results, Location) and Path(results) != paths.root:
+        usable_folder(Path(results), "results location", "KURA_PERF_RESULTS")
+
+
+def usable_folder(folder: Path, what: str, setting: str) -> None:
+    """Create `folder` if needed and write a scratch file in it; a KuraPerfError saying why not."""
+    what = f"{what} {folder} ({setting})"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise KuraPerfError(f"{what} is not usable: it is a file, not a folder") from None
+    except NotADirectoryError:
+        raise KuraPerfError(f"{what} is not usable: {_file_in_path(folder)} is a file, not a folder") from None
+    except OSError as exc:
+        raise KuraPerfError(f"{what} is not usable: cannot create it ({_reason(exc)})") from None
+    try:
+        with tempfile.TemporaryFile(dir=folder, prefix=".kp-preflight-"):
+            pass
+    except OSError as exc:
+        raise KuraPerfError(f"{what} is not usable: cannot write in it ({_reason(exc)})") from None
+
+
+def _file_in_path(folder: Path) -> Path:
+    """The first component of `folder` that exists but is not a folder."""
+    for parent in [*reversed(folder.parents), folder]:
+        if parent.exists() and not parent.is_dir():
+            return parent
+    return folder
+
+
+def _reason(exc: OSError) -> str:
+    names = {errno.EROFS: "read-only file system", errno.EACCES: "permission denied", errno.EPERM: "permission denied",
+             errno.ENOSPC: "no space left on the device"}
+    return names.get(exc.errno) or exc.strerror or type(exc).__name__
+

@@ -1,0 +1,347 @@
+"""Fan-out of one partition's embeddings: contiguous row shards, each embedded and metered on its
+own (on whichever worker picks it up), then merged in shard order into the ordinary `embeddings`
+stage output, so the downstream stages cannot tell a sharded run from a single-process one.
+
+Records: each shard attempt is a row of `shard_runs` (the stage_runs columns plus shard_index,
+shard_count, row range, attempt_id); the merge writes the stage's `stage_runs` record, whose wall
+time is the critical path (the busiest worker process's shards + merge) and whose CPU time is the
+sum over shards + merge.
+
+Faults: an attempt keeps an in-flight marker beside its output, rewritten every HEARTBEAT_S
+seconds, until it finishes. Another delivery of the same task (Celery hands a task out again when
+its worker died, or when a step outlives the broker's visibility timeout) first settles the earlier
+attempt: finished -> return its record (kept beside the output); still beating -> wait for it;
+heartbeat stopped -> record it as 'died', naming the lost worker, and run the shard. A shard's
+success record has a fixed file name per run and shard, so nothing is counted twice.
+No Dagster import here: `kura_perf/defs/cluster.py` wires these functions into an op job.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+import uuid
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+
+import numpy as np
+import pandas as pd
+
+from kura_perf.files import outputs
+from kura_perf.files.atomic import atomic_write_text
+from kura_perf.backends import get_backend
+from kura_perf.errors import StageError
+from kura_perf.meter import Meter
+from kura_perf.meter.host import worker_identity
+from kura_perf.files.outputs import StageData
+from kura_perf.pipeline.runner import ProgressLog, StageRun, _memory_limit, build_record
+from kura_perf.scales import scale_count
+from kura_perf.stages.base import StageInputs, StageResult
+from kura_perf.store.pending import save_pending
+from kura_perf.store.record import StageRecord
+from kura_perf.store.writer import write_record
+
+log = logging.getLogger("kura_perf")
+
+STAGE = "embeddings"
+HEARTBEAT_S = 2.0
+DEFAULT_STALE_S = 30.0
+STALE_ENV = "KURA_PERF_SHARD_STALE_S"
+
+
+@dataclass(frozen=True)
+class ShardSpec:
+    """Rows [start, stop) of the partition's summaries: shard `index` of `count`."""
+
+    index: int
+    count: int
+    start: int
+    stop: int
+
+    @property
+    def key(self) -> str:
+        return f"shard-{self.index:04d}"
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "ShardSpec":
+        return cls(**data)
+
+
+def plan_shards(n_rows: int, shards: int) -> list[ShardSpec]:
+    """`shards` contiguous, near-equal row ranges (fewer if there are fewer rows than shards)."""
+    if shards < 1:
+        raise StageError(f"embeddings: shards must be at least 1, got {shards}")
+    count = max(1, min(shards, n_rows))
+    bounds = np.linspace(0, n_rows, count + 1).round().astype(int)
+    return [ShardSpec(i, count, int(bounds[i]), int(bounds[i + 1])) for i in range(count)]
+
+
+def shard_folder(run: StageRun):
+    """Where one run's shard outputs and in-flight markers live (beside the partition's outputs)."""
+    return run.folder / "embeddings.shards" / run.run_id
+
+
+def _marker(run: StageRun, spec: ShardSpec):
+    return shard_folder(run) / f"{spec.key}.inflight.json"
+
+
+def _done(run: StageRun, spec: ShardSpec):
+    """The finished shard's record, kept after the merge so a late duplicate delivery can return it."""
+    return shard_folder(run) / f"{spec.key}.record.json"
+
+
+def stale_after_s() -> float:
+    """An in-flight marker whose heartbeat is older than this belongs to a dead attempt."""
+    return float(os.environ.get(STALE_ENV, DEFAULT_STALE_S))
+
+
+def _write_json(path, body: dict, durable: bool = True) -> None:
+    """durable=False for heartbeats: rewritten every few seconds, worthless after a reboot."""
+    text = json.dumps(body, default=lambda v: v.isoformat() if isinstance(v, datetime) else str(v))
+    if hasattr(path, "with_name"):  # local: readers never see half a file
+        atomic_write_text(path, text, durable=durable)
+    else:  # an object store PUT is whole or absent
+        path.write_text(text)
+
+
+def _read_json(path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _load_record(path) -> dict | None:
+    record = _read_json(path)
+    if record:
+        for key in ("started_at", "finished_at"):
+            if record.get(key):
+                record[key] = datetime.fromisoformat(record[key])
+    return record
+
+
+def _shard_fields(spec: ShardSpec, attempt_id: str) -> dict:
+    return {"shard_index": spec.index, "shard_count": spec.count, "row_start": spec.start, "row_stop": spec.stop,
+            "attempt_id": attempt_id}
+
+
+def _record_died_attempt(run: StageRun, spec: ShardSpec, left: dict) -> dict:
+    """An attempt whose heartbeat stopped before it finished: its worker died. Recorded once (fixed name)."""
+    started = datetime.fromisoformat(left["started_at"])
+    now = datetime.now(timezone.utc)
+    record = {
+        "record_id": uuid.uuid5(uuid.NAMESPACE_URL, f"{run.run_id}/{spec.key}/{left['attempt_id']}").hex,
+        "run_id": run.run_id, "stage": STAGE, "backend": left.get("backend"), "profile": run.profile.name,
+        "profile_hash": run.profile.content_hash(), "scale": run.scale, "scale_n": scale_count(run.scale),
+        "status": "died", "error_type": "WorkerLost",
+        "error_message": (f"worker {left['worker']} stopped during {spec.key} (started {left['started_at']}, "
+                          f"last heartbeat {left.get('beat_at')}); the shard was handed to {worker_identity()}"),
+        "started_at": started, "finished_at": now, "wall_s": (now - started).total_seconds(), "metered": False,
+        "items_in": spec.stop - spec.start, "worker": left["worker"], **left.get("host", {}),
+        **_shard_fields(spec, left["attempt_id"]),
+    }
+    write_record(run.paths.metrics, "shard_runs", record, name=f"{run.run_id}-{spec.key}-{left['attempt_id']}")
+    log.warning("%s %s: previous attempt on %s died mid-step; recorded, running it again", STAGE, spec.key,
+                left["worker"])
+    return record
+
+
+def _heartbeat_age_s(left: dict) -> float:
+    beat = datetime.fromisoformat(left.get("beat_at") or left["started_at"])
+    return (datetime.now(timezone.utc) - beat).total_seconds()
+
+
+def _settle_earlier_attempt(run: StageRun, spec: ShardSpec) -> dict | None:
+    """Before running a shard: its finished record if an earlier delivery of this task already did it
+    (the broker hands a task out again when a step outlives its visibility timeout); wait while an
+    earlier attempt is still beating; record it as died once its heartbeat stops. None: run it."""
+    marker, done = _marker(run, spec), _done(run, spec)
+    while True:
+        if done.is_file():
+            return _load_record(done)
+        left = _read_json(marker) if marker.is_file() else None
+        if left is None:
+            return None
+        if _heartbeat_age_s(left) > stale_after_s():
+            _record_died_attempt(run, spec, left)
+            marker.unlink(missing_ok=True)
+            return None
+        time.sleep(min(HEARTBEAT_S, 1.0))
+
+
+class _Heartbeat:
+    """Rewrites the attempt's in-flight marker every HEARTBEAT_S seconds while the shard runs."""
+
+    def __init__(self, marker, body: dict):
+        import threading
+
+        self.marker, self.body = marker, body
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="kura-perf-shard-heartbeat", daemon=True)
+
+    def _beat(self) -> None:
+        self.body["beat_at"] = datetime.now(timezone.utc).isoformat()
+        _write_json(self.marker, self.body, durable=False)
+
+    def _run(self) -> None:
+        while not self._stop.wait(HEARTBEAT_S):
+            try:
+                self._beat()
+            except OSError as exc:  # a missed beat only makes a retry wait longer
+                log.warning("shard heartbeat: %s", exc)
+
+    def __enter__(self) -> "_Heartbeat":
+        self._beat()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join(timeout=HEARTBEAT_S + 1)
+
+
+def run_embedding_shard(run: StageRun, spec: ShardSpec) -> dict:
+    """Embed rows [spec.start, spec.stop) of the partition's summaries, metered; store the vectors in
+    the run's shard folder and the shard record in `shard_runs`; return the record."""
+    from kura_perf.meter.host import host_info
+
+    folder = shard_folder(run)
+    folder.mkdir(parents=True, exist_ok=True)
+    if (earlier := _settle_earlier_attempt(run, spec)) is not None:
+        log.info("%s %s: already done by %s (a repeated delivery); not run again", STAGE, spec.key,
+                 earlier.get("worker"))
+        return earlier
+    attempt_id = uuid.uuid4().hex[:12]
+    backend = run.backend or get_backend(run.profile, run.settings)
+    marker = _marker(run, spec)
+    beat = {"attempt_id": attempt_id, "worker": worker_identity(), "backend": backend.name,
+            "started_at": datetime.now(timezone.utc).isoformat(), "host": host_info()}
+    meter = Meter(STAGE, enabled=run.settings.meter, memory_limit_mb=_memory_limit(run.profile),
+                  timeout_s=run.profile.stage_timeout_s)
+    result, written, error = None, 0, None
+    try:
+        with _Heartbeat(marker, beat), meter:
+            summaries = outputs.read_stage(run.folder, "summaries").tables["main"]
+            if spec.stop > len(summaries):
+                raise StageError(f"embeddings {spec.key}: rows {spec.start}-{spec.stop} but the summaries "
+                                 f"table has {len(summaries)} rows")
+            part = summaries.iloc[spec.start:spec.stop].reset_index(drop=True)
+            inputs = StageInputs(scale_count(run.scale), {"summaries": StageData(tables={"main": part})},
+                                 progress=ProgressLog(f"{STAGE} {spec.key}"))
+            result = backend.run(STAGE, inputs)
+            written = sum(outputs.write_stage(folder, spec.key, result.data).values())
+    except Exception as exc:  # noqa: BLE001 - recorded, then re-raised
+        error = exc
+    finally:
+        if run.backend is None:
+            backend.close()
+    # A shard_runs row: the stage record's columns plus the shard's (per-level quality: none for a shard).
+    record = build_record(run, meter, result, written, error, backend.name).as_row() | _shard_fields(spec, attempt_id)
+    # One success record per run and shard (a repeated task replaces it); failed attempts each keep theirs.
+    name = f"{run.run_id}-{spec.key}" if error is None else f"{run.run_id}-{spec.key}-{attempt_id}"
+    write_record(run.paths.metrics, "shard_runs", record, name=name)
+    if error is None:
+        _write_json(_done(run, spec), record)
+    marker.unlink(missing_ok=True)
+    if error is not None:
+        raise error
+    log.info("%s %s: %d rows in %.2f s on %s", STAGE, spec.key, spec.stop - spec.start, record["wall_s"],
+             record["worker"])
+    return record
+
+
+def merge_embedding_shards(run: StageRun, specs: list[ShardSpec], shard_records: list[dict]) -> StageRecord:
+    """Concatenate the shards in index order into the partition's `embeddings` output; save the stage
+    record (sums over the shards) for the stage hook, as `run_stage` does; return it."""
+    specs = sorted(specs, key=lambda s: s.index)
+    if [s.index for s in specs] != list(range(len(specs))) or any(s.count != len(specs) for s in specs):
+        raise StageError(f"embeddings: shards {[s.index for s in specs]} do not cover 0..{len(specs) - 1}")
+    folder = shard_folder(run)
+    meter = Meter(STAGE, enabled=run.settings.meter, memory_limit_mb=_memory_limit(run.profile))
+    result, written, error = None, 0, None
+    try:
+        with meter:
+            parts = [outputs.read_stage(folder, spec.key) for spec in specs]
+            for spec, part in zip(specs, parts):
+                rows = len(part.arrays["main"])
+                if rows != spec.stop - spec.start:
+                    raise StageError(f"embeddings {spec.key}: {rows} vectors for rows {spec.start}-{spec.stop}")
+            ids = pd.concat([p.tables["ids"] for p in parts], ignore_index=True)
+            vectors = np.concatenate([p.arrays["main"] for p in parts], axis=0)
+            data = StageData(tables={"ids": ids}, arrays={"main": vectors})
+            written = sum(outputs.write_stage(run.folder, STAGE, data).values())
+            result = StageResult(data, items_in=len(vectors), items_out=len(vectors))
+    except Exception as exc:  # noqa: BLE001 - recorded, then re-raised
+        error = exc
+    backend_name = next((r.get("backend") for r in shard_records if r.get("backend")), run.profile.backend)
+    record = build_record(run, meter, result, written, error, backend_name)
+    record = record.replace(**sum_shards(shard_records, record))
+    save_pending(run.paths.pending, record)
+    if error is not None:
+        raise error
+    _remove_shard_data(folder, specs)
+    return record
+
+
+def sum_shards(shard_records: list[dict], merge: StageRecord) -> dict:
+    """The stage figures from its shards (shard_runs rows) and the merge's own record: wall = the
+    critical path (the busiest worker process's shards, back to back, + merge; with a free worker per
+    shard, the slowest shard + merge), CPU = sum, peak = the largest process peak. Queueing and step
+    start-up are left out (elapsed_s in `extra` has them). Returns the merge record's fields to replace."""
+    shards = sorted(shard_records, key=lambda r: r["shard_index"])
+
+    def total(key):
+        return sum(float(r.get(key) or 0.0) for r in shards) + float(getattr(merge, key) or 0.0)
+
+    def add(key):
+        values = [r.get(key) for r in shards if r.get(key) is not None]
+        return int(sum(values)) if values else None
+
+    # A worker process runs its shards one after another: the busiest process bounds the fan-out.
+    per_process: dict[str, float] = {}
+    for r in shards:
+        key = r.get("worker") or f"shard {r['shard_index']}"
+        per_process[key] = per_process.get(key, 0.0) + float(r["wall_s"] or 0.0)
+    busiest = max(per_process.values(), default=0.0)
+    wall = busiest + float(merge.wall_s or 0.0)
+    peaks = [p for p in [*(r.get("peak_rss_mb") for r in shards), merge.peak_rss_mb] if p is not None]
+    items = sum(int(r.get("items_in") or 0) for r in shards)
+    started = min((r["started_at"] for r in shards), default=merge.started_at)
+    extra = json.loads(merge.extra or "{}") | {
+        "shards": len(shards),
+        "workers": sorted({r["worker"].split(" pid=")[0] for r in shards if r.get("worker")}),
+        "shard_wall_s": [round(float(r["wall_s"] or 0.0), 3) for r in shards],
+        "shard_cpu_s": [round(float(r.get("cpu_user_s") or 0) + float(r.get("cpu_sys_s") or 0), 3) for r in shards],
+        "merge_wall_s": round(float(merge.wall_s or 0.0), 3),
+        # first shard start to merge end: includes queueing and step start-up, which wall_s leaves out
+        "elapsed_s": round((merge.finished_at - started).total_seconds(), 3),
+    }
+    fields = {
+        "wall_s": wall, "cpu_user_s": total("cpu_user_s"), "cpu_sys_s": total("cpu_sys_s"),
+        "meter_cpu_s": total("meter_cpu_s"), "peak_rss_mb": max(peaks) if peaks else None,
+        "items_in": items if shards else merge.items_in,
+        "items_per_s": items / wall if shards and wall > 0 else merge.items_per_s,
+        "started_at": started, "extra": json.dumps(extra),
+    }
+    for key in ("api_calls", "api_errors", "api_429s", "api_retries", "api_timeouts", "tokens_in", "tokens_out"):
+        fields[key] = add(key)
+    costs = [r["cost_usd"] for r in shards if r.get("cost_usd") is not None]
+    fields["cost_usd"] = sum(costs) if costs else None
+    return fields
+
+
+def _remove_shard_data(folder, specs: list[ShardSpec]) -> None:
+    """Shard vectors are intermediate (the merged output is the stage's storage figure); the small
+    per-shard record files stay, so a late repeated delivery finds its shard done."""
+    for spec in specs:
+        for path in [*folder.glob(f"{spec.key}.*.npy"), *folder.glob(f"{spec.key}.npy"),
+                     *folder.glob(f"{spec.key}.*.parquet"), *folder.glob(f"{spec.key}.manifest.json")]:
+            try:
+                path.unlink()
+            except OSError as exc:  # leftover shard files waste space but lose nothing
+                log.warning("could not remove shard file %s: %s", path, exc)

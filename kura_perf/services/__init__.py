@@ -1,0 +1,1 @@
+"""Local services for cluster mode: PostgreSQL, Redis and Dagster Celery workers."""
