@@ -3,8 +3,9 @@ run the stage through the core runner (which measures it), return its figures as
 
 
 from dagster import (AssetExecutionContext, AssetKey, MaterializeResult, MetadataValue, MultiPartitionsDefinition,
-                     asset)
+                     TableColumn, TableRecord, TableSchema, asset)
 
+from kura_perf.defs.config import PipelineShape
 from kura_perf.defs.hooks import STAGE_HOOKS
 from kura_perf.defs.resources import KuraPerfResource
 from kura_perf.defs.simulator import ApiSimulatorResource
@@ -54,7 +55,14 @@ def stage_metadata(record: StageRecord) -> dict:
         if record.items_per_s:  # the stage's texts/s over the bare model's, same process
             meta["stage_vs_model"] = round(record.items_per_s / record.model_items_per_s, 3)
     meta.update(level_metadata(record.quality_levels))
-    return {k: (MetadataValue.int(v) if isinstance(v, int) else v) for k, v in meta.items() if v is not None}
+    return {k: typed(v) for k, v in meta.items() if v is not None}
+
+
+def typed(value):
+    """A metadata value with its type spelled out (ints and floats as such; the rest as Dagster infers)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return value
+    return MetadataValue.int(value) if isinstance(value, int) else MetadataValue.float(value)
 
 
 def shape_metadata(stage: str, settings: ShapeSettings, outcome) -> dict:
@@ -67,29 +75,41 @@ def shape_metadata(stage: str, settings: ShapeSettings, outcome) -> dict:
         meta["resumed"] = ", ".join(outcome.resumed)
     step = outcome.record_of(CUSTOM_STAGE)
     if step:
-        meta["custom_step_wall_s"] = round(float(step.wall_s), 3)
+        meta["custom_step_wall_s"] = MetadataValue.float(round(float(step.wall_s), 3))
         meta["custom_step_record_id"] = step.record_id
     if settings.shape not in (None, "full"):
         meta["output_folder"] = str(outcome.folder)
     return meta
 
 
+LEVEL_COLUMNS = (("truth_level", "string"), ("true_classes", "int"), ("level", "int"), ("n_clusters", "int"),
+                 ("noise_share", "float"), ("ari", "float"), ("nmi", "float"), ("homogeneity", "float"),
+                 ("completeness", "float"), ("topics_found", "int"), ("silhouette", "float"),
+                 ("is_topic_level", "bool"))
+
+
+def table_value(value):
+    """A table cell: a plain int, float, bool or str (numpy scalars unwrapped; NaN, None: empty)."""
+    if value is None:
+        return None
+    if hasattr(value, "item"):  # numpy scalar
+        value = value.item()
+    if isinstance(value, float):
+        return None if value != value else round(value, 4)
+    return value if isinstance(value, (bool, int, str)) else str(value)
+
+
 def level_metadata(levels: list[dict]) -> dict:
-    """Per-level quality (every truth level) as a markdown table, plus the topic level's ARI/NMI as
+    """Per-level quality (every truth level) as a table, plus the topic level's ARI/NMI as
     plottable numbers: topic_level_* for the finest truth level, topic_level_<truth>_* for coarser ones."""
     if not levels:
         return {}
     from kura_perf.stages.level_quality import finest_rows
 
-    def cell(value):
-        return "" if value is None else (f"{value:.3f}" if isinstance(value, float) else str(value))
-
-    keys = ("truth_level", "true_classes", "level", "n_clusters", "noise_share", "ari", "nmi", "homogeneity",
-            "completeness", "topics_found", "silhouette")
-    rows = ["| " + " | ".join(keys) + " | topic level |", "|" + "---|" * (len(keys) + 1)]
-    for level in levels:
-        rows.append("| " + " | ".join(cell(level.get(k)) for k in keys) + f" | {'yes' if level.get('is_topic_level') else ''} |")
-    meta: dict = {"quality_levels": MetadataValue.md("\n".join(rows))}
+    schema = TableSchema(columns=[TableColumn(name, kind) for name, kind in LEVEL_COLUMNS])
+    rows = [TableRecord({name: (bool(level.get(name)) if kind == "bool" else table_value(level.get(name)))
+                         for name, kind in LEVEL_COLUMNS}) for level in levels]
+    meta: dict = {"quality_levels": MetadataValue.table(rows, schema=schema)}
     finest = finest_rows(levels)
     topic = next((level for level in finest if level.get("is_topic_level")), None)
     if topic is not None:
@@ -112,6 +132,11 @@ def level_metadata(levels: list[dict]) -> dict:
 
 
 def build_stage_asset(stage: str, partitions: MultiPartitionsDefinition):
+    if stage == "embeddings":  # graph-backed: its fan-out into shards is part of the one definition
+        from kura_perf.defs.embeddings import build_embeddings_asset
+
+        return build_embeddings_asset(partitions, DESCRIPTIONS[stage])
+
     @asset(
         name=stage,
         partitions_def=partitions,
@@ -121,10 +146,10 @@ def build_stage_asset(stage: str, partitions: MultiPartitionsDefinition):
         kinds={"python"},
         description=DESCRIPTIONS[stage],
     )
-    def _stage_asset(context: AssetExecutionContext, kura_perf: KuraPerfResource,
-                     api_simulator: ApiSimulatorResource) -> MaterializeResult:
+    def _stage_asset(context: AssetExecutionContext, kura_perf: KuraPerfResource, api_simulator: ApiSimulatorResource,
+                     pipeline_shape: PipelineShape) -> MaterializeResult:
         keys = context.partition_key.keys_by_dimension
-        settings = ShapeSettings.from_tags(context.run.tags)  # the shape job's tags (none: a plain stage run)
+        settings = pipeline_shape.settings(context.job_def.name)  # the shape job's (none: a plain stage run)
         run_settings = kura_perf.settings(simulator_url=api_simulator.base_url)
         profile = check_run_inputs(run_settings, keys["profile"], stages=[stage],
                                    scale_n=scale_count(keys["scale"]))  # a UI-launched run too

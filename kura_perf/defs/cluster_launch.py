@@ -41,7 +41,7 @@ def run_on_cluster(settings: ClusterSettings, dagster_home: str | Path, scale: s
             **(extra_tags or {})}
     run_config = {
         "execution": {"config": settings.executor_config()},
-        "ops": {"embedding_shards": {"config": {"shards": shards}}},
+        **cluster_defs.cluster_run_config(shards),  # the embeddings asset's shard count
         "loggers": {"console": {"config": {"log_level": dagster_log_level}}},
     }
     with DagsterInstance.from_config(str(dagster_home)) as instance:
