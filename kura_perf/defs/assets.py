@@ -2,6 +2,8 @@
 run the stage through the core runner (which measures it), return its figures as metadata."""
 
 
+import math
+
 from dagster import (AssetExecutionContext, AssetKey, MaterializeResult, MetadataValue, MultiPartitionsDefinition,
                      TableColumn, TableRecord, TableSchema, asset)
 
@@ -95,7 +97,7 @@ def table_value(value):
     if hasattr(value, "item"):  # numpy scalar
         value = value.item()
     if isinstance(value, float):
-        return None if value != value else round(value, 4)
+        return None if math.isnan(value) else round(value, 4)
     return value if isinstance(value, (bool, int, str)) else str(value)
 
 

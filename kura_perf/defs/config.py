@@ -10,8 +10,6 @@ asset has its own config, `EmbeddingsConfig` (how many shards its fan-out has). 
 fields is `kura_perf.pipeline.shapes.ShapeSettings`.
 """
 
-from typing import Optional
-
 from dagster import Config, ConfigurableResource
 from pydantic import Field
 
@@ -34,11 +32,11 @@ def job_shape(job_name: str | None) -> str | None:
 class PipelineShape(ConfigurableResource):
     """The options of the run's shape (each unset: the profile's)."""
 
-    custom_step: Optional[str] = Field(default=None, description="custom shape: 'module:function' "
+    custom_step: str | None = Field(default=None, description="custom shape: 'module:function' "
                                                                  "(default: the profile's custom_step.callable)")
-    custom_after: Optional[str] = Field(default=None, description="custom shape: the stage the step follows "
+    custom_after: str | None = Field(default=None, description="custom shape: the stage the step follows "
                                                                   "(default: the profile's custom_step.after)")
-    stream_batch_size: Optional[int] = Field(default=None, description="streaming shape: conversations per "
+    stream_batch_size: int | None = Field(default=None, description="streaming shape: conversations per "
                                                                        "batch (default: the profile's)")
 
     def settings(self, job_name: str | None) -> ShapeSettings:
@@ -54,6 +52,6 @@ def shape_run_config(settings: ShapeSettings) -> dict:
 
 
 class EmbeddingsConfig(Config):
-    shards: Optional[int] = Field(default=None, ge=0, description=(
+    shards: int | None = Field(default=None, ge=0, description=(
         "0: the stage in one step; K > 0: the summaries split into K row ranges, one step each, merged in "
         "order; unset: 0, or the cluster job's default"))

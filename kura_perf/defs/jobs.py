@@ -32,7 +32,7 @@ def build_shape_job(shape: Shape):
         selection=AssetSelection.assets(*selected),
         executor_def=in_process_executor,
         tags={BENCHMARK_TAG: "true", SHAPE_TAG: shape.name},
-        description=(f"Materialize and check all stages of one scale x profile partition (the full shape)."
+        description=("Materialize and check all stages of one scale x profile partition (the full shape)."
                      if shape.name == "full" else f"Pipeline shape '{shape.name}': {shape.description}"),
     )
 

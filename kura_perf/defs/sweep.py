@@ -1,6 +1,8 @@
 """The concurrency sweep as an asset beside the pipeline (group `api_load`): summaries and embeddings
 of a sample of the partition's conversations at several concurrency levels."""
 
+import math
+
 from dagster import (AssetExecutionContext, AssetKey, Config, MaterializeResult, MetadataValue, MultiPartitionsDefinition,
                      TableColumn, TableRecord, TableSchema, asset)
 
@@ -60,8 +62,8 @@ SWEEP_SCHEMA = TableSchema(columns=[
 
 
 def _number(value) -> float | None:
-    return None if value is None or value != value else round(float(value), 4)
+    return None if value is None or math.isnan(float(value)) else round(float(value), 4)
 
 
 def _int(value) -> int | None:
-    return None if value is None or value != value else int(value)
+    return None if value is None or math.isnan(float(value)) else int(value)

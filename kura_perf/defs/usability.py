@@ -2,6 +2,8 @@
 error-clarity catalogue. Unpartitioned (each covers several scales or none); the work lives in
 kura_perf/experiments/usability/, these bodies only call it and record the rows."""
 
+import math
+
 from dagster import (AssetExecutionContext, Config, MaterializeResult, MetadataValue, TableColumn, TableRecord,
                      TableSchema, asset)
 
@@ -17,7 +19,7 @@ class CheckpointFormatsConfig(Config):
 def _table(rows: list[dict], columns: list[tuple[str, str]]) -> MetadataValue:
     """`rows` as a Dagster table of `columns` ((name, type): string, int, float)."""
     def cell(value, kind: str):
-        if value is None or (isinstance(value, float) and value != value):
+        if value is None or (isinstance(value, float) and math.isnan(value)):
             return None
         if kind == "int":
             return int(value)
