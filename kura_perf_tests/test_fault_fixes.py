@@ -149,14 +149,14 @@ def test_short_file_hint_names_the_profile_key(tmp_path):
 def test_cli_shows_lenient_skips_with_their_reasons(capsys):
     import json
 
-    from kura_perf.cli.main import _print_records
+    from kura_perf.cli.printing import print_records
 
     problem = "c.jsonl, line 5: expected one JSON object per line (got invalid JSON: Expecting value at column 1)"
     records = [{"stage": "conversations", "status": "success", "items_in": 102, "items_out": 100,
                 "skipped_records": 2, "cpu_user_s": 0.1, "cpu_sys_s": 0.0, "extra": json.dumps({"problems": [problem]})},
                {"stage": "summaries", "status": "success", "items_in": 100, "items_out": 100, "skipped_records": 0,
                 "cpu_user_s": 0.1, "cpu_sys_s": 0.0, "extra": "{}"}]
-    _print_records(records)
+    print_records(records)
     out = capsys.readouterr().out
     assert "skipped_records" in out.splitlines()[0]
     assert "conversations: skipped 2 invalid input record(s) (lenient profile)" in out

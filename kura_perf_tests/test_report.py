@@ -296,7 +296,7 @@ def test_a_folder_that_is_not_a_report_keeps_its_files(tmp_path):
 
 
 def test_report_command_prints_where_it_is(tmp_path, monkeypatch, capsys):
-    from kura_perf.report.cli import report_command
+    from kura_perf.cli.report import report_command
 
     monkeypatch.setenv("KURA_PERF_HOME", str(tmp_path))
     assert report_command(SimpleNamespace(out=str(tmp_path / "elsewhere"))) == 0

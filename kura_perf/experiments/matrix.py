@@ -10,7 +10,6 @@ and it is also written to <KURA_PERF_HOME>/matrix.md.
 
 from __future__ import annotations
 
-import argparse
 import os
 import signal
 import subprocess
@@ -111,15 +110,3 @@ def cmd_matrix(args) -> int:
     out.write_text(text + "\n")
     print(f"\n(written to {out}; side by side: kura-perf compare reference:offline kura:kura-tier5)")
     return 0
-
-
-def add_matrix_command(subparsers: argparse._SubParsersAction) -> None:
-    matrix = subparsers.add_parser("matrix", help="run every profile × scale partition (each its own process), "
-                                                  "then print the filled §1.2 matrix")
-    matrix.add_argument("--scales", nargs="+", default=list(DEFAULT_SCALES))
-    matrix.add_argument("--profiles", nargs="+", default=list(DEFAULT_PROFILES), help="profile names")
-    matrix.add_argument("--profiles-file", help="an extra profiles TOML file (e.g. with raised stage limits)")
-    matrix.add_argument("--table-only", action="store_true", help="print the table from the store, run nothing")
-    matrix.set_defaults(func=cmd_matrix)
-
-

@@ -12,10 +12,8 @@ A stage that failed or was stopped is a result, not a gap: a Kura summaries stag
 
 from __future__ import annotations
 
-import argparse
 import math
 import re
-import sys
 from pathlib import Path
 
 import pandas as pd
@@ -344,7 +342,7 @@ def _short(text: str) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
-# -- CLI -----------------------------------------------------------------------------------------------
+# -- for a terminal ------------------------------------------------------------------------------------
 def display_table(table: pd.DataFrame) -> pd.DataFrame:
     """For a terminal: one column per stage, rows status, then each figure as L, R and R/L."""
     rows, index = [], []
@@ -360,49 +358,3 @@ def display_table(table: pd.DataFrame) -> pd.DataFrame:
 
 def _fmt(value: float) -> str:
     return "-" if pd.isna(value) else f"{value:.4g}"
-
-
-def cmd_compare(args) -> int:
-    from kura_perf.settings.paths import Paths
-
-    if args.scale is None or len(args.scale) > 1 or args.scale == ["all"]:
-        scales = None if args.scale in (None, ["all"]) else args.scale
-        metrics = Paths.from_env().metrics
-        table = compare_scales(metrics, args.left, args.right, scales, host=args.host)
-        if args.format == "csv":
-            table.to_csv(sys.stdout, index=False)
-        elif args.format == "json":
-            print(table.to_json(orient="records"))
-        else:
-            truth = compare_truth_levels(metrics, args.left, args.right, table.attrs["host_fingerprint"], scales)
-            print(render_side_by_side(table, truth))
-        return 0
-    args.scale = args.scale[0]
-    table = compare_partitions(Paths.from_env().metrics, args.scale, args.left, args.right, host=args.host)
-    if args.format == "csv":
-        table.to_csv(sys.stdout, index=False)
-    elif args.format == "json":
-        print(table.to_json(orient="records"))
-    else:
-        print(f"L = {args.left}, R = {args.right}, scale {args.scale}, host {table.attrs['host_fingerprint']}")
-        with pd.option_context("display.width", 250, "display.max_columns", 20):
-            print(display_table(table).to_string())
-        truth = compare_truth_levels(Paths.from_env().metrics, args.left, args.right,
-                                     table.attrs["host_fingerprint"], [args.scale])
-        if len(truth):
-            print("quality at the topic level of each truth level (latest run):")
-            print(render_truth_levels(truth))
-    return 0
-
-
-def add_compare_command(subparsers: argparse._SubParsersAction) -> None:
-    compare = subparsers.add_parser("compare", help="two pipelines side by side, every scale (or one), with ratios")
-    compare.add_argument("left", help="backend:profile, e.g. reference:reference-simulated")
-    compare.add_argument("right", help="backend:profile, e.g. kura:kura-tier5")
-    # Repeatable, one value each (`--scale 1k --scale 10k`): a greedy nargs="+" would swallow the two
-    # positional pipelines of the documented `kura-perf compare --scale 1k L R`.
-    compare.add_argument("--scale", action="append", help="100, 1k, 5k, 10k, 20k, 50k or 100k; repeat for several "
-                                                          "(default: every scale either side ran)")
-    compare.add_argument("--host", help="host fingerprint (default: the latest both sides were measured on)")
-    compare.add_argument("--format", choices=["table", "csv", "json"], default="table")
-    compare.set_defaults(func=cmd_compare)
