@@ -168,7 +168,7 @@ def test_report_out_keeps_the_users_files_and_the_folders_mode(tmp_path):
     import os
 
     from kura_perf.settings.paths import Paths
-    from kura_perf.report import MANIFEST, build_report
+    from kura_perf.report.build import MANIFEST, build_report
 
     out = tmp_path / "mine"
     out.mkdir()
@@ -191,7 +191,7 @@ def test_report_out_new_folder_gets_the_usual_mode_and_never_overwrites_a_foreig
 
     from kura_perf.settings.paths import Paths
     from kura_perf.errors import KuraPerfError
-    from kura_perf.report import build_report
+    from kura_perf.report.build import build_report
 
     umask = os.umask(0o022)
     try:

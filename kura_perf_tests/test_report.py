@@ -17,7 +17,8 @@ import numpy as np
 import pytest
 
 from kura_perf.settings.paths import Paths
-from kura_perf.report import build_report, fmt
+from kura_perf.report import fmt
+from kura_perf.report.build import build_report
 from kura_perf.report.analysis import analyse
 from kura_perf.report.data import load_report_data
 from kura_perf.report.fits import EXTRAPOLATED, MEASURED, fit_power_law
@@ -279,7 +280,7 @@ def test_a_failed_build_keeps_the_previous_report(tmp_path, monkeypatch):
         raise RuntimeError("boom")
 
     write_records(tmp_path / "metrics", "stage_runs", [_stage_record(1, "r", "conversations", 100, "100")])
-    monkeypatch.setattr("kura_perf.report.sections.build_sections", explode)
+    monkeypatch.setattr("kura_perf.report.build.build_sections", explode)
     with pytest.raises(RuntimeError):
         build_report(Paths(tmp_path))
     assert first.index_html.read_text() == before

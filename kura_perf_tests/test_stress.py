@@ -216,7 +216,7 @@ def test_os_fault_scenarios_are_classified_and_recorded(tmp_path):
     scratch = tmp_path / "data" / "stress" / rows[0]["run_id"] / "concurrent_pipelines"
     assert (scratch / "logs" / "pipeline-0.err").is_file() and not (scratch / "home" / "storage").exists()
 
-    from kura_perf.report import build_report
+    from kura_perf.report.build import build_report
 
     page = build_report(paths).index_html.read_text()
     assert "Stress scenarios" in page and "disk_full" in page and "concurrent_pipelines" in page

@@ -216,7 +216,7 @@ def test_report_sections_show_the_stored_usability_rows(checkpoint_rows, kp_home
     for e in example_loc():
         assert f"examples/{e.path.name}</td><td>{e.code_lines}</td>" in loc.replace('<td class="head">', "<td>")
     from kura_perf.settings.paths import Paths
-    from kura_perf.report import build_report
+    from kura_perf.report.build import build_report
 
     result = build_report(Paths(kp_home))  # no stage runs: the page still carries the usability sections
     text = result.index_html.read_text()

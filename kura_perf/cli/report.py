@@ -13,9 +13,7 @@ from kura_perf.settings.paths import Paths
 
 def report_command(args) -> int:
     """`kura-perf report`: build the report for the configured data root and say where it is (args.out optional)."""
-    from kura_perf.report import (
-        build_report,  # matplotlib and the report's modules: start-up time
-    )
+    from kura_perf.report.build import build_report  # matplotlib and the report's modules: start-up time
 
     paths = Paths.from_env()
     out = getattr(args, "out", None)

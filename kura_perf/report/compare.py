@@ -19,7 +19,10 @@ from pathlib import Path
 import pandas as pd
 
 from kura_perf.errors import KuraPerfError
+from kura_perf.report.fmt import conversations
+from kura_perf.scales import SCALES
 from kura_perf.stages.base import STAGES
+from kura_perf.store import query
 
 FIGURES = ("wall_s", "peak_rss_mb", "bytes_written", "api_calls", "api_429s", "cost_usd", "ari", "nmi")
 MATRIX_FIGURES = (*FIGURES, "n_clusters", "v_measure")
@@ -62,8 +65,6 @@ def compare_partitions(metrics_dir: str | Path, scale: str, left: str, right: st
     Both sides come from the same host (the most recent one both have, unless `host` is given), so
     the ratios compare pipelines, not machines.
     """
-    from kura_perf.store import query
-
     view = query(Path(metrics_dir), "SELECT * FROM comparison WHERE scale = ?", [scale])
     left_rows, right_rows = _side_rows(view, left, scale, host), _side_rows(view, right, scale, host)
     if host is None:
@@ -204,8 +205,6 @@ def side_by_side(latest: pd.DataFrame, left: str, right: str, scales: list[str] 
             host = pool.sort_values("finished_at")["host_fingerprint"].iloc[-1]
     left_rows = left_rows[left_rows["host_fingerprint"] == host]
     right_rows = right_rows[right_rows["host_fingerprint"] == host]
-    from kura_perf.scales import SCALES
-
     present = set(left_rows["scale"]) | set(right_rows["scale"])
     wanted = [s for s in SCALES if (s in present if scales is None else s in scales)]
     rows = []
@@ -234,8 +233,6 @@ def side_by_side(latest: pd.DataFrame, left: str, right: str, scales: list[str] 
 def compare_scales(metrics_dir: str | Path, left: str, right: str, scales: list[str] | None = None,
                    host: str | None = None) -> pd.DataFrame:
     """side_by_side over the store's records."""
-    from kura_perf.store import query
-
     parse_side(left), parse_side(right)
     return side_by_side(query(Path(metrics_dir), LATEST_SQL), left, right, scales, host)
 
@@ -260,8 +257,6 @@ def topic_levels_side_by_side(levels: pd.DataFrame, left: str, right: str, host:
     for name, side in (("left", left), ("right", right)):
         backend, profile = parse_side(side)
         sides[name] = topic[(topic["backend"] == backend) & (topic["profile"] == profile)]
-    from kura_perf.scales import SCALES
-
     present = set(sides["left"]["scale"]) | set(sides["right"]["scale"])
     rows = []
     for scale in [s for s in SCALES if s in present and (scales is None or s in scales)]:
@@ -283,8 +278,6 @@ def topic_levels_side_by_side(levels: pd.DataFrame, left: str, right: str, host:
 def compare_truth_levels(metrics_dir: str | Path, left: str, right: str, host: str | None,
                          scales: list[str] | None = None) -> pd.DataFrame:
     """topic_levels_side_by_side over the store's quality_by_level view."""
-    from kura_perf.store import query
-
     return topic_levels_side_by_side(query(Path(metrics_dir), "SELECT * FROM quality_by_level"), left, right,
                                      host, scales)
 
@@ -306,8 +299,6 @@ def render_truth_levels(block: pd.DataFrame) -> str:
 
 def render_side_by_side(table: pd.DataFrame, truth_levels: pd.DataFrame | None = None) -> str:
     """For a terminal: per scale, one block of stage columns (outcome, then each figure as L, R, R/L)."""
-    from kura_perf.report.fmt import conversations
-
     a = table.attrs
     out = [f"L = {a['left']}, R = {a['right']}, host {a['host_fingerprint']}",
            f"largest scale completed within the limits: L {conversations(a['largest_completed_left'])}, "
