@@ -42,8 +42,8 @@ def test_unsafe_profile_names_are_refused(name):
 
 
 def test_partition_dir_stays_under_the_storage_root(tmp_path):
-    from kura_perf.settings.paths import Paths
     from kura_perf.errors import KuraPerfError
+    from kura_perf.settings.paths import Paths
 
     paths = Paths(tmp_path / "data")
     assert paths.partition_dir("offline", "1k") == tmp_path / "data" / "storage" / "offline" / "1k"
@@ -167,8 +167,8 @@ def test_cli_shows_lenient_skips_with_their_reasons(capsys):
 def test_report_out_keeps_the_users_files_and_the_folders_mode(tmp_path):
     import os
 
-    from kura_perf.settings.paths import Paths
     from kura_perf.report.build import MANIFEST, build_report
+    from kura_perf.settings.paths import Paths
 
     out = tmp_path / "mine"
     out.mkdir()
@@ -189,9 +189,9 @@ def test_report_out_keeps_the_users_files_and_the_folders_mode(tmp_path):
 def test_report_out_new_folder_gets_the_usual_mode_and_never_overwrites_a_foreign_index(tmp_path):
     import os
 
-    from kura_perf.settings.paths import Paths
     from kura_perf.errors import KuraPerfError
     from kura_perf.report.build import build_report
+    from kura_perf.settings.paths import Paths
 
     umask = os.umask(0o022)
     try:

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from kura_perf.corpus import MAX_JSON_DEPTH, generate_conversations, load_conversations, write_conversations_jsonl
-from kura_perf.errors import InputDataError, KuraPerfError, ProfileError
+from kura_perf.errors import InputDataError, ProfileError
 
 REPO = Path(__file__).resolve().parents[1]
 GOOD = {"messages": [{"role": "user", "content": "hello"}, {"role": "assistant", "content": "hi"}]}

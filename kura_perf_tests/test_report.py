@@ -16,12 +16,12 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from kura_perf.settings.paths import Paths
 from kura_perf.report import fmt
-from kura_perf.report.build import build_report
 from kura_perf.report.analysis import analyse
+from kura_perf.report.build import build_report
 from kura_perf.report.data import load_report_data
 from kura_perf.report.fits import EXTRAPOLATED, MEASURED, fit_power_law
+from kura_perf.settings.paths import Paths
 from kura_perf.store import write_records
 
 STAGES = ["conversations", "summaries", "embeddings", "clusters", "meta_clusters", "projections"]

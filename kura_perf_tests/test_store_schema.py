@@ -17,13 +17,7 @@ import pyarrow as pa
 import pytest
 
 from kura_perf.store.record import StageRecord, columns
-from kura_perf.store.schema import (
-    COMPARABILITY,
-    SHARD_RUNS,
-    STAGE_RUNS,
-    TABLES,
-    duckdb_type,
-)
+from kura_perf.store.schema import COMPARABILITY, SHARD_RUNS, STAGE_RUNS, TABLES, duckdb_type
 
 _TS = pa.timestamp("us", tz="UTC")
 

@@ -56,9 +56,7 @@ def cmd_stop_worker(args) -> int:
 
 
 def cmd_run(args) -> int:
-    from kura_perf.defs.cluster_launch import (
-        run_on_cluster,  # dagster: start-up time of the other commands
-    )
+    from kura_perf.defs.cluster_launch import run_on_cluster  # dagster: start-up time of the other commands
 
     cluster = _cluster(args)
     state = cluster.load()

@@ -10,13 +10,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from kura_perf.defs.instance import (
-    DAGSTER_YAML,
-    default_home,
-    open_instance,
-    prepare_dagster_home,
-    reap_and_fail,
-)
+from kura_perf.defs.instance import DAGSTER_YAML, default_home, open_instance, prepare_dagster_home, reap_and_fail
 from kura_perf.settings.paths import Paths
 
 __all__ = ["DAGSTER_YAML", "add_commands", "clean_up_dead_runs", "home", "instance"]

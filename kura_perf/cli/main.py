@@ -6,16 +6,7 @@ import argparse
 import logging
 import sys
 
-from kura_perf.cli import (
-    checks,
-    cluster,
-    dagster_home,
-    profiles,
-    report,
-    run,
-    store,
-    usability,
-)
+from kura_perf.cli import checks, cluster, dagster_home, profiles, report, run, store, usability
 from kura_perf.cli.dagster_home import DAGSTER_YAML  # re-exported for the tests
 from kura_perf.errors import KuraPerfError
 from kura_perf.meter.failures import is_memory_exhaustion, memory_reason

@@ -8,6 +8,16 @@ from pathlib import Path
 import pandas as pd
 
 from kura_perf.cli.printing import print_frame
+from kura_perf.report import fmt
+from kura_perf.report.advisor import Limits, NothingFits, advise, parse_scale
+from kura_perf.report.compare import (
+    compare_partitions,
+    compare_scales,
+    compare_truth_levels,
+    display_table,
+    render_side_by_side,
+    render_truth_levels,
+)
 from kura_perf.settings.paths import Paths
 
 
@@ -33,9 +43,6 @@ def report_command(args) -> int:
 
 
 def cmd_advise(args) -> int:
-    from kura_perf.report import fmt  # numpy/pandas/scipy: start-up time
-    from kura_perf.report.advisor import Limits, NothingFits, advise, parse_scale
-
     n = parse_scale(args.scale)
     limits = Limits(args.max_hours, args.max_cost, args.max_ram, args.min_ari)
     paths = Paths.from_env()
@@ -56,15 +63,6 @@ def cmd_advise(args) -> int:
 
 
 def cmd_compare(args) -> int:
-    from kura_perf.report.compare import (
-        compare_partitions,
-        compare_scales,
-        compare_truth_levels,
-        display_table,
-        render_side_by_side,
-        render_truth_levels,
-    )
-
     metrics = Paths.from_env().metrics
     if args.scale is None or len(args.scale) > 1 or args.scale == ["all"]:
         scales = None if args.scale in (None, ["all"]) else args.scale

@@ -13,6 +13,7 @@ from kura_perf.cli.printing import print_frame, print_records
 from kura_perf.errors import KuraPerfError
 from kura_perf.experiments import matrix
 from kura_perf.experiments.stress import LOST_DATA, SCENARIOS, Settings, run_stress
+from kura_perf.experiments.sweep import sweep_stages
 from kura_perf.files.outputs import has_stage
 from kura_perf.pipeline.interrupts import own_interrupts
 from kura_perf.pipeline.preflight import check_run_inputs
@@ -95,9 +96,6 @@ def _shape_settings(args):
 
 def cmd_sweep(args) -> int:
     from kura_perf.defs.launch import run_partition  # dagster: start-up time
-    from kura_perf.experiments.sweep import (
-        sweep_stages,  # the API backends: start-up time
-    )
 
     run_settings = RunSettings.from_env()
     profile = check_run_inputs(run_settings, args.profile)  # before Dagster starts
@@ -145,9 +143,7 @@ def cmd_stress(args) -> int:
 
 def cmd_simulate_api(args) -> int:
     single_blas_thread()  # before the server's numpy import (as `python -m kura_perf.simulator` does)
-    from kura_perf.simulator.cli import (
-        run,  # after single_blas_thread: it imports numpy
-    )
+    from kura_perf.simulator.cli import run  # after single_blas_thread: it imports numpy
 
     return run(args)
 

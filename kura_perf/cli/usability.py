@@ -8,17 +8,11 @@ from pathlib import Path
 import pandas as pd
 
 from kura_perf.cli.printing import print_frame
-from kura_perf.experiments.usability.checkpoints import (
-    FORMATS,
-    run_checkpoint_benchmark,
-)
+from kura_perf.experiments.usability.checkpoints import FORMATS, run_checkpoint_benchmark
 from kura_perf.experiments.usability.error_cases import case_ids
 from kura_perf.experiments.usability.error_clarity import run_error_catalogue
 from kura_perf.experiments.usability.examples import example_loc
-from kura_perf.experiments.usability.onboarding import (
-    OnboardingSettings,
-    run_onboarding,
-)
+from kura_perf.experiments.usability.onboarding import OnboardingSettings, run_onboarding
 from kura_perf.settings.paths import Paths
 from kura_perf.store import query, write_record, write_records
 

@@ -17,8 +17,18 @@ from kura_perf.report.analysis import Analysis
 from kura_perf.report.data import describe_runs
 from kura_perf.report.guidance import guidance
 from kura_perf.report.hardware import DISK_FACTOR, ENVIRONMENT_GB, RAM_HEADROOM, TARGET_HOURS, recommend
-from kura_perf.report.html import (Section, bullets, heading, label, note, paragraph, profile_heading, render_figure,
-                                   render_table, versus_heading)
+from kura_perf.report.html import (
+    Section,
+    bullets,
+    heading,
+    label,
+    note,
+    paragraph,
+    profile_heading,
+    render_figure,
+    render_table,
+    versus_heading,
+)
 from kura_perf.report.shapes_advice import advisor_table, shape_cost_table, shape_totals
 from kura_perf.report.usability import usability_sections
 

@@ -7,12 +7,22 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from kura_perf.proposal import (EXPECTED_CLUSTERS, STORAGE_EMBEDDING_DIMENSION, STORAGE_KB_PER_CONVERSATION,
-                                STORAGE_TOTAL_KB_PER_CONVERSATION)
+from kura_perf.proposal import (
+    EXPECTED_CLUSTERS,
+    STORAGE_EMBEDDING_DIMENSION,
+    STORAGE_KB_PER_CONVERSATION,
+    STORAGE_TOTAL_KB_PER_CONVERSATION,
+)
 from kura_perf.report import fmt
+from kura_perf.report.analysis import (
+    FIT_TARGETS,
+    PROJECTION_SCALES,
+    Analysis,
+    ProfileAnalysis,
+    expected_embedding_kb,
+    kb_range,
+)
 from kura_perf.report.compare import RATE_LIMITED, latest_per_stage, side_by_side, stage_outcome
-from kura_perf.report.analysis import (FIT_TARGETS, PROJECTION_SCALES, Analysis, ProfileAnalysis,
-                                       expected_embedding_kb, kb_range)
 from kura_perf.report.fits import EXTRAPOLATED, MEASURED, PROJECTED, UNKNOWN, Estimate
 from kura_perf.report.hardware import SINGLE_MACHINE_CORES, HardwareRow, proposal_guess
 from kura_perf.report.theory import DEFAULT_TEXT_BYTES, explain, theoretical_bytes, total_bytes
