@@ -8,26 +8,20 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
+from kura_perf.backends.protocols import Prepares, ReportsApiCounters
 from kura_perf.backends.conversion import conversations_from_table, conversations_to_table
 from kura_perf.backends.model_factory import ModelFactory
-from kura_perf.backends.protocols import Prepares, ReportsApiCounters
 from kura_perf.corpus import iter_conversations, load_conversations
 from kura_perf.datasets import check_scale_fits, resolve_data_file
+from kura_perf.stages.truth import DEFAULT_TRUTH_LEVELS
 from kura_perf.errors import StageError
-from kura_perf.files.outputs import StageData
 from kura_perf.meter.api import ApiCounters
-from kura_perf.models.protocols import (
-    BuildsKnnGraph,
-    CountsApiCalls,
-    PreparesModel,
-    ReportsFit,
-    ReusesKnnGraph,
-    SelectsSummaries,
-)
+from kura_perf.models.protocols import (BuildsKnnGraph, CountsApiCalls, PreparesModel, ReportsFit, ReusesKnnGraph,
+                                        SelectsSummaries)
+from kura_perf.files.outputs import StageData
 from kura_perf.profiles import Profile
 from kura_perf.settings import RunSettings
 from kura_perf.stages.base import StageInputs, StageResult
-from kura_perf.stages.truth import DEFAULT_TRUTH_LEVELS
 
 
 class ReferenceBackend(Prepares, ReportsApiCounters):
