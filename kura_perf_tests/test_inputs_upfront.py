@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from kura_perf.corpus import MAX_JSON_DEPTH, generate_conversations, load_conversations, write_conversations_jsonl
-from kura_perf.errors import InputDataError, KuraPerfError, ProfileError
+from kura_perf.errors import InputDataError, ProfileError
 
 REPO = Path(__file__).resolve().parents[1]
 GOOD = {"messages": [{"role": "user", "content": "hello"}, {"role": "assistant", "content": "hi"}]}
@@ -59,14 +59,15 @@ def _write_profiles(tmp_path: Path, text: str) -> Path:
 
 def _cli(monkeypatch, capsys, args: list[str]) -> tuple[int, str, str]:
     """`kura-perf ARGS` in this process, failing the test if it gets as far as Dagster's home."""
-    from kura_perf.cli.main import main as cli
+    from kura_perf.cli import dagster_home
+    from kura_perf.cli.main import main
 
     def no_dagster(*_a, **_k):
         raise AssertionError("the command reached Dagster")
 
-    monkeypatch.setattr(cli, "_dagster_home", no_dagster)
-    monkeypatch.setattr(cli, "_instance", no_dagster)
-    code = cli.main(args)
+    monkeypatch.setattr(dagster_home, "home", no_dagster)
+    monkeypatch.setattr(dagster_home, "instance", no_dagster)
+    code = main(args)
     captured = capsys.readouterr()
     return code, captured.out, captured.err
 

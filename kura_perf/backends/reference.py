@@ -8,7 +8,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from kura_perf.backends import Prepares, ReportsApiCounters
+from kura_perf.backends.protocols import Prepares, ReportsApiCounters
 from kura_perf.backends.conversion import conversations_from_table, conversations_to_table
 from kura_perf.backends.model_factory import ModelFactory
 from kura_perf.corpus import iter_conversations, load_conversations

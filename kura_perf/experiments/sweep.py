@@ -18,6 +18,7 @@ from kura_perf.meter.host import code_version, host_info
 from kura_perf.profiles import Profile
 from kura_perf.proposal import CONCURRENCY_LEVELS
 from kura_perf.settings import RunSettings
+from kura_perf.simulator.process import SimulatorControl
 
 DEFAULT_LEVELS = CONCURRENCY_LEVELS  # the proposal's §1.1 levels
 SWEEP_EMBEDDING_BATCH = 8  # small batches, so that even a short sample has many requests to overlap
@@ -28,7 +29,6 @@ def _simulator_control(settings: RunSettings):
     url = settings.simulator_url
     if not url:
         return None
-    from kura_perf.simulator.process import SimulatorControl
 
     control = SimulatorControl()
     control.port = urlparse(url).port
@@ -36,7 +36,7 @@ def _simulator_control(settings: RunSettings):
 
 
 def _build_model(profile: Profile, stage: str, concurrency: int, run_settings: RunSettings):
-    from kura_perf.models.openai_api import OpenAIEmbedding, OpenAISummaryModel
+    from kura_perf.models.openai_api import OpenAIEmbedding, OpenAISummaryModel  # openai, aiohttp
 
     settings = dataclasses.replace(api_settings(profile, run_settings), concurrency=concurrency)
     if stage == "summaries":

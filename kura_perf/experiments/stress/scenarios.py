@@ -22,6 +22,11 @@ from typing import Callable
 from kura_perf.experiments.stress.caps import cgroup_memory_available, memory_cap, small_filesystem
 from kura_perf.experiments.stress.outcome import inspect_home
 from kura_perf.experiments.stress.pipelines import Home, Pipeline, PipelineRun, run_args, run_command, wait_all
+from kura_perf.profiles import get_profile
+from kura_perf.settings import SIMULATOR_URL_ENV
+from kura_perf.simulator.config import SimulatorConfig
+from kura_perf.simulator.process import SimulatorProcess
+from kura_perf.store import query, refresh_database
 
 API_PROFILE = "simulated-openai"
 # Default memory caps, below what a scale-100 pipeline needs so that memory runs out: resident memory under
@@ -180,11 +185,6 @@ def _copy_records_out(home: Home) -> None:
 
 
 def _api_scenario(ctx: Context, scenario: str, changes: dict, on_tick: Callable | None, parameters: dict) -> dict:
-    from kura_perf.profiles import get_profile
-    from kura_perf.settings import SIMULATOR_URL_ENV
-    from kura_perf.simulator.config import SimulatorConfig
-    from kura_perf.simulator.process import SimulatorProcess
-
     s, home, started, t0 = ctx.settings, ctx.home(scenario), _now(), time.perf_counter()
     config = SimulatorConfig.from_dict(get_profile(API_PROFILE).api.simulator).updated(changes)
     notes: list[str] = []
@@ -208,8 +208,6 @@ def _api_scenario(ctx: Context, scenario: str, changes: dict, on_tick: Callable 
 
 
 def _recorded_api_calls(home: Home) -> int | None:
-    from kura_perf.store import query
-
     if not (home.data / "metrics").is_dir():
         return None
     df = query(home.data / "metrics", "SELECT sum(api_calls) AS n FROM stage_runs")
@@ -246,8 +244,6 @@ def rate_limit_storm(ctx: Context) -> dict:
 
 def concurrent_pipelines(ctx: Context) -> dict:
     import duckdb
-
-    from kura_perf.store import refresh_database
 
     s, home, started, t0 = ctx.settings, ctx.home("concurrent_pipelines"), _now(), time.perf_counter()
     n = max(2, min(8, s.pipelines))
