@@ -220,7 +220,7 @@ def test_a_checkpoint_written_by_kura_reads_the_same(tmp_path):
 
 def test_the_shipped_example_covers_its_conversations(monkeypatch):
     monkeypatch.chdir(EXAMPLE.parents[1])  # the example's relative paths are from the repository root
-    profile = get_profile("checkpoint-example", str(EXAMPLE / "profiles.toml"), read_env=False)
+    profile = get_profile("checkpoint-example", str(EXAMPLE / "profiles.toml"))
     conversations = load_conversations(profile.data_file).conversations
     found, info = read_summaries(Path(profile.summary_model.removeprefix("checkpoint:")),
                                  {c.chat_id for c in conversations})

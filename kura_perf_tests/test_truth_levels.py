@@ -183,10 +183,10 @@ def test_builtin_data_file_resolves_and_an_unknown_one_is_refused():
     path = resolve_data_file("builtin:clinc150")
     assert path.endswith("clinc150.jsonl.gz") and __import__("os").path.isfile(path)
     assert resolve_data_file("/some/file.jsonl") == "/some/file.jsonl"  # a path stays a path
-    profile = get_profile("clinc150", read_env=False)
+    profile = get_profile("clinc150")
     assert profile.data_file == "builtin:clinc150" and profile.truth_levels == TRUTH_LEVELS
-    assert get_profile("clinc150-kura", read_env=False).backend == "kura"
-    assert get_profile("clinc150-reference-simulated", read_env=False).summary_model == "openai:gpt-4o-mini"
+    assert get_profile("clinc150-kura").backend == "kura"
+    assert get_profile("clinc150-reference-simulated").summary_model == "openai:gpt-4o-mini"
     with pytest.raises(ProfileError, match="builtin:nope.*known: builtin:clinc150"):
         parse_profiles({"p": {"data_file": "builtin:nope"}}, "my.toml")
     with pytest.raises(KuraPerfError, match="known: builtin:clinc150"):

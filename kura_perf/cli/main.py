@@ -315,16 +315,16 @@ STRESS_COLUMNS = ["scenario", "outcome", "exit_code", "pipelines", "records_expe
 def cmd_stress(args) -> int:
     import pandas as pd
 
-    from kura_perf.settings.paths import Paths
     from kura_perf.scales import scale_count
     from kura_perf.experiments.stress import LOST_DATA, Settings, run_stress
 
     scale_count(args.scale)
+    run_settings = _settings()
     settings = Settings(scale=args.scale, stages=args.stages or Settings().stages, memory_mb=args.memory_mb,
                         disk_kb=args.disk_kb, outage_s=args.outage_s, storm_rpm=args.storm_rpm,
                         storm_429_rate=args.storm_429_rate, pipelines=args.pipelines, timeout_s=args.timeout_s,
-                        keep_homes=args.keep_homes)
-    paths = Paths.from_env()
+                        keep_homes=args.keep_homes, profiles_file=run_settings.profiles_file)
+    paths = run_settings.paths
     rows = run_stress(paths, args.scenarios, settings)
     df = pd.DataFrame(rows)
     with pd.option_context("display.width", 220, "display.max_columns", 30, "display.float_format", "{:.1f}".format):

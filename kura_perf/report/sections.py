@@ -387,7 +387,7 @@ def dataset_credits(profiles) -> list[str]:
     from kura_perf.datasets import BUILTINS, builtin_name
     from kura_perf.profiles import load_profiles
 
-    known = load_profiles(read_env=False)
+    known = load_profiles()
     names = {builtin_name(known[p].data_file) for p in profiles if p in known}
     return [f"Data: {BUILTINS[name].attribution} (kura_perf/datasets/README.md)."
             for name in sorted(n for n in names if n in BUILTINS)]

@@ -68,12 +68,12 @@ class RunSettings:
     def profiles(self) -> "dict[str, Profile]":
         from kura_perf.profiles import load_profiles
 
-        return load_profiles(self.profiles_file, read_env=False)
+        return load_profiles(self.profiles_file)
 
     def profile(self, name: str) -> "Profile":
         from kura_perf.profiles import get_profile
 
-        return get_profile(name, self.profiles_file, read_env=False)
+        return get_profile(name, self.profiles_file)
 
     # -- credentials, by name ------------------------------------------------------------------------
     def api_key_env_for(self, profile: "Profile") -> str:
