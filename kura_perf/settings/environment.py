@@ -44,9 +44,10 @@ Writes are elsewhere: only kura_perf/settings/third_party_env.py writes the envi
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any
 
 from kura_perf.settings.paths import Paths
 
