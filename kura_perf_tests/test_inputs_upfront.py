@@ -295,7 +295,7 @@ def test_profile_values_of_the_wrong_type_are_refused(tmp_path, body, key, shown
     from kura_perf.profiles import load_profiles
 
     with pytest.raises(ProfileError) as err:
-        load_profiles(_write_profiles(tmp_path, f"[wrong]\n{body}\n"), read_env=False)
+        load_profiles(_write_profiles(tmp_path, f"[wrong]\n{body}\n"))
     message = str(err.value)
     assert "profile 'wrong'" in message and f"key '{key}'" in message and f"(got {shown})" in message
 
@@ -305,7 +305,7 @@ def test_numbers_of_the_right_type_still_load(tmp_path):
 
     path = _write_profiles(tmp_path, "[fine]\nbatch_size = 8\nstage_timeout_s = 60\nregression_threshold = 1\n"
                                      "[fine.api]\ntimeout_s = 10\nprices = { m = [1, 0.5] }\n")
-    profile = load_profiles(path, read_env=False)["fine"]
+    profile = load_profiles(path)["fine"]
     assert (profile.batch_size, profile.stage_timeout_s, profile.api.timeout_s) == (8, 60.0, 10.0)
     assert profile.api.prices == {"m": (1.0, 0.5)}
 
@@ -324,7 +324,7 @@ def test_an_empty_data_file_is_refused_not_taken_as_synthetic(tmp_path, value):
     from kura_perf.profiles import load_profiles
 
     with pytest.raises(ProfileError) as err:
-        load_profiles(_write_profiles(tmp_path, f"[blank]\ndata_file = {value}\n"), read_env=False)
+        load_profiles(_write_profiles(tmp_path, f"[blank]\ndata_file = {value}\n"))
     message = str(err.value)
     assert "profile 'blank'" in message and "key 'data_file'" in message and repr(json.loads(value)) in message
 

@@ -9,10 +9,10 @@ from kura_perf.settings import RunSettings
 __all__ = ["Backend", "Prepares", "ReportsApiCounters", "get_backend"]
 
 
-def get_backend(profile: Profile, settings: RunSettings | None = None) -> Backend:
-    """The profile's backend, set up by `settings` (the model cache, the simulator, the credentials'
-    names; None: read from the environment here, at the edge), wrapped as settings.backend_wrapper says."""
-    settings = settings or RunSettings.from_env()
+def get_backend(profile: Profile, settings: RunSettings) -> Backend:
+    """The profile's backend, set up by the run's `settings` (the model cache, the simulator, the
+    credentials' names), wrapped as settings.backend_wrapper says. Required: built at the edge (the CLI,
+    the Dagster resource), never read from the environment here."""
     if profile.backend == "kura":
         from kura_perf.backends.kura import KuraBackend
 

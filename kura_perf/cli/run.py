@@ -126,11 +126,12 @@ def cmd_sweep(args) -> int:
 
 def cmd_stress(args) -> int:
     scale_count(args.scale)
+    run_settings = RunSettings.from_env()
     settings = Settings(scale=args.scale, stages=args.stages or Settings().stages, memory_mb=args.memory_mb,
                         disk_kb=args.disk_kb, outage_s=args.outage_s, storm_rpm=args.storm_rpm,
                         storm_429_rate=args.storm_429_rate, pipelines=args.pipelines, timeout_s=args.timeout_s,
-                        keep_homes=args.keep_homes)
-    paths = Paths.from_env()
+                        keep_homes=args.keep_homes, profiles_file=run_settings.profiles_file)
+    paths = run_settings.paths
     rows = run_stress(paths, args.scenarios, settings)
     df = pd.DataFrame(rows)
     print_frame(df[STRESS_COLUMNS], empty=None, width=220, max_columns=30, float_format="{:.1f}".format)

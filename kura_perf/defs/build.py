@@ -52,7 +52,7 @@ def _definitions(profile_names: tuple[str, ...], settings: RunSettings) -> Defin
                 *usability_assets, *stress_assets],
         asset_checks=build_all_stage_checks(partitions),
         jobs=[benchmark_job, report_job, *shape_jobs, *cluster_jobs],
-        schedules=[build_nightly_schedule(partitions)],
+        schedules=[build_nightly_schedule(partitions, settings.nightly)],
         sensors=[regression_alerts, refresh_after_benchmark],
         resources=resources_for(settings),
         # Also for UI materializations (the implicit asset job): stages one after another, undisturbed.

@@ -32,7 +32,8 @@ from kura_perf.defs.resources import KuraPerfResource
 @sensor(name="regression_alerts", minimum_interval_seconds=60, default_status=DefaultSensorStatus.RUNNING,
         description="Alert on failed regression checks in the metrics store (log, alerts table, webhook).")
 def regression_alerts(context: SensorEvaluationContext, kura_perf: KuraPerfResource):
-    paths = kura_perf.paths()
+    settings = kura_perf.settings()
+    paths = settings.paths
     try:
         for run_id in reap_and_fail(paths.root, instance=context.instance):
             context.log.warning(f"run {run_id}: its process died; stage recorded as died, run marked failed")
@@ -41,7 +42,7 @@ def regression_alerts(context: SensorEvaluationContext, kura_perf: KuraPerfResou
     since = datetime.fromisoformat(context.cursor) if context.cursor else None
     rows = unalerted_regressions(paths, since)
     for row in rows:
-        raise_alert(paths, row, logger=context.log)
+        raise_alert(paths, row, settings.alert_webhook, logger=context.log)
     if rows:
         context.update_cursor(max(r["checked_at"] for r in rows).isoformat())
         return SkipReason(f"raised {len(rows)} regression alert(s)")

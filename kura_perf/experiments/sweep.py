@@ -78,13 +78,12 @@ def sweep_stages(profile: Profile) -> list[str]:
 
 def run_sweep(profile: Profile, scale: str, conversations: Sequence[Conversation], texts: Sequence[str],
               levels: Sequence[int] = DEFAULT_LEVELS, run_id: str | None = None, log=None,
-              settings: RunSettings | None = None) -> list[dict]:
+              *, settings: RunSettings) -> list[dict]:
     """One row per (stage, level). A level that fails is recorded with its error; the sweep goes on.
-    settings: the run's (the simulator serving it, the credentials' names); None: from the environment."""
+    settings: the run's (the simulator serving it, the credentials' names), required."""
     stages = sweep_stages(profile)
     if not stages:
         raise KuraPerfError(f"profile '{profile.name}' has no API-backed summary or embedding model to sweep")
-    settings = settings or RunSettings.from_env()
     control = _simulator_control(settings)
     run_id = run_id or uuid.uuid4().hex
     rows = []

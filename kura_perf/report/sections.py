@@ -392,7 +392,7 @@ def build_sections(analysis: Analysis, figure_dir: Path) -> Built:
 def dataset_credits(profiles) -> list[str]:
     """The attribution of each shipped dataset the given (built-in) profiles ran on: CLINC150's CC BY 3.0
     licence asks for it wherever figures derived from it are published."""
-    known = load_profiles(read_env=False)
+    known = load_profiles()
     names = {builtin_name(known[p].data_file) for p in profiles if p in known}
     return [f"Data: {BUILTINS[name].attribution} (kura_perf/datasets/README.md)."
             for name in sorted(n for n in names if n in BUILTINS)]

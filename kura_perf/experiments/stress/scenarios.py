@@ -55,6 +55,7 @@ class Settings:
     pipelines: int = 4  # concurrent pipelines (2-8)
     timeout_s: float = 900.0  # per scenario; a pipeline still running then is stopped (and counted)
     keep_homes: bool = False  # keep each scenario's storage and Dagster instance (records and logs are kept)
+    profiles_file: str | None = None  # the run settings' extra profiles (the pipelines started read the same)
 
 
 @dataclass
@@ -186,7 +187,7 @@ def _copy_records_out(home: Home) -> None:
 
 def _api_scenario(ctx: Context, scenario: str, changes: dict, on_tick: Callable | None, parameters: dict) -> dict:
     s, home, started, t0 = ctx.settings, ctx.home(scenario), _now(), time.perf_counter()
-    config = SimulatorConfig.from_dict(get_profile(API_PROFILE).api.simulator).updated(changes)
+    config = SimulatorConfig.from_dict(get_profile(API_PROFILE, s.profiles_file).api.simulator).updated(changes)
     notes: list[str] = []
     with SimulatorProcess(config) as sim:
         pipeline = Pipeline(home, run_args(s.scale, API_PROFILE, s.stages), "pipeline",
