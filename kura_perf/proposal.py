@@ -1,4 +1,4 @@
-"""The figures the load-testing proposal states (kura-load-testing-proposal.md), named, each with its section.
+"""The figures the load-testing proposal states (docs/load-testing-proposal.md), named, each with its section.
 
 Measurements are compared against these: the budget checks (kura_perf/checks/budgets.py), the report's
 matrix, storage and hardware tables and figures, the simulator's default limits, the sweep's levels and

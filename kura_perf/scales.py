@@ -2,6 +2,7 @@
 plus 20K, which the proposal does not name: the largest round scale the shipped CLINC150 dataset holds
 (22,500 conversations, kura_perf/datasets), so real labelled data is measured as far as it goes."""
 
+from kura_perf.errors import KuraPerfError
 from kura_perf.proposal import CONVERSATION_VOLUMES
 
 # Volumes beyond the proposal's (kept out of proposal.py, which holds only what the proposal states).
@@ -18,8 +19,6 @@ SCALES: dict[str, int] = {scale_label(n): n for n in VOLUMES}
 
 
 def scale_count(label: str) -> int:
-    from kura_perf.errors import KuraPerfError
-
     try:
         return SCALES[label]
     except KeyError:

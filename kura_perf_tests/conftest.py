@@ -14,7 +14,7 @@ os.environ.setdefault("NUMBA_CACHE_DIR", os.path.join(tempfile.gettempdir(), "ku
 @pytest.fixture(scope="session", autouse=True)
 def shared_model_cache(tmp_path_factory):
     """One ONNX export for the whole session (and its subprocesses), not one per test data root."""
-    from kura_perf.models.cache import MODEL_CACHE_ENV
+    from kura_perf.settings.environment import MODEL_CACHE_ENV
 
     if os.environ.get(MODEL_CACHE_ENV):
         yield os.environ[MODEL_CACHE_ENV]

@@ -23,6 +23,7 @@ from kura_perf.pipeline.runner import StageRun, run_stage
 from kura_perf.stages.base import STAGES
 from kura_perf.stages.summaries import SUMMARY_COLUMNS, embed_text, summarise
 from kura_perf.pipeline.streaming import streams
+from kura_perf.settings import RunSettings
 
 N = 30
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "checkpoint_summaries"
@@ -63,7 +64,7 @@ def _profile(**overrides) -> Profile:
 
 
 def _run(profile, root, stages):
-    backend = get_backend(profile)
+    backend = get_backend(profile, RunSettings.from_env())
     try:
         return {stage: run_stage(StageRun(stage, profile, "100", paths=Paths(root / "data"), backend=backend))
                 for stage in stages}
@@ -219,7 +220,7 @@ def test_a_checkpoint_written_by_kura_reads_the_same(tmp_path):
 
 def test_the_shipped_example_covers_its_conversations(monkeypatch):
     monkeypatch.chdir(EXAMPLE.parents[1])  # the example's relative paths are from the repository root
-    profile = get_profile("checkpoint-example", str(EXAMPLE / "profiles.toml"), read_env=False)
+    profile = get_profile("checkpoint-example", str(EXAMPLE / "profiles.toml"))
     conversations = load_conversations(profile.data_file).conversations
     found, info = read_summaries(Path(profile.summary_model.removeprefix("checkpoint:")),
                                  {c.chat_id for c in conversations})

@@ -58,3 +58,49 @@ def test_breaking_point_exits_1_with_the_reason(tmp_path):
     assert out.returncode == 1
     assert "BreakingPoint" in out.stderr and "time limit" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+def _subcommands(parser, prefix=()):
+    """(command words, their parser) for every leaf subcommand."""
+    import argparse
+
+    actions = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    if not actions:
+        yield prefix, parser
+        return
+    for name, child in actions[0].choices.items():
+        yield from _subcommands(child, prefix + (name,))
+
+
+def test_every_command_says_whether_it_cleans_up_after_dead_runs():
+    from kura_perf.cli.main import build_parser
+
+    reaps = {" ".join(words): child.get_default("reaps") for words, child in _subcommands(build_parser())}
+    assert None not in reaps.values(), [c for c, r in reaps.items() if r is None]
+    # no run record read or written: no clean-up (run and db do their own, with the Dagster runs)
+    assert not any(reaps[c] for c in ("profiles", "dagster-home", "simulate-api", "run", "db", "examples",
+                                      "cluster up", "cluster down", "cluster status"))
+    # they read run records: a stage whose process died must show as `died`
+    assert all(reaps[c] for c in ("sql", "report", "advise", "compare", "checks", "baseline show", "sweep",
+                                  "matrix", "cluster run"))
+
+
+def test_profiles_does_not_clean_up_after_dead_runs(monkeypatch, capsys):
+    from kura_perf.cli import dagster_home
+    from kura_perf.cli.main import main
+
+    def no_clean_up(*_a, **_k):
+        raise AssertionError("profiles cleaned up after dead runs")
+
+    monkeypatch.setattr(dagster_home, "clean_up_dead_runs", no_clean_up)
+    assert main(["profiles"]) == 0
+    assert "offline" in capsys.readouterr().out
+
+
+def test_help_and_profiles_import_no_dagster():
+    code = ("import sys; from kura_perf.cli.main import main\n"
+            "try:\n    main(['profiles'])\nexcept SystemExit:\n    pass\n"
+            "print(sorted(m for m in ('dagster', 'torch', 'umap', 'celery', 'kura') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "[]"

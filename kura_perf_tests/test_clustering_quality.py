@@ -18,6 +18,7 @@ from kura_perf.stages.clusters import cluster_summaries
 from kura_perf.stages.level_quality import labels_per_level, level_quality, topics_found
 from kura_perf.stages.meta_clusters import build_hierarchy
 from kura_perf.stages.summaries import summarise
+from kura_perf.settings import RunSettings
 
 # A small partition shaped like the default 1K corpus (about 20 conversations per topic), where raw
 # HDBSCAN finds next to nothing. (With fewer, larger topics raw HDBSCAN does much better: 6 x 40 gives
@@ -37,7 +38,7 @@ def corpus():
 
 def _run(profile_name, corpus):
     summaries, vectors, truth = corpus
-    models = ModelFactory(get_profile(profile_name))
+    models = ModelFactory(get_profile(profile_name), RunSettings.from_env())
     method = models.clustering_method(len(summaries))
     base = cluster_summaries(summaries, vectors, method, models.namer(), truth=truth)
     # The corpus's own torch MiniLM embeds the names too (the profile's backend is not what is tested here).

@@ -253,15 +253,16 @@ def test_nan_embeddings_fail_sanity_and_clusters_never_run(tmp_path, instance, m
 def test_nightly_schedule_requests_the_configured_partitions(monkeypatch):
     from datetime import datetime, timezone
 
-    from kura_perf.definitions import defs
+    from kura_perf.defs.build import build_definitions
 
-    nightly_benchmark = defs.get_schedule_def("nightly_benchmark")
     when = datetime(2026, 3, 4, 2, 0, tzinfo=timezone.utc)
     monkeypatch.delenv("KURA_PERF_NIGHTLY", raising=False)
+    nightly_benchmark = build_definitions(RunSettings.from_env()).get_schedule_def("nightly_benchmark")
     requests = list(nightly_benchmark(build_schedule_context(scheduled_execution_time=when)))
     assert [str(r.partition_key) for r in requests] == ["offline|100", "offline|1k", "offline|10k"]
     assert len({r.run_key for r in requests}) == 3 and all("2026-03-04" in r.run_key for r in requests)
-    monkeypatch.setenv("KURA_PERF_NIGHTLY", "pca:100, kmeans:5k")
+    monkeypatch.setenv("KURA_PERF_NIGHTLY", "pca:100, kmeans:5k")  # read where the definitions' settings are built
+    nightly_benchmark = build_definitions(RunSettings.from_env()).get_schedule_def("nightly_benchmark")
     requests = list(nightly_benchmark(build_schedule_context(scheduled_execution_time=when)))
     assert [str(r.partition_key) for r in requests] == ["pca|100", "kmeans|5k"]
     assert nightly_benchmark.cron_schedule == "0 2 * * *" and nightly_benchmark.execution_timezone == "UTC"

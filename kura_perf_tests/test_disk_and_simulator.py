@@ -293,7 +293,7 @@ def test_every_model_the_builtin_profiles_and_kura_send_is_known():
     from kura_perf.simulator.models import ModelTable, profile_models
 
     table = ModelTable()
-    sent = {name for profile in load_profiles(read_env=False).values() for name in profile_models(profile)}
+    sent = {name for profile in load_profiles().values() for name in profile_models(profile)}
     assert {"gpt-4o-mini", "text-embedding-3-small", "text-embedding-3-large"} <= sent
     kura_defaults = {"gpt-4o-mini", "text-embedding-3-small"}  # Kura's SummaryModel, cluster models, embedder
     openai_priced = {name for name in PRICES_PER_1M_TOKENS if not name.startswith("claude")}

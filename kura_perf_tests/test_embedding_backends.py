@@ -202,7 +202,7 @@ def test_calibration_sample_is_fixed_and_spread():
 
 
 def test_records_name_the_backend_and_carry_model_only_throughput(shared_cache, data_root, monkeypatch):
-    from kura_perf.defs.assets import stage_metadata
+    from kura_perf.defs.metadata import stage_metadata
     from kura_perf.pipeline.runner import StageRun, run_stage
 
     monkeypatch.delenv("KURA_PERF_MODEL_CACHE", raising=False)  # the runner finds the export under the data root

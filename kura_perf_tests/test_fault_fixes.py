@@ -42,8 +42,8 @@ def test_unsafe_profile_names_are_refused(name):
 
 
 def test_partition_dir_stays_under_the_storage_root(tmp_path):
-    from kura_perf.settings.paths import Paths
     from kura_perf.errors import KuraPerfError
+    from kura_perf.settings.paths import Paths
 
     paths = Paths(tmp_path / "data")
     assert paths.partition_dir("offline", "1k") == tmp_path / "data" / "storage" / "offline" / "1k"
@@ -149,14 +149,14 @@ def test_short_file_hint_names_the_profile_key(tmp_path):
 def test_cli_shows_lenient_skips_with_their_reasons(capsys):
     import json
 
-    from kura_perf.cli.main import _print_records
+    from kura_perf.cli.printing import print_records
 
     problem = "c.jsonl, line 5: expected one JSON object per line (got invalid JSON: Expecting value at column 1)"
     records = [{"stage": "conversations", "status": "success", "items_in": 102, "items_out": 100,
                 "skipped_records": 2, "cpu_user_s": 0.1, "cpu_sys_s": 0.0, "extra": json.dumps({"problems": [problem]})},
                {"stage": "summaries", "status": "success", "items_in": 100, "items_out": 100, "skipped_records": 0,
                 "cpu_user_s": 0.1, "cpu_sys_s": 0.0, "extra": "{}"}]
-    _print_records(records)
+    print_records(records)
     out = capsys.readouterr().out
     assert "skipped_records" in out.splitlines()[0]
     assert "conversations: skipped 2 invalid input record(s) (lenient profile)" in out
@@ -167,8 +167,8 @@ def test_cli_shows_lenient_skips_with_their_reasons(capsys):
 def test_report_out_keeps_the_users_files_and_the_folders_mode(tmp_path):
     import os
 
+    from kura_perf.report.build import MANIFEST, build_report
     from kura_perf.settings.paths import Paths
-    from kura_perf.report import MANIFEST, build_report
 
     out = tmp_path / "mine"
     out.mkdir()
@@ -189,9 +189,9 @@ def test_report_out_keeps_the_users_files_and_the_folders_mode(tmp_path):
 def test_report_out_new_folder_gets_the_usual_mode_and_never_overwrites_a_foreign_index(tmp_path):
     import os
 
-    from kura_perf.settings.paths import Paths
     from kura_perf.errors import KuraPerfError
-    from kura_perf.report import build_report
+    from kura_perf.report.build import build_report
+    from kura_perf.settings.paths import Paths
 
     umask = os.umask(0o022)
     try:

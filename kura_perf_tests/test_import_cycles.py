@@ -1,11 +1,16 @@
-"""No import cycles: none at import time anywhere in kura_perf, and none at all among the checks.
+"""No import cycles in kura_perf: none at import time, and none through function-level (lazy) imports either.
 
 An import-time cycle makes a module's behaviour depend on which module was imported first (the second
-one sees the first half-initialised); checks/baselines.py <-> checks/regression.py was one. The graph
-is read from the source (ast), so the test needs no optional dependency installed and sees every module.
-Function-level (lazy) imports cannot half-initialise anything, so outside kura_perf.checks they are
-allowed to close a loop (the CLI dispatching to cluster.cli and back, the report's sections and the
-advisor); inside kura_perf.checks even those are refused, to keep the check modules layered.
+one sees the first half-initialised); checks/baselines.py <-> checks/regression.py was one. A lazy
+import cannot half-initialise anything, but one that closes a loop hides a layering knot (the CLI
+dispatching to cluster.cli and back, the report package and its sections, store.quarantine and
+store.validation were such): the modules are layered, each importing only below itself. Lazy imports
+stay for heavy or optional third-party packages (dagster in the CLI, torch, kura, umap, celery...).
+
+The graph is read from the source (ast), so the test needs no optional dependency installed and sees
+every module. Importing a.b.c initialises the packages a and a.b, so those are edges too (except a
+module's own packages, already running); `from a import name` inside a.b is an edge to a when the name
+is no module (a package __init__ that imports a submodule importing it back is a loop).
 """
 
 from __future__ import annotations
@@ -65,8 +70,9 @@ def _imports(path: Path, module: str, modules, lazy: bool) -> set[str]:
                     visit([n for n in inner if isinstance(n, (ast.stmt, ast.ExceptHandler))])
 
     visit(ast.parse(path.read_text(encoding="utf-8")).body)
-    with_parents = set()
+    with_parents = {name for name in found - {None} if name != module}  # what the import names, even its own package
     for name in found - {None}:
+        name = name.rpartition(".")[0]
         while name and name != "kura_perf":
             if not (module == name or module.startswith(name + ".")):  # a module's own packages are already running
                 with_parents.add(name)
@@ -118,11 +124,19 @@ def test_no_import_time_cycle_in_the_package():
     assert cycles(import_graph(lazy=False)) == []
 
 
-def test_no_cycle_at_all_among_the_checks():
-    graph = import_graph(lazy=True)
-    checks = {m: {d for d in deps if d.startswith("kura_perf.checks.")}
-              for m, deps in graph.items() if m.startswith("kura_perf.checks.")}
-    assert cycles(checks) == []
+# The one loop left, through lazy imports only: settings/__init__ (RunSettings, above the profiles: its
+# profile() and profiles() load them) shares its package with settings.paths and settings.third_party_env,
+# which the profiles reach below it (SAFE_NAME; profiles.values -> models.clustering -> models.jit_cache).
+# Breaking it means RunSettings leaving the package __init__, or those low modules leaving the package:
+# the settings rework's to do. Exact: any other loop, or this one grown, fails; once broken, empty this.
+KNOWN_LAZY_CYCLES = [
+    ["kura_perf.models.clustering", "kura_perf.models.jit_cache", "kura_perf.profiles", "kura_perf.profiles.schema",
+     "kura_perf.profiles.values", "kura_perf.settings"],
+]
+
+
+def test_no_cycle_at_all_not_even_through_lazy_imports():
+    assert cycles(import_graph(lazy=True)) == KNOWN_LAZY_CYCLES
 
 
 def test_the_graph_sees_the_known_edges():
@@ -130,9 +144,24 @@ def test_the_graph_sees_the_known_edges():
     assert "kura_perf.checks.baselines" in graph["kura_perf.checks.regression"]
     assert "kura_perf.checks.records" in graph["kura_perf.checks.baselines"]
     assert "kura_perf.models.cache" in graph["kura_perf.settings.paths"]
-    assert "kura_perf.report" in graph["kura_perf.defs.report"]
+    assert "kura_perf.report.build" in graph["kura_perf.defs.report"]
+    assert "kura_perf.report" in graph["kura_perf.defs.report"]  # importing report.build initialises the package
+    assert graph["kura_perf.report"] == set()  # the package imports none of its modules
     lazy = import_graph(lazy=True)
-    assert "kura_perf.report.sections" in lazy["kura_perf.report"] - graph["kura_perf.report"]  # inside build_report
+    assert "kura_perf.defs.launch" in lazy["kura_perf.cli.run"] - graph["kura_perf.cli.run"]  # dagster, inside cmd_run
+
+
+def test_an_import_of_its_own_package_by_name_is_an_edge(tmp_path):
+    package = tmp_path / "kura_perf" / "pkg"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("def build():\n    from kura_perf.pkg.part import make\n")
+    (package / "part.py").write_text("from kura_perf.pkg import helper\nfrom kura_perf.pkg import other\n")
+    (package / "other.py").write_text("")
+    modules = {"kura_perf.pkg": package / "__init__.py", "kura_perf.pkg.part": package / "part.py",
+               "kura_perf.pkg.other": package / "other.py"}
+    graph = {m: _imports(path, m, modules, lazy=True) for m, path in modules.items()}
+    assert graph["kura_perf.pkg.part"] == {"kura_perf.pkg", "kura_perf.pkg.other"}
+    assert cycles(graph) == [["kura_perf.pkg", "kura_perf.pkg.part"]]
 
 
 def test_cycles_are_found():

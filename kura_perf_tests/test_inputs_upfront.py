@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from kura_perf.corpus import MAX_JSON_DEPTH, generate_conversations, load_conversations, write_conversations_jsonl
-from kura_perf.errors import InputDataError, KuraPerfError, ProfileError
+from kura_perf.errors import InputDataError, ProfileError
 
 REPO = Path(__file__).resolve().parents[1]
 GOOD = {"messages": [{"role": "user", "content": "hello"}, {"role": "assistant", "content": "hi"}]}
@@ -59,14 +59,15 @@ def _write_profiles(tmp_path: Path, text: str) -> Path:
 
 def _cli(monkeypatch, capsys, args: list[str]) -> tuple[int, str, str]:
     """`kura-perf ARGS` in this process, failing the test if it gets as far as Dagster's home."""
-    from kura_perf.cli.main import main as cli
+    from kura_perf.cli import dagster_home
+    from kura_perf.cli.main import main
 
     def no_dagster(*_a, **_k):
         raise AssertionError("the command reached Dagster")
 
-    monkeypatch.setattr(cli, "_dagster_home", no_dagster)
-    monkeypatch.setattr(cli, "_instance", no_dagster)
-    code = cli.main(args)
+    monkeypatch.setattr(dagster_home, "home", no_dagster)
+    monkeypatch.setattr(dagster_home, "instance", no_dagster)
+    code = main(args)
     captured = capsys.readouterr()
     return code, captured.out, captured.err
 
@@ -294,7 +295,7 @@ def test_profile_values_of_the_wrong_type_are_refused(tmp_path, body, key, shown
     from kura_perf.profiles import load_profiles
 
     with pytest.raises(ProfileError) as err:
-        load_profiles(_write_profiles(tmp_path, f"[wrong]\n{body}\n"), read_env=False)
+        load_profiles(_write_profiles(tmp_path, f"[wrong]\n{body}\n"))
     message = str(err.value)
     assert "profile 'wrong'" in message and f"key '{key}'" in message and f"(got {shown})" in message
 
@@ -304,7 +305,7 @@ def test_numbers_of_the_right_type_still_load(tmp_path):
 
     path = _write_profiles(tmp_path, "[fine]\nbatch_size = 8\nstage_timeout_s = 60\nregression_threshold = 1\n"
                                      "[fine.api]\ntimeout_s = 10\nprices = { m = [1, 0.5] }\n")
-    profile = load_profiles(path, read_env=False)["fine"]
+    profile = load_profiles(path)["fine"]
     assert (profile.batch_size, profile.stage_timeout_s, profile.api.timeout_s) == (8, 60.0, 10.0)
     assert profile.api.prices == {"m": (1.0, 0.5)}
 
@@ -323,7 +324,7 @@ def test_an_empty_data_file_is_refused_not_taken_as_synthetic(tmp_path, value):
     from kura_perf.profiles import load_profiles
 
     with pytest.raises(ProfileError) as err:
-        load_profiles(_write_profiles(tmp_path, f"[blank]\ndata_file = {value}\n"), read_env=False)
+        load_profiles(_write_profiles(tmp_path, f"[blank]\ndata_file = {value}\n"))
     message = str(err.value)
     assert "profile 'blank'" in message and "key 'data_file'" in message and repr(json.loads(value)) in message
 

@@ -23,6 +23,7 @@ from kura_perf.files.outputs import read_stage
 from kura_perf.profiles import get_profile
 from kura_perf.stages.base import STAGES
 from kura_perf.store import query
+from kura_perf.settings import RunSettings
 
 INSTALL_HINT = "pip install 'kura_perf[kura]'"
 
@@ -182,7 +183,7 @@ def test_kura_profiles_are_refused_without_the_extra(monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "kura", None)  # what `import kura` sees when it is not installed
     for name in ("kura", "kura-hdbscan", "kura-openai-embeddings"):
         with pytest.raises(ProfileError, match=r"pip install 'kura_perf\[kura\]'"):
-            get_backend(get_profile(name))
+            get_backend(get_profile(name), RunSettings.from_env())
     # Through Dagster, as `kura-perf run --profile kura` runs it: the step fails with the hint.
     monkeypatch.setenv(SIMULATOR_URL_ENV, "http://127.0.0.1:9/v1")  # no simulator needed to be refused
     with DagsterInstance.ephemeral() as instance:
@@ -200,7 +201,7 @@ def test_unsupported_settings_are_refused_by_key():
                         ({"projection": "pca"}, "projection"),
                         ({"embedding_dimension": 256}, "embedding_dimension")):
         with pytest.raises(ProfileError, match=key):
-            KuraBackend(base.model_copy(update=change))
+            KuraBackend(base.model_copy(update=change), RunSettings.from_env())
 
 
 # -- conversions ----------------------------------------------------------------------------------------
@@ -361,7 +362,7 @@ def test_a_429_storm_fails_the_stage_with_its_cause(monkeypatch):
     sim = run_in_thread({"chat": {"latency_ms": 0}, "faults": {"rate_limit_rate": 1.0, "forced_retry_after_s": 0.05}})
     try:
         monkeypatch.setenv(SIMULATOR_URL_ENV, sim.base_url)
-        backend = KuraBackend(get_profile("kura"))
+        backend = KuraBackend(get_profile("kura"), RunSettings.from_env())
         table = conversations_to_table(generate_conversations(3))
         try:
             with pytest.raises(KuraFailure, match="429") as failure:

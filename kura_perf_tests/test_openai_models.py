@@ -101,7 +101,7 @@ def test_cluster_names_come_from_member_texts(fresh):
     ("text-embedding-3-small", 256, 256),
 ])
 def test_embedding_shapes(fresh, model, dimension, expected):
-    with OpenAIEmbedding(model, dimension, settings(fresh), batch_size=4) as embedder:
+    with OpenAIEmbedding(model, dimension, settings=settings(fresh), batch_size=4) as embedder:
         assert isinstance(embedder, EmbeddingModel) and embedder.dimension == expected
         vectors = embedder.embed(["a", "b", "", "c", "d", "e"])
         assert vectors.shape == (6, expected) and vectors.dtype == np.float32
@@ -200,7 +200,7 @@ def test_client_timeouts_are_counted(fresh):
 
 
 def test_non_retryable_errors_fail_at_once(fresh):
-    with OpenAIEmbedding("text-embedding-3-small", 4096, settings(fresh)) as embedder:  # above 1536
+    with OpenAIEmbedding("text-embedding-3-small", 4096, settings=settings(fresh)) as embedder:  # above 1536
         with pytest.raises(StageError, match="HTTP 400.*not retryable"):
             embedder.embed(["x"])
     assert embedder.counters.calls == 1 and embedder.counters.retries == 0

@@ -12,6 +12,7 @@ from kura_perf.profiles import Profile
 from kura_perf.pipeline.runner import StageRun, run_stage
 from kura_perf.store import query
 from kura_perf.store.pending import commit_pending
+from kura_perf.settings import RunSettings
 
 STAGES_TO_META = ("conversations", "summaries", "embeddings", "clusters", "meta_clusters")
 
@@ -22,7 +23,7 @@ def test_level_rows_are_written_per_level_beside_the_stage_records(kp_home, monk
     # k-means k = 10 base clusters at 100, reduced to at most 3 roots: three levels, no UMAP needed.
     profile = Profile(name="levels", embedding_backend="torch", clustering="kmeans", clustering_params={"clusters_per_group": 10},
                       meta_max_clusters=3, projection="pca")
-    backend = ReferenceBackend(profile)
+    backend = ReferenceBackend(profile, RunSettings.from_env())
     records = {}
     try:
         for stage in STAGES_TO_META:

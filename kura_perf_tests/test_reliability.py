@@ -29,6 +29,7 @@ from kura_perf.stages.base import StageResult
 from kura_perf.store import liveness, query, write_record
 from kura_perf.store.pending import recover, save_pending
 from kura_perf.store.record import StageRecord
+from kura_perf.settings import RunSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -211,7 +212,7 @@ def test_the_backends_declare_their_optional_abilities(tmp_path):
     from kura_perf.backends.reference import ReferenceBackend
 
     assert {Prepares, ReportsApiCounters} <= set(ReferenceBackend.__mro__)
-    backend = ReferenceBackend(get_profile("offline"), Paths(tmp_path))
+    backend = ReferenceBackend(get_profile("offline"), RunSettings(paths=Paths(tmp_path)))
     assert isinstance(backend, Prepares) and isinstance(backend, ReportsApiCounters)
     # Kura's backend has neither: its failures carry their own traffic (KuraFailure.api).
     assert not {Prepares, ReportsApiCounters} & set(KuraBackend.__mro__)

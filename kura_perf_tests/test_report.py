@@ -16,11 +16,12 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from kura_perf.settings.paths import Paths
-from kura_perf.report import build_report, fmt
+from kura_perf.report import fmt
 from kura_perf.report.analysis import analyse
+from kura_perf.report.build import build_report
 from kura_perf.report.data import load_report_data
 from kura_perf.report.fits import EXTRAPOLATED, MEASURED, fit_power_law
+from kura_perf.settings.paths import Paths
 from kura_perf.store import write_records
 
 STAGES = ["conversations", "summaries", "embeddings", "clusters", "meta_clusters", "projections"]
@@ -279,7 +280,7 @@ def test_a_failed_build_keeps_the_previous_report(tmp_path, monkeypatch):
         raise RuntimeError("boom")
 
     write_records(tmp_path / "metrics", "stage_runs", [_stage_record(1, "r", "conversations", 100, "100")])
-    monkeypatch.setattr("kura_perf.report.sections.build_sections", explode)
+    monkeypatch.setattr("kura_perf.report.build.build_sections", explode)
     with pytest.raises(RuntimeError):
         build_report(Paths(tmp_path))
     assert first.index_html.read_text() == before
@@ -296,7 +297,7 @@ def test_a_folder_that_is_not_a_report_keeps_its_files(tmp_path):
 
 
 def test_report_command_prints_where_it_is(tmp_path, monkeypatch, capsys):
-    from kura_perf.report.cli import report_command
+    from kura_perf.cli.report import report_command
 
     monkeypatch.setenv("KURA_PERF_HOME", str(tmp_path))
     assert report_command(SimpleNamespace(out=str(tmp_path / "elsewhere"))) == 0

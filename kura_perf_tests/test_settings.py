@@ -1,6 +1,7 @@
 """RunSettings: one object built from the environment at the edge (the CLI and the Dagster resource the
 same way) and passed down; the partitions come from it; nothing in the package writes the environment
-except kura_perf/settings/third_party_env.py."""
+except kura_perf/settings/third_party_env.py, and nothing reads kura_perf's own variables from it except
+kura_perf/settings/environment.py, called only at the edges."""
 
 import ast
 import os
@@ -60,6 +61,245 @@ def test_no_environment_writes_outside_third_party_env():
         found += [f"{path.relative_to(PACKAGE.parent)}:{line}" for line in environment_writes(path.read_text())]
     assert found == [], "environment writes outside kura_perf/settings/third_party_env.py (add them there, with the " \
                         f"library and the reason in its table): {found}"
+
+
+# -- environment reads: kura_perf's own variables in kura_perf/settings/environment.py only ---------------
+
+ENVIRONMENT_MODULE = PACKAGE / "settings" / "environment.py"
+OWN_PREFIX = "KURA_PERF_"
+# Reads of own variables still outside environment.py, in modules other restructure branches (issue 18)
+# own and rewrite; each entry is (module, variable). Remove an entry when its read has moved (the test
+# below fails on an entry that no longer matches, so the list cannot go stale).
+PENDING_READS = {
+    ("kura_perf/pipeline/shards.py", "KURA_PERF_SHARD_STALE_S"): "the pipeline-run branch owns pipeline/shards.py",
+    ("kura_perf/defs/cluster.py", "KURA_PERF_CLUSTER_EXECUTOR"): "the Dagster-defs branch rewrites defs/cluster.py",
+}
+
+
+def _module_constants(path: Path, seen: frozenset = frozenset()) -> dict[str, str]:
+    """Module-level NAME = "string" of a kura_perf file, and the names it imports from other kura_perf modules."""
+    if path in seen or not path.is_file():
+        return {}
+    constants = {}
+    for node in ast.parse(path.read_text()).body:
+        if isinstance(node, ast.Assign) and isinstance(node.value, ast.Constant) and isinstance(node.value.value, str):
+            constants.update({t.id: node.value.value for t in node.targets if isinstance(t, ast.Name)})
+        elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("kura_perf"):
+            base = PACKAGE.parent.joinpath(*node.module.split("."))
+            source = base.with_suffix(".py") if base.with_suffix(".py").is_file() else base / "__init__.py"
+            imported = _module_constants(source, seen | {path})
+            constants.update({(a.asname or a.name): imported[a.name] for a in node.names if a.name in imported})
+    return constants
+
+
+def _import_names(tree: ast.AST) -> dict[str, str]:
+    """Local name -> 'os.environ' / 'os.getenv' for `from os import environ, getenv [as ...]`."""
+    return {(a.asname or a.name): f"os.{a.name}" for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)
+            and node.module == "os" for a in node.names if a.name in ("environ", "getenv")}
+
+
+def environment_reads(source: str, constants: dict[str, str] | None = None) -> list[tuple[int, str | None]]:
+    """(line, variable) of each read of one variable: os.environ.get(k) / [k] / `k in os.environ`,
+    os.getenv(k), and `x = os.environ` (an alias, variable '*'). The variable is the key's value when it
+    is a string or a module constant (`constants`), else None. Copies of the whole environment for a
+    child process (dict(os.environ), {**os.environ}) read no setting and are not reported."""
+    constants = constants or {}
+    tree = ast.parse(source)
+    names = _import_names(tree)
+
+    def is_environ(node):
+        return (isinstance(node, ast.Attribute) and node.attr == "environ" and isinstance(node.value, ast.Name)
+                and node.value.id == "os") or (isinstance(node, ast.Name) and names.get(node.id) == "os.environ")
+
+    def is_getenv(node):
+        return (isinstance(node, ast.Attribute) and node.attr == "getenv" and isinstance(node.value, ast.Name)
+                and node.value.id == "os") or (isinstance(node, ast.Name) and names.get(node.id) == "os.getenv")
+
+    def key(node):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str):
+            return node.value
+        if isinstance(node, ast.Name):
+            return constants.get(node.id)
+        return None
+
+    reads = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and node.args:
+            func = node.func
+            if (isinstance(func, ast.Attribute) and func.attr == "get" and is_environ(func.value)) or is_getenv(func):
+                reads.append((node.lineno, key(node.args[0])))
+        elif isinstance(node, ast.Subscript) and isinstance(node.ctx, ast.Load) and is_environ(node.value):
+            reads.append((node.lineno, key(node.slice)))
+        elif isinstance(node, ast.Compare) and any(is_environ(c) for c in node.comparators) \
+                and any(isinstance(op, (ast.In, ast.NotIn)) for op in node.ops):
+            reads.append((node.lineno, key(node.left)))
+        elif isinstance(node, ast.Assign) and is_environ(node.value):
+            reads.append((node.lineno, "*"))
+    return sorted(reads)
+
+
+def test_the_scanner_finds_every_kind_of_read():
+    source = "\n".join(["import os", "from os import environ as env, getenv", 'NAME = "KURA_PERF_X"',
+                        'a = os.environ.get("KURA_PERF_A")', "b = os.environ[NAME]", 'c = getenv("PATH")',
+                        'd = "KURA_PERF_D" in env', "e = os.environ", "f = os.environ.get(key_name)",
+                        "child = {**os.environ, 'A': '1'}", "copy = dict(os.environ)", 'os.environ["W"] = "1"'])
+    assert environment_reads(source, {"NAME": "KURA_PERF_X"}) == [
+        (4, "KURA_PERF_A"), (5, "KURA_PERF_X"), (6, "PATH"), (7, "KURA_PERF_D"), (8, "*"), (9, None)]
+
+
+def test_own_variables_are_read_in_the_environment_module_only():
+    """Every read of a KURA_PERF_* variable (or of the environment under a name the scan cannot resolve)
+    is in kura_perf/settings/environment.py, which documents each one; third-party variables
+    (DAGSTER_HOME, NUMBA_CACHE_DIR, PATH) are read where their library needs them."""
+    from kura_perf.settings.environment import OWN_VARIABLES
+
+    found, pending = [], set()
+    for path in sorted(PACKAGE.rglob("*.py")):
+        if path == ENVIRONMENT_MODULE:
+            continue
+        where = str(path.relative_to(PACKAGE.parent))
+        for line, name in environment_reads(path.read_text(), _module_constants(path)):
+            if (where, name) in PENDING_READS:
+                pending.add((where, name))
+            elif name is None and path in ALLOWED:
+                continue  # third_party_env.py saves the third-party variables it sets, to put them back
+            elif name is None or name == "*" or name.startswith(OWN_PREFIX) or name in OWN_VARIABLES:
+                found.append(f"{where}:{line} reads {name or 'a variable named at run time'}")
+    assert found == [], ("kura_perf's own settings are read from the environment in "
+                         "kura_perf/settings/environment.py only (add the variable there, with its meaning and "
+                         f"default, and pass the value down in RunSettings): {found}")
+    assert pending == set(PENDING_READS), f"moved already, drop from PENDING_READS: {set(PENDING_READS) - pending}"
+
+
+def test_the_environment_module_documents_every_variable_it_reads():
+    from kura_perf.settings import environment
+
+    names = {value for key, value in _module_constants(ENVIRONMENT_MODULE).items() if key.endswith("_ENV")}
+    assert names == environment.OWN_VARIABLES  # every variable it names is in VARIABLES, and the reverse
+    for variable in environment.VARIABLES:
+        assert variable.meaning and variable.default and f"| {variable.name} " in environment.__doc__
+
+
+# -- RunSettings.from_env (and Paths.from_env, the environment module's readers) at the edges only ------
+
+# Where settings may be built from the environment, and why. Paths are relative to the repository;
+# a folder ends in '/'. Every other module takes RunSettings (or Paths) as a required argument.
+EDGES = {
+    "kura_perf/cli/": "the command line: each command builds its settings once, from the environment and "
+                      "its own options",
+    "kura_perf/checks/cli.py": "command handlers of the CLI (the baseline and gate commands)",
+    "kura_perf/report/cli.py": "command handler of the CLI (report)",
+    "kura_perf/services/cli.py": "command handler of the CLI (cluster)",
+    "kura_perf/experiments/usability/cli.py": "command handlers of the CLI (usability)",
+    "kura_perf/defs/resources.py": "the Dagster resource: builds the run's settings once per resource",
+    "kura_perf/definitions.py": "the Dagster code location's entry (dagster -m kura_perf.definitions)",
+    "kura_perf/simulator/__main__.py": "the API simulator's own process entry",
+    "kura_perf/settings/": "the settings themselves (from_env is defined there)",
+}
+# Argparse command handlers (cmd_*) are CLI edges wherever they still live (cli/main.py's split moves
+# them under cli/).
+CLI_HANDLER_PREFIX = "cmd_"
+# Calls in modules other restructure branches own (issue 18); remove an entry when its call is gone.
+PENDING_BUILDERS = {
+    "kura_perf/pipeline/runner.py": "the pipeline-run branch makes StageRun.settings required",
+    "kura_perf/defs/launch.py": "the pipeline-run branch owns defs/launch.py (run_partition's paths shorthand)",
+    "kura_perf/defs/cluster_launch.py": "run_on_cluster's paths shorthand; reconstruct_cluster_job, the workers' "
+                                        "entry (moved from defs/cluster.py), builds a worker's settings",
+}
+READERS = {"read_run_settings", "read_paths", "read_credential"}
+
+
+def settings_builders(source: str) -> list[tuple[int, str, str | None]]:
+    """(line, call, outermost enclosing function) of RunSettings.from_env / Paths.from_env /
+    ApiSettings.from_env and of the environment module's readers."""
+    out = []
+
+    def visit(node, function):
+        for child in ast.iter_child_nodes(node):
+            inner = child.name if function is None and isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef)) \
+                else function
+            if isinstance(child, ast.Call):
+                func = child.func
+                if isinstance(func, ast.Attribute) and func.attr == "from_env" and isinstance(func.value, ast.Name):
+                    out.append((child.lineno, f"{func.value.id}.from_env", function))
+                elif isinstance(func, (ast.Name, ast.Attribute)) and getattr(func, "id", getattr(func, "attr", None)) \
+                        in READERS:
+                    out.append((child.lineno, getattr(func, "id", getattr(func, "attr", None)), function))
+            visit(child, inner)
+
+    visit(ast.parse(source), None)
+    return sorted(out)
+
+
+def _is_edge(where: str) -> bool:
+    return any(where == edge or (edge.endswith("/") and where.startswith(edge)) for edge in EDGES)
+
+
+def test_the_builder_scanner_names_the_enclosing_handler():
+    source = "\n".join(["def cmd_x(args):", "    return RunSettings.from_env()", "class A:",
+                        "    def f(self):", "        return Paths.from_env().metrics", "s = read_paths()",
+                        "t = environment.read_credential('K')", "u = Other.from_env()"])
+    assert settings_builders(source) == [(2, "RunSettings.from_env", "cmd_x"), (5, "Paths.from_env", "f"),
+                                         (6, "read_paths", None), (7, "read_credential", None),
+                                         (8, "Other.from_env", None)]
+
+
+def test_settings_are_built_from_the_environment_at_the_edges_only():
+    """Below the edges a RunSettings (or Paths) is a required argument: a fallback to the environment
+    deep down (`settings or RunSettings.from_env()`) would give a worker other settings than its caller's."""
+    found, pending = [], set()
+    for path in sorted(PACKAGE.rglob("*.py")):
+        where = str(path.relative_to(PACKAGE.parent))
+        if _is_edge(where):
+            continue
+        for line, call, function in settings_builders(path.read_text()):
+            if (function or "").startswith(CLI_HANDLER_PREFIX):
+                continue
+            if where in PENDING_BUILDERS:
+                pending.add(where)
+                continue
+            found.append(f"{where}:{line} {call}" + (f" in {function}" if function else ""))
+    assert found == [], ("settings are built from the environment at the edges only (EDGES in this file); "
+                         f"take a RunSettings (or Paths) argument instead: {found}")
+    assert pending == set(PENDING_BUILDERS), f"gone already, drop from PENDING_BUILDERS: {set(PENDING_BUILDERS) - pending}"
+    assert all(_is_edge(edge) or edge.endswith("/") for edge in EDGES)
+
+
+def test_the_resource_builds_its_settings_once(monkeypatch, tmp_path):
+    from kura_perf.defs.resources import KuraPerfResource
+
+    monkeypatch.setenv("KURA_PERF_HOME", str(tmp_path))
+    monkeypatch.setenv("KURA_PERF_METER", "off")
+    resource = KuraPerfResource()
+    first = resource.settings()
+    monkeypatch.setenv("KURA_PERF_METER", "on")  # read once: a later change is not seen by this resource
+    monkeypatch.setenv("KURA_PERF_HOME", str(tmp_path / "elsewhere"))
+    assert resource.settings() is first and resource.paths() is first.paths and first.meter is False
+    assert resource.settings(simulator_url="http://127.0.0.1:4/v1").simulator_url == "http://127.0.0.1:4/v1"
+    assert resource.settings() is first  # an override is a copy, never kept
+
+
+def test_kura_perf_db_and_model_cache_are_read_at_the_edge(monkeypatch, tmp_path):
+    from kura_perf.defs.resources import KuraPerfResource
+
+    monkeypatch.setenv("KURA_PERF_HOME", str(tmp_path))
+    monkeypatch.setenv("KURA_PERF_DB", str(tmp_path / "views.duckdb"))
+    monkeypatch.setenv("KURA_PERF_MODEL_CACHE", str(tmp_path / "shared"))
+    settings = RunSettings.from_env()
+    assert settings.paths.database == tmp_path / "views.duckdb" and Paths.from_env() == settings.paths
+    assert settings.model_cache == tmp_path / "shared"
+    assert Paths(tmp_path).database == tmp_path / "metrics.duckdb"  # a Paths built directly reads nothing
+    assert KuraPerfResource.from_settings(settings).settings() == settings
+
+
+def test_nightly_and_alert_webhook_come_from_the_settings(monkeypatch, tmp_path):
+    monkeypatch.setenv("KURA_PERF_NIGHTLY", "offline:100")
+    monkeypatch.setenv("KURA_PERF_ALERT_WEBHOOK", "http://127.0.0.1:5/hook/secret-token")
+    settings = RunSettings.from_env(paths=Paths(tmp_path))
+    assert settings.nightly == "offline:100" and settings.alert_webhook.endswith("secret-token")
+    assert "secret-token" not in repr(settings)
+    monkeypatch.delenv("KURA_PERF_ALERT_WEBHOOK")
+    assert RunSettings.from_env(paths=Paths(tmp_path)).alert_webhook is None
 
 
 def test_from_env_reads_the_environment_and_overrides_win(monkeypatch, tmp_path):

@@ -21,13 +21,14 @@ from kura_perf.profiles import get_profile, parse_profiles
 from kura_perf.pipeline.runner import StageRun, run_stage
 from kura_perf.stages.base import StageResult
 from kura_perf.pipeline.streaming import run_streamed, streams
+from kura_perf.settings import RunSettings
 
 ROWWISE = ("conversations", "summaries", "embeddings")
 REPO = Path(__file__).resolve().parents[1]
 
 
 def _run_rowwise(profile, paths):
-    backend = get_backend(profile)
+    backend = get_backend(profile, RunSettings.from_env())
     try:
         return {stage: run_stage(StageRun(stage, profile, "100", paths=paths, backend=backend)) for stage in ROWWISE}
     finally:

@@ -3,7 +3,6 @@ OS caps for real, and the scenarios end to end on a tiny scale."""
 
 from __future__ import annotations
 
-import errno
 import os
 import subprocess
 import sys
@@ -195,9 +194,9 @@ def _recorded(paths, run_id):
 
 @pytest.mark.slow
 def test_os_fault_scenarios_are_classified_and_recorded(tmp_path):
-    from kura_perf.settings.paths import Paths
     from kura_perf.experiments.stress import Settings, run_stress
     from kura_perf.experiments.stress.caps import is_mounted
+    from kura_perf.settings.paths import Paths
 
     paths = Paths(tmp_path / "data")
     settings = Settings(scale="100", stages=["conversations"], disk_kb=64, pipelines=2, timeout_s=300)
@@ -216,7 +215,7 @@ def test_os_fault_scenarios_are_classified_and_recorded(tmp_path):
     scratch = tmp_path / "data" / "stress" / rows[0]["run_id"] / "concurrent_pipelines"
     assert (scratch / "logs" / "pipeline-0.err").is_file() and not (scratch / "home" / "storage").exists()
 
-    from kura_perf.report import build_report
+    from kura_perf.report.build import build_report
 
     page = build_report(paths).index_html.read_text()
     assert "Stress scenarios" in page and "disk_full" in page and "concurrent_pipelines" in page
@@ -226,8 +225,8 @@ def test_os_fault_scenarios_are_classified_and_recorded(tmp_path):
 def test_api_fault_scenarios_are_classified_and_cross_checked(tmp_path):
     import re
 
-    from kura_perf.settings.paths import Paths
     from kura_perf.experiments.stress import Settings, run_stress
+    from kura_perf.settings.paths import Paths
 
     paths = Paths(tmp_path / "data")
     settings = Settings(scale="100", stages=["conversations", "summaries"], outage_s=1.0, outage_after_requests=5, outage_rpm=6000,
@@ -245,10 +244,10 @@ def test_api_fault_scenarios_are_classified_and_cross_checked(tmp_path):
 
 
 def test_stress_asset_group_and_arguments(tmp_path):
-    from kura_perf.settings.paths import Paths
     from kura_perf.definitions import defs
     from kura_perf.errors import KuraPerfError
     from kura_perf.experiments.stress import SCENARIOS, Settings, run_stress
+    from kura_perf.settings.paths import Paths
 
     graph = defs.resolve_asset_graph()
     group = {k.to_user_string() for k in graph.get_all_asset_keys() if graph.get(k).group_name == "stress"}

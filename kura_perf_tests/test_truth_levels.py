@@ -26,6 +26,7 @@ from kura_perf.store import query
 from kura_perf.store.record import StageRecord
 from kura_perf.store.schema import QUALITY_LEVELS
 from kura_perf.store.writer import write_records
+from kura_perf.settings import RunSettings
 
 DOMAINS = {"banking": ["balance", "transfer", "freeze"], "travel": ["book", "cancel", "visa"]}
 PER_INTENT = 10
@@ -182,10 +183,10 @@ def test_builtin_data_file_resolves_and_an_unknown_one_is_refused():
     path = resolve_data_file("builtin:clinc150")
     assert path.endswith("clinc150.jsonl.gz") and __import__("os").path.isfile(path)
     assert resolve_data_file("/some/file.jsonl") == "/some/file.jsonl"  # a path stays a path
-    profile = get_profile("clinc150", read_env=False)
+    profile = get_profile("clinc150")
     assert profile.data_file == "builtin:clinc150" and profile.truth_levels == TRUTH_LEVELS
-    assert get_profile("clinc150-kura", read_env=False).backend == "kura"
-    assert get_profile("clinc150-reference-simulated", read_env=False).summary_model == "openai:gpt-4o-mini"
+    assert get_profile("clinc150-kura").backend == "kura"
+    assert get_profile("clinc150-reference-simulated").summary_model == "openai:gpt-4o-mini"
     with pytest.raises(ProfileError, match="builtin:nope.*known: builtin:clinc150"):
         parse_profiles({"p": {"data_file": "builtin:nope"}}, "my.toml")
     with pytest.raises(KuraPerfError, match="known: builtin:clinc150"):
@@ -217,7 +218,7 @@ def test_a_data_files_metadata_truth_reaches_the_stored_conversations(tmp_path):
                                                 "created_at": "2025-01-01T00:00:00"}],
                                   "metadata": json.loads(row["metadata"]), "topic": row["topic"]}) + "\n")
     profile = Profile(name="two", data_file=str(data), truth_levels=TRUTH_LEVELS)
-    result = ReferenceBackend(profile).run("conversations", StageInputs(scale_n=len(table), upstream={}))
+    result = ReferenceBackend(profile, RunSettings.from_env()).run("conversations", StageInputs(scale_n=len(table), upstream={}))
     stored = result.data.tables["main"]
     truths = truths_for(stored, table["chat_id"], TRUTH_LEVELS)
     assert truths["metadata.domain"][:PER_INTENT] == ["banking"] * PER_INTENT and len(set(truths["topic"])) == 6

@@ -7,7 +7,6 @@ import pytest
 from kura_perf.experiments.usability.error_grading import grade
 from kura_perf.experiments.usability.examples import count_loc, example_loc
 
-
 # -- grading rules on known messages -----------------------------------------------------------------------
 PYDANTIC_MISSING = ("1 validation error for Conversation\nchat_id\n  Field required [type=missing, "
                     "input_value={'created_at': '2024'}, input_type=dict]")
@@ -157,8 +156,8 @@ def test_the_catalogue_has_at_least_15_cases_each_with_a_driver():
 
 @pytest.mark.slow
 def test_error_catalogue_grades_kuras_errors(tmp_path):
-    from kura_perf.report.usability import error_table
     from kura_perf.experiments.usability.error_clarity import run_error_catalogue
+    from kura_perf.report.usability import error_table
 
     cases = ["missing_chat_id", "claude_dump_missing_field", "missing_api_key", "rate_limit_storm",
              "parquet_checkpoint_reload", "zero_concurrency"]
@@ -215,8 +214,8 @@ def test_report_sections_show_the_stored_usability_rows(checkpoint_rows, kp_home
     loc = render_section(usability)
     for e in example_loc():
         assert f"examples/{e.path.name}</td><td>{e.code_lines}</td>" in loc.replace('<td class="head">', "<td>")
+    from kura_perf.report.build import build_report
     from kura_perf.settings.paths import Paths
-    from kura_perf.report import build_report
 
     result = build_report(Paths(kp_home))  # no stage runs: the page still carries the usability sections
     text = result.index_html.read_text()

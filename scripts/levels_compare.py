@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from kura_perf.backends.model_factory import ModelFactory
-from kura_perf.profiles import get_profile
+from kura_perf.settings import RunSettings
 from kura_perf.stages.clusters import cluster_summaries
 from kura_perf.stages.level_quality import labels_per_level, level_quality
 from kura_perf.stages.meta_clusters import build_hierarchy
@@ -23,9 +23,10 @@ vectors = np.load(Path(folder) / f"{tag}.npy")
 meta = json.load(open(Path(folder) / f"{tag}.json"))
 truth, texts = meta["truth"], meta["texts"]
 summaries = pd.DataFrame({"chat_id": [f"c{i}" for i in range(len(texts))], "embed_text": texts})
+settings = RunSettings.from_env()  # this script is a process entry: its edge
 for name in profiles:
-    profile = get_profile(name)
-    models = ModelFactory(profile)
+    profile = settings.profile(name)
+    models = ModelFactory(profile, settings)
     t = time.perf_counter()
     method = models.clustering_method(len(texts))
     base = cluster_summaries(summaries, vectors, method, models.namer(), truth=truth, seed=profile.seed)

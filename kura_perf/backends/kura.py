@@ -61,11 +61,11 @@ class KuraFailure(StageError):
 class KuraBackend:
     name = "kura"
 
-    def __init__(self, profile: Profile, settings: RunSettings | None = None):
+    def __init__(self, profile: Profile, settings: RunSettings):
         self.kura_version = require_kura(profile)
         check_profile(profile)
         self.profile = profile
-        self.settings = settings or RunSettings.from_env()
+        self.settings = settings
         self._models: KuraModels | None = None
         self._loop = None
         self._ledger = None

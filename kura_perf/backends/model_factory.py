@@ -9,13 +9,12 @@ from kura_perf.profiles import Profile
 from kura_perf.settings import SIMULATOR_URL_ENV, RunSettings
 
 
-def api_settings(profile: Profile, settings: RunSettings | None = None):
+def api_settings(profile: Profile, settings: RunSettings):
     """Endpoint and key for API-backed models: the simulator serving the run (settings.simulator_url)
     for api.simulate profiles, else the profile's endpoint. The key is read from the environment
     variable the settings name, now, and never stored."""
     from kura_perf.models.openai_api import ApiSettings
 
-    settings = settings or RunSettings.from_env()
     api = profile.api
     if api.simulate:
         base_url = settings.simulator_url
@@ -35,7 +34,7 @@ def api_settings(profile: Profile, settings: RunSettings | None = None):
                        concurrency=api.concurrency, prices=api.prices or None)
 
 
-def preflight(profile: Profile, settings: RunSettings | None = None) -> None:
+def preflight(profile: Profile, settings: RunSettings) -> None:
     """Refuse, before any work starts, a profile that cannot run here (no key for a real endpoint,
     or the kura backend without the kura extra installed, or a summaries checkpoint that is not there)."""
     from kura_perf.models.checkpoint_summary import check_checkpoint_file, checkpoint_path, resolve_checkpoint
@@ -57,13 +56,13 @@ def _api_model_name(spec: str) -> str | None:
 
 class ModelFactory(BuiltOnce):
     """settings: the run's (its model_cache keeps the ONNX exports, its simulator URL and credentials'
-    names reach the API models; None: from the environment); onnx_min_cosine overrides the export
-    check's threshold (tests force an impossible one)."""
+    names reach the API models), required; onnx_min_cosine overrides the export check's threshold
+    (tests force an impossible one)."""
 
-    def __init__(self, profile: Profile, settings: RunSettings | None = None, onnx_min_cosine: float | None = None):
+    def __init__(self, profile: Profile, settings: RunSettings, onnx_min_cosine: float | None = None):
         super().__init__()
         self.profile = profile
-        self.settings = settings or RunSettings.from_env()
+        self.settings = settings
         self.model_cache = self.settings.model_cache
         self.onnx_min_cosine = onnx_min_cosine
 

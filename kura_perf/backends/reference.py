@@ -8,7 +8,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from kura_perf.backends import Prepares, ReportsApiCounters
+from kura_perf.backends.protocols import Prepares, ReportsApiCounters
 from kura_perf.backends.conversion import conversations_from_table, conversations_to_table
 from kura_perf.backends.model_factory import ModelFactory
 from kura_perf.corpus import iter_conversations, load_conversations
@@ -27,11 +27,11 @@ from kura_perf.stages.base import StageInputs, StageResult
 class ReferenceBackend(Prepares, ReportsApiCounters):
     name = "reference"
 
-    def __init__(self, profile: Profile, settings: RunSettings | None = None, onnx_min_cosine: float | None = None):
+    def __init__(self, profile: Profile, settings: RunSettings, onnx_min_cosine: float | None = None):
         self.profile = profile
-        # A caller that passes no settings (a library user, a test) gets them from the environment, read
-        # once here at the edge: the ONNX backends need the model cache for their checked exports.
-        self.settings = settings or RunSettings.from_env()
+        # Required (the ONNX backends need the run's model cache for their checked exports): a library
+        # user or a test builds them at its edge, with RunSettings.from_env() or RunSettings(paths=...).
+        self.settings = settings
         self.models = ModelFactory(profile, self.settings, onnx_min_cosine=onnx_min_cosine)
         self._setup: dict[str, dict] = {}  # per stage: what prepare() did and measured
 

@@ -1,5 +1,5 @@
 """Alerts for failed regression checks: a log line, a row in the alerts table, and a JSON POST to
-the webhook in KURA_PERF_ALERT_WEBHOOK when set. Delivery is best effort: a webhook that is down
+the webhook the caller passes (RunSettings.alert_webhook, from KURA_PERF_ALERT_WEBHOOK at the edge). Delivery is best effort: a webhook that is down
 is logged and noted on the alert row, never fatal, and the alert is not raised twice.
 """
 
@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import urllib.error
 import urllib.request
 from datetime import datetime, timedelta, timezone
@@ -22,7 +21,6 @@ from kura_perf.store.writer import new_record_id
 
 log = logging.getLogger("kura_perf.alerts")
 
-WEBHOOK_ENV = "KURA_PERF_ALERT_WEBHOOK"
 WEBHOOK_TIMEOUT_S = 5.0
 FIRST_LOOKBACK = timedelta(days=1)  # a sensor with no cursor yet alerts on the last day only
 OVERLAP = timedelta(minutes=10)  # re-read a little before the cursor: rows may land slightly out of order
@@ -57,13 +55,12 @@ def _where(url: str) -> str:
     return f"webhook {parts.scheme}://{parts.hostname}" + (f":{parts.port}" if parts.port else "")
 
 
-def raise_alert(paths: Paths, row: dict, webhook_url: str | None = None, logger: logging.Logger | None = None) -> dict:
-    """Log, POST (if a webhook is set) and record one alert for a failed regression row."""
+def raise_alert(paths: Paths, row: dict, webhook_url: str | None, logger: logging.Logger | None = None) -> dict:
+    """Log, POST (to `webhook_url` unless None) and record one alert for a failed regression row."""
     logger = logger or log
     text = alert_text(row)
     logger.warning(text)
     delivered = ["log"]
-    webhook_url = webhook_url if webhook_url is not None else os.environ.get(WEBHOOK_ENV)
     if webhook_url:
         payload = {"text": text, "kind": "regression", **{k: row.get(k) for k in (
             "check_name", "stage", "profile", "scale", "value", "baseline", "ratio", "noise_low", "noise_high",

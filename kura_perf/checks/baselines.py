@@ -12,8 +12,9 @@ from datetime import datetime, timezone
 import pandas as pd
 
 from kura_perf.checks.records import HISTORY_RUNS, run_records
-from kura_perf.settings.paths import Paths
 from kura_perf.errors import KuraPerfError
+from kura_perf.meter.host import host_info
+from kura_perf.settings.paths import Paths
 from kura_perf.store import query, write_record
 from kura_perf.store.writer import new_record_id
 
@@ -63,8 +64,6 @@ def pin(paths: Paths, run_id: str) -> dict:
 def clear(paths: Paths, profile: str, scale: str, host_fingerprint: str | None = None) -> dict:
     """Back to the rolling history for this partition on this host (default: the current host)."""
     if host_fingerprint is None:
-        from kura_perf.meter.host import host_info
-
         host_fingerprint = host_info()["host_fingerprint"]
     row = {"record_id": new_record_id(), "pinned_at": datetime.now(timezone.utc), "action": "clear",
            "run_id": None, "profile": profile, "scale": scale, "host_fingerprint": host_fingerprint}

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from kura_perf.checks.baselines import active_pin
 from kura_perf.checks.outcome import ERROR, CheckOutcome
-from kura_perf.checks.records import HISTORY_RUNS, record_levels
+from kura_perf.checks.records import HISTORY_RUNS, _timestamp, record_levels
 from kura_perf.checks.regression import compare
 from kura_perf.settings.paths import Paths
 from kura_perf.stages.level_quality import finest_rows
@@ -60,7 +60,6 @@ def score_history(paths: Paths, record: StageRecord, metric: str, truth_level: s
                   limit: int = HISTORY_RUNS) -> list[float]:
     """The topic-level `metric` of the last `limit` earlier records of the same stage, scale, profile
     hash and host (quality_levels rows; a record has them only when its stage succeeded), newest first."""
-    from kura_perf.checks.records import _timestamp
 
     params = [record.stage, record.scale, record.profile_hash, record.host_fingerprint, record.run_id,
               _timestamp(record.finished_at)]

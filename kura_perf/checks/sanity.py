@@ -14,6 +14,7 @@ import pandas as pd
 
 from kura_perf.checks.outcome import ERROR, CheckOutcome
 from kura_perf.files.outputs import _file_name, has_stage
+from kura_perf.models.sentence_transformer import MINILM_DIMENSION
 from kura_perf.profiles import Profile
 
 NOISE = -1
@@ -51,11 +52,9 @@ def expected_dimension(profile: Profile) -> int | None:
     if profile.embedding_dimension:
         return profile.embedding_dimension
     if profile.embedding_model == "minilm":
-        from kura_perf.models.sentence_transformer import MINILM_DIMENSION
-
         return MINILM_DIMENSION
     if profile.embedding_model.startswith("openai:"):
-        from kura_perf.models.openai_api import NATIVE_EMBEDDING_DIMENSIONS
+        from kura_perf.models.openai_api import NATIVE_EMBEDDING_DIMENSIONS  # openai, aiohttp: only for API models
 
         return NATIVE_EMBEDDING_DIMENSIONS.get(profile.embedding_model.split(":", 1)[1], 1536)
     return None

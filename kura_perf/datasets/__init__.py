@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+from kura_perf.corpus import NotEnoughConversations
 from kura_perf.errors import KuraPerfError
 
 PREFIX = "builtin:"
@@ -79,6 +80,5 @@ def check_scale_fits(data_file: str | None, scale_n: int, allow_short: bool = Fa
     available = known_size(data_file)
     if available is None or allow_short or scale_n <= available:
         return
-    from kura_perf.corpus import NotEnoughConversations
 
     raise NotEnoughConversations(f"{data_file} ({resolve_data_file(data_file)})", available, scale_n)

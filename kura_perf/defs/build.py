@@ -14,11 +14,10 @@ from kura_perf.settings import RunSettings
 
 def resources_for(settings: RunSettings) -> dict:
     """The resources of a run with `settings`: every field fixed, so the assets see exactly these."""
-    from kura_perf.defs.resources import KuraPerfResource
-    from kura_perf.defs.simulator import ApiSimulatorResource
-
     from kura_perf.defs.config import SHAPE_RESOURCE, PipelineShape
     from kura_perf.defs.embeddings import SHARD_IO, SharedPickleIOManager
+    from kura_perf.defs.resources import KuraPerfResource
+    from kura_perf.defs.simulator import ApiSimulatorResource
 
     kura_perf = KuraPerfResource.from_settings(settings)
     return {"kura_perf": kura_perf, "api_simulator": ApiSimulatorResource(kura_perf=kura_perf),
@@ -56,7 +55,7 @@ def _definitions(profile_names: tuple[str, ...], settings: RunSettings) -> Defin
                 *usability_assets, *stress_assets],
         asset_checks=build_all_stage_checks(partitions),
         jobs=[*shape_jobs, report_job, *cluster_jobs],  # shape_jobs: benchmark_job (full) and the other shapes
-        schedules=[build_nightly_schedule(partitions)],
+        schedules=[build_nightly_schedule(partitions, settings.nightly)],
         sensors=[regression_alerts, reap_dead_runs, refresh_after_benchmark],
         resources=resources_for(settings),
         # Also for UI materializations (the implicit asset job): stages one after another, undisturbed.

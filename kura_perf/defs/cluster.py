@@ -7,9 +7,9 @@ pick up, merged in order).
 `cluster_embeddings` stops after the embeddings (the heavy part that fans out); `cluster_pipeline`
 runs the rest of the partition too. The asset checks stay with the in-process jobs (their timings are
 the benchmark's), so a cluster job selects the assets without them. The jobs are part of the one
-Definitions (defs/build.py); a coordinator hands the workers the same profiles file through
-`reconstruct_cluster_job`, and each worker reads the rest from its own environment (a worker may be
-another machine, with its own data root or results location).
+Definitions (defs/build.py); a coordinator (defs/cluster_launch.py) hands the workers the same
+profiles file through `reconstruct_cluster_job`, and each worker reads the rest from its own
+environment (a worker may be another machine, with its own data root or results location).
 """
 
 import os
@@ -19,7 +19,6 @@ from dagster_celery import celery_executor
 
 from kura_perf.defs.config import EmbeddingsConfig
 from kura_perf.defs.embeddings import CLUSTER_TAG, DEFAULT_SHARDS
-from kura_perf.settings import RunSettings
 from kura_perf.stages.base import STAGES
 
 EXECUTOR_ENV = "KURA_PERF_CLUSTER_EXECUTOR"
@@ -60,11 +59,3 @@ def build_cluster_jobs() -> list:
                              executor_def=cluster_executor(), tags={CLUSTER_TAG: "true"}, description=description)
             for name, (stages, description) in _JOBS.items()]
 
-
-def reconstruct_cluster_job(name: str, profiles_file: str | None = None):
-    """The cluster job `name` of the Definitions of `profiles_file` (the rest from this process's
-    environment): what a coordinator points its workers at (dagster.build_reconstructable_job), so
-    they rebuild the very job it launched."""
-    from kura_perf.defs.build import build_definitions
-
-    return build_definitions(RunSettings.from_env(profiles_file=profiles_file)).resolve_job_def(name)

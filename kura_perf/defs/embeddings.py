@@ -42,6 +42,7 @@ from dagster import (
 
 from kura_perf.defs.config import EmbeddingsConfig, PipelineShape
 from kura_perf.defs.hooks import STAGE_HOOKS, record_stage_failure
+from kura_perf.defs.metadata import shape_metadata, stage_metadata
 from kura_perf.defs.resources import KuraPerfResource
 from kura_perf.defs.simulator import ApiSimulatorResource
 from kura_perf.errors import ProfileError
@@ -145,7 +146,6 @@ def embed_shard(context: OpExecutionContext, spec: dict, kura_perf: KuraPerfReso
                 "shards: their outputs concatenated in order; the stage record sums them.")
 def merge_embeddings(context: OpExecutionContext, plan: dict, shard_records: list[dict], kura_perf: KuraPerfResource,
                      api_simulator: ApiSimulatorResource, pipeline_shape: PipelineShape) -> None:
-    from kura_perf.defs.assets import shape_metadata, stage_metadata
     from kura_perf.pipeline.preflight import check_run_inputs
     from kura_perf.pipeline.shapes import run_shape_stage
     from kura_perf.pipeline.shards import ShardSpec, merge_embedding_shards

@@ -6,7 +6,7 @@ import base64
 from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, asset
 
 from kura_perf.defs.resources import KuraPerfResource
-from kura_perf.report import build_report
+from kura_perf.report.build import build_report
 
 
 @asset(group_name="reporting", kinds={"html"},

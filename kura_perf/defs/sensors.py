@@ -33,11 +33,12 @@ from kura_perf.defs.resources import KuraPerfResource
 @sensor(name="regression_alerts", minimum_interval_seconds=60, default_status=DefaultSensorStatus.RUNNING,
         description="Alert on failed regression checks in the metrics store (log, alerts table, webhook).")
 def regression_alerts(context: SensorEvaluationContext, kura_perf: KuraPerfResource):
-    paths = kura_perf.paths()
+    settings = kura_perf.settings()
+    paths = settings.paths
     since = datetime.fromisoformat(context.cursor) if context.cursor else None
     rows = unalerted_regressions(paths, since)
     for row in rows:
-        raise_alert(paths, row, logger=context.log)
+        raise_alert(paths, row, settings.alert_webhook, logger=context.log)
     if rows:
         context.update_cursor(max(r["checked_at"] for r in rows).isoformat())
         return SkipReason(f"raised {len(rows)} regression alert(s)")

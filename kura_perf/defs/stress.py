@@ -54,7 +54,7 @@ def build_stress_asset(scenario: str):
         settings = Settings(scale=config.scale, stages=list(config.stages), memory_mb=config.memory_mb,
                             disk_kb=config.disk_kb, outage_s=config.outage_s, storm_rpm=config.storm_rpm,
                             storm_429_rate=config.storm_429_rate, pipelines=config.pipelines,
-                            timeout_s=config.timeout_s)
+                            timeout_s=config.timeout_s, profiles_file=kura_perf.settings().profiles_file)
         row = run_scenario(kura_perf.paths(), scenario, settings, run_id=context.run.run_id.replace("-", ""))
         context.log.info(f"stress {scenario}: {row['outcome']}: {row['message']}")
         return MaterializeResult(metadata=_metadata(row))

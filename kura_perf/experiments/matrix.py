@@ -10,7 +10,6 @@ and it is also written to <KURA_PERF_HOME>/matrix.md.
 
 from __future__ import annotations
 
-import argparse
 import os
 import signal
 import subprocess
@@ -18,6 +17,15 @@ import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
+
+from kura_perf.meter.host import code_version
+from kura_perf.pipeline.preflight import check_run_inputs
+from kura_perf.report.analysis import analyse
+from kura_perf.report.data import load_report_data
+from kura_perf.report.tables import published_matrix
+from kura_perf.scales import scale_count
+from kura_perf.settings import RunSettings
+from kura_perf.store.pending import recover
 
 DEFAULT_SCALES = ("100", "1k", "5k", "10k", "50k", "100k")
 DEFAULT_PROFILES = ("offline", "kura-tier5")
@@ -48,11 +56,6 @@ def run_partition_process(scale: str, profile: str, profiles_file: str | None, l
 
 def matrix_markdown(metrics_dir: Path, profiles: list[str], scales: list[str]) -> str:
     """The filled matrix as Markdown, headed by host, date and code version."""
-    from kura_perf.meter.host import code_version
-    from kura_perf.report.analysis import analyse
-    from kura_perf.report.data import load_report_data
-    from kura_perf.report.tables import published_matrix
-    from kura_perf.scales import scale_count
 
     data = load_report_data(metrics_dir)
     if data.empty:
@@ -70,10 +73,6 @@ def matrix_markdown(metrics_dir: Path, profiles: list[str], scales: list[str]) -
 
 
 def cmd_matrix(args) -> int:
-    from kura_perf.pipeline.preflight import check_run_inputs
-    from kura_perf.scales import scale_count
-    from kura_perf.settings import RunSettings
-
     for scale in args.scales:
         scale_count(scale)
     profiles_file = str(Path(args.profiles_file).resolve()) if args.profiles_file else None
@@ -101,7 +100,6 @@ def cmd_matrix(args) -> int:
         failed = [o for o in outcomes if o[2] != "ok"]
         print(f"\n{len(outcomes) - len(failed)}/{len(outcomes)} partitions completed; "
               f"{len(failed)} failed or stopped (their records are in the table)\n")
-    from kura_perf.store.pending import recover
 
     recover(paths.pending, paths.metrics)  # records of a partition whose process died before its hook ran
     text = matrix_markdown(paths.metrics, list(args.profiles), list(args.scales))
@@ -111,15 +109,3 @@ def cmd_matrix(args) -> int:
     out.write_text(text + "\n")
     print(f"\n(written to {out}; side by side: kura-perf compare reference:offline kura:kura-tier5)")
     return 0
-
-
-def add_matrix_command(subparsers: argparse._SubParsersAction) -> None:
-    matrix = subparsers.add_parser("matrix", help="run every profile × scale partition (each its own process), "
-                                                  "then print the filled §1.2 matrix")
-    matrix.add_argument("--scales", nargs="+", default=list(DEFAULT_SCALES))
-    matrix.add_argument("--profiles", nargs="+", default=list(DEFAULT_PROFILES), help="profile names")
-    matrix.add_argument("--profiles-file", help="an extra profiles TOML file (e.g. with raised stage limits)")
-    matrix.add_argument("--table-only", action="store_true", help="print the table from the store, run nothing")
-    matrix.set_defaults(func=cmd_matrix)
-
-

@@ -18,6 +18,7 @@ from kura_perf.meter.host import code_version, host_info
 from kura_perf.profiles import Profile
 from kura_perf.proposal import CONCURRENCY_LEVELS
 from kura_perf.settings import RunSettings
+from kura_perf.simulator.process import SimulatorControl
 
 DEFAULT_LEVELS = CONCURRENCY_LEVELS  # the proposal's §1.1 levels
 SWEEP_EMBEDDING_BATCH = 8  # small batches, so that even a short sample has many requests to overlap
@@ -28,7 +29,6 @@ def _simulator_control(settings: RunSettings):
     url = settings.simulator_url
     if not url:
         return None
-    from kura_perf.simulator.process import SimulatorControl
 
     control = SimulatorControl()
     control.port = urlparse(url).port
@@ -36,7 +36,7 @@ def _simulator_control(settings: RunSettings):
 
 
 def _build_model(profile: Profile, stage: str, concurrency: int, run_settings: RunSettings):
-    from kura_perf.models.openai_api import OpenAIEmbedding, OpenAISummaryModel
+    from kura_perf.models.openai_api import OpenAIEmbedding, OpenAISummaryModel  # openai, aiohttp
 
     settings = dataclasses.replace(api_settings(profile, run_settings), concurrency=concurrency)
     if stage == "summaries":
@@ -78,13 +78,12 @@ def sweep_stages(profile: Profile) -> list[str]:
 
 def run_sweep(profile: Profile, scale: str, conversations: Sequence[Conversation], texts: Sequence[str],
               levels: Sequence[int] = DEFAULT_LEVELS, run_id: str | None = None, log=None,
-              settings: RunSettings | None = None) -> list[dict]:
+              *, settings: RunSettings) -> list[dict]:
     """One row per (stage, level). A level that fails is recorded with its error; the sweep goes on.
-    settings: the run's (the simulator serving it, the credentials' names); None: from the environment."""
+    settings: the run's (the simulator serving it, the credentials' names), required."""
     stages = sweep_stages(profile)
     if not stages:
         raise KuraPerfError(f"profile '{profile.name}' has no API-backed summary or embedding model to sweep")
-    settings = settings or RunSettings.from_env()
     control = _simulator_control(settings)
     run_id = run_id or uuid.uuid4().hex
     rows = []

@@ -13,8 +13,8 @@ Three lifetimes, one module:
 - `BuiltOnce`: one object per backend instance (API clients, bound to the run's event loop and closed
   with it, so they must not outlive the backend).
 - `derived_models_dir(root)`: models derived once per machine from shipped weights (the checked ONNX
-  exports), <data root>/model_cache, or KURA_PERF_MODEL_CACHE to share one folder between data roots
-  (the test suite does, so it exports once per session).
+  exports), <data root>/model_cache; RunSettings.model_cache (KURA_PERF_MODEL_CACHE, read at the edge)
+  may share one folder between data roots (the test suite does, so it exports once per session).
 """
 
 from __future__ import annotations
@@ -27,7 +27,6 @@ from typing import Callable, Hashable, TypeVar
 
 T = TypeVar("T")
 
-MODEL_CACHE_ENV = "KURA_PERF_MODEL_CACHE"
 
 _models: dict[str, OrderedDict] = {}  # kind -> key -> model, least recently used first
 _loads: Counter = Counter()  # (kind, key) -> loads in this process
@@ -84,9 +83,9 @@ class BuiltOnce:
 
 
 def derived_models_dir(data_root: str | os.PathLike) -> Path:
-    """Models derived once per machine from shipped weights, reused by every run: <data root>/model_cache,
-    unless KURA_PERF_MODEL_CACHE names one folder for every data root."""
-    return Path(os.environ.get(MODEL_CACHE_ENV) or Path(data_root) / "model_cache")
+    """Models derived once per machine from shipped weights, reused by every run: <data root>/model_cache.
+    (KURA_PERF_MODEL_CACHE, read at the edge into RunSettings.model_cache, may name one for every data root.)"""
+    return Path(data_root) / "model_cache"
 
 
 def onnx_exports_dir(model_cache: str | os.PathLike) -> Path:

@@ -25,11 +25,14 @@ import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
-from kura_perf.settings.paths import Paths
+from kura_perf.backends.model_factory import preflight as check_models
+from kura_perf.corpus.files import check_conversation_file
+from kura_perf.datasets import check_scale_fits, resolve_data_file
 from kura_perf.errors import KuraPerfError
 from kura_perf.files.location import Location
 from kura_perf.profiles import Profile
 from kura_perf.settings import RunSettings
+from kura_perf.settings.paths import Paths
 
 DATA_STAGE = "conversations"  # the one stage that reads the profile's data_file
 
@@ -42,13 +45,9 @@ def check_run_inputs(settings: RunSettings, profile_name: str, stages: Iterable[
     scale_n: the partition's conversation count, checked against a built-in dataset's size when given."""
     profile = settings.profile(profile_name)
     if profile.data_file and (stages is None or DATA_STAGE in stages):
-        from kura_perf.corpus.files import check_conversation_file
-        from kura_perf.datasets import check_scale_fits, resolve_data_file
-
         check_conversation_file(resolve_data_file(profile.data_file))
         if scale_n is not None:
             check_scale_fits(profile.data_file, scale_n, profile.allow_short_data)  # 50k of 22,500 rows
-    from kura_perf.backends.model_factory import preflight as check_models
 
     check_models(profile, settings)
     check_data_root(settings.paths)  # last: it may create the data root, which a refused run must not

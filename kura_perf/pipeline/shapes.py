@@ -21,13 +21,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from kura_perf.pipeline import checkpoints
-from kura_perf.settings.paths import Paths
-from kura_perf.pipeline.custom_steps import DEFAULT_AFTER, DEFAULT_STEP, apply_step, load_step
 from kura_perf.errors import ProfileError
 from kura_perf.files.outputs import StageData
+from kura_perf.pipeline import checkpoints
+from kura_perf.pipeline.custom_steps import DEFAULT_AFTER, DEFAULT_STEP, apply_step, load_step
+from kura_perf.pipeline.runner import StageRun, run_stage
 from kura_perf.profiles import Profile
 from kura_perf.settings import RunSettings
+from kura_perf.settings.paths import Paths
 from kura_perf.stages.base import STAGES, UPSTREAM, StageInputs, StageResult
 from kura_perf.store.record import StageRecord
 
@@ -166,7 +167,6 @@ class ShapeStageOutcome:
 def run_shape_stage(stage: str, settings: ShapeSettings, base_profile: Profile, scale: str, run_id: str,
                     run_settings: RunSettings) -> ShapeStageOutcome:
     """Run one stage as the shape asks: plainly, or (custom) from its checkpoint and followed by the step."""
-    from kura_perf.pipeline.runner import StageRun, run_stage
 
     profile = settings.effective_profile(base_profile)
     folder = settings.folder(run_settings.paths, base_profile.name, scale)

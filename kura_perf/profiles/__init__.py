@@ -1,4 +1,6 @@
-"""Profiles: the built-in file plus any the user names in KURA_PERF_PROFILES (a TOML file)."""
+"""Profiles: the built-in file plus an extra TOML file the caller names (RunSettings.profiles_file, which
+the edges read from KURA_PERF_PROFILES or --profiles). Nothing here reads the environment: the
+partitions, the runs and every lookup see the same file because they get it from the same settings."""
 
 from __future__ import annotations
 
@@ -61,13 +63,10 @@ def parse_profiles(data: dict, source: str) -> dict[str, Profile]:
     return profiles
 
 
-def load_profiles(extra_file: str | os.PathLike | None = None, *, read_env: bool = True) -> dict[str, Profile]:
-    """The built-in profiles plus `extra_file`'s; without one, KURA_PERF_PROFILES names it, unless
-    read_env is False (RunSettings has read the environment already: its profiles_file is the source)."""
+def load_profiles(extra_file: str | os.PathLike | None = None) -> dict[str, Profile]:
+    """The built-in profiles plus `extra_file`'s (None: the built-in ones only)."""
     text = resources.files("kura_perf.profiles").joinpath(BUILTIN).read_text()
     profiles = parse_profiles(_read_toml(text, BUILTIN), BUILTIN)
-    if not extra_file and read_env:
-        extra_file = os.environ.get("KURA_PERF_PROFILES")
     if extra_file:
         path = Path(extra_file)
         if not path.is_file():
@@ -76,8 +75,8 @@ def load_profiles(extra_file: str | os.PathLike | None = None, *, read_env: bool
     return profiles
 
 
-def get_profile(name: str, extra_file: str | None = None, *, read_env: bool = True) -> Profile:
-    profiles = load_profiles(extra_file, read_env=read_env)
+def get_profile(name: str, extra_file: str | os.PathLike | None = None) -> Profile:
+    profiles = load_profiles(extra_file)
     if name not in profiles:
         raise ProfileError(f"unknown profile '{name}'; available: {', '.join(profiles)}")
     return profiles[name]

@@ -36,6 +36,7 @@ import pandas as pd
 
 from kura_perf.errors import KuraPerfError
 from kura_perf.report import fmt
+from kura_perf.report.data import load_report_data
 from kura_perf.report.fits import EXTRAPOLATED, INTERPOLATED, MEASURED, UNKNOWN, fit_power_law, fit_stage
 from kura_perf.stages.base import STAGES
 
@@ -374,8 +375,6 @@ def choose(candidates: list[Candidate], limits: Limits) -> list[Candidate]:
 
 def advise(metrics_dir: Path, scale_n: int, limits: Limits = Limits()) -> Advice:
     """The advice for scale_n from the store's records (the best-covered host, as in the report)."""
-    from kura_perf.report.data import load_report_data
-
     data = load_report_data(metrics_dir)
     if data.runs.empty:
         raise NothingFits(f"no runs recorded in {metrics_dir}: record some first, e.g. "

@@ -12,16 +12,17 @@ A stage that failed or was stopped is a result, not a gap: a Kura summaries stag
 
 from __future__ import annotations
 
-import argparse
 import math
 import re
-import sys
 from pathlib import Path
 
 import pandas as pd
 
 from kura_perf.errors import KuraPerfError
+from kura_perf.report.fmt import conversations
+from kura_perf.scales import SCALES
 from kura_perf.stages.base import STAGES
+from kura_perf.store import query
 
 FIGURES = ("wall_s", "peak_rss_mb", "bytes_written", "api_calls", "api_429s", "cost_usd", "ari", "nmi")
 MATRIX_FIGURES = (*FIGURES, "n_clusters", "v_measure")
@@ -64,8 +65,6 @@ def compare_partitions(metrics_dir: str | Path, scale: str, left: str, right: st
     Both sides come from the same host (the most recent one both have, unless `host` is given), so
     the ratios compare pipelines, not machines.
     """
-    from kura_perf.store import query
-
     view = query(Path(metrics_dir), "SELECT * FROM comparison WHERE scale = ?", [scale])
     left_rows, right_rows = _side_rows(view, left, scale, host), _side_rows(view, right, scale, host)
     if host is None:
@@ -206,8 +205,6 @@ def side_by_side(latest: pd.DataFrame, left: str, right: str, scales: list[str] 
             host = pool.sort_values("finished_at")["host_fingerprint"].iloc[-1]
     left_rows = left_rows[left_rows["host_fingerprint"] == host]
     right_rows = right_rows[right_rows["host_fingerprint"] == host]
-    from kura_perf.scales import SCALES
-
     present = set(left_rows["scale"]) | set(right_rows["scale"])
     wanted = [s for s in SCALES if (s in present if scales is None else s in scales)]
     rows = []
@@ -236,8 +233,6 @@ def side_by_side(latest: pd.DataFrame, left: str, right: str, scales: list[str] 
 def compare_scales(metrics_dir: str | Path, left: str, right: str, scales: list[str] | None = None,
                    host: str | None = None) -> pd.DataFrame:
     """side_by_side over the store's records."""
-    from kura_perf.store import query
-
     parse_side(left), parse_side(right)
     return side_by_side(query(Path(metrics_dir), LATEST_SQL), left, right, scales, host)
 
@@ -262,8 +257,6 @@ def topic_levels_side_by_side(levels: pd.DataFrame, left: str, right: str, host:
     for name, side in (("left", left), ("right", right)):
         backend, profile = parse_side(side)
         sides[name] = topic[(topic["backend"] == backend) & (topic["profile"] == profile)]
-    from kura_perf.scales import SCALES
-
     present = set(sides["left"]["scale"]) | set(sides["right"]["scale"])
     rows = []
     for scale in [s for s in SCALES if s in present and (scales is None or s in scales)]:
@@ -285,8 +278,6 @@ def topic_levels_side_by_side(levels: pd.DataFrame, left: str, right: str, host:
 def compare_truth_levels(metrics_dir: str | Path, left: str, right: str, host: str | None,
                          scales: list[str] | None = None) -> pd.DataFrame:
     """topic_levels_side_by_side over the store's quality_by_level view."""
-    from kura_perf.store import query
-
     return topic_levels_side_by_side(query(Path(metrics_dir), "SELECT * FROM quality_by_level"), left, right,
                                      host, scales)
 
@@ -308,8 +299,6 @@ def render_truth_levels(block: pd.DataFrame) -> str:
 
 def render_side_by_side(table: pd.DataFrame, truth_levels: pd.DataFrame | None = None) -> str:
     """For a terminal: per scale, one block of stage columns (outcome, then each figure as L, R, R/L)."""
-    from kura_perf.report.fmt import conversations
-
     a = table.attrs
     out = [f"L = {a['left']}, R = {a['right']}, host {a['host_fingerprint']}",
            f"largest scale completed within the limits: L {conversations(a['largest_completed_left'])}, "
@@ -344,7 +333,7 @@ def _short(text: str) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
-# -- CLI -----------------------------------------------------------------------------------------------
+# -- for a terminal ------------------------------------------------------------------------------------
 def display_table(table: pd.DataFrame) -> pd.DataFrame:
     """For a terminal: one column per stage, rows status, then each figure as L, R and R/L."""
     rows, index = [], []
@@ -360,49 +349,3 @@ def display_table(table: pd.DataFrame) -> pd.DataFrame:
 
 def _fmt(value: float) -> str:
     return "-" if pd.isna(value) else f"{value:.4g}"
-
-
-def cmd_compare(args) -> int:
-    from kura_perf.settings.paths import Paths
-
-    if args.scale is None or len(args.scale) > 1 or args.scale == ["all"]:
-        scales = None if args.scale in (None, ["all"]) else args.scale
-        metrics = Paths.from_env().metrics
-        table = compare_scales(metrics, args.left, args.right, scales, host=args.host)
-        if args.format == "csv":
-            table.to_csv(sys.stdout, index=False)
-        elif args.format == "json":
-            print(table.to_json(orient="records"))
-        else:
-            truth = compare_truth_levels(metrics, args.left, args.right, table.attrs["host_fingerprint"], scales)
-            print(render_side_by_side(table, truth))
-        return 0
-    args.scale = args.scale[0]
-    table = compare_partitions(Paths.from_env().metrics, args.scale, args.left, args.right, host=args.host)
-    if args.format == "csv":
-        table.to_csv(sys.stdout, index=False)
-    elif args.format == "json":
-        print(table.to_json(orient="records"))
-    else:
-        print(f"L = {args.left}, R = {args.right}, scale {args.scale}, host {table.attrs['host_fingerprint']}")
-        with pd.option_context("display.width", 250, "display.max_columns", 20):
-            print(display_table(table).to_string())
-        truth = compare_truth_levels(Paths.from_env().metrics, args.left, args.right,
-                                     table.attrs["host_fingerprint"], [args.scale])
-        if len(truth):
-            print("quality at the topic level of each truth level (latest run):")
-            print(render_truth_levels(truth))
-    return 0
-
-
-def add_compare_command(subparsers: argparse._SubParsersAction) -> None:
-    compare = subparsers.add_parser("compare", help="two pipelines side by side, every scale (or one), with ratios")
-    compare.add_argument("left", help="backend:profile, e.g. reference:reference-simulated")
-    compare.add_argument("right", help="backend:profile, e.g. kura:kura-tier5")
-    # Repeatable, one value each (`--scale 1k --scale 10k`): a greedy nargs="+" would swallow the two
-    # positional pipelines of the documented `kura-perf compare --scale 1k L R`.
-    compare.add_argument("--scale", action="append", help="100, 1k, 5k, 10k, 20k, 50k or 100k; repeat for several "
-                                                          "(default: every scale either side ran)")
-    compare.add_argument("--host", help="host fingerprint (default: the latest both sides were measured on)")
-    compare.add_argument("--format", choices=["table", "csv", "json"], default="table")
-    compare.set_defaults(func=cmd_compare)

@@ -8,14 +8,29 @@ from pathlib import Path
 
 import pandas as pd
 
+from kura_perf.datasets import BUILTINS, builtin_name
+from kura_perf.profiles import load_profiles
 from kura_perf.report import figures, fmt
 from kura_perf.report import tables as t
+from kura_perf.report.advisor import ADVICE_SCALES, Limits, NothingFits, advise_runs
 from kura_perf.report.analysis import Analysis
 from kura_perf.report.data import describe_runs
 from kura_perf.report.guidance import guidance
 from kura_perf.report.hardware import DISK_FACTOR, ENVIRONMENT_GB, RAM_HEADROOM, TARGET_HOURS, recommend
-from kura_perf.report.html import (Section, bullets, heading, label, note, paragraph, profile_heading, render_figure,
-                                   render_table, versus_heading)
+from kura_perf.report.html import (
+    Section,
+    bullets,
+    heading,
+    label,
+    note,
+    paragraph,
+    profile_heading,
+    render_figure,
+    render_table,
+    versus_heading,
+)
+from kura_perf.report.shapes_advice import advisor_table, shape_cost_table, shape_totals
+from kura_perf.report.usability import usability_sections
 
 MEASURED_ONLY = "measured"
 WITH_PROJECTIONS = "extrapolated"
@@ -209,8 +224,6 @@ class SectionBuilder:
         return s
 
     def shapes(self) -> Section:
-        from kura_perf.report.shapes_advice import shape_cost_table, shape_totals
-
         s = Section("shapes", "Pipeline shapes (proposal §2.2): cost per scale")
         totals = shape_totals(self.data.runs)
         if totals.empty:
@@ -227,9 +240,6 @@ class SectionBuilder:
         return s
 
     def advisor(self) -> Section:
-        from kura_perf.report.advisor import ADVICE_SCALES, Limits, NothingFits, advise_runs
-        from kura_perf.report.shapes_advice import advisor_table
-
         s = Section("advisor", "Which profile at which scale (kura-perf advise)")
         host = self.data.host.describe() if self.data.host else "unknown host"
         s.provenance = self._provenance(self.data.runs, "measured at the scale where it was run; projected from "
@@ -349,8 +359,6 @@ class SectionBuilder:
                  self.backends, self.quality, self.shapes, self.breaking_points, self.stress, self.hardware,
                  self.advisor, self.history, self.guidance]
         self.built.sections = [make() for make in order]
-        from kura_perf.report.usability import usability_sections
-
         self.built.sections += usability_sections(self.data.metrics_dir,
                                                   self.data.host.fingerprint if self.data.host else None)
         return self.built
@@ -384,10 +392,7 @@ def build_sections(analysis: Analysis, figure_dir: Path) -> Built:
 def dataset_credits(profiles) -> list[str]:
     """The attribution of each shipped dataset the given (built-in) profiles ran on: CLINC150's CC BY 3.0
     licence asks for it wherever figures derived from it are published."""
-    from kura_perf.datasets import BUILTINS, builtin_name
-    from kura_perf.profiles import load_profiles
-
-    known = load_profiles(read_env=False)
+    known = load_profiles()
     names = {builtin_name(known[p].data_file) for p in profiles if p in known}
     return [f"Data: {BUILTINS[name].attribution} (kura_perf/datasets/README.md)."
             for name in sorted(n for n in names if n in BUILTINS)]

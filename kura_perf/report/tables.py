@@ -7,13 +7,25 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from kura_perf.proposal import (EXPECTED_CLUSTERS, STORAGE_EMBEDDING_DIMENSION, STORAGE_KB_PER_CONVERSATION,
-                                STORAGE_TOTAL_KB_PER_CONVERSATION)
+from kura_perf.proposal import (
+    EXPECTED_CLUSTERS,
+    STORAGE_EMBEDDING_DIMENSION,
+    STORAGE_KB_PER_CONVERSATION,
+    STORAGE_TOTAL_KB_PER_CONVERSATION,
+)
 from kura_perf.report import fmt
-from kura_perf.report.analysis import (FIT_TARGETS, PROJECTION_SCALES, Analysis, ProfileAnalysis,
-                                       expected_embedding_kb, kb_range)
+from kura_perf.report.analysis import (
+    FIT_TARGETS,
+    PROJECTION_SCALES,
+    Analysis,
+    ProfileAnalysis,
+    expected_embedding_kb,
+    kb_range,
+)
+from kura_perf.report.compare import RATE_LIMITED, latest_per_stage, side_by_side, stage_outcome
 from kura_perf.report.fits import EXTRAPOLATED, MEASURED, PROJECTED, UNKNOWN, Estimate
 from kura_perf.report.hardware import SINGLE_MACHINE_CORES, HardwareRow, proposal_guess
+from kura_perf.report.theory import DEFAULT_TEXT_BYTES, explain, theoretical_bytes, total_bytes
 from kura_perf.stages.base import STAGES
 
 PROPOSAL_MATRIX_SCALES = tuple(EXPECTED_CLUSTERS)  # the §1.2 matrix's rows
@@ -494,8 +506,6 @@ def theory_inputs(pa: ProfileAnalysis, n: int) -> dict:
 
 def memory_theory_table(pa: ProfileAnalysis) -> Table:
     """Each stage at the largest scale it completed: measured peak growth beside the §3.1 hotspots."""
-    from kura_perf.report.theory import DEFAULT_TEXT_BYTES, explain, theoretical_bytes, total_bytes
-
     table = Table(["Stage", "Conversations", "Measured growth", "Theory", "Hotspots (theory)", "Measured ÷ theory",
                    "Where they differ and why"],
                   caption="growth = peak RSS − RSS at the stage's start (latest run at the largest scale each stage "
@@ -553,8 +563,6 @@ def comparison_pairs(runs: pd.DataFrame) -> list[tuple[str, str]]:
 
 
 def _outcome_cell(text: str) -> Cell:
-    from kura_perf.report.compare import RATE_LIMITED
-
     if text == "completed":
         return Cell(text)
     if RATE_LIMITED in text:
@@ -566,8 +574,6 @@ def _outcome_cell(text: str) -> Cell:
 
 def side_by_side_table(runs: pd.DataFrame, left: str, right: str) -> Table:
     """Per scale, per stage and total: both sides' outcome and figures with the right/left ratio."""
-    from kura_perf.report.compare import latest_per_stage, side_by_side
-
     frame = side_by_side(latest_per_stage(runs), left, right)
     a = frame.attrs
     headers = ["Scale", "Stage", f"{left}", f"{right}"] + [f"{label} (L · R · R/L)" for _, label, _ in SIDE_FIGURES]
@@ -604,8 +610,6 @@ def _partition_outcome(pa: ProfileAnalysis, n: int) -> Cell:
     if len(projected):
         return Cell("projected: " + ", ".join(f"{r['stage']} stopped at {fmt.seconds(r['wall_s'])}"
                                               for _, r in projected.iterrows()), PROJECTED)
-    from kura_perf.report.compare import stage_outcome
-
     causes = [f"{r['stage']} {stage_outcome(r)}" for _, r in broken.iterrows()]
     return Cell("failed: " + "; ".join(causes), "bad")
 

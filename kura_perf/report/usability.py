@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import pandas as pd
 
+from kura_perf.experiments.usability.examples import example_loc
 from kura_perf.report import fmt
 from kura_perf.report.html import Section, heading, note, paragraph, render_table
 from kura_perf.report.tables import Cell, Table
@@ -81,8 +82,6 @@ def checkpoint_failures(rows: pd.DataFrame) -> Table | None:
 
 
 def loc_table() -> Table:
-    from kura_perf.experiments.usability.examples import example_loc
-
     table = Table(["Example", "Lines of code", "Lines in file", "What it does"],
                   caption="non-blank, non-comment, non-docstring lines, counted from the files when this report "
                           "was built")

@@ -1,20 +1,15 @@
 """How a run is set up: one frozen object, built from the environment once, at the edge, and then
 passed down explicitly (CLI or Dagster resource -> runner -> backend -> model factory -> models).
 
-The CLI and the Dagster resource (`defs/resources.py`) both build it with `RunSettings.from_env`, so
-the two cannot drift apart; nothing below them reads these settings from the environment again, and
-nothing in the package writes them there (the few variables third-party libraries can only read
-from the environment are set in `kura_perf/settings/third_party_env.py`). Credentials are held by the NAME of
-their environment variable only: the key itself is read where a client is built, never stored here.
-
-Environment variables read (each only when the matching argument of `from_env` is not given):
-  KURA_PERF_HOME, KURA_PERF_RESULTS   the data root and the shared results location (config.Paths)
-  KURA_PERF_PROFILES                  an extra profiles TOML file
-  KURA_PERF_METER=off                 turns the meter's sampler and peak reset off (to measure its cost)
-  KURA_PERF_SIMULATOR_URL             an API simulator already serving this run (else the Dagster
-                                      resource starts one for profiles with api.simulate = true)
-  KURA_PERF_MODEL_CACHE               one model cache (ONNX exports) shared between data roots
-  KURA_PERF_BACKEND_WRAPPER           'module:function' wrapping every backend (tests, instrumentation)
+The edges (the CLI, the Dagster resource `defs/resources.py` and code location `definitions.py`) build
+it with `RunSettings.from_env`, which reads every variable through kura_perf/settings/environment.py
+(the one module that reads kura_perf's settings from the environment; it lists each variable, its
+meaning and default). Below the edges a RunSettings is a required argument: a default read from the
+environment deep down would make a worker's settings differ from its caller's without anyone seeing.
+Nothing in the package writes these settings to the environment (the few variables third-party
+libraries can only read from the environment are set in `kura_perf/settings/third_party_env.py`).
+Credentials are held by the NAME of their environment variable only: the key itself is read where a
+client is built, never stored here. No Dagster import here: the core runs without Dagster.
 """
 
 from __future__ import annotations
@@ -22,19 +17,16 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from kura_perf.settings.environment import (BACKEND_WRAPPER_ENV, METER_ENV, PROFILES_ENV,  # noqa: F401 - re-exported
+                                            SIMULATOR_URL_ENV, read_credential, read_run_settings)
 from kura_perf.settings.paths import Paths
 
 if TYPE_CHECKING:  # pragma: no cover
     from kura_perf.profiles import Profile
-
-PROFILES_ENV = "KURA_PERF_PROFILES"
-METER_ENV = "KURA_PERF_METER"
-SIMULATOR_URL_ENV = "KURA_PERF_SIMULATOR_URL"
-BACKEND_WRAPPER_ENV = "KURA_PERF_BACKEND_WRAPPER"
 
 
 @dataclass(frozen=True)
@@ -51,6 +43,11 @@ class RunSettings:
     # 'module:function' taking a backend and returning the backend a stage runs on: a hook for tests
     # (a slower stage for the regression checks) and for instrumentation; None: the backend as built.
     backend_wrapper: str | None = None
+    # The nightly schedule's partitions, "profile:scale,..."; None: defs/schedules.py's default.
+    nightly: str | None = None
+    # Where regression alerts are POSTed; None: log and alerts table only. Not in repr: webhook URLs
+    # often embed a secret token.
+    alert_webhook: str | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if self.model_cache is None:  # built directly (not from_env): the data root's own cache
@@ -59,27 +56,10 @@ class RunSettings:
     @classmethod
     def from_env(cls, *, home: str | os.PathLike | None = None, results: str | None = None,
                  **overrides: Any) -> "RunSettings":
-        """The settings of this process: each field from `overrides` when given (not None), else from
-        the environment, else its default. `home` and `results` set the data root and the results
-        location (the rest of `paths` as config.Paths reads it); `paths=` gives the whole Paths."""
-        unknown = set(overrides) - {f.name for f in dataclasses.fields(cls)}
-        if unknown:
-            raise TypeError(f"RunSettings has no field(s) {sorted(unknown)}")
-        given = {key: value for key, value in overrides.items() if value is not None}
-        env = os.environ
-        paths = given.pop("paths", None)
-        if paths is None:
-            default = Paths.from_env()
-            paths = Paths(Path(home).resolve() if home else default.root, results or default.results)
-        values = {
-            "profiles_file": env.get(PROFILES_ENV) or None,
-            "meter": env.get(METER_ENV, "on") != "off",
-            "simulator_url": env.get(SIMULATOR_URL_ENV) or None,
-            "backend_wrapper": env.get(BACKEND_WRAPPER_ENV) or None,
-            **given,
-        }
-        cache = values.pop("model_cache", None) or paths.model_cache  # $KURA_PERF_MODEL_CACHE, else under the root
-        return cls(paths=paths, model_cache=Path(cache), **values)
+        """The settings of this process, for the edges only: each field from `overrides` when given
+        (not None), else from the environment, else its default (kura_perf/settings/environment.py).
+        `home` and `results` set the data root and the results location; `paths=` gives the whole Paths."""
+        return read_run_settings(home, results, **overrides)
 
     def replace(self, **changes: Any) -> "RunSettings":
         return dataclasses.replace(self, **changes)
@@ -88,12 +68,12 @@ class RunSettings:
     def profiles(self) -> "dict[str, Profile]":
         from kura_perf.profiles import load_profiles
 
-        return load_profiles(self.profiles_file, read_env=False)
+        return load_profiles(self.profiles_file)
 
     def profile(self, name: str) -> "Profile":
         from kura_perf.profiles import get_profile
 
-        return get_profile(name, self.profiles_file, read_env=False)
+        return get_profile(name, self.profiles_file)
 
     # -- credentials, by name ------------------------------------------------------------------------
     def api_key_env_for(self, profile: "Profile") -> str:
@@ -104,11 +84,11 @@ class RunSettings:
 
     def api_key(self, profile: "Profile") -> str | None:
         """The profile's API key, read from its environment variable now (never kept)."""
-        return os.environ.get(self.api_key_env_for(profile)) or None
+        return read_credential(self.api_key_env_for(profile))
 
     def base_url(self, profile: "Profile") -> str | None:
         """The endpoint the profile's environment variable names, if any (the profile's base_url wins)."""
-        return os.environ.get(self.base_url_env_for(profile)) or None
+        return read_credential(self.base_url_env_for(profile))
 
     # -- hooks ---------------------------------------------------------------------------------------
     def wrap_backend(self, backend):

@@ -1,11 +1,14 @@
 """Where kura_perf reads and writes. One root (KURA_PERF_HOME, default ./data) holds everything,
 unless `results` (KURA_PERF_RESULTS: a shared path or an fsspec URL such as s3://bucket/kura) names
 where stage outputs and metric records go, so that workers on several machines reach the same ones;
-the root then keeps only per-machine things (pending hand-offs, reports, the Dagster home)."""
+the root then keeps only per-machine things (pending hand-offs, reports, the Dagster home).
+
+A Paths is plain values: it never reads the environment itself (a property that did would answer
+differently in the CLI and in a Dagster worker). `Paths.from_env` is for the edges only; it reads
+the variables through kura_perf/settings/environment.py."""
 
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,11 +36,15 @@ def check_safe_name(kind: str, name: str) -> str:
 class Paths:
     root: Path
     results: str | None = None  # a shared path or fsspec URL for storage/ and metrics/; None = root
+    database_file: Path | None = None  # the DuckDB views file (KURA_PERF_DB); None: <root>/metrics.duckdb
 
     @classmethod
     def from_env(cls) -> "Paths":
-        return cls(Path(os.environ.get("KURA_PERF_HOME", "data")).resolve(),
-                   os.environ.get("KURA_PERF_RESULTS") or None)
+        """This process's paths, from the environment (KURA_PERF_HOME, KURA_PERF_RESULTS, KURA_PERF_DB):
+        for the edges only (the CLI); below them, a Paths is passed in."""
+        from kura_perf.settings.environment import read_paths
+
+        return read_paths()
 
     @property
     def results_root(self) -> "Path | Location":
@@ -56,7 +63,7 @@ class Paths:
     @property
     def database(self) -> Path:
         """A DuckDB file of views over metrics/, for analysts' own DuckDB shells."""
-        return Path(os.environ.get("KURA_PERF_DB", self.root / "metrics.duckdb"))
+        return self.database_file or self.root / "metrics.duckdb"
 
     @property
     def reports(self) -> Path:
@@ -70,7 +77,8 @@ class Paths:
     @property
     def model_cache(self) -> Path:
         """Models derived once per machine from shipped weights (ONNX exports), reused by every run
-        (kura_perf/models/cache.py; KURA_PERF_MODEL_CACHE shares one between data roots)."""
+        (kura_perf/models/cache.py). The data root's own; RunSettings.model_cache is the one a run uses
+        (KURA_PERF_MODEL_CACHE may share one between data roots)."""
         return derived_models_dir(self.root)
 
     @property

@@ -15,14 +15,14 @@ from kura_perf.simulator.tokens import estimate_tokens
 
 def main(argv: list[str] | None = None) -> int:
     """`kura-perf simulate-api` entry point (argparse; see `python -m kura_perf.simulator --help`)."""
-    from kura_perf.simulator.cli import main as cli_main
+    from kura_perf.simulator.cli import main as cli_main  # aiohttp only when serving
 
     return cli_main(argv)
 
 
 def serve(config: SimulatorConfig, port_file=None) -> None:
     """Serve in this process until SIGTERM/SIGINT."""
-    from kura_perf.simulator.cli import serve as cli_serve
+    from kura_perf.simulator.cli import serve as cli_serve  # aiohttp only when serving
 
     cli_serve(config, port_file)
 

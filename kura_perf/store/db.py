@@ -13,6 +13,7 @@ import pandas as pd
 
 from kura_perf.errors import KuraPerfError
 from kura_perf.files.location import Location, resolve
+from kura_perf.meter.memory import virtual_size_bytes
 from kura_perf.store import readonly
 from kura_perf.store.quarantine import file_named_in, quarantine
 from kura_perf.store.validation import screen_record_files
@@ -76,8 +77,6 @@ def _memory_config() -> dict:
         return {}
     # What is left of the cap now, not the cap: the process's own mappings (numpy, Arrow, models) may
     # already hold most of it. DuckDB also maps its own code and workspaces beside the buffer pool.
-    from kura_perf.meter.memory import virtual_size_bytes
-
     headroom = soft - virtual_size_bytes()
     return {"memory_limit": f"{max(min(soft // 8, headroom // 4) // 2**20, 16)}MB", "threads": 1}
 

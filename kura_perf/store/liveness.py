@@ -30,6 +30,9 @@ from pathlib import Path
 import psutil
 
 from kura_perf.files.atomic import atomic_write_text, claim
+from kura_perf.meter.projection import Progress, project
+from kura_perf.store.pending import recover, write_stage_record
+from kura_perf.store.quarantine import quarantine
 from kura_perf.store.record import StageRecord
 
 log = logging.getLogger("kura_perf")
@@ -221,8 +224,6 @@ def _death_reason(marker: dict) -> tuple[str, str]:
 def died_record(marker: dict) -> StageRecord:
     """The stage_runs row for a stage whose process died: identifying fields from the marker, the last
     heartbeat's peak and progress, a projection where one is honest."""
-    from kura_perf.meter.projection import Progress, project
-
     error_type, reason = _death_reason(marker)
     identity = StageRecord.from_dict(marker["fields"])  # what the runner knew before the stage started
     elapsed = float(marker.get("elapsed_s") or max(marker["beat_epoch"] - marker["started_epoch"], 0.0))
@@ -269,9 +270,6 @@ def reap(root: Path, recover_pending: bool = True) -> list[Death]:
     records stranded by dead processes (unless recover_pending is False: a caller that reports how many
     it recovered, `kura-perf db`, runs store.pending.recover itself). Safe to call from any number of
     processes at once."""
-    from kura_perf.store.pending import recover, write_stage_record
-    from kura_perf.store.quarantine import quarantine
-
     root = Path(root)
     running, pending, metrics = root / "metrics_running", root / "metrics_pending", root / "metrics"
     deaths: list[Death] = []

@@ -15,6 +15,8 @@ import re
 import time
 from pathlib import Path
 
+from kura_perf.store.readonly import file_in_store
+
 log = logging.getLogger("kura_perf.store")
 
 QUARANTINE = "metrics_quarantine"
@@ -43,22 +45,12 @@ def quarantine(path: Path, root: Path, reason: str, what: str = "unreadable reco
     return target
 
 
-def check_record_files(metrics_dir: Path) -> list[Path]:
-    """Read every record file's Parquet footer; quarantine those that cannot be read or do not match
-    their table's schema (store/validation.py). Returns the moved files."""
-    from kura_perf.store.validation import screen_record_files
-
-    return screen_record_files(metrics_dir).moved
-
-
 _QUOTED_PATH = re.compile(r"""["']([^"']+\.parquet)["']""")
 
 
 def file_named_in(error: BaseException, metrics_dir: Path) -> Path | None:
     """The record file a DuckDB error is about, if it names one under metrics_dir (by its path, or by
     the read-only connection's kurastore:// name for it: store/readonly.py)."""
-    from kura_perf.store.readonly import file_in_store
-
     base = str(Path(metrics_dir).resolve())
     for candidate in _QUOTED_PATH.findall(str(error)):
         if candidate.startswith(base):

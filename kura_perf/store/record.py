@@ -1,11 +1,13 @@
-"""The stage record: one row of the `stage_runs` table as a typed object.
+"""The stage record: one row of the `stage_runs` table as a typed object, and the one list of its columns.
 
 It is the central contract between the runner (which measures), the pending hand-off and the hooks
 (which store), the reaper (which records deaths), the checks and the CLI (which read one record).
 Fields are attributes, so a typo'd name is an error where it is written (the constructor, `replace`
 and `from_dict` reject unknown names; it is frozen, so nothing is set on it afterwards) instead of a
-silently missing column. The fields mirror `store/schema.py` STAGE_RUNS column for column, in the same order and with
-the same types; `schema_mismatches()` says where they do not, and a test keeps it empty.
+silently missing column. `store/schema.py` derives the STAGE_RUNS schema from these fields (`columns`):
+the names and order of the fields, the store type of each annotation (`arrow_type`), field metadata
+where the annotation is not enough. Adding a field adds the column; a test holds the derived schema
+to the frozen list of the columns already on disk.
 
 Readers of the stored table through DuckDB or pandas keep working on columns; this object is for one
 fresh record. No Dagster here.
@@ -25,10 +27,11 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from kura_perf.store.schema import STAGE_RUNS
-
-# Field metadata marking a field that travels with the record but is no stage_runs column.
+# Field metadata. "column": False - the field travels with the record but is no stage_runs column.
+# "comparability": True - one of the facts every table of the store carries to say which records compare
+# (schema.COMPARABILITY). "arrow": the column's pyarrow type when the annotation alone does not say it.
 _NOT_A_COLUMN = {"column": False}
+_COMPARABILITY = {"comparability": True}
 
 
 class UnknownRecordField(ValueError):
@@ -41,13 +44,13 @@ class StageRecord:
 
     record_id: str | None = None
     stage: str | None = None
-    shape: str | None = None
+    shape: str | None = None  # minimal | full | custom | streaming (kura_perf/pipeline/shapes.py); None: ad-hoc stages
     backend: str | None = None
     profile: str | None = None
     profile_hash: str | None = None
     scale: str | None = None
-    scale_n: int | None = None
-    status: str | None = None
+    scale_n: int | None = None  # conversations the partition asks for
+    status: str | None = None  # success | failed | breaking_point | interrupted | died
     error_type: str | None = None
     error_message: str | None = None
     started_at: datetime | None = None
@@ -72,8 +75,8 @@ class StageRecord:
     api_timeouts: int | None = None
     tokens_in: int | None = None
     tokens_out: int | None = None
-    cost_usd: float | None = None
-    warnings: str | None = None
+    cost_usd: float | None = None  # null when a model's price is unknown (see warnings), never a silent 0
+    warnings: str | None = None  # "; "-joined: what makes a figure incomplete (e.g. an unpriced model)
     latency_p50_ms: float | None = None
     latency_p95_ms: float | None = None
     latency_p99_ms: float | None = None
@@ -86,27 +89,34 @@ class StageRecord:
     v_measure: float | None = None
     metered: bool | None = None
     meter_cpu_s: float | None = None
+    # Who ran the MiniLM embeddings of the pipeline (torch | onnx | onnx-int8; api for API models), on
+    # every stage record; and, on embeddings records, the bare model's texts/s on model_sample_n of the
+    # same texts, timed in the same process just before the stage: stage vs model from one run.
     embedding_backend: str | None = None
     model_items_per_s: float | None = None
     model_sample_n: int | None = None
-    jit_compiled: bool | None = None
-    extra: str | None = None
+    jit_compiled: bool | None = None  # numba compiled fresh code inside the stage (extra.jit has the counts)
+    extra: str | None = None  # JSON: stage-specific figures (iterations, k, files, ...)
+    # Which worker ran it: Celery worker name (or host) and pid. host_fingerprint says which machine type.
     worker: str | None = None
+    # How far a stage got (from its progress log) and, for one that did not finish, a projection
+    # (kura_perf/meter/projection.py). projection_kind: 'linear-in-items', or None when none is honest.
     items_done: int | None = None
     items_total: int | None = None
     rate_items_per_s: float | None = None
     elapsed_s: float | None = None
     projected_wall_s: float | None = None
     projection_kind: str | None = None
-    run_id: str | None = None
-    code_version: str | None = None
-    package_versions: str | None = None
-    kura_version: str | None = None
-    host_fingerprint: str | None = None
-    host_cpu: str | None = None
-    host_cores: int | None = None
-    host_ram_gb: float | None = None
-    host_os: str | None = None
+    # Comparability: which run, code and host (every table of the store carries these, schema.COMPARABILITY).
+    run_id: str | None = field(default=None, metadata=_COMPARABILITY)
+    code_version: str | None = field(default=None, metadata=_COMPARABILITY)
+    package_versions: str | None = field(default=None, metadata=_COMPARABILITY)  # JSON {package: version}
+    kura_version: str | None = field(default=None, metadata=_COMPARABILITY)
+    host_fingerprint: str | None = field(default=None, metadata=_COMPARABILITY)
+    host_cpu: str | None = field(default=None, metadata=_COMPARABILITY)
+    host_cores: int | None = field(default=None, metadata=_COMPARABILITY)
+    host_ram_gb: float | None = field(default=None, metadata=_COMPARABILITY)
+    host_os: str | None = field(default=None, metadata=_COMPARABILITY)
     # Not a column: the per-level clustering quality rows, carried through the pending hand-off into
     # the quality_levels table (store/pending.py write_stage_record).
     quality_levels: list[dict] = field(default_factory=list, metadata=_NOT_A_COLUMN)
@@ -160,12 +170,13 @@ _HINTS = typing.get_type_hints(StageRecord)
 TIMESTAMP_FIELDS: tuple[str, ...] = tuple(name for name in COLUMN_NAMES if _HINTS[name] == datetime | None)
 
 # The Arrow type each Python annotation stands for in the store.
+TIMESTAMP = pa.timestamp("us", tz="UTC")
 _ARROW = {
     str | None: pa.string(),
     int | None: pa.int64(),
     float | None: pa.float64(),
     bool | None: pa.bool_(),
-    datetime | None: pa.timestamp("us", tz="UTC"),
+    datetime | None: TIMESTAMP,
     list[float] | None: pa.list_(pa.float64()),
 }
 
@@ -175,23 +186,23 @@ def arrow_type(annotation) -> pa.DataType | None:
     return _ARROW.get(annotation)
 
 
-def schema_mismatches(schema: pa.Schema = STAGE_RUNS, record_type: type = StageRecord) -> list[str]:
-    """How `record_type`'s column fields and `schema` disagree (names, order, types); empty when they agree."""
+def columns(record_type: type = StageRecord, comparability: bool | None = None) -> list[tuple[str, pa.DataType]]:
+    """(name, pyarrow type) of each column field of `record_type`, in field order: the stage_runs columns.
+    comparability=True: only the comparability fields; False: only the others. A field whose annotation
+    has no store type and that gives none as metadata "arrow" is an error, not a column left out."""
     hints = typing.get_type_hints(record_type)
-    columns = [f.name for f in dataclasses.fields(record_type) if f.metadata.get("column", True)]
-    problems = [f"column '{name}' is in the schema but not a StageRecord field"
-                for name in schema.names if name not in columns]
-    problems += [f"StageRecord field '{name}' is not a column of the schema" for name in columns
-                 if name not in schema.names]
-    for name in columns:
-        if name in schema.names:
-            wanted, have = schema.field(name).type, arrow_type(hints[name])
-            if have != wanted:
-                problems.append(f"'{name}': StageRecord says {hints[name]} ({have}), the schema says {wanted}")
-    shared = [n for n in columns if n in schema.names]
-    if not problems and shared != [n for n in schema.names if n in shared]:
-        problems.append("StageRecord's fields are not in the schema's column order")
-    return problems
+    found = []
+    for f in dataclasses.fields(record_type):
+        if not f.metadata.get("column", True):
+            continue
+        if comparability is not None and bool(f.metadata.get("comparability")) != comparability:
+            continue
+        arrow = f.metadata.get("arrow") or arrow_type(hints[f.name])
+        if arrow is None:
+            raise TypeError(f"{record_type.__name__}.{f.name}: no store type for {hints[f.name]}; "
+                            "give one as field metadata 'arrow'")
+        found.append((f.name, arrow))
+    return found
 
 
 def clean_value(value):

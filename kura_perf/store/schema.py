@@ -4,92 +4,23 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-_TS = pa.timestamp("us", tz="UTC")
+from kura_perf.store.record import TIMESTAMP, StageRecord, columns
+
+_TS = TIMESTAMP
 
 # Every table's first column, in every version of the store: a Parquet file without it is no record
 # file (store/validation.py quarantines it instead of reading it in as rows of NULLs).
 KEY_COLUMN = "record_id"
 
-COMPARABILITY = [
-    ("run_id", pa.string()),
-    ("code_version", pa.string()),
-    ("package_versions", pa.string()),  # JSON {package: version}
-    ("kura_version", pa.string()),
-    ("host_fingerprint", pa.string()),
-    ("host_cpu", pa.string()),
-    ("host_cores", pa.int64()),
-    ("host_ram_gb", pa.float64()),
-    ("host_os", pa.string()),
-]
+# Which run, code and host a record comes from: every table carries these columns (the comparability
+# fields of StageRecord, in their order: run_id, code_version, package_versions, kura_version,
+# host_fingerprint, host_cpu, host_cores, host_ram_gb, host_os).
+COMPARABILITY = columns(StageRecord, comparability=True)
 
-STAGE_RUNS = pa.schema([
-    ("record_id", pa.string()),
-    ("stage", pa.string()),
-    ("shape", pa.string()),  # minimal | full | custom | streaming (kura_perf/pipeline/shapes.py); NULL: ad-hoc stages
-    ("backend", pa.string()),
-    ("profile", pa.string()),
-    ("profile_hash", pa.string()),
-    ("scale", pa.string()),
-    ("scale_n", pa.int64()),  # conversations the partition asks for
-    ("status", pa.string()),  # success | failed | breaking_point | interrupted | died
-    ("error_type", pa.string()),
-    ("error_message", pa.string()),
-    ("started_at", _TS),
-    ("finished_at", _TS),
-    ("wall_s", pa.float64()),
-    ("cpu_user_s", pa.float64()),
-    ("cpu_sys_s", pa.float64()),
-    ("rss_start_mb", pa.float64()),
-    ("peak_rss_mb", pa.float64()),
-    ("peak_method", pa.string()),
-    ("mem_timeline_s", pa.list_(pa.float64())),
-    ("mem_timeline_mb", pa.list_(pa.float64())),
-    ("items_in", pa.int64()),
-    ("items_out", pa.int64()),
-    ("items_per_s", pa.float64()),
-    ("bytes_written", pa.int64()),
-    ("skipped_records", pa.int64()),
-    ("api_calls", pa.int64()),
-    ("api_errors", pa.int64()),
-    ("api_429s", pa.int64()),
-    ("api_retries", pa.int64()),
-    ("api_timeouts", pa.int64()),
-    ("tokens_in", pa.int64()),
-    ("tokens_out", pa.int64()),
-    ("cost_usd", pa.float64()),  # null when a model's price is unknown (see warnings), never a silent 0
-    ("warnings", pa.string()),  # "; "-joined: what makes a figure incomplete (e.g. an unpriced model)
-    ("latency_p50_ms", pa.float64()),
-    ("latency_p95_ms", pa.float64()),
-    ("latency_p99_ms", pa.float64()),
-    ("silhouette", pa.float64()),
-    ("davies_bouldin", pa.float64()),
-    ("n_clusters", pa.int64()),
-    ("noise_share", pa.float64()),
-    ("ari", pa.float64()),
-    ("nmi", pa.float64()),
-    ("v_measure", pa.float64()),
-    ("metered", pa.bool_()),
-    ("meter_cpu_s", pa.float64()),
-    # Who ran the MiniLM embeddings of the pipeline (torch | onnx | onnx-int8; api for API models), on
-    # every stage record; and, on embeddings records, the bare model's texts/s on model_sample_n of the
-    # same texts, timed in the same process just before the stage: stage vs model from one run.
-    ("embedding_backend", pa.string()),
-    ("model_items_per_s", pa.float64()),
-    ("model_sample_n", pa.int64()),
-    ("jit_compiled", pa.bool_()),  # numba compiled fresh code inside the stage (extra.jit has the counts)
-    ("extra", pa.string()),  # JSON: stage-specific figures (iterations, k, files, ...)
-    # Which worker ran it: Celery worker name (or host) and pid. host_fingerprint says which machine type.
-    ("worker", pa.string()),
-    # How far a stage got (from its progress log) and, for one that did not finish, a projection
-    # (kura_perf/meter/projection.py). projection_kind: 'linear-in-items', or NULL when none is honest.
-    ("items_done", pa.int64()),
-    ("items_total", pa.int64()),
-    ("rate_items_per_s", pa.float64()),
-    ("elapsed_s", pa.float64()),
-    ("projected_wall_s", pa.float64()),
-    ("projection_kind", pa.string()),
-    *COMPARABILITY,
-])
+# One row per stage run: the column fields of StageRecord, in field order, typed by their annotations
+# (store/record.py; the comments on the fields say what the columns hold). The frozen list of the columns
+# already on disk is in kura_perf_tests/test_store_schema.py: a derived schema that differs fails there.
+STAGE_RUNS = pa.schema(columns(StageRecord))
 
 # One row per shard of a fanned-out stage (embeddings on a cluster): the stage's own record in
 # stage_runs sums these (wall = critical path, CPU = sum). status 'died' = an attempt whose worker

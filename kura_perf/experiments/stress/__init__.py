@@ -12,10 +12,13 @@ import logging
 import uuid
 from pathlib import Path
 
-from kura_perf.settings.paths import Paths
 from kura_perf.errors import KuraPerfError
 from kura_perf.experiments.stress.outcome import FAILED_CLEANLY, LOST_DATA, OUTCOMES, SURVIVED
 from kura_perf.experiments.stress.scenarios import SCENARIOS, Context, Settings
+from kura_perf.meter.host import code_version, host_info, package_versions
+from kura_perf.settings.paths import Paths
+from kura_perf.stages.base import STAGES
+from kura_perf.store import new_record_id, write_record
 
 __all__ = ["SCENARIOS", "Settings", "run_stress", "run_scenario", "OUTCOMES", "SURVIVED", "FAILED_CLEANLY",
            "LOST_DATA"]
@@ -26,8 +29,6 @@ log = logging.getLogger("kura_perf.experiments.stress")
 def _comparability(run_id: str) -> dict:
     import json
 
-    from kura_perf.meter.host import code_version, host_info, package_versions
-
     versions = package_versions()
     return {"run_id": run_id, "code_version": code_version(), "package_versions": json.dumps(versions, sort_keys=True),
             "kura_version": versions.get("kura"), **host_info()}
@@ -35,7 +36,6 @@ def _comparability(run_id: str) -> dict:
 
 def run_scenario(paths: Paths, name: str, settings: Settings, run_id: str | None = None) -> dict:
     """Run one scenario, record its row in stress_results, return the row."""
-    from kura_perf.store import new_record_id, write_record
 
     if name not in SCENARIOS:
         raise KuraPerfError(f"unknown stress scenario '{name}'; expected some of {', '.join(SCENARIOS)}")
@@ -55,7 +55,6 @@ def run_stress(paths: Paths, names: list[str] | None = None, settings: Settings 
     if unknown:
         raise KuraPerfError(f"unknown stress scenario(s) {unknown}; expected some of {', '.join(SCENARIOS)}")
     settings = settings or Settings()
-    from kura_perf.stages.base import STAGES
 
     unknown_stages = sorted(set(settings.stages) - set(STAGES))
     if unknown_stages:

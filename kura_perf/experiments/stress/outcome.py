@@ -19,8 +19,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from kura_perf.files.atomic import TEMP_MARK
+from kura_perf.errors import StageError
 from kura_perf.experiments.stress.pipelines import PipelineRun
+from kura_perf.files.atomic import TEMP_MARK
+from kura_perf.files.outputs import _check_file, _file_name, read_manifest, stage_bytes
+from kura_perf.store import query
 
 if TYPE_CHECKING:  # pandas is imported when a home is inspected, not when the CLI builds its parser
     import pandas as pd
@@ -81,9 +84,6 @@ def _orphans(home: Path) -> list[str]:
 
 
 def _partial_outputs(storage: Path) -> list[str]:
-    from kura_perf.errors import StageError
-    from kura_perf.files.outputs import _check_file, _file_name, read_manifest
-
     problems = []
     for manifest in sorted(storage.glob("*/*/*.manifest.json")):
         folder, stage = manifest.parent, manifest.name.removesuffix(".manifest.json")
@@ -102,7 +102,6 @@ def _wrong_figures(records: "pd.DataFrame", storage: Path) -> list[str]:
     """Success records whose bytes_written differs from the partition's files now on disk. The stress
     pipelines are deterministic (fixed seed, offline or simulated models), so every successful run of a
     partition writes the same bytes: a difference means a record measured someone else's file."""
-    from kura_perf.files.outputs import stage_bytes
 
     wrong = []
     ok = records[records["status"] == "success"] if len(records) else records
@@ -134,8 +133,6 @@ def expected_records(run: PipelineRun, successes: int) -> int:
 def inspect_home(data_home: Path, runs: list[PipelineRun]) -> Findings:
     """Compare what the pipelines should have recorded with what the home holds."""
     import pandas as pd
-
-    from kura_perf.store import query
 
     f = Findings()
     records = query(data_home / "metrics", "SELECT * FROM stage_runs") if (data_home / "metrics").is_dir() else None

@@ -22,6 +22,11 @@ from typing import Callable
 from kura_perf.experiments.stress.caps import cgroup_memory_available, memory_cap, small_filesystem
 from kura_perf.experiments.stress.outcome import inspect_home
 from kura_perf.experiments.stress.pipelines import Home, Pipeline, PipelineRun, run_args, run_command, wait_all
+from kura_perf.profiles import get_profile
+from kura_perf.settings import SIMULATOR_URL_ENV
+from kura_perf.simulator.config import SimulatorConfig
+from kura_perf.simulator.process import SimulatorProcess
+from kura_perf.store import query, refresh_database
 
 API_PROFILE = "simulated-openai"
 # Default memory caps, below what a scale-100 pipeline needs so that memory runs out: resident memory under
@@ -50,6 +55,7 @@ class Settings:
     pipelines: int = 4  # concurrent pipelines (2-8)
     timeout_s: float = 900.0  # per scenario; a pipeline still running then is stopped (and counted)
     keep_homes: bool = False  # keep each scenario's storage and Dagster instance (records and logs are kept)
+    profiles_file: str | None = None  # the run settings' extra profiles (the pipelines started read the same)
 
 
 @dataclass
@@ -180,13 +186,8 @@ def _copy_records_out(home: Home) -> None:
 
 
 def _api_scenario(ctx: Context, scenario: str, changes: dict, on_tick: Callable | None, parameters: dict) -> dict:
-    from kura_perf.profiles import get_profile
-    from kura_perf.settings import SIMULATOR_URL_ENV
-    from kura_perf.simulator.config import SimulatorConfig
-    from kura_perf.simulator.process import SimulatorProcess
-
     s, home, started, t0 = ctx.settings, ctx.home(scenario), _now(), time.perf_counter()
-    config = SimulatorConfig.from_dict(get_profile(API_PROFILE).api.simulator).updated(changes)
+    config = SimulatorConfig.from_dict(get_profile(API_PROFILE, s.profiles_file).api.simulator).updated(changes)
     notes: list[str] = []
     with SimulatorProcess(config) as sim:
         pipeline = Pipeline(home, run_args(s.scale, API_PROFILE, s.stages), "pipeline",
@@ -208,8 +209,6 @@ def _api_scenario(ctx: Context, scenario: str, changes: dict, on_tick: Callable 
 
 
 def _recorded_api_calls(home: Home) -> int | None:
-    from kura_perf.store import query
-
     if not (home.data / "metrics").is_dir():
         return None
     df = query(home.data / "metrics", "SELECT sum(api_calls) AS n FROM stage_runs")
@@ -246,8 +245,6 @@ def rate_limit_storm(ctx: Context) -> dict:
 
 def concurrent_pipelines(ctx: Context) -> dict:
     import duckdb
-
-    from kura_perf.store import refresh_database
 
     s, home, started, t0 = ctx.settings, ctx.home("concurrent_pipelines"), _now(), time.perf_counter()
     n = max(2, min(8, s.pipelines))

@@ -36,6 +36,8 @@ from typing import Callable, Sequence
 
 import psutil
 
+from kura_perf.errors import KuraPerfError
+from kura_perf.experiments.usability.records import new_row
 from kura_perf.meter import memory
 from kura_perf.scales import scale_count
 
@@ -107,7 +109,7 @@ def _manager(fmt: str, folder: Path):
 def measure_format(fmt: str, scale: str, folder: Path, seed: int = 0, n: int | None = None) -> list[dict]:
     """One row per kind for one format at one scale (n conversations: the scale's unless given),
     measured in this process (the worker's body)."""
-    from kura_perf.experiments.usability.kura_objects import KINDS, MODEL_CLASS, build_kura_objects
+    from kura_perf.experiments.usability.kura_objects import KINDS, MODEL_CLASS, build_kura_objects  # kura: optional
 
     n = scale_count(scale) if n is None else n
     objects = build_kura_objects(n, seed=seed)
@@ -203,8 +205,6 @@ def run_checkpoint_benchmark(scales: Sequence[str], formats: Sequence[str] = tup
                              timeout_s: float = WORKER_TIMEOUT_S, log=None) -> list[dict]:
     """Every format at every scale, each in its own worker; rows ready for the store (always one
     or more per format x scale: a worker that crashes or times out is a `failed` row)."""
-    from kura_perf.errors import KuraPerfError
-    from kura_perf.experiments.usability.records import new_row
 
     unknown = [f for f in formats if f not in FORMATS]
     if unknown:

@@ -25,8 +25,13 @@ import uuid
 from pathlib import Path
 from typing import Sequence
 
+from kura_perf.corpus.generator import generate_conversations
+from kura_perf.errors import KuraPerfError
 from kura_perf.experiments.usability.error_cases import CASES, ErrorCase
 from kura_perf.experiments.usability.error_grading import grade
+from kura_perf.experiments.usability.records import new_row
+from kura_perf.settings.third_party_env import default_openai_key_for_kura, openai_for_kura
+from kura_perf.simulator.process import SimulatorControl, SimulatorProcess
 
 _RESULT_MARK = "KURA_PERF_ERROR_CASE "
 
@@ -35,8 +40,7 @@ _RESULT_MARK = "KURA_PERF_ERROR_CASE "
 def _conversations(spec) -> list:
     from kura.types import Conversation
 
-    from kura_perf.backends.kura_types import kura_conversation
-    from kura_perf.corpus.generator import generate_conversations
+    from kura_perf.backends.kura_types import kura_conversation  # kura: optional
 
     if spec is not None:
         return [Conversation.model_validate(c) for c in spec]
@@ -44,7 +48,7 @@ def _conversations(spec) -> list:
 
 
 def _summaries(n: int) -> list:
-    from kura_perf.experiments.usability.kura_objects import build_kura_objects
+    from kura_perf.experiments.usability.kura_objects import build_kura_objects  # kura: optional
 
     return build_kura_objects(n)["summaries"] if n else []
 
@@ -122,8 +126,11 @@ def _mixed_dimension_model():
 
 
 def drive_cluster(inp, ctx):
-    from kura.cluster import (ClusterDescriptionModel, KmeansClusteringModel,
-                              generate_base_clusters_from_conversation_summaries)
+    from kura.cluster import (
+        ClusterDescriptionModel,
+        KmeansClusteringModel,
+        generate_base_clusters_from_conversation_summaries,
+    )
     from kura.embedding import OpenAIEmbeddingModel
 
     embedding = _mixed_dimension_model() if inp.get("embedding") == "mixed_dimensions" else OpenAIEmbeddingModel()
@@ -139,7 +146,7 @@ def drive_checkpoint_dir(inp, ctx):
     path = Path(_fill(inp["path"], ctx))
     path.write_text("this is a file, not a folder\n")
     manager = JSONLCheckpointManager(str(path))
-    from kura_perf.experiments.usability.kura_objects import build_kura_objects
+    from kura_perf.experiments.usability.kura_objects import build_kura_objects  # kura: optional
 
     manager.save_checkpoint("summaries", build_kura_objects(2)["summaries"])
     return manager
@@ -172,7 +179,6 @@ def _raised_in(exc: BaseException) -> str | None:
 
 def _apply_env(case: ErrorCase, ctx):
     """Kura's clients configured as the case says (they read only the environment); undo() when done."""
-    from kura_perf.settings.third_party_env import openai_for_kura
 
     return openai_for_kura(ctx["api_key"], case.input.get("base_url", ctx["base_url"]),
                            unset=case.input.get("unset_env", []))
@@ -181,8 +187,6 @@ def _apply_env(case: ErrorCase, ctx):
 def run_case(case: ErrorCase, ctx: dict) -> dict:
     """Run one case in a thread with its timeout; a raw result dict (graded by the parent)."""
     import dataclasses
-
-    from kura_perf.simulator.process import SimulatorControl
 
     if ctx.get("max_timeout_s"):
         case = dataclasses.replace(case, timeout_s=min(case.timeout_s, ctx["max_timeout_s"]))
@@ -241,7 +245,6 @@ def worker_main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.CRITICAL)
     logging.getLogger("kura").setLevel(logging.ERROR)  # what Kura logs at ERROR is part of a case's answer
-    from kura_perf.settings.third_party_env import default_openai_key_for_kura, openai_for_kura
 
     default_openai_key_for_kura("sk-kura-perf-simulator")
     openai_for_kura(None, args.base_url)  # this worker process exists to run Kura: never undone
@@ -262,10 +265,6 @@ def run_error_catalogue(workdir: Path, cases: Sequence[str] | None = None, run_i
     """Every case (or the named ones), graded; rows ready for the store table `error_clarity`.
     max_timeout_s caps every case's timeout (the tests use it to record a hang quickly)."""
     import subprocess
-
-    from kura_perf.errors import KuraPerfError
-    from kura_perf.simulator.process import SimulatorProcess
-    from kura_perf.experiments.usability.records import new_row
 
     by_id = {c.case_id: c for c in CASES}
     chosen = list(cases or by_id)

@@ -28,6 +28,8 @@ from importlib import metadata
 from pathlib import Path
 
 from kura_perf.experiments.usability.examples import EXAMPLES, EXAMPLES_DIR, example_env, printed_clusters
+from kura_perf.experiments.usability.records import new_row
+from kura_perf.simulator.process import SimulatorProcess
 
 DEFAULT_CONSTRAINTS = Path(__file__).resolve().parents[3] / "constraints.txt"
 IMPORT_CHECK = ("import kura, kura.summarisation, kura.cluster, kura.meta_cluster, kura.dimensionality; "
@@ -95,9 +97,7 @@ def run_onboarding(settings: OnboardingSettings, run_id: str | None = None, log=
     """One attempt, every step timed; returns the onboarding_runs row (also when a step failed)."""
     import os
 
-    from kura_perf.simulator.process import SimulatorProcess
-    from kura_perf.experiments.usability.kura_objects import write_conversation_dump
-    from kura_perf.experiments.usability.records import new_row
+    from kura_perf.experiments.usability.kura_objects import write_conversation_dump  # kura: optional
 
     say = log or (lambda message: None)
     spec = settings.kura_spec or _default_spec()

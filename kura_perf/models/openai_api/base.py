@@ -28,9 +28,9 @@ T = TypeVar("T")
 class ApiModel(CountsApiCalls):
     """One model id on one endpoint: its client, loop, pacer, semaphore and counters."""
 
-    def __init__(self, model: str, settings: ApiSettings | None):
+    def __init__(self, model: str, settings: ApiSettings):
         self.model = model
-        self.settings = settings if settings is not None else ApiSettings.from_env()
+        self.settings = settings  # required: built by the model factory from the run's settings
         self.name = f"openai:{model}"
         self._pacer = HeaderPacer(self.settings.rpm, self.settings.tpm, self.settings.pace_from_headers)
         self._meter = HttpMeter(model, self.settings.prices, self._pacer)

@@ -26,8 +26,7 @@ class OpenAIEmbedding(ApiModel):
     API rejects empty strings.
     """
 
-    def __init__(self, model: str = "text-embedding-3-small", dimension: int | None = None,
-                 settings: ApiSettings | None = None, batch_size: int = 100):
+    def __init__(self, model: str, dimension: int | None = None, *, settings: ApiSettings, batch_size: int = 100):
         super().__init__(model, settings)
         self.dimension = dimension or NATIVE_EMBEDDING_DIMENSIONS.get(model, 1536)
         if not 1 <= batch_size <= 2048:

@@ -46,8 +46,7 @@ _TOOL_TOKENS = estimate_tokens(compact_json([_NAME_TOOL]))  # the tool schema is
 class OpenAIClusterNamer(ApiModel):
     """ClusterNamer through a forced function call returning {name, description}."""
 
-    def __init__(self, model: str = "gpt-4o-mini", settings: ApiSettings | None = None,
-                 max_examples: int = 25, max_output_tokens: int = 256):
+    def __init__(self, model: str, settings: ApiSettings, max_examples: int = 25, max_output_tokens: int = 256):
         super().__init__(model, settings)
         self.max_examples = max_examples
         self.max_output_tokens = max_output_tokens

@@ -1,8 +1,9 @@
-"""How and where an API-backed model calls: one object, built from a profile by the model factory."""
+"""How and where an API-backed model calls: one object, built from a profile and the run's settings by
+the model factory (backends/model_factory.api_settings), which reads the key by name where the client
+is built. Nothing here reads the environment: an ApiModel always gets its ApiSettings passed in."""
 
 from __future__ import annotations
 
-import os
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -30,14 +31,6 @@ class ApiSettings:
             raise ValueError(f"concurrency must be >= 1 (got {self.concurrency})")
         if self.max_retries < 0:
             raise ValueError(f"max_retries must be >= 0 (got {self.max_retries})")
-
-    @classmethod
-    def from_env(cls, base_url_env: str = "OPENAI_BASE_URL", api_key_env: str = "OPENAI_API_KEY",
-                 **overrides: Any) -> "ApiSettings":
-        """Read the endpoint and key at the edge (the process environment), never write them back."""
-        overrides.setdefault("base_url", os.environ.get(base_url_env) or None)
-        overrides.setdefault("api_key", os.environ.get(api_key_env) or None)
-        return cls(**overrides)
 
     def redacted(self) -> dict[str, Any]:
         """Every setting, with the key replaced by whether it is set: safe to store or print."""

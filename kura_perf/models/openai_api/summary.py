@@ -75,8 +75,7 @@ def strict_schema(model: type[BaseModel]) -> dict:
 class OpenAISummaryModel(ApiModel):
     """SummaryModel through chat completions with a json_schema response format."""
 
-    def __init__(self, model: str = "gpt-4o-mini", settings: ApiSettings | None = None,
-                 max_output_tokens: int = 512):
+    def __init__(self, model: str, settings: ApiSettings, max_output_tokens: int = 512):
         super().__init__(model, settings)
         self.max_output_tokens = max_output_tokens
         self._response_format = {

@@ -2,7 +2,19 @@
 
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
+
+import pandas as pd
+
+from kura_perf.cli.printing import print_frame
+from kura_perf.experiments.usability.checkpoints import FORMATS, run_checkpoint_benchmark
+from kura_perf.experiments.usability.error_cases import case_ids
+from kura_perf.experiments.usability.error_clarity import run_error_catalogue
+from kura_perf.experiments.usability.examples import example_loc
+from kura_perf.experiments.usability.onboarding import OnboardingSettings, run_onboarding
+from kura_perf.settings.paths import Paths
+from kura_perf.store import query, write_record, write_records
 
 _CHECKPOINT_COLUMNS = ("format, scale, count(*) AS kinds, count(*) FILTER (WHERE status = 'success') AS ok, "
                        "round(sum(write_s), 3) AS write_s, round(sum(read_s), 3) AS read_s, "
@@ -13,10 +25,7 @@ _CHECKPOINT_COLUMNS = ("format, scale, count(*) AS kinds, count(*) FILTER (WHERE
 
 
 def _print(df) -> None:
-    import pandas as pd
-
-    with pd.option_context("display.width", 220, "display.max_columns", 30, "display.max_colwidth", 90):
-        print(df.to_string(index=False) if len(df) else "(no rows)")
+    print_frame(df, width=220, max_columns=30, max_colwidth=90)
 
 
 def _workdir(paths, name: str) -> Path:
@@ -24,12 +33,6 @@ def _workdir(paths, name: str) -> Path:
 
 
 def cmd_checkpoints(args) -> int:
-    import uuid
-
-    from kura_perf.settings.paths import Paths
-    from kura_perf.store import query, write_records
-    from kura_perf.experiments.usability.checkpoints import run_checkpoint_benchmark
-
     paths = Paths.from_env()
     run_id = uuid.uuid4().hex
     rows = run_checkpoint_benchmark(args.scales, args.formats, workdir=_workdir(paths, "checkpoints"),
@@ -43,10 +46,6 @@ def cmd_checkpoints(args) -> int:
 
 
 def cmd_onboarding(args) -> int:
-    from kura_perf.settings.paths import Paths
-    from kura_perf.store import write_record
-    from kura_perf.experiments.usability.onboarding import OnboardingSettings, run_onboarding
-
     paths = Paths.from_env()
     settings = OnboardingSettings(workdir=_workdir(paths, "onboarding"), kura_spec=args.kura_spec or "",
                                   constraints=Path(args.constraints) if args.constraints else None,
@@ -62,12 +61,6 @@ def cmd_onboarding(args) -> int:
 
 
 def cmd_error_clarity(args) -> int:
-    import pandas as pd
-
-    from kura_perf.settings.paths import Paths
-    from kura_perf.store import write_records
-    from kura_perf.experiments.usability.error_clarity import run_error_catalogue
-
     paths = Paths.from_env()
     rows = run_error_catalogue(_workdir(paths, "error_clarity"), cases=args.cases)
     write_records(paths.metrics, "error_clarity", rows)
@@ -79,26 +72,23 @@ def cmd_error_clarity(args) -> int:
 
 
 def cmd_examples(args) -> int:
-    from kura_perf.experiments.usability.examples import example_loc
-
     for e in example_loc():
         print(f"{e.name:9s} {e.code_lines:3d} lines of code ({e.total_lines} in the file)  {e.path}  {e.description}")
     return 0
 
 
-def add_usability_commands(sub) -> None:
-    from kura_perf.experiments.usability.checkpoints import FORMATS
-    from kura_perf.experiments.usability.error_cases import case_ids
-
+def add_commands(sub) -> None:
+    """checkpoints, onboarding, error-clarity, examples measure Kura itself into their own tables: they
+    neither read nor write run records, so `main` does not clean up after dead runs first."""
     ck = sub.add_parser("checkpoints", help="Kura's JSONL / Parquet / HF datasets checkpoints: write, reload, "
                                             "bytes, peak memory")
     ck.add_argument("--scales", nargs="+", default=["100", "1k"], help="scales (100, 1k, 10k, ...)")
     ck.add_argument("--formats", nargs="+", default=list(FORMATS), choices=list(FORMATS))
-    ck.set_defaults(func=cmd_checkpoints)
+    ck.set_defaults(func=cmd_checkpoints, reaps=False)
 
     ob = sub.add_parser("onboarding", help="time a fresh venv + pip install kura + the basic example offline")
     ob.add_argument("--kura-spec", help="what pip installs (default kura==<the installed version>)")
-    ob.add_argument("--constraints", default=str(Path(__file__).resolve().parents[3] / "constraints.txt"),
+    ob.add_argument("--constraints", default=str(Path(__file__).resolve().parents[2] / "constraints.txt"),
                     help="pip constraints file (keeps torch on the CPU wheel); '' for none")
     ob.add_argument("--reuse-packages", action="store_true",
                     help="cheap path: the venv sees this environment's packages, so install is a no-op "
@@ -106,12 +96,12 @@ def add_usability_commands(sub) -> None:
     ob.add_argument("--no-pip-cache", action="store_true", help="install without pip's cache")
     ob.add_argument("--conversations", type=int, default=60)
     ob.add_argument("--keep-venv", action="store_true")
-    ob.set_defaults(func=cmd_onboarding)
+    ob.set_defaults(func=cmd_onboarding, reaps=False)
 
     ec = sub.add_parser("error-clarity", help="feed Kura the catalogue of bad inputs and grade its errors")
     ec.add_argument("--cases", nargs="+", choices=case_ids(), help="only these cases")
-    ec.set_defaults(func=cmd_error_clarity)
+    ec.set_defaults(func=cmd_error_clarity, reaps=False)
 
     ex = sub.add_parser("examples", help="lines of code of the example Kura scripts")
-    ex.set_defaults(func=cmd_examples)
+    ex.set_defaults(func=cmd_examples, reaps=False)
 

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import sys
 
+from kura_perf.cli.printing import print_records
 from kura_perf.services.local import LocalCluster
 from kura_perf.services.services import ServiceError
+from kura_perf.settings.paths import Paths
+from kura_perf.store import query
 
 
 def _cluster(args) -> LocalCluster:
-    from kura_perf.settings.paths import Paths
-
     paths = Paths.from_env()
     return LocalCluster(paths.root, paths.results)
 
@@ -55,9 +56,7 @@ def cmd_stop_worker(args) -> int:
 
 
 def cmd_run(args) -> int:
-    from kura_perf.cli.main import _print_records
-    from kura_perf.defs.cluster_launch import run_on_cluster
-    from kura_perf.store import query
+    from kura_perf.defs.cluster_launch import run_on_cluster  # dagster: start-up time of the other commands
 
     cluster = _cluster(args)
     state = cluster.load()
@@ -65,9 +64,7 @@ def cmd_run(args) -> int:
         raise ServiceError(f"no cluster state in {cluster.state_path}: start one with `make cluster`")
     outcome = run_on_cluster(state.settings, state.dagster_home, args.scale, args.profile, shards=args.shards,
                              job="cluster_pipeline" if args.all_stages else "cluster_embeddings")
-    _print_records(outcome.records)
-    from kura_perf.settings.paths import Paths
-
+    print_records(outcome.records)
     shards = query(Paths.from_env().metrics,
                    "SELECT shard_index, status, items_in, round(wall_s, 3) wall_s, "
                    "round(cpu_user_s + cpu_sys_s, 3) cpu_s, round(peak_rss_mb) peak_rss_mb, worker "
@@ -81,7 +78,9 @@ def cmd_run(args) -> int:
     return 0
 
 
-def add_cluster_command(sub) -> None:
+def add_commands(sub) -> None:
+    """cluster up|down|status|add-worker|stop-worker manage processes: no clean-up after dead runs first;
+    cluster run prints run records, so `main` cleans up before it."""
     cluster = sub.add_parser("cluster", help="a local Postgres + Redis + Celery-worker cluster, and runs on it")
     csub = cluster.add_subparsers(dest="cluster_command", required=True)
     up = csub.add_parser("up", help="start Postgres, Redis and N workers on 127.0.0.1 under the data root")
@@ -89,22 +88,22 @@ def add_cluster_command(sub) -> None:
     up.add_argument("--concurrency", type=int, default=1, help="processes per worker (cores it may use)")
     up.add_argument("--visibility-timeout", type=int, default=1800,
                     help="seconds before a dead worker's task is handed to another (must exceed the longest step)")
-    up.set_defaults(func=cmd_up)
+    up.set_defaults(func=cmd_up, reaps=False)
     down = csub.add_parser("down", help="stop the cluster's process groups")
-    down.set_defaults(func=cmd_down)
+    down.set_defaults(func=cmd_down, reaps=False)
     status = csub.add_parser("status", help="the cluster's services and whether they are up")
-    status.set_defaults(func=cmd_status)
+    status.set_defaults(func=cmd_status, reaps=False)
     add = csub.add_parser("add-worker", help="start one more worker")
     add.add_argument("--name", required=True)
     add.add_argument("--concurrency", type=int, default=1)
-    add.set_defaults(func=cmd_add_worker)
+    add.set_defaults(func=cmd_add_worker, reaps=False)
     stop = csub.add_parser("stop-worker", help="stop one worker (its process group)")
     stop.add_argument("--name", required=True)
-    stop.set_defaults(func=cmd_stop_worker)
+    stop.set_defaults(func=cmd_stop_worker, reaps=False)
     run = csub.add_parser("run", help="run one partition on the cluster, embeddings in shards")
     run.add_argument("--scale", default="1k")
     run.add_argument("--profile", default="offline")
     run.add_argument("--shards", type=int, default=4)
     run.add_argument("--all-stages", action="store_true", help="also clusters, meta_clusters and projections")
-    run.set_defaults(func=cmd_run)
+    run.set_defaults(func=cmd_run, reaps=True)
 

@@ -1,0 +1,64 @@
+"""What the commands print: data frames as text tables, a run's stage records with their skip notes."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+
+from kura_perf.store.record import StageRecord
+
+STAGE_COLUMNS = ["stage", "status", "items_in", "items_out", "skipped_records", "wall_s", "cpu_s", "peak_rss_mb",
+                 "items_per_s", "model_items_per_s", "bytes_written", "n_clusters", "api_calls", "api_429s", "cost_usd"]
+
+
+def print_frame(df, empty: str | None = "(no rows)", **options) -> None:
+    """A data frame as a text table, without its index; `empty` instead of an empty one (None: print it anyway).
+    options: pandas display options without the "display." prefix (width, max_columns, float_format, ...)."""
+    settings = [item for name, value in options.items() for item in (f"display.{name}", value)]
+    if empty is not None and not len(df):
+        print(empty)
+        return
+    if settings:
+        with pd.option_context(*settings):
+            print(df.to_string(index=False))
+    else:
+        print(df.to_string(index=False))
+
+
+def print_records(rows) -> None:
+    """The run's stage records (store rows, as a RunOutcome carries them) as a table, plus skip notes."""
+    if rows is None:
+        print("(stage records not shown: out of memory reading them back; they are in the store: kura-perf sql)")
+        return
+    if len(rows) == 0:
+        print("(no stage records)")
+        return
+    records = [StageRecord.from_row(row) for row in rows]
+    df = pd.DataFrame([record.as_row() for record in records])
+    df["cpu_s"] = df["cpu_user_s"].fillna(0) + df["cpu_sys_s"].fillna(0)
+    cols = [c for c in STAGE_COLUMNS if c in df and df[c].notna().any()]
+    if "skipped_records" in cols and not (df["skipped_records"].fillna(0) > 0).any():
+        cols.remove("skipped_records")  # only worth a column when a lenient load skipped something
+    print_frame(df[cols], empty=None, width=200, max_columns=30, float_format="{:.3f}".format)
+    for line in skip_notes(records):
+        print(line)
+
+
+def skip_notes(records) -> list[str]:
+    """One line per stage that skipped bad input records (a lenient profile), with the first problems:
+    a lenient run must say what it left out, not only count it in the store. records: StageRecords."""
+    notes = []
+    for record in records:
+        skipped = record.skipped_records
+        if not skipped:  # None or 0 (a stored NaN is None in a StageRecord)
+            continue
+        try:
+            problems = json.loads(record.extra or "{}").get("problems") or []
+        except (TypeError, ValueError):
+            problems = []
+        notes.append(f"{record.stage}: skipped {int(skipped)} invalid input record(s) (lenient profile)")
+        notes += [f"  - {problem}" for problem in problems[:3]]
+        if len(problems) > 3 or skipped > len(problems[:3]):
+            notes.append(f"  (first {min(len(problems), 3)} shown; all counted in stage_runs.skipped_records)")
+    return notes
