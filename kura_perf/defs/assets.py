@@ -10,8 +10,8 @@ from kura_perf.defs.metadata import shape_metadata
 from kura_perf.defs.resources import KuraPerfResource
 from kura_perf.defs.simulator import ApiSimulatorResource
 from kura_perf.pipeline.preflight import check_run_inputs
-from kura_perf.scales import scale_count
 from kura_perf.pipeline.shapes import run_shape_stage
+from kura_perf.scales import scale_count
 from kura_perf.stages.base import STAGES, UPSTREAM
 
 DESCRIPTIONS = {

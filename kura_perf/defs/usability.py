@@ -4,8 +4,16 @@ kura_perf/experiments/usability/, these bodies only call it and record the rows.
 
 import math
 
-from dagster import (AssetExecutionContext, Config, MaterializeResult, MetadataValue, TableColumn, TableRecord,
-                     TableSchema, asset)
+from dagster import (
+    AssetExecutionContext,
+    Config,
+    MaterializeResult,
+    MetadataValue,
+    TableColumn,
+    TableRecord,
+    TableSchema,
+    asset,
+)
 
 from kura_perf.defs.resources import KuraPerfResource
 from kura_perf.store import write_records
