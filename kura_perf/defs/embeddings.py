@@ -46,8 +46,14 @@ from kura_perf.defs.metadata import shape_metadata, stage_metadata
 from kura_perf.defs.resources import KuraPerfResource
 from kura_perf.defs.simulator import ApiSimulatorResource
 from kura_perf.errors import ProfileError
+from kura_perf.files import outputs
 from kura_perf.files.atomic import atomic_write_bytes
 from kura_perf.files.location import Location
+from kura_perf.pipeline.preflight import check_run_inputs
+from kura_perf.pipeline.runner import StageRun
+from kura_perf.pipeline.shapes import run_shape_stage
+from kura_perf.pipeline.shards import ShardSpec, merge_embedding_shards, plan_shards, run_embedding_shard
+from kura_perf.scales import scale_count
 
 STAGE = "embeddings"
 SHARD_IO = "shard_io_manager"
@@ -95,10 +101,6 @@ def _run_settings(kura_perf: KuraPerfResource, api_simulator: ApiSimulatorResour
 
 def _stage_run(context: OpExecutionContext, kura_perf: KuraPerfResource, api_simulator: ApiSimulatorResource):
     """The sharded stage's StageRun, on whichever process runs the step (its data root, its data file)."""
-    from kura_perf.pipeline.preflight import check_run_inputs
-    from kura_perf.pipeline.runner import StageRun
-    from kura_perf.scales import scale_count
-
     scale, profile = _partition(context)
     settings = _run_settings(kura_perf, api_simulator)
     checked = check_run_inputs(settings, profile, stages=[STAGE], scale_n=scale_count(scale))
@@ -119,9 +121,6 @@ def plan_embeddings(context: OpExecutionContext, config: EmbeddingsConfig, kura_
     yield Output({"shards": shards}, "plan")
     if not shards:
         return
-    from kura_perf.files import outputs
-    from kura_perf.pipeline.shards import plan_shards
-
     run = _stage_run(context, kura_perf, api_simulator)
     rows = len(outputs.read_stage(run.folder, "summaries").tables["main"])
     for spec in plan_shards(rows, shards):
@@ -133,8 +132,6 @@ def plan_embeddings(context: OpExecutionContext, config: EmbeddingsConfig, kura_
     description="Embed one shard on whichever worker runs this step; metered; a row in shard_runs.")
 def embed_shard(context: OpExecutionContext, spec: dict, kura_perf: KuraPerfResource,
                 api_simulator: ApiSimulatorResource) -> dict:
-    from kura_perf.pipeline.shards import ShardSpec, run_embedding_shard
-
     record = run_embedding_shard(_stage_run(context, kura_perf, api_simulator), ShardSpec.from_dict(spec))
     context.add_output_metadata({"rows": spec["stop"] - spec["start"], "wall_s": round(record["wall_s"], 3),
                                  "worker": record["worker"]})
@@ -146,11 +143,6 @@ def embed_shard(context: OpExecutionContext, spec: dict, kura_perf: KuraPerfReso
                 "shards: their outputs concatenated in order; the stage record sums them.")
 def merge_embeddings(context: OpExecutionContext, plan: dict, shard_records: list[dict], kura_perf: KuraPerfResource,
                      api_simulator: ApiSimulatorResource, pipeline_shape: PipelineShape) -> None:
-    from kura_perf.pipeline.preflight import check_run_inputs
-    from kura_perf.pipeline.shapes import run_shape_stage
-    from kura_perf.pipeline.shards import ShardSpec, merge_embedding_shards
-    from kura_perf.scales import scale_count
-
     if not plan["shards"]:
         settings = pipeline_shape.settings(context.job_def.name)
         scale, profile_name = _partition(context)
