@@ -23,7 +23,7 @@ from kura_perf.pipeline.runner import StageRun, run_stage
 from kura_perf.stages.base import STAGES
 from kura_perf.stages.summaries import SUMMARY_COLUMNS, embed_text, summarise
 from kura_perf.pipeline.streaming import streams
-from kura_perf.settings import RunSettings
+from kura_perf.settings.run import RunSettings
 
 N = 30
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "checkpoint_summaries"

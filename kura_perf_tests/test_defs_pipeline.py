@@ -91,7 +91,7 @@ def test_a_failing_stage_is_recorded_with_its_error(kp_home, tmp_path):
     paths = Paths.from_env()
     # Through the runner, as the asset runs it, with the profile from the run's settings.
     from kura_perf.pipeline.runner import StageRun, run_stage
-    from kura_perf.settings import RunSettings
+    from kura_perf.settings.run import RunSettings
     from kura_perf.store.pending import commit_pending
 
     settings = RunSettings.from_env(paths=paths, profiles_file=str(profiles))

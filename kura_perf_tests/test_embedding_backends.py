@@ -234,7 +234,7 @@ def test_a_refused_backend_is_a_recorded_stage_failure(shared_cache, data_root, 
 
     profile = get_profile("offline").model_copy(update={"embedding_backend": "onnx-int8", "name": "embed-test"})
     paths = Paths(data_root)
-    from kura_perf.settings import RunSettings
+    from kura_perf.settings.run import RunSettings
 
     backend = ReferenceBackend(profile, RunSettings.from_env(paths=paths), onnx_min_cosine=1.01)
     with pytest.raises(EmbeddingBackendError):

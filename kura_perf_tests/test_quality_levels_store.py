@@ -12,7 +12,7 @@ from kura_perf.profiles import Profile
 from kura_perf.pipeline.runner import StageRun, run_stage
 from kura_perf.store import query
 from kura_perf.store.pending import commit_pending
-from kura_perf.settings import RunSettings
+from kura_perf.settings.run import RunSettings
 
 STAGES_TO_META = ("conversations", "summaries", "embeddings", "clusters", "meta_clusters")
 

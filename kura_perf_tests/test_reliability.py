@@ -29,7 +29,7 @@ from kura_perf.stages.base import StageResult
 from kura_perf.store import liveness, query, write_record
 from kura_perf.store.pending import recover, save_pending
 from kura_perf.store.record import StageRecord
-from kura_perf.settings import RunSettings
+from kura_perf.settings.run import RunSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 

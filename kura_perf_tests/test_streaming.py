@@ -21,7 +21,7 @@ from kura_perf.profiles import get_profile, parse_profiles
 from kura_perf.pipeline.runner import StageRun, run_stage
 from kura_perf.stages.base import StageResult
 from kura_perf.pipeline.streaming import run_streamed, streams
-from kura_perf.settings import RunSettings
+from kura_perf.settings.run import RunSettings
 
 ROWWISE = ("conversations", "summaries", "embeddings")
 REPO = Path(__file__).resolve().parents[1]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from kura_perf.backends.protocols import Backend, Prepares, ReportsApiCounters
 from kura_perf.profiles import Profile
-from kura_perf.settings import RunSettings
+from kura_perf.settings.run import RunSettings
 
 __all__ = ["Backend", "Prepares", "ReportsApiCounters", "get_backend"]
 

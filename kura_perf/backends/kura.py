@@ -34,7 +34,7 @@ from kura_perf.errors import BreakingPoint, StageError
 from kura_perf.meter.api import ApiCounters
 from kura_perf.files.outputs import StageData
 from kura_perf.profiles import Profile
-from kura_perf.settings import RunSettings
+from kura_perf.settings.run import RunSettings
 from kura_perf.stages.base import StageInputs, StageResult
 
 META_TIME_LIMIT_S = 600.0  # for meta_clusters when the profile sets no stage_timeout_s

@@ -6,7 +6,8 @@ from __future__ import annotations
 from kura_perf.errors import ProfileError
 from kura_perf.models.cache import BuiltOnce
 from kura_perf.profiles import Profile
-from kura_perf.settings import SIMULATOR_URL_ENV, RunSettings
+from kura_perf.settings.environment import SIMULATOR_URL_ENV
+from kura_perf.settings.run import RunSettings
 
 
 def api_settings(profile: Profile, settings: RunSettings):

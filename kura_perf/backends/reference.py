@@ -20,7 +20,7 @@ from kura_perf.models.protocols import (BuildsKnnGraph, CountsApiCalls, Prepares
                                         SelectsSummaries)
 from kura_perf.files.outputs import StageData
 from kura_perf.profiles import Profile
-from kura_perf.settings import RunSettings
+from kura_perf.settings.run import RunSettings
 from kura_perf.stages.base import StageInputs, StageResult
 
 

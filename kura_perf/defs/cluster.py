@@ -47,7 +47,7 @@ from kura_perf.defs.assets import stage_metadata
 from kura_perf.defs.hooks import STAGE_HOOKS
 from kura_perf.defs.partitions import benchmark_partitions
 from kura_perf.defs.resources import KuraPerfResource
-from kura_perf.settings import RunSettings
+from kura_perf.settings.run import RunSettings
 from kura_perf.files.location import Location
 from kura_perf.pipeline.runner import StageRun, run_stage
 from kura_perf.pipeline.shards import ShardSpec, merge_embedding_shards, plan_shards, run_embedding_shard

@@ -16,7 +16,7 @@ from pydantic import PrivateAttr
 
 from kura_perf.settings.paths import Paths
 from kura_perf.profiles import Profile
-from kura_perf.settings import RunSettings
+from kura_perf.settings.run import RunSettings
 
 
 class KuraPerfResource(ConfigurableResource):

@@ -24,7 +24,7 @@ from kura_perf.report.analysis import analyse
 from kura_perf.report.data import load_report_data
 from kura_perf.report.tables import published_matrix
 from kura_perf.scales import scale_count
-from kura_perf.settings import RunSettings
+from kura_perf.settings.run import RunSettings
 from kura_perf.store.pending import recover
 
 DEFAULT_SCALES = ("100", "1k", "5k", "10k", "50k", "100k")

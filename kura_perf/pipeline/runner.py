@@ -30,7 +30,7 @@ from kura_perf.meter import memory
 from kura_perf.meter.host import code_version, host_info, package_versions, worker_identity
 from kura_perf.profiles import Profile
 from kura_perf.scales import scale_count
-from kura_perf.settings import RunSettings
+from kura_perf.settings.run import RunSettings
 from kura_perf.models.jit_cache import JitWatch
 from kura_perf.models.jit_cache import configure as configure_numba_cache
 from kura_perf.store.quality_levels import LEVEL_STAGES, timed_levels

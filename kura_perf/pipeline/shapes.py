@@ -27,7 +27,7 @@ from kura_perf.pipeline import checkpoints
 from kura_perf.pipeline.custom_steps import DEFAULT_AFTER, DEFAULT_STEP, apply_step, load_step
 from kura_perf.pipeline.runner import StageRun, run_stage
 from kura_perf.profiles import Profile
-from kura_perf.settings import RunSettings
+from kura_perf.settings.run import RunSettings
 from kura_perf.settings.paths import Paths
 from kura_perf.stages.base import STAGES, UPSTREAM, StageInputs, StageResult
 from kura_perf.store.record import StageRecord

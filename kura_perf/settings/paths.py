@@ -9,11 +9,14 @@ the variables through kura_perf/settings/environment.py."""
 
 from __future__ import annotations
 
+import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from kura_perf.files.location import Location, resolve
+from kura_perf.settings.environment import path_values
 from kura_perf.models.cache import derived_models_dir
 
 # Profile and scale names become folder names (storage/<profile>/<scale>/): one path component of
@@ -39,12 +42,11 @@ class Paths:
     database_file: Path | None = None  # the DuckDB views file (KURA_PERF_DB); None: <root>/metrics.duckdb
 
     @classmethod
-    def from_env(cls) -> "Paths":
+    def from_env(cls, home: "str | os.PathLike | None" = None, results: str | None = None,
+                 env: "Mapping[str, str] | None" = None) -> "Paths":
         """This process's paths, from the environment (KURA_PERF_HOME, KURA_PERF_RESULTS, KURA_PERF_DB):
-        for the edges only (the CLI); below them, a Paths is passed in."""
-        from kura_perf.settings.environment import read_paths
-
-        return read_paths()
+        for the edges only (the CLI); below them, a Paths is passed in. `home`/`results` win when given."""
+        return cls(**path_values(home, results, env))
 
     @property
     def results_root(self) -> "Path | Location":

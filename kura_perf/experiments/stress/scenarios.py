@@ -23,7 +23,7 @@ from kura_perf.experiments.stress.caps import cgroup_memory_available, memory_ca
 from kura_perf.experiments.stress.outcome import inspect_home
 from kura_perf.experiments.stress.pipelines import Home, Pipeline, PipelineRun, run_args, run_command, wait_all
 from kura_perf.profiles import get_profile
-from kura_perf.settings import SIMULATOR_URL_ENV
+from kura_perf.settings.environment import SIMULATOR_URL_ENV
 from kura_perf.simulator.config import SimulatorConfig
 from kura_perf.simulator.process import SimulatorProcess
 from kura_perf.store import query, refresh_database
