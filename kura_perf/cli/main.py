@@ -250,16 +250,16 @@ def cmd_sql(args) -> int:
 def cmd_db(args) -> int:
     from kura_perf.settings.paths import Paths
     from kura_perf.store import refresh_database
+    from kura_perf.store.leftovers import commit_leftovers
     from kura_perf.store.liveness import live_runs
-    from kura_perf.store.pending import recover
     from kura_perf.store.quarantine import QUARANTINE
     from kura_perf.store.validation import screen_record_files
 
     paths = Paths.from_env()
-    # The clean-up leaves stranded records to the recovery below, so the count is all this command recovered.
-    marked = _clean_up_dead_runs(paths, check_runs=True, recover_pending=False)
+    marked = _clean_up_dead_runs(paths, check_runs=True)
     alive = live_runs(paths.running)
-    recovered = recover(paths.pending, paths.metrics, skip=lambda run_id, stage: run_id in alive)
+    # An old data root's metrics_pending/ (records of earlier versions' hand-off): committed once, here.
+    recovered = commit_leftovers(paths.root, paths.metrics, skip=lambda run_id: run_id in alive)
     screened = screen_record_files(paths.metrics)
     ok = refresh_database(paths.metrics, paths.database)
     notes = [f"recovered {recovered} stranded record(s)"]
@@ -455,19 +455,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _clean_up_dead_runs(paths=None, check_runs: bool = False, recover_pending: bool = True) -> list[str]:
-    """Every command starts here: stages whose process died become `died` records, their Dagster runs
-    are marked failed. Never fatal: a clean-up that fails is a warning, the command still runs.
-    recover_pending=False: leave stranded pending records to the caller (`db` counts what it recovers)."""
+def _clean_up_dead_runs(paths=None, check_runs: bool = False) -> list[str]:
+    """Every command starts here: stages whose process died (and runs killed between stages) become
+    `died` records, their Dagster runs are marked failed. Never fatal: a clean-up that fails is a
+    warning, the command still runs."""
     from kura_perf.settings.paths import Paths
     from kura_perf.defs.instance import default_home, reap_and_fail
 
     paths = paths or Paths.from_env()
-    if not check_runs and not paths.running.is_dir() and not paths.pending.is_dir():
+    if not check_runs and not paths.running.is_dir():
         return []
     try:
-        return reap_and_fail(paths.root, home=default_home(paths.root), check_runs=check_runs,
-                             recover_pending=recover_pending)
+        return reap_and_fail(paths.root, home=default_home(paths.root), check_runs=check_runs)
     except Exception as exc:  # noqa: BLE001
         logging.getLogger("kura_perf").warning("could not clean up after dead runs: %s: %s", type(exc).__name__, exc)
         return []

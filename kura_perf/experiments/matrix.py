@@ -101,9 +101,9 @@ def cmd_matrix(args) -> int:
         failed = [o for o in outcomes if o[2] != "ok"]
         print(f"\n{len(outcomes) - len(failed)}/{len(outcomes)} partitions completed; "
               f"{len(failed)} failed or stopped (their records are in the table)\n")
-    from kura_perf.store.pending import recover
+    from kura_perf.store.liveness import reap
 
-    recover(paths.pending, paths.metrics)  # records of a partition whose process died before its hook ran
+    reap(paths.root)  # died records of a partition whose process was killed (no later command would reap them)
     text = matrix_markdown(paths.metrics, list(args.profiles), list(args.scales))
     print(text)
     out = paths.root / "matrix.md"

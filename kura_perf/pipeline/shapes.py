@@ -183,6 +183,7 @@ def run_shape_stage(stage: str, settings: ShapeSettings, base_profile: Profile, 
                     run_settings: RunSettings) -> ShapeStageOutcome:
     """Run one stage as the shape asks: plainly, or (custom) from its checkpoint and followed by the step."""
     from kura_perf.pipeline.runner import StageRun, run_stage
+    from kura_perf.store import liveness
 
     profile = settings.effective_profile(base_profile)
     folder = settings.folder(run_settings.paths, base_profile.name, scale)
@@ -202,14 +203,19 @@ def run_shape_stage(stage: str, settings: ShapeSettings, base_profile: Profile, 
         outcome.records.append(run_stage(stage_run(CUSTOM_STAGE, backend=CustomStepBackend(spec, stage),
                                                    reads=(stage,), writes=stage, custom_step=spec)))
 
+    def resumed(name: str) -> None:
+        outcome.resumed.append(name)
+        # Not run, so no record: the run's marker must not take it for the stage a kill interrupted.
+        liveness.note_recorded(run_settings.paths.running, run_id, name)
+
     reads = UPSTREAM[stage]
     if resumable and checkpoints.reusable(folder, stage, reads, digest, custom_step=spec):
-        outcome.resumed.append(stage)
+        resumed(stage)
         if step_here:
-            outcome.resumed.append(CUSTOM_STAGE)
+            resumed(CUSTOM_STAGE)
         return outcome
     if resumable and step_here and checkpoints.reusable(folder, stage, reads, digest, custom_step=None):
-        outcome.resumed.append(stage)  # the stage finished before; only its step failed or never ran
+        resumed(stage)  # the stage finished before; only its step failed or never ran
         run_step()
         return outcome
     outcome.records.append(run_stage(stage_run(stage)))
