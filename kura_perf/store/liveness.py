@@ -332,12 +332,29 @@ def note_recorded(running_dir: Path, run_id: str, stage: str) -> None:
         log.warning("could not update the run marker %s: %s", path, exc)
 
 
-def between_stages_record(marker: dict) -> StageRecord | None:
+def stored_stages(metrics_dir: Path, run_id: str) -> set[str]:
+    """The stages of `run_id` with a record in the store. A process killed after writing its record but
+    before removing its marker must not get a died record as well. Empty when the store is unreadable
+    (then a died record may double a real one: a trace too many, never one too few)."""
+    from kura_perf.store import query
+
+    if not Path(metrics_dir).is_dir():
+        return set()
+    try:
+        rows = query(metrics_dir, "SELECT DISTINCT stage FROM stage_runs WHERE run_id = ?", [run_id])
+    except Exception as exc:  # noqa: BLE001 - the reaper must never stop a command
+        log.warning("could not read the records of run %s: %s", run_id, exc)
+        return set()
+    return set(rows["stage"].dropna().tolist()) if len(rows) else set()
+
+
+def between_stages_record(marker: dict, stored: set[str] = frozenset()) -> StageRecord | None:
     """The died record of the first planned stage with no record, for a run whose process was killed
-    between stages; None when every planned stage was recorded (it died after its last one)."""
+    between stages; None when every planned stage was recorded (it died after its last one).
+    stored: the run's stages with a record in the store (the marker may lag behind it)."""
     from kura_perf.store.stage_records import unfinished_record
 
-    recorded = set(marker.get("recorded") or [])
+    recorded = set(marker.get("recorded") or []) | set(stored)
     following = [s for s in marker.get("stages") or [] if s not in recorded]
     if not following:
         return None
@@ -408,6 +425,8 @@ def reap(root: Path) -> list[Death]:
         elif marker.get("record"):  # its own record, kept back while the store could not take it
             write_stage_record(metrics, StageRecord.from_json(marker["record"]))
             deaths.append(Death(run_id, stage, "process gone after the stage kept its record", None))
+        elif stage in stored_stages(metrics, run_id):  # killed between writing its record and removing this
+            deaths.append(Death(run_id, stage, "process gone after the stage stored its record", None))
         else:
             record = died_record(marker)
             write_stage_record(metrics, record)
@@ -424,7 +443,7 @@ def reap(root: Path) -> list[Death]:
         if read is None or read[1] is not True or (claimed := _claim(path)) is None:
             continue
         marker, run_id = read[0], path.stem
-        record = None if run_id in died_inside else between_stages_record(marker)
+        record = None if run_id in died_inside else between_stages_record(marker, stored_stages(metrics, run_id))
         if record is not None:
             write_stage_record(metrics, record)
             log.warning("recorded a run killed between stages: run %s, %s", run_id, record.error_message)
