@@ -117,13 +117,14 @@ def classify(stage: str, meter: Meter, error: BaseException) -> BaseException:
     return BreakingPoint(stage, memory_reason(error), None if np.isnan(peak) else peak)
 
 
-def _hard_stop(run: "StageRun", meter: Meter, backend_name: str, progress, store) -> None:
+def _hard_stop(run: "StageRun", meter: Meter, backend_name: str, progress, store, heartbeat) -> None:
     """Last resort when a guard fired and the work is stuck in native code: record the breaking point
-    straight into the store, say so, and end the process. The marker is left: the record is stored,
-    and a reaper finding the marker of this dead process writes nothing more than a second trace."""
+    straight into the store, remove the marker (the record covers it), say so, and end the process."""
     m = meter.measurement
     error = BreakingPoint(run.stage, m.guard_reason, m.peak_rss_mb)
     store(build_record(run, meter, None, 0, error, backend_name, progress=progress))
+    if heartbeat is not None:
+        heartbeat.close()
     sys.stderr.write(f"kura-perf: {error}; recorded as a breaking point, terminating the process\n")
     sys.stderr.flush()
     os._exit(75)
@@ -161,7 +162,7 @@ def metered_run(run: "StageRun", body: Body, *, backend=None, backend_name: str 
     heartbeat = _start_heartbeat(run, record_fields(run, name), progress, marker, marker_extra, beat_s)
     meter = Meter(run.stage, enabled=run.settings.meter, memory_limit_mb=memory_limit(run.profile),
                   timeout_s=run.profile.stage_timeout_s if timeout else None, on_sample=_on_sample(heartbeat),
-                  on_unresponsive=lambda m: _hard_stop(run, meter, name, progress, store))
+                  on_unresponsive=lambda m: _hard_stop(run, meter, name, progress, store, heartbeat))
     result, written, error, api = None, 0, None, None
     jit = JitWatch()
     try:
