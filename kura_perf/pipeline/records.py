@@ -1,9 +1,9 @@
 """The stage record of a metered run: its identifying columns (known before the work starts, so a
 running marker can carry them into a died record) and the whole record once the meter has stopped.
 
-Success and every ending of a measured run are built here, by `build_record`; records of a stage that
-was never measured (a dead process, a step that failed before the runner) come from
-`store.stage_records.unfinished_record`. No Dagster here."""
+Success and every ending of a measured run are built here, by `build_record`, with its measured
+figures; every record of a stage that did not finish, measured or not (a dead process, a step that
+failed before the runner), comes from `store.stage_records.unfinished_record`. No Dagster here."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ from kura_perf.meter.projection import project
 from kura_perf.scales import scale_count
 from kura_perf.stages.base import StageResult
 from kura_perf.store.record import StageRecord
-from kura_perf.store.stage_records import MESSAGE_LIMIT
+from kura_perf.store.stage_records import unfinished_record
 
 if TYPE_CHECKING:
     from kura_perf.pipeline.runner import StageRun
@@ -73,14 +73,7 @@ def build_record(run: "StageRun", meter: Meter, result: StageResult | None, byte
     items_out = result.items_out if result else None
     elapsed = m.wall_s or (time.time() - m.started_at if m.started_at else 0.0)
     projection = project(run.stage, getattr(progress, "latest", None), elapsed, finished=error is None)
-    return StageRecord(
-        **record_fields(run, backend_name),
-        record_id=uuid.uuid4().hex,
-        status=status,
-        error_type=type(error).__name__ if error else None,
-        error_message=str(error)[:MESSAGE_LIMIT] if error else None,
-        started_at=datetime.fromtimestamp(m.started_at, timezone.utc),
-        finished_at=datetime.fromtimestamp(m.finished_at or time.time(), timezone.utc),
+    figures = dict(
         wall_s=m.wall_s,
         cpu_user_s=m.cpu_user_s,
         cpu_sys_s=m.cpu_sys_s,
@@ -120,3 +113,10 @@ def build_record(run: "StageRun", meter: Meter, result: StageResult | None, byte
         quality_levels=list(result.quality_levels) if result else [],  # -> quality_levels table (store/stage_records.py)
         **projection.as_record(),
     )
+    started_at = datetime.fromtimestamp(m.started_at, timezone.utc)
+    finished_at = datetime.fromtimestamp(m.finished_at or time.time(), timezone.utc)
+    if error is not None:  # the one constructor of records of stages that did not finish
+        return unfinished_record(record_fields(run, backend_name), status=status, error_type=type(error).__name__,
+                                 error_message=str(error), started_at=started_at, finished_at=finished_at, **figures)
+    return StageRecord(**record_fields(run, backend_name), record_id=uuid.uuid4().hex, status=status,
+                       started_at=started_at, finished_at=finished_at, **figures)
