@@ -134,7 +134,7 @@ def _shard_fields(spec: ShardSpec, attempt_id: str) -> dict:
 
 def _record_died_attempt(run: StageRun, spec: ShardSpec, left: dict) -> dict:
     """An attempt whose heartbeat stopped before it finished: its worker died. Recorded once (fixed name)."""
-    fields = left["fields"]
+    fields = {**left["fields"], "worker": left.get("worker") or left["fields"].get("worker")}
     started = datetime.fromtimestamp(left["started_epoch"], timezone.utc)
     last_beat = datetime.fromtimestamp(left["beat_epoch"], timezone.utc).isoformat()
     record = unfinished_record(
@@ -210,7 +210,8 @@ def run_embedding_shard(run: StageRun, spec: ShardSpec) -> dict:
         rows.append(row)
 
     metered_run(run, body, backend=backend, label=f"{STAGE} {spec.key}", close_backend=run.backend is None,
-                store=store, marker=_marker(run, spec), marker_extra={"attempt_id": attempt_id},
+                store=store, marker=_marker(run, spec),
+                marker_extra={"attempt_id": attempt_id, "worker": worker_identity()},
                 beat_s=HEARTBEAT_S)
     record = rows[-1]
     log.info("%s %s: %d rows in %.2f s on %s", STAGE, spec.key, spec.stop - spec.start, record["wall_s"],
