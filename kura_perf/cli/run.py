@@ -21,7 +21,6 @@ from kura_perf.pipeline.shapes import SHAPES, ShapeSettings
 from kura_perf.proposal import CONCURRENCY_LEVELS
 from kura_perf.scales import scale_count
 from kura_perf.settings.run import RunSettings
-from kura_perf.settings.paths import Paths
 from kura_perf.settings.third_party_env import single_blas_thread
 from kura_perf.simulator.args import DESCRIPTION, add_arguments
 from kura_perf.stages.base import STAGES

@@ -25,7 +25,7 @@ from kura_perf.report.data import load_report_data
 from kura_perf.report.tables import published_matrix
 from kura_perf.scales import scale_count
 from kura_perf.settings.run import RunSettings
-from kura_perf.store.pending import recover
+from kura_perf.store.liveness import reap
 
 DEFAULT_SCALES = ("100", "1k", "5k", "10k", "50k", "100k")
 DEFAULT_PROFILES = ("offline", "kura-tier5")
@@ -101,7 +101,7 @@ def cmd_matrix(args) -> int:
         print(f"\n{len(outcomes) - len(failed)}/{len(outcomes)} partitions completed; "
               f"{len(failed)} failed or stopped (their records are in the table)\n")
 
-    recover(paths.pending, paths.metrics)  # records of a partition whose process died before its hook ran
+    reap(paths.root)  # died records of a partition whose process was killed (no later command would reap them)
     text = matrix_markdown(paths.metrics, list(args.profiles), list(args.scales))
     print(text)
     out = paths.root / "matrix.md"

@@ -1,7 +1,7 @@
 """Where kura_perf reads and writes. One root (KURA_PERF_HOME, default ./data) holds everything,
 unless `results` (KURA_PERF_RESULTS: a shared path or an fsspec URL such as s3://bucket/kura) names
 where stage outputs and metric records go, so that workers on several machines reach the same ones;
-the root then keeps only per-machine things (pending hand-offs, reports, the Dagster home).
+the root then keeps only per-machine things (running markers, reports, the Dagster home).
 
 A Paths is plain values: it never reads the environment itself (a property that did would answer
 differently in the CLI and in a Dagster worker). `Paths.from_env` is for the edges only; it reads
@@ -70,11 +70,6 @@ class Paths:
     @property
     def reports(self) -> Path:
         return self.root / "reports"
-
-    @property
-    def pending(self) -> Path:
-        """Stage records handed from an asset body to its hook within one run."""
-        return self.root / "metrics_pending"
 
     @property
     def model_cache(self) -> Path:

@@ -164,18 +164,29 @@ def disk_full(ctx: Context) -> dict:
                             stages=s.stages)
         runs = [pipeline.wait(s.timeout_s)]
         free_kb = shutil.disk_usage(home.data).free // 1024
-        stranded = len(list((home.data / "metrics_pending").glob("*/*.json")))
+        kept = _kept_records(home)
         # The user frees space and starts the next command: records kept back while the disk was full
         # must reach the store now (a record may be late, never lost).
         cap.lift()
         _next_command(home, runs)
-        notes = [f"{free_kb} KB free after the run, {stranded} record(s) waiting in metrics_pending; "
+        notes = [f"{free_kb} KB free after the run, {kept} record(s) kept in running markers; "
                  "then the disk was given room and the next command started"]
         # Judged before the filesystem goes away: its files vanish with the unmount. Records are copied out.
         row = _row(ctx, "disk_full", home, runs, started, t0, {"disk_kb": s.disk_kb}, cap.method, notes, "offline")
         _copy_records_out(home)
     _tidy(home, s)
     return row
+
+
+def _kept_records(home: Home) -> int:
+    """Records a full disk kept back in their stage's running marker (liveness.Heartbeat.keep)."""
+    count = 0
+    for marker in (home.data / "metrics_running").glob("*/*.json"):
+        try:
+            count += bool(json.loads(marker.read_text()).get("record"))
+        except (OSError, ValueError):
+            pass
+    return count
 
 
 def _copy_records_out(home: Home) -> None:
