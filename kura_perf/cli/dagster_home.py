@@ -29,8 +29,7 @@ def instance(paths: Paths):
 def clean_up_dead_runs(paths: Paths | None = None, check_runs: bool = False) -> list[str]:
     """Stages whose process died become `died` records, their Dagster runs are marked failed. Run before
     every command that reads or writes run records (`main` decides, from the command's `reaps` default).
-    Never fatal: a clean-up that fails is a warning, the command still runs.
-    recover_pending=False: leave stranded pending records to the caller (`db` counts what it recovers)."""
+    Never fatal: a clean-up that fails is a warning, the command still runs."""
     paths = paths or Paths.from_env()
     if not check_runs and not paths.running.is_dir():
         return []
