@@ -2,15 +2,14 @@
 run the stage through the core runner (which measures it), return its figures as metadata."""
 
 
-from dagster import (AssetExecutionContext, AssetKey, MaterializeResult, MetadataValue, MultiPartitionsDefinition,
-                     asset)
+from dagster import AssetExecutionContext, AssetKey, MaterializeResult, MetadataValue, MultiPartitionsDefinition, asset
 
 from kura_perf.defs.hooks import STAGE_HOOKS
 from kura_perf.defs.resources import KuraPerfResource
 from kura_perf.defs.simulator import ApiSimulatorResource
 from kura_perf.pipeline.preflight import check_run_inputs
-from kura_perf.scales import scale_count
 from kura_perf.pipeline.shapes import CUSTOM_STAGE, ShapeSettings, run_shape_stage
+from kura_perf.scales import scale_count
 from kura_perf.stages.base import STAGES, UPSTREAM
 from kura_perf.store.record import StageRecord
 

@@ -13,9 +13,9 @@ import warnings
 from dagster import (
     AssetCheckExecutionContext,
     AssetCheckResult,
+    AssetChecksDefinition,
     AssetCheckSeverity,
     AssetCheckSpec,
-    AssetChecksDefinition,
     MetadataValue,
     MultiPartitionsDefinition,
     multi_asset_check,
@@ -23,10 +23,10 @@ from dagster import (
 
 from kura_perf.checks.evaluate import evaluate_stage, groups_for
 from kura_perf.checks.outcome import ERROR, CheckOutcome
-from kura_perf.pipeline.checkpoints import producer_run
 from kura_perf.checks.records import find_stage_record
-from kura_perf.pipeline.shapes import ShapeSettings
 from kura_perf.defs.resources import KuraPerfResource
+from kura_perf.pipeline.checkpoints import producer_run
+from kura_perf.pipeline.shapes import ShapeSettings
 from kura_perf.scales import SCALES
 from kura_perf.stages.base import STAGES
 

@@ -42,15 +42,15 @@ from dagster import (
 )
 from dagster_celery import celery_executor
 
-from kura_perf.files.atomic import atomic_write_bytes
 from kura_perf.defs.assets import stage_metadata
 from kura_perf.defs.hooks import STAGE_HOOKS
 from kura_perf.defs.partitions import benchmark_partitions
 from kura_perf.defs.resources import KuraPerfResource
-from kura_perf.settings.run import RunSettings
+from kura_perf.files.atomic import atomic_write_bytes
 from kura_perf.files.location import Location
 from kura_perf.pipeline.runner import StageRun, run_stage
 from kura_perf.pipeline.shards import ShardSpec, merge_embedding_shards, plan_shards, run_embedding_shard
+from kura_perf.settings.run import RunSettings
 from kura_perf.store.record import StageRecord
 
 CLUSTER_TAG = "kura_perf/cluster"

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from kura_perf.defs.launch import RunOutcome, root_cause
 from kura_perf.services.local import check_services
 from kura_perf.services.settings import ClusterSettings
 from kura_perf.settings.paths import Paths
-from kura_perf.defs.launch import RunOutcome, root_cause
 from kura_perf.settings.run import RunSettings
 
 

@@ -11,12 +11,12 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass, field
 
-from kura_perf.settings.paths import Paths
 from kura_perf.meter.failures import INTERRUPT_NAMES, is_interrupt
-from kura_perf.settings.run import RunSettings
-from kura_perf.store import liveness
 from kura_perf.scales import SCALES
+from kura_perf.settings.paths import Paths
+from kura_perf.settings.run import RunSettings
 from kura_perf.stages.base import STAGES
+from kura_perf.store import liveness
 
 
 @dataclass

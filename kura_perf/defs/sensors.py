@@ -15,9 +15,9 @@ from datetime import datetime
 from dagster import (
     DagsterRunStatus,
     DefaultSensorStatus,
+    RunRequest,
     RunStatusSensorContext,
     SensorEvaluationContext,
-    RunRequest,
     SkipReason,
     run_status_sensor,
     sensor,

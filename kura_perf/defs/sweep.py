@@ -1,15 +1,22 @@
 """The concurrency sweep as an asset beside the pipeline (group `api_load`): summaries and embeddings
 of a sample of the partition's conversations at several concurrency levels."""
 
-from dagster import (AssetExecutionContext, AssetKey, Config, MaterializeResult, MetadataValue, MultiPartitionsDefinition,
-                     asset)
+from dagster import (
+    AssetExecutionContext,
+    AssetKey,
+    Config,
+    MaterializeResult,
+    MetadataValue,
+    MultiPartitionsDefinition,
+    asset,
+)
 
 from kura_perf.backends.conversion import conversations_from_table
 from kura_perf.defs.resources import KuraPerfResource
 from kura_perf.defs.simulator import ApiSimulatorResource
+from kura_perf.experiments.sweep import DEFAULT_LEVELS, run_sweep, sweep_stages
 from kura_perf.files.outputs import read_stage
 from kura_perf.store import write_records
-from kura_perf.experiments.sweep import DEFAULT_LEVELS, run_sweep, sweep_stages
 
 
 class SweepConfig(Config):

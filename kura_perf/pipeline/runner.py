@@ -12,7 +12,7 @@ from pathlib import Path
 from kura_perf.backends import Backend, Prepares, get_backend
 from kura_perf.files import outputs
 from kura_perf.models.jit_cache import configure as configure_numba_cache
-from kura_perf.pipeline import streaming
+from kura_perf.pipeline import checkpoints, streaming
 from kura_perf.pipeline.metered import metered_run
 from kura_perf.profiles import Profile
 from kura_perf.scales import scale_count
@@ -96,8 +96,6 @@ def run_stage(run: StageRun) -> StageRecord:
         reads = run.reads if run.reads is not None else UPSTREAM[run.stage]
         checkpoint = None
         if run.checkpoint:
-            from kura_perf.pipeline import checkpoints
-
             checkpoint = checkpoints.describe(run.folder, reads, run.profile.content_hash(), run.run_id,
                                               custom_step=run.custom_step,
                                               carry_inputs_of=run.writes if run.custom_step else None)

@@ -15,9 +15,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from kura_perf.errors import KuraPerfError
 from kura_perf.files.location import Location, resolve
-from kura_perf.settings.environment import path_values
 from kura_perf.models.cache import derived_models_dir
+from kura_perf.settings.environment import path_values
 
 # Profile and scale names become folder names (storage/<profile>/<scale>/): one path component of
 # letters, digits, '.', '_' and '-', starting with a letter or digit (so never '.', '..' or '/').
@@ -27,7 +28,6 @@ SAFE_NAME_RULE = "1-64 characters of letters, digits, '.', '_' or '-', starting 
 
 def check_safe_name(kind: str, name: str) -> str:
     """`name` if it can be a folder name under the data root, else a KuraPerfError naming the rule."""
-    from kura_perf.errors import KuraPerfError
 
     if not isinstance(name, str) or not SAFE_NAME.fullmatch(name):
         raise KuraPerfError(f"{kind} name {name!r} is not allowed: use {SAFE_NAME_RULE}")
@@ -85,7 +85,6 @@ class Paths:
 
     def partition_dir(self, profile: str, scale: str) -> "Path | Location":
         """storage/<profile>/<scale>/, refused unless both names are safe and it resolves under storage/."""
-        from kura_perf.errors import KuraPerfError
 
         folder = self.storage / check_safe_name("profile", profile) / check_safe_name("scale", scale)
         if isinstance(folder, Location):  # an object store has no symlinks to escape through

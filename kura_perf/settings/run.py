@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kura_perf.errors import KuraPerfError
+from kura_perf.profiles import get_profile, load_profiles
 from kura_perf.settings.environment import read_credential, setting_values
 from kura_perf.settings.paths import Paths
 
@@ -74,13 +75,9 @@ class RunSettings:
 
     # -- profiles: the partitions and every lookup come from the same file ---------------------------
     def profiles(self) -> "dict[str, Profile]":
-        from kura_perf.profiles import load_profiles
-
         return load_profiles(self.profiles_file)
 
     def profile(self, name: str) -> "Profile":
-        from kura_perf.profiles import get_profile
-
         return get_profile(name, self.profiles_file)
 
     # -- credentials, by name ------------------------------------------------------------------------

@@ -33,7 +33,11 @@ from pathlib import Path
 import psutil
 
 from kura_perf.files.atomic import atomic_write_text, claim
+from kura_perf.meter.projection import Progress, project
+from kura_perf.store import query
+from kura_perf.store.quarantine import quarantine
 from kura_perf.store.record import StageRecord
+from kura_perf.store.stage_records import unfinished_record, write_stage_record
 
 log = logging.getLogger("kura_perf")
 
@@ -256,8 +260,6 @@ def _death_reason(marker: dict) -> tuple[str, str]:
 def died_record(marker: dict) -> StageRecord:
     """The stage_runs row for a stage whose process died: identifying fields from the marker, the last
     heartbeat's peak and progress, a projection where one is honest."""
-    from kura_perf.meter.projection import Progress, project
-    from kura_perf.store.stage_records import unfinished_record
 
     error_type, reason = _death_reason(marker)
     identity = marker["fields"]  # what the runner knew before the stage started
@@ -336,7 +338,6 @@ def stored_stages(metrics_dir: Path, run_id: str) -> set[str]:
     """The stages of `run_id` with a record in the store. A process killed after writing its record but
     before removing its marker must not get a died record as well. Empty when the store is unreadable
     (then a died record may double a real one: a trace too many, never one too few)."""
-    from kura_perf.store import query
 
     if not Path(metrics_dir).is_dir():
         return set()
@@ -352,7 +353,6 @@ def between_stages_record(marker: dict, stored: set[str] = frozenset()) -> Stage
     """The died record of the first planned stage with no record, for a run whose process was killed
     between stages; None when every planned stage was recorded (it died after its last one).
     stored: the run's stages with a record in the store (the marker may lag behind it)."""
-    from kura_perf.store.stage_records import unfinished_record
 
     recorded = set(marker.get("recorded") or []) | set(stored)
     following = [s for s in marker.get("stages") or [] if s not in recorded]
@@ -390,8 +390,6 @@ def live_runs(running_dir: Path) -> set[str]:
 
 
 def _read_marker(path: Path, root: Path) -> tuple[dict, bool | None] | None:
-    from kura_perf.store.quarantine import quarantine
-
     try:
         marker = json.loads(path.read_text())
         return marker, is_gone(marker)
@@ -409,7 +407,6 @@ def reap(root: Path) -> list[Death]:
 
     An old data root may still hold a metrics_pending/ folder (the hand-off files of earlier
     versions); `kura-perf db` commits its leftovers once (store/leftovers.py); the reaper ignores it."""
-    from kura_perf.store.stage_records import write_stage_record
 
     root = Path(root)
     running, metrics = root / "metrics_running", root / "metrics"

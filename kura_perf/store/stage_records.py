@@ -17,6 +17,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from kura_perf.store.quality_levels import store_rows
 from kura_perf.store.record import StageRecord
 from kura_perf.store.writer import write_record, write_records
 
@@ -28,7 +29,6 @@ MESSAGE_LIMIT = 2000
 def write_stage_record(metrics_dir: Path, record: StageRecord) -> None:
     """A stage record into stage_runs, and its per-level quality (if any) into quality_levels: the one
     place a StageRecord becomes a plain row."""
-    from kura_perf.store.quality_levels import store_rows
 
     write_record(metrics_dir, "stage_runs", record.as_row())
     if record.quality_levels:
