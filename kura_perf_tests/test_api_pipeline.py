@@ -70,7 +70,7 @@ def test_counts_match_the_simulator_log_and_the_key_never_lands(tmp_path, profil
     assert ours == theirs > 100  # 100 summaries + embedding batches + naming calls
     summaries = rows.set_index("stage").loc["summaries"]
     assert summaries["api_calls"] >= 100 and summaries["tokens_in"] > 0 and summaries["cost_usd"] > 0
-    # The key: not in the output, the store, the stage outputs, the pending folder or Dagster's event log.
+    # The key: not in the output, the store, the stage outputs, the running markers or Dagster's event log.
     assert SECRET not in out.stdout + out.stderr
     hits = subprocess.run(["grep", "-rl", "--binary-files=text", SECRET, str(home)], capture_output=True, text=True)
     assert hits.stdout == "", f"API key found in: {hits.stdout}"

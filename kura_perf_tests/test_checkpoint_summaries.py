@@ -20,10 +20,11 @@ from kura_perf.models.offline_summary import OfflineSummaryModel
 from kura_perf.files.outputs import read_stage
 from kura_perf.profiles import Profile, get_profile, parse_profiles
 from kura_perf.pipeline.runner import StageRun, run_stage
+from kura_perf.settings.run import RunSettings
 from kura_perf.stages.base import STAGES
 from kura_perf.stages.summaries import SUMMARY_COLUMNS, embed_text, summarise
 from kura_perf.pipeline.streaming import streams
-from kura_perf.settings import RunSettings
+from kura_perf.settings.run import RunSettings
 
 N = 30
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "checkpoint_summaries"
@@ -66,7 +67,7 @@ def _profile(**overrides) -> Profile:
 def _run(profile, root, stages):
     backend = get_backend(profile, RunSettings.from_env())
     try:
-        return {stage: run_stage(StageRun(stage, profile, "100", paths=Paths(root / "data"), backend=backend))
+        return {stage: run_stage(StageRun(stage, profile, "100", settings=RunSettings.from_env(paths=Paths(root / "data")), backend=backend))
                 for stage in stages}
     finally:
         backend.close()

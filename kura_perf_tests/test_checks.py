@@ -30,7 +30,6 @@ from kura_perf.settings.paths import Paths
 from kura_perf.files.outputs import StageData, write_stage
 from kura_perf.profiles import get_profile
 from kura_perf.store import query, write_record
-from kura_perf.store.pending import save_pending
 from kura_perf.store.record import StageRecord
 
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
@@ -209,10 +208,7 @@ def test_pin_refuses_an_unknown_run(paths):
 
 # -- record lookup -----------------------------------------------------------------------------
 
-def test_record_is_found_pending_then_stored_then_latest(paths):
-    rec = record(1, run_id="r-pending")
-    save_pending(paths.pending, rec)
-    assert find_stage_record(paths, "r-pending", "summaries").record_id == rec.record_id
+def test_record_is_found_stored_then_latest(paths):
     store(paths, record(2, run_id="r-stored"))
     found = find_stage_record(paths, "r-stored", "summaries")
     assert found.record_id == "rec2-summaries" and isinstance(found.wall_s, float)

@@ -79,7 +79,7 @@ def _single_process_embeddings(paths, scale="100"):
     from kura_perf.files import outputs
     from kura_perf.backends import get_backend
     from kura_perf.profiles import get_profile
-    from kura_perf.settings import RunSettings
+    from kura_perf.settings.run import RunSettings
     from kura_perf.stages.base import StageInputs
 
     folder = paths.partition_dir(PROFILE, scale)

@@ -24,7 +24,7 @@ from kura_perf.settings.paths import Paths
 from kura_perf.defs.launch import run_partition
 from kura_perf.defs.resources import KuraPerfResource
 from kura_perf.files.outputs import StageData
-from kura_perf.settings import RunSettings
+from kura_perf.settings.run import RunSettings
 from kura_perf.stages.base import STAGES, StageResult
 from kura_perf.store import query
 

@@ -5,9 +5,9 @@ import subprocess
 import pytest
 from dagster import AssetKey, DagsterInstance
 
-from kura_perf.settings.paths import Paths
 from kura_perf.defs.launch import run_partition
 from kura_perf.files.outputs import read_stage
+from kura_perf.settings.paths import Paths
 from kura_perf.stages.base import STAGES
 from kura_perf.store import query
 
@@ -91,19 +91,17 @@ def test_a_failing_stage_is_recorded_with_its_error(kp_home, tmp_path):
     paths = Paths.from_env()
     # Through the runner, as the asset runs it, with the profile from the run's settings.
     from kura_perf.pipeline.runner import StageRun, run_stage
-    from kura_perf.settings import RunSettings
-    from kura_perf.store.pending import commit_pending
+    from kura_perf.settings.run import RunSettings
 
     settings = RunSettings.from_env(paths=paths, profiles_file=str(profiles))
     run = StageRun("conversations", settings.profile("from-file"), "100", settings=settings)
     with pytest.raises(Exception) as info:
         run_stage(run)
     assert "no-such-file.jsonl" in str(info.value)
-    record = commit_pending(paths.pending, paths.metrics, run.run_id, "conversations")
     rows = query(paths.metrics, "SELECT status, error_type, error_message, wall_s FROM stage_runs")
-    assert rows["status"].tolist() == ["failed"]
+    assert rows["status"].tolist() == ["failed"]  # written by the run itself, no hook involved
     assert "no-such-file.jsonl" in rows["error_message"][0]
-    assert record.error_type == type(info.value).__name__
+    assert rows["error_type"][0] == type(info.value).__name__
     assert not paths.partition_dir("from-file", "100").joinpath("conversations.manifest.json").exists()
 
 
@@ -125,16 +123,17 @@ def test_failure_inside_dagster_is_recorded_by_the_hook(kp_home, monkeypatch):
     ({"memory_limit_mb": 64}, "memory limit"),
 ])
 def test_guards_record_a_breaking_point(kp_home, limits, reason):
+    from kura_perf.checks.records import stored_record
     from kura_perf.errors import BreakingPoint
-    from kura_perf.profiles import Profile
     from kura_perf.pipeline.runner import StageRun, run_stage
-    from kura_perf.store.pending import commit_pending
+    from kura_perf.profiles import Profile
+    from kura_perf.settings.run import RunSettings
 
     paths = Paths.from_env()
-    run = StageRun("conversations", Profile(name="guarded", **limits), "100k", paths=paths)
+    run = StageRun("conversations", Profile(name="guarded", **limits), "100k", settings=RunSettings.from_env(paths=paths))
     with pytest.raises(BreakingPoint, match=reason):
         run_stage(run)
-    record = commit_pending(paths.pending, paths.metrics, run.run_id, "conversations")
+    record = stored_record(paths, run.run_id, "conversations")
     assert record.status == "breaking_point"
     assert reason in record.error_message
     assert record.peak_rss_mb > 0 and record.scale_n == 100_000

@@ -207,8 +207,10 @@ def test_records_name_the_backend_and_carry_model_only_throughput(shared_cache, 
 
     monkeypatch.delenv("KURA_PERF_MODEL_CACHE", raising=False)  # the runner finds the export under the data root
     profile = get_profile("offline").model_copy(update={"embedding_backend": "onnx-int8", "name": "embed-test"})
+    from kura_perf.settings.run import RunSettings
+
     paths = Paths(data_root)
-    records = {stage: run_stage(StageRun(stage, profile, "100", run_id="r1", paths=paths))
+    records = {stage: run_stage(StageRun(stage, profile, "100", run_id="r1", settings=RunSettings.from_env(paths=paths)))
                for stage in ("conversations", "summaries", "embeddings")}
     embeddings = records["embeddings"]
     assert embeddings.status == "success"
@@ -235,13 +237,14 @@ def test_a_refused_backend_is_a_recorded_stage_failure(shared_cache, data_root, 
 
     profile = get_profile("offline").model_copy(update={"embedding_backend": "onnx-int8", "name": "embed-test"})
     paths = Paths(data_root)
-    from kura_perf.settings import RunSettings
+    from kura_perf.settings.run import RunSettings
 
-    backend = ReferenceBackend(profile, RunSettings.from_env(paths=paths), onnx_min_cosine=1.01)
+    settings = RunSettings.from_env(paths=paths)
+    backend = ReferenceBackend(profile, settings, onnx_min_cosine=1.01)
     with pytest.raises(EmbeddingBackendError):
-        run_stage(StageRun("embeddings", profile, "100", run_id="r2", paths=paths, backend=backend))
-    import json
+        run_stage(StageRun("embeddings", profile, "100", run_id="r2", settings=settings, backend=backend))
+    from kura_perf.checks.records import stored_record
 
-    failed = json.loads((paths.pending / "r2" / "embeddings.json").read_text())
+    failed = stored_record(paths, "r2", "embeddings").as_dict()
     assert failed["status"] == "failed" and failed["error_type"] == "EmbeddingBackendError"
     assert "disagrees with torch" in failed["error_message"] and failed["embedding_backend"] == "onnx-int8"

@@ -23,7 +23,7 @@ from kura_perf.files.outputs import read_stage
 from kura_perf.profiles import get_profile
 from kura_perf.stages.base import STAGES
 from kura_perf.store import query
-from kura_perf.settings import RunSettings
+from kura_perf.settings.run import RunSettings
 
 INSTALL_HINT = "pip install 'kura_perf[kura]'"
 

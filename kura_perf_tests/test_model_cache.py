@@ -106,16 +106,17 @@ def test_sentence_transformer_users_share_the_cached_model():
 
 
 def test_derived_models_live_under_the_data_root_unless_shared(tmp_path, monkeypatch):
-    from kura_perf.settings.environment import MODEL_CACHE_ENV, read_run_settings
+    from kura_perf.settings.environment import MODEL_CACHE_ENV
+    from kura_perf.settings.run import RunSettings
 
     monkeypatch.delenv(MODEL_CACHE_ENV, raising=False)
     assert cache.derived_models_dir(tmp_path) == tmp_path / "model_cache"
     assert Paths(tmp_path).model_cache == tmp_path / "model_cache"
     assert cache.onnx_exports_dir(Paths(tmp_path).model_cache) == tmp_path / "model_cache" / "onnx"
-    assert read_run_settings(home=tmp_path).model_cache == tmp_path.resolve() / "model_cache"
+    assert RunSettings.from_env(home=tmp_path).model_cache == tmp_path.resolve() / "model_cache"
     monkeypatch.setenv(MODEL_CACHE_ENV, str(tmp_path / "shared"))
     assert Paths(tmp_path / "other").model_cache == tmp_path / "other" / "model_cache"  # a Paths reads no environment
-    assert read_run_settings(home=tmp_path / "other").model_cache == Path(tmp_path / "shared")
+    assert RunSettings.from_env(home=tmp_path / "other").model_cache == Path(tmp_path / "shared")
 
 
 def test_kuras_sentence_transformer_is_loaded_once_per_path_and_batch_size():

@@ -5,14 +5,13 @@ import os
 import numpy as np
 import pytest
 
-from kura_perf.models import jit_cache
 from kura_perf.backends.reference import ReferenceBackend
-from kura_perf.settings.paths import Paths
-from kura_perf.profiles import Profile
+from kura_perf.models import jit_cache
 from kura_perf.pipeline.runner import StageRun, run_stage
+from kura_perf.profiles import Profile
+from kura_perf.settings.paths import Paths
+from kura_perf.settings.run import RunSettings
 from kura_perf.store import query
-from kura_perf.store.pending import commit_pending
-from kura_perf.settings import RunSettings
 
 STAGES_TO_META = ("conversations", "summaries", "embeddings", "clusters", "meta_clusters")
 
@@ -27,8 +26,8 @@ def test_level_rows_are_written_per_level_beside_the_stage_records(kp_home, monk
     records = {}
     try:
         for stage in STAGES_TO_META:
-            records[stage] = run_stage(StageRun(stage, profile, "100", run_id="r-levels", paths=paths, backend=backend))
-            commit_pending(paths.pending, paths.metrics, "r-levels", stage)
+            records[stage] = run_stage(StageRun(stage, profile, "100", run_id="r-levels", backend=backend,
+                                                settings=RunSettings.from_env(paths=paths)))
     finally:
         backend.close()
     rows = query(paths.metrics, "SELECT * FROM quality_levels WHERE run_id = 'r-levels' ORDER BY stage, level")

@@ -148,7 +148,7 @@ def int8_one_at_a_time(shared_model_cache):
     from pathlib import Path
 
     from kura_perf.backends.model_factory import ModelFactory
-    from kura_perf.settings import RunSettings
+    from kura_perf.settings.run import RunSettings
 
     root = Path(shared_model_cache).parent
     settings = RunSettings.from_env(home=str(root))  # the session's model cache: one export per session

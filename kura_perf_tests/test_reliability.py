@@ -27,9 +27,10 @@ from kura_perf.profiles import get_profile
 from kura_perf.pipeline.runner import StageRun, run_stage
 from kura_perf.stages.base import StageResult
 from kura_perf.store import liveness, query, write_record
-from kura_perf.store.pending import recover, save_pending
+from kura_perf.settings.run import RunSettings
+from kura_perf.store.leftovers import commit_leftovers
 from kura_perf.store.record import StageRecord
-from kura_perf.settings import RunSettings
+from kura_perf.settings.run import RunSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -119,19 +120,22 @@ class CountingBackend:
 
 def _run(kp_home, backend, **profile_overrides):
     profile = get_profile("offline").model_copy(update=profile_overrides)
-    run = StageRun("conversations", profile, "10k", paths=Paths(kp_home), backend=backend)
+    run = StageRun("conversations", profile, "10k", settings=RunSettings.from_env(paths=Paths(kp_home)), backend=backend)
     return run
 
 
-def _pending(kp_home, run):
-    return json.loads((kp_home / "metrics_pending" / run.run_id / "conversations.json").read_text())
+def _stored(kp_home, run):
+    """The run's record, read back from the store (where the run wrote it, not a hand-off file)."""
+    rows = query(kp_home / "metrics", "SELECT * FROM stage_runs WHERE run_id = ?", [run.run_id])
+    assert len(rows) == 1
+    return rows.to_dict("records")[0]
 
 
 def test_stage_stopped_at_a_time_limit_records_progress_and_a_projection(kp_home):
     run = _run(kp_home, CountingBackend(), stage_timeout_s=0.5)
     with pytest.raises(BreakingPoint, match="time limit"):
         run_stage(run)
-    record = _pending(kp_home, run)
+    record = _stored(kp_home, run)
     assert record["status"] == "breaking_point"
     assert 0 < record["items_done"] < record["items_total"] == 10_000
     assert record["projection_kind"] == LINEAR_IN_ITEMS
@@ -150,7 +154,7 @@ def test_memory_exhaustion_in_any_guise_is_a_breaking_point(kp_home, error):
     run = _run(kp_home, CountingBackend(fail=error))
     with pytest.raises(BreakingPoint, match="out of memory"):
         run_stage(run)
-    record = _pending(kp_home, run)
+    record = _stored(kp_home, run)
     assert record["status"] == "breaking_point" and record["error_type"] == "BreakingPoint"
     assert "allocation failed" in record["error_message"] and record["items_done"] == 200
 
@@ -160,7 +164,7 @@ def test_other_errors_stay_failures(kp_home):
     run = _run(kp_home, CountingBackend(fail=ValueError("bad value")))
     with pytest.raises(ValueError):
         run_stage(run)
-    assert _pending(kp_home, run)["status"] == "failed"
+    assert _stored(kp_home, run)["status"] == "failed"
 
 
 def test_ctrl_c_in_a_stage_is_recorded_as_interrupted(kp_home):
@@ -168,11 +172,11 @@ def test_ctrl_c_in_a_stage_is_recorded_as_interrupted(kp_home):
     run = _run(kp_home, CountingBackend(fail=KeyboardInterrupt()))
     with pytest.raises(KeyboardInterrupt):
         run_stage(run)
-    record = _pending(kp_home, run)
+    record = _stored(kp_home, run)
     assert record["status"] == "interrupted" and record["items_done"] == 200
-    # the marker says the stage saved its own record: no died record will be made from it
-    marker = json.loads((kp_home / "metrics_running" / run.run_id / "conversations.json").read_text())
-    assert marker["status"] == liveness.FINISHED
+    # the record is in the store, so the marker is gone: no died record will be made from it
+    assert not (kp_home / "metrics_running" / run.run_id / "conversations.json").exists()
+    assert liveness.reap(kp_home) == []
 
 
 class CountedFailure(CountingBackend, ReportsApiCounters):
@@ -193,12 +197,12 @@ def test_a_failed_stage_reports_the_api_calls_its_backend_declares(kp_home):
     run = _run(kp_home, CountedFailure(total=400, per_item_s=0, fail=ValueError("bad value")))
     with pytest.raises(ValueError):
         run_stage(run)
-    record = _pending(kp_home, run)
+    record = _stored(kp_home, run)
     assert (record["api_calls"], record["api_errors"], record["api_429s"], record["tokens_in"]) == (3, 1, 1, 30)
     undeclared = _run(kp_home, CountingBackend(total=400, per_item_s=0, fail=ValueError("bad value")))
     with pytest.raises(ValueError):
         run_stage(undeclared)
-    assert _pending(kp_home, undeclared)["api_calls"] is None
+    assert _stored(kp_home, undeclared)["api_calls"] is None
 
 
 def test_the_runner_prepares_a_backend_that_declares_it_before_the_stage(kp_home):
@@ -270,23 +274,60 @@ def test_a_wall_clock_step_does_not_make_a_live_stage_look_dead(kp_home):
     assert liveness.is_gone({**me, "pid_since_boot": None, "pid_started": me["pid_started"] - 10_000}) is True
 
 
-def test_a_stage_that_saved_its_record_before_dying_keeps_that_record(kp_home):
+def test_a_record_kept_in_the_marker_is_stored_by_the_reaper_not_a_died_one(kp_home):
+    """The store could not take the record (a full disk): the marker kept it; once the process is gone
+    the reaper stores that record, and makes no died record of its own."""
     hb = _marker(kp_home, pid=_dead_pid())
-    record = StageRecord(record_id="x", run_id="r1", stage="embeddings", status="interrupted")
-    save_pending(Paths(kp_home).pending, record)
-    hb.body["status"] = liveness.FINISHED
-    hb._write()
+    assert hb.keep(StageRecord(record_id="x", run_id="r1", stage="embeddings", status="interrupted").to_json())
     deaths = liveness.reap(kp_home)
     assert deaths and deaths[0].record is None
     assert query(kp_home / "metrics", "SELECT status FROM stage_runs")["status"].tolist() == ["interrupted"]
 
 
-def test_pending_records_of_live_runs_are_not_recovered_by_others(kp_home):
-    paths = Paths(kp_home)
-    _marker(kp_home)  # this process: alive
-    save_pending(paths.pending, StageRecord(record_id="x", run_id="r1", stage="embeddings", status="success"))
+def test_a_finished_marker_of_an_earlier_version_makes_no_died_record(kp_home):
+    hb = _marker(kp_home, pid=_dead_pid())
+    hb.body["status"] = liveness.FINISHED
+    hb._write()
+    deaths = liveness.reap(kp_home)
+    assert deaths and deaths[0].record is None
+    assert not (kp_home / "metrics").exists() or not len(query(kp_home / "metrics", "SELECT * FROM stage_runs"))
+
+
+def test_a_record_the_store_refuses_is_kept_in_the_marker_and_stored_later(kp_home, monkeypatch):
+    """Full disk at the end of a stage: the run raises, the record waits in its running marker, the
+    next command's reaper (once the process is gone) puts it into the store."""
+    from kura_perf.pipeline import metered
+
+    def full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(metered, "write_stage_record", full)
+    run = _run(kp_home, CountingBackend(total=100, per_item_s=0))
+    with pytest.raises(OSError, match="No space"):
+        run_stage(run)
+    marker = kp_home / "metrics_running" / run.run_id / "conversations.json"
+    body = json.loads(marker.read_text())
+    assert body["status"] == liveness.UNSTORED and json.loads(body["record"])["status"] == "success"
+    monkeypatch.undo()
+    body["pid"] = _dead_pid()
+    marker.write_text(json.dumps(body))
     liveness.reap(kp_home)
-    assert (paths.pending / "r1" / "embeddings.json").is_file()
+    assert _stored(kp_home, run)["status"] == "success" and not marker.exists()
+
+
+def test_leftover_pending_records_of_an_old_root_are_committed_once_unless_live(kp_home):
+    """An old data root's metrics_pending/ (earlier versions' hand-off): `kura-perf db` commits it,
+    skipping runs still alive; the folder is then gone."""
+    leftovers = kp_home / "metrics_pending"
+    for run_id in ("live", "dead"):
+        (leftovers / run_id).mkdir(parents=True)
+        (leftovers / run_id / "embeddings.json").write_text(
+            StageRecord(record_id=run_id, run_id=run_id, stage="embeddings", status="success").to_json())
+    assert commit_leftovers(kp_home, kp_home / "metrics", skip=lambda run_id: run_id == "live") == 1
+    assert (leftovers / "live" / "embeddings.json").is_file() and not (leftovers / "dead").exists()
+    assert commit_leftovers(kp_home, kp_home / "metrics") == 1
+    assert not leftovers.exists()
+    assert sorted(query(kp_home / "metrics", "SELECT run_id FROM stage_runs")["run_id"]) == ["dead", "live"]
 
 
 def test_oom_killer_lines_are_read_when_the_kernel_log_is(kp_home):
@@ -309,11 +350,10 @@ def test_unreadable_record_file_is_quarantined_not_fatal(kp_home, caplog):
     assert "garbage.parquet" in caplog.text and "quarantined" in caplog.text
 
 
-def test_unreadable_pending_record_is_quarantined(kp_home):
-    paths = Paths(kp_home)
-    (paths.pending / "r9").mkdir(parents=True)
-    (paths.pending / "r9" / "embeddings.json").write_text("{not json")
-    assert recover(paths.pending, paths.metrics) == 0
+def test_unreadable_leftover_pending_record_is_quarantined(kp_home):
+    (kp_home / "metrics_pending" / "r9").mkdir(parents=True)
+    (kp_home / "metrics_pending" / "r9" / "embeddings.json").write_text("{not json")
+    assert commit_leftovers(kp_home, kp_home / "metrics") == 0
     assert list((kp_home / "metrics_quarantine").rglob("embeddings.json*"))
 
 
@@ -328,6 +368,7 @@ from kura_perf.errors import BreakingPoint
 from kura_perf.profiles import get_profile
 from kura_perf.pipeline.runner import StageRun, run_stage
 from kura_perf.stages.base import StageResult
+from kura_perf.settings.run import RunSettings
 from kura_perf.store import query, write_record
 
 class Hog:
@@ -343,13 +384,14 @@ home = Path(sys.argv[1])
 write_record(home / "metrics", "stage_runs", {"record_id": "seed", "stage": "summaries", "status": "success"})
 vm_kb = int(re.search(r"VmSize:\s+(\d+)", Path("/proc/self/status").read_text()).group(1))
 resource.setrlimit(resource.RLIMIT_AS, ((vm_kb + 800 * 1024) * 1024, resource.RLIM_INFINITY))
-run = StageRun("conversations", get_profile("offline"), "1k", paths=Paths(home), backend=Hog())
+run = StageRun("conversations", get_profile("offline"), "1k", settings=RunSettings.from_env(paths=Paths(home)),
+               backend=Hog())
 try:
     run_stage(run)
 except BreakingPoint as exc:
     print("breaking point:", exc)
-record = json.loads((home / "metrics_pending" / run.run_id / "conversations.json").read_text())
-print(json.dumps({k: record[k] for k in ("status", "error_message", "items_done")}))
+rows = query(home / "metrics", "SELECT status, error_message, items_done FROM stage_runs WHERE run_id = ?", [run.run_id])
+print(json.dumps({k: (int(v) if k == "items_done" else v) for k, v in rows.to_dict("records")[0].items()}))
 print("store rows:", len(query(home / "metrics", "SELECT * FROM stage_runs")))  # DuckDB works under the cap
 """
 
@@ -365,7 +407,7 @@ def test_allocation_failure_under_an_os_memory_cap_is_a_breaking_point(tmp_path)
     record = json.loads(lines[1])
     assert record["status"] == "breaking_point" and "MemoryError" in record["error_message"]
     assert record["items_done"] == 100
-    assert lines[2] == "store rows: 1"
+    assert lines[2] == "store rows: 2"  # the seed and the breaking point, written under the cap
 
 
 def test_a_garbage_record_file_does_not_stop_run_db_or_report(kp_home, tmp_path, monkeypatch, capsys, caplog):
@@ -398,6 +440,7 @@ from kura_perf.settings.paths import Paths
 from kura_perf.meter import memory
 from kura_perf.profiles import get_profile
 from kura_perf.pipeline.runner import StageRun, run_stage
+from kura_perf.settings.run import RunSettings
 from kura_perf.stages.base import StageResult
 
 cgroup = Path(sys.argv[2])
@@ -416,7 +459,8 @@ class Grower:
     def close(self):
         pass
 
-run_stage(StageRun("conversations", get_profile("offline"), "1k", paths=Paths(Path(sys.argv[1])), backend=Grower()))
+run_stage(StageRun("conversations", get_profile("offline"), "1k", settings=RunSettings.from_env(paths=Paths(Path(sys.argv[1]))),
+                   backend=Grower()))
 """
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from kura_perf.settings.paths import Paths
-from kura_perf.settings import RunSettings
+from kura_perf.settings.run import RunSettings
 
 PACKAGE = Path(__file__).resolve().parent.parent / "kura_perf"
 ALLOWED = {PACKAGE / "settings" / "third_party_env.py"}
@@ -187,10 +187,6 @@ def test_the_environment_module_documents_every_variable_it_reads():
 EDGES = {
     "kura_perf/cli/": "the command line: each command builds its settings once, from the environment and "
                       "its own options",
-    "kura_perf/checks/cli.py": "command handlers of the CLI (the baseline and gate commands)",
-    "kura_perf/report/cli.py": "command handler of the CLI (report)",
-    "kura_perf/services/cli.py": "command handler of the CLI (cluster)",
-    "kura_perf/experiments/usability/cli.py": "command handlers of the CLI (usability)",
     "kura_perf/defs/resources.py": "the Dagster resource: builds the run's settings once per resource",
     "kura_perf/definitions.py": "the Dagster code location's entry (dagster -m kura_perf.definitions)",
     "kura_perf/simulator/__main__.py": "the API simulator's own process entry",
@@ -201,12 +197,11 @@ EDGES = {
 CLI_HANDLER_PREFIX = "cmd_"
 # Calls in modules other restructure branches own (issue 18); remove an entry when its call is gone.
 PENDING_BUILDERS = {
-    "kura_perf/pipeline/runner.py": "the pipeline-run branch makes StageRun.settings required",
     "kura_perf/defs/launch.py": "the pipeline-run branch owns defs/launch.py (run_partition's paths shorthand)",
     "kura_perf/defs/cluster_launch.py": "run_on_cluster's paths shorthand; reconstruct_cluster_job, the workers' "
                                         "entry (moved from defs/cluster.py), builds a worker's settings",
 }
-READERS = {"read_run_settings", "read_paths", "read_credential"}
+READERS = {"setting_values", "path_values", "read_credential"}
 
 
 def settings_builders(source: str) -> list[tuple[int, str, str | None]]:
@@ -237,10 +232,10 @@ def _is_edge(where: str) -> bool:
 
 def test_the_builder_scanner_names_the_enclosing_handler():
     source = "\n".join(["def cmd_x(args):", "    return RunSettings.from_env()", "class A:",
-                        "    def f(self):", "        return Paths.from_env().metrics", "s = read_paths()",
+                        "    def f(self):", "        return Paths.from_env().metrics", "s = path_values()",
                         "t = environment.read_credential('K')", "u = Other.from_env()"])
     assert settings_builders(source) == [(2, "RunSettings.from_env", "cmd_x"), (5, "Paths.from_env", "f"),
-                                         (6, "read_paths", None), (7, "read_credential", None),
+                                         (6, "path_values", None), (7, "read_credential", None),
                                          (8, "Other.from_env", None)]
 
 

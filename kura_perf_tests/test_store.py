@@ -9,7 +9,8 @@ import duckdb
 import pytest
 
 from kura_perf.store import query, refresh_database, write_record
-from kura_perf.store.pending import commit_pending, recover, save_pending
+from kura_perf.store.leftovers import commit_leftovers
+from kura_perf.store.stage_records import unfinished_record, write_stage_record
 from kura_perf.store.record import StageRecord
 
 
@@ -101,17 +102,30 @@ def test_concurrent_writers_with_an_analyst_holding_the_database(tmp_path):
     assert not list(metrics.rglob(".*.tmp"))
 
 
-def test_pending_hand_off_and_recovery(tmp_path):
-    pending, metrics = tmp_path / "pending", tmp_path / "metrics"
-    save_pending(pending, StageRecord.from_dict(_record(1, run_id="a")))
-    save_pending(pending, StageRecord.from_dict(_record(2, run_id="b", stage="clusters")))
-    committed = commit_pending(pending, metrics, "a", "summaries")
-    assert committed.record_id == "r1"
-    assert commit_pending(pending, metrics, "a", "summaries") is None
-    assert recover(pending, metrics) == 1  # the record a dead process left behind
+def test_leftover_hand_off_files_of_an_old_root_are_committed_once(tmp_path):
+    """Earlier versions' metrics_pending/ files: committed by `kura-perf db`, each once."""
+    pending, metrics = tmp_path / "metrics_pending", tmp_path / "metrics"
+    for rec in (_record(1, run_id="a"), _record(2, run_id="b", stage="clusters")):
+        (pending / rec["run_id"]).mkdir(parents=True)
+        (pending / rec["run_id"] / f"{rec['stage']}.json").write_text(StageRecord.from_dict(rec).to_json())
+    assert commit_leftovers(tmp_path, metrics) == 2
+    assert commit_leftovers(tmp_path, metrics) == 0
     rows = query(metrics, "SELECT record_id, started_at FROM stage_runs ORDER BY 1")
     assert rows["record_id"].tolist() == ["r1", "r2"]
     assert rows["started_at"].notna().all()
+
+
+def test_unfinished_records_share_one_constructor(tmp_path):
+    identity = {"run_id": "u1", "stage": "embeddings", "profile": "offline", "scale": "1k", "scale_n": 1000}
+    started = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    record = unfinished_record(identity, status="died", error_type="ProcessGone", error_message="x" * 5000,
+                               started_at=started, finished_at=started.replace(second=30), metered=False)
+    assert (record.status, record.wall_s, len(record.error_message)) == ("died", 30.0, 2000)
+    assert record.record_id and record.run_id == "u1" and record.scale_n == 1000
+    with pytest.raises(ValueError):
+        unfinished_record(identity, status="success", error_type="", error_message="")
+    write_stage_record(tmp_path / "metrics", record)
+    assert query(tmp_path / "metrics", "SELECT status FROM stage_runs")["status"].tolist() == ["died"]
 
 
 def test_database_file_is_queryable_by_duckdb_directly(tmp_path):
@@ -163,9 +177,10 @@ def test_a_misspelt_field_is_an_error_wherever_it_is_written():
         record.wall_sec = 1.0
 
 
-def test_a_stage_record_goes_through_the_hand_off_and_the_store_unchanged(tmp_path):
-    """Pending JSON, then Parquet: the same values come back, the file has the schema's types, and the
-    carried per-level rows land in quality_levels, not in stage_runs."""
+def test_a_stage_record_goes_through_json_and_the_store_unchanged(tmp_path):
+    """JSON (what a running marker keeps when the store cannot take a record), then Parquet: the same
+    values come back, the file has the schema's types, and the carried per-level rows land in
+    quality_levels, not in stage_runs."""
     import pyarrow.parquet as pq
 
     from kura_perf.checks.records import stored_record
@@ -177,9 +192,8 @@ def test_a_stage_record_goes_through_the_hand_off_and_the_store_unchanged(tmp_pa
     record = StageRecord.from_dict(_record(3, run_id="rt", stage="clusters")).replace(
         started_at=now, finished_at=now, n_clusters=4, metered=True, jit_compiled=False, host_cores=2,
         extra='{"k": 1}', quality_levels=[{"level": 0, "n_clusters": 4, "ari": 0.5, "is_topic_level": True}])
-    save_pending(paths.pending, record)
-    committed = commit_pending(paths.pending, paths.metrics, "rt", "clusters")
-    assert committed == record
+    assert StageRecord.from_json(record.to_json()) == record
+    write_stage_record(paths.metrics, record)
     [file] = (paths.metrics / "stage_runs").rglob("*.parquet")
     assert pq.read_schema(file).remove_metadata() == STAGE_RUNS
     assert stored_record(paths, "rt", "clusters") == record.replace(quality_levels=[])
@@ -187,10 +201,10 @@ def test_a_stage_record_goes_through_the_hand_off_and_the_store_unchanged(tmp_pa
     assert levels.to_dict("records") == [{"record_id": "r3", "stage": "clusters", "level": 0, "n_clusters": 4}]
 
 
-def test_a_pending_file_naming_an_unknown_field_is_quarantined_not_stored(tmp_path):
+def test_a_leftover_pending_file_naming_an_unknown_field_is_quarantined_not_stored(tmp_path):
     pending, metrics = tmp_path / "metrics_pending", tmp_path / "metrics"
     (pending / "r1").mkdir(parents=True)
     (pending / "r1" / "summaries.json").write_text('{"run_id": "r1", "stage": "summaries", "wall_sec": 1.0}')
-    assert recover(pending, metrics) == 0
+    assert commit_leftovers(tmp_path, metrics) == 0
     assert not (metrics / "stage_runs").exists()
     assert list((tmp_path / "metrics_quarantine").rglob("*summaries.json*"))

@@ -23,7 +23,6 @@ import pytest
 from kura_perf.store import query, write_record
 from kura_perf.store import validation
 from kura_perf.store.db import connect_read_only
-from kura_perf.store.pending import save_pending
 from kura_perf.store.record import StageRecord
 from kura_perf.store.schema import STAGE_RUNS, TABLES
 from kura_perf.store.validation import schema_problem, screen_record_files
@@ -330,8 +329,10 @@ def test_sql_help_says_it_is_read_only(cli, capsys):
 
 # -- 9. db counts what it recovered ----------------------------------------------------------------------
 def test_db_reports_the_stranded_records_it_recovered(kp_home, cli, capsys):
-    """A pending record of a dead run (no running marker: its process is gone)."""
-    save_pending(kp_home / "metrics_pending", StageRecord.from_dict(_record(7, run_id="dead-run")))
+    """An old data root's pending record of a dead run (no running marker: its process is gone)."""
+    (kp_home / "metrics_pending" / "dead-run").mkdir(parents=True)
+    (kp_home / "metrics_pending" / "dead-run" / "summaries.json").write_text(
+        StageRecord.from_dict(_record(7, run_id="dead-run")).to_json())
     assert cli(["db"]) == 0
     assert "recovered 1 stranded record(s)" in capsys.readouterr().out  # before the fix: "recovered 0"
     assert query(kp_home / "metrics", "SELECT record_id FROM stage_runs")["record_id"].tolist() == ["r7"]

@@ -19,9 +19,10 @@ from kura_perf.errors import ProfileError, StageError
 from kura_perf.files.outputs import StageData
 from kura_perf.profiles import get_profile, parse_profiles
 from kura_perf.pipeline.runner import StageRun, run_stage
+from kura_perf.settings.run import RunSettings
 from kura_perf.stages.base import StageResult
 from kura_perf.pipeline.streaming import run_streamed, streams
-from kura_perf.settings import RunSettings
+from kura_perf.settings.run import RunSettings
 
 ROWWISE = ("conversations", "summaries", "embeddings")
 REPO = Path(__file__).resolve().parents[1]
@@ -30,7 +31,7 @@ REPO = Path(__file__).resolve().parents[1]
 def _run_rowwise(profile, paths):
     backend = get_backend(profile, RunSettings.from_env())
     try:
-        return {stage: run_stage(StageRun(stage, profile, "100", paths=paths, backend=backend)) for stage in ROWWISE}
+        return {stage: run_stage(StageRun(stage, profile, "100", settings=RunSettings.from_env(paths=paths), backend=backend)) for stage in ROWWISE}
     finally:
         backend.close()
 
@@ -110,6 +111,7 @@ from kura_perf.corpus import generate_conversations
 from kura_perf.settings.paths import Paths
 from kura_perf.profiles import get_profile
 from kura_perf.pipeline.runner import StageRun, run_stage
+from kura_perf.settings.run import RunSettings
 profile = get_profile("offline").model_copy(update={"name": "probe", "stream_batch_size": int(sys.argv[3])})
 paths = Paths(__import__("pathlib").Path(sys.argv[1]))
 # Warm the imports and Arrow's allocator first: their one-off growth is not what is measured.
@@ -121,7 +123,7 @@ for _ in range(5):
 del warm, buf
 out = {}
 for stage in ("conversations", "summaries"):
-    record = run_stage(StageRun(stage, profile, sys.argv[2], paths=paths))
+    record = run_stage(StageRun(stage, profile, sys.argv[2], settings=RunSettings.from_env(paths=paths)))
     out[stage] = record.peak_rss_mb - record.rss_start_mb
 print(json.dumps(out))
 """

@@ -98,7 +98,7 @@ def test_a_refusal_before_any_stage_is_failed_cleanly(tmp_path):
     assert outcome == FAILED_CLEANLY and f.records_expected == 0
 
 
-@pytest.mark.parametrize("damage", ["killed", "orphan", "wrong_bytes", "traceback", "partial", "pending"])
+@pytest.mark.parametrize("damage", ["killed", "orphan", "wrong_bytes", "traceback", "partial"])
 def test_damage_is_lost_data(home, damage):
     data, sizes = home
     records = [_record("r1", "conversations", bytes_written=sizes["conversations"])]
@@ -113,10 +113,6 @@ def test_damage_is_lost_data(home, damage):
         run.stderr = "Traceback (most recent call last):\n  ...\nIntegrityError: table runs already exists"
     elif damage == "partial":
         (data / "storage" / "offline" / "100" / "summaries.parquet").write_bytes(b"short")
-    elif damage == "pending":
-        stranded = data / "metrics_pending" / "r1" / "summaries.json"
-        stranded.parent.mkdir(parents=True)
-        stranded.write_text("{}")
     _store(data, records)
     outcome, f = _verdict(data, [run])
     assert outcome == LOST_DATA, f.message(outcome)

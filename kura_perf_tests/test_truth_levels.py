@@ -26,7 +26,7 @@ from kura_perf.store import query
 from kura_perf.store.record import StageRecord
 from kura_perf.store.schema import QUALITY_LEVELS
 from kura_perf.store.writer import write_records
-from kura_perf.settings import RunSettings
+from kura_perf.settings.run import RunSettings
 
 DOMAINS = {"banking": ["balance", "transfer", "freeze"], "travel": ["book", "cancel", "visa"]}
 PER_INTENT = 10

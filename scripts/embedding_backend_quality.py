@@ -29,7 +29,7 @@ def main() -> None:
     from sklearn.metrics import adjusted_rand_score
 
     from kura_perf.backends.model_factory import ModelFactory
-    from kura_perf.settings import RunSettings
+    from kura_perf.settings.run import RunSettings
     from kura_perf.corpus import generate_conversations
     from kura_perf.models.offline_summary import OfflineSummaryModel
     from kura_perf.profiles import get_profile

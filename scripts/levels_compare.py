@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from kura_perf.backends.model_factory import ModelFactory
-from kura_perf.settings import RunSettings
+from kura_perf.settings.run import RunSettings
 from kura_perf.stages.clusters import cluster_summaries
 from kura_perf.stages.level_quality import labels_per_level, level_quality
 from kura_perf.stages.meta_clusters import build_hierarchy

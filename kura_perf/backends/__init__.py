@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from kura_perf.backends.kura import KuraBackend
 from kura_perf.backends.protocols import Backend, Prepares, ReportsApiCounters
+from kura_perf.backends.reference import ReferenceBackend
 from kura_perf.profiles import Profile
-from kura_perf.settings import RunSettings
+from kura_perf.settings.run import RunSettings
 
 __all__ = ["Backend", "Prepares", "ReportsApiCounters", "get_backend"]
 
@@ -14,11 +16,7 @@ def get_backend(profile: Profile, settings: RunSettings) -> Backend:
     credentials' names), wrapped as settings.backend_wrapper says. Required: built at the edge (the CLI,
     the Dagster resource), never read from the environment here."""
     if profile.backend == "kura":
-        from kura_perf.backends.kura import KuraBackend
-
         backend = KuraBackend(profile, settings)
     else:
-        from kura_perf.backends.reference import ReferenceBackend
-
         backend = ReferenceBackend(profile, settings)
     return settings.wrap_backend(backend)

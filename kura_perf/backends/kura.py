@@ -29,13 +29,19 @@ import threading
 import pandas as pd
 
 from kura_perf.backends.conversion import conversations_from_table
+from kura_perf.backends.kura_loop import KuraLoop
 from kura_perf.backends.kura_models import KuraModels, check_profile, require_kura, stored_embeddings
+from kura_perf.backends.model_factory import api_settings
+from kura_perf.backends.reference import ReferenceBackend, _truth
 from kura_perf.errors import BreakingPoint, StageError
-from kura_perf.meter.api import ApiCounters
 from kura_perf.files.outputs import StageData
+from kura_perf.meter.api import ApiCounters
 from kura_perf.profiles import Profile
-from kura_perf.settings import RunSettings
+from kura_perf.settings.run import RunSettings
+from kura_perf.settings.third_party_env import openai_for_kura
 from kura_perf.stages.base import StageInputs, StageResult
+from kura_perf.stages.embeddings import check_embeddings
+from kura_perf.stages.quality import clustering_quality
 
 META_TIME_LIMIT_S = 600.0  # for meta_clusters when the profile sets no stage_timeout_s
 
@@ -76,10 +82,6 @@ class KuraBackend:
         """Point Kura's openai clients at the profile's endpoint and start the loop, once per backend."""
         if self._models is None:
             from kura_perf.backends.kura_api_log import SimulatorLedger
-            from kura_perf.backends.kura_loop import KuraLoop
-            from kura_perf.backends.model_factory import api_settings
-
-            from kura_perf.settings.third_party_env import openai_for_kura
 
             settings = api_settings(self.profile, self.settings)  # ProfileError if the simulator or key is missing
             self._openai_env = openai_for_kura(settings.api_key, settings.base_url)
@@ -134,8 +136,6 @@ class KuraBackend:
 
     # -- stages -----------------------------------------------------------------------------------
     def _conversations(self, inputs: StageInputs) -> StageResult:
-        from kura_perf.backends.reference import ReferenceBackend
-
         result = ReferenceBackend(self.profile, self.settings).run("conversations", inputs)
         result.extra["kura_version"] = self.kura_version
         return result
@@ -161,7 +161,6 @@ class KuraBackend:
         from kura.embedding import embed_summaries
 
         from kura_perf.backends.kura_types import summaries_from_table
-        from kura_perf.stages.embeddings import check_embeddings
 
         models = self._ready()
         table = inputs.upstream["summaries"].tables["main"]
@@ -179,8 +178,6 @@ class KuraBackend:
         from kura.cluster import generate_base_clusters_from_conversation_summaries
 
         from kura_perf.backends.kura_types import clusters_to_tables, summaries_from_table
-        from kura_perf.backends.reference import _truth
-        from kura_perf.stages.quality import clustering_quality
 
         models = self._ready()
         table = inputs.upstream["summaries"].tables["main"]

@@ -21,6 +21,7 @@ import numpy as np
 from kura_perf.errors import ProfileError, StageError
 from kura_perf.models import cache
 from kura_perf.models.cache import BuiltOnce
+from kura_perf.models.sentence_transformer import default_model_path
 from kura_perf.profiles import Profile
 
 INSTALL_HINT = "pip install 'kura_perf[kura]'"
@@ -117,8 +118,6 @@ class KuraModels(BuiltOnce):
     def embedding_model(self):
         spec = self.profile.embedding_model
         if spec == "minilm":
-            from kura_perf.models.sentence_transformer import default_model_path
-
             return self._once("embed", lambda: _sentence_transformer(default_model_path(), self.profile.batch_size))
         from kura.embedding import OpenAIEmbeddingModel
 

@@ -3,10 +3,24 @@ process, one SentenceTransformer load per process)."""
 
 from __future__ import annotations
 
+from kura_perf.backends.kura_models import check_profile, require_kura
 from kura_perf.errors import ProfileError
-from kura_perf.models.cache import BuiltOnce
+from kura_perf.models import clustering
+from kura_perf.models.cache import BuiltOnce, onnx_exports_dir
+from kura_perf.models.checkpoint_summary import (
+    CheckpointSummaryModel,
+    check_checkpoint_file,
+    checkpoint_path,
+    resolve_checkpoint,
+)
+from kura_perf.models.offline_summary import OfflineSummaryModel
+from kura_perf.models.onnx_embedding import OnnxEmbedding, OnnxEncoder, max_seq_length
+from kura_perf.models.onnx_export import ExportCache
+from kura_perf.models.projection import PCAProjection, UMAPProjection
+from kura_perf.models.sentence_transformer import SentenceTransformerEmbedding, default_model_path
 from kura_perf.profiles import Profile
-from kura_perf.settings import SIMULATOR_URL_ENV, RunSettings
+from kura_perf.settings.environment import SIMULATOR_URL_ENV
+from kura_perf.settings.run import RunSettings
 
 
 def api_settings(profile: Profile, settings: RunSettings):
@@ -37,13 +51,10 @@ def api_settings(profile: Profile, settings: RunSettings):
 def preflight(profile: Profile, settings: RunSettings) -> None:
     """Refuse, before any work starts, a profile that cannot run here (no key for a real endpoint,
     or the kura backend without the kura extra installed, or a summaries checkpoint that is not there)."""
-    from kura_perf.models.checkpoint_summary import check_checkpoint_file, checkpoint_path, resolve_checkpoint
 
     if checkpoint_path(profile.summary_model) is not None:
         check_checkpoint_file(resolve_checkpoint(profile.summary_model))
     if profile.backend == "kura":
-        from kura_perf.backends.kura_models import check_profile, require_kura
-
         require_kura(profile)
         check_profile(profile)
     if profile.uses_api() and not profile.api.simulate:
@@ -67,16 +78,9 @@ class ModelFactory(BuiltOnce):
         self.onnx_min_cosine = onnx_min_cosine
 
     def _torch_minilm(self):
-        from kura_perf.models.sentence_transformer import SentenceTransformerEmbedding
-
         return self._once("embed:torch", lambda: SentenceTransformerEmbedding(batch_size=self._local_batch_size()))
 
     def _onnx_minilm(self, backend: str):
-        from kura_perf.models.cache import onnx_exports_dir
-        from kura_perf.models.onnx_embedding import OnnxEmbedding, OnnxEncoder, max_seq_length
-        from kura_perf.models.onnx_export import ExportCache
-        from kura_perf.models.sentence_transformer import default_model_path
-
         if self.model_cache is None:
             raise ProfileError(f"profile '{self.profile.name}': embedding_backend '{backend}' needs a model cache "
                                f"folder (the data root's model_cache) to keep its export in")
@@ -94,16 +98,12 @@ class ModelFactory(BuiltOnce):
     def summary_model(self):
         spec = self.profile.summary_model
         if spec == "offline":
-            from kura_perf.models.offline_summary import OfflineSummaryModel
-
             return self._once("summary", OfflineSummaryModel)
         if (name := _api_model_name(spec)) is not None:
             from kura_perf.models.openai_api import OpenAISummaryModel
 
             return self._once("summary", lambda: OpenAISummaryModel(name, api_settings(self.profile, self.settings)))
         if spec.startswith("checkpoint:"):
-            from kura_perf.models.checkpoint_summary import CheckpointSummaryModel
-
             return self._once("summary", lambda: CheckpointSummaryModel(spec))
         raise ProfileError(f"profile '{self.profile.name}': summary_model '{spec}': expected 'offline', "
                            f"'openai:<model>' or 'checkpoint:<path>'")
@@ -138,8 +138,6 @@ class ModelFactory(BuiltOnce):
         raise ProfileError(f"profile '{self.profile.name}': naming_model '{spec}': expected 'offline' or 'openai:<model>'")
 
     def clustering_method(self, n_points: int):
-        from kura_perf.models import clustering
-
         kind, params = self.profile.clustering, dict(self.profile.clustering_params)
         if kind == "umap-hdbscan":
             params.setdefault("random_state", self.profile.seed)
@@ -153,8 +151,6 @@ class ModelFactory(BuiltOnce):
         return str(self.profile.clustering_params.get("metric", "cosine"))
 
     def projection_method(self):
-        from kura_perf.models.projection import PCAProjection, UMAPProjection
-
         return UMAPProjection(random_state=self.profile.seed) if self.profile.projection == "umap" else PCAProjection()
 
     def close(self) -> None:

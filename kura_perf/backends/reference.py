@@ -8,20 +8,33 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from kura_perf.backends.protocols import Prepares, ReportsApiCounters
 from kura_perf.backends.conversion import conversations_from_table, conversations_to_table
 from kura_perf.backends.model_factory import ModelFactory
+from kura_perf.backends.protocols import Prepares, ReportsApiCounters
 from kura_perf.corpus import iter_conversations, load_conversations
 from kura_perf.datasets import check_scale_fits, resolve_data_file
-from kura_perf.stages.truth import DEFAULT_TRUTH_LEVELS
 from kura_perf.errors import StageError
-from kura_perf.meter.api import ApiCounters
-from kura_perf.models.protocols import (BuildsKnnGraph, CountsApiCalls, PreparesModel, ReportsFit, ReusesKnnGraph,
-                                        SelectsSummaries)
 from kura_perf.files.outputs import StageData
+from kura_perf.meter.api import ApiCounters
+from kura_perf.models.calibration import model_throughput
+from kura_perf.models.knn import KnnGraph
+from kura_perf.models.protocols import (
+    BuildsKnnGraph,
+    CountsApiCalls,
+    PreparesModel,
+    ReportsFit,
+    ReusesKnnGraph,
+    SelectsSummaries,
+)
 from kura_perf.profiles import Profile
-from kura_perf.settings import RunSettings
+from kura_perf.settings.run import RunSettings
 from kura_perf.stages.base import StageInputs, StageResult
+from kura_perf.stages.clusters import cluster_summaries
+from kura_perf.stages.embeddings import embed_summaries
+from kura_perf.stages.meta_clusters import build_hierarchy
+from kura_perf.stages.projections import project
+from kura_perf.stages.summaries import summarise
+from kura_perf.stages.truth import DEFAULT_TRUTH_LEVELS, finest_truth
 
 
 class ReferenceBackend(Prepares, ReportsApiCounters):
@@ -42,7 +55,6 @@ class ReferenceBackend(Prepares, ReportsApiCounters):
             return
         if stage == "meta_clusters" and self.profile.meta_grouping == "centroids":
             return  # groups by the clusters' stored centroids: no model to load
-        from kura_perf.models.calibration import model_throughput
 
         model = self.models.embedding_model()
         setup = dict(model.prepare()) if isinstance(model, PreparesModel) else {}
@@ -85,8 +97,6 @@ class ReferenceBackend(Prepares, ReportsApiCounters):
                            items_out=len(convs), skipped=skipped, extra=extra)
 
     def _summaries(self, inputs: StageInputs) -> StageResult:
-        from kura_perf.stages.summaries import summarise
-
         convs = conversations_from_table(inputs.upstream["conversations"].tables["main"])
         model = self.models.summary_model()
         extra = {"model": model.name}
@@ -99,8 +109,6 @@ class ReferenceBackend(Prepares, ReportsApiCounters):
                            api=_counters(model), extra=extra)
 
     def _embeddings(self, inputs: StageInputs) -> StageResult:
-        from kura_perf.stages.embeddings import embed_summaries
-
         summaries = inputs.upstream["summaries"].tables["main"]
         model = self.models.embedding_model()
         vectors = embed_summaries(summaries, model, progress=inputs.progress)
@@ -115,8 +123,6 @@ class ReferenceBackend(Prepares, ReportsApiCounters):
                            model_items_per_s=rate, model_sample_n=sample_n)
 
     def _clusters(self, inputs: StageInputs) -> StageResult:
-        from kura_perf.stages.clusters import cluster_summaries
-
         summaries = inputs.upstream["summaries"].tables["main"]
         vectors = inputs.upstream["embeddings"].arrays["main"]
         truth = _truth(inputs.upstream["conversations"].tables["main"], summaries, self.profile.truth_levels)
@@ -132,8 +138,6 @@ class ReferenceBackend(Prepares, ReportsApiCounters):
                                   **(_jsonable(method.fit_report()) if isinstance(method, ReportsFit) else {})})
 
     def _meta_clusters(self, inputs: StageInputs) -> StageResult:
-        from kura_perf.stages.meta_clusters import build_hierarchy
-
         stored = inputs.upstream["clusters"]
         clusters = stored.tables["main"]
         centroids = stored.arrays.get("centroids") if self.profile.meta_grouping == "centroids" else None
@@ -155,8 +159,6 @@ class ReferenceBackend(Prepares, ReportsApiCounters):
                                            "levels": int(table["level"].max()) + 1 if len(table) else 0})
 
     def _projections(self, inputs: StageInputs) -> StageResult:
-        from kura_perf.stages.projections import project
-
         vectors = inputs.upstream["embeddings"].arrays["main"]
         assignments = inputs.upstream["clusters"].tables["assignments"]
         method = self.models.projection_method()
@@ -169,7 +171,6 @@ class ReferenceBackend(Prepares, ReportsApiCounters):
 
 def stored_knn(clusters: StageData, metric: str):
     """The k-NN graph the clusters stage stored (umap-hdbscan), or None."""
-    from kura_perf.models.knn import KnnGraph
 
     if "knn_indices" not in clusters.arrays or "knn_distances" not in clusters.arrays:
         return None
@@ -180,7 +181,6 @@ def _truth(conversations: pd.DataFrame, summaries: pd.DataFrame,
            truth_levels: Sequence[str] = DEFAULT_TRUTH_LEVELS) -> list | None:
     """The finest truth level's values in the summaries' order (a stage record's own ARI/NMI), or None
     when any conversation lacks one."""
-    from kura_perf.stages.truth import finest_truth
 
     return finest_truth(conversations, summaries["chat_id"].tolist(), truth_levels)
 

@@ -26,8 +26,8 @@ from kura_perf import proposal
 from kura_perf.checks.outcome import ERROR, WARN, CheckOutcome
 from kura_perf.files.outputs import stage_bytes
 from kura_perf.scales import SCALES
-from kura_perf.stages.level_quality import finest_rows
 from kura_perf.stages.base import STAGES
+from kura_perf.stages.level_quality import finest_rows
 from kura_perf.store.record import StageRecord
 
 # With ground truth: the base level at least 0.5x the finest truth's class count; the topic level within 0.5x-2x.

@@ -17,8 +17,8 @@ from kura_perf.checks.quality_regression import QUALITY_REGRESSION_STAGES, check
 from kura_perf.checks.records import record_levels
 from kura_perf.checks.regression import REGRESSION_METRICS, check_regression
 from kura_perf.checks.sanity import check_sanity
-from kura_perf.settings.paths import Paths
 from kura_perf.profiles import Profile
+from kura_perf.settings.paths import Paths
 from kura_perf.store.record import StageRecord
 
 CHECK_GROUPS = ("regression", "budgets", "sanity", "quality")

@@ -1,14 +1,13 @@
 """Finding stage records: the one a check is about, and the history it is compared with.
 
-Within a run, a stage's record sits in the pending folder until the stage's hook moves it into the
-store; a check may run on either side of that move, so both places are looked at. The one record a
-check is about is a StageRecord; the history stays rows and columns (DuckDB).
+A stage writes its record into the store as it ends, before its checks run, so the store is the one
+place to look. The one record a check is about is a StageRecord; the history stays rows and columns
+(DuckDB).
 """
 
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pandas as pd
 
@@ -23,18 +22,6 @@ HISTORY_RUNS = 10
 def frame_records(frame: pd.DataFrame) -> list[dict]:
     """Rows of any table with None for nulls and Python values."""
     return [{k: clean_value(v) for k, v in row.items()} for row in frame.to_dict("records")]
-
-
-def pending_record(paths: Paths, run_id: str, stage: str) -> StageRecord | None:
-    from kura_perf.store.pending import _load  # the pending folder's own reader (timestamps)
-
-    path = Path(paths.pending) / run_id / f"{stage}.json"
-    if not path.is_file():
-        return None
-    try:
-        return _load(path)
-    except (OSError, json.JSONDecodeError):  # moved by the hook while we read it
-        return None
 
 
 def _first_record(rows: pd.DataFrame) -> StageRecord | None:
@@ -55,16 +42,16 @@ def latest_record(paths: Paths, stage: str, profile: str, scale: str) -> StageRe
 
 def find_stage_record(paths: Paths, run_id: str, stage: str, profile: str | None = None,
                       scale: str | None = None) -> StageRecord | None:
-    """The stage's record for this run (pending folder, then store). A check re-run on its own
+    """The stage's record for this run, from the store. A check re-run on its own
     (a run that did not materialize the stage) falls back to the partition's latest record."""
-    record = pending_record(paths, run_id, stage) or stored_record(paths, run_id, stage)
+    record = stored_record(paths, run_id, stage)
     if record is None and profile and scale:
         record = latest_record(paths, stage, profile, scale)
     return record
 
 
 def record_levels(paths: Paths, record: StageRecord) -> list[dict]:
-    """The per-level quality rows of a stage record: carried by a pending record, else from the store."""
+    """The per-level quality rows of a stage record: those it carries (a fresh record), else from the store."""
     if record.quality_levels:
         return list(record.quality_levels)
     if not record.record_id:

@@ -26,17 +26,15 @@ def instance(paths: Paths):
     return open_instance(home(paths))
 
 
-def clean_up_dead_runs(paths: Paths | None = None, check_runs: bool = False, recover_pending: bool = True) -> list[str]:
+def clean_up_dead_runs(paths: Paths | None = None, check_runs: bool = False) -> list[str]:
     """Stages whose process died become `died` records, their Dagster runs are marked failed. Run before
     every command that reads or writes run records (`main` decides, from the command's `reaps` default).
-    Never fatal: a clean-up that fails is a warning, the command still runs.
-    recover_pending=False: leave stranded pending records to the caller (`db` counts what it recovers)."""
+    Never fatal: a clean-up that fails is a warning, the command still runs."""
     paths = paths or Paths.from_env()
-    if not check_runs and not paths.running.is_dir() and not paths.pending.is_dir():
+    if not check_runs and not paths.running.is_dir():
         return []
     try:
-        return reap_and_fail(paths.root, home=default_home(paths.root), check_runs=check_runs,
-                             recover_pending=recover_pending)
+        return reap_and_fail(paths.root, home=default_home(paths.root), check_runs=check_runs)
     except Exception as exc:  # noqa: BLE001
         logging.getLogger("kura_perf").warning("could not clean up after dead runs: %s: %s", type(exc).__name__, exc)
         return []

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from kura_perf.settings import RunSettings
+from kura_perf.settings.run import RunSettings
 
 
 def cmd_profiles(args) -> int:

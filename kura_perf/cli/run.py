@@ -20,8 +20,7 @@ from kura_perf.pipeline.preflight import check_run_inputs
 from kura_perf.pipeline.shapes import SHAPES, ShapeSettings
 from kura_perf.proposal import CONCURRENCY_LEVELS
 from kura_perf.scales import scale_count
-from kura_perf.settings import RunSettings
-from kura_perf.settings.paths import Paths
+from kura_perf.settings.run import RunSettings
 from kura_perf.settings.third_party_env import single_blas_thread
 from kura_perf.simulator.args import DESCRIPTION, add_arguments
 from kura_perf.stages.base import STAGES
@@ -124,6 +123,17 @@ def cmd_sweep(args) -> int:
     return 0
 
 
+def cmd_matrix(args) -> int:
+    profiles_file = str(Path(args.profiles_file).resolve()) if args.profiles_file else None
+    run_settings = RunSettings.from_env(profiles_file=profiles_file)
+    text = matrix.run_matrix(run_settings, list(args.profiles), list(args.scales), table_only=args.table_only,
+                             echo=lambda line: print(line, flush=True))
+    print(text)
+    print(f"\n(written to {run_settings.paths.root / 'matrix.md'}; side by side: "
+          "kura-perf compare reference:offline kura:kura-tier5)")
+    return 0
+
+
 def cmd_stress(args) -> int:
     scale_count(args.scale)
     run_settings = RunSettings.from_env()
@@ -179,7 +189,7 @@ def add_commands(sub) -> None:
     matrix_.add_argument("--profiles", nargs="+", default=list(matrix.DEFAULT_PROFILES), help="profile names")
     matrix_.add_argument("--profiles-file", help="an extra profiles TOML file (e.g. with raised stage limits)")
     matrix_.add_argument("--table-only", action="store_true", help="print the table from the store, run nothing")
-    matrix_.set_defaults(func=matrix.cmd_matrix, reaps=True)
+    matrix_.set_defaults(func=cmd_matrix, reaps=True)
 
     d = Settings()
     stress = sub.add_parser("stress", help="stress scenarios (memory cap, disk full, API outage, 429 storm, "

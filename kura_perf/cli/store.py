@@ -10,8 +10,8 @@ from kura_perf.cli.printing import print_frame
 from kura_perf.errors import KuraPerfError
 from kura_perf.settings.paths import Paths
 from kura_perf.store import query, refresh_database
+from kura_perf.store.leftovers import commit_leftovers
 from kura_perf.store.liveness import live_runs
-from kura_perf.store.pending import recover
 from kura_perf.store.quarantine import QUARANTINE
 from kura_perf.store.validation import screen_record_files
 
@@ -67,10 +67,10 @@ def cmd_sql(args) -> int:
 
 def cmd_db(args) -> int:
     paths = Paths.from_env()
-    # The clean-up leaves stranded records to the recovery below, so the count is all this command recovered.
-    marked = dagster_home.clean_up_dead_runs(paths, check_runs=True, recover_pending=False)
+    marked = dagster_home.clean_up_dead_runs(paths, check_runs=True)
     alive = live_runs(paths.running)
-    recovered = recover(paths.pending, paths.metrics, skip=lambda run_id, stage: run_id in alive)
+    # An old data root's metrics_pending/ (records of earlier versions' hand-off): committed once, here.
+    recovered = commit_leftovers(paths.root, paths.metrics, skip=lambda run_id: run_id in alive)
     screened = screen_record_files(paths.metrics)
     ok = refresh_database(paths.metrics, paths.database)
     notes = [f"recovered {recovered} stranded record(s)"]

@@ -53,7 +53,6 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, NoReturn
 
-from kura_perf.files.atomic import atomic_write
 from kura_perf.corpus.files import (
     GZIP_ERRORS,
     GZIP_SUFFIX,
@@ -70,6 +69,7 @@ from kura_perf.corpus.files import (
 )
 from kura_perf.corpus.types import ROLES, Conversation, Message
 from kura_perf.errors import InputDataError, KuraPerfError
+from kura_perf.files.atomic import atomic_write
 
 FORMATS = ("auto", "kura", "openai", "sharegpt")
 MAX_PROBLEMS = 100

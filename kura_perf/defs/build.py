@@ -9,7 +9,7 @@ import functools
 
 from dagster import Definitions, in_process_executor
 
-from kura_perf.settings import RunSettings
+from kura_perf.settings.run import RunSettings
 
 
 def resources_for(settings: RunSettings) -> dict:

@@ -9,8 +9,8 @@ from pathlib import Path
 from kura_perf.defs.launch import RunOutcome, root_cause
 from kura_perf.services.local import check_services
 from kura_perf.services.settings import ClusterSettings
-from kura_perf.settings import RunSettings
 from kura_perf.settings.paths import Paths
+from kura_perf.settings.run import RunSettings
 
 
 def run_on_cluster(settings: ClusterSettings, dagster_home: str | Path, scale: str, profile: str, shards: int = 4,

@@ -1,22 +1,19 @@
-"""Hooks that move each stage's record into the metrics store, on success and on failure.
+"""Hooks that make sure each stage has a record, on success and on failure, and clear its marker.
 
-They are attached to the assets (not to a job), because a job's hooks do not fire when assets are
-materialized from the UI. A failure that happened before the stage could measure anything (say,
-a bad profile) still gets a record, built here from the exception."""
+The stage writes its own record into the store as it ends (pipeline/metered.py). The failure hook
+covers a step that failed before the stage could measure anything (say, a bad profile): it finds no
+record of the stage in this run and writes one, built from the exception. They are attached to the
+assets (not to a job), because a job's hooks do not fire when assets are materialized from the UI."""
 
 from __future__ import annotations
-
-import uuid
-from datetime import datetime, timezone
 
 from dagster import HookContext, failure_hook, success_hook
 
 from kura_perf.meter.host import code_version, host_info, worker_identity
+from kura_perf.pipeline.shapes import SHAPE_TAG
 from kura_perf.scales import SCALES
-from kura_perf.pipeline.shapes import CUSTOM_STAGE, SHAPE_TAG
 from kura_perf.store import liveness
-from kura_perf.store.pending import commit_pending, write_stage_record
-from kura_perf.store.record import StageRecord
+from kura_perf.store.stage_records import unfinished_record, write_stage_record
 
 
 def _tags(context: HookContext) -> dict:
@@ -29,13 +26,13 @@ def _partition(context: HookContext) -> tuple[str | None, str | None]:
     return tags.get("dagster/partition/profile"), tags.get("dagster/partition/scale")
 
 
-def _commit(paths, context: HookContext) -> int:
-    """Move the stage's record, and a custom step's run inside the same asset, into the store."""
-    committed = 0
-    for name in (_stage(context), CUSTOM_STAGE):
-        if commit_pending(paths.pending, paths.metrics, context.run_id, name) is not None:
-            committed += 1
-    return committed
+def _recorded(paths, context: HookContext) -> bool:
+    """Whether the stage wrote its record in this run (one look at the store)."""
+    from kura_perf.store import query
+
+    rows = query(paths.metrics, "SELECT count(*) AS n FROM stage_runs WHERE run_id = ? AND stage = ?",
+                 [context.run_id, _stage(context)])
+    return bool(len(rows)) and int(rows["n"][0]) > 0
 
 
 def _stage(context: HookContext) -> str:
@@ -48,30 +45,25 @@ def _record_unmeasured_failure(context: HookContext, paths) -> None:
     exc = context.op_exception
     while exc is not None and exc.__cause__ is not None:  # unwrap Dagster's step-execution wrapper
         exc = exc.__cause__
-    now = datetime.now(timezone.utc)
-    write_stage_record(paths.metrics, StageRecord(
-        record_id=uuid.uuid4().hex, run_id=context.run_id, stage=_stage(context),
-        shape=_tags(context).get(SHAPE_TAG),
-        profile=profile, scale=scale, scale_n=SCALES.get(scale or ""),
+    write_stage_record(paths.metrics, unfinished_record(
+        {"run_id": context.run_id, "stage": _stage(context), "shape": _tags(context).get(SHAPE_TAG),
+         "profile": profile, "scale": scale, "scale_n": SCALES.get(scale or ""), "code_version": code_version(),
+         "worker": worker_identity(), **host_info()},
         status="failed", error_type=type(exc).__name__ if exc else "Unknown",
-        error_message=str(exc)[:2000] if exc else "step failed before it was measured",
-        started_at=now, finished_at=now, metered=False, code_version=code_version(), worker=worker_identity(),
-        **host_info(),
+        error_message=str(exc) if exc else "step failed before it was measured", metered=False,
     ))
 
 
 @success_hook(required_resource_keys={"kura_perf"})
 def record_stage_success(context: HookContext) -> None:
     paths = context.resources.kura_perf.paths()
-    if not _commit(paths, context) and _tags(context).get(SHAPE_TAG) != "custom":  # custom: resumed from a checkpoint
-        context.log.warning(f"no stage record found for {_stage(context)} in run {context.run_id}")
-    liveness.clear(paths.running, context.run_id, _stage(context))
+    liveness.clear(paths.running, context.run_id, _stage(context))  # left only if the stage could not remove it
 
 
 @failure_hook(required_resource_keys={"kura_perf"})
 def record_stage_failure(context: HookContext) -> None:
     paths = context.resources.kura_perf.paths()
-    if not _commit(paths, context):
+    if not _recorded(paths, context):
         _record_unmeasured_failure(context, paths)
     liveness.clear(paths.running, context.run_id, _stage(context))
 

@@ -96,12 +96,11 @@ def fail_dead_runs(instance, run_ids=(), reasons: dict[str, str] | None = None) 
     return marked
 
 
-def reap_and_fail(root: Path, instance=None, home: Path | None = None, check_runs: bool = False,
-                  recover_pending: bool = True) -> list[str]:
+def reap_and_fail(root: Path, instance=None, home: Path | None = None, check_runs: bool = False) -> list[str]:
     """The whole clean-up: died records for dead stages, then their Dagster runs marked failed (and,
     with check_runs, every unfinished CLI run whose process is gone). Uses `instance`, else opens the
-    one at `home` when needed and that instance exists. recover_pending: see liveness.reap."""
-    deaths = liveness.reap(root, recover_pending=recover_pending)
+    one at `home` when needed and that instance exists."""
+    deaths = liveness.reap(root)
     reasons = {d.run_id: d.reason for d in deaths}
     if instance is not None:
         return fail_dead_runs(instance, reasons, reasons)

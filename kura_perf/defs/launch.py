@@ -1,16 +1,22 @@
 """Materialize one partition in-process: what `kura-perf run` calls. The same assets, hooks and checks
-as the UI runs, so the CLI is not a second code path."""
+as the UI runs, so the CLI is not a second code path.
+
+Each stage writes its own record into the store as it ends; the launcher reads the run's records back
+once, by run id, for the CLI. The run id is chosen here, before the run starts, so that a run marker
+(store/liveness.py RunMarker) covers the whole run: a process killed between two stages leaves a
+`died` record for the stage that was next."""
 
 from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field
 
-from kura_perf.settings.paths import Paths
 from kura_perf.meter.failures import INTERRUPT_NAMES, is_interrupt
-from kura_perf.settings import RunSettings
-from kura_perf.store import liveness
+from kura_perf.scales import SCALES
+from kura_perf.settings.paths import Paths
+from kura_perf.settings.run import RunSettings
 from kura_perf.stages.base import STAGES
+from kura_perf.store import liveness
 
 
 @dataclass
@@ -49,7 +55,7 @@ def run_partition(scale: str, profile: str, stages: list[str] | None = None, pat
     asset_config: {asset name: its config dict}. run_settings: the run's (default: from the environment,
     with `paths`); the partitions and the resources come from them. instance: default, the one in the
     data root's Dagster home (defs/instance.py)."""
-    from dagster import AssetKey, materialize
+    from dagster import AssetKey, Definitions, define_asset_job
 
     from kura_perf.defs.build import build_definitions
     from kura_perf.defs.partitions import partition_key
@@ -62,13 +68,17 @@ def run_partition(scale: str, profile: str, stages: list[str] | None = None, pat
     selection = [AssetKey(s) for s in [*(STAGES if stages is None else stages), *(extra_assets or [])]]
     defs = build_definitions(run_settings)
 
-    def launch(instance, tags: dict, run_config: dict):
+    def launch(instance, tags: dict, run_config: dict, run_id: str):
         run_config["ops"] = {name: {"config": cfg} for name, cfg in (asset_config or {}).items()}
-        return materialize([*defs.assets, *(defs.asset_checks or [])], selection=selection,
-                           partition_key=partition_key(scale, profile), instance=instance, resources=defs.resources,
-                           raise_on_error=False, tags=tags, run_config=run_config)
+        # What dagster.materialize does, with the run id chosen beforehand (materialize takes none).
+        job = Definitions(jobs=[define_asset_job(name=ADHOC_JOB, selection=selection)],
+                          assets=[*defs.assets, *(defs.asset_checks or [])],
+                          resources=defs.resources).resolve_job_def(ADHOC_JOB)
+        return job.execute_in_process(partition_key=partition_key(scale, profile), instance=instance,
+                                      raise_on_error=False, tags=tags, run_config=run_config, run_id=run_id)
 
-    return _execute(launch, run_settings.paths, instance, dagster_log_level)
+    planned = [s for s in STAGES if s in (STAGES if stages is None else stages)]
+    return _execute(launch, run_settings.paths, instance, dagster_log_level, _plan(planned, profile, scale))
 
 
 def run_shape(shape: str, scale: str, profile: str, paths: Paths | None = None, instance=None,
@@ -88,35 +98,55 @@ def run_shape(shape: str, scale: str, profile: str, paths: Paths | None = None, 
     defs = build_definitions(run_settings)
     job = defs.resolve_job_def(shape_job_name(shape))
 
-    def launch(instance, tags: dict, run_config: dict):
+    def launch(instance, tags: dict, run_config: dict, run_id: str):
         return job.execute_in_process(partition_key=partition_key(scale, profile), instance=instance,
                                       resources=defs.resources, raise_on_error=False,
-                                      tags=tags, run_config={**run_config, **shape_run_config(settings)})
+                                      tags=tags, run_config={**run_config, **shape_run_config(settings)},
+                                      run_id=run_id)
 
-    return _execute(launch, run_settings.paths, instance, dagster_log_level)
+    selected = {key.path[-1] for key in job.asset_layer.executable_asset_keys}
+    planned = [s for s in STAGES if s in selected]
+    return _execute(launch, run_settings.paths, instance, dagster_log_level, _plan(planned, profile, scale, shape))
 
 
-def _execute(launch, paths: Paths, instance, dagster_log_level: str) -> RunOutcome:
-    """Run `launch(instance, tags, run_config)` (a materialize or a job execution) and turn its result,
-    a failure or a Ctrl-C into a RunOutcome with the run's stage records. Without an instance, the one
-    in the data root's Dagster home is opened (created and migrated once, under a lock) and closed after."""
+ADHOC_JOB = "__kura_perf_adhoc_job__"
+
+
+def _plan(stages: list[str], profile: str, scale: str, shape: str | None = None) -> dict:
+    """What the run marker carries: the stages planned, in pipeline order, and the columns a died
+    record of a stage that never started can have."""
+    from kura_perf.meter.host import code_version, host_info, worker_identity
+
+    return {"stages": stages, "fields": {"profile": profile, "scale": scale, "scale_n": SCALES.get(scale),
+                                         "shape": shape, "code_version": code_version(),
+                                         "worker": worker_identity(), **host_info()}}
+
+
+def _execute(launch, paths: Paths, instance, dagster_log_level: str, plan: dict) -> RunOutcome:
+    """Run `launch(instance, tags, run_config, run_id)` (a materialize or a job execution) under the
+    run's marker and turn its result, a failure or a Ctrl-C into a RunOutcome with the run's stage
+    records. Without an instance, the one in the data root's Dagster home is opened (created and
+    migrated once, under a lock) and closed after."""
     from kura_perf.defs.instance import default_home, open_instance
 
     if instance is None:
         with open_instance(default_home(paths.root)) as opened:
-            return _execute(launch, paths, opened, dagster_log_level)
+            return _execute(launch, paths, opened, dagster_log_level, plan)
     from kura_perf.defs.instance import run_tags
 
     invocation = uuid.uuid4().hex
+    run_id = str(uuid.uuid4())
     try:
-        result = launch(
-            instance,
-            # The pid tags let a later process see that this run's process died (defs/instance.py).
-            {"kura_perf/source": "cli", "kura_perf/invocation": invocation, **run_tags()},
-            # Dagster's console logger would print full tracebacks; the CLI shows our progress lines
-            # and a one-line reason instead. The event log in DAGSTER_HOME keeps everything.
-            {"loggers": {"console": {"config": {"log_level": dagster_log_level}}}},
-        )
+        with liveness.RunMarker(paths.running, run_id, plan["fields"], plan["stages"]):
+            result = launch(
+                instance,
+                # The pid tags let a later process see that this run's process died (defs/instance.py).
+                {"kura_perf/source": "cli", "kura_perf/invocation": invocation, **run_tags()},
+                # Dagster's console logger would print full tracebacks; the CLI shows our progress lines
+                # and a one-line reason instead. The event log in DAGSTER_HOME keeps everything.
+                {"loggers": {"console": {"config": {"log_level": dagster_log_level}}}},
+                run_id,
+            )
     except BaseException as exc:
         if not is_interrupt(exc):
             raise
@@ -129,7 +159,7 @@ def _execute(launch, paths: Paths, instance, dagster_log_level: str) -> RunOutco
         interrupted = any(root_cause(error).split(":")[0] in INTERRUPT_NAMES for _, error in errors)
         if interrupted:
             failure = "stopped by Ctrl-C or a termination request (" + "; ".join(step for step, _ in errors) + ")"
-            _commit_interrupted(paths, result.run_id)
+            _clear_markers(paths, result.run_id)
     return RunOutcome(result.run_id, result.success, failure, _records(paths, result.run_id), interrupted)
 
 
@@ -150,18 +180,16 @@ def _records(paths: Paths, run_id: str) -> list[dict] | None:
     return records.to_dict("records") if len(records) else []
 
 
-def _commit_interrupted(paths: Paths, run_id: str) -> None:
-    """The interrupted stage saved its record (status interrupted); its hook may not have run."""
-    from kura_perf.store.pending import recover
-
-    recover(paths.pending, paths.metrics, skip=lambda rid, stage: rid != run_id)
+def _clear_markers(paths: Paths, run_id: str) -> None:
+    """The interrupted stage wrote its record (status interrupted) and removed its marker; a marker its
+    hook would have cleared is removed here, so it is never mistaken for a death."""
     for stage in (*STAGES, "custom_step"):  # a custom shape's step has its own marker
         liveness.clear(paths.running, run_id, stage)
 
 
 def _interrupted(instance, paths: Paths, invocation: str, error: BaseException) -> RunOutcome:
-    """Ctrl-C during a run: the interrupted stage saved its record (status interrupted) but its hook may
-    not have run; commit it, mark the Dagster run failed if Dagster left it unfinished, and say so."""
+    """Ctrl-C during a run: the interrupted stage wrote its record (status interrupted); clear what its
+    hook would have, mark the Dagster run failed if Dagster left it unfinished, and say so."""
     from dagster import RunsFilter
 
     from kura_perf.defs.instance import fail_dead_runs
@@ -169,8 +197,7 @@ def _interrupted(instance, paths: Paths, invocation: str, error: BaseException) 
     runs = instance.get_runs(RunsFilter(tags={"kura_perf/invocation": invocation}), limit=1)
     run_id = runs[0].run_id if runs else "?"
     if runs:
-        _commit_interrupted(paths, run_id)
+        _clear_markers(paths, run_id)
         fail_dead_runs(instance, [run_id], {run_id: f"interrupted ({type(error).__name__})"})
     return RunOutcome(run_id, False, f"stopped by {type(error).__name__} (Ctrl-C or a termination request)",
                       _records(paths, run_id) if runs else [], interrupted=True)
-

@@ -14,9 +14,9 @@ from typing import Optional
 from dagster import ConfigurableResource
 from pydantic import PrivateAttr
 
-from kura_perf.settings.paths import Paths
 from kura_perf.profiles import Profile
-from kura_perf.settings import RunSettings
+from kura_perf.settings.paths import Paths
+from kura_perf.settings.run import RunSettings
 
 
 class KuraPerfResource(ConfigurableResource):

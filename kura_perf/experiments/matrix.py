@@ -18,14 +18,15 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+from kura_perf.files.atomic import atomic_write_text
 from kura_perf.meter.host import code_version
 from kura_perf.pipeline.preflight import check_run_inputs
 from kura_perf.report.analysis import analyse
 from kura_perf.report.data import load_report_data
 from kura_perf.report.tables import published_matrix
 from kura_perf.scales import scale_count
-from kura_perf.settings import RunSettings
-from kura_perf.store.pending import recover
+from kura_perf.settings.run import RunSettings
+from kura_perf.store.liveness import reap
 
 DEFAULT_SCALES = ("100", "1k", "5k", "10k", "50k", "100k")
 DEFAULT_PROFILES = ("offline", "kura-tier5")
@@ -72,40 +73,39 @@ def matrix_markdown(metrics_dir: Path, profiles: list[str], scales: list[str]) -
     return "\n".join(f"- {line}" for line in header) + "\n\n" + table.to_markdown() + "\n\n" + table.caption
 
 
-def cmd_matrix(args) -> int:
-    for scale in args.scales:
+def run_matrix(run_settings: RunSettings, profiles: list[str], scales: list[str], *, table_only: bool = False,
+               echo=print) -> str:
+    """Run each profile × scale partition in its own process (unless table_only), then return the filled
+    matrix as Markdown (also written to <data root>/matrix.md). Every input is checked first: a typo, a
+    bad value or a missing data file fails now, not hours into the matrix."""
+    for scale in scales:
         scale_count(scale)
-    profiles_file = str(Path(args.profiles_file).resolve()) if args.profiles_file else None
-    run_settings = RunSettings.from_env(profiles_file=profiles_file)
-    if not args.table_only:  # a typo, a bad value or a missing data file fails now, not hours into the matrix
-        for name in args.profiles:
-            check_run_inputs(run_settings, name)
-    else:
-        for name in args.profiles:
+    for name in profiles:
+        if table_only:
             run_settings.profile(name)
+        else:
+            check_run_inputs(run_settings, name)
     paths = run_settings.paths
-    if not args.table_only:
+    if not table_only:
         logs = paths.root / "matrix-logs"
         outcomes = []
-        for profile in args.profiles:
-            for scale in args.scales:
+        for profile in profiles:
+            for scale in scales:
                 log_path = logs / f"{profile}-{scale}.log"
-                print(f"[{datetime.now(timezone.utc):%H:%M:%S}] {profile} × {scale} ... (log {log_path})", flush=True)
+                echo(f"[{datetime.now(timezone.utc):%H:%M:%S}] {profile} × {scale} ... (log {log_path})")
                 t0 = time.perf_counter()
-                code = run_partition_process(scale, profile, profiles_file, log_path)
+                code = run_partition_process(scale, profile, run_settings.profiles_file, log_path)
                 took = time.perf_counter() - t0
                 outcome = "ok" if code == 0 else f"exit {code} (recorded; see the log)"
                 outcomes.append((profile, scale, outcome))
-                print(f"    {outcome} after {took:,.0f} s", flush=True)
+                echo(f"    {outcome} after {took:,.0f} s")
         failed = [o for o in outcomes if o[2] != "ok"]
-        print(f"\n{len(outcomes) - len(failed)}/{len(outcomes)} partitions completed; "
-              f"{len(failed)} failed or stopped (their records are in the table)\n")
+        echo(f"\n{len(outcomes) - len(failed)}/{len(outcomes)} partitions completed; "
+             f"{len(failed)} failed or stopped (their records are in the table)\n")
 
-    recover(paths.pending, paths.metrics)  # records of a partition whose process died before its hook ran
-    text = matrix_markdown(paths.metrics, list(args.profiles), list(args.scales))
-    print(text)
+    reap(paths.root)  # died records of a partition whose process was killed (no later command would reap them)
+    text = matrix_markdown(paths.metrics, list(profiles), list(scales))
     out = paths.root / "matrix.md"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(text + "\n")
-    print(f"\n(written to {out}; side by side: kura-perf compare reference:offline kura:kura-tier5)")
-    return 0
+    atomic_write_text(out, text + "\n")
+    return text

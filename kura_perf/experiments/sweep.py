@@ -17,7 +17,7 @@ from kura_perf.meter.api import latency_percentiles
 from kura_perf.meter.host import code_version, host_info
 from kura_perf.profiles import Profile
 from kura_perf.proposal import CONCURRENCY_LEVELS
-from kura_perf.settings import RunSettings
+from kura_perf.settings.run import RunSettings
 from kura_perf.simulator.process import SimulatorControl
 
 DEFAULT_LEVELS = CONCURRENCY_LEVELS  # the proposal's §1.1 levels

@@ -32,8 +32,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from kura_perf.files.atomic import PublishGroup, atomic_write_text
 from kura_perf.errors import StageError
+from kura_perf.files.atomic import PublishGroup, atomic_write_text
 from kura_perf.files.location import Location, resolve
 from kura_perf.files.locks import file_lock
 

@@ -12,7 +12,10 @@ import math
 import numpy as np
 
 from kura_perf.errors import KuraPerfError
+from kura_perf.models.jit_cache import enable_umap_caching
+from kura_perf.models.knn import knn_graph
 from kura_perf.models.protocols import BuildsKnnGraph, ReportsFit
+from kura_perf.models.size_selection import choose_cluster_size
 
 MINIBATCH_THRESHOLD = 20_000
 # How umap-hdbscan gets HDBSCAN's min_cluster_size: "fixed" (max(min_cluster_size, n * min_cluster_share)),
@@ -335,8 +338,6 @@ class UMAPHDBSCANMethod(BuildsKnnGraph, ReportsFit):
         return max(self.min_cluster_size, math.ceil(n_points * self.min_cluster_share))
 
     def reduce(self, vectors: np.ndarray, knn=None) -> np.ndarray:
-        from kura_perf.models.knn import knn_graph
-
         matrix = _as_matrix(vectors).astype(np.float32, copy=False)
         n = len(matrix)
         k = min(self.n_neighbors, n - 1)
@@ -344,8 +345,6 @@ class UMAPHDBSCANMethod(BuildsKnnGraph, ReportsFit):
             knn = knn_graph(matrix, k, self.metric, self.random_state)
         self.knn = knn
         from umap import UMAP
-
-        from kura_perf.models.jit_cache import enable_umap_caching
 
         enable_umap_caching()
         reducer = UMAP(
@@ -373,8 +372,6 @@ class UMAPHDBSCANMethod(BuildsKnnGraph, ReportsFit):
             return np.full(n, -1, dtype=np.int64)  # too few points for a reduction or a cluster: all noise
         self.reduced = self.reduce(matrix, knn)
         if self.size_selection == "validity":
-            from kura_perf.models.size_selection import choose_cluster_size
-
             self.size_choice = choose_cluster_size(
                 self.reduced, floor=self.min_cluster_size, min_samples=self.min_samples or self.min_cluster_size,
                 step=self.size_step, max_share=self.max_size_share, selection_method=self.cluster_selection_method)

@@ -36,8 +36,10 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from kura_perf.files.atomic import publish
+from kura_perf.corpus import generate_conversations
 from kura_perf.errors import KuraPerfError
+from kura_perf.files.atomic import publish
+from kura_perf.models.offline_summary import OfflineSummaryModel
 
 EXPORT_FORMAT = 1  # bump when the exported graph changes (inputs, pooling, opset, quantization)
 OPSET = 17
@@ -103,8 +105,6 @@ def check_texts() -> list[str]:
     """The fixed texts every export is checked on: 56 summaries of synthetic conversations (the text the
     pipeline embeds) plus odd cases: empty, one word, non-Latin scripts, code, and a text far past the
     256-token limit (so truncation must match sentence-transformers')."""
-    from kura_perf.corpus import generate_conversations
-    from kura_perf.models.offline_summary import OfflineSummaryModel
     from kura_perf.stages.summaries import embed_text
 
     conversations = generate_conversations(56, seed=20_240_601)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from kura_perf.errors import KuraPerfError
+from kura_perf.models.jit_cache import enable_umap_caching
 from kura_perf.models.protocols import ReusesKnnGraph
 
 # Below this many points UMAP's spectral initialisation and k-NN graph are not meaningful.
@@ -77,8 +78,6 @@ class UMAPProjection(ReusesKnnGraph):
         if n < UMAP_MIN_POINTS:
             return PCAProjection().fit_transform(matrix)
         from umap import UMAP
-
-        from kura_perf.models.jit_cache import enable_umap_caching
 
         enable_umap_caching()
         k = min(self.n_neighbors, n - 1)

@@ -31,8 +31,8 @@ from kura_perf.datasets import check_scale_fits, resolve_data_file
 from kura_perf.errors import KuraPerfError
 from kura_perf.files.location import Location
 from kura_perf.profiles import Profile
-from kura_perf.settings import RunSettings
 from kura_perf.settings.paths import Paths
+from kura_perf.settings.run import RunSettings
 
 DATA_STAGE = "conversations"  # the one stage that reads the profile's data_file
 

@@ -27,9 +27,10 @@ from kura_perf.pipeline import checkpoints
 from kura_perf.pipeline.custom_steps import DEFAULT_AFTER, DEFAULT_STEP, apply_step, load_step
 from kura_perf.pipeline.runner import StageRun, run_stage
 from kura_perf.profiles import Profile
-from kura_perf.settings import RunSettings
 from kura_perf.settings.paths import Paths
+from kura_perf.settings.run import RunSettings
 from kura_perf.stages.base import STAGES, UPSTREAM, StageInputs, StageResult
+from kura_perf.store import liveness
 from kura_perf.store.record import StageRecord
 
 SHAPE_TAG = "kura_perf/shape"  # a shape job's label (the job's tag; the options are the assets' run config)
@@ -186,14 +187,19 @@ def run_shape_stage(stage: str, settings: ShapeSettings, base_profile: Profile, 
         outcome.records.append(run_stage(stage_run(CUSTOM_STAGE, backend=CustomStepBackend(spec, stage),
                                                    reads=(stage,), writes=stage, custom_step=spec)))
 
+    def resumed(name: str) -> None:
+        outcome.resumed.append(name)
+        # Not run, so no record: the run's marker must not take it for the stage a kill interrupted.
+        liveness.note_recorded(run_settings.paths.running, run_id, name)
+
     reads = UPSTREAM[stage]
     if resumable and checkpoints.reusable(folder, stage, reads, digest, custom_step=spec):
-        outcome.resumed.append(stage)
+        resumed(stage)
         if step_here:
-            outcome.resumed.append(CUSTOM_STAGE)
+            resumed(CUSTOM_STAGE)
         return outcome
     if resumable and step_here and checkpoints.reusable(folder, stage, reads, digest, custom_step=None):
-        outcome.resumed.append(stage)  # the stage finished before; only its step failed or never ran
+        resumed(stage)  # the stage finished before; only its step failed or never ran
         run_step()
         return outcome
     outcome.records.append(run_stage(stage_run(stage)))

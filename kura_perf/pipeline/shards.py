@@ -7,8 +7,10 @@ shard_count, row range, attempt_id); the merge writes the stage's `stage_runs` r
 time is the critical path (the busiest worker process's shards + merge) and whose CPU time is the
 sum over shards + merge.
 
-Faults: an attempt keeps an in-flight marker beside its output, rewritten every HEARTBEAT_S
-seconds, until it finishes. Another delivery of the same task (Celery hands a task out again when
+Faults: an attempt keeps an in-flight marker beside its output (store/liveness.py's Heartbeat, the
+same one a stage keeps, refreshed by the meter's sampler at most every HEARTBEAT_S seconds) until it
+finishes. Shards and the merge are measured, classified and recorded by pipeline/metered.py, as a
+whole stage is: a memory error is a breaking point, Ctrl-C is recorded as interrupted. Another delivery of the same task (Celery hands a task out again when
 its worker died, or when a step outlives the broker's visibility timeout) first settles the earlier
 attempt: finished -> return its record (kept beside the output); still beating -> wait for it;
 heartbeat stopped -> record it as 'died', naming the lost worker, and run the shard. A shard's
@@ -29,18 +31,18 @@ from datetime import datetime, timezone
 import numpy as np
 import pandas as pd
 
-from kura_perf.files import outputs
-from kura_perf.files.atomic import atomic_write_text
 from kura_perf.backends import get_backend
 from kura_perf.errors import StageError
-from kura_perf.meter import Meter
-from kura_perf.meter.host import worker_identity
+from kura_perf.files import outputs
+from kura_perf.files.atomic import atomic_write_text
 from kura_perf.files.outputs import StageData
-from kura_perf.pipeline.runner import ProgressLog, StageRun, _memory_limit, build_record
+from kura_perf.meter.host import worker_identity
+from kura_perf.pipeline.metered import metered_run
+from kura_perf.pipeline.runner import StageRun
 from kura_perf.scales import scale_count
 from kura_perf.stages.base import StageInputs, StageResult
-from kura_perf.store.pending import save_pending
 from kura_perf.store.record import StageRecord
+from kura_perf.store.stage_records import unfinished_record
 from kura_perf.store.writer import write_record
 
 log = logging.getLogger("kura_perf")
@@ -132,28 +134,26 @@ def _shard_fields(spec: ShardSpec, attempt_id: str) -> dict:
 
 def _record_died_attempt(run: StageRun, spec: ShardSpec, left: dict) -> dict:
     """An attempt whose heartbeat stopped before it finished: its worker died. Recorded once (fixed name)."""
-    started = datetime.fromisoformat(left["started_at"])
-    now = datetime.now(timezone.utc)
-    record = {
-        "record_id": uuid.uuid5(uuid.NAMESPACE_URL, f"{run.run_id}/{spec.key}/{left['attempt_id']}").hex,
-        "run_id": run.run_id, "stage": STAGE, "backend": left.get("backend"), "profile": run.profile.name,
-        "profile_hash": run.profile.content_hash(), "scale": run.scale, "scale_n": scale_count(run.scale),
-        "status": "died", "error_type": "WorkerLost",
-        "error_message": (f"worker {left['worker']} stopped during {spec.key} (started {left['started_at']}, "
-                          f"last heartbeat {left.get('beat_at')}); the shard was handed to {worker_identity()}"),
-        "started_at": started, "finished_at": now, "wall_s": (now - started).total_seconds(), "metered": False,
-        "items_in": spec.stop - spec.start, "worker": left["worker"], **left.get("host", {}),
-        **_shard_fields(spec, left["attempt_id"]),
-    }
+    fields = {**left["fields"], "worker": left.get("worker") or left["fields"].get("worker")}
+    started = datetime.fromtimestamp(left["started_epoch"], timezone.utc)
+    last_beat = datetime.fromtimestamp(left["beat_epoch"], timezone.utc).isoformat()
+    record = unfinished_record(
+        fields,
+        record_id=uuid.uuid5(uuid.NAMESPACE_URL, f"{run.run_id}/{spec.key}/{left['attempt_id']}").hex,
+        status="died", error_type="WorkerLost",
+        error_message=(f"worker {fields['worker']} stopped during {spec.key} (started {left['started_at']}, "
+                       f"last heartbeat {last_beat}); the shard was handed to {worker_identity()}"),
+        started_at=started, metered=False, items_in=spec.stop - spec.start,
+        peak_rss_mb=left.get("peak_rss_mb"), peak_method="heartbeat",
+    ).as_row() | _shard_fields(spec, left["attempt_id"])
     write_record(run.paths.metrics, "shard_runs", record, name=f"{run.run_id}-{spec.key}-{left['attempt_id']}")
     log.warning("%s %s: previous attempt on %s died mid-step; recorded, running it again", STAGE, spec.key,
-                left["worker"])
+                fields["worker"])
     return record
 
 
 def _heartbeat_age_s(left: dict) -> float:
-    beat = datetime.fromisoformat(left.get("beat_at") or left["started_at"])
-    return (datetime.now(timezone.utc) - beat).total_seconds()
+    return time.time() - float(left.get("beat_epoch") or left["started_epoch"])
 
 
 def _settle_earlier_attempt(run: StageRun, spec: ShardSpec) -> dict | None:
@@ -174,42 +174,9 @@ def _settle_earlier_attempt(run: StageRun, spec: ShardSpec) -> dict | None:
         time.sleep(min(HEARTBEAT_S, 1.0))
 
 
-class _Heartbeat:
-    """Rewrites the attempt's in-flight marker every HEARTBEAT_S seconds while the shard runs."""
-
-    def __init__(self, marker, body: dict):
-        import threading
-
-        self.marker, self.body = marker, body
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="kura-perf-shard-heartbeat", daemon=True)
-
-    def _beat(self) -> None:
-        self.body["beat_at"] = datetime.now(timezone.utc).isoformat()
-        _write_json(self.marker, self.body, durable=False)
-
-    def _run(self) -> None:
-        while not self._stop.wait(HEARTBEAT_S):
-            try:
-                self._beat()
-            except OSError as exc:  # a missed beat only makes a retry wait longer
-                log.warning("shard heartbeat: %s", exc)
-
-    def __enter__(self) -> "_Heartbeat":
-        self._beat()
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join(timeout=HEARTBEAT_S + 1)
-
-
 def run_embedding_shard(run: StageRun, spec: ShardSpec) -> dict:
     """Embed rows [spec.start, spec.stop) of the partition's summaries, metered; store the vectors in
     the run's shard folder and the shard record in `shard_runs`; return the record."""
-    from kura_perf.meter.host import host_info
-
     folder = shard_folder(run)
     folder.mkdir(parents=True, exist_ok=True)
     if (earlier := _settle_earlier_attempt(run, spec)) is not None:
@@ -218,72 +185,63 @@ def run_embedding_shard(run: StageRun, spec: ShardSpec) -> dict:
         return earlier
     attempt_id = uuid.uuid4().hex[:12]
     backend = run.backend or get_backend(run.profile, run.settings)
-    marker = _marker(run, spec)
-    beat = {"attempt_id": attempt_id, "worker": worker_identity(), "backend": backend.name,
-            "started_at": datetime.now(timezone.utc).isoformat(), "host": host_info()}
-    meter = Meter(STAGE, enabled=run.settings.meter, memory_limit_mb=_memory_limit(run.profile),
-                  timeout_s=run.profile.stage_timeout_s)
-    result, written, error = None, 0, None
-    try:
-        with _Heartbeat(marker, beat), meter:
-            summaries = outputs.read_stage(run.folder, "summaries").tables["main"]
-            if spec.stop > len(summaries):
-                raise StageError(f"embeddings {spec.key}: rows {spec.start}-{spec.stop} but the summaries "
-                                 f"table has {len(summaries)} rows")
-            part = summaries.iloc[spec.start:spec.stop].reset_index(drop=True)
-            inputs = StageInputs(scale_count(run.scale), {"summaries": StageData(tables={"main": part})},
-                                 progress=ProgressLog(f"{STAGE} {spec.key}"))
-            result = backend.run(STAGE, inputs)
-            written = sum(outputs.write_stage(folder, spec.key, result.data).values())
-    except Exception as exc:  # noqa: BLE001 - recorded, then re-raised
-        error = exc
-    finally:
-        if run.backend is None:
-            backend.close()
-    # A shard_runs row: the stage record's columns plus the shard's (per-level quality: none for a shard).
-    record = build_record(run, meter, result, written, error, backend.name).as_row() | _shard_fields(spec, attempt_id)
-    # One success record per run and shard (a repeated task replaces it); failed attempts each keep theirs.
-    name = f"{run.run_id}-{spec.key}" if error is None else f"{run.run_id}-{spec.key}-{attempt_id}"
-    write_record(run.paths.metrics, "shard_runs", record, name=name)
-    if error is None:
-        _write_json(_done(run, spec), record)
-    marker.unlink(missing_ok=True)
-    if error is not None:
-        raise error
+    rows: list[dict] = []
+
+    def body(progress) -> tuple[StageResult, int]:
+        summaries = outputs.read_stage(run.folder, "summaries").tables["main"]
+        if spec.stop > len(summaries):
+            raise StageError(f"embeddings {spec.key}: rows {spec.start}-{spec.stop} but the summaries "
+                             f"table has {len(summaries)} rows")
+        part = summaries.iloc[spec.start:spec.stop].reset_index(drop=True)
+        inputs = StageInputs(scale_count(run.scale), {"summaries": StageData(tables={"main": part})},
+                             progress=progress)
+        result = backend.run(STAGE, inputs)
+        return result, sum(outputs.write_stage(folder, spec.key, result.data).values())
+
+    def store(record: StageRecord) -> None:
+        # A shard_runs row: the stage record's columns plus the shard's (per-level quality: none for a shard).
+        row = record.as_row() | _shard_fields(spec, attempt_id)
+        # One success record per run and shard (a repeated task replaces it); failed attempts each keep theirs.
+        ok = record.status == "success"
+        write_record(run.paths.metrics, "shard_runs", row,
+                     name=f"{run.run_id}-{spec.key}" if ok else f"{run.run_id}-{spec.key}-{attempt_id}")
+        if ok:
+            _write_json(_done(run, spec), row)
+        rows.append(row)
+
+    metered_run(run, body, backend=backend, label=f"{STAGE} {spec.key}", close_backend=run.backend is None,
+                store=store, marker=_marker(run, spec),
+                marker_extra={"attempt_id": attempt_id, "worker": worker_identity()},
+                beat_s=HEARTBEAT_S)
+    record = rows[-1]
     log.info("%s %s: %d rows in %.2f s on %s", STAGE, spec.key, spec.stop - spec.start, record["wall_s"],
              record["worker"])
     return record
 
 
 def merge_embedding_shards(run: StageRun, specs: list[ShardSpec], shard_records: list[dict]) -> StageRecord:
-    """Concatenate the shards in index order into the partition's `embeddings` output; save the stage
-    record (sums over the shards) for the stage hook, as `run_stage` does; return it."""
+    """Concatenate the shards in index order into the partition's `embeddings` output; write the stage
+    record (sums over the shards) into the store, as `run_stage` does; return it."""
     specs = sorted(specs, key=lambda s: s.index)
     if [s.index for s in specs] != list(range(len(specs))) or any(s.count != len(specs) for s in specs):
         raise StageError(f"embeddings: shards {[s.index for s in specs]} do not cover 0..{len(specs) - 1}")
     folder = shard_folder(run)
-    meter = Meter(STAGE, enabled=run.settings.meter, memory_limit_mb=_memory_limit(run.profile))
-    result, written, error = None, 0, None
-    try:
-        with meter:
-            parts = [outputs.read_stage(folder, spec.key) for spec in specs]
-            for spec, part in zip(specs, parts):
-                rows = len(part.arrays["main"])
-                if rows != spec.stop - spec.start:
-                    raise StageError(f"embeddings {spec.key}: {rows} vectors for rows {spec.start}-{spec.stop}")
-            ids = pd.concat([p.tables["ids"] for p in parts], ignore_index=True)
-            vectors = np.concatenate([p.arrays["main"] for p in parts], axis=0)
-            data = StageData(tables={"ids": ids}, arrays={"main": vectors})
-            written = sum(outputs.write_stage(run.folder, STAGE, data).values())
-            result = StageResult(data, items_in=len(vectors), items_out=len(vectors))
-    except Exception as exc:  # noqa: BLE001 - recorded, then re-raised
-        error = exc
+
+    def body(progress) -> tuple[StageResult, int]:
+        parts = [outputs.read_stage(folder, spec.key) for spec in specs]
+        for spec, part in zip(specs, parts):
+            rows = len(part.arrays["main"])
+            if rows != spec.stop - spec.start:
+                raise StageError(f"embeddings {spec.key}: {rows} vectors for rows {spec.start}-{spec.stop}")
+        ids = pd.concat([p.tables["ids"] for p in parts], ignore_index=True)
+        vectors = np.concatenate([p.arrays["main"] for p in parts], axis=0)
+        data = StageData(tables={"ids": ids}, arrays={"main": vectors})
+        written = sum(outputs.write_stage(run.folder, STAGE, data).values())
+        return StageResult(data, items_in=len(vectors), items_out=len(vectors)), written
+
     backend_name = next((r.get("backend") for r in shard_records if r.get("backend")), run.profile.backend)
-    record = build_record(run, meter, result, written, error, backend_name)
-    record = record.replace(**sum_shards(shard_records, record))
-    save_pending(run.paths.pending, record)
-    if error is not None:
-        raise error
+    record = metered_run(run, body, backend_name=backend_name, label=f"{STAGE} merge", timeout=False,
+                         adjust=lambda merge: merge.replace(**sum_shards(shard_records, merge)))
     _remove_shard_data(folder, specs)
     return record
 

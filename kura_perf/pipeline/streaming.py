@@ -35,11 +35,11 @@ from pathlib import Path
 
 import numpy as np
 
+from kura_perf.errors import StageError
 from kura_perf.files import outputs
 from kura_perf.files.atomic import PublishGroup, naming, temp_name
-from kura_perf.errors import StageError
-from kura_perf.meter.api import ApiCounters
 from kura_perf.files.outputs import StageData
+from kura_perf.meter.api import ApiCounters
 from kura_perf.profiles import Profile
 from kura_perf.stages.base import StageInputs, StageResult
 

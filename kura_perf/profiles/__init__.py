@@ -11,9 +11,9 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from kura_perf.settings.paths import SAFE_NAME, SAFE_NAME_RULE
 from kura_perf.errors import ProfileError
 from kura_perf.profiles.schema import PROBLEM_MARK, ApiConfig, CustomStep, Profile
+from kura_perf.settings.paths import SAFE_NAME, SAFE_NAME_RULE
 
 __all__ = ["Profile", "ApiConfig", "CustomStep", "load_profiles", "get_profile"]
 

@@ -8,8 +8,10 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, Strict, field_validator, model_validator
 
+from kura_perf.datasets import check_data_file
+from kura_perf.profiles.values import value_problems
+from kura_perf.simulator.config import SimulatorConfig
 from kura_perf.stages.truth import DEFAULT_TRUTH_LEVELS, path_problem
-
 
 # Starts the message of a value check (profiles/values.py), so the loader shows it without pydantic's framing.
 PROBLEM_MARK = "profile value: "
@@ -46,8 +48,6 @@ class ApiConfig(BaseModel):
     @field_validator("simulator")
     @classmethod
     def _simulator_settings_exist(cls, value: dict) -> dict:
-        from kura_perf.simulator.config import SimulatorConfig
-
         SimulatorConfig.from_dict(value)  # ValueError names the unknown or bad setting
         return value
 
@@ -170,8 +170,6 @@ class Profile(BaseModel):
     @field_validator("data_file")
     @classmethod
     def _builtin_dataset_exists(cls, value: str | None) -> str | None:
-        from kura_perf.datasets import check_data_file
-
         value = cls._data_file_is_a_path(value)
 
         try:
@@ -225,7 +223,6 @@ class Profile(BaseModel):
     def _values_fit_together(self) -> "Profile":
         """Model names, the embedding dimension and clustering_params, checked when the profile is
         built: a bad value is refused before any stage runs (see profiles/values.py)."""
-        from kura_perf.profiles.values import value_problems
 
         problems = value_problems(self)
         if problems:

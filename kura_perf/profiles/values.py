@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import inspect
 
+from kura_perf.errors import KuraPerfError
+from kura_perf.models.clustering import METHODS
+
 API_PREFIX = "openai:"
 LLM_CHOICES = "'offline' or 'openai:<model>' (e.g. 'openai:gpt-4o-mini')"
 # summary_model may also name a Kura summaries checkpoint (models/checkpoint_summary.py).
@@ -89,7 +92,6 @@ def _embedding_problems(spec: str, dim: int | None) -> list[str]:
 
 def reference_clustering_params(method: str) -> tuple[str, ...]:
     """The keyword arguments our reference clustering method of this name takes."""
-    from kura_perf.models.clustering import METHODS
 
     return tuple(name for name in inspect.signature(METHODS[method].__init__).parameters if name != "self")
 
@@ -109,8 +111,6 @@ def _clustering_problems(backend: str, method: str, params: dict) -> list[str]:
                 f"allowed keys: {', '.join(allowed)}"]
     if backend == "kura":
         return []
-    from kura_perf.errors import KuraPerfError
-    from kura_perf.models.clustering import METHODS
 
     try:  # building the method checks the values (no library is imported until it fits)
         METHODS[method](**params)

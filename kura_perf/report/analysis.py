@@ -11,9 +11,8 @@ import pandas as pd
 from kura_perf.proposal import STORAGE_EMBEDDING_DIMENSION, STORAGE_KB_PER_CONVERSATION
 from kura_perf.report import fmt
 from kura_perf.report.data import ReportData
+from kura_perf.report.fits import BASIS_ORDER, MEASURED, PROJECTED, UNKNOWN, Estimate, StageFit, fit_stages
 from kura_perf.stages.base import STAGES
-from kura_perf.report.fits import (BASIS_ORDER, MEASURED, PROJECTED, UNKNOWN, Estimate, StageFit,
-                                   fit_stages)
 
 PROJECTION_SCALES = (10_000, 100_000, 1_000_000)
 HARDWARE_SCALES = (1_000, 10_000, 100_000, 1_000_000)

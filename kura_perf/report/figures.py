@@ -17,8 +17,7 @@ from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter  # noqa
 
 from kura_perf.proposal import STORAGE_KB_PER_CONVERSATION  # noqa: E402
 from kura_perf.report import fmt  # noqa: E402
-from kura_perf.report.analysis import (FIT_TARGETS, PROJECTION_SCALES, ProfileAnalysis,  # noqa: E402
-                                       expected_embedding_kb, kb_range)
+from kura_perf.report.analysis import FIT_TARGETS, PROJECTION_SCALES, ProfileAnalysis, expected_embedding_kb, kb_range  # noqa: E402
 from kura_perf.stages.base import STAGES  # noqa: E402
 
 DPI = 110

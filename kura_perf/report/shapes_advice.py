@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pandas as pd
 
-from kura_perf.report.advisor import Advice
-from kura_perf.report import fmt
-from kura_perf.report.tables import Cell, Table
 from kura_perf.pipeline.shapes import CUSTOM_STAGE, SHAPES
+from kura_perf.report import fmt
+from kura_perf.report.advisor import Advice
+from kura_perf.report.tables import Cell, Table
 
 SHAPE_ORDER = list(SHAPES)
 

@@ -47,12 +47,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
-
-from kura_perf.settings.paths import Paths
-
-if TYPE_CHECKING:  # pragma: no cover
-    from kura_perf.settings import RunSettings
+from typing import Any
 
 HOME_ENV = "KURA_PERF_HOME"
 RESULTS_ENV = "KURA_PERF_RESULTS"
@@ -95,43 +90,31 @@ def _value(env: Mapping[str, str], name: str) -> str | None:
     return env.get(name) or None
 
 
-def read_paths(home: str | os.PathLike | None = None, results: str | None = None,
-               env: Mapping[str, str] | None = None) -> Paths:
-    """The data root, results location and database file: `home`/`results` when given, else the
-    environment's (KURA_PERF_HOME, KURA_PERF_RESULTS, KURA_PERF_DB), else the defaults."""
+def path_values(home: str | os.PathLike | None = None, results: str | None = None,
+                env: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """The fields of `Paths` (settings/paths.py): `home`/`results` when given, else the environment's
+    (KURA_PERF_HOME, KURA_PERF_RESULTS, KURA_PERF_DB), else the defaults. Values, not a Paths: this
+    module imports nothing of the settings it feeds, so no import loop runs through it."""
     env = os.environ if env is None else env
     root = Path(home) if home else Path(env.get(HOME_ENV, DEFAULT_HOME))
     database = _value(env, DATABASE_ENV)
-    return Paths(root.resolve(), results or _value(env, RESULTS_ENV),
-                 database_file=Path(database) if database else None)
+    return {"root": root.resolve(), "results": results or _value(env, RESULTS_ENV),
+            "database_file": Path(database) if database else None}
 
 
-def read_run_settings(home: str | os.PathLike | None = None, results: str | None = None,
-                      env: Mapping[str, str] | None = None, **overrides: Any) -> "RunSettings":
-    """The settings of this process: each field from `overrides` when given (not None), else from
-    the environment, else its default. `home` and `results` set the data root and the results
-    location (the rest of `paths` as `read_paths` reads it); `paths=` gives the whole Paths."""
-    import dataclasses
-
-    from kura_perf.settings import RunSettings
-
-    unknown = set(overrides) - {f.name for f in dataclasses.fields(RunSettings)}
-    if unknown:
-        raise TypeError(f"RunSettings has no field(s) {sorted(unknown)}")
+def setting_values(env: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """The fields of `RunSettings` (settings/run.py) the environment sets, besides the paths; a field
+    the environment leaves unset is None (model_cache: None means the data root's own cache)."""
     env = os.environ if env is None else env
-    given = {key: value for key, value in overrides.items() if value is not None}
-    paths = given.pop("paths", None) or read_paths(home, results, env)
-    values = {
+    return {
         "profiles_file": _value(env, PROFILES_ENV),
         "meter": env.get(METER_ENV, "on") != "off",
         "simulator_url": _value(env, SIMULATOR_URL_ENV),
         "backend_wrapper": _value(env, BACKEND_WRAPPER_ENV),
         "nightly": _value(env, NIGHTLY_ENV),
         "alert_webhook": _value(env, ALERT_WEBHOOK_ENV),
-        **given,
+        "model_cache": _value(env, MODEL_CACHE_ENV),
     }
-    cache = values.pop("model_cache", None) or _value(env, MODEL_CACHE_ENV) or paths.model_cache
-    return RunSettings(paths=paths, model_cache=Path(cache), **values)
 
 
 def read_credential(name: str) -> str | None:

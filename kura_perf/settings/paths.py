@@ -1,7 +1,7 @@
 """Where kura_perf reads and writes. One root (KURA_PERF_HOME, default ./data) holds everything,
 unless `results` (KURA_PERF_RESULTS: a shared path or an fsspec URL such as s3://bucket/kura) names
 where stage outputs and metric records go, so that workers on several machines reach the same ones;
-the root then keeps only per-machine things (pending hand-offs, reports, the Dagster home).
+the root then keeps only per-machine things (running markers, reports, the Dagster home).
 
 A Paths is plain values: it never reads the environment itself (a property that did would answer
 differently in the CLI and in a Dagster worker). `Paths.from_env` is for the edges only; it reads
@@ -9,12 +9,16 @@ the variables through kura_perf/settings/environment.py."""
 
 from __future__ import annotations
 
+import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from kura_perf.errors import KuraPerfError
 from kura_perf.files.location import Location, resolve
 from kura_perf.models.cache import derived_models_dir
+from kura_perf.settings.environment import path_values
 
 # Profile and scale names become folder names (storage/<profile>/<scale>/): one path component of
 # letters, digits, '.', '_' and '-', starting with a letter or digit (so never '.', '..' or '/').
@@ -24,7 +28,6 @@ SAFE_NAME_RULE = "1-64 characters of letters, digits, '.', '_' or '-', starting 
 
 def check_safe_name(kind: str, name: str) -> str:
     """`name` if it can be a folder name under the data root, else a KuraPerfError naming the rule."""
-    from kura_perf.errors import KuraPerfError
 
     if not isinstance(name, str) or not SAFE_NAME.fullmatch(name):
         raise KuraPerfError(f"{kind} name {name!r} is not allowed: use {SAFE_NAME_RULE}")
@@ -39,12 +42,11 @@ class Paths:
     database_file: Path | None = None  # the DuckDB views file (KURA_PERF_DB); None: <root>/metrics.duckdb
 
     @classmethod
-    def from_env(cls) -> "Paths":
+    def from_env(cls, home: "str | os.PathLike | None" = None, results: str | None = None,
+                 env: "Mapping[str, str] | None" = None) -> "Paths":
         """This process's paths, from the environment (KURA_PERF_HOME, KURA_PERF_RESULTS, KURA_PERF_DB):
-        for the edges only (the CLI); below them, a Paths is passed in."""
-        from kura_perf.settings.environment import read_paths
-
-        return read_paths()
+        for the edges only (the CLI); below them, a Paths is passed in. `home`/`results` win when given."""
+        return cls(**path_values(home, results, env))
 
     @property
     def results_root(self) -> "Path | Location":
@@ -70,11 +72,6 @@ class Paths:
         return self.root / "reports"
 
     @property
-    def pending(self) -> Path:
-        """Stage records handed from an asset body to its hook within one run."""
-        return self.root / "metrics_pending"
-
-    @property
     def model_cache(self) -> Path:
         """Models derived once per machine from shipped weights (ONNX exports), reused by every run
         (kura_perf/models/cache.py). The data root's own; RunSettings.model_cache is the one a run uses
@@ -88,7 +85,6 @@ class Paths:
 
     def partition_dir(self, profile: str, scale: str) -> "Path | Location":
         """storage/<profile>/<scale>/, refused unless both names are safe and it resolves under storage/."""
-        from kura_perf.errors import KuraPerfError
 
         folder = self.storage / check_safe_name("profile", profile) / check_safe_name("scale", scale)
         if isinstance(folder, Location):  # an object store has no symlinks to escape through

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable
 
-from kura_perf.meter.api import ApiCounters
 from kura_perf.files.outputs import StageData
+from kura_perf.meter.api import ApiCounters
 
 STAGES = ("conversations", "summaries", "embeddings", "clusters", "meta_clusters", "projections")
 

@@ -1,7 +1,7 @@
 """The stage record: one row of the `stage_runs` table as a typed object, and the one list of its columns.
 
-It is the central contract between the runner (which measures), the pending hand-off and the hooks
-(which store), the reaper (which records deaths), the checks and the CLI (which read one record).
+It is the central contract between the runner (which measures and stores), the reaper (which records
+deaths), the checks and the CLI (which read one record).
 Fields are attributes, so a typo'd name is an error where it is written (the constructor, `replace`
 and `from_dict` reject unknown names; it is frozen, so nothing is set on it afterwards) instead of a
 silently missing column. `store/schema.py` derives the STAGE_RUNS schema from these fields (`columns`):
@@ -117,14 +117,14 @@ class StageRecord:
     host_cores: int | None = field(default=None, metadata=_COMPARABILITY)
     host_ram_gb: float | None = field(default=None, metadata=_COMPARABILITY)
     host_os: str | None = field(default=None, metadata=_COMPARABILITY)
-    # Not a column: the per-level clustering quality rows, carried through the pending hand-off into
-    # the quality_levels table (store/pending.py write_stage_record).
+    # Not a column: the per-level clustering quality rows, carried from the run into the
+    # quality_levels table (store/stage_records.py write_stage_record).
     quality_levels: list[dict] = field(default_factory=list, metadata=_NOT_A_COLUMN)
 
     # -- building ---------------------------------------------------------------------------------
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "StageRecord":
-        """From a mapping of field names (a pending file, a row); unknown names are an error."""
+        """From a mapping of field names (a kept record, a row); unknown names are an error."""
         unknown = set(data) - set(FIELD_NAMES)
         if unknown:
             raise UnknownRecordField(f"stage record: unknown fields {sorted(unknown)}")
@@ -156,7 +156,7 @@ class StageRecord:
         return {name: getattr(self, name) for name in COLUMN_NAMES}
 
     def as_dict(self) -> dict[str, Any]:
-        """Every field, the carried quality levels included (the pending hand-off's content)."""
+        """Every field, the carried quality levels included (what a running marker keeps when the store cannot take it)."""
         return {name: getattr(self, name) for name in FIELD_NAMES}
 
     def to_json(self) -> str:

@@ -35,7 +35,6 @@ from kura_perf.store.quarantine import quarantine
 from kura_perf.store.schema import KEY_COLUMN, TABLES
 
 
-
 def _is_text(t: pa.DataType) -> bool:
     is_view = getattr(pa.types, "is_string_view", lambda _: False)  # pyarrow >= 16
     return pa.types.is_string(t) or pa.types.is_large_string(t) or is_view(t)

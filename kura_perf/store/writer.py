@@ -8,7 +8,6 @@ from __future__ import annotations
 import io
 import uuid
 from datetime import datetime, timezone
-from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq

@@ -77,9 +77,6 @@ def _orphans(home: Path) -> list[str]:
     found = set()
     for pattern in TEMP_PATTERNS:
         found.update(str(p.relative_to(home)) for p in home.rglob(pattern))
-    pending = home / "metrics_pending"
-    if pending.is_dir():
-        found.update(str(p.relative_to(home)) for p in pending.glob("*/*.json"))  # stranded, never committed
     return sorted(found)
 
 

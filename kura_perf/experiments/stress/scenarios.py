@@ -23,7 +23,7 @@ from kura_perf.experiments.stress.caps import cgroup_memory_available, memory_ca
 from kura_perf.experiments.stress.outcome import inspect_home
 from kura_perf.experiments.stress.pipelines import Home, Pipeline, PipelineRun, run_args, run_command, wait_all
 from kura_perf.profiles import get_profile
-from kura_perf.settings import SIMULATOR_URL_ENV
+from kura_perf.settings.environment import SIMULATOR_URL_ENV
 from kura_perf.simulator.config import SimulatorConfig
 from kura_perf.simulator.process import SimulatorProcess
 from kura_perf.store import query, refresh_database
@@ -164,18 +164,29 @@ def disk_full(ctx: Context) -> dict:
                             stages=s.stages)
         runs = [pipeline.wait(s.timeout_s)]
         free_kb = shutil.disk_usage(home.data).free // 1024
-        stranded = len(list((home.data / "metrics_pending").glob("*/*.json")))
+        kept = _kept_records(home)
         # The user frees space and starts the next command: records kept back while the disk was full
         # must reach the store now (a record may be late, never lost).
         cap.lift()
         _next_command(home, runs)
-        notes = [f"{free_kb} KB free after the run, {stranded} record(s) waiting in metrics_pending; "
+        notes = [f"{free_kb} KB free after the run, {kept} record(s) kept in running markers; "
                  "then the disk was given room and the next command started"]
         # Judged before the filesystem goes away: its files vanish with the unmount. Records are copied out.
         row = _row(ctx, "disk_full", home, runs, started, t0, {"disk_kb": s.disk_kb}, cap.method, notes, "offline")
         _copy_records_out(home)
     _tidy(home, s)
     return row
+
+
+def _kept_records(home: Home) -> int:
+    """Records a full disk kept back in their stage's running marker (liveness.Heartbeat.keep)."""
+    count = 0
+    for marker in (home.data / "metrics_running").glob("*/*.json"):
+        try:
+            count += bool(json.loads(marker.read_text()).get("record"))
+        except (OSError, ValueError):
+            pass
+    return count
 
 
 def _copy_records_out(home: Home) -> None:
