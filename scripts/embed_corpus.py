@@ -1,10 +1,14 @@
 """Scratch: embed a synthetic corpus once (offline summaries -> torch MiniLM), save vectors + truth + texts."""
-import sys, time, json
+import json
+import sys
+import time
+
 import numpy as np
+
 from kura_perf.corpus.generator import generate_conversations
 from kura_perf.models.offline_summary import OfflineSummaryModel
-from kura_perf.stages.summaries import summarise
 from kura_perf.models.sentence_transformer import SentenceTransformerEmbedding
+from kura_perf.stages.summaries import summarise
 
 n, seed = int(sys.argv[1]), int(sys.argv[2])
 topics = int(sys.argv[3]) if len(sys.argv) > 3 else None

@@ -29,10 +29,10 @@ def main() -> None:
     from sklearn.metrics import adjusted_rand_score
 
     from kura_perf.backends.model_factory import ModelFactory
-    from kura_perf.settings.run import RunSettings
     from kura_perf.corpus import generate_conversations
     from kura_perf.models.offline_summary import OfflineSummaryModel
     from kura_perf.profiles import get_profile
+    from kura_perf.settings.run import RunSettings
     from kura_perf.stages.summaries import summarise
 
     conversations = generate_conversations(args.n, seed=args.seed)

@@ -66,7 +66,7 @@ class CustomStep(BaseModel):
     def _module_colon_function(cls, value: str) -> str:
         module, sep, name = value.partition(":")
         if not sep or not module.strip() or not name.strip():
-            raise ValueError(f"expected 'module:function', e.g. 'kura_perf.pipeline.custom_steps:redact_pii'")
+            raise ValueError("expected 'module:function', e.g. 'kura_perf.pipeline.custom_steps:redact_pii'")
         return value
 
 

@@ -286,7 +286,7 @@ def render_truth_levels(block: pd.DataFrame) -> str:
     """For a terminal: one line per truth level: the topic level and ARI/NMI of each side."""
     lines = []
     for _, r in block.iterrows():
-        def side(name: str) -> str:
+        def side(name: str, r=r) -> str:
             if pd.isna(r[f"level_{name}"]):
                 return "-"
             return (f"level {int(r[f'level_{name}'])} ({_fmt(r[f'n_clusters_{name}'])} clusters) "

@@ -447,7 +447,7 @@ def history_table(analysis: Analysis, history: pd.DataFrame) -> Table:
     stages = analysis.data.stages_present(history)
     table = Table(["Run started", "Code", "Total time"] + stages,
                   caption="per stage: wall time · peak RSS; failed stages marked")
-    for run_id, rows in history.groupby("run_id", sort=False):
+    for _run_id, rows in history.groupby("run_id", sort=False):
         started = pd.Timestamp(rows["started_at"].min()).strftime("%Y-%m-%d %H:%M")
         cells: list[Cell] = []
         for stage in stages:
@@ -585,7 +585,7 @@ def side_by_side_table(runs: pd.DataFrame, left: str, right: str) -> Table:
         cells = [Cell(fmt.conversations(r["scale_n"]), "head"), Cell(r["stage"], "head" if r["stage"] == "total" else ""),
                  _outcome_cell(r["outcome_left"]), _outcome_cell(r["outcome_right"])]
         for figure, _, show in SIDE_FIGURES:
-            def one(v):
+            def one(v, show=show):
                 return fmt.MISSING if fmt.is_missing(v) else show(v)
             ratio = r[f"{figure}_ratio"]
             cells.append(Cell(f"{one(r[f'{figure}_left'])} · {one(r[f'{figure}_right'])} · "

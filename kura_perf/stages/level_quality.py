@@ -54,7 +54,7 @@ def topics_found(labels: np.ndarray, truth: Sequence[str], purity: float = FOUND
     counts = clustered.groupby(["truth", "label"]).size()
     cluster_sizes = clustered.groupby("label").size()
     found = 0
-    for topic, per_cluster in counts.groupby(level="truth"):
+    for _topic, per_cluster in counts.groupby(level="truth"):
         (_, label), members = per_cluster.idxmax(), per_cluster.max()
         found += bool(members / cluster_sizes[label] > purity)
     return float(found / topics)

@@ -118,7 +118,7 @@ def measure_format(fmt: str, scale: str, folder: Path, seed: int = 0, n: int | N
     rows = []
     for kind in KINDS:
         before = _apparent_bytes(folder)
-        _, w_s, w_start, w_peak, w_error, w_logged = _run(lambda: writer.save_checkpoint(kind, objects[kind]))
+        _, w_s, w_start, w_peak, w_error, w_logged = _run(lambda kind=kind: writer.save_checkpoint(kind, objects[kind]))
         row = {"format": fmt, "manager_class": FORMATS[fmt], "scale": scale, "scale_n": n, "kind": kind,
                "items": len(objects[kind]), "write_s": w_s, "write_rss_start_mb": w_start,
                "write_peak_rss_mb": w_peak, "bytes": _apparent_bytes(folder) - before}
@@ -129,7 +129,7 @@ def measure_format(fmt: str, scale: str, folder: Path, seed: int = 0, n: int | N
             continue
         reader = _manager(fmt, folder)
         loaded, r_s, r_start, r_peak, r_error, r_logged = _run(
-            lambda: reader.load_checkpoint(kind, MODEL_CLASS[kind]))
+            lambda kind=kind, reader=reader: reader.load_checkpoint(kind, MODEL_CLASS[kind]))
         row.update(read_s=r_s, read_rss_start_mb=r_start, read_peak_rss_mb=r_peak,
                    items_read=len(loaded) if isinstance(loaded, list) else None)
         if r_error:
@@ -195,7 +195,7 @@ def _worker(fmt: str, scale: str, folder: Path, seed: int, timeout_s: float) -> 
         if line.startswith(_RESULT_MARK):
             rows = json.loads(line[len(_RESULT_MARK):])
     if proc.returncode != 0 or not rows:
-        tail = " / ".join(l.strip() for l in stderr.strip().splitlines()[-5:] if l.strip())
+        tail = " / ".join(line.strip() for line in stderr.strip().splitlines()[-5:] if line.strip())
         return rows, None, f"worker exited with code {proc.returncode}: {tail[:1500]}"
     return rows, max(samples) if samples else None, ""
 
