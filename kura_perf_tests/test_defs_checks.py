@@ -294,9 +294,8 @@ def test_reaping_dead_runs_is_its_own_sensor_and_the_alerts_sensor_only_alerts(t
     from dagster._core.storage.dagster_run import DagsterRun
 
     from kura_perf.defs.instance import PID_TAGS
-    from kura_perf.defs.sensors import reap_dead_runs
+    from kura_perf.defs.sensors import reap_dead_runs, regression_alerts
     from kura_perf.store import liveness
-    from kura_perf.defs.sensors import regression_alerts
 
     me = liveness.process_identity()
     gone = {**me, "pid_since_boot": None, "pid_started": me["pid_started"] - 10_000}  # an earlier process, same pid
