@@ -186,7 +186,7 @@ def test_schedule_and_sensors_are_running(dagster_dev):
     sensors = gql("""query($s: RepositorySelector!) { sensorsOrError(repositorySelector: $s) {
         ... on Sensors { results { name sensorType sensorState { status } } } } }""", {"s": selector})
     states = {s["name"]: s["sensorState"]["status"] for s in sensors["sensorsOrError"]["results"]}
-    assert states == {"regression_alerts": "RUNNING", "refresh_after_benchmark": "RUNNING"}
+    assert states == {"regression_alerts": "RUNNING", "reap_dead_runs": "RUNNING", "refresh_after_benchmark": "RUNNING"}
 
 
 def sensor_ticks(gql, selector: dict, name: str) -> list[dict]:

@@ -285,3 +285,30 @@ def test_benchmark_job_runs_stages_and_checks_in_process():
     assert job.partitions_def is not None
     check_keys = {k.name for k in job.asset_layer.asset_graph.asset_check_keys}
     assert check_keys == {"regression", "budgets", "sanity", "quality"}
+
+
+def test_reaping_dead_runs_is_its_own_sensor_and_the_alerts_sensor_only_alerts(tmp_path):
+    """A CLI run whose process is gone stays STARTED until `reap_dead_runs` marks it failed;
+    `regression_alerts` leaves it alone."""
+    from dagster import DagsterInstance, DagsterRunStatus
+    from dagster._core.storage.dagster_run import DagsterRun
+
+    from kura_perf.defs.instance import PID_TAGS
+    from kura_perf.defs.sensors import reap_dead_runs, regression_alerts
+    from kura_perf.store import liveness
+
+    me = liveness.process_identity()
+    gone = {**me, "pid_since_boot": None, "pid_started": me["pid_started"] - 10_000}  # an earlier process, same pid
+    tags = {"kura_perf/source": "cli", **{tag: str(gone[key]) for key, tag in PID_TAGS.items() if gone.get(key) is not None}}
+    resources = {"kura_perf": KuraPerfResource(home=str(tmp_path / "data"))}
+    with DagsterInstance.ephemeral() as instance:
+        instance.add_run(DagsterRun(job_name="benchmark_job", run_id="deadrun", status=DagsterRunStatus.STARTED,
+                                    tags=tags))
+        alerts = regression_alerts(build_sensor_context(instance=instance, resources=resources))
+        assert "no new" in alerts.skip_message
+        assert instance.get_run_by_id("deadrun").status == DagsterRunStatus.STARTED
+        reaped = reap_dead_runs(build_sensor_context(instance=instance, resources=resources))
+        assert "marked 1 dead run" in reaped.skip_message
+        assert instance.get_run_by_id("deadrun").status == DagsterRunStatus.FAILURE
+        again = reap_dead_runs(build_sensor_context(instance=instance, resources=resources))
+        assert again.skip_message == "no dead runs"

@@ -91,12 +91,19 @@ def test_compose_file_runs_dagsters_worker_command():
     assert "worker" in services["worker"]["profiles"] and "head" in services["postgres"]["profiles"]
 
 
-def test_cluster_jobs_load_beside_the_assets_in_one_repository():
-    """Op names of the cluster jobs must not clash with the stage assets' ops (`dagster dev` loads both)."""
+def test_cluster_jobs_run_the_same_stage_assets_on_the_celery_executor():
+    """One pipeline definition: the cluster jobs select the stage assets themselves (no ops of their own),
+    the embeddings asset's fan-out (plan, shard, merge) included, on the Celery executor, without checks."""
     pytest.importorskip("dagster_celery")
     from kura_perf.definitions import defs
+    from kura_perf.stages.base import STAGES
 
     jobs = {job.name: job for job in defs.get_repository_def().get_all_jobs()}
     assert {"cluster_embeddings", "cluster_pipeline"} <= set(jobs)
-    stages = {node.tags.get("kura_perf/stage") for node in jobs["cluster_pipeline"].nodes} - {None}
-    assert stages == {"conversations", "summaries", "embeddings", "clusters", "meta_clusters", "projections"}
+    for name, stages in (("cluster_pipeline", STAGES), ("cluster_embeddings", STAGES[:3])):
+        job = jobs[name]
+        assert job.executor_def.name == "celery" and job.tags.get("kura_perf/cluster") == "true"
+        assert {key.path[-1] for key in job.asset_layer.executable_asset_keys} == set(stages)
+        assert {node.name for node in job.nodes} == set(stages)  # one node per stage asset, no check nodes
+    embeddings = jobs["cluster_pipeline"].graph.node_named("embeddings").definition
+    assert {node.name for node in embeddings.nodes} == {"embeddings_plan", "embeddings_shard", "embeddings_merge"}

@@ -202,7 +202,7 @@ def test_calibration_sample_is_fixed_and_spread():
 
 
 def test_records_name_the_backend_and_carry_model_only_throughput(shared_cache, data_root, monkeypatch):
-    from kura_perf.defs.assets import stage_metadata
+    from kura_perf.defs.metadata import stage_metadata
     from kura_perf.pipeline.runner import StageRun, run_stage
 
     monkeypatch.delenv("KURA_PERF_MODEL_CACHE", raising=False)  # the runner finds the export under the data root
@@ -222,7 +222,8 @@ def test_records_name_the_backend_and_carry_model_only_throughput(shared_cache, 
     extra = json.loads(embeddings.extra)
     assert extra["embedding_backend"] == "onnx-int8" and extra["onnx_exported_now"] is False
     meta = stage_metadata(embeddings)
-    assert meta["embedding_backend"] == "onnx-int8" and meta["model_items_per_s"] > 0 and meta["stage_vs_model"] > 0
+    assert meta["embedding_backend"] == "onnx-int8"
+    assert meta["model_items_per_s"].value > 0 and meta["stage_vs_model"].value > 0  # typed: MetadataValue.float
     # The schema carries the new columns, so the store's views expose them.
     from kura_perf.store.schema import STAGE_RUNS
 

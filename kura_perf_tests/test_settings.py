@@ -198,8 +198,8 @@ CLI_HANDLER_PREFIX = "cmd_"
 # Calls in modules other restructure branches own (issue 18); remove an entry when its call is gone.
 PENDING_BUILDERS = {
     "kura_perf/defs/launch.py": "the pipeline-run branch owns defs/launch.py (run_partition's paths shorthand)",
-    "kura_perf/defs/cluster.py": "the Dagster-defs branch rewrites defs/cluster.py (reconstruct_cluster_job)",
-    "kura_perf/defs/cluster_launch.py": "the Dagster-defs branch rewrites defs/cluster_launch.py",
+    "kura_perf/defs/cluster_launch.py": "run_on_cluster's paths shorthand; reconstruct_cluster_job, the workers' "
+                                        "entry (moved from defs/cluster.py), builds a worker's settings",
 }
 READERS = {"setting_values", "path_values", "read_credential"}
 

@@ -6,6 +6,7 @@ from dagster import AssetKey, DagsterInstance
 
 from kura_perf.settings.paths import Paths
 from kura_perf.pipeline.custom_steps import load_step, redact_text
+from kura_perf.defs.jobs import shape_job_name
 from kura_perf.defs.launch import run_shape
 from kura_perf.errors import ProfileError
 from kura_perf.files.outputs import peek_manifest as read_manifest, read_stage
@@ -57,7 +58,7 @@ def test_shape_job_materializes_and_records_its_shape(env, shape):
     assert {r["shape"] for r in outcome.records} == {shape}
     assert all(r["status"] == "success" for r in outcome.records)
     run = instance.get_run_by_id(outcome.run_id)
-    assert run.job_name == f"{shape}_pipeline"
+    assert run.job_name == shape_job_name(shape)  # the full shape's job is benchmark_job
     for stage in SHAPES[shape].stages:
         event = instance.get_latest_materialization_event(AssetKey(stage))
         assert event.run_id == outcome.run_id and event.asset_materialization.metadata["shape"].value == shape
@@ -146,3 +147,38 @@ def test_bad_custom_steps_are_refused_with_the_setting_named(env):
     outcome = run_shape("custom", "100", "fast", instance=instance, settings=settings, run_settings=run_settings)
     assert not outcome.success and "changed the output's parts" in outcome.failure
 
+
+
+def test_one_job_per_shape_and_no_duplicates(env):
+    """The full shape's job is the benchmark job (no full_pipeline beside it): one job per shape, the report,
+    and the cluster jobs, which select the same stage assets on the Celery executor."""
+    from kura_perf.defs.build import build_definitions
+
+    run_settings, _, _ = env
+    jobs = {job.name: job for job in build_definitions(run_settings).get_repository_def().get_all_jobs()
+            if not job.name.startswith("__")}
+    in_process = {name for name, job in jobs.items() if job.executor_def.name == "in_process"}
+    assert in_process == {"benchmark_job", "minimal_pipeline", "custom_pipeline", "streaming_pipeline", "report_job"}
+    assert set(jobs) - in_process <= {"cluster_embeddings", "cluster_pipeline"}
+
+
+def test_shape_options_are_typed_config_checked_before_the_run(env):
+    """The options are the typed `pipeline_shape` resource config: a wrong type is refused by Dagster
+    before any step runs; the shape itself is the job's."""
+    from dagster import DagsterInvalidConfigError
+
+    from kura_perf.defs.build import build_definitions
+    from kura_perf.defs.config import PipelineShape, job_shape, shape_run_config
+    from kura_perf.defs.partitions import partition_key
+
+    run_settings, instance, _ = env
+    defs = build_definitions(run_settings)
+    job = defs.resolve_job_def(shape_job_name("streaming"))
+    with pytest.raises(DagsterInvalidConfigError, match="stream_batch_size"):
+        job.execute_in_process(partition_key=partition_key("100", "fast"), instance=instance, resources=defs.resources,
+                               run_config={"resources": {"pipeline_shape": {"config": {"stream_batch_size": "forty"}}}})
+    assert shape_run_config(ShapeSettings("streaming", stream_batch_size=40)) == \
+        {"resources": {"pipeline_shape": {"config": {"stream_batch_size": 40}}}}
+    assert [job_shape(shape_job_name(s)) for s in SHAPES] == list(SHAPES) and job_shape("__ASSET_JOB") is None
+    with pytest.raises(ProfileError, match="custom_after"):
+        PipelineShape(custom_after="projections").settings(shape_job_name("custom"))

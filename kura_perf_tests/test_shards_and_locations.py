@@ -151,3 +151,32 @@ def test_report_scale_out_section_groups_by_host_and_marks_the_projection(tmp_pa
     # 25 rows/s per worker, 2 workers per machine, no merge cost: 1M rows on 4 machines = 5,000 s
     assert project(25.0, 2, 0.0, 1_000_000, 4) == 5_000.0
     assert scale_out_section(tmp_path / "empty") is None
+
+
+def test_the_embeddings_asset_fans_out_in_process_too(tmp_path):
+    """The one embeddings definition: with `shards` in its config the graph-backed asset plans, embeds
+    and merges the shards (here in one process; a cluster job does the same on Celery workers), and
+    the downstream stages read the merged output like a single-step one."""
+    from dagster import AssetKey, DagsterInstance
+
+    from kura_perf.defs.launch import run_partition
+
+    paths = Paths(tmp_path / "data")
+    with DagsterInstance.ephemeral() as instance:
+        sharded = run_partition("100", "pca", stages=["conversations", "summaries", "embeddings", "clusters"],
+                                paths=paths, instance=instance, asset_config={"embeddings": {"shards": 3}})
+        assert sharded.success, sharded.failure
+        meta = instance.get_latest_materialization_event(AssetKey("embeddings")).asset_materialization.metadata
+        assert meta["shards"].value == 3 and meta["rows"].value == 100
+        plain = run_partition("100", "pca", stages=["embeddings"], paths=paths, instance=instance)
+        assert plain.success, plain.failure
+        meta = instance.get_latest_materialization_event(AssetKey("embeddings")).asset_materialization.metadata
+        assert "shards" not in meta and meta["rows"].value == 100
+    shards = query(paths.metrics, "SELECT * FROM shard_runs WHERE run_id = ?", [sharded.run_id])
+    assert sorted(shards["shard_index"]) == [0, 1, 2] and shards["items_in"].sum() == 100
+    records = {r["stage"]: r for r in sharded.records}
+    assert set(records) == {"conversations", "summaries", "embeddings", "clusters"}
+    assert json.loads(records["embeddings"]["extra"])["shards"] == 3
+    assert [r["stage"] for r in plain.records] == ["embeddings"] and not query(
+        paths.metrics, "SELECT * FROM shard_runs WHERE run_id = ?", [plain.run_id]).shape[0]
+    assert outputs.read_stage(paths.partition_dir("pca", "100"), "embeddings").arrays["main"].shape[0] == 100

@@ -332,8 +332,8 @@ def test_a_one_sided_truth_budget_renders_in_the_dagster_check_metadata():
     from kura_perf.defs.checks import outcome_metadata
 
     outcome = check_cluster_count(StageRecord(stage="clusters", scale="10k", n_clusters=40), levels=truth_rows(40))
-    table = outcome_metadata([outcome])["details"].value
-    assert ">= 75" in table and "OUTSIDE" in table
+    (row,) = [record.data for record in outcome_metadata([outcome])["details"].records]
+    assert row["noise_band"] == ">= 75" and "OUTSIDE" in row["message"]
 
 
 def test_the_cli_refuses_a_scale_above_clinc150_before_anything_runs(kp_home, capsys):

@@ -220,3 +220,22 @@ def test_report_sections_show_the_stored_usability_rows(checkpoint_rows, kp_home
     result = build_report(Paths(kp_home))  # no stage runs: the page still carries the usability sections
     text = result.index_html.read_text()
     assert "Kura&#x27;s checkpoint formats" in text and "ParquetCheckpointManager" in text
+
+
+def test_usability_results_are_typed_dagster_tables():
+    """The assets' result tables are MetadataValue.table with a schema (not hand-built markdown): numbers
+    stay numbers, a failed format's missing figures are empty cells."""
+    from dagster import TableMetadataValue
+
+    from kura_perf.defs.usability import CHECKPOINT_COLUMNS, _table
+
+    rows = [{"format": "parquet", "scale": "100", "kind": "summaries", "status": "success", "write_s": 0.12345,
+             "read_s": 0.01, "bytes": 2048, "write_peak_rss_mb": 80.0, "read_peak_rss_mb": 70.5},
+            {"format": "hf_datasets", "scale": "100", "kind": "summaries", "status": "failed | bad\nthing",
+             "write_s": float("nan"), "read_s": None, "bytes": None}]
+    table = _table(rows, CHECKPOINT_COLUMNS)
+    assert isinstance(table, TableMetadataValue)
+    assert [c.name for c in table.schema.columns] == [name for name, _ in CHECKPOINT_COLUMNS]
+    ok, failed = (record.data for record in table.records)
+    assert ok["write_s"] == 0.1235 and ok["bytes"] == 2048 and ok["status"] == "success"
+    assert failed["write_s"] is None and failed["read_s"] is None and failed["status"] == "failed | bad\nthing"

@@ -14,11 +14,14 @@ from kura_perf.settings.run import RunSettings
 
 def resources_for(settings: RunSettings) -> dict:
     """The resources of a run with `settings`: every field fixed, so the assets see exactly these."""
+    from kura_perf.defs.config import SHAPE_RESOURCE, PipelineShape
+    from kura_perf.defs.embeddings import SHARD_IO, SharedPickleIOManager
     from kura_perf.defs.resources import KuraPerfResource
     from kura_perf.defs.simulator import ApiSimulatorResource
 
     kura_perf = KuraPerfResource.from_settings(settings)
-    return {"kura_perf": kura_perf, "api_simulator": ApiSimulatorResource(kura_perf=kura_perf)}
+    return {"kura_perf": kura_perf, "api_simulator": ApiSimulatorResource(kura_perf=kura_perf),
+            SHAPE_RESOURCE: PipelineShape(), SHARD_IO: SharedPickleIOManager(kura_perf=kura_perf)}
 
 
 def build_definitions(settings: RunSettings) -> Definitions:
@@ -31,11 +34,11 @@ def _definitions(profile_names: tuple[str, ...], settings: RunSettings) -> Defin
     a process (the CLI, the tests) asks for the same definitions again and again."""
     from kura_perf.defs.assets import build_stage_assets
     from kura_perf.defs.checks import build_all_stage_checks
-    from kura_perf.defs.jobs import benchmark_job, report_job, shape_jobs
+    from kura_perf.defs.jobs import report_job, shape_jobs
     from kura_perf.defs.partitions import benchmark_partitions
     from kura_perf.defs.report import performance_report
     from kura_perf.defs.schedules import build_nightly_schedule
-    from kura_perf.defs.sensors import refresh_after_benchmark, regression_alerts
+    from kura_perf.defs.sensors import reap_dead_runs, refresh_after_benchmark, regression_alerts
     from kura_perf.defs.stress import stress_assets
     from kura_perf.defs.sweep import build_sweep_asset
     from kura_perf.defs.usability import usability_assets
@@ -44,17 +47,18 @@ def _definitions(profile_names: tuple[str, ...], settings: RunSettings) -> Defin
     try:  # the cluster jobs need the `cluster` extra (dagster-celery); without it, everything else still loads
         from kura_perf.defs.cluster import build_cluster_jobs
 
-        cluster_jobs = list(build_cluster_jobs(partitions, settings.profiles_file).values())
+        cluster_jobs = build_cluster_jobs()
     except ImportError:  # pragma: no cover - depends on the installed extras
         cluster_jobs = []
     return Definitions(
         assets=[*build_stage_assets(partitions), build_sweep_asset(partitions), performance_report,
                 *usability_assets, *stress_assets],
         asset_checks=build_all_stage_checks(partitions),
-        jobs=[benchmark_job, report_job, *shape_jobs, *cluster_jobs],
+        jobs=[*shape_jobs, report_job, *cluster_jobs],  # shape_jobs: benchmark_job (full) and the other shapes
         schedules=[build_nightly_schedule(partitions, settings.nightly)],
-        sensors=[regression_alerts, refresh_after_benchmark],
+        sensors=[regression_alerts, reap_dead_runs, refresh_after_benchmark],
         resources=resources_for(settings),
         # Also for UI materializations (the implicit asset job): stages one after another, undisturbed.
+        # The cluster jobs set their own executor.
         executor=in_process_executor,
     )

@@ -18,15 +18,19 @@ from dagster import (
     AssetCheckSpec,
     MetadataValue,
     MultiPartitionsDefinition,
+    PreviewWarning,
+    TableColumn,
+    TableRecord,
+    TableSchema,
     multi_asset_check,
 )
 
 from kura_perf.checks.evaluate import evaluate_stage, groups_for
 from kura_perf.checks.outcome import ERROR, CheckOutcome
 from kura_perf.checks.records import find_stage_record
+from kura_perf.defs.config import PipelineShape
 from kura_perf.defs.resources import KuraPerfResource
 from kura_perf.pipeline.checkpoints import producer_run
-from kura_perf.pipeline.shapes import ShapeSettings
 from kura_perf.scales import SCALES
 from kura_perf.stages.base import STAGES
 
@@ -73,14 +77,20 @@ def outcome_metadata(outcomes: list[CheckOutcome]) -> dict:
             meta[prefix + "noise_band"] = f"[{o.noise_low:.3f}, {o.noise_high:.3f}]"
         for key, v in o.details.items():
             meta[prefix + key] = _num(v) if isinstance(v, (int, float)) else str(v)
-    rows = ["| check | passed | value | baseline | ratio | noise band | n | message |", "|---|---|---|---|---|---|---|---|"]
-    for o in outcomes:
-        band = _band(o.noise_low, o.noise_high)
-        cells = [o.name, "yes" if o.passed else "**NO**", _fmt(o.value), _fmt(o.baseline), _fmt(o.ratio), band,
-                 "" if o.samples is None else str(o.samples), o.message.replace("|", "/")]
-        rows.append("| " + " | ".join(cells) + " |")
-    meta["details"] = MetadataValue.md("\n".join(rows))
+    meta["details"] = MetadataValue.table([TableRecord({
+        "check": o.name, "passed": bool(o.passed), "value": _cell(o.value), "baseline": _cell(o.baseline),
+        "ratio": _cell(o.ratio), "noise_band": _band(o.noise_low, o.noise_high),
+        "samples": None if o.samples is None else int(o.samples), "message": o.message}) for o in outcomes],
+        schema=DETAILS_SCHEMA)
     return meta
+
+
+DETAILS_SCHEMA = TableSchema(columns=[
+    TableColumn("check", "string"), TableColumn("passed", "bool"), TableColumn("value", "float"),
+    TableColumn("baseline", "float"), TableColumn("ratio", "float"),
+    TableColumn("noise_band", "string", description="the band the value may move in (measured noise or a budget)"),
+    TableColumn("samples", "int", description="history runs the baseline is built from"),
+    TableColumn("message", "string")])
 
 
 def _band(low, high) -> str:
@@ -94,8 +104,12 @@ def _band(low, high) -> str:
     return f"{low:.3g}–{high:.3g}"
 
 
-def _fmt(value) -> str:
-    return "" if value is None else f"{value:.4g}"
+def _cell(value) -> float | None:
+    """A number for a table cell (4 significant digits); inf/NaN as empty."""
+    if value is None:
+        return None
+    value = float(value)
+    return float(f"{value:.4g}") if math.isfinite(value) else None
 
 
 def to_result(stage: str, group: str, outcomes: list[CheckOutcome]) -> AssetCheckResult:
@@ -108,19 +122,21 @@ def to_result(stage: str, group: str, outcomes: list[CheckOutcome]) -> AssetChec
 
 
 def build_stage_checks(stage: str, partitions: MultiPartitionsDefinition) -> AssetChecksDefinition:
-    with warnings.catch_warnings():  # partitioned checks are a Dagster preview feature (1.13): we rely on it
-        warnings.simplefilter("ignore")
+    with warnings.catch_warnings():
+        # Only this one: a partitions_def on an AssetCheckSpec is a Dagster preview feature (1.13), and the
+        # checks must be per partition (one record per scale x profile); any other warning still shows.
+        warnings.filterwarnings("ignore", category=PreviewWarning, message=".*partitions_def on an AssetCheckSpec")
         specs = [AssetCheckSpec(group, asset=stage, blocking=group == "sanity", description=DESCRIPTIONS[group],
                                 partitions_def=partitions) for group in groups_for(stage)]
 
     @multi_asset_check(name=f"{stage}_checks", specs=specs, can_subset=True,
                        description=f"Checks on the {stage} stage's record and stored output.")
-    def _checks(context: AssetCheckExecutionContext, kura_perf: KuraPerfResource):
+    def _checks(context: AssetCheckExecutionContext, kura_perf: KuraPerfResource, pipeline_shape: PipelineShape):
         profile_name, scale = partition_of(context)
         selected = [k.name for k in context.selected_asset_check_keys]
         groups = tuple(g for g in groups_for(stage) if g in selected)
         paths, run_id = kura_perf.paths(), context.run.run_id
-        settings = ShapeSettings.from_tags(context.run.tags)
+        settings = pipeline_shape.settings(context.job_def.name)  # the run's shape
         folder = settings.folder(paths, profile_name, scale)
         record = find_stage_record(paths, run_id, stage)
         producer = producer_run(folder, stage)

@@ -41,12 +41,12 @@ def run_on_cluster(settings: ClusterSettings, dagster_home: str | Path, scale: s
             **(extra_tags or {})}
     run_config = {
         "execution": {"config": settings.executor_config()},
-        "ops": {"embedding_shards": {"config": {"shards": shards}}},
+        **cluster_defs.cluster_run_config(shards),  # the embeddings asset's shard count
         "loggers": {"console": {"config": {"log_level": dagster_log_level}}},
     }
     with DagsterInstance.from_config(str(dagster_home)) as instance:
         reconstructable_job = build_reconstructable_job(
-            cluster_defs.__name__, cluster_defs.reconstruct_cluster_job.__name__,
+            __name__, reconstruct_cluster_job.__name__,
             reconstructable_kwargs={"name": job, "profiles_file": run_settings.profiles_file})
         result = execute_job(reconstructable_job, instance=instance, run_config=run_config, tags=tags,
                              raise_on_error=False)
@@ -66,3 +66,12 @@ def run_on_cluster(settings: ClusterSettings, dagster_home: str | Path, scale: s
         records["order"] = records["stage"].map({s: i for i, s in enumerate(STAGES)})
         records = records.sort_values("order").drop(columns="order")
     return RunOutcome(run_id, result.success, failure, records.to_dict("records") if len(records) else [])
+
+
+def reconstruct_cluster_job(name: str, profiles_file: str | None = None):
+    """The cluster job `name` of the Definitions of `profiles_file` (the rest from this process's
+    environment): what a coordinator points its workers at (dagster.build_reconstructable_job), so
+    they rebuild the very job it launched."""
+    from kura_perf.defs.build import build_definitions
+
+    return build_definitions(RunSettings.from_env(profiles_file=profiles_file)).resolve_job_def(name)

@@ -83,10 +83,12 @@ def run_partition(scale: str, profile: str, stages: list[str] | None = None, pat
 
 def run_shape(shape: str, scale: str, profile: str, paths: Paths | None = None, instance=None,
               settings=None, dagster_log_level: str = "CRITICAL", run_settings: RunSettings | None = None) -> RunOutcome:
-    """Execute the named job of a pipeline shape (`<shape>_pipeline`) on one partition, in-process:
-    the job the UI launches, with the shape's options (settings: a ShapeSettings; custom step, batch
-    size) as run tags. run_settings and instance as for run_partition."""
+    """Execute the named job of a pipeline shape (`<shape>_pipeline`; full: `benchmark_job`) on one
+    partition, in-process: the job the UI launches, with the shape's options (settings: a ShapeSettings;
+    custom step, batch size) as the run's `pipeline_shape` resource config (defs/config.py).
+    run_settings and instance as for run_partition."""
     from kura_perf.defs.build import build_definitions
+    from kura_perf.defs.config import shape_run_config
     from kura_perf.defs.jobs import shape_job_name
     from kura_perf.defs.partitions import partition_key
     from kura_perf.pipeline.shapes import ShapeSettings
@@ -99,7 +101,8 @@ def run_shape(shape: str, scale: str, profile: str, paths: Paths | None = None, 
     def launch(instance, tags: dict, run_config: dict, run_id: str):
         return job.execute_in_process(partition_key=partition_key(scale, profile), instance=instance,
                                       resources=defs.resources, raise_on_error=False,
-                                      tags={**tags, **settings.tags()}, run_config=run_config, run_id=run_id)
+                                      tags=tags, run_config={**run_config, **shape_run_config(settings)},
+                                      run_id=run_id)
 
     selected = {key.path[-1] for key in job.asset_layer.executable_asset_keys}
     planned = [s for s in STAGES if s in selected]

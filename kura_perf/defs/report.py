@@ -16,7 +16,7 @@ def performance_report(context: AssetExecutionContext, kura_perf: KuraPerfResour
     result = build_report(kura_perf.paths())
     metadata = {
         "path": MetadataValue.path(str(result.index_html)),
-        "figures": len(result.figures),
+        "figures": MetadataValue.int(len(result.figures)),
         "headline": MetadataValue.md(result.headline_markdown or "_no runs recorded yet_"),
     }
     if result.main_figure is not None and result.main_figure.exists():

@@ -1,11 +1,12 @@
-"""Two sensors, both RUNNING by default (turn one off in the UI: Automation ->
+"""Three sensors, all RUNNING by default (turn one off in the UI: Automation ->
 the sensor -> toggle, or `dagster sensor stop <name> -w workspace.yaml` with the same DAGSTER_HOME;
 a stopped sensor stays stopped across restarts):
 
 - regression_alerts: turns new failed regression checks in the store into alerts (log line,
   alerts table, webhook POST when KURA_PERF_ALERT_WEBHOOK is set). It reads the store, not Dagster's
-  event log, so regressions found by CLI runs (`kura-perf run`) alert too. It also cleans up after
-  dead processes (defs/instance.py): their stages become `died` records, their runs are marked failed.
+  event log, so regressions found by CLI runs (`kura-perf run`) alert too.
+- reap_dead_runs: cleans up after dead processes (defs/instance.py): their stages become `died`
+  records, their runs are marked failed.
 - refresh_after_benchmark: after a successful benchmark run, refreshes the DuckDB views and requests
   a run of the performance_report asset.
 """
@@ -25,7 +26,7 @@ from dagster import (
 
 from kura_perf.checks.alerts import raise_alert, unalerted_regressions
 from kura_perf.defs.instance import reap_and_fail
-from kura_perf.defs.jobs import BENCHMARK_TAG, benchmark_job, report_job
+from kura_perf.defs.jobs import BENCHMARK_JOB, BENCHMARK_TAG, report_job
 from kura_perf.defs.resources import KuraPerfResource
 
 
@@ -34,11 +35,6 @@ from kura_perf.defs.resources import KuraPerfResource
 def regression_alerts(context: SensorEvaluationContext, kura_perf: KuraPerfResource):
     settings = kura_perf.settings()
     paths = settings.paths
-    try:
-        for run_id in reap_and_fail(paths.root, instance=context.instance):
-            context.log.warning(f"run {run_id}: its process died; stage recorded as died, run marked failed")
-    except Exception as exc:  # noqa: BLE001 - the alerts still go out
-        context.log.warning(f"could not clean up after dead runs: {type(exc).__name__}: {exc}")
     since = datetime.fromisoformat(context.cursor) if context.cursor else None
     rows = unalerted_regressions(paths, since)
     for row in rows:
@@ -49,10 +45,20 @@ def regression_alerts(context: SensorEvaluationContext, kura_perf: KuraPerfResou
     return SkipReason("no new failed regression checks")
 
 
+@sensor(name="reap_dead_runs", minimum_interval_seconds=60, default_status=DefaultSensorStatus.RUNNING,
+        description="Clean up after runs whose process died: their stages become `died` records, their Dagster "
+                    "runs are marked failed.")
+def reap_dead_runs(context: SensorEvaluationContext, kura_perf: KuraPerfResource):
+    marked = reap_and_fail(kura_perf.paths().root, instance=context.instance)
+    for run_id in marked:
+        context.log.warning(f"run {run_id}: its process died; stage recorded as died, run marked failed")
+    return SkipReason(f"marked {len(marked)} dead run(s) failed" if marked else "no dead runs")
+
+
 def is_benchmark_run(run) -> bool:
     """A run of the benchmark job, or any run of one of our partitions (UI materializations, `kura-perf run`)."""
     tags = run.tags
-    return (run.job_name == benchmark_job.name or tags.get(BENCHMARK_TAG) == "true"
+    return (run.job_name == BENCHMARK_JOB or tags.get(BENCHMARK_TAG) == "true"
             or ("dagster/partition/profile" in tags and "dagster/partition/scale" in tags))
 
 

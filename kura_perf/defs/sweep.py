@@ -1,6 +1,8 @@
 """The concurrency sweep as an asset beside the pipeline (group `api_load`): summaries and embeddings
 of a sample of the partition's conversations at several concurrency levels."""
 
+import math
+
 from dagster import (
     AssetExecutionContext,
     AssetKey,
@@ -8,6 +10,9 @@ from dagster import (
     MaterializeResult,
     MetadataValue,
     MultiPartitionsDefinition,
+    TableColumn,
+    TableRecord,
+    TableSchema,
     asset,
 )
 
@@ -52,8 +57,23 @@ def sweep_partition(context: AssetExecutionContext, config: SweepConfig, setting
     rows = run_sweep(profile, keys["scale"], conversations, texts, levels=config.levels,
                      run_id=context.run.run_id, log=context.log.info, settings=settings)
     write_records(paths.metrics, "sweep_results", rows)
-    table = "| stage | concurrency | items/min | p95 ms | 429 share | retries | status |\n|---|---|---|---|---|---|---|\n"
-    for r in rows:
-        table += (f"| {r['stage']} | {r['concurrency']} | {r['items_per_min'] or 0:.0f} | "
-                  f"{r['latency_p95_ms'] or 0:.0f} | {r['share_429'] or 0:.1%} | {r['api_retries']} | {r['status']} |\n")
-    return MaterializeResult(metadata={"sweep": MetadataValue.md(table), "levels": len(rows)})
+    records = [TableRecord({"stage": r["stage"], "concurrency": int(r["concurrency"]),
+                            "items_per_min": _number(r["items_per_min"]), "latency_p95_ms": _number(r["latency_p95_ms"]),
+                            "share_429": _number(r["share_429"]), "api_retries": _int(r["api_retries"]),
+                            "status": str(r["status"])}) for r in rows]
+    return MaterializeResult(metadata={"sweep": MetadataValue.table(records, schema=SWEEP_SCHEMA),
+                                       "levels": MetadataValue.int(len(rows))})
+
+
+SWEEP_SCHEMA = TableSchema(columns=[
+    TableColumn("stage", "string"), TableColumn("concurrency", "int"), TableColumn("items_per_min", "float"),
+    TableColumn("latency_p95_ms", "float"), TableColumn("share_429", "float", description="share of requests answered 429"),
+    TableColumn("api_retries", "int"), TableColumn("status", "string")])
+
+
+def _number(value) -> float | None:
+    return None if value is None or math.isnan(float(value)) else round(float(value), 4)
+
+
+def _int(value) -> int | None:
+    return None if value is None or math.isnan(float(value)) else int(value)

@@ -2,7 +2,18 @@
 error-clarity catalogue. Unpartitioned (each covers several scales or none); the work lives in
 kura_perf/experiments/usability/, these bodies only call it and record the rows."""
 
-from dagster import AssetExecutionContext, Config, MaterializeResult, MetadataValue, asset
+import math
+
+from dagster import (
+    AssetExecutionContext,
+    Config,
+    MaterializeResult,
+    MetadataValue,
+    TableColumn,
+    TableRecord,
+    TableSchema,
+    asset,
+)
 
 from kura_perf.defs.resources import KuraPerfResource
 from kura_perf.store import write_records
@@ -13,15 +24,26 @@ class CheckpointFormatsConfig(Config):
     formats: list[str] = ["jsonl", "parquet", "hf_datasets"]
 
 
-def _markdown(rows: list[dict], columns: list[str]) -> str:
-    def cell(value) -> str:
-        if isinstance(value, float):
-            return f"{value:.3f}"
-        return "" if value is None else str(value).replace("|", "\\|").replace("\n", " ")[:80]
+def _table(rows: list[dict], columns: list[tuple[str, str]]) -> MetadataValue:
+    """`rows` as a Dagster table of `columns` ((name, type): string, int, float)."""
+    def cell(value, kind: str):
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            return None
+        if kind == "int":
+            return int(value)
+        if kind == "float":
+            return round(float(value), 4)
+        return str(value)
 
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(cell(r.get(c)) for c in columns) + " |" for r in rows]
-    return "\n".join(lines)
+    return MetadataValue.table([TableRecord({name: cell(r.get(name), kind) for name, kind in columns}) for r in rows],
+                               schema=TableSchema(columns=[TableColumn(name, kind) for name, kind in columns]))
+
+
+CHECKPOINT_COLUMNS = [("format", "string"), ("scale", "string"), ("kind", "string"), ("status", "string"),
+                      ("write_s", "float"), ("read_s", "float"), ("bytes", "int"), ("write_peak_rss_mb", "float"),
+                      ("read_peak_rss_mb", "float")]
+GRADE_COLUMNS = [("case_id", "string"), ("outcome", "string"), ("error_type", "string"), ("score", "int"),
+                 ("grade", "string")]
 
 
 @asset(group_name="kura_usability", kinds={"python"},
@@ -37,9 +59,8 @@ def kura_checkpoint_formats(context: AssetExecutionContext, config: CheckpointFo
     write_records(paths.metrics, "checkpoint_results", rows)
     failed = sum(1 for r in rows if r["status"] != "success")
     return MaterializeResult(metadata={
-        "rows": len(rows), "not_round_tripping": failed,
-        "results": MetadataValue.md(_markdown(rows, ["format", "scale", "kind", "status", "write_s", "read_s",
-                                                     "bytes", "write_peak_rss_mb", "read_peak_rss_mb"]))})
+        "rows": MetadataValue.int(len(rows)), "not_round_tripping": MetadataValue.int(failed),
+        "results": _table(rows, CHECKPOINT_COLUMNS)})
 
 
 @asset(group_name="kura_usability", kinds={"python"},
@@ -53,8 +74,8 @@ def kura_error_clarity(context: AssetExecutionContext, kura_perf: KuraPerfResour
                                log=context.log.info)
     write_records(paths.metrics, "error_clarity", rows)
     return MaterializeResult(metadata={
-        "cases": len(rows), "clear": sum(1 for r in rows if r["grade"] == "clear"),
-        "grades": MetadataValue.md(_markdown(rows, ["case_id", "outcome", "error_type", "score", "grade"]))})
+        "cases": MetadataValue.int(len(rows)), "clear": MetadataValue.int(sum(1 for r in rows if r["grade"] == "clear")),
+        "grades": _table(rows, GRADE_COLUMNS)})
 
 
 usability_assets = [kura_checkpoint_formats, kura_error_clarity]

@@ -2,15 +2,16 @@
 
 - minimal:   conversations -> summaries -> clusters (embedding is part of clustering, as in Kura's
              own clustering step); no meta-clusters, no projection.
-- full:      every stage (what `benchmark_job` and the nightly schedule run).
+- full:      every stage (`benchmark_job`, the full shape's job, which the nightly schedule runs).
 - custom:    every stage, with a user step ("module:function", StageData -> StageData) inserted after
              one stage; each stage's output is kept as a checkpoint, so running the job again after a
              failure resumes from the last completed stage instead of redoing the finished ones.
 - streaming: every stage with the profile key `stream_batch_size` set (conversations, summaries and
              embeddings then run batch after batch, kura_perf/pipeline/streaming.py).
 
-No Dagster here: the shape jobs (kura_perf/defs/jobs.py) pass the run's tags to `ShapeSettings`, and
-`run_shape_stage` does one stage the way the shape asks. Records carry the shape (column `shape`)
+No Dagster here: the shape jobs (kura_perf/defs/jobs.py) give each stage asset its shape as typed run
+config (kura_perf/defs/config.py), which becomes a `ShapeSettings`, and `run_shape_stage` does one
+stage the way the shape asks. Records carry the shape (column `shape`)
 and the effective profile's hash, so the regression history of a shape that changes the work (custom,
 streaming) is never mixed with plain runs.
 """
@@ -19,7 +20,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping
 
 from kura_perf.errors import ProfileError
 from kura_perf.files.outputs import StageData
@@ -33,10 +33,7 @@ from kura_perf.stages.base import STAGES, UPSTREAM, StageInputs, StageResult
 from kura_perf.store import liveness
 from kura_perf.store.record import StageRecord
 
-SHAPE_TAG = "kura_perf/shape"
-STEP_TAG = "kura_perf/custom_step"  # "module:function": overrides the profile's custom_step.callable
-AFTER_TAG = "kura_perf/custom_after"  # a stage name: overrides custom_step.after
-BATCH_TAG = "kura_perf/stream_batch_size"
+SHAPE_TAG = "kura_perf/shape"  # a shape job's label (the job's tag; the options are the assets' run config)
 STREAM_KEY = "stream_batch_size"
 DEFAULT_STREAM_BATCH_SIZE = 256
 CUSTOM_STAGE = "custom_step"  # the stage name of the custom step's records
@@ -69,7 +66,9 @@ def streaming_supported() -> bool:
 
 @dataclass(frozen=True)
 class ShapeSettings:
-    """The shape of a run and its options, as the run's tags (UI launchpad or CLI) give them."""
+    """The shape of a run and its options (the stage assets' run config, from the UI launchpad or the CLI).
+    custom_step: "module:function", overrides the profile's custom_step.callable; custom_after: a stage
+    name, overrides custom_step.after; stream_batch_size: overrides the profile's."""
 
     shape: str | None = None  # None: stages materialized ad hoc (UI selection, `kura-perf run` without --shape)
     custom_step: str | None = None
@@ -78,28 +77,13 @@ class ShapeSettings:
 
     def __post_init__(self):
         if self.shape is not None and self.shape not in SHAPES:
-            raise ProfileError(f"tag {SHAPE_TAG}: unknown shape '{self.shape}'; expected one of {', '.join(SHAPES)}")
+            raise ProfileError(f"shape: unknown shape '{self.shape}'; expected one of {', '.join(SHAPES)}")
         if self.custom_after is not None and self.custom_after not in STAGES[:-1]:
-            raise ProfileError(f"tag {AFTER_TAG}: '{self.custom_after}' is not a stage a step can follow; expected "
+            raise ProfileError(f"custom_after: '{self.custom_after}' is not a stage a step can follow; expected "
                                f"one of {', '.join(STAGES[:-1])}")
         if self.stream_batch_size is not None and self.stream_batch_size < 1:
-            raise ProfileError(f"tag {BATCH_TAG}: must be a positive number of conversations "
+            raise ProfileError(f"stream_batch_size: must be a positive number of conversations "
                                f"(got {self.stream_batch_size})")
-
-    @classmethod
-    def from_tags(cls, tags: Mapping[str, str]) -> "ShapeSettings":
-        batch = tags.get(BATCH_TAG)
-        if batch is not None:
-            try:
-                batch = int(batch)
-            except ValueError:
-                raise ProfileError(f"tag {BATCH_TAG}: expected a whole number, got {batch!r}") from None
-        return cls(tags.get(SHAPE_TAG) or None, tags.get(STEP_TAG) or None, tags.get(AFTER_TAG) or None, batch)
-
-    def tags(self) -> dict[str, str]:
-        out = {SHAPE_TAG: self.shape, STEP_TAG: self.custom_step, AFTER_TAG: self.custom_after,
-               BATCH_TAG: None if self.stream_batch_size is None else str(self.stream_batch_size)}
-        return {k: v for k, v in out.items() if v is not None}
 
     @property
     def definition(self) -> Shape | None:
@@ -111,7 +95,7 @@ class ShapeSettings:
             current = profile.custom_step
             step = {"callable": self.custom_step or (current.callable if current else DEFAULT_STEP),
                     "after": self.custom_after or (current.after if current else DEFAULT_AFTER)}
-            return _with(profile, "custom_step", step, STEP_TAG)
+            return _with(profile, "custom_step", step, "custom_step")
         if self.shape == "streaming":
             if not streaming_supported():
                 raise ProfileError(
@@ -119,7 +103,7 @@ class ShapeSettings:
                     "and embeddings, from the matrix-streaming work), which this build's profile schema does not "
                     "have yet")
             size = self.stream_batch_size or getattr(profile, STREAM_KEY, None) or DEFAULT_STREAM_BATCH_SIZE
-            return _with(profile, STREAM_KEY, size, BATCH_TAG)
+            return _with(profile, STREAM_KEY, size, "stream_batch_size")
         return profile
 
     def folder(self, paths: Paths, profile: str, scale: str) -> Path:
