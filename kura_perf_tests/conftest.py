@@ -85,6 +85,14 @@ def pca_100(tmp_path_factory):
 
 
 # -- scheduling under xdist ---------------------------------------------------------------------------
+# `--dist loadgroup` (pyproject) is implemented here: pytest-xdist 3.8 groups by suffixing node ids,
+# which pytest 9 no longer allows (Node.nodeid is read-only), so its own loadgroup silently runs a
+# group's tests on several workers. Instead each worker writes the scope of every test (its group, or
+# the test itself) to a folder the controller made, and the controller's scheduler reads it.
+
+SCOPES_ENV = "KURA_PERF_TESTS_XDIST_SCOPES"
+_SCOPE = pytest.StashKey[str]()
+
 
 def _uses_module_scoped_fixture(item) -> bool:
     info = getattr(item, "_fixtureinfo", None)
@@ -94,18 +102,33 @@ def _uses_module_scoped_fixture(item) -> bool:
                for defs in info.name2fixturedefs.values())
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which appends the group to the node id
+def pytest_configure(config):
+    if (not hasattr(config, "workerinput") and config.getvalue("dist") == "loadgroup"
+            and config.getoption("numprocesses", None)):  # the xdist controller: before the workers start
+        os.environ[SCOPES_ENV] = tempfile.mkdtemp(prefix="kura-perf-tests-scopes-")
+
+
+def pytest_unconfigure(config):
+    if not hasattr(config, "workerinput") and os.environ.get(SCOPES_ENV):
+        import shutil
+
+        shutil.rmtree(os.environ.pop(SCOPES_ENV), ignore_errors=True)
+
+
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config, items):
     if not hasattr(config, "workerinput"):  # only in an xdist worker: a plain run keeps its order
         return
     scope_of = {}
     for item in items:
-        if not any(item.iter_markers("xdist_group")) and _uses_module_scoped_fixture(item):
+        groups = {str(m.args[0] if m.args else m.kwargs.get("name", "default"))
+                  for m in item.iter_markers("xdist_group")}
+        if not groups and _uses_module_scoped_fixture(item):
             # A module-scoped fixture (a server, a partition run) is set up once per process: keep the
             # module's tests on one worker, or each worker would set it up again.
-            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
-        groups = [m.args[0] if m.args else m.kwargs.get("name", "default") for m in item.iter_markers("xdist_group")]
-        scope_of[item] = "_".join(sorted(set(map(str, groups)))) if groups else item.nodeid
+            groups = {item.nodeid.split("::")[0]}
+        scope_of[item] = "_".join(sorted(groups)) if groups else item.nodeid
+        item.stash[_SCOPE] = scope_of[item]
     slow_scopes = {scope_of[i] for i in items if i.get_closest_marker("slow")}
     first_seen = {}
     for index, item in enumerate(items):
@@ -113,3 +136,46 @@ def pytest_collection_modifyitems(config, items):
     # Slow groups and tests first (in their collection order), then the rest: the long ones start
     # early and the run ends on short tests. Stable: each group keeps its tests' order.
     items.sort(key=lambda i: (scope_of[i] not in slow_scopes, first_seen[scope_of[i]]))
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook tells the controller the collection is done
+def pytest_collection_finish(session):
+    folder = os.environ.get(SCOPES_ENV)
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    if not folder or not worker:
+        return
+    import json
+
+    scopes = {item.nodeid: item.stash.get(_SCOPE, item.nodeid) for item in session.items}
+    part = os.path.join(folder, f".{worker}.json.tmp")
+    with open(part, "w") as out:
+        json.dump(scopes, out)
+    os.replace(part, os.path.join(folder, f"{worker}.json"))
+
+
+@pytest.hookimpl(tryfirst=True, optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    if config.getvalue("dist") != "loadgroup" or not os.environ.get(SCOPES_ENV):
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class GroupScheduling(LoadScopeScheduling):
+        """xdist's loadscope, with each test's scope as the workers computed it (above)."""
+
+        _scopes: dict | None = None
+
+        def _split_scope(self, nodeid: str) -> str:
+            if self._scopes is None:
+                import glob
+                import json
+
+                files = glob.glob(os.path.join(os.environ[SCOPES_ENV], "*.json"))
+                assert files, "no xdist worker wrote its test scopes (kura_perf_tests/conftest.py)"
+                scopes: dict = {}
+                for name in files:
+                    with open(name) as f:
+                        scopes.update(json.load(f))
+                self._scopes = scopes
+            return self._scopes.get(nodeid, nodeid)
+
+    return GroupScheduling(config, log)

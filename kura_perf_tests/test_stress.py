@@ -220,7 +220,8 @@ def test_os_fault_scenarios_are_classified_and_recorded(tmp_path):
 
 
 @pytest.mark.slow
-def test_api_fault_scenarios_are_classified_and_cross_checked(tmp_path):
+@pytest.mark.parametrize("scenario", ["network_interruption", "rate_limit_storm"])  # one each: xdist runs both at once
+def test_api_fault_scenarios_are_classified_and_cross_checked(tmp_path, scenario):
     import re
 
     from kura_perf.experiments.stress import Settings, run_stress
@@ -229,8 +230,10 @@ def test_api_fault_scenarios_are_classified_and_cross_checked(tmp_path):
     paths = Paths(tmp_path / "data")
     settings = Settings(scale="100", stages=["conversations", "summaries"], outage_s=1.0, outage_after_requests=5, outage_rpm=6000,
                         storm_rpm=3000, storm_429_rate=0.3, timeout_s=300)
-    rows = run_stress(paths, ["network_interruption", "rate_limit_storm"], settings)
-    for row in _recorded(paths, rows[0]["run_id"]).to_dict("records"):
+    rows = run_stress(paths, [scenario], settings)
+    stored = _recorded(paths, rows[0]["run_id"])
+    assert stored["scenario"].tolist() == [scenario]
+    for row in stored.to_dict("records"):
         _consistent(row)
         served = re.search(r"simulator answered (\d+) requests", row["message"])
         counted = re.search(r"records count (\d+) API calls", row["message"])
