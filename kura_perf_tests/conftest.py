@@ -178,4 +178,17 @@ def pytest_xdist_make_scheduler(config, log):
                 self._scopes = scopes
             return self._scopes.get(nodeid, nodeid)
 
+        def _reschedule(self, node) -> None:
+            """As xdist's, but a node gets its next unit only when it is down to its last pending test
+            (xdist waits until 2): a worker busy with a long test then does not hold two more units
+            while the other runs dry at the end of the run."""
+            if node.shutting_down:
+                return
+            if not self.workqueue:
+                node.shutdown()
+                return
+            if self._pending_of(self.assigned_work[node]) > 1:
+                return
+            self._assign_work_unit(node)
+
     return GroupScheduling(config, log)
