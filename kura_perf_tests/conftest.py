@@ -103,7 +103,7 @@ def _uses_module_scoped_fixture(item) -> bool:
 
 
 def pytest_configure(config):
-    if (not hasattr(config, "workerinput") and config.getvalue("dist") == "loadgroup"
+    if (not hasattr(config, "workerinput") and config.getoption("dist", None) == "loadgroup"
             and config.getoption("numprocesses", None)):  # the xdist controller: before the workers start
         os.environ[SCOPES_ENV] = tempfile.mkdtemp(prefix="kura-perf-tests-scopes-")
 
