@@ -8,6 +8,7 @@ STAMP := $(VENV)/.installed-stamp
 SCALE ?= 1k
 PROFILE ?= offline
 PYTEST_ARGS ?=
+TEST_WORKERS ?= auto
 MATRIX_SCALES ?= 100 1k 5k 10k 50k 100k
 MATRIX_PROFILES ?= offline kura-tier5
 MATRIX_ARGS ?=
@@ -34,8 +35,10 @@ install: $(STAMP)
 run: install
 	$(BIN)/kura-perf run --scale $(SCALE) --profile $(PROFILE)
 
+# The suite on pytest-xdist workers, one per CPU (at most 4: each may start servers and load models);
+# TEST_WORKERS=0 runs it in this process.
 test: install
-	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --maxprocesses 4 $(PYTEST_ARGS)
 
 validate: install
 	$(BIN)/dagster definitions validate -w workspace.yaml

@@ -31,3 +31,26 @@ def summaries_30_percent(backend) -> SlowStage:
 
 def embeddings_twice(backend) -> SlowStage:
     return SlowStage(backend, "embeddings", 1.0)
+
+
+class DelayedStage(SlowStage):
+    """The wrapped backend, except that `stage` sleeps a fixed `seconds` after its work (inside the
+    metered block): a slowdown with a known lower bound, whatever the machine's load."""
+
+    def __init__(self, backend, stage: str, seconds: float):
+        super().__init__(backend, stage, 0.0)
+        self._seconds = seconds
+
+    def run(self, stage, inputs):
+        result = self._backend.run(stage, inputs)
+        if stage == self._stage:
+            time.sleep(self._seconds)
+        return result
+
+
+def summaries_plus_quarter_second(backend) -> DelayedStage:
+    return DelayedStage(backend, "summaries", 0.25)
+
+
+def embeddings_plus_1500ms(backend) -> DelayedStage:
+    return DelayedStage(backend, "embeddings", 1.5)

@@ -80,6 +80,7 @@ def test_the_pareto_front_and_why_the_others_were_dropped(store):
     assert "(measured)" in table.set_index("candidate").loc["slow-small", "time"]
 
 
+@pytest.mark.slow
 def test_limits_drop_candidates_and_name_the_limit(store):
     advice = advise(store, 100_000, Limits(max_ram_gb=8, max_cost=50))
     verdicts = _verdicts(advice)
@@ -90,6 +91,7 @@ def test_limits_drop_candidates_and_name_the_limit(store):
     assert [c.name for c in advise(store, 100_000, Limits(min_ari=0.78)).recommended] == ["fast-big"]
 
 
+@pytest.mark.slow
 def test_refuses_clearly_when_nothing_fits(store, monkeypatch, capsys):
     advice = advise(store, 100_000, Limits(max_hours=0.1))
     assert advice.recommended == []

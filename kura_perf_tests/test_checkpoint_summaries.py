@@ -73,6 +73,7 @@ def _run(profile, root, stages):
         backend.close()
 
 
+@pytest.mark.slow
 def test_the_pipeline_runs_on_the_checkpoints_summaries(fixture_files):
     root, conversations, by_id = fixture_files
     profile = _profile()

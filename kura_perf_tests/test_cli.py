@@ -50,6 +50,7 @@ def test_sql_on_empty_store(tmp_path):
     assert out.stdout.strip().splitlines() == ["n", "0"]
 
 
+@pytest.mark.slow
 def test_breaking_point_exits_1_with_the_reason(tmp_path):
     profiles = tmp_path / "p.toml"
     profiles.write_text("[tight]\nstage_timeout_s = 0.2\n")

@@ -27,6 +27,9 @@ TOPICS = 12
 PER_TOPIC = 20
 
 
+pytestmark = pytest.mark.slow  # the module embeds 240 conversations with MiniLM once
+
+
 @pytest.fixture(scope="module")
 def corpus():
     """240 synthetic conversations over 12 topics, summarised offline and embedded once with MiniLM."""

@@ -61,7 +61,7 @@ class GraphQL:
                 self("{ version }")
                 return
             except (urllib.error.URLError, ConnectionError, OSError):
-                time.sleep(1)
+                time.sleep(0.25)
         raise AssertionError(f"GraphQL not up after {timeout_s} s:\n{log.read_text()[-3000:]}")
 
 
@@ -91,6 +91,7 @@ def processes_using(home: Path) -> list[psutil.Process]:
 def stop(server: subprocess.Popen, home: Path, grace_s: float = 30) -> None:
     """SIGTERM the whole group, wait, SIGKILL what is left; then no process of ours may survive."""
     pgid = server.pid  # start_new_session: the server leads its own group
+    deadline = time.time() + grace_s  # one grace period for the server and its group together
     try:
         os.killpg(pgid, signal.SIGTERM)
     except ProcessLookupError:
@@ -99,9 +100,8 @@ def stop(server: subprocess.Popen, home: Path, grace_s: float = 30) -> None:
         server.wait(timeout=grace_s)
     except subprocess.TimeoutExpired:
         pass
-    deadline = time.time() + grace_s
     while group_processes(pgid) and time.time() < deadline:
-        time.sleep(0.5)
+        time.sleep(0.2)
     leftovers = group_processes(pgid) + processes_using(home)
     for proc in leftovers:
         try:
@@ -196,7 +196,7 @@ def sensor_ticks(gql, selector: dict, name: str) -> list[dict]:
     return data["sensorOrError"]["sensorState"]["ticks"]
 
 
-def wait_for(condition, timeout_s: float, what: str, log: Path, every_s: float = 2.0):
+def wait_for(condition, timeout_s: float, what: str, log: Path, every_s: float = 0.5):
     deadline = time.time() + timeout_s
     while time.time() < deadline:
         if (value := condition()):

@@ -3,7 +3,7 @@
 import subprocess
 
 import pytest
-from dagster import AssetKey, DagsterInstance
+from dagster import DagsterInstance
 
 from kura_perf.defs.launch import run_partition
 from kura_perf.files.outputs import read_stage
@@ -11,20 +11,13 @@ from kura_perf.settings.paths import Paths
 from kura_perf.stages.base import STAGES
 from kura_perf.store import query
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("pca_100")]
 
 
-@pytest.fixture(scope="module")
-def offline_100(tmp_path_factory):
-    root = tmp_path_factory.mktemp("pipeline")
-    mp = pytest.MonkeyPatch()
-    mp.setenv("KURA_PERF_HOME", str(root / "data"))
-    paths = Paths.from_env()
-    with DagsterInstance.ephemeral() as instance:
-        outcome = run_partition("100", "pca", paths=paths, instance=instance)
-        materializations = {stage: instance.get_latest_materialization_event(AssetKey(stage)) for stage in STAGES}
-    yield paths, outcome, materializations
-    mp.undo()
+@pytest.fixture
+def offline_100(pca_100):
+    """The session's six-stage pca|100 run (conftest.py), shared with test_defs_checks and test_kura_backend."""
+    return pca_100.paths, pca_100.outcome, pca_100.materializations
 
 
 def test_every_stage_succeeds_and_is_recorded(offline_100):

@@ -68,6 +68,7 @@ def shared_cache(data_root, torch_reference):
     return cache
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", ["onnx", "onnx-int8"])
 def test_backend_round_trips_and_agrees_with_torch(shared_cache, torch_reference, backend):
     from kura_perf.models.onnx_embedding import OnnxEmbedding

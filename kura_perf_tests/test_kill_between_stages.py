@@ -46,6 +46,7 @@ sys.exit(main(["run", "--scale", "100", "--stages", "conversations", "summaries"
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kill_at", ["in the stage's hook", "before the stage marker is removed"])
 def test_a_run_killed_between_stages_leaves_a_died_record_for_the_next_stage(kp_home, tmp_path, monkeypatch,
                                                                              kill_at):

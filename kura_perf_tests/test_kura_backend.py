@@ -30,36 +30,35 @@ INSTALL_HINT = "pip install 'kura_perf[kura]'"
 
 # -- the 100 partition, end to end -------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def kura_100(tmp_path_factory):
-    """Kura's 100 partition against a simulator we own (so its log can be read), then the cheap reference."""
+def kura_100(tmp_path_factory, pca_100):
+    """Kura's 100 partition against a simulator we own (so its log can be read), in a copy of the data
+    root of the session's pca|100 reference run (conftest.py), so both sides are in one store."""
+    import shutil
+
     from kura_perf.backends.model_factory import SIMULATOR_URL_ENV
     from kura_perf.defs.launch import run_partition
     from kura_perf.simulator.config import SimulatorConfig
     from kura_perf.simulator.process import SimulatorProcess
 
     root = tmp_path_factory.mktemp("kura")
+    shutil.copytree(pca_100.paths.root, root / "data")
     mp = pytest.MonkeyPatch()
     mp.setenv("KURA_PERF_HOME", str(root / "data"))
     mp.setenv("HF_HUB_OFFLINE", "1")
     paths = Paths.from_env()
-    timings = {}
     with SimulatorProcess(SimulatorConfig.from_dict(get_profile("kura").api.simulator)) as sim:
         mp.setenv(SIMULATOR_URL_ENV, sim.base_url)  # the Dagster resource then reuses this simulator
         with DagsterInstance.ephemeral() as instance:
-            t0 = time.perf_counter()
             kura = run_partition("100", "kura", paths=paths, instance=instance)
-            timings["kura"] = time.perf_counter() - t0
             log = sim.log()
-            t0 = time.perf_counter()
-            reference = run_partition("100", "pca", paths=paths, instance=instance)
-            timings["pca"] = time.perf_counter() - t0
     walls = ", ".join(f"{r['stage']} {r['wall_s']:.1f}" for r in kura.records)
-    print(f"\nkura 100: {timings['kura']:.1f} s ({walls}); reference pca 100: {timings['pca']:.1f} s")
-    yield paths, kura, reference, log
+    print(f"\nkura 100: {walls}")
+    yield paths, kura, pca_100.outcome, log
     mp.undo()
 
 
 slow = pytest.mark.slow
+pytestmark = pytest.mark.xdist_group("pca_100")  # the session's pca|100 run: one worker runs it
 
 
 @slow

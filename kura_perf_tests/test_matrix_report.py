@@ -217,6 +217,7 @@ def test_matrix_table_marks_completed_projected_and_failed(store, monkeypatch, c
     assert (store.root / "matrix.md").read_text().strip() in out
 
 
+@pytest.mark.slow
 def test_matrix_runs_each_partition_in_its_own_process_and_goes_on_after_a_failure(tmp_path, monkeypatch, capsys):
     from kura_perf.cli.main import main
 

@@ -16,6 +16,7 @@ from kura_perf.store import query
 STAGES_TO_META = ("conversations", "summaries", "embeddings", "clusters", "meta_clusters")
 
 
+@pytest.mark.slow
 def test_level_rows_are_written_per_level_beside_the_stage_records(kp_home, monkeypatch):
     monkeypatch.delenv(jit_cache.NUMBA_CACHE_ENV, raising=False)
     paths = Paths.from_env()

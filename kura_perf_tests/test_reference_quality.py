@@ -175,6 +175,7 @@ def _run(home, *args):
     assert out.returncode == 0, out.stderr[-2000:]
 
 
+@pytest.mark.slow
 def test_the_same_partition_gives_the_same_clusters_in_two_data_roots(tmp_path):
     first, second = tmp_path / "one", tmp_path / "two"
     _run(first)

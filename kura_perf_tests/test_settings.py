@@ -76,10 +76,15 @@ PENDING_READS = {
 }
 
 
+_CONSTANTS: dict[Path, dict[str, str]] = {}  # each module parsed once (the package has no import cycles)
+
+
 def _module_constants(path: Path, seen: frozenset = frozenset()) -> dict[str, str]:
     """Module-level NAME = "string" of a kura_perf file, and the names it imports from other kura_perf modules."""
     if path in seen or not path.is_file():
         return {}
+    if path in _CONSTANTS:
+        return _CONSTANTS[path]
     constants = {}
     for node in ast.parse(path.read_text()).body:
         if isinstance(node, ast.Assign) and isinstance(node.value, ast.Constant) and isinstance(node.value.value, str):
@@ -89,6 +94,7 @@ def _module_constants(path: Path, seen: frozenset = frozenset()) -> dict[str, st
             source = base.with_suffix(".py") if base.with_suffix(".py").is_file() else base / "__init__.py"
             imported = _module_constants(source, seen | {path})
             constants.update({(a.asname or a.name): imported[a.name] for a in node.names if a.name in imported})
+    _CONSTANTS[path] = constants
     return constants
 
 

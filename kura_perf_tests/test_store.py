@@ -70,6 +70,7 @@ READER = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_concurrent_writers_with_an_analyst_holding_the_database(tmp_path):
     metrics, database = tmp_path / "metrics", tmp_path / "metrics.duckdb"
     write_record(metrics, "stage_runs", _record(0, run_id="seed"))

@@ -36,6 +36,7 @@ def _run_rowwise(profile, paths):
         backend.close()
 
 
+@pytest.mark.slow
 def test_streamed_outputs_equal_the_all_at_once_outputs(tmp_path):
     paths = Paths(tmp_path)
     # torch: its vectors do not depend on which texts share a batch; dynamic int8 ONNX (the offline
@@ -142,6 +143,7 @@ def _growth(tmp_path, scale, batch):
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow
 def test_streamed_peak_growth_does_not_grow_with_the_partition(tmp_path):
     small, large = _growth(tmp_path, "100", 50), _growth(tmp_path, "1k", 50)  # 10x the conversations
     for stage in ("conversations", "summaries"):

@@ -143,7 +143,9 @@ def test_memory_cap_limits_the_child_process():
     else:  # a cgroup: the kernel's OOM killer ends the process
         assert cap.method in ("cgroup v2 memory.max", "cgroup v1 memory.limit_in_bytes")
         assert capped.returncode == -9 and events.get("oom_kill", 1) >= 1
-    assert not list(Path("/sys/fs/cgroup/memory").glob("kura-perf-stress-*"))  # the cgroup is gone
+    made = [Path(word) for word in cap.describe.split() if "kura-perf-stress-" in word]
+    assert (len(made) == 1) == cap.method.startswith("cgroup")
+    assert not any(group.exists() for group in made)  # its cgroup is gone (another test's may exist meanwhile)
     with memory_cap(200, v1_parent=False) as fallback:  # no cgroup: RLIMIT_AS
         rlimited = subprocess.run([sys.executable, "-c", code], preexec_fn=fallback.preexec, timeout=60)
     assert (fallback.method, rlimited.returncode) == ("RLIMIT_AS", 3) or fallback.method.startswith("cgroup v2")
@@ -218,7 +220,8 @@ def test_os_fault_scenarios_are_classified_and_recorded(tmp_path):
 
 
 @pytest.mark.slow
-def test_api_fault_scenarios_are_classified_and_cross_checked(tmp_path):
+@pytest.mark.parametrize("scenario", ["network_interruption", "rate_limit_storm"])  # one each: xdist runs both at once
+def test_api_fault_scenarios_are_classified_and_cross_checked(tmp_path, scenario):
     import re
 
     from kura_perf.experiments.stress import Settings, run_stress
@@ -227,8 +230,10 @@ def test_api_fault_scenarios_are_classified_and_cross_checked(tmp_path):
     paths = Paths(tmp_path / "data")
     settings = Settings(scale="100", stages=["conversations", "summaries"], outage_s=1.0, outage_after_requests=5, outage_rpm=6000,
                         storm_rpm=3000, storm_429_rate=0.3, timeout_s=300)
-    rows = run_stress(paths, ["network_interruption", "rate_limit_storm"], settings)
-    for row in _recorded(paths, rows[0]["run_id"]).to_dict("records"):
+    rows = run_stress(paths, [scenario], settings)
+    stored = _recorded(paths, rows[0]["run_id"])
+    assert stored["scenario"].tolist() == [scenario]
+    for row in stored.to_dict("records"):
         _consistent(row)
         served = re.search(r"simulator answered (\d+) requests", row["message"])
         counted = re.search(r"records count (\d+) API calls", row["message"])
