@@ -7,8 +7,8 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from kura_perf.report.advisor import Limits, NothingFits, advise, parse_scale
 from kura_perf.cli.main import main
+from kura_perf.report.advisor import Limits, NothingFits, advise, parse_scale
 from kura_perf.stages.base import STAGES
 from kura_perf.store.schema import STAGE_RUNS
 from kura_perf.store.writer import write_records

@@ -10,21 +10,20 @@ import pytest
 
 from kura_perf.backends import get_backend
 from kura_perf.cli.main import main
-from kura_perf.settings.paths import Paths
 from kura_perf.corpus.generator import generate_conversations
 from kura_perf.corpus.kura_checkpoint import kura_summary_record, write_summaries_checkpoint
 from kura_perf.corpus.loaders import load_conversations, write_conversations_jsonl
 from kura_perf.errors import InputDataError, ProfileError
+from kura_perf.files.outputs import read_stage
 from kura_perf.models.checkpoint_summary import NULL_RULE, read_summaries
 from kura_perf.models.offline_summary import OfflineSummaryModel
-from kura_perf.files.outputs import read_stage
-from kura_perf.profiles import Profile, get_profile, parse_profiles
 from kura_perf.pipeline.runner import StageRun, run_stage
+from kura_perf.pipeline.streaming import streams
+from kura_perf.profiles import Profile, get_profile, parse_profiles
+from kura_perf.settings.paths import Paths
 from kura_perf.settings.run import RunSettings
 from kura_perf.stages.base import STAGES
 from kura_perf.stages.summaries import SUMMARY_COLUMNS, embed_text, summarise
-from kura_perf.pipeline.streaming import streams
-from kura_perf.settings.run import RunSettings
 
 N = 30
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "checkpoint_summaries"

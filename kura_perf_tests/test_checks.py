@@ -26,9 +26,9 @@ from kura_perf.checks.quality import check_quality
 from kura_perf.checks.records import find_stage_record, metric_history
 from kura_perf.checks.regression import check_regression, compare, margin_for, prediction_bound, z_score
 from kura_perf.checks.sanity import check_sanity, hierarchy_problems
-from kura_perf.settings.paths import Paths
 from kura_perf.files.outputs import StageData, write_stage
 from kura_perf.profiles import get_profile
+from kura_perf.settings.paths import Paths
 from kura_perf.store import query, write_record
 from kura_perf.store.record import StageRecord
 

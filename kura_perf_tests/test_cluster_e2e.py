@@ -95,10 +95,10 @@ def _single_process_embeddings(paths, summaries):
 def test_sharded_partition_on_two_workers_then_a_worker_killed_mid_shard(cluster):
     from dagster import DagsterInstance, DagsterRunStatus
 
+    from kura_perf.defs.cluster_launch import run_on_cluster
     from kura_perf.files import outputs
     from kura_perf.services.services import stop_service
     from kura_perf.settings.paths import Paths
-    from kura_perf.defs.cluster_launch import run_on_cluster
     from kura_perf.store import query
 
     local, state = cluster

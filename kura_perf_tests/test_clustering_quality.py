@@ -14,11 +14,11 @@ from kura_perf.models.naming import CHAT_FILLER, TfidfClusterNamer
 from kura_perf.models.offline_summary import OfflineSummaryModel
 from kura_perf.models.sentence_transformer import SentenceTransformerEmbedding
 from kura_perf.profiles import get_profile
+from kura_perf.settings.run import RunSettings
 from kura_perf.stages.clusters import cluster_summaries
 from kura_perf.stages.level_quality import labels_per_level, level_quality, topics_found
 from kura_perf.stages.meta_clusters import build_hierarchy
 from kura_perf.stages.summaries import summarise
-from kura_perf.settings.run import RunSettings
 
 # A small partition shaped like the default 1K corpus (about 20 conversations per topic), where raw
 # HDBSCAN finds next to nothing. (With fewer, larger topics raw HDBSCAN does much better: 6 x 40 gives

@@ -115,7 +115,7 @@ def stop(server: subprocess.Popen, home: Path, grace_s: float = 30) -> None:
     assert not group_processes(pgid), "processes of the dagster dev group survived SIGKILL"
     assert not processes_using(home), "processes using the test's DAGSTER_HOME survived"
     if leftovers:  # stopped all the same, but say so: a loaded machine can outlast the grace period
-        warnings.warn(f"dagster dev needed SIGKILL for {sorted({p.pid for p in leftovers})} after {grace_s} s")
+        warnings.warn(f"dagster dev needed SIGKILL for {sorted({p.pid for p in leftovers})} after {grace_s} s", stacklevel=2)
 
 
 @pytest.fixture(scope="module")

@@ -20,10 +20,10 @@ from dagster import (
 )
 
 from kura_perf.backends.reference import ReferenceBackend
-from kura_perf.settings.paths import Paths
 from kura_perf.defs.launch import run_partition
 from kura_perf.defs.resources import KuraPerfResource
 from kura_perf.files.outputs import StageData
+from kura_perf.settings.paths import Paths
 from kura_perf.settings.run import RunSettings
 from kura_perf.stages.base import STAGES, StageResult
 from kura_perf.store import query
@@ -99,8 +99,8 @@ def test_a_check_rerun_on_its_own_uses_the_latest_record(full_run, pca_100):
     """Running only a check (the UI's 'Execute check') evaluates the partition's latest record."""
     from dagster import AssetCheckKey
 
-    from kura_perf.defs.partitions import partition_key
     from kura_perf.definitions import defs
+    from kura_perf.defs.partitions import partition_key
 
     paths, outcome = full_run
     instance = pca_100.instance

@@ -25,7 +25,7 @@ def test_every_stage_succeeds_and_is_recorded(offline_100):
     assert outcome.success, outcome.failure
     records = {r["stage"]: r for r in outcome.records}
     assert list(records) == list(STAGES)
-    for stage, rec in records.items():
+    for rec in records.values():
         assert rec["status"] == "success"
         assert rec["run_id"] == outcome.run_id
         assert (rec["profile"], rec["scale"], rec["scale_n"]) == ("pca", "100", 100)

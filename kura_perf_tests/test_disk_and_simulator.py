@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import os
 import socket
-import subprocess
 import time
 from pathlib import Path
 
@@ -24,16 +23,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from kura_perf_tests.tmpfs import mounted_tmpfs
-
-from kura_perf.files import atomic
-
-from kura_perf.files import outputs
-
-from kura_perf.pipeline import streaming
+from kura_perf.files import atomic, outputs
 from kura_perf.files.outputs import StageData
+from kura_perf.pipeline import streaming
 from kura_perf.stages.base import StageResult
 from kura_perf_tests.simulator_fixtures import fresh_simulator, pid_gone, shared_simulator
+from kura_perf_tests.tmpfs import mounted_tmpfs
 
 # --- disk full ------------------------------------------------------------------------------------------------------
 

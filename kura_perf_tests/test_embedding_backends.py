@@ -11,10 +11,10 @@ import shutil
 import numpy as np
 import pytest
 
-from kura_perf.settings.paths import Paths
 from kura_perf.errors import ProfileError
-from kura_perf.models.onnx_export import (MIN_COSINE, EmbeddingBackendError, ExportCache, check_texts, export_fp32)
+from kura_perf.models.onnx_export import MIN_COSINE, EmbeddingBackendError, ExportCache, check_texts
 from kura_perf.profiles import get_profile, parse_profiles
+from kura_perf.settings.paths import Paths
 
 pytest.importorskip("onnxruntime")
 

@@ -15,15 +15,15 @@ from dagster import DagsterInstance
 
 from kura_perf.backends.kura_api_log import counters_between
 from kura_perf.backends.kura_loop import KuraLoop
-from kura_perf.settings.paths import Paths
 from kura_perf.corpus import generate_conversations
 from kura_perf.errors import BreakingPoint, ProfileError
-from kura_perf.meter import Meter
 from kura_perf.files.outputs import read_stage
+from kura_perf.meter import Meter
 from kura_perf.profiles import get_profile
+from kura_perf.settings.paths import Paths
+from kura_perf.settings.run import RunSettings
 from kura_perf.stages.base import STAGES
 from kura_perf.store import query
-from kura_perf.settings.run import RunSettings
 
 INSTALL_HINT = "pip install 'kura_perf[kura]'"
 
@@ -245,8 +245,12 @@ def test_summaries_round_trip_through_parquet_to_the_text_kura_embeds(tmp_path):
 def test_clusters_and_hierarchy_convert_to_the_reference_layout():
     from kura.types import Cluster, ProjectedCluster
 
-    from kura_perf.backends.kura_types import (clusters_from_tables, clusters_to_tables, hierarchy_table,
-                                               projection_table)
+    from kura_perf.backends.kura_types import (
+        clusters_from_tables,
+        clusters_to_tables,
+        hierarchy_table,
+        projection_table,
+    )
     from kura_perf.checks.sanity import hierarchy_problems
 
     chat_ids = [f"x{i}" for i in range(6)]

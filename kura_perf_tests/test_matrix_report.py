@@ -9,11 +9,11 @@ from types import SimpleNamespace
 import pytest
 
 from kura_perf.report import tables as t
-from kura_perf.report.html import CSS, LEGEND, render_table
-from kura_perf.report.sections import SectionBuilder
 from kura_perf.report.analysis import analyse
 from kura_perf.report.data import load_report_data
 from kura_perf.report.fits import EXTRAPOLATED, PROJECTED
+from kura_perf.report.html import CSS, LEGEND, render_table
+from kura_perf.report.sections import SectionBuilder
 from kura_perf.report.theory import explain, theoretical_bytes, total_bytes
 from kura_perf.store import write_records
 from kura_perf_tests.test_report import PageParser, _stage_record, write_synthetic_store

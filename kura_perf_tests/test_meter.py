@@ -8,8 +8,7 @@ import numpy as np
 import pytest
 
 from kura_perf.errors import BreakingPoint
-from kura_perf.meter import Meter
-from kura_perf.meter import memory
+from kura_perf.meter import Meter, memory
 from kura_perf.meter.meter import _downsample
 
 PROBE = """

@@ -19,8 +19,8 @@ from kura_perf.files.outputs import StageData
 from kura_perf.pipeline import shards
 from kura_perf.pipeline.runner import StageRun
 from kura_perf.profiles import get_profile
-from kura_perf.settings.run import RunSettings
 from kura_perf.settings.paths import Paths
+from kura_perf.settings.run import RunSettings
 from kura_perf.stages.base import StageResult
 from kura_perf.store import liveness, query
 
@@ -45,9 +45,9 @@ class Embedder:
         pass
 
 
-def _run(kp_home, fail=None) -> StageRun:
-    run = StageRun("embeddings", get_profile("offline"), "100", settings=RunSettings.from_env(paths=Paths(kp_home)),
-                   backend=Embedder(fail))
+def _run(kp_home, fail=None, **settings) -> StageRun:
+    run = StageRun("embeddings", get_profile("offline"), "100",
+                   settings=RunSettings.from_env(paths=Paths(kp_home), **settings), backend=Embedder(fail))
     summaries = pd.DataFrame({"chat_id": [f"c{i}" for i in range(ROWS)], "summary": ["s"] * ROWS})
     outputs.write_stage(run.folder, "summaries", StageData(tables={"main": summaries}))
     return run
@@ -87,8 +87,8 @@ def test_a_shard_ending_badly_is_classified_like_a_stage(kp_home, error, raised,
     assert not list(shards.shard_folder(run).glob("*.inflight.json"))
 
 
-def test_a_dead_attempt_is_recorded_as_died_and_the_shard_run_again(kp_home, monkeypatch):
-    run = _run(kp_home)
+def test_a_dead_attempt_is_recorded_as_died_and_the_shard_run_again(kp_home):
+    run = _run(kp_home, shard_stale_s=5.0)  # the marker below is 60 s old: dead
     spec = shards.plan_shards(ROWS, 2)[1]
     folder = shards.shard_folder(run)
     folder.mkdir(parents=True)
@@ -98,7 +98,6 @@ def test_a_dead_attempt_is_recorded_as_died_and_the_shard_run_again(kp_home, mon
     left = liveness.Heartbeat(None, fields, path=shards._marker(run, spec), extra={"attempt_id": "a1"})
     left.body.update(pid=dead.pid, beat_epoch=time.time() - 60)
     left._write()
-    monkeypatch.setenv(shards.STALE_ENV, "5")
     record = shards.run_embedding_shard(run, spec)
     assert record["status"] == "success"
     rows = _shard_rows(kp_home)

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from kura_perf.settings.paths import Paths
 from kura_perf.models import cache
+from kura_perf.settings.paths import Paths
 
 
 def _kind() -> str:

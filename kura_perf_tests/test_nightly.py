@@ -8,7 +8,6 @@ import uuid
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-import pytest
 import yaml
 
 from kura_perf.cli.main import main

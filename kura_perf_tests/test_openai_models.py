@@ -14,7 +14,13 @@ import pytest
 from kura_perf.corpus.types import Conversation, Message
 from kura_perf.errors import StageError
 from kura_perf.models.openai_api import (
-    ApiSettings, OpenAIClusterNamer, OpenAIEmbedding, OpenAISummaryModel, parse_reset, price_for, retry_after_s,
+    ApiSettings,
+    OpenAIClusterNamer,
+    OpenAIEmbedding,
+    OpenAISummaryModel,
+    parse_reset,
+    price_for,
+    retry_after_s,
 )
 from kura_perf.models.protocols import SUMMARY_FIELDS, ClusterNamer, EmbeddingModel, SummaryModel
 from kura_perf.simulator import SimulatorProcess
@@ -248,8 +254,9 @@ def test_the_key_never_appears_in_reprs_logs_or_the_simulator(caplog, capsys):
 
 
 def test_pacer_waits_when_the_reported_budget_is_spent():
-    from kura_perf.models.openai_api import HeaderPacer
     import httpx
+
+    from kura_perf.models.openai_api import HeaderPacer
 
     pacer = HeaderPacer()
     assert pacer.delay(1, now=0.0) == 0.0  # nothing known yet: no pacing

@@ -9,10 +9,10 @@ import time
 import httpx
 import pytest
 
+from kura_perf.experiments.sweep import limit_share
 from kura_perf.meter.api import ApiCounters
 from kura_perf.models.openai_api.http import HttpMeter
 from kura_perf.models.openai_api.pacer import PENDING_ESTIMATE, HeaderPacer
-from kura_perf.experiments.sweep import limit_share
 
 
 def _headers(limit_tokens=6000, remaining_tokens=6000, reset="0s", limit_requests=600, remaining_requests=600):

@@ -121,8 +121,8 @@ def test_hardware_guesses_are_the_proposal_tiers():
 
 def test_simulator_limits_and_sweep_levels_are_the_proposal_figures():
     from kura_perf.cli.main import build_parser
-    from kura_perf.simulator.config import SimulatorConfig
     from kura_perf.experiments.sweep import DEFAULT_LEVELS
+    from kura_perf.simulator.config import SimulatorConfig
 
     config = SimulatorConfig()
     assert config.chat.rpm == proposal.TYPICAL_CHAT_RPM and config.embeddings.rpm == proposal.TYPICAL_EMBEDDINGS_RPM

@@ -22,7 +22,6 @@ from kura_perf.stages.clusters import cluster_centroids
 from kura_perf.stages.meta_clusters import build_hierarchy
 from kura_perf.stages.summaries import embed_text
 
-
 # -- what is embedded -----------------------------------------------------------------------------
 
 FIELDS = {"summary": "The user wants to swap salt for baking soda.", "request": "r", "task": "t",
@@ -180,7 +179,9 @@ def test_the_same_partition_gives_the_same_clusters_in_two_data_roots(tmp_path):
     first, second = tmp_path / "one", tmp_path / "two"
     _run(first)
     _run(second)
-    read = lambda home: pd.read_parquet(home / "storage" / "offline" / "1k" / "clusters.assignments.parquet")
+    def read(home):
+        return pd.read_parquet(home / "storage" / "offline" / "1k" / "clusters.assignments.parquet")
+
     a, b = read(first), read(second)
     assert a["cluster_id"].nunique() > 10
     pd.testing.assert_frame_equal(a, b)

@@ -15,22 +15,21 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from kura_perf.backends import Prepares, ReportsApiCounters
+from kura_perf.errors import BreakingPoint
 from kura_perf.files import outputs
 from kura_perf.files.atomic import atomic_write, atomic_write_text, is_temp
-from kura_perf.backends import Prepares, ReportsApiCounters
-from kura_perf.settings.paths import Paths
-from kura_perf.errors import BreakingPoint
 from kura_perf.meter.api import ApiCounters
 from kura_perf.meter.failures import is_interrupt, is_memory_exhaustion
 from kura_perf.meter.projection import LINEAR_IN_ITEMS, Progress, project, rate
-from kura_perf.profiles import get_profile
 from kura_perf.pipeline.runner import StageRun, run_stage
+from kura_perf.profiles import get_profile
+from kura_perf.settings.paths import Paths
+from kura_perf.settings.run import RunSettings
 from kura_perf.stages.base import StageResult
 from kura_perf.store import liveness, query, write_record
-from kura_perf.settings.run import RunSettings
 from kura_perf.store.leftovers import commit_leftovers
 from kura_perf.store.record import StageRecord
-from kura_perf.settings.run import RunSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 

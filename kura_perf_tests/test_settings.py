@@ -67,13 +67,10 @@ def test_no_environment_writes_outside_third_party_env():
 
 ENVIRONMENT_MODULE = PACKAGE / "settings" / "environment.py"
 OWN_PREFIX = "KURA_PERF_"
-# Reads of own variables still outside environment.py, in modules other restructure branches (issue 18)
-# own and rewrite; each entry is (module, variable). Remove an entry when its read has moved (the test
-# below fails on an entry that no longer matches, so the list cannot go stale).
-PENDING_READS = {
-    ("kura_perf/pipeline/shards.py", "KURA_PERF_SHARD_STALE_S"): "the pipeline-run branch owns pipeline/shards.py",
-    ("kura_perf/defs/cluster.py", "KURA_PERF_CLUSTER_EXECUTOR"): "the Dagster-defs branch rewrites defs/cluster.py",
-}
+# Reads of own variables outside environment.py that are not (yet) moved, as (module, variable): reason.
+# Empty since the restructure (issue 18) landed; the test fails on an entry that no longer matches, so
+# a temporary exception cannot go stale.
+PENDING_READS: dict[tuple[str, str], str] = {}
 
 
 _CONSTANTS: dict[Path, dict[str, str]] = {}  # each module parsed once (the package has no import cycles)
@@ -196,17 +193,17 @@ EDGES = {
     "kura_perf/defs/resources.py": "the Dagster resource: builds the run's settings once per resource",
     "kura_perf/definitions.py": "the Dagster code location's entry (dagster -m kura_perf.definitions)",
     "kura_perf/simulator/__main__.py": "the API simulator's own process entry",
+    "kura_perf/defs/launch.py": "run_partition, the Python entry for one partition (the CLI passes its "
+                                "settings; a notebook or test may give only `paths`)",
+    "kura_perf/defs/cluster_launch.py": "run_on_cluster's `paths` shorthand, and reconstruct_cluster_job: the "
+                                        "Celery workers' entry, which builds a worker's settings in its process",
     "kura_perf/settings/": "the settings themselves (from_env is defined there)",
 }
 # Argparse command handlers (cmd_*) are CLI edges wherever they still live (cli/main.py's split moves
 # them under cli/).
 CLI_HANDLER_PREFIX = "cmd_"
-# Calls in modules other restructure branches own (issue 18); remove an entry when its call is gone.
-PENDING_BUILDERS = {
-    "kura_perf/defs/launch.py": "the pipeline-run branch owns defs/launch.py (run_partition's paths shorthand)",
-    "kura_perf/defs/cluster_launch.py": "run_on_cluster's paths shorthand; reconstruct_cluster_job, the workers' "
-                                        "entry (moved from defs/cluster.py), builds a worker's settings",
-}
+# Calls below the edges not yet moved (empty since issue 18 landed); an entry that no longer matches fails.
+PENDING_BUILDERS: dict[str, str] = {}
 READERS = {"setting_values", "path_values", "read_credential"}
 
 
@@ -301,6 +298,24 @@ def test_nightly_and_alert_webhook_come_from_the_settings(monkeypatch, tmp_path)
     assert "secret-token" not in repr(settings)
     monkeypatch.delenv("KURA_PERF_ALERT_WEBHOOK")
     assert RunSettings.from_env(paths=Paths(tmp_path)).alert_webhook is None
+
+
+def test_shard_staleness_and_cluster_executor_come_from_the_settings(tmp_path):
+    """Both were read deep in the code (pipeline/shards.py on every wait, defs/cluster.py at import)."""
+    env = {"KURA_PERF_SHARD_STALE_S": "8", "KURA_PERF_CLUSTER_EXECUTOR": "k8s"}
+    s = RunSettings.from_env(paths=Paths(tmp_path), env=env)
+    assert (s.shard_stale_s, s.cluster_executor) == (8.0, "k8s")
+    d = RunSettings.from_env(paths=Paths(tmp_path), env={})
+    assert (d.shard_stale_s, d.cluster_executor) == (30.0, "celery")
+    for bad in ("soon", "0", "-3"):
+        with pytest.raises(ValueError, match=f"KURA_PERF_SHARD_STALE_S='{bad}'"):
+            RunSettings.from_env(paths=Paths(tmp_path), env={"KURA_PERF_SHARD_STALE_S": bad})
+    pytest.importorskip("dagster_celery")
+    from kura_perf.defs.cluster import build_cluster_jobs
+
+    with pytest.raises(ValueError, match="KURA_PERF_CLUSTER_EXECUTOR .* 'nomad'"):
+        build_cluster_jobs("nomad")
+    assert {job.name for job in build_cluster_jobs("celery")} == {"cluster_embeddings", "cluster_pipeline"}
 
 
 def test_from_env_reads_the_environment_and_overrides_win(monkeypatch, tmp_path):

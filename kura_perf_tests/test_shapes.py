@@ -4,14 +4,14 @@ shape resumes after an injected failure without redoing the stages that had comp
 import pytest
 from dagster import AssetKey, DagsterInstance
 
-from kura_perf.settings.paths import Paths
-from kura_perf.pipeline.custom_steps import load_step, redact_text
 from kura_perf.defs.jobs import shape_job_name
 from kura_perf.defs.launch import run_shape
 from kura_perf.errors import ProfileError
-from kura_perf.files.outputs import peek_manifest as read_manifest, read_stage
-from kura_perf.settings.run import RunSettings
+from kura_perf.files.outputs import peek_manifest as read_manifest
+from kura_perf.pipeline.custom_steps import load_step, redact_text
 from kura_perf.pipeline.shapes import CUSTOM_STAGE, SHAPES, ShapeSettings, streaming_supported
+from kura_perf.settings.paths import Paths
+from kura_perf.settings.run import RunSettings
 from kura_perf.stages.base import STAGES
 from kura_perf_tests.shape_steps import FLAG_ENV
 

@@ -9,14 +9,14 @@ import pandas as pd
 import pytest
 
 from kura_perf.files import outputs
+from kura_perf.files.location import Location, resolve
+from kura_perf.pipeline.shards import plan_shards, sum_shards
 from kura_perf.services.local import check_services
 from kura_perf.services.services import ServiceError, free_port
 from kura_perf.services.settings import ClusterSettings
-from kura_perf.store.record import StageRecord
 from kura_perf.settings.paths import Paths
-from kura_perf.files.location import Location, resolve
-from kura_perf.pipeline.shards import plan_shards, sum_shards
 from kura_perf.store import query, write_record
+from kura_perf.store.record import StageRecord
 
 
 def test_plan_shards_covers_rows_in_order():

@@ -13,10 +13,10 @@ import pytest
 from pydantic import BaseModel, Field
 
 from kura_perf.simulator import SimulatorConfig, SimulatorProcess
-from kura_perf_tests.simulator_fixtures import fresh_simulator, pid_gone, shared_simulator
 from kura_perf.simulator.cli import build_parser, config_from_args
 from kura_perf.simulator.schema_fill import fill_schema
 from kura_perf.simulator.text import PromptView
+from kura_perf_tests.simulator_fixtures import fresh_simulator, pid_gone, shared_simulator
 
 pytestmark = pytest.mark.slow
 

@@ -10,8 +10,8 @@ import pytest
 
 from kura_perf.store import query, refresh_database, write_record
 from kura_perf.store.leftovers import commit_leftovers
-from kura_perf.store.stage_records import unfinished_record, write_stage_record
 from kura_perf.store.record import StageRecord
+from kura_perf.store.stage_records import unfinished_record, write_stage_record
 
 
 def _record(i: int, run_id: str = "run", stage: str = "summaries", status: str = "success") -> dict:

@@ -20,8 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from kura_perf.store import query, write_record
-from kura_perf.store import validation
+from kura_perf.store import query, validation, write_record
 from kura_perf.store.db import connect_read_only
 from kura_perf.store.record import StageRecord
 from kura_perf.store.schema import STAGE_RUNS, TABLES
@@ -206,7 +205,7 @@ def _hostile(record: Path, tmp_path: Path) -> list[str]:
         f"copy (select * replace (999.0 as wall_s, 'failed' as status) from read_parquet('{record}')) "
         f"to '{record}' (format parquet)",
         f"copy (select 1 as x) to '{tmp_path / 'out.csv'}'",
-        f"copy (select 1 as x) to 'kurastore://stage_runs/new.parquet' (format parquet)",
+        "copy (select 1 as x) to 'kurastore://stage_runs/new.parquet' (format parquet)",
         f"attach '{tmp_path / 'x.duckdb'}' as x; create table x.t as select 1 as a",
         f"create table t as select * from read_parquet('{record}')",
         "install httpfs",

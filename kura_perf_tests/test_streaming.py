@@ -12,17 +12,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from kura_perf.files import outputs
 from kura_perf.backends import get_backend
-from kura_perf.settings.paths import Paths
 from kura_perf.errors import ProfileError, StageError
+from kura_perf.files import outputs
 from kura_perf.files.outputs import StageData
-from kura_perf.profiles import get_profile, parse_profiles
 from kura_perf.pipeline.runner import StageRun, run_stage
+from kura_perf.pipeline.streaming import run_streamed, streams
+from kura_perf.profiles import get_profile, parse_profiles
+from kura_perf.settings.paths import Paths
 from kura_perf.settings.run import RunSettings
 from kura_perf.stages.base import StageResult
-from kura_perf.pipeline.streaming import run_streamed, streams
-from kura_perf.settings.run import RunSettings
 
 ROWWISE = ("conversations", "summaries", "embeddings")
 REPO = Path(__file__).resolve().parents[1]

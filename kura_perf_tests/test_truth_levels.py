@@ -15,18 +15,18 @@ import pytest
 from kura_perf.checks.budgets import check_budgets, check_cluster_count
 from kura_perf.checks.quality import check_quality, topic_level
 from kura_perf.checks.quality_regression import check_quality_regression
-from kura_perf.settings.paths import Paths
 from kura_perf.errors import KuraPerfError, ProfileError
 from kura_perf.files.outputs import StageData, write_stage
 from kura_perf.profiles import Profile, get_profile, parse_profiles
-from kura_perf.store.quality_levels import evaluate_levels, store_rows
+from kura_perf.settings.paths import Paths
+from kura_perf.settings.run import RunSettings
 from kura_perf.stages.level_quality import finest_rows, level_quality
 from kura_perf.stages.truth import truths_for
 from kura_perf.store import query
+from kura_perf.store.quality_levels import evaluate_levels, store_rows
 from kura_perf.store.record import StageRecord
 from kura_perf.store.schema import QUALITY_LEVELS
 from kura_perf.store.writer import write_records
-from kura_perf.settings.run import RunSettings
 
 DOMAINS = {"banking": ["balance", "transfer", "freeze"], "travel": ["book", "cancel", "visa"]}
 PER_INTENT = 10

@@ -9,9 +9,9 @@ import sys
 
 import pytest
 
-from kura_perf.simulator.process import SimulatorProcess
 from kura_perf.experiments.usability.examples import EXAMPLES, EXAMPLES_DIR, example_env, printed_clusters
 from kura_perf.experiments.usability.kura_objects import write_conversation_dump
+from kura_perf.simulator.process import SimulatorProcess
 
 FAST = {"latency_ms": 2, "p99_ms": 2}
 RUN_BOTH = """

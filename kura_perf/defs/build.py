@@ -47,7 +47,7 @@ def _definitions(profile_names: tuple[str, ...], settings: RunSettings) -> Defin
     try:  # the cluster jobs need the `cluster` extra (dagster-celery); without it, everything else still loads
         from kura_perf.defs.cluster import build_cluster_jobs
 
-        cluster_jobs = build_cluster_jobs()
+        cluster_jobs = build_cluster_jobs(settings.cluster_executor)
     except ImportError:  # pragma: no cover - depends on the installed extras
         cluster_jobs = []
     return Definitions(

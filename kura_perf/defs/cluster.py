@@ -12,8 +12,6 @@ profiles file through `reconstruct_cluster_job`, and each worker reads the rest 
 environment (a worker may be another machine, with its own data root or results location).
 """
 
-import os
-
 from dagster import AssetSelection, define_asset_job
 from dagster_celery import celery_executor
 
@@ -21,20 +19,21 @@ from kura_perf.defs.config import EmbeddingsConfig
 from kura_perf.defs.embeddings import CLUSTER_TAG, DEFAULT_SHARDS
 from kura_perf.stages.base import STAGES
 
-EXECUTOR_ENV = "KURA_PERF_CLUSTER_EXECUTOR"
+EXECUTORS = ("celery", "k8s")
 
 
-def cluster_executor():
+def cluster_executor(kind: str):
     """celery (default: the Celery workers of `make cluster` / docker-compose) or, on Kubernetes
-    (deploy/helm), k8s: Dagster's k8s_job_executor, one pod per step (needs dagster-k8s). Read
-    once, where the definitions load: the deployment decides, not the run."""
-    kind = os.environ.get(EXECUTOR_ENV, "celery")
+    (deploy/helm), k8s: Dagster's k8s_job_executor, one pod per step (needs dagster-k8s). From
+    RunSettings.cluster_executor (KURA_PERF_CLUSTER_EXECUTOR), read where the definitions load: the
+    deployment decides, not the run."""
     if kind == "k8s":
         from dagster_k8s import k8s_job_executor
 
         return k8s_job_executor
     if kind != "celery":
-        raise ValueError(f"{EXECUTOR_ENV}={kind!r}: expected 'celery' or 'k8s'")
+        raise ValueError(f"KURA_PERF_CLUSTER_EXECUTOR (RunSettings.cluster_executor) = {kind!r}: "
+                         f"expected one of {', '.join(EXECUTORS)}")
     return celery_executor
 
 
@@ -51,11 +50,11 @@ def cluster_run_config(shards: int = DEFAULT_SHARDS) -> dict:
     return {"ops": {"embeddings": {"config": EmbeddingsConfig(shards=shards).model_dump()}}}
 
 
-def build_cluster_jobs() -> list:
+def build_cluster_jobs(executor: str = "celery") -> list:
     """The cluster jobs: asset jobs over the stage assets (by key, so their partitions are those of the
     Definitions they are resolved in), on the cluster executor. No default run config (a job with one
     cannot be subset): the embeddings asset shards by DEFAULT_SHARDS on a job tagged as a cluster job."""
     return [define_asset_job(name, selection=AssetSelection.assets(*stages).without_checks(),
-                             executor_def=cluster_executor(), tags={CLUSTER_TAG: "true"}, description=description)
+                             executor_def=cluster_executor(executor), tags={CLUSTER_TAG: "true"}, description=description)
             for name, (stages, description) in _JOBS.items()]
 

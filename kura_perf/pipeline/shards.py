@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 import uuid
 from dataclasses import asdict, dataclass
@@ -49,8 +48,6 @@ log = logging.getLogger("kura_perf")
 
 STAGE = "embeddings"
 HEARTBEAT_S = 2.0
-DEFAULT_STALE_S = 30.0
-STALE_ENV = "KURA_PERF_SHARD_STALE_S"
 
 
 @dataclass(frozen=True)
@@ -95,11 +92,6 @@ def _marker(run: StageRun, spec: ShardSpec):
 def _done(run: StageRun, spec: ShardSpec):
     """The finished shard's record, kept after the merge so a late duplicate delivery can return it."""
     return shard_folder(run) / f"{spec.key}.record.json"
-
-
-def stale_after_s() -> float:
-    """An in-flight marker whose heartbeat is older than this belongs to a dead attempt."""
-    return float(os.environ.get(STALE_ENV, DEFAULT_STALE_S))
 
 
 def _write_json(path, body: dict, durable: bool = True) -> None:
@@ -167,7 +159,7 @@ def _settle_earlier_attempt(run: StageRun, spec: ShardSpec) -> dict | None:
         left = _read_json(marker) if marker.is_file() else None
         if left is None:
             return None
-        if _heartbeat_age_s(left) > stale_after_s():
+        if _heartbeat_age_s(left) > run.settings.shard_stale_s:  # a dead attempt's marker
             _record_died_attempt(run, spec, left)
             marker.unlink(missing_ok=True)
             return None

@@ -8,31 +8,33 @@ them takes the resulting `RunSettings` (or its `Paths`) as a required argument.
 kura_perf_tests/test_settings.py fails on a read of these variables anywhere else, and on a call of
 `RunSettings.from_env` / `Paths.from_env` below the edges.
 
-| variable                  | meaning                                                      | default                    |
-|---------------------------|--------------------------------------------------------------|----------------------------|
-| KURA_PERF_HOME            | the data root (everything per machine lives under it)        | ./data                     |
-| KURA_PERF_RESULTS         | where stage outputs and records go when workers span         | under the data root        |
-|                           | machines: a shared path or an fsspec URL (s3://bucket/kura)  |                            |
-| KURA_PERF_DB              | the DuckDB file of views over metrics/ (Paths.database)      | <data root>/metrics.duckdb |
-| KURA_PERF_PROFILES        | an extra profiles TOML file                                  | the built-in profiles only |
-| KURA_PERF_METER           | `off` turns the meter's sampler and peak reset off (to       | on                         |
-|                           | measure what metering costs)                                 |                            |
-| KURA_PERF_SIMULATOR_URL   | an API simulator already serving this run (else the Dagster  | none                       |
-|                           | resource starts one for profiles with api.simulate = true)   |                            |
-| KURA_PERF_MODEL_CACHE     | one model cache (ONNX exports) shared between data roots     | <data root>/model_cache    |
-| KURA_PERF_BACKEND_WRAPPER | 'module:function' wrapping every backend (tests,             | none                       |
-|                           | instrumentation)                                             |                            |
-| KURA_PERF_NIGHTLY         | partitions of the nightly schedule, "profile:scale,..."      | offline:100,offline:1k,    |
-|                           |                                                              | offline:10k                |
-| KURA_PERF_ALERT_WEBHOOK   | a URL that receives a JSON POST per regression alert         | none (log + alerts table)  |
+| variable                   | meaning                                                      | default                    |
+|----------------------------|--------------------------------------------------------------|----------------------------|
+| KURA_PERF_HOME             | the data root (everything per machine lives under it)        | ./data                     |
+| KURA_PERF_RESULTS          | where stage outputs and records go when workers span         | under the data root        |
+|                            | machines: a shared path or an fsspec URL (s3://bucket/kura)  |                            |
+| KURA_PERF_DB               | the DuckDB file of views over metrics/ (Paths.database)      | <data root>/metrics.duckdb |
+| KURA_PERF_PROFILES         | an extra profiles TOML file                                  | the built-in profiles only |
+| KURA_PERF_METER            | `off` turns the meter's sampler and peak reset off (to       | on                         |
+|                            | measure what metering costs)                                 |                            |
+| KURA_PERF_SIMULATOR_URL    | an API simulator already serving this run (else the Dagster  | none                       |
+|                            | resource starts one for profiles with api.simulate = true)   |                            |
+| KURA_PERF_MODEL_CACHE      | one model cache (ONNX exports) shared between data roots     | <data root>/model_cache    |
+| KURA_PERF_BACKEND_WRAPPER  | 'module:function' wrapping every backend (tests,             | none                       |
+|                            | instrumentation)                                             |                            |
+| KURA_PERF_NIGHTLY          | partitions of the nightly schedule, "profile:scale,..."      | offline:100,offline:1k,    |
+|                            |                                                              | offline:10k                |
+| KURA_PERF_ALERT_WEBHOOK    | a URL that receives a JSON POST per regression alert         | none (log + alerts table)  |
+| KURA_PERF_SHARD_STALE_S    | seconds after which an embedding shard's silent heartbeat    | 30                         |
+|                            | means its attempt died (a worker then records and redoes it) |                            |
+| KURA_PERF_CLUSTER_EXECUTOR | the cluster jobs' executor where the definitions load:       | celery                     |
+|                            | `celery` or `k8s` (deploy/helm)                              |                            |
 
 Credentials are not settings: RunSettings holds the NAME of the variable with the key or endpoint
 (the profile's api.api_key_env / api.base_url_env, e.g. OPENAI_API_KEY), and `read_credential`
 reads its value where a client is built, so a key is never kept in an object that may be logged.
 
 Read elsewhere, and why (not yet moved here, or not kura_perf's own):
-  KURA_PERF_SHARD_STALE_S     pipeline/shards.py (the pipeline-run restructure owns that module)
-  KURA_PERF_CLUSTER_EXECUTOR  defs/cluster.py (the Dagster-defs restructure owns that module)
   KURA_PERF_PG_*, KURA_PERF_BROKER_URL, KURA_PERF_BACKEND_URL
                               Dagster's own YAML (deploy/dagster.yaml, deploy/celery.yaml `env:`)
   DAGSTER_HOME, NUMBA_CACHE_DIR, PATH
@@ -59,6 +61,8 @@ MODEL_CACHE_ENV = "KURA_PERF_MODEL_CACHE"
 BACKEND_WRAPPER_ENV = "KURA_PERF_BACKEND_WRAPPER"
 NIGHTLY_ENV = "KURA_PERF_NIGHTLY"
 ALERT_WEBHOOK_ENV = "KURA_PERF_ALERT_WEBHOOK"
+SHARD_STALE_ENV = "KURA_PERF_SHARD_STALE_S"
+CLUSTER_EXECUTOR_ENV = "KURA_PERF_CLUSTER_EXECUTOR"
 DEFAULT_HOME = "data"
 
 
@@ -81,6 +85,8 @@ VARIABLES = (
     Variable(NIGHTLY_ENV, "partitions of the nightly schedule ('profile:scale,...')",
              "offline:100,offline:1k,offline:10k"),
     Variable(ALERT_WEBHOOK_ENV, "a URL receiving a JSON POST per regression alert", "none"),
+    Variable(SHARD_STALE_ENV, "seconds of heartbeat silence after which a shard attempt is dead", "30"),
+    Variable(CLUSTER_EXECUTOR_ENV, "the cluster jobs' executor: 'celery' or 'k8s'", "celery"),
 )
 OWN_VARIABLES = frozenset(v.name for v in VARIABLES)
 
@@ -114,7 +120,23 @@ def setting_values(env: Mapping[str, str] | None = None) -> dict[str, Any]:
         "nightly": _value(env, NIGHTLY_ENV),
         "alert_webhook": _value(env, ALERT_WEBHOOK_ENV),
         "model_cache": _value(env, MODEL_CACHE_ENV),
+        "shard_stale_s": _float(env, SHARD_STALE_ENV),
+        "cluster_executor": _value(env, CLUSTER_EXECUTOR_ENV),
     }
+
+
+def _float(env: Mapping[str, str], name: str) -> float | None:
+    """A number of seconds; a value that is not one is refused naming the variable (no bare ValueError)."""
+    raw = _value(env, name)
+    if raw is None:
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError(f"{name}={raw!r}: expected a number of seconds") from None
+    if not value > 0:
+        raise ValueError(f"{name}={raw!r}: expected a positive number of seconds")
+    return value
 
 
 def read_credential(name: str) -> str | None:

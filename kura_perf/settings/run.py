@@ -50,6 +50,12 @@ class RunSettings:
     # Where regression alerts are POSTed; None: log and alerts table only. Not in repr: webhook URLs
     # often embed a secret token.
     alert_webhook: str | None = field(default=None, repr=False)
+    # An embedding shard attempt whose heartbeat is this many seconds old is dead (pipeline/shards.py):
+    # a worker records it as died and runs the shard again.
+    shard_stale_s: float = 30.0
+    # The cluster jobs' executor (defs/cluster.py): "celery" (make cluster, docker-compose) or "k8s"
+    # (deploy/helm, one pod per step). Chosen where the definitions load: the deployment decides.
+    cluster_executor: str = "celery"
 
     def __post_init__(self) -> None:
         if self.model_cache is None:  # built directly (not from_env): the data root's own cache
@@ -66,7 +72,7 @@ class RunSettings:
             raise TypeError(f"RunSettings has no field(s) {sorted(unknown)}")
         given = {key: value for key, value in overrides.items() if value is not None}
         paths = given.pop("paths", None) or Paths.from_env(home, results, env)
-        values = {**setting_values(env), **given}
+        values = {**{key: value for key, value in setting_values(env).items() if value is not None}, **given}
         cache = values.pop("model_cache", None) or paths.model_cache
         return cls(paths=paths, model_cache=Path(cache), **values)
 
