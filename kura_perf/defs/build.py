@@ -9,6 +9,9 @@ import functools
 
 from dagster import Definitions, in_process_executor
 
+from kura_perf.defs.partitions import benchmark_partitions
+from kura_perf.defs.resources import KuraPerfResource
+from kura_perf.defs.simulator import ApiSimulatorResource
 from kura_perf.settings.run import RunSettings
 
 
@@ -16,8 +19,6 @@ def resources_for(settings: RunSettings) -> dict:
     """The resources of a run with `settings`: every field fixed, so the assets see exactly these."""
     from kura_perf.defs.config import SHAPE_RESOURCE, PipelineShape
     from kura_perf.defs.embeddings import SHARD_IO, SharedPickleIOManager
-    from kura_perf.defs.resources import KuraPerfResource
-    from kura_perf.defs.simulator import ApiSimulatorResource
 
     kura_perf = KuraPerfResource.from_settings(settings)
     return {"kura_perf": kura_perf, "api_simulator": ApiSimulatorResource(kura_perf=kura_perf),
@@ -35,7 +36,6 @@ def _definitions(profile_names: tuple[str, ...], settings: RunSettings) -> Defin
     from kura_perf.defs.assets import build_stage_assets
     from kura_perf.defs.checks import build_all_stage_checks
     from kura_perf.defs.jobs import report_job, shape_jobs
-    from kura_perf.defs.partitions import benchmark_partitions
     from kura_perf.defs.report import performance_report
     from kura_perf.defs.schedules import build_nightly_schedule
     from kura_perf.defs.sensors import reap_dead_runs, refresh_after_benchmark, regression_alerts

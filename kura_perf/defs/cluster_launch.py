@@ -7,10 +7,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from kura_perf.defs.launch import RunOutcome, root_cause
+from kura_perf.errors import KuraPerfError
+from kura_perf.scales import scale_count
 from kura_perf.services.local import check_services
 from kura_perf.services.settings import ClusterSettings
 from kura_perf.settings.paths import Paths
 from kura_perf.settings.run import RunSettings
+from kura_perf.stages.base import STAGES
+from kura_perf.store import query
 
 
 def run_on_cluster(settings: ClusterSettings, dagster_home: str | Path, scale: str, profile: str, shards: int = 4,
@@ -23,10 +27,6 @@ def run_on_cluster(settings: ClusterSettings, dagster_home: str | Path, scale: s
 
     from kura_perf.defs import cluster as cluster_defs
     from kura_perf.defs.partitions import benchmark_partitions, partition_key
-    from kura_perf.errors import KuraPerfError
-    from kura_perf.scales import scale_count
-    from kura_perf.stages.base import STAGES
-    from kura_perf.store import query
 
     run_settings = run_settings or RunSettings.from_env(paths=paths)
     scale_count(scale)

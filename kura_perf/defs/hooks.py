@@ -12,7 +12,7 @@ from dagster import HookContext, failure_hook, success_hook
 from kura_perf.meter.host import code_version, host_info, worker_identity
 from kura_perf.pipeline.shapes import SHAPE_TAG
 from kura_perf.scales import SCALES
-from kura_perf.store import liveness
+from kura_perf.store import liveness, query
 from kura_perf.store.stage_records import unfinished_record, write_stage_record
 
 
@@ -28,7 +28,6 @@ def _partition(context: HookContext) -> tuple[str | None, str | None]:
 
 def _recorded(paths, context: HookContext) -> bool:
     """Whether the stage wrote its record in this run (one look at the store)."""
-    from kura_perf.store import query
 
     rows = query(paths.metrics, "SELECT count(*) AS n FROM stage_runs WHERE run_id = ? AND stage = ?",
                  [context.run_id, _stage(context)])

@@ -11,12 +11,16 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass, field
 
-from kura_perf.meter.failures import INTERRUPT_NAMES, is_interrupt
+from kura_perf.defs.instance import default_home, fail_dead_runs, open_instance, run_tags
+from kura_perf.errors import KuraPerfError
+from kura_perf.meter.failures import INTERRUPT_NAMES, is_interrupt, is_memory_exhaustion
+from kura_perf.meter.host import code_version, host_info, worker_identity
+from kura_perf.pipeline.shapes import ShapeSettings
 from kura_perf.scales import SCALES
 from kura_perf.settings.paths import Paths
 from kura_perf.settings.run import RunSettings
 from kura_perf.stages.base import STAGES
-from kura_perf.store import liveness
+from kura_perf.store import liveness, query
 
 
 @dataclass
@@ -59,7 +63,6 @@ def run_partition(scale: str, profile: str, stages: list[str] | None = None, pat
 
     from kura_perf.defs.build import build_definitions
     from kura_perf.defs.partitions import partition_key
-    from kura_perf.errors import KuraPerfError
 
     run_settings = _run_settings(paths, run_settings)
     unknown = set(stages or []) - set(STAGES)
@@ -91,7 +94,6 @@ def run_shape(shape: str, scale: str, profile: str, paths: Paths | None = None, 
     from kura_perf.defs.config import shape_run_config
     from kura_perf.defs.jobs import shape_job_name
     from kura_perf.defs.partitions import partition_key
-    from kura_perf.pipeline.shapes import ShapeSettings
 
     run_settings = _run_settings(paths, run_settings)
     settings = settings or ShapeSettings(shape)
@@ -115,7 +117,6 @@ ADHOC_JOB = "__kura_perf_adhoc_job__"
 def _plan(stages: list[str], profile: str, scale: str, shape: str | None = None) -> dict:
     """What the run marker carries: the stages planned, in pipeline order, and the columns a died
     record of a stage that never started can have."""
-    from kura_perf.meter.host import code_version, host_info, worker_identity
 
     return {"stages": stages, "fields": {"profile": profile, "scale": scale, "scale_n": SCALES.get(scale),
                                          "shape": shape, "code_version": code_version(),
@@ -127,12 +128,10 @@ def _execute(launch, paths: Paths, instance, dagster_log_level: str, plan: dict)
     run's marker and turn its result, a failure or a Ctrl-C into a RunOutcome with the run's stage
     records. Without an instance, the one in the data root's Dagster home is opened (created and
     migrated once, under a lock) and closed after."""
-    from kura_perf.defs.instance import default_home, open_instance
 
     if instance is None:
         with open_instance(default_home(paths.root)) as opened:
             return _execute(launch, paths, opened, dagster_log_level, plan)
-    from kura_perf.defs.instance import run_tags
 
     invocation = uuid.uuid4().hex
     run_id = str(uuid.uuid4())
@@ -166,8 +165,6 @@ def _execute(launch, paths: Paths, instance, dagster_log_level: str, plan: dict)
 def _records(paths: Paths, run_id: str) -> list[dict] | None:
     """The run's stage records; None when they cannot be read back because the process is out of
     memory (a run that ended at a memory breaking point under an OS cap): they are in the store."""
-    from kura_perf.meter.failures import is_memory_exhaustion
-    from kura_perf.store import query
 
     try:
         records = query(paths.metrics, "SELECT * FROM stage_runs WHERE run_id = ?", [run_id])
@@ -191,8 +188,6 @@ def _interrupted(instance, paths: Paths, invocation: str, error: BaseException) 
     """Ctrl-C during a run: the interrupted stage wrote its record (status interrupted); clear what its
     hook would have, mark the Dagster run failed if Dagster left it unfinished, and say so."""
     from dagster import RunsFilter
-
-    from kura_perf.defs.instance import fail_dead_runs
 
     runs = instance.get_runs(RunsFilter(tags={"kura_perf/invocation": invocation}), limit=1)
     run_id = runs[0].run_id if runs else "?"

@@ -7,6 +7,7 @@ import math
 from dagster import MetadataValue, TableColumn, TableRecord, TableSchema
 
 from kura_perf.pipeline.shapes import CUSTOM_STAGE, ShapeSettings
+from kura_perf.stages.level_quality import finest_rows
 from kura_perf.store.record import StageRecord
 
 
@@ -89,7 +90,6 @@ def level_metadata(levels: list[dict]) -> dict:
     plottable numbers: topic_level_* for the finest truth level, topic_level_<truth>_* for coarser ones."""
     if not levels:
         return {}
-    from kura_perf.stages.level_quality import finest_rows
 
     schema = TableSchema(columns=[TableColumn(name, kind) for name, kind in LEVEL_COLUMNS])
     rows = [TableRecord({name: (bool(level.get(name)) if kind == "bool" else table_value(level.get(name)))

@@ -28,6 +28,7 @@ from kura_perf.checks.alerts import raise_alert, unalerted_regressions
 from kura_perf.defs.instance import reap_and_fail
 from kura_perf.defs.jobs import BENCHMARK_JOB, BENCHMARK_TAG, report_job
 from kura_perf.defs.resources import KuraPerfResource
+from kura_perf.store import refresh_database
 
 
 @sensor(name="regression_alerts", minimum_interval_seconds=60, default_status=DefaultSensorStatus.RUNNING,
@@ -68,8 +69,6 @@ def is_benchmark_run(run) -> bool:
                    description="After a successful benchmark run: refresh the DuckDB views, then request a run "
                                "of the performance_report asset.")
 def refresh_after_benchmark(context: RunStatusSensorContext, kura_perf: KuraPerfResource):
-    from kura_perf.store import refresh_database
-
     run = context.dagster_run
     if not is_benchmark_run(run):
         return SkipReason(f"run {run.run_id} is not a benchmark run")

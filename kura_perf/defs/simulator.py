@@ -11,6 +11,9 @@ from dagster import ConfigurableResource, InitResourceContext, ResourceDependenc
 from pydantic import PrivateAttr
 
 from kura_perf.defs.resources import KuraPerfResource
+from kura_perf.simulator.config import SimulatorConfig
+from kura_perf.simulator.models import profile_models
+from kura_perf.simulator.process import SimulatorProcess
 
 
 class ApiSimulatorResource(ConfigurableResource):
@@ -34,9 +37,6 @@ class ApiSimulatorResource(ConfigurableResource):
         if profile is None or not profile.api.simulate or settings.simulator_url:
             yield self  # no simulator needed, or one is already serving this run
             return
-        from kura_perf.simulator.config import SimulatorConfig
-        from kura_perf.simulator.models import profile_models
-        from kura_perf.simulator.process import SimulatorProcess
 
         # The profile's own model names are served even when the simulator's table does not know them.
         config = SimulatorConfig.from_dict(profile.api.simulator).serving(profile_models(profile))

@@ -16,6 +16,8 @@ from dagster import (
 )
 
 from kura_perf.defs.resources import KuraPerfResource
+from kura_perf.experiments.usability.checkpoints import run_checkpoint_benchmark
+from kura_perf.experiments.usability.error_clarity import run_error_catalogue
 from kura_perf.store import write_records
 
 
@@ -51,8 +53,6 @@ GRADE_COLUMNS = [("case_id", "string"), ("outcome", "string"), ("error_type", "s
                    "managers per scale (a format that fails is recorded with Kura's error). Table checkpoint_results.")
 def kura_checkpoint_formats(context: AssetExecutionContext, config: CheckpointFormatsConfig,
                             kura_perf: KuraPerfResource) -> MaterializeResult:
-    from kura_perf.experiments.usability.checkpoints import run_checkpoint_benchmark
-
     paths = kura_perf.paths()
     rows = run_checkpoint_benchmark(config.scales, config.formats, workdir=paths.root / "usability" / "checkpoints",
                                     run_id=context.run.run_id, log=context.log.info)
@@ -67,8 +67,6 @@ def kura_checkpoint_formats(context: AssetExecutionContext, config: CheckpointFo
        description="The catalogue of bad inputs fed to Kura, each error graded by explicit rules (names the "
                    "subject? says what was expected? suggests a fix? raw traceback?). Table error_clarity.")
 def kura_error_clarity(context: AssetExecutionContext, kura_perf: KuraPerfResource) -> MaterializeResult:
-    from kura_perf.experiments.usability.error_clarity import run_error_catalogue
-
     paths = kura_perf.paths()
     rows = run_error_catalogue(paths.root / "usability" / "error_clarity", run_id=context.run.run_id,
                                log=context.log.info)
