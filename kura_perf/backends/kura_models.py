@@ -35,8 +35,8 @@ KURA_ST_KIND = "kura-sentence-transformer"  # the process cache's key: (this kin
 def require_kura(profile: Profile) -> str:
     """Kura's version, or a ProfileError saying how to install it."""
     try:
-        import kura  # noqa: F401
-        import kura.types  # noqa: F401
+        import kura  # noqa: F401 - imported only to learn whether Kura is installed
+        import kura.types  # noqa: F401 - as above (a broken install fails here)
     except ImportError as exc:
         raise ProfileError(f"profile '{profile.name}' runs the real Kura package (backend = \"kura\"), which is not "
                            f"installed here ({exc}); install it with: {INSTALL_HINT}") from None

@@ -35,7 +35,7 @@ def clean_up_dead_runs(paths: Paths | None = None, check_runs: bool = False) -> 
         return []
     try:
         return reap_and_fail(paths.root, home=default_home(paths.root), check_runs=check_runs)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:  # noqa: BLE001 - clean-up never stops the command (see the docstring)
         logging.getLogger("kura_perf").warning("could not clean up after dead runs: %s: %s", type(exc).__name__, exc)
         return []
 

@@ -266,7 +266,7 @@ class ExportCache:
             fp32 = self.get("onnx").path
             try:
                 self.quantizer(fp32, target)
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:  # noqa: BLE001 - any quantizer failure refuses the backend
                 raise EmbeddingBackendError(f"embedding_backend '{backend}': int8 quantization of {fp32} "
                                             f"failed: {type(exc).__name__}: {exc}") from exc
         if not target.is_file() or target.stat().st_size == 0:

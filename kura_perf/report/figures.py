@@ -4,21 +4,22 @@ background labelled "extrapolated", so no one mistakes them for measurements."""
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import matplotlib
 
 matplotlib.use("Agg")
 
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter
 
-from kura_perf.proposal import STORAGE_KB_PER_CONVERSATION  # noqa: E402
-from kura_perf.report import fmt  # noqa: E402
-from kura_perf.report.analysis import FIT_TARGETS, PROJECTION_SCALES, ProfileAnalysis, expected_embedding_kb, kb_range  # noqa: E402
-from kura_perf.stages.base import STAGES  # noqa: E402
+from kura_perf.proposal import STORAGE_KB_PER_CONVERSATION
+from kura_perf.report import fmt
+from kura_perf.report.analysis import FIT_TARGETS, PROJECTION_SCALES, ProfileAnalysis, expected_embedding_kb, kb_range
+from kura_perf.stages.base import STAGES
 
 DPI = 110
 EXTRAPOLATION_LIMIT = 1_000_000
@@ -78,7 +79,7 @@ def _human_log_ticks(ax, unit: str) -> None:
         label = _tick_seconds
     else:
         coarse, fine = (_GB_TICKS, _GB_FINE_TICKS) if gb else (_MB_TICKS, _MB_FINE_TICKS)
-        label = lambda v: _tick_memory(v, gb)  # noqa: E731
+        label = functools.partial(_tick_memory, gb=gb)
     ticks = [v for v in coarse if low <= v <= high]
     if len(ticks) < 3:
         ticks = [v for v in fine if low <= v <= high]
