@@ -25,7 +25,14 @@ import os, signal, sys
 from kura_perf.store import liveness
 
 KILL_AT = sys.argv[1]
-if KILL_AT == "in the stage's hook":
+if KILL_AT == "while building the definitions":  # the memory case: an OS cap is reached before any stage
+    from kura_perf.defs import build
+
+    def build_then_die(settings):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    build.build_definitions = build_then_die
+elif KILL_AT == "in the stage's hook":
     clear = liveness.clear
 
     def clear_then_die(running_dir, run_id, stage):
@@ -67,3 +74,23 @@ def test_a_run_killed_between_stages_leaves_a_died_record_for_the_next_stage(kp_
     assert "between stages" in message and "after 'conversations'" in message
     assert not list(running.glob("*.json"))
     assert liveness.reap(kp_home) == []  # once only
+
+
+@pytest.mark.slow
+def test_a_run_killed_before_its_first_stage_leaves_a_died_record_for_it(kp_home, tmp_path, monkeypatch):
+    """Killed while Dagster's asset graph is built (the `stress` memory case under a 160 MB cap dies
+    there): the run marker is already up, so the first planned stage gets a died record."""
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dh"))
+    out = subprocess.run([sys.executable, "-c", CHILD, "while building the definitions"], capture_output=True,
+                         text=True, timeout=600, env={**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"})
+    assert out.returncode == -9, out.stderr[-3000:]
+    running = kp_home / "metrics_running"
+    assert len(list(running.glob("*.json"))) == 1 and not list(running.glob("*/*.json"))  # the run's marker only
+
+    from kura_perf.cli.main import main
+
+    assert main(["db"]) == 0
+    rows = query(kp_home / "metrics", "SELECT stage, status, error_message FROM stage_runs")
+    assert rows["stage"].tolist() == ["conversations"] and rows["status"].tolist() == ["died"]
+    assert "before its first stage" in rows["error_message"].iloc[0]
+    assert not list(running.glob("*.json"))

@@ -209,6 +209,9 @@ def test_os_fault_scenarios_are_classified_and_recorded(tmp_path):
     assert not is_mounted(tmp_path / "data" / "stress" / rows[0]["run_id"] / "disk_full" / "home")
     assert by["memory_exhaustion"]["cap_method"] in ("RLIMIT_AS", "cgroup v2 memory.max",
                                                      "cgroup v1 memory.limit_in_bytes")
+    # Out of memory wherever it happens (here: before the first stage, while Dagster's graph is built,
+    # under a 160 MB cgroup cap), the pipeline fails with a record: never lost_data (issue 18).
+    assert by["memory_exhaustion"]["outcome"] in ("failed_cleanly", "survived"), by["memory_exhaustion"]
     assert by["concurrent_pipelines"]["pipelines"] == 2
     scratch = tmp_path / "data" / "stress" / rows[0]["run_id"] / "concurrent_pipelines"
     assert (scratch / "logs" / "pipeline-0.err").is_file() and not (scratch / "home" / "storage").exists()

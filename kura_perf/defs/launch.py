@@ -15,7 +15,7 @@ from kura_perf.defs.instance import default_home, fail_dead_runs, open_instance,
 from kura_perf.errors import KuraPerfError
 from kura_perf.meter.failures import INTERRUPT_NAMES, is_interrupt, is_memory_exhaustion
 from kura_perf.meter.host import code_version, host_info, worker_identity
-from kura_perf.pipeline.shapes import ShapeSettings
+from kura_perf.pipeline.shapes import SHAPES, ShapeSettings
 from kura_perf.scales import SCALES
 from kura_perf.settings.paths import Paths
 from kura_perf.settings.run import RunSettings
@@ -69,19 +69,24 @@ def run_partition(scale: str, profile: str, stages: list[str] | None = None, pat
     if unknown:
         raise KuraPerfError(f"unknown stage(s) {sorted(unknown)}; expected some of {', '.join(STAGES)}")
     selection = [AssetKey(s) for s in [*(STAGES if stages is None else stages), *(extra_assets or [])]]
-    defs = build_definitions(run_settings)
 
-    def launch(instance, tags: dict, run_config: dict, run_id: str):
-        run_config["ops"] = {name: {"config": cfg} for name, cfg in (asset_config or {}).items()}
-        # What dagster.materialize does, with the run id chosen beforehand (materialize takes none).
-        job = Definitions(jobs=[define_asset_job(name=ADHOC_JOB, selection=selection)],
-                          assets=[*defs.assets, *(defs.asset_checks or [])],
-                          resources=defs.resources).resolve_job_def(ADHOC_JOB)
-        return job.execute_in_process(partition_key=partition_key(scale, profile), instance=instance,
-                                      raise_on_error=False, tags=tags, run_config=run_config, run_id=run_id)
+    def prepare():
+        """Build the definitions (Dagster's asset graph, the resources): inside the run's marker."""
+        defs = build_definitions(run_settings)
+
+        def launch(instance, tags: dict, run_config: dict, run_id: str):
+            run_config["ops"] = {name: {"config": cfg} for name, cfg in (asset_config or {}).items()}
+            # What dagster.materialize does, with the run id chosen beforehand (materialize takes none).
+            job = Definitions(jobs=[define_asset_job(name=ADHOC_JOB, selection=selection)],
+                              assets=[*defs.assets, *(defs.asset_checks or [])],
+                              resources=defs.resources).resolve_job_def(ADHOC_JOB)
+            return job.execute_in_process(partition_key=partition_key(scale, profile), instance=instance,
+                                          raise_on_error=False, tags=tags, run_config=run_config, run_id=run_id)
+
+        return launch
 
     planned = [s for s in STAGES if s in (STAGES if stages is None else stages)]
-    return _execute(launch, run_settings.paths, instance, dagster_log_level, _plan(planned, profile, scale))
+    return _execute(prepare, run_settings.paths, instance, dagster_log_level, _plan(planned, profile, scale))
 
 
 def run_shape(shape: str, scale: str, profile: str, paths: Paths | None = None, instance=None,
@@ -92,23 +97,29 @@ def run_shape(shape: str, scale: str, profile: str, paths: Paths | None = None, 
     run_settings and instance as for run_partition."""
     from kura_perf.defs.build import build_definitions
     from kura_perf.defs.config import shape_run_config
-    from kura_perf.defs.jobs import shape_job_name
+    from kura_perf.defs.jobs import shape_job_name, shape_stages
     from kura_perf.defs.partitions import partition_key
 
     run_settings = _run_settings(paths, run_settings)
     settings = settings or ShapeSettings(shape)
-    defs = build_definitions(run_settings)
-    job = defs.resolve_job_def(shape_job_name(shape))
+    if shape not in SHAPES:
+        raise KuraPerfError(f"unknown shape {shape!r}; expected one of {', '.join(SHAPES)}")
 
-    def launch(instance, tags: dict, run_config: dict, run_id: str):
-        return job.execute_in_process(partition_key=partition_key(scale, profile), instance=instance,
-                                      resources=defs.resources, raise_on_error=False,
-                                      tags=tags, run_config={**run_config, **shape_run_config(settings)},
-                                      run_id=run_id)
+    def prepare():
+        """Build the definitions and resolve the shape's job: inside the run's marker."""
+        defs = build_definitions(run_settings)
+        job = defs.resolve_job_def(shape_job_name(shape))
 
-    selected = {key.path[-1] for key in job.asset_layer.executable_asset_keys}
-    planned = [s for s in STAGES if s in selected]
-    return _execute(launch, run_settings.paths, instance, dagster_log_level, _plan(planned, profile, scale, shape))
+        def launch(instance, tags: dict, run_config: dict, run_id: str):
+            return job.execute_in_process(partition_key=partition_key(scale, profile), instance=instance,
+                                          resources=defs.resources, raise_on_error=False,
+                                          tags=tags, run_config={**run_config, **shape_run_config(settings)},
+                                          run_id=run_id)
+
+        return launch
+
+    return _execute(prepare, run_settings.paths, instance, dagster_log_level,
+                    _plan(shape_stages(shape), profile, scale, shape))
 
 
 ADHOC_JOB = "__kura_perf_adhoc_job__"
@@ -123,20 +134,23 @@ def _plan(stages: list[str], profile: str, scale: str, shape: str | None = None)
                                          "worker": worker_identity(), **host_info()}}
 
 
-def _execute(launch, paths: Paths, instance, dagster_log_level: str, plan: dict) -> RunOutcome:
-    """Run `launch(instance, tags, run_config, run_id)` (a materialize or a job execution) under the
-    run's marker and turn its result, a failure or a Ctrl-C into a RunOutcome with the run's stage
-    records. Without an instance, the one in the data root's Dagster home is opened (created and
-    migrated once, under a lock) and closed after."""
+def _execute(prepare, paths: Paths, instance, dagster_log_level: str, plan: dict) -> RunOutcome:
+    """Under the run's marker: `prepare()` builds the definitions and returns `launch(instance, tags,
+    run_config, run_id)` (a materialize or a job execution), which runs; its result, a failure or a
+    Ctrl-C becomes a RunOutcome with the run's stage records. The marker goes up before anything heavy
+    (building the asset graph takes ~60 MB), so a process killed while preparing, e.g. by an OS memory
+    cap, still leaves a `died` record for its first planned stage. Without an instance, the one in the
+    data root's Dagster home is opened (created and migrated once, under a lock) and closed after."""
 
     if instance is None:
         with open_instance(default_home(paths.root)) as opened:
-            return _execute(launch, paths, opened, dagster_log_level, plan)
+            return _execute(prepare, paths, opened, dagster_log_level, plan)
 
     invocation = uuid.uuid4().hex
     run_id = str(uuid.uuid4())
     try:
         with liveness.RunMarker(paths.running, run_id, plan["fields"], plan["stages"]):
+            launch = prepare()
             result = launch(
                 instance,
                 # The pid tags let a later process see that this run's process died (defs/instance.py).
