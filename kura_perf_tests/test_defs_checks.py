@@ -75,10 +75,21 @@ def test_every_stage_has_its_checks_in_the_event_log(full_run, pca_100):
     assert all(by_key[(s, "sanity")].passed for s in STAGES)
     assert all(by_key[(s, "regression")].passed for s in STAGES)  # first run: no baseline
     meta = by_key[("embeddings", "regression")].metadata
-    assert {"wall_s_value", "peak_rss_mb_value", "details"} <= set(meta)
+    assert {"regression_wall_s", "regression_peak_rss_mb", "details"} <= set(meta)
     assert "no baseline" in by_key[("embeddings", "regression")].description
     budget_meta = by_key[("embeddings", "budgets")].metadata
-    assert budget_meta["memory_baseline"].value == 4096.0  # the 4 GB budget up to 1K
+    memory = _details(budget_meta)["budget_memory"]
+    assert memory["baseline"] == 4096.0 and memory["unit"] == "MB"  # the 4 GB budget up to 1K
+    assert " MB vs 4,096 MB" in budget_meta["budget_memory"].value
+    # Text and tables only: Dagster would plot a bare number over every evaluation, without units.
+    for evaluation in evaluations:
+        for key, value in evaluation.metadata.items():
+            assert type(value).__name__ in ("TextMetadataValue", "TableMetadataValue"), (evaluation.check_name, key)
+
+
+def _details(metadata) -> dict:
+    """The details table of a check's metadata, by check name."""
+    return {row.data["check"]: row.data for row in metadata["details"].records}
 
 
 def test_every_evaluation_is_in_the_store(full_run):
@@ -203,8 +214,9 @@ def test_a_slowdown_is_caught_in_dagster_and_alerted_once(tmp_path, instance, we
     evaluations = {(e.asset_key.path[-1], e.check_name): e for e in check_evaluations(instance, slow.run_id)}
     caught = evaluations[("summaries", "regression")]
     assert not caught.passed and caught.severity.value == "ERROR"
-    assert caught.metadata["wall_s_ratio"].value > 1.2 and caught.metadata["wall_s_samples"].value == 3
-    assert "noise_band" in " ".join(caught.metadata)
+    wall = _details(caught.metadata)["regression_wall_s"]
+    assert wall["ratio"] > 1.2 and wall["samples"] == 3 and wall["unit"] == "s" and wall["noise_band"]
+    assert "FAILED" in caught.metadata["regression_wall_s"].value and " s vs " in caught.metadata["regression_wall_s"].value
     assert evaluations[("conversations", "regression")].passed  # no history: no baseline yet
     failed = query(paths.metrics, "SELECT * FROM regressions")
     assert list(failed["check_name"]) == ["regression_wall_s"] and failed["run_id"][0] == slow.run_id
@@ -295,13 +307,15 @@ def test_reaping_dead_runs_is_its_own_sensor_and_the_alerts_sensor_only_alerts(t
     from dagster import DagsterInstance, DagsterRunStatus
     from dagster._core.storage.dagster_run import DagsterRun
 
-    from kura_perf.defs.instance import PID_TAGS
+    from kura_perf.defs.instance import run_tags, tagged_identity
     from kura_perf.defs.sensors import reap_dead_runs, regression_alerts
     from kura_perf.store import liveness
 
     me = liveness.process_identity()
     gone = {**me, "pid_since_boot": None, "pid_started": me["pid_started"] - 10_000}  # an earlier process, same pid
-    tags = {"kura_perf/source": "cli", **{tag: str(gone[key]) for key, tag in PID_TAGS.items() if gone.get(key) is not None}}
+    tags = {"kura_perf/source": "cli", **run_tags(gone)}
+    assert len(tags) == 2  # one tag for the process, not five (the UI's runs list shows every tag)
+    assert tagged_identity(tags) == {key: str(value) for key, value in gone.items() if value is not None}
     resources = {"kura_perf": KuraPerfResource(home=str(tmp_path / "data"))}
     with DagsterInstance.ephemeral() as instance:
         instance.add_run(DagsterRun(job_name="benchmark_job", run_id="deadrun", status=DagsterRunStatus.STARTED,
@@ -314,3 +328,14 @@ def test_reaping_dead_runs_is_its_own_sensor_and_the_alerts_sensor_only_alerts(t
         assert instance.get_run_by_id("deadrun").status == DagsterRunStatus.FAILURE
         again = reap_dead_runs(build_sensor_context(instance=instance, resources=resources))
         assert again.skip_message == "no dead runs"
+
+
+def test_runs_recorded_with_the_five_old_pid_tags_are_still_read():
+    """Dagster homes written before the one process tag keep their runs reapable."""
+    from kura_perf.defs.instance import tagged_identity
+
+    old = {"kura_perf/pid": "12", "kura_perf/host": "h", "kura_perf/pid_started": "1.5", "kura_perf/boot_id": "b",
+           "kura_perf/pid_since_boot": "3.25", "dagster/partition": "offline|100"}
+    assert tagged_identity(old) == {"pid": "12", "host": "h", "pid_started": "1.5", "boot_id": "b",
+                                    "pid_since_boot": "3.25"}
+    assert tagged_identity({"dagster/partition": "offline|100"}) == {}

@@ -61,8 +61,10 @@ def test_materializations_carry_the_key_figures(offline_100):
     for stage, event in materializations.items():
         assert event is not None, stage
         meta = event.asset_materialization.metadata
-        for key in ("rows", "wall_s", "peak_rss_mb", "bytes_written", "record_id"):
+        for key in ("rows", "wall_s", "peak_rss_mb", "written_mb", "record_id"):
             assert key in meta, (stage, key)
+        record = next(r for r in outcome.records if r["stage"] == stage)
+        assert meta["written_mb"].value == pytest.approx(record["bytes_written"] / 1e6, abs=1e-3), stage
     # Quality per level (a markdown table plus the topic level's figures) on clusters and meta_clusters.
     for stage in ("clusters", "meta_clusters"):
         meta = materializations[stage].asset_materialization.metadata

@@ -57,29 +57,52 @@ def partition_of(context: AssetCheckExecutionContext) -> tuple[str, str]:
     return tags["dagster/partition/profile"], tags["dagster/partition/scale"]
 
 
-def _num(value):
-    """A number for Dagster metadata; inf/NaN (e.g. a z-score over a constant history) as text."""
-    if value is None or isinstance(value, (bool, int)):
-        return value
+# The unit of each check's value, for the details table and the summary line.
+UNITS = {"regression_wall_s": "s", "regression_peak_rss_mb": "MB", "regression_ari": "ARI",
+         "regression_silhouette": "silhouette",
+         "budget_memory": "MB", "budget_storage": "KB per conversation", "budget_clusters": "clusters",
+         "sanity": "problems"}
+
+
+def unit_of(name: str) -> str:
+    return UNITS.get(name, "score" if name.startswith("quality_") else "")
+
+
+def _figure(value, unit: str) -> str:
+    if value is None:
+        return "n/a"
     value = float(value)
-    return round(value, 4) if math.isfinite(value) else str(value)
+    shown = f"{value:,.4g}" if math.isfinite(value) else str(value)
+    return f"{shown} {unit}".strip()
+
+
+def summary_line(o: CheckOutcome) -> str:
+    """One outcome in words with units: value, baseline or budget, ratio, band, history."""
+    unit = unit_of(o.name)
+    parts = [f"{'passed' if o.passed else 'FAILED'}: {_figure(o.value, unit)}"]
+    if o.baseline is not None:
+        parts.append(f"vs {_figure(o.baseline, unit)}")
+    if o.ratio is not None and math.isfinite(float(o.ratio)):
+        parts.append(f"(x{float(o.ratio):.3g})")
+    if o.noise_low is not None or o.noise_high is not None:
+        parts.append(f"band {_band(o.noise_low, o.noise_high)}")
+    if o.samples is not None:
+        parts.append(f"over {int(o.samples)} earlier run(s)")
+    parts += [f"{key} {value}" for key, value in o.details.items()]
+    return " ".join(parts)
 
 
 def outcome_metadata(outcomes: list[CheckOutcome]) -> dict:
-    """value, baseline, ratio, noise band per outcome (prefixed when a check has several), plus a table."""
+    """Per outcome a line of text with units (prefixed by the outcome when a check has several), plus
+    the typed details table. No bare numbers: Dagster plots a check's numeric metadata over its
+    evaluations, which put a 100-conversation run and a 100K one in one series without units."""
     meta: dict = {}
     for o in outcomes:
-        prefix = "" if len(outcomes) == 1 else o.name.split("_", 1)[-1] + "_"
-        for key in ("value", "baseline", "ratio", "noise_low", "noise_high", "samples"):
-            if (v := _num(getattr(o, key))) is not None:
-                meta[prefix + key] = v
-        if o.noise_low is not None and o.noise_high is not None:
-            meta[prefix + "noise_band"] = f"[{o.noise_low:.3f}, {o.noise_high:.3f}]"
-        for key, v in o.details.items():
-            meta[prefix + key] = _num(v) if isinstance(v, (int, float)) else str(v)
+        key = o.name if len(outcomes) > 1 else "result"
+        meta[key] = MetadataValue.text(summary_line(o))
     meta["details"] = MetadataValue.table([TableRecord({
         "check": o.name, "passed": bool(o.passed), "value": _cell(o.value), "baseline": _cell(o.baseline),
-        "ratio": _cell(o.ratio), "noise_band": _band(o.noise_low, o.noise_high),
+        "unit": unit_of(o.name), "ratio": _cell(o.ratio), "noise_band": _band(o.noise_low, o.noise_high),
         "samples": None if o.samples is None else int(o.samples), "message": o.message}) for o in outcomes],
         schema=DETAILS_SCHEMA)
     return meta
@@ -87,7 +110,8 @@ def outcome_metadata(outcomes: list[CheckOutcome]) -> dict:
 
 DETAILS_SCHEMA = TableSchema(columns=[
     TableColumn("check", "string"), TableColumn("passed", "bool"), TableColumn("value", "float"),
-    TableColumn("baseline", "float"), TableColumn("ratio", "float"),
+    TableColumn("baseline", "float", description="the baseline (history or pinned run) or the budget"),
+    TableColumn("unit", "string"), TableColumn("ratio", "float", description="value / baseline"),
     TableColumn("noise_band", "string", description="the band the value may move in (measured noise or a budget)"),
     TableColumn("samples", "int", description="history runs the baseline is built from"),
     TableColumn("message", "string")])

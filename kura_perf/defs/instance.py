@@ -31,9 +31,14 @@ telemetry:
   enabled: false
 """
 READY = ".kura-perf-initialised"
-# Tags a CLI run carries so a later process can tell whether the process that ran it is gone.
-PID_TAGS = {"pid": "kura_perf/pid", "pid_started": "kura_perf/pid_started",
-            "pid_since_boot": "kura_perf/pid_since_boot", "host": "kura_perf/host", "boot_id": "kura_perf/boot_id"}
+# The one tag a CLI run carries so a later process can tell whether the process that ran it is gone:
+# "pid=... host=... since_boot=... started=... boot_id=..." (one tag, not five: the UI's runs list
+# shows every tag of every run). Runs recorded before it carry the five kura_perf/pid* tags.
+PROCESS_TAG = "kura_perf/process"
+_PROCESS_FIELDS = {"pid": "pid", "host": "host", "since_boot": "pid_since_boot", "started": "pid_started",
+                   "boot_id": "boot_id"}
+_OLD_PID_TAGS = {"pid": "kura_perf/pid", "pid_started": "kura_perf/pid_started",
+                 "pid_since_boot": "kura_perf/pid_since_boot", "host": "kura_perf/host", "boot_id": "kura_perf/boot_id"}
 
 
 def prepare_dagster_home(home: Path) -> Path:
@@ -63,9 +68,19 @@ def open_instance(home: Path):
     return DagsterInstance.from_config(str(prepare_dagster_home(home)))
 
 
-def run_tags() -> dict[str, str]:
-    identity = liveness.process_identity()
-    return {tag: str(identity[key]) for key, tag in PID_TAGS.items() if identity.get(key) is not None}
+def run_tags(identity: dict | None = None) -> dict[str, str]:
+    """This process's identity (or `identity`) as the run's one process tag."""
+    identity = liveness.process_identity() if identity is None else identity
+    return {PROCESS_TAG: " ".join(f"{short}={identity[key]}" for short, key in _PROCESS_FIELDS.items()
+                                  if identity.get(key) is not None)}
+
+
+def tagged_identity(tags: dict) -> dict:
+    """The process identity a run's tags carry (liveness.process_identity's keys); {} when none."""
+    if PROCESS_TAG in tags:
+        pairs = dict(part.split("=", 1) for part in tags[PROCESS_TAG].split() if "=" in part)
+        return {key: pairs[short] for short, key in _PROCESS_FIELDS.items() if short in pairs}
+    return {key: tags[tag] for key, tag in _OLD_PID_TAGS.items() if tag in tags}
 
 
 _UNFINISHED = ("STARTED", "STARTING", "NOT_STARTED", "CANCELING")
@@ -81,8 +96,8 @@ def fail_dead_runs(instance, run_ids=(), reasons: dict[str, str] | None = None) 
     marked = []
     candidates = {run_id: None for run_id in run_ids}
     for run in instance.get_runs(RunsFilter(statuses=unfinished, tags={"kura_perf/source": "cli"})):
-        identity = {key: run.tags.get(tag) for key, tag in PID_TAGS.items()}
-        if identity["pid"] and liveness.is_gone(identity) is True:
+        identity = tagged_identity(run.tags)
+        if identity.get("pid") and liveness.is_gone(identity) is True:
             candidates.setdefault(run.run_id, run)
             reasons.setdefault(run.run_id, f"process {identity['pid']} on {identity['host']} is gone")
     for run_id, run in candidates.items():

@@ -146,15 +146,14 @@ def _execute(prepare, paths: Paths, instance, dagster_log_level: str, plan: dict
         with open_instance(default_home(paths.root)) as opened:
             return _execute(prepare, paths, opened, dagster_log_level, plan)
 
-    invocation = uuid.uuid4().hex
     run_id = str(uuid.uuid4())
     try:
         with liveness.RunMarker(paths.running, run_id, plan["fields"], plan["stages"]):
             launch = prepare()
             result = launch(
                 instance,
-                # The pid tags let a later process see that this run's process died (defs/instance.py).
-                {"kura_perf/source": "cli", "kura_perf/invocation": invocation, **run_tags()},
+                # The process tag lets a later process see that this run's process died (defs/instance.py).
+                {"kura_perf/source": "cli", **run_tags()},
                 # Dagster's console logger would print full tracebacks; the CLI shows our progress lines
                 # and a one-line reason instead. The event log in DAGSTER_HOME keeps everything.
                 {"loggers": {"console": {"config": {"log_level": dagster_log_level}}}},
@@ -163,7 +162,7 @@ def _execute(prepare, paths: Paths, instance, dagster_log_level: str, plan: dict
     except BaseException as exc:
         if not is_interrupt(exc):
             raise
-        return _interrupted(instance, paths, invocation, exc)
+        return _interrupted(instance, paths, run_id, exc)
     failure, interrupted = None, False
     if not result.success:
         failed = [e for e in result.all_events if e.is_step_failure]
@@ -198,15 +197,13 @@ def _clear_markers(paths: Paths, run_id: str) -> None:
         liveness.clear(paths.running, run_id, stage)
 
 
-def _interrupted(instance, paths: Paths, invocation: str, error: BaseException) -> RunOutcome:
+def _interrupted(instance, paths: Paths, run_id: str, error: BaseException) -> RunOutcome:
     """Ctrl-C during a run: the interrupted stage wrote its record (status interrupted); clear what its
-    hook would have, mark the Dagster run failed if Dagster left it unfinished, and say so."""
-    from dagster import RunsFilter
-
-    runs = instance.get_runs(RunsFilter(tags={"kura_perf/invocation": invocation}), limit=1)
-    run_id = runs[0].run_id if runs else "?"
-    if runs:
+    hook would have, mark the Dagster run failed if Dagster left it unfinished, and say so. The run id
+    was chosen before the run, so it is known even when Ctrl-C came before Dagster stored the run."""
+    started = instance.get_run_by_id(run_id) is not None
+    if started:
         _clear_markers(paths, run_id)
         fail_dead_runs(instance, [run_id], {run_id: f"interrupted ({type(error).__name__})"})
     return RunOutcome(run_id, False, f"stopped by {type(error).__name__} (Ctrl-C or a termination request)",
-                      _records(paths, run_id) if runs else [], interrupted=True)
+                      _records(paths, run_id) if started else [], interrupted=True)

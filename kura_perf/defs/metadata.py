@@ -23,7 +23,8 @@ def stage_metadata(record: StageRecord) -> dict:
         "peak_rss_mb": _rounded(record.peak_rss_mb, 1),
         "rss_start_mb": _rounded(record.rss_start_mb, 1),
         "items_per_s": _rounded(record.items_per_s, 1),
-        "bytes_written": record.bytes_written,
+        # MB (decimal, as `du --si`): a byte count of 154208016 reads as nothing in the UI.
+        "written_mb": None if record.bytes_written is None else _rounded(record.bytes_written / 1e6, 3),
         "record_id": record.record_id,
         "profile_hash": record.profile_hash,
         "code_version": record.code_version,
