@@ -135,3 +135,19 @@ def test_nbytes_is_decimal_with_labels_matching_the_math():
     assert fmt.nbytes(2.5e9) == "2.5 GB"
     assert fmt.nbytes(999_960) == "1.0 MB"
     assert fmt.nbytes(999) == "999 B"
+
+
+def test_a_side_measured_only_on_another_host_is_named_with_that_host(home, capsys):
+    from kura_perf_tests.test_report import HOST
+
+    records = [_stage_record(1, "o", stage, 1000, "1k") for stage in STAGES]
+    records += [_stage_record(2, "k", stage, 1000, "1k", profile="kura-tier5", backend="kura",
+                              host={**HOST, "host_fingerprint": "hostB"}) for stage in STAGES]
+    write_records(home / "metrics", "stage_runs", records)
+    code, out, err = _compare(capsys, "reference:offline", "kura:kura-tier5")
+    assert (code, out) == (1, "")
+    assert len(err.strip().splitlines()) == 1
+    assert f"kura:kura-tier5 has no recorded runs at scale 1k on host {HOST['host_fingerprint']}" in err
+    assert "its runs are on host hostB" in err and "`kura-perf run --scale 1k --profile kura-tier5`" in err
+    code, out, err = _compare(capsys, "--scale", "1k", "reference:offline", "kura:kura-tier5")
+    assert (code, out) == (1, "") and "never measured on the same host" in err

@@ -81,9 +81,10 @@ def missing_line(side: str, scales: list[str], host: str | None = None, elsewher
     at = f"scale {scales[0]}" if len(scales) == 1 else (f"scales {', '.join(scales)}" if scales else "any scale")
     where = ""
     if host is not None and elsewhere:
-        where = (f" on host {host} (it has runs on host {', '.join(elsewhere)}: pick one with --host, or record "
-                 f"it on {host})")
-    return f"{label}{side} has no recorded runs at {at}{where}: record them with `{fill_command(profile, scales)}`"
+        where = (f" on host {host} (its runs are on host {', '.join(elsewhere)}; both sides are compared on one "
+                 f"host, --host picks which)")
+    return (f"{label}{side} has no recorded runs at {at}{where}: record them{' on ' + host if where else ''} with "
+            f"`{fill_command(profile, scales)}`")
 
 
 def _side_rows(view: pd.DataFrame, side: str, scale: str, host: str | None) -> pd.DataFrame:
@@ -120,8 +121,8 @@ def compare_partitions(metrics_dir: str | Path, scale: str, left: str, right: st
         if not shared:
             raise NoRecords(f"{left} and {right} at scale {scale} were never measured on the same host "
                             f"(L on {', '.join(sorted(set(left_rows['host_fingerprint'])))}, R on "
-                            f"{', '.join(sorted(set(right_rows['host_fingerprint'])))}): record the missing side "
-                            f"on one host, or pick one with --host")
+                            f"{', '.join(sorted(set(right_rows['host_fingerprint'])))}): record both on one host "
+                            f"(`kura-perf run --scale {scale} --profile PROFILE`)")
         latest = pd.concat([left_rows, right_rows])
         host = latest[latest["host_fingerprint"].isin(shared)].sort_values("finished_at")["host_fingerprint"].iloc[-1]
         left_rows = left_rows[left_rows["host_fingerprint"] == host]
