@@ -22,6 +22,47 @@ def test_profiles_lists_builtins():
     assert "offline" in out.stdout and "kmeans" in out.stdout
 
 
+def test_profiles_has_a_header_and_aligned_columns_with_every_builtin(monkeypatch, capsys):
+    from kura_perf.cli.main import main
+    from kura_perf.profiles import load_profiles
+
+    monkeypatch.delenv("KURA_PERF_PROFILES", raising=False)
+    assert main(["profiles"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    header = lines[0]
+    columns = ["profile", "backend", "embedding", "clustering", "API or offline", "description"]
+    starts = [header.index(name) for name in columns]
+    assert starts == sorted(starts) and starts[0] == 0
+    profiles = load_profiles()
+    assert [line.split()[0] for line in lines[1:]] == list(profiles)  # every built-in, pacer-sweep too
+    for line, (name, profile) in zip(lines[1:], profiles.items()):
+        cells = [line[a:b].strip() for a, b in zip(starts, starts[1:])] + [line[starts[-1]:]]
+        assert cells[0] == name and cells[1] == profile.backend, line  # each cell under its header
+        assert cells[2].startswith(profile.embedding_model) and cells[3] == profile.clustering, line
+        calls = "offline" if not profile.uses_api() else (
+            "API (simulated)" if profile.api.simulate else "API (real endpoint)")
+        assert cells[4] == calls, line
+        assert cells[5] == profile.description, line
+        for start in starts[1:]:  # a column starts after a blank: no cell runs into the next one
+            assert line[start - 1] == " ", line
+    assert any(line.split()[0] == "pacer-sweep" for line in lines[1:])
+
+
+def test_readme_profile_table_names_every_builtin_profile():
+    """README.md's Profiles table names each built-in profile in its first column (so it cannot drift again)."""
+    import re
+    from pathlib import Path
+
+    from kura_perf.profiles import load_profiles
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme.split("\n## Profiles\n", 1)[1].split("\n## ", 1)[0]
+    named = {name for row in section.splitlines() if row.startswith("| `")
+             for name in re.findall(r"`([^`]+)`", row.split("|")[1])}
+    missing = [name for name in load_profiles() if name not in named]
+    assert not missing, f"README.md's profile table does not name: {missing}"
+
+
 @pytest.mark.parametrize("args, message", [
     (["run", "--scale", "2k"], "unknown scale '2k'; expected one of 100, 1k"),
     (["run", "--profile", "nope"], "unknown profile 'nope'"),

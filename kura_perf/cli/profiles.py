@@ -4,11 +4,31 @@ from __future__ import annotations
 
 from kura_perf.settings.run import RunSettings
 
+HEADER = ("profile", "backend", "embedding", "clustering", "API or offline", "description")
+
+
+def api_or_offline(profile) -> str:
+    """offline, or which API the profile calls: the local simulator (started for the run) or a real endpoint."""
+    if not profile.uses_api():
+        return "offline"
+    return "API (simulated)" if profile.api.simulate else "API (real endpoint)"
+
+
+def profile_rows(profiles: dict) -> list[tuple[str, ...]]:
+    return [(name, p.backend, f"{p.embedding_model} ({p.embedding_backend})", p.clustering, api_or_offline(p),
+             p.description) for name, p in profiles.items()]
+
+
+def render_profiles(profiles: dict) -> str:
+    """A header row and columns as wide as their widest cell (the description, last, is left as it is)."""
+    rows = [HEADER, *profile_rows(profiles)]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(HEADER) - 1)]
+    return "\n".join("  ".join([*(cell.ljust(w) for cell, w in zip(row, widths)), row[-1]]).rstrip()
+                     for row in rows)
+
 
 def cmd_profiles(args) -> int:
-    for name, profile in RunSettings.from_env(profiles_file=args.profiles).profiles().items():
-        print(f"{name:20s} {profile.backend:9s} {profile.clustering:13s} {profile.embedding_model:28s} "
-              f"{profile.description}")
+    print(render_profiles(RunSettings.from_env(profiles_file=args.profiles).profiles()))
     return 0
 
 

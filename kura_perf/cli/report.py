@@ -11,14 +11,18 @@ from kura_perf.cli.printing import print_frame
 from kura_perf.report import fmt
 from kura_perf.report.advisor import Limits, NothingFits, advise, parse_scale
 from kura_perf.report.compare import (
+    NoRecords,
+    check_sides,
     compare_partitions,
     compare_scales,
     compare_truth_levels,
     display_table,
+    missing_lines,
     render_side_by_side,
     render_truth_levels,
 )
 from kura_perf.settings.paths import Paths
+from kura_perf.settings.run import RunSettings
 
 
 def report_command(args) -> int:
@@ -63,10 +67,26 @@ def cmd_advise(args) -> int:
 
 
 def cmd_compare(args) -> int:
-    metrics = Paths.from_env().metrics
+    """Exit 2 for a side that is not backend:profile of a known profile of that backend (bad input); exit 1,
+    with one line per side naming what is missing and how to record it, when a side has no recorded runs
+    at the scales asked (the store lacks them; a table of dashes would hide that)."""
+    settings = RunSettings.from_env(profiles_file=args.profiles)
+    check_sides((args.left, args.right), settings.profiles())
+    try:
+        return _compare(settings.paths.metrics, args)
+    except NoRecords as exc:
+        for line in str(exc).splitlines():
+            print(f"kura-perf compare: {line}", file=sys.stderr)
+        return 1
+
+
+def _compare(metrics: Path, args) -> int:
     if args.scale is None or len(args.scale) > 1 or args.scale == ["all"]:
         scales = None if args.scale in (None, ["all"]) else args.scale
         table = compare_scales(metrics, args.left, args.right, scales, host=args.host)
+        if args.format in ("csv", "json"):  # the rows as data on stdout; what is missing on stderr
+            for line in missing_lines(table):
+                print(f"kura-perf compare: {line}", file=sys.stderr)
         if args.format == "csv":
             table.to_csv(sys.stdout, index=False)
         elif args.format == "json":
@@ -115,4 +135,5 @@ def add_commands(sub) -> None:
                                                           "(default: every scale either side ran)")
     compare.add_argument("--host", help="host fingerprint (default: the latest both sides were measured on)")
     compare.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    compare.add_argument("--profiles", help="an extra profiles TOML file (for sides that name your own profiles)")
     compare.set_defaults(func=cmd_compare, reaps=True)

@@ -7,7 +7,11 @@ figures (whose ARI/NMI are the base clusters' against the finest truth level), t
 per truth level (e.g. CLINC150's domain and intent), each side's topic level and its ARI/NMI.
 
 A stage that failed or was stopped is a result, not a gap: a Kura summaries stage that gave up after
-429s at 10K under a given rate limit is the measured "tier × scale" outcome and is shown as such.
+429s at 10K under a given rate limit is the measured "tier × scale" outcome and is shown as such. A
+side with no records at all is a gap: `NoRecords` names it, the scales asked and the command that would
+record them, instead of a table of dashes (the CLI exits 1: the command line was fine, the store lacks
+the runs). A side whose profile does not belong to its backend (`kura:offline`) is bad input, refused
+by `check_sides` before the store is read.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from pathlib import Path
 import pandas as pd
 
 from kura_perf.errors import KuraPerfError
+from kura_perf.report import fmt
 from kura_perf.report.fmt import conversations
 from kura_perf.scales import SCALES
 from kura_perf.stages.base import STAGES
@@ -32,6 +37,12 @@ RATE_LIMITED = "rate-limited"
 BACKENDS = ("reference", "kura")
 
 
+class NoRecords(KuraPerfError):
+    """A side of the comparison has no recorded runs at the scales asked (on the host compared): not bad
+    input but a store that lacks the runs; the message names the side, the scales and the command that
+    records them, one line per side. `kura-perf compare` exits 1 on it."""
+
+
 def parse_side(side: str) -> tuple[str, str]:
     backend, sep, profile = side.partition(":")
     if not sep or backend not in BACKENDS or not profile:
@@ -40,15 +51,47 @@ def parse_side(side: str) -> tuple[str, str]:
     return backend, profile
 
 
+def check_sides(sides, profiles: dict) -> None:
+    """Refuse a side whose profile is unknown or runs on the other backend (`kura:offline`: offline's
+    backend is reference), naming the profiles that do fit that side. `profiles`: name -> Profile, as
+    RunSettings.profiles() gives them (the built-in ones plus the user's file)."""
+    for side in sides:
+        backend, profile = parse_side(side)
+        fitting = ", ".join(name for name, p in profiles.items() if p.backend == backend) or "none"
+        if profile not in profiles:
+            raise KuraPerfError(f"'{side}': unknown profile '{profile}'; {backend} profiles: {fitting} "
+                                f"(your own: --profiles FILE or KURA_PERF_PROFILES)")
+        actual = profiles[profile].backend
+        if actual != backend:
+            raise KuraPerfError(f"'{side}': profile '{profile}' runs on the {actual} backend, not {backend} "
+                                f"(compare it as {actual}:{profile}); {backend} profiles: {fitting}")
+
+
+def fill_command(profile: str, scales: list[str]) -> str:
+    """The command that records `profile` at `scales` (one scale: run; several: matrix)."""
+    if len(scales) > 1:
+        return f"kura-perf matrix --scales {' '.join(scales)} --profiles {profile}"
+    return f"kura-perf run --scale {scales[0] if scales else '1k'} --profile {profile}"
+
+
+def missing_line(side: str, scales: list[str], host: str | None = None, elsewhere: list[str] | None = None,
+                 label: str = "") -> str:
+    """One line: `side` has no recorded runs at `scales` (on `host`), and the command that records them."""
+    _, profile = parse_side(side)
+    at = f"scale {scales[0]}" if len(scales) == 1 else (f"scales {', '.join(scales)}" if scales else "any scale")
+    where = ""
+    if host is not None and elsewhere:
+        where = (f" on host {host} (its runs are on host {', '.join(elsewhere)}; both sides are compared on one "
+                 f"host, --host picks which)")
+    return (f"{label}{side} has no recorded runs at {at}{where}: record them{' on ' + host if where else ''} with "
+            f"`{fill_command(profile, scales)}`")
+
+
 def _side_rows(view: pd.DataFrame, side: str, scale: str, host: str | None) -> pd.DataFrame:
     backend, profile = parse_side(side)
     rows = view[(view["backend"] == backend) & (view["profile"] == profile) & (view["scale"] == scale)]
     if host is not None:
         rows = rows[rows["host_fingerprint"] == host]
-    if not len(rows):
-        raise KuraPerfError(f"no records for {side} at scale {scale}"
-                            f"{' on host ' + host if host else ''}: run `kura-perf run --scale {scale} "
-                            f"--profile {profile}` first")
     return rows
 
 
@@ -67,11 +110,19 @@ def compare_partitions(metrics_dir: str | Path, scale: str, left: str, right: st
     """
     view = query(Path(metrics_dir), "SELECT * FROM comparison WHERE scale = ?", [scale])
     left_rows, right_rows = _side_rows(view, left, scale, host), _side_rows(view, right, scale, host)
+    empty = [(label, side, rows) for label, side, rows in (("L ", left, left_rows), ("R ", right, right_rows))
+             if rows.empty]
+    if empty:
+        raise NoRecords("\n".join(
+            missing_line(side, [scale], host, sorted(set(_side_rows(view, side, scale, None)["host_fingerprint"])),
+                         label) for label, side, _ in empty))
     if host is None:
         shared = set(left_rows["host_fingerprint"]) & set(right_rows["host_fingerprint"])
         if not shared:
-            raise KuraPerfError(f"{left} and {right} at scale {scale} were never measured on the same host; "
-                                f"pass host= to pick one, knowing the ratios then mix machines")
+            raise NoRecords(f"{left} and {right} at scale {scale} were never measured on the same host "
+                            f"(L on {', '.join(sorted(set(left_rows['host_fingerprint'])))}, R on "
+                            f"{', '.join(sorted(set(right_rows['host_fingerprint'])))}): record both on one host "
+                            f"(`kura-perf run --scale {scale} --profile PROFILE`)")
         latest = pd.concat([left_rows, right_rows])
         host = latest[latest["host_fingerprint"].isin(shared)].sort_values("finished_at")["host_fingerprint"].iloc[-1]
         left_rows = left_rows[left_rows["host_fingerprint"] == host]
@@ -194,10 +245,15 @@ def largest_completed(side_rows: pd.DataFrame) -> int | None:
 def side_by_side(latest: pd.DataFrame, left: str, right: str, scales: list[str] | None = None,
                  host: str | None = None) -> pd.DataFrame:
     """Rows (scale, stage) for every scale either side ran (or `scales`), stages then 'total': each
-    side's outcome and figures, and right/left ratios. attrs: host and each side's largest completed scale."""
+    side's outcome and figures, and right/left ratios. attrs: host, each side's largest completed scale,
+    and each side's missing scales (asked, or run by the other side, but not recorded for it on the host);
+    a scale neither side has is left out. compare_scales refuses a side missing at every scale."""
     left_rows, right_rows = _side(latest, left), _side(latest, right)
+    if scales is not None:
+        left_rows, right_rows = left_rows[left_rows["scale"].isin(scales)], right_rows[right_rows["scale"].isin(scales)]
     if left_rows.empty and right_rows.empty:
-        raise KuraPerfError(f"no records for {left} or {right}: run them first (e.g. `kura-perf matrix`)")
+        raise NoRecords("\n".join(missing_line(side, list(scales or []), label=label)
+                                  for label, side in (("L ", left), ("R ", right))))
     if host is None:
         host = _shared_host(left_rows, right_rows) if len(left_rows) and len(right_rows) else None
         if host is None:  # one side never ran (or never on the same host): show what there is, on its host
@@ -206,7 +262,8 @@ def side_by_side(latest: pd.DataFrame, left: str, right: str, scales: list[str] 
     left_rows = left_rows[left_rows["host_fingerprint"] == host]
     right_rows = right_rows[right_rows["host_fingerprint"] == host]
     present = set(left_rows["scale"]) | set(right_rows["scale"])
-    wanted = [s for s in SCALES if (s in present if scales is None else s in scales)]
+    asked = [s for s in SCALES if (s in present if scales is None else s in scales)]
+    wanted = [s for s in asked if s in present]
     rows = []
     for scale in wanted:
         by_side = {name: {r["stage"]: r for r in part[part["scale"] == scale].to_dict("records")}
@@ -224,17 +281,42 @@ def side_by_side(latest: pd.DataFrame, left: str, right: str, scales: list[str] 
                 row[f"{figure}_ratio"] = _ratio(row[f"{figure}_right"], row[f"{figure}_left"])
             rows.append(row)
     table = pd.DataFrame(rows)
-    table.attrs.update(left=left, right=right, host_fingerprint=host,
+    table.attrs.update(left=left, right=right, host_fingerprint=host, asked=asked,
                        largest_completed_left=largest_completed(left_rows),
-                       largest_completed_right=largest_completed(right_rows))
+                       largest_completed_right=largest_completed(right_rows),
+                       missing_left=[s for s in asked if s not in set(left_rows["scale"])],
+                       missing_right=[s for s in asked if s not in set(right_rows["scale"])])
     return table
 
 
 def compare_scales(metrics_dir: str | Path, left: str, right: str, scales: list[str] | None = None,
                    host: str | None = None) -> pd.DataFrame:
-    """side_by_side over the store's records."""
+    """side_by_side over the store's records; NoRecords when a side has no record at any scale asked
+    (on the host compared), rather than a table whose every figure of that side is a dash."""
     parse_side(left), parse_side(right)
-    return side_by_side(query(Path(metrics_dir), LATEST_SQL), left, right, scales, host)
+    latest = query(Path(metrics_dir), LATEST_SQL)
+    table = side_by_side(latest, left, right, scales, host)
+    a = table.attrs
+    gone = [(label, side) for label, side in (("L ", left), ("R ", right))
+            if a[f"missing_{'left' if label == 'L ' else 'right'}"] == a["asked"]]
+    if gone:
+        lines = []
+        for label, side in gone:
+            rows = _side(latest, side)
+            if scales is not None:
+                rows = rows[rows["scale"].isin(scales)]
+            elsewhere = sorted(set(rows["host_fingerprint"].dropna()) - {a["host_fingerprint"]})
+            lines.append(missing_line(side, a["asked"], a["host_fingerprint"] if elsewhere else None, elsewhere,
+                                      label))
+        raise NoRecords("\n".join(lines))
+    return table
+
+
+def missing_lines(table: pd.DataFrame) -> list[str]:
+    """One line per side that lacks some of the scales shown or asked: which, and how to record them."""
+    a = table.attrs
+    return [missing_line(a[name], a[f"missing_{name}"], label=f"{label} ")
+            for name, label in (("left", "L"), ("right", "R")) if a.get(f"missing_{name}")]
 
 
 # -- quality per truth level ------------------------------------------------------------------------
@@ -298,21 +380,28 @@ def render_truth_levels(block: pd.DataFrame) -> str:
 
 
 def render_side_by_side(table: pd.DataFrame, truth_levels: pd.DataFrame | None = None) -> str:
-    """For a terminal: per scale, one block of stage columns (outcome, then each figure as L, R, R/L)."""
+    """For a terminal: per scale, one block of stage columns (outcome, then each figure as L, R, R/L).
+    At a scale one side has no records for, only the other side's rows are shown (its rows and the
+    ratios would be dashes only); the lines under the header name what is missing and how to record it."""
     a = table.attrs
     out = [f"L = {a['left']}, R = {a['right']}, host {a['host_fingerprint']}",
            f"largest scale completed within the limits: L {conversations(a['largest_completed_left'])}, "
-           f"R {conversations(a['largest_completed_right'])}"]
+           f"R {conversations(a['largest_completed_right'])}", *missing_lines(table)]
     for scale, block in table.groupby("scale", sort=False):
-        out.append(f"\n== {scale} conversations ==")
+        absent = [label for name, label in (("left", "L"), ("right", "R")) if scale in a.get(f"missing_{name}", ())]
+        out.append(f"\n== {scale} conversations =="
+                   + "".join(f" ({label} {a['left' if label == 'L' else 'right']}: no records)" for label in absent))
+        shown = [(s, label) for s, label in (("left", "L"), ("right", "R"), ("ratio", "R/L"))
+                 if label not in absent and not (absent and s == "ratio")]
         index, rows = [], []
-        for side, label in (("left", "L"), ("right", "R")):
-            index.append(("outcome", label))
-            rows.append([_short(v) for v in block[f"outcome_{side}"]])
+        for side, label in shown:
+            if side != "ratio":
+                index.append(("outcome", label))
+                rows.append([_short(v) for v in block[f"outcome_{side}"]])
         for figure in MATRIX_FIGURES:
-            for suffix, label in (("left", "L"), ("right", "R"), ("ratio", "R/L")):
+            for suffix, label in shown:
                 index.append((figure, label))
-                rows.append([_fmt(v) for v in block[f"{figure}_{suffix}"]])
+                rows.append([_fmt_figure(figure, suffix, v) for v in block[f"{figure}_{suffix}"]])
         frame = pd.DataFrame(rows, columns=block["stage"].tolist(), index=pd.MultiIndex.from_tuples(index))
         with pd.option_context("display.width", 250, "display.max_columns", 20, "display.max_colwidth", 40):
             out.append(frame.to_string())
@@ -342,10 +431,21 @@ def display_table(table: pd.DataFrame) -> pd.DataFrame:
         index.append(("status", "L" if side == "left" else "R"))
     for figure in FIGURES:
         for suffix, label in (("left", "L"), ("right", "R"), ("ratio", "R/L")):
-            rows.append([_fmt(v) for v in table[f"{figure}_{suffix}"]])
+            rows.append([_fmt_figure(figure, suffix, v) for v in table[f"{figure}_{suffix}"]])
             index.append((figure, label))
     return pd.DataFrame(rows, columns=table["stage"].tolist(), index=pd.MultiIndex.from_tuples(index))
 
 
 def _fmt(value: float) -> str:
     return "-" if pd.isna(value) else f"{value:.4g}"
+
+
+# Figures shown in human units (a side's value; a ratio stays a plain number): bytes in decimal kB/MB/GB
+# (fmt.nbytes, as the report), counts with thousands separators rather than `9.413e+05`.
+_HUMAN = {"bytes_written": fmt.nbytes, "api_calls": fmt.integer, "api_429s": fmt.integer,
+          "n_clusters": fmt.integer}
+
+
+def _fmt_figure(figure: str, suffix: str, value: float) -> str:
+    show = _HUMAN.get(figure) if suffix != "ratio" else None
+    return "-" if pd.isna(value) else (show(value) if show else _fmt(value))

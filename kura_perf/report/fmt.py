@@ -67,11 +67,13 @@ def kilobytes(kb) -> str:
 
 
 def nbytes(b) -> str:
+    """Bytes in decimal units, the label matching the math (kB = 1000 B, MB = 10^6 B, ...): 94.1e6 bytes
+    is "94.1 MB" (1024-based math under these labels printed it as "89.8 MB")."""
     if is_missing(b):
         return MISSING
     b = float(b)
-    for unit, div in (("TB", 1024**4), ("GB", 1024**3), ("MB", 1024**2), ("KB", 1024)):
-        if b >= div:
+    for unit, div in (("TB", 1000**4), ("GB", 1000**3), ("MB", 1000**2), ("kB", 1000)):
+        if b >= div or (div > 1000 and round(b / div, 1) >= 1):  # 999,960 B is "1.0 MB", not "1000.0 kB"
             return f"{b / div:.1f} {unit}"
     return f"{b:.0f} B"
 
