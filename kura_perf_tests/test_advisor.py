@@ -18,7 +18,7 @@ LABELS = {1_000: "1k", 10_000: "10k", 100_000: "100k"}
 
 # profile: (wall s per conversation per stage, MB per conversation per stage, ARI, API USD per conversation)
 PROFILES = {
-    "fast-big": (1e-3, 0.1, 0.80, 0.0),     # fastest, but ~9.9 GB at 100K
+    "fast-big": (1e-3, 0.1, 0.80, 0.0),     # fastest, but ~10.6 GB at 100K (decimal GB; 9.9 GiB)
     "slow-small": (4e-3, 0.02, 0.70, 0.0),  # slower, ~2 GB
     "worse": (5e-3, 0.2, 0.60, 0.0),        # slower, bigger and worse than fast-big: dominated
     "api": (2e-3, 0.01, 0.75, 1e-3),        # quick and small, but $100 at 100K
@@ -72,7 +72,7 @@ def test_the_pareto_front_and_why_the_others_were_dropped(store):
     assert by_name["slow-small"].hours.value == pytest.approx(6 * 4e-3 * 100_000 / 3600)
     assert by_name["fast-big"].hours.basis == "extrapolated"
     assert by_name["fast-big"].hours.value == pytest.approx(6 * 1e-3 * 100_000 / 3600, rel=1e-6)
-    assert by_name["fast-big"].ram_gb.value == pytest.approx((100 + 0.1 * 100_000) / 1024, rel=1e-6)
+    assert by_name["fast-big"].ram_gb.value == pytest.approx((100 + 0.1 * 100_000) * 2**20 / 1e9, rel=1e-6)  # MiB -> decimal GB
     assert by_name["api"].cost_usd.value == pytest.approx(100.0, rel=1e-6)
     assert by_name["api"].ari.value == pytest.approx(0.75)
     table = advice.table()
@@ -85,7 +85,7 @@ def test_limits_drop_candidates_and_name_the_limit(store):
     advice = advise(store, 100_000, Limits(max_ram_gb=8, max_cost=50))
     verdicts = _verdicts(advice)
     assert [c.name for c in advice.recommended] == ["slow-small"]
-    assert verdicts["fast-big"].startswith("dropped: breaks --max-ram 8 (needs 9.9 GB, extrapolated)")
+    assert verdicts["fast-big"].startswith("dropped: breaks --max-ram 8 (needs 10.6 GB, extrapolated)")
     assert verdicts["api"] == "dropped: breaks --max-cost 50 (needs $100.00, extrapolated)"
     assert "breaks --max-ram 8" in verdicts["worse"]
     assert [c.name for c in advise(store, 100_000, Limits(min_ari=0.78)).recommended] == ["fast-big"]

@@ -204,7 +204,7 @@ def test_matrix_table_marks_completed_projected_and_failed(store, monkeypatch, c
     monkeypatch.setenv("KURA_PERF_HOME", str(store.root))
     assert main(["matrix", "--table-only", "--scales", "1k", "10k", "50k", "--profiles", "offline", "kura"]) == 0
     out = capsys.readouterr().out
-    assert out.startswith("- Host: Test CPU 3000, 8 cores, 32 GB RAM (host hostA)")
+    assert out.startswith("- Host: Test CPU 3000, 8 cores, 34 GB (32 GiB) RAM (host hostA)")
     assert "Code version(s) measured: abc0, abc1, abc2" in out
     lines = {tuple(c.strip() for c in line.strip("|").split("|")[:2]): line for line in out.splitlines()
              if line.startswith("| ")}

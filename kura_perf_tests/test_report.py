@@ -214,12 +214,12 @@ def test_storage_table_is_bytes_over_conversations(report):
     rows = parse(report.html).tables["storage-offline"]
     by_stage = {row[0][1]: row for row in rows[1:]}
     for stage, per_conv in BYTES_PER_CONVERSATION.items():
-        assert by_stage[stage][1][1] == fmt.kilobytes(per_conv / 1024), stage
+        assert by_stage[stage][1][1] == fmt.kilobytes(per_conv / 1000), stage
         assert by_stage[stage][2][1] == "10K"  # measured at the largest scale
-    total = sum(BYTES_PER_CONVERSATION.values()) / 1024
+    total = sum(BYTES_PER_CONVERSATION.values()) / 1000
     assert by_stage["total"][1][1] == fmt.kilobytes(total)
-    assert by_stage["total"][3][1] == "10–15 KB"
-    assert by_stage["embeddings"][3][1].startswith("1.50 KB (384-d")  # §1.3's 6 KB rescaled from 1536-d
+    assert by_stage["total"][3][1] == "10–15 kB"
+    assert by_stage["embeddings"][3][1].startswith("1.50 kB (384-d")  # §1.3's 6 kB rescaled from 1536-d
 
 
 def test_matrix_headline_and_host_provenance(report):
@@ -230,7 +230,7 @@ def test_matrix_headline_and_host_provenance(report):
     assert row_5k[3][0] == "interpolated" and row_5k[4][0] == "interpolated"
     assert matrix[1 + scales.index("10K")][2][1].startswith("500")  # clusters found
     assert "| offline | 10K |" in report.result.headline_markdown
-    assert "Test CPU 3000, 8 cores, 32 GB RAM" in report.html
+    assert "Test CPU 3000, 8 cores, 34 GB (32 GiB) RAM" in report.html
     assert "Other CPU" not in report.html and "left out" in report.html  # another machine's record is not mixed in
 
 
@@ -268,8 +268,8 @@ def test_api_costs_backends_and_hardware(report):
     assert any("kura" in h for _, h in tables["backends"][0])
     hardware = {r[0][1]: r for r in tables["hardware"][1:]}
     assert set(hardware) == {"1K", "10K", "100K", "1M"}
-    assert hardware["1K"][6][1] == "measured" and hardware["1M"][6][1] == "extrapolated"
-    assert "64 GB+" in hardware["1M"][7][1]
+    assert hardware["1K"][8][1] == "measured" and hardware["1M"][8][1] == "extrapolated"
+    assert "64 GB+" in hardware["1M"][9][1]
 
 
 def test_a_failed_build_keeps_the_previous_report(tmp_path, monkeypatch):

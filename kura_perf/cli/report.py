@@ -122,7 +122,7 @@ def add_commands(sub) -> None:
     adv.add_argument("--scale", required=True, help="conversations: 10k, 100k, 1m, 2500, ...")
     adv.add_argument("--max-hours", type=float, help="longest acceptable pipeline wall time, hours")
     adv.add_argument("--max-cost", type=float, help="largest acceptable API cost, USD")
-    adv.add_argument("--max-ram", type=float, help="largest acceptable peak memory, GB")
+    adv.add_argument("--max-ram", type=float, help="largest acceptable peak memory, decimal GB (10^9 bytes)")
     adv.add_argument("--min-ari", type=float, help="lowest acceptable clustering ARI (synthetic ground truth)")
     adv.set_defaults(func=cmd_advise, reaps=True)
 

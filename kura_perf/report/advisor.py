@@ -130,7 +130,7 @@ class Advice:
 
     def table(self) -> pd.DataFrame:
         rows = [{"candidate": c.name, "time": c.hours.text(lambda h: fmt.seconds(h * 3600)),
-                 "cost": c.cost_usd.text(lambda v: f"${v:,.2f}"), "peak RAM": c.ram_gb.text(lambda g: fmt.megabytes(g * 1024)),
+                 "cost": c.cost_usd.text(lambda v: f"${v:,.2f}"), "peak RAM": c.ram_gb.text(fmt.memory_gb),
                  "ARI": c.ari.text(lambda v: f"{v:.3f}"), "ARI data": c.ari_data, "verdict": c.verdict}
                 for c in self.candidates]
         return pd.DataFrame(rows, columns=["candidate", "time", "cost", "peak RAM", "ARI", "ARI data", "verdict"])
@@ -294,7 +294,7 @@ def _text(value) -> str | None:
 
 
 def candidate_figures(records: pd.DataFrame, n: int) -> tuple[Figure, Figure, Figure, Figure]:
-    """(hours, USD, peak GB, ARI) of one candidate's full pipeline at n conversations."""
+    """(hours, USD, peak decimal GB (the meter's MiB converted), ARI) of one candidate's full pipeline at n conversations."""
     per_stage = {stage: _stage_figures(records[records["stage"] == stage], n)
                  for stage in STAGES if (records["stage"] == stage).any()}
     missing = [s for s in STAGES if s not in per_stage]
@@ -310,7 +310,7 @@ def candidate_figures(records: pd.DataFrame, n: int) -> tuple[Figure, Figure, Fi
             return Figure(None, UNKNOWN, "a stage has one measured scale and none at this one, so no curve to project")
         return Figure(how(f.value for f in figs) * scale, _weakest(f.basis for f in figs))
 
-    return (combine(walls, sum, 1 / 3600), combine(costs, sum), combine(peaks, max, 1 / 1024),
+    return (combine(walls, sum, 1 / 3600), combine(costs, sum), combine(peaks, max, fmt.MIB / 10**9),
             per_stage["clusters"]["ari"])
 
 
@@ -318,7 +318,7 @@ def _limit_breaks(c: Candidate, limits: Limits) -> list[str]:
     out = []
     checks = [(limits.max_hours, c.hours, "--max-hours", lambda v: fmt.seconds(v * 3600), False),
               (limits.max_cost, c.cost_usd, "--max-cost", lambda v: f"${v:,.2f}", False),
-              (limits.max_ram_gb, c.ram_gb, "--max-ram", lambda v: fmt.megabytes(v * 1024), False),
+              (limits.max_ram_gb, c.ram_gb, "--max-ram", fmt.memory_gb, False),
               (limits.min_ari, c.ari, "--min-ari", lambda v: f"{v:.3f}", True)]
     for limit, figure, flag, unit, at_least in checks:
         if limit is None:

@@ -43,14 +43,23 @@ class ProfileAnalysis:
         return at.groupby("stage", as_index=False).tail(1)
 
     def storage_kb_per_conversation(self) -> dict[str, tuple[float, int]]:
-        """Stage -> (KB per conversation, scale it was measured at): latest run at the largest scale with it."""
+        """Stage -> (kB per conversation, scale it was measured at): latest run at the largest scale with it.
+        Decimal kB (1,000 bytes), as the proposal's §1.3 figures and fmt's one convention."""
         out: dict[str, tuple[float, int]] = {}
         ok = self.ok.dropna(subset=["bytes_written", "scale_n"])
         for stage, rows in ok.groupby("stage"):
             n = int(rows["scale_n"].max())
             latest = rows[rows["scale_n"] == n].sort_values("finished_at").iloc[-1]
-            out[stage] = (float(latest["bytes_written"]) / n / 1024.0, n)
+            out[stage] = (float(latest["bytes_written"]) / n / 1000.0, n)
         return out
+
+    def storage_bytes_at(self, stage: str, n: int) -> float | None:
+        """Bytes `stage` wrote at n conversations (its latest successful run there), or None when it never
+        completed there: what tells a measured storage cell from a projected one."""
+        rows = self.ok[(self.ok["stage"] == stage) & (self.ok["scale_n"] == n)].dropna(subset=["bytes_written"])
+        if rows.empty:
+            return None
+        return float(rows.sort_values("finished_at").iloc[-1]["bytes_written"])
 
     def embedding_dimension(self) -> int | None:
         rows = self.ok[(self.ok["stage"] == "embeddings") & self.ok["extra"].notna()]
@@ -114,6 +123,22 @@ class ProfileAnalysis:
         """Sum of stage times at n, with the weakest basis among them; None when a stage cannot be projected."""
         estimates = [self.stage_wall_at(stage, n) for stage in self.stages()]
         return _combine(estimates, sum)
+
+    def run_span_at(self, n: int) -> float | None:
+        """Median wall of the complete runs at n, from the first stage's start to the last stage's end
+        (seconds): the stages plus the gaps between them (Dagster's step hand-offs, reading upstream outputs).
+        Records carry no run-level start, so the process start-up and imports before the first stage are
+        not in it either. A run counts when every stage of the stages' sum succeeded in it; None when no
+        run at n did."""
+        needed = set(self.stages())
+        at = self.ok[(self.ok["scale_n"] == n) & self.ok["run_id"].notna()]
+        spans = []
+        for _run, rows in at.groupby("run_id"):
+            if not needed <= set(rows["stage"]) or rows["started_at"].isna().any() or rows["finished_at"].isna().any():
+                continue
+            spans.append((pd.Timestamp(rows["finished_at"].max()) - pd.Timestamp(rows["started_at"].min()))
+                         .total_seconds())
+        return float(pd.Series(spans).median()) if spans else None
 
     def pipeline_peak_at(self, n: int) -> Estimate:
         estimates = [fit.peak_at(n) for fit in self.fits.values()]
@@ -187,8 +212,8 @@ def expected_embedding_kb(dimension: int | None) -> tuple[float, float]:
 
 
 def kb_range(low: float, high: float, exact: bool = True) -> str:
-    """"2–5 KB", or one figure when low == high: to the report's precision ("6.00 KB"), or as the proposal
-    writes it ("6 KB") with exact=False."""
+    """"2–5 kB", or one figure when low == high: to the report's precision ("6.00 kB"), or as the proposal
+    writes it ("6 kB") with exact=False."""
     if abs(low - high) < 1e-9:
-        return fmt.kilobytes(low) if exact else f"{low:g} KB"
-    return f"{low:g}–{high:g} KB"
+        return fmt.kilobytes(low) if exact else f"{low:g} kB"
+    return f"{low:g}–{high:g} kB"

@@ -30,7 +30,7 @@ class Host:
 
     def describe(self) -> str:
         cores = f"{self.cores} cores" if self.cores else "cores unknown"
-        ram = f"{self.ram_gb:.0f} GB RAM" if self.ram_gb else "RAM unknown"
+        ram = f"{fmt.gibibytes_as_gb(self.ram_gb)} RAM" if self.ram_gb else "RAM unknown"  # recorded in GiB
         return f"{self.cpu or 'unknown CPU'}, {cores}, {ram} (host {self.fingerprint})"
 
 

@@ -1,6 +1,7 @@
 """The report's PNG figures (matplotlib, Agg: no display needed). Each function writes one file and
 returns its path, or None when there is nothing to draw. Projected parts are drawn dashed on a grey
-background labelled "extrapolated", so no one mistakes them for measurements."""
+background labelled "extrapolated", so no one mistakes them for measurements. Memory axes are in decimal
+MB/GB like the tables (fmt's one convention): the meter's MiB are converted before they are plotted."""
 
 from __future__ import annotations
 
@@ -56,7 +57,8 @@ def _tick_seconds(v: float) -> str:
 
 
 def _tick_memory(v: float, gb: bool) -> str:
-    return f"{v / 1024:g} GB" if gb else f"{v:g} MB"
+    """v in decimal MB."""
+    return f"{v / 1000:g} GB" if gb else f"{v:g} MB"
 
 
 # Round values people read at a glance, for log axes: 1 s, 1 min, 1 h ...; 100 MB, 1 GB ...
@@ -65,15 +67,15 @@ _SECOND_FINE_TICKS = [0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2
                       600, 1200, 1800, 3600, 7200, 18_000, 43_200, 86_400, 172_800, 432_000, 864_000]
 _MB_TICKS = [1, 10, 100, 1000]
 _MB_FINE_TICKS = [1, 2, 5, 10, 20, 50, 100, 200, 300, 500, 700, 1000, 1500, 2000]
-_GB_TICKS = [1024 * g for g in (0.1, 1, 10, 100, 1000, 10_000)]
-_GB_FINE_TICKS = [1024 * g for g in (0.125, 0.25, 0.5, 1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096,
-                                     8192, 16_384)]
+_GB_TICKS = [1000 * g for g in (0.1, 1, 10, 100, 1000, 10_000)]
+_GB_FINE_TICKS = [1000 * g for g in (0.1, 0.2, 0.5, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000,
+                                     10_000, 20_000)]
 
 
 def _human_log_ticks(ax, unit: str) -> None:
     """Put y ticks on round human values within the drawn range (coarse steps, finer if too few)."""
     low, high = ax.get_ylim()
-    gb = unit != "s" and high >= 2048
+    gb = unit != "s" and high >= 2000
     if unit == "s":
         coarse, fine = _SECOND_TICKS, _SECOND_FINE_TICKS
         label = _tick_seconds
@@ -92,8 +94,8 @@ def _human_log_ticks(ax, unit: str) -> None:
 
 
 def _memory_unit(max_mb: float) -> tuple[float, str]:
-    """(divisor, unit) so one linear axis shows one unit: GB from 2 GB up, else MB."""
-    return (1024.0, "GB") if max_mb >= 2048 else (1.0, "MB")
+    """(divisor, unit) for values in decimal MB, so one linear axis shows one unit: GB from 2 GB up, else MB."""
+    return (1000.0, "GB") if max_mb >= 2000 else (1.0, "MB")
 
 
 def _unit_formatter(unit: str) -> FuncFormatter:
@@ -106,6 +108,13 @@ def _mark_extrapolated(ax, from_n: float) -> None:
             fontsize=9, color="#666666", style="italic")
     for n in FIT_TARGETS:
         ax.axvline(n, color="#999999", lw=0.8, ls=":", zorder=1)
+
+
+def peak_fit_series(fit, grid) -> list[float]:
+    """The dashed peak-RSS line of one stage over `grid`, in decimal MB: the fitted model alone (start RSS +
+    fitted growth), so it is as monotone as the power law. Measured medians are the solid line; mixing them
+    in here (fit.peak_at) made the dashed line jump at a measured scale and dip just beside it."""
+    return [fmt.mib_to_mb(fit.peak_model(float(n))) for n in grid]
 
 
 def scaling_figure(pa: ProfileAnalysis, path: Path) -> Path | None:
@@ -124,9 +133,9 @@ def scaling_figure(pa: ProfileAnalysis, path: Path) -> Path | None:
             ax_wall.plot(grid, [fit.wall.predict(n) for n in grid], "--", color=color, lw=1.1, alpha=0.8, zorder=2)
         growth = fit.growth or fit.peak
         peak_label = f"{stage} (growth {fmt.exponent(growth.exponent)})" if growth else f"{stage} (no fit)"
-        ax_peak.plot(m["scale_n"], m["peak_rss_mb"], "o-", color=color, label=peak_label, lw=1.8, ms=5, zorder=3)
+        ax_peak.plot(m["scale_n"], m["peak_rss_mb"].map(fmt.mib_to_mb), "o-", color=color, label=peak_label, lw=1.8, ms=5, zorder=3)
         if growth:
-            ax_peak.plot(grid, [fit.peak_at(int(n)).value for n in grid], "--", color=color, lw=1.1, alpha=0.8,
+            ax_peak.plot(grid, peak_fit_series(fit, grid), "--", color=color, lw=1.1, alpha=0.8,
                          zorder=2)
     for ax, title, unit in ((ax_wall, "Wall time per stage", "s"), (ax_peak, "Peak RSS per stage", "MB")):
         ax.set_xscale("log")
@@ -188,7 +197,7 @@ def time_share_figure(pa: ProfileAnalysis, path: Path) -> Path | None:
 
 
 def storage_figure(pa: ProfileAnalysis, path: Path) -> Path | None:
-    """KB per conversation per stage, measured (coloured), beside the proposal's §1.3 estimate (grey)."""
+    """kB per conversation per stage, measured (coloured), beside the proposal's §1.3 estimate (grey)."""
     storage = pa.storage_kb_per_conversation()
     stages = [s for s in pa.fits if s in storage]
     if not stages:
@@ -214,7 +223,7 @@ def storage_figure(pa: ProfileAnalysis, path: Path) -> Path | None:
         ax.text(high, i + 0.18, f" §1.3: {text}", va="center", fontsize=8, color="#555555", zorder=5)
     ax.set_yticks(y, stages)
     ax.invert_yaxis()
-    ax.set_xlabel("KB per conversation")
+    ax.set_xlabel("kB per conversation (1 kB = 1,000 bytes)")
     ax.set_title("Storage per conversation: measured (colour) vs proposal §1.3 estimate (grey; hatched = range)",
                  fontsize=11, loc="left")
     ax.set_xlim(0, max(max(measured), 5.0) * 1.18)
@@ -244,11 +253,11 @@ def timeline_figure(pa: ProfileAnalysis, n: int, path: Path) -> Path | None:
         ax.set_visible(False)
     for ax, stage in zip(axes.flat, order):
         r = latest[latest["stage"] == stage].iloc[-1]
-        t, mb = _samples(r["mem_timeline_s"]), _samples(r["mem_timeline_mb"])
+        t, mb = _samples(r["mem_timeline_s"]), _samples(r["mem_timeline_mb"]) * fmt.MIB / 10**6  # MiB -> MB
         color = stage_color(stage)
         candidates = [float(np.nanmax(mb))] if len(mb) else []
         if not fmt.is_missing(r["peak_rss_mb"]):
-            candidates.append(float(r["peak_rss_mb"]))
+            candidates.append(fmt.mib_to_mb(r["peak_rss_mb"]))
         top = max(candidates, default=0.0)
         div, unit = _memory_unit(top)
         mb = mb / div
@@ -259,9 +268,9 @@ def timeline_figure(pa: ProfileAnalysis, n: int, path: Path) -> Path | None:
             ax.text(0.5, 0.5, "no timeline recorded", ha="center", va="center", transform=ax.transAxes,
                     color="#888888")
         if not fmt.is_missing(r["peak_rss_mb"]):
-            ax.axhline(r["peak_rss_mb"] / div, color="#b00020", lw=0.9, ls="--")
+            ax.axhline(fmt.mib_to_mb(r["peak_rss_mb"]) / div, color="#b00020", lw=0.9, ls="--")
         if not fmt.is_missing(r["rss_start_mb"]):
-            ax.axhline(r["rss_start_mb"] / div, color="#555555", lw=0.8, ls=":")
+            ax.axhline(fmt.mib_to_mb(r["rss_start_mb"]) / div, color="#555555", lw=0.8, ls=":")
         ax.set_title(f"{stage} · {fmt.seconds(r['wall_s'])} · peak {fmt.megabytes(r['peak_rss_mb'])}",
                      fontsize=9.5, loc="left")
         ax.yaxis.set_major_formatter(_unit_formatter(unit))
@@ -311,7 +320,7 @@ def history_figure(history: pd.DataFrame, stages: list[str], title: str, path: P
     run_order = list(dict.fromkeys(history.sort_values("started_at")["run_id"]))
     starts = history.groupby("run_id")["started_at"].min()
     fig, (ax_wall, ax_peak) = plt.subplots(1, 2, figsize=(11, 3.9))
-    top = float(ok["peak_rss_mb"].max()) if ok["peak_rss_mb"].notna().any() else 1.0
+    top = fmt.mib_to_mb(ok["peak_rss_mb"].max()) if ok["peak_rss_mb"].notna().any() else 1.0
     div, unit = _memory_unit(top)
     for stage in stages:
         rows = ok[ok["stage"] == stage]
@@ -319,7 +328,7 @@ def history_figure(history: pd.DataFrame, stages: list[str], title: str, path: P
             continue
         x = [run_order.index(r) for r in rows["run_id"]]
         ax_wall.plot(x, rows["wall_s"], "o-", color=stage_color(stage), label=stage, ms=4)
-        ax_peak.plot(x, rows["peak_rss_mb"] / div, "o-", color=stage_color(stage), label=stage, ms=4)
+        ax_peak.plot(x, rows["peak_rss_mb"].map(fmt.mib_to_mb) / div, "o-", color=stage_color(stage), label=stage, ms=4)
     step = max(1, len(run_order) // 8)
     ticks = list(range(0, len(run_order), step))
     labels = [pd.Timestamp(starts[run_order[i]]).strftime("%m-%d\n%H:%M") for i in ticks]

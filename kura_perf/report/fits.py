@@ -123,6 +123,25 @@ class StageFit:
             return Estimate(self.peak.predict(n), self.peak.basis(n), self.peak.describe())
         return Estimate(None, UNKNOWN, "one scale measured: no fit")
 
+    def peak_model(self, n: float) -> float | None:
+        """The fitted peak at n, never a measured value: start RSS + fitted growth (or the fitted absolute peak).
+        What a fit line draws. peak_at swaps in the measured median at a measured scale, and that median
+        carries its own run's start RSS, not the largest scale's the model uses: a line through peak_at
+        jumped to the measurement at a measured grid point and dipped back to the model beside it."""
+        if self.growth is not None and self.start_mb is not None:
+            return self.start_mb + self.growth.predict(n)
+        if self.peak is not None:
+            return self.peak.predict(n)
+        return None
+
+    def growth_at(self, n: int) -> Estimate:
+        """The stage's own memory growth (peak − RSS at its start) at n: measured median, else fitted."""
+        if (value := self._measured_at(n, "peak_growth_mb")) is not None:
+            return Estimate(max(value, 0.0), MEASURED)
+        if self.growth is None:
+            return Estimate(None, UNKNOWN, "one scale measured: no fit")
+        return Estimate(self.growth.predict(n), self.growth.basis(n), self.growth.describe())
+
 
 def _median_per_scale(records: pd.DataFrame) -> pd.DataFrame:
     df = records.copy()

@@ -46,24 +46,46 @@ def seconds(s) -> str:
     return f"{s / 86400:.1f} d"
 
 
-def megabytes(mb) -> str:
-    if is_missing(mb):
+# One convention for every size the report prints: decimal units, 1 kB = 1,000 bytes, 1 MB = 10⁶ bytes,
+# 1 GB = 10⁹ bytes (what `du --si` prints and what the proposal's §1.3/§3.2 figures mean). The meter
+# records memory in MiB (bytes / 2**20, StageRecord.peak_rss_mb, rss_start_mb) and the host's RAM in GiB
+# (host_ram_gb): those are converted to bytes first, never shown under a decimal label as they are.
+# The page's legend says so (templates/parts.html.j2).
+MIB = 2**20
+GIB = 2**30
+_DECIMAL = (("TB", 10**12), ("GB", 10**9), ("MB", 10**6), ("kB", 10**3))
+
+
+def mib_to_mb(mib: float) -> float:
+    """MiB as the meter records memory, in decimal MB (what the report shows)."""
+    return float(mib) * MIB / 10**6
+
+
+def mib_to_gb(mib: float) -> float:
+    """MiB as the meter records memory, in decimal GB."""
+    return float(mib) * MIB / 10**9
+
+
+def megabytes(mib) -> str:
+    """Memory recorded in MiB (peak_rss_mb, rss_start_mb, growth), shown in decimal MB/GB/TB."""
+    if is_missing(mib):
         return MISSING
-    mb = float(mb)
-    if mb < 1024:
-        return f"{mb:.0f} MB"
-    if mb < 1024 * 1024:
-        return f"{mb / 1024:.1f} GB"
-    return f"{mb / 1024 / 1024:.1f} TB"
+    b = float(mib) * MIB
+    if abs(b) < 10**9:
+        return f"{b / 10**6:.0f} MB"
+    if abs(b) < 10**12:
+        return f"{b / 10**9:.1f} GB"
+    return f"{b / 10**12:.1f} TB"
 
 
 def kilobytes(kb) -> str:
+    """Decimal kB (1,000 bytes), e.g. bytes written per conversation."""
     if is_missing(kb):
         return MISSING
     kb = float(kb)
     if kb < 0.1:
-        return f"{kb * 1024:.0f} B" if kb * 1024 >= 10 else f"{kb * 1024:.1f} B"
-    return f"{kb:.2f} KB" if kb < 10 else f"{kb:.1f} KB"
+        return f"{kb * 1000:.0f} B" if kb * 1000 >= 10 else f"{kb * 1000:.1f} B"
+    return f"{kb:.2f} kB" if kb < 10 else f"{kb:.1f} kB"
 
 
 def nbytes(b) -> str:
@@ -72,17 +94,30 @@ def nbytes(b) -> str:
     if is_missing(b):
         return MISSING
     b = float(b)
-    for unit, div in (("TB", 1000**4), ("GB", 1000**3), ("MB", 1000**2), ("kB", 1000)):
+    for unit, div in _DECIMAL:
         if b >= div or (div > 1000 and round(b / div, 1) >= 1):  # 999,960 B is "1.0 MB", not "1000.0 kB"
             return f"{b / div:.1f} {unit}"
     return f"{b:.0f} B"
 
 
 def gigabytes(gb) -> str:
+    """Decimal GB (a recommendation's RAM or disk), TB from 1,000 GB."""
     if is_missing(gb):
         return MISSING
     gb = float(gb)
-    return f"{gb / 1024:.0f} TB" if gb >= 1024 else f"{gb:.0f} GB"
+    return f"{gb / 1000:.0f} TB" if gb >= 1000 else f"{gb:.0f} GB"
+
+
+def memory_gb(gb) -> str:
+    """Memory already in decimal GB (the advisor's peak RAM), shown like every other memory figure."""
+    return MISSING if is_missing(gb) else megabytes(float(gb) * 10**9 / MIB)
+
+
+def gibibytes_as_gb(gib) -> str:
+    """A size recorded in GiB (host_ram_gb), in decimal GB."""
+    if is_missing(gib):
+        return MISSING
+    return f"{float(gib) * GIB / 10**9:.0f} GB ({float(gib):g} GiB)"  # machines are sold by the GiB
 
 
 def usd(x) -> str:

@@ -73,8 +73,14 @@ def guidance(pa: ProfileAnalysis, hardware: list[HardwareRow], breaking: pd.Data
 
     timed = [r for r in hardware if r.wall_s_here is not None]
     if timed:
-        out.append("One full run on this host: " + "; ".join(
-            f"{fmt.conversations(r.n)} {fmt.seconds(r.wall_s_here)} ({r.basis})" for r in timed) + ".")
+        out.append("Stages' wall summed on this host (gaps between stages and start-up before the first stage "
+                   "not included): " + "; ".join(
+                       f"{fmt.conversations(r.n)} {fmt.seconds(r.wall_s_here)} ({r.basis})" for r in timed) + ".")
+        spans = [r for r in hardware if r.run_span_s is not None]
+        if spans:
+            out.append("Run wall, first stage start → last stage end (start-up before the first stage not "
+                       "recorded): " + "; ".join(f"{fmt.conversations(r.n)} {fmt.seconds(r.run_span_s)}"
+                                                  for r in spans) + ".")
     for row in hardware:
         if row.ram_gb is None or row.wall_s_here is None:
             continue
@@ -93,11 +99,12 @@ def guidance(pa: ProfileAnalysis, hardware: list[HardwareRow], breaking: pd.Data
         if row.wall_s_here <= TARGET_HOURS * 3600:
             continue
         if host_cores is None or row.cores > host_cores:
-            out.append(f"<b>Bigger machine at {fmt.conversations(row.n)}</b> ({row.basis}): one run takes "
-                       f"{fmt.seconds(row.wall_s_here)} here; {row.cores} cores and {fmt.gigabytes(row.ram_gb)} RAM "
+            out.append(f"<b>Bigger machine at {fmt.conversations(row.n)}</b> ({row.basis}): its stages take "
+                       f"{fmt.seconds(row.wall_s_here)} here (summed); {row.cores} cores and {fmt.gigabytes(row.ram_gb)} RAM "
                        f"bring it to about {TARGET_HOURS:g} h if the CPU-bound stages parallelise.")
         else:
-            out.append(f"At {fmt.conversations(row.n)} one run takes {fmt.seconds(row.wall_s_here)} here ({row.basis}) "
+            out.append(f"At {fmt.conversations(row.n)} the stages take {fmt.seconds(row.wall_s_here)} here (summed; "
+                       f"{row.basis}) "
                        f"although its CPU work would fit in {TARGET_HOURS:g} h on {row.cores} cores: the stages spend "
                        "their time waiting (model loading, I/O, an API, or a busy machine), so more cores alone "
                        "will not shorten it — check the CPU/wall ratio per stage before buying hardware.")

@@ -123,7 +123,7 @@ class SectionBuilder:
         s = Section("storage", "Storage per conversation (proposal §1.3)")
         rows = self.data.ok[self.data.ok["bytes_written"].notna()]
         s.provenance = self._provenance(rows, "measured per conversation (latest run at the largest scale); "
-                                              "10K/100K/1M projected linearly")
+                                              "10K/100K/1M measured where run there, else projected linearly")
         s.badge = WITH_PROJECTIONS if len(rows) else None
         for pa in self.analysis.profiles.values():
             table = t.storage_table(pa)
@@ -311,7 +311,7 @@ class SectionBuilder:
                                                "run, otherwise extrapolated from per-stage fits")
         s.badge = WITH_PROJECTIONS
         s.add(render_table(t.hardware_table(rows), "hardware"))
-        s.add(paragraph(f"RAM = largest stage peak × {RAM_HEADROOM} + 1 GB, rounded up to a common size. Cores = "
+        s.add(paragraph(f"RAM = process peak RSS × {RAM_HEADROOM} + 1 GB, rounded up to a common size. Cores = "
                         f"enough to finish one run within {TARGET_HOURS:g} h if the CPU-bound work parallelises "
                         "(CPU seconds per stage from the measured CPU/wall ratio), at least 2. Disk = stage "
                         f"outputs × {DISK_FACTOR:g} + {ENVIRONMENT_GB:g} GB for the environment and models. "

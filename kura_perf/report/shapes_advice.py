@@ -71,7 +71,7 @@ def advisor_table(advice: Advice) -> Table:
             return Cell(fig.text(show), BASIS_KIND.get(fig.basis, ""))
 
         table.add(Cell(c.name, "head"), cell(c.hours, lambda h: fmt.seconds(h * 3600)),
-                  cell(c.cost_usd, lambda v: f"${v:,.2f}"), cell(c.ram_gb, lambda g: fmt.megabytes(g * 1024)),
+                  cell(c.cost_usd, lambda v: f"${v:,.2f}"), cell(c.ram_gb, fmt.memory_gb),
                   cell(c.ari, lambda v: f"{v:.3f}"), Cell(c.ari_data, "" if c.ari_ranked else "unknown"),
                   Cell(c.verdict, "good" if c.recommended else "bad"))
     return table

@@ -203,14 +203,28 @@ def _versus(kb: float, low: float, high: float) -> Cell:
     return Cell(f"{kb / high:.1f}× the high end", "bad" if kb > 2 * high else "")
 
 
+def _storage_at(pa: ProfileAnalysis, stage: str, kb: float, m: int) -> tuple[float, str]:
+    """(bytes, kind) of one stage at m conversations, from the data behind it: what the stage wrote there
+    when it ran there (measured), else kB per conversation × m (extrapolated linearly). Never by the column's
+    position: a measured 10K beside a largest measured 100K is measured too."""
+    written = pa.storage_bytes_at(stage, m)
+    if written is not None:
+        return written, MEASURED
+    return kb * 1000 * m, EXTRAPOLATED
+
+
 def storage_table(pa: ProfileAnalysis) -> Table:
-    """KB per conversation per stage (bytes written / conversations) against §1.3, projected linearly."""
+    """kB per conversation per stage (bytes written / conversations) against §1.3; at 10K/100K/1M what was
+    written where the stage ran there, else projected linearly."""
     storage = pa.storage_kb_per_conversation()
     dim = pa.embedding_dimension()
     headers = ["Stage", "Measured / conversation", "Measured at", "§1.3 estimate", "vs §1.3"]
-    headers += [f"Projected @ {fmt.conversations(n)}" for n in PROJECTION_SCALES]
-    table = Table(headers, caption="bytes written by the latest run at the largest scale ÷ conversations; "
-                                   "projections are linear (storage grows with each conversation)")
+    headers += [f"@ {fmt.conversations(n)}" for n in PROJECTION_SCALES]
+    table = Table(headers, caption="per conversation: bytes written by the latest run at the largest scale ÷ "
+                                   "conversations. @ 10K/100K/1M: bytes written by the latest run at that scale "
+                                   "where the stage ran there (measured ⁽ᵐ⁾); elsewhere per conversation × "
+                                   "conversations (extrapolated linearly ⁽ᵉ⁾: storage grows with each conversation)")
+    totals: dict[int, list[tuple[float, str]]] = {m: [] for m in PROJECTION_SCALES}
     for stage in pa.fits:
         if stage not in storage:
             continue
@@ -226,16 +240,21 @@ def storage_table(pa: ProfileAnalysis) -> Table:
                 text += (f" ({dim}-d; {base} at {STORAGE_EMBEDDING_DIMENSION}-d)"
                          if dim and dim != STORAGE_EMBEDDING_DIMENSION else f" ({STORAGE_EMBEDDING_DIMENSION}-d)")
             estimate, versus = Cell(text), _versus(kb, low, high)
+        at = {m: _storage_at(pa, stage, kb, m) for m in PROJECTION_SCALES}
+        for m, figure in at.items():
+            totals[m].append(figure)
         table.add(Cell(stage, "head"), fmt.kilobytes(kb), fmt.conversations(n), estimate, versus,
-                  *[Cell(fmt.nbytes(kb * 1024 * m), "" if m == n else "extrapolated") for m in PROJECTION_SCALES])
+                  *[Cell(fmt.nbytes(b), kind) for b, kind in at.values()])
     if storage:
         total = sum(kb for kb, _ in storage.values())
-        largest = max(n for _, n in storage.values())
+        # A total is measured at m only when every stage in it was; one projected part makes it projected.
+        at_total = [(sum(b for b, _ in totals[m]),
+                     MEASURED if all(kind == MEASURED for _, kind in totals[m]) else EXTRAPOLATED)
+                    for m in PROJECTION_SCALES]
         table.add(Cell("total", "head"), Cell(fmt.kilobytes(total), "head"), "",
                   Cell(kb_range(*STORAGE_TOTAL_KB_PER_CONVERSATION), "head"),
                   _versus(total, *STORAGE_TOTAL_KB_PER_CONVERSATION),
-                  *[Cell(fmt.nbytes(total * 1024 * m), "" if m == largest else "extrapolated")
-                    for m in PROJECTION_SCALES])
+                  *[Cell(fmt.nbytes(b), kind) for b, kind in at_total])
     return table
 
 
@@ -405,21 +424,46 @@ def stress_table(stress: pd.DataFrame) -> Table:
 
 # -- hardware --------------------------------------------------------------------------------------
 
+HARDWARE_HEADERS = ["Conversations", "RAM", "Cores", "Disk", "Process peak RSS (during stage)",
+                    "Largest stage growth, peak − start RSS (stage)", "Stages' wall summed, this host",
+                    "Run wall, first stage start → last stage end (start-up before the first stage not recorded)",
+                    "Basis", "§3.2 guess (RAM · CPU · storage)"]
+
+
+def _growth_cell(r: HardwareRow) -> Cell:
+    if r.growth_mb is None:
+        return Cell(fmt.MISSING, UNKNOWN)
+    return Cell(f"stage growth {fmt.megabytes(r.growth_mb)} ({r.growth_stage})",
+                "" if r.growth_basis == MEASURED else r.growth_basis)
+
+
 def hardware_table(rows: list[HardwareRow]) -> Table:
-    table = Table(["Conversations", "RAM", "Cores", "Disk", "Largest stage peak", "One run on this host",
-                   "Basis", "§3.2 guess (RAM · CPU · storage)"])
+    """One row per scale. Two memory figures and two times, each named for what it is: the process's peak
+    (mostly what was resident before the stage) beside the stage's own growth; the stages' wall summed beside
+    the run's wall from its first stage's start to its last stage's end (measured runs only)."""
+    table = Table(list(HARDWARE_HEADERS),
+                  caption="process peak = the process's peak RSS during the stage where it was highest, "
+                          "including what was resident before that stage (interpreter, libraries, models, "
+                          "earlier data); stage growth = the largest peak − RSS at the stage's start among the "
+                          "stages. Stages' wall summed leaves out the gaps between stages; run wall spans the first "
+                          "stage's start to the last stage's end of the complete runs at that scale (median). "
+                          "Neither includes the process start-up and model imports before the first stage: no "
+                          "record holds it.")
     for r in rows:
         guess = " · ".join(proposal_guess(r.n))
         if r.ram_gb is None:
-            table.add(fmt.conversations(r.n), *[Cell(fmt.MISSING, UNKNOWN)] * 5, Cell(r.note, UNKNOWN), guess)
+            table.add(fmt.conversations(r.n), *[Cell(fmt.MISSING, UNKNOWN)] * 7, Cell(r.note, UNKNOWN), guess)
             continue
         kind = "" if r.basis == MEASURED else "extrapolated"
         cores = f"{r.cores}" if r.cores <= SINGLE_MACHINE_CORES else f"{r.cores} (distributed)"
         ram = fmt.gigabytes(r.ram_gb) + (" (distributed)" if r.distributed and "distributed" not in cores else "")
         table.add(Cell(fmt.conversations(r.n), "head"), Cell(ram, kind), Cell(cores, kind),
                   Cell(fmt.gigabytes(r.disk_gb), kind),
-                  Cell(f"{fmt.megabytes(r.peak_mb)} ({r.dominant_memory_stage})", kind),
-                  Cell(fmt.seconds(r.wall_s_here), kind), Cell(r.basis, r.basis), guess)
+                  Cell(f"process peak {fmt.megabytes(r.peak_mb)} (during {r.dominant_memory_stage})", kind),
+                  _growth_cell(r), Cell(f"stages' sum {fmt.seconds(r.wall_s_here)}", kind),
+                  Cell(f"run wall {fmt.seconds(r.run_span_s)}", MEASURED) if r.run_span_s is not None
+                  else Cell("no complete run recorded", UNKNOWN),
+                  Cell(r.basis, r.basis), guess)
     return table
 
 
@@ -524,7 +568,7 @@ def memory_theory_table(pa: ProfileAnalysis) -> Table:
         k = int(r["items_in"]) if stage == "meta_clusters" and not fmt.is_missing(r["items_in"]) else inputs["k"]
         spots = theoretical_bytes(stage, int(n), inputs["d"], k, text_bytes=inputs["text_bytes"] or DEFAULT_TEXT_BYTES,
                                   batch=batch, clustering=inputs["clustering"])
-        theory_mb = total_bytes(spots) / 2**20
+        theory_mb = total_bytes(spots) / fmt.MIB  # MiB, as growth is recorded
         growth = None
         if not (fmt.is_missing(r["peak_rss_mb"]) or fmt.is_missing(r["rss_start_mb"])):
             growth = max(float(r["peak_rss_mb"]) - float(r["rss_start_mb"]), 0.0)

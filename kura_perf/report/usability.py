@@ -45,8 +45,7 @@ def checkpoint_table(rows: pd.DataFrame) -> Table:
                   _seconds(g["write_s"].sum(min_count=1)), _seconds(g["read_s"].sum(min_count=1)),
                   fmt.number(g["bytes"].sum(min_count=1) / 1e6, 2),
                   fmt.number(g["dir_du_bytes"].max() / 1e6, 2),
-                  fmt.MISSING if fmt.is_missing(g["peak"].max()) else f"{g['peak'].max():.0f} MB",
-                  fmt.MISSING if fmt.is_missing(g["growth"].max()) else f"{g['growth'].max():.0f} MB", verdict)
+                  fmt.megabytes(g["peak"].max()), fmt.megabytes(g["growth"].max()), verdict)
     return table
 
 
