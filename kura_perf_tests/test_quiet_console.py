@@ -1,0 +1,108 @@
+"""A first run prints kura_perf's own lines (issue 20): no onnxruntime quantization chatter, no
+dagster-shared version-mismatch warning, no per-request HTTP log lines, and a progress bar for a person
+at a terminal (plain progress lines everywhere else)."""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+
+def _python(code: str, tmp_path: Path) -> subprocess.CompletedProcess:
+    """`code` in a fresh interpreter with the default warning filters (no PYTHONWARNINGS of ours)."""
+    env = {key: value for key, value in os.environ.items() if key != "PYTHONWARNINGS"}
+    env["KURA_PERF_HOME"] = str(tmp_path / "data")
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300,
+                          cwd=tmp_path)
+
+
+# -- 1. onnxruntime's quantization logs through the root logger -------------------------------------
+
+def _record(name: str, level: int, pathname: str, msg: str) -> logging.LogRecord:
+    return logging.LogRecord(name, level, pathname, 530, msg, None, None)
+
+
+ORT_QUANTIZER = "/venv/lib/python3.11/site-packages/onnxruntime/quantization/onnx_quantizer.py"
+
+
+def test_the_quantization_filter_drops_onnxruntimes_root_chatter_only():
+    from kura_perf.models.onnx_export import QuantizationChatter
+
+    chatter = QuantizationChatter()
+    # What onnxruntime's `logging.info(...)` makes: a record of the root logger from its quantization package.
+    assert not chatter.filter(_record("root", logging.INFO, ORT_QUANTIZER,
+                                      'Quantization parameters for tensor:"x" not specified'))
+    assert not chatter.filter(_record("root", logging.WARNING, ORT_QUANTIZER.replace("onnx_quantizer", "quantize"),
+                                      "Please consider to run pre-processing before quantization. Refer to ..."))
+    # Its other warnings, our lines, another library's root INFO: all pass.
+    assert chatter.filter(_record("root", logging.WARNING, ORT_QUANTIZER, "Failed to infer data type of tensor"))
+    assert chatter.filter(_record("kura_perf", logging.INFO, "/repo/kura_perf/models/onnx_export.py", "exported"))
+    assert chatter.filter(_record("root", logging.INFO, "/venv/lib/python3.11/site-packages/other/x.py", "hello"))
+
+
+def _tiny_exporter(model_path: str, target: Path, max_seq_length: int) -> None:
+    """A two-MatMul graph: enough for onnxruntime's dynamic quantizer to log its per-tensor INFO lines."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    weights = [numpy_helper.from_array(rng.random((8, 4), dtype=np.float32), "W1"),
+               numpy_helper.from_array(rng.random((4, 3), dtype=np.float32), "W2")]
+    nodes = [helper.make_node("MatMul", ["x", "W1"], ["h"]), helper.make_node("Relu", ["h"], ["r"]),
+             helper.make_node("MatMul", ["r", "W2"], ["y"])]
+    graph = helper.make_graph(nodes, "tiny", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 3])], weights)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(target))
+
+
+def _vectors(texts) -> np.ndarray:
+    """Deterministic vectors per text: the 'encoder' and the 'reference' agree exactly."""
+    return np.array([[len(t) + 1.0, (sum(map(ord, t)) % 97) + 1.0, 1.0] for t in texts], dtype=np.float32)
+
+
+@pytest.fixture
+def console():
+    """A console handler on the root logger at INFO (what the CLI's basicConfig makes), removed after."""
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    level, filters = root.level, list(root.filters)
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    try:
+        yield stream
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(level)
+        assert root.filters == filters  # the quantization filter is scoped to the quantize call
+
+
+def test_the_int8_export_prints_our_line_and_not_onnxruntimes(tmp_path, console):
+    pytest.importorskip("onnxruntime")
+    from kura_perf.models.onnx_export import ExportCache
+
+    model_dir = tmp_path / "model"
+    model_dir.mkdir()
+    (model_dir / "model.safetensors").write_bytes(b"not real weights: only fingerprinted")
+    encoder = SimpleNamespace(encode=_vectors)
+    cache = ExportCache(tmp_path / "onnx", str(model_dir), 16, reference=_vectors,
+                        encoder_factory=lambda _file: encoder, exporter=_tiny_exporter)
+    made = cache.get("onnx-int8")  # the fp32 export, then onnxruntime's quantize_dynamic on it
+    assert made.exported_now and made.path.stat().st_size > 0
+    out = console.getvalue()
+    assert "Quantization parameters" not in out and "pre-processing" not in out, out
+    assert "embedding_backend 'onnx-int8': exported the ONNX model and checked it against torch in" in out, out
+    assert "embedding_backend 'onnx': exported" in out  # the fp32 graph it was quantized from
+    console.truncate(0)
+    assert not cache.get("onnx-int8").exported_now and console.getvalue() == ""  # cached: nothing to say
