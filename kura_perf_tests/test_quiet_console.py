@@ -9,6 +9,7 @@ import logging
 import os
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -106,3 +107,61 @@ def test_the_int8_export_prints_our_line_and_not_onnxruntimes(tmp_path, console)
     assert "embedding_backend 'onnx': exported" in out  # the fp32 graph it was quantized from
     console.truncate(0)
     assert not cache.get("onnx-int8").exported_now and console.getvalue() == ""  # cached: nothing to say
+
+
+# -- 2. dagster-shared's version-mismatch warning ---------------------------------------------------
+
+def test_no_version_mismatch_warning_from_the_cli(tmp_path):
+    """`kura-perf profiles`, then what `kura-perf run` imports once it builds the definitions (the
+    cluster jobs' dagster_celery): stderr has no version-mismatch warning."""
+    out = _python("import sys\n"
+                  "from kura_perf.cli.main import main\n"
+                  "code = main(['profiles'])\n"
+                  "import kura_perf.defs.cluster\n"
+                  "assert 'dagster_celery' in sys.modules\n"
+                  "sys.exit(code)\n", tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert "offline" in out.stdout
+    assert "version mismatch" not in out.stderr, out.stderr
+
+
+def test_no_version_mismatch_warning_from_the_code_location(tmp_path):
+    """What `dagster dev` loads (workspace.yaml -> kura_perf.definitions)."""
+    out = _python("import sys\nimport kura_perf.definitions\nassert 'dagster_celery' in sys.modules\n", tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert "version mismatch" not in out.stderr, out.stderr
+
+
+def test_the_mismatch_filter_is_that_warning_only():
+    from kura_perf.console import ignore_cluster_library_mismatch
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ignore_cluster_library_mismatch()
+        warnings.warn("Found version mismatch between `dagster-shared` (1.13.28) expected library version "
+                      "(0.29.28) and `dagster-celery` (0.29.27).", UserWarning, stacklevel=1)
+        warnings.warn("Found version mismatch between `dagster-shared` (1.14.0) expected library version "
+                      "(0.30.0) and `dagster-celery` (0.29.27).", UserWarning, stacklevel=1)  # another minor: still said
+        warnings.warn("something else", UserWarning, stacklevel=1)
+    assert [str(w.message)[:60] for w in caught] == [
+        "Found version mismatch between `dagster-shared` (1.14.0) exp", "something else"]
+
+
+# -- 3. per-request HTTP log lines -----------------------------------------------------------------
+
+def test_http_client_info_lines_do_not_reach_the_console(tmp_path):
+    """The CLI's console logging: the HTTP clients' INFO lines (one per request; openai 3.x's client is
+    httpx2) are dropped, their warnings and our own INFO lines are not."""
+    out = _python("import logging, sys\n"
+                  "from kura_perf.cli.main import main\n"
+                  "code = main(['profiles'])\n"
+                  "for name in ('httpx', 'httpx2', 'httpcore', 'httpcore2', 'openai'):\n"
+                  "    logging.getLogger(name).info('HTTP Request: POST http://127.0.0.1/v1 from %s', name)\n"
+                  "    logging.getLogger(name + '._client').info('HTTP Request: POST (child of %s)', name)\n"
+                  "    logging.getLogger(name).warning('a warning from %s', name)\n"
+                  "logging.getLogger('kura_perf').info('our own line')\n"
+                  "sys.exit(code)\n", tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert "HTTP Request" not in out.stderr, out.stderr
+    assert "INFO kura_perf: our own line" in out.stderr
+    assert "WARNING httpx2: a warning from httpx2" in out.stderr
