@@ -16,6 +16,9 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
+from kura_perf.settings.paths import Paths
+from kura_perf.settings.run import RunSettings
+
 
 def _python(code: str, tmp_path: Path) -> subprocess.CompletedProcess:
     """`code` in a fresh interpreter with the default warning filters (no PYTHONWARNINGS of ours)."""
@@ -165,3 +168,92 @@ def test_http_client_info_lines_do_not_reach_the_console(tmp_path):
     assert "HTTP Request" not in out.stderr, out.stderr
     assert "INFO kura_perf: our own line" in out.stderr
     assert "WARNING httpx2: a warning from httpx2" in out.stderr
+
+
+# -- 4. progress: a bar at a terminal, plain lines elsewhere --------------------------------------
+
+class FakeStream(io.StringIO):
+    def __init__(self, tty: bool):
+        super().__init__()
+        self.tty = tty
+
+    def isatty(self) -> bool:
+        return self.tty
+
+
+def test_the_cli_asks_for_a_bar_only_at_a_terminal():
+    from kura_perf.cli.run import progress_bar_wanted
+
+    assert progress_bar_wanted(FakeStream(tty=True)) is True
+    assert progress_bar_wanted(FakeStream(tty=False)) is False
+    assert progress_bar_wanted(object()) is False  # no isatty at all: not a terminal
+
+
+def _report(progress, total: int = 40) -> None:
+    for done in range(0, total + 1, 8):
+        progress(done, total)
+    progress.close()
+
+
+def test_at_a_terminal_progress_is_one_updating_line(tmp_path, caplog):
+    from kura_perf.cli.run import progress_bar_wanted
+    from kura_perf.pipeline.metered import ProgressLog, progress_for
+
+    stream = FakeStream(tty=True)
+    settings = RunSettings(paths=Paths(tmp_path), progress_bar=progress_bar_wanted(stream))
+    assert progress_for(SimpleNamespace(settings=settings), "embeddings").bar is not None
+    from kura_perf.meter.progress_bar import ProgressBar
+
+    with caplog.at_level(logging.INFO, logger="kura_perf"):
+        progress = ProgressLog("embeddings", bar=ProgressBar("embeddings", stream, mininterval_s=0))
+        _report(progress)
+    written = stream.getvalue()
+    assert written.count("\r") >= 2, written  # redrawn in place
+    assert written.count("\n") == 1 and written.endswith("\n"), written  # one line, ended when the stage ends
+    last = written.rstrip("\n").split("\r")[-1]
+    assert last.startswith("embeddings") and "40/40" in last and "items/s" in last, last
+    assert progress.latest.done == 40 and progress.latest.total == 40  # still kept for the heartbeat and record
+    assert not [r for r in caplog.records if "embeddings:" in r.getMessage()]  # no log lines beside the bar
+
+
+def test_elsewhere_progress_is_plain_log_lines(tmp_path, caplog):
+    from kura_perf.cli.run import progress_bar_wanted
+    from kura_perf.pipeline.metered import progress_for
+
+    stream = FakeStream(tty=False)
+    settings = RunSettings(paths=Paths(tmp_path), progress_bar=progress_bar_wanted(stream))
+    progress = progress_for(SimpleNamespace(settings=settings), "embeddings")
+    assert progress.bar is None
+    with caplog.at_level(logging.INFO, logger="kura_perf"):
+        _report(progress)
+    lines = [r.getMessage() for r in caplog.records if r.name == "kura_perf"]
+    assert lines and lines[-1].startswith("embeddings: 40/40 (100%)"), lines
+    assert all("\r" not in line for line in lines)
+    assert stream.getvalue() == ""
+
+
+def test_a_log_line_during_the_bar_prints_above_it(tmp_path):
+    """Console log lines go through tqdm.write while the bar is open, then the handlers are put back."""
+    from kura_perf.meter.progress_bar import ProgressBar
+
+    stream = FakeStream(tty=True)
+    root = logging.getLogger()
+    handler = logging.StreamHandler(sys.stderr)  # a console handler, as basicConfig makes
+    root.addHandler(handler)
+    try:
+        bar = ProgressBar("summaries", stream, mininterval_s=0)
+        bar.update(1, 4)
+        assert handler not in root.handlers  # swapped for tqdm's while the bar is open
+        bar.update(4, 4)
+        bar.close()
+        assert handler in root.handlers
+    finally:
+        root.removeHandler(handler)
+
+
+def test_the_bar_setting_survives_the_dagster_resource(tmp_path):
+    """The CLI's settings reach the assets through KuraPerfResource: the flag must not be lost there."""
+    from kura_perf.defs.resources import KuraPerfResource
+
+    settings = RunSettings(paths=Paths(tmp_path), progress_bar=True)
+    assert KuraPerfResource.from_settings(settings).settings().progress_bar is True
