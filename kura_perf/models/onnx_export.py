@@ -226,6 +226,21 @@ def quiet_quantization():
         root.removeFilter(chatter)
 
 
+@contextlib.contextmanager
+def quiet_weight_loading():
+    """transformers' `Loading weights` progress bars off for the block (the export and the torch
+    reference each load BERT: two bars of a library on the first run's console), then as they were."""
+    from transformers.utils import logging as hf_logging
+
+    was_on = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_on:
+            hf_logging.enable_progress_bar()
+
+
 def quantize_int8(source: Path, target: Path) -> None:
     """Dynamic int8 weights with one scale per output channel (per-tensor loses topics, see MIN_COSINE)."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
@@ -283,7 +298,8 @@ class ExportCache:
                 fcntl.flock(lock, fcntl.LOCK_EX)  # a second process waits, then finds the entry made
                 try:
                     if not (entry / "manifest.json").is_file():
-                        self._build(backend, entry)
+                        with quiet_weight_loading():
+                            self._build(backend, entry)
                         made = self._verified(backend, entry, exported_now=True, t0=t0)
                         # The one line a first run shows for the export (onnxruntime's own are dropped).
                         log.info("embedding_backend '%s': exported the ONNX model and checked it against "
