@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 
 from kura_perf.cli import checks, cluster, dagster_home, profiles, report, run, store, usability
 from kura_perf.cli.dagster_home import DAGSTER_YAML  # re-exported for the tests
+from kura_perf.console import configure_logging, ignore_cluster_library_mismatch
 from kura_perf.errors import KuraPerfError
 from kura_perf.meter.failures import is_memory_exhaustion, memory_reason
 
@@ -28,11 +28,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # Before any command imports Dagster's cluster libraries (kura_perf/console.py says why).
+    ignore_cluster_library_mismatch()
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-    for noisy in ("alembic", "sentence_transformers", "httpx", "numba"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    configure_logging(args.verbose)
     try:
         # Commands that read or write run records first turn the stages of dead processes into `died`
         # records (a command that needs the Dagster runs too, `run` and `db`, does it itself).

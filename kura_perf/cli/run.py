@@ -38,7 +38,7 @@ def cmd_run(args) -> int:
 
     scale_count(args.scale)
     run_settings = RunSettings.from_env(profiles_file=str(Path(args.profiles).resolve()) if args.profiles else None,
-                                        meter=False if args.no_meter else None)
+                                        meter=False if args.no_meter else None, progress_bar=progress_bar_wanted())
     settings = _shape_settings(args)
     # Every input (data root, profile values, data file, what the models need) before Dagster starts.
     profile = check_run_inputs(run_settings, args.profile, stages=args.stages, scale_n=scale_count(args.scale))
@@ -76,6 +76,18 @@ def cmd_run(args) -> int:
     return 0
 
 
+def progress_bar_wanted(stream=None) -> bool:
+    """Whether a person watches the run: stderr (where progress goes) is a terminal. Decided here, at
+    the edge, and handed down as RunSettings.progress_bar: an updating bar per stage for a person, the
+    plain progress log lines for CI, pipes and files."""
+    stream = sys.stderr if stream is None else stream
+    isatty = getattr(stream, "isatty", None)
+    try:
+        return bool(isatty is not None and isatty())
+    except ValueError:  # a closed stream
+        return False
+
+
 def _shape_settings(args):
     """The shape options of `kura-perf run`, validated; None for a plain run of the stages."""
     options = {"--step": args.step, "--after": args.after, "--stream-batch-size": args.stream_batch_size}
@@ -96,7 +108,7 @@ def _shape_settings(args):
 def cmd_sweep(args) -> int:
     from kura_perf.defs.launch import run_partition  # dagster: start-up time
 
-    run_settings = RunSettings.from_env()
+    run_settings = RunSettings.from_env(progress_bar=progress_bar_wanted())
     profile = check_run_inputs(run_settings, args.profile)  # before Dagster starts
     if not sweep_stages(profile):
         raise KuraPerfError(f"profile '{args.profile}' has no API-backed models to sweep; try simulated-openai")

@@ -38,6 +38,8 @@ class KuraPerfResource(ConfigurableResource):
     base_url_env: Optional[str] = None
     backend_wrapper: Optional[str] = None
     nightly: Optional[str] = None
+    # The CLI's word that a person watches its terminal (RunSettings.progress_bar); None: plain lines.
+    progress_bar: Optional[bool] = None
 
     _settings: Optional[RunSettings] = PrivateAttr(default=None)  # built on first use, then kept
 
@@ -50,14 +52,16 @@ class KuraPerfResource(ConfigurableResource):
                    profiles_file=settings.profiles_file, meter=settings.meter, simulator_url=settings.simulator_url,
                    model_cache=str(settings.model_cache) if settings.model_cache else None,
                    api_key_env=settings.api_key_env, base_url_env=settings.base_url_env,
-                   backend_wrapper=settings.backend_wrapper, nightly=settings.nightly)
+                   backend_wrapper=settings.backend_wrapper, nightly=settings.nightly,
+                   progress_bar=settings.progress_bar)
 
     def _base(self) -> RunSettings:
         if self._settings is None:
             settings = RunSettings.from_env(
                 home=self.home, results=self.results, profiles_file=self.profiles_file, meter=self.meter,
                 simulator_url=self.simulator_url, model_cache=self.model_cache, api_key_env=self.api_key_env,
-                base_url_env=self.base_url_env, backend_wrapper=self.backend_wrapper, nightly=self.nightly)
+                base_url_env=self.base_url_env, backend_wrapper=self.backend_wrapper, nightly=self.nightly,
+                progress_bar=self.progress_bar)
             if self.database:
                 settings = settings.replace(paths=dataclasses.replace(settings.paths, database_file=Path(self.database)))
             self._settings = settings

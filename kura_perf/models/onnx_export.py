@@ -22,9 +22,11 @@ an flock so two processes on one machine export once; a disagreeing export never
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import json
+import logging
 import os
 import shutil
 import time
@@ -40,6 +42,8 @@ from kura_perf.corpus import generate_conversations
 from kura_perf.errors import KuraPerfError
 from kura_perf.files.atomic import publish
 from kura_perf.models.offline_summary import OfflineSummaryModel
+
+log = logging.getLogger("kura_perf")
 
 EXPORT_FORMAT = 1  # bump when the exported graph changes (inputs, pooling, opset, quantization)
 OPSET = 17
@@ -189,11 +193,60 @@ def export_fp32(model_path: str, target: Path, max_seq_length: int) -> None:
                           output_names=[OUTPUT_NAME], dynamic_axes=axes, opset_version=OPSET, dynamo=False)
 
 
+class QuantizationChatter(logging.Filter):
+    """Drops what onnxruntime's quantizer says through the ROOT logger (`logging.info(...)`, so no
+    logger name to set a level on): ~40 `Quantization parameters for tensor:"..." not specified` INFO
+    lines per export (dynamic quantization has no activation parameters by design), and its advice to
+    run its pre-processing first (a WARNING; we quantize our own exported graph, and the result is
+    checked against torch, MIN_COSINE). Only records of onnxruntime's quantization package logged on
+    the root logger are matched; its other warnings and errors, and everything else, pass."""
+
+    PREPROCESSING_ADVICE = "Please consider to run pre-processing before quantization"
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        parts = Path(record.pathname or "").parts
+        if record.name != "root" or "onnxruntime" not in parts or "quantization" not in parts:
+            return True
+        if record.levelno < logging.WARNING:
+            return False
+        return not str(record.msg).startswith(self.PREPROCESSING_ADVICE)
+
+
+@contextlib.contextmanager
+def quiet_quantization():
+    """QuantizationChatter on the root logger for the block, removed after. A filter on the root
+    *logger* only sees records logged on it directly (logging.info), not those of named loggers
+    propagating to its handlers, so no other library's or our own lines are touched."""
+    chatter = QuantizationChatter()
+    root = logging.getLogger()
+    root.addFilter(chatter)
+    try:
+        yield
+    finally:
+        root.removeFilter(chatter)
+
+
+@contextlib.contextmanager
+def quiet_weight_loading():
+    """transformers' `Loading weights` progress bars off for the block (the export and the torch
+    reference each load BERT: two bars of a library on the first run's console), then as they were."""
+    from transformers.utils import logging as hf_logging
+
+    was_on = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_on:
+            hf_logging.enable_progress_bar()
+
+
 def quantize_int8(source: Path, target: Path) -> None:
     """Dynamic int8 weights with one scale per output channel (per-tensor loses topics, see MIN_COSINE)."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8, per_channel=True)
+    with quiet_quantization():
+        quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8, per_channel=True)
 
 
 Exporter = Callable[[str, Path, int], None]
@@ -245,8 +298,13 @@ class ExportCache:
                 fcntl.flock(lock, fcntl.LOCK_EX)  # a second process waits, then finds the entry made
                 try:
                     if not (entry / "manifest.json").is_file():
-                        self._build(backend, entry)
-                        return self._verified(backend, entry, exported_now=True, t0=t0)
+                        with quiet_weight_loading():
+                            self._build(backend, entry)
+                        made = self._verified(backend, entry, exported_now=True, t0=t0)
+                        # The one line a first run shows for the export (onnxruntime's own are dropped).
+                        log.info("embedding_backend '%s': exported the ONNX model and checked it against "
+                                 "torch in %.1f s (once per machine; cached in %s)", backend, made.setup_s, entry)
+                        return made
                 finally:
                     fcntl.flock(lock, fcntl.LOCK_UN)
         return self._verified(backend, entry, exported_now=False, t0=t0)

@@ -29,6 +29,7 @@ from kura_perf.errors import BreakingPoint
 from kura_perf.meter import Meter, memory
 from kura_perf.meter.failures import is_memory_exhaustion, memory_reason
 from kura_perf.meter.meter import StageInterrupted
+from kura_perf.meter.progress_bar import ProgressBar
 from kura_perf.meter.projection import Progress
 from kura_perf.models.jit_cache import JitWatch
 from kura_perf.pipeline.records import build_record, record_fields
@@ -48,11 +49,14 @@ Body = Callable[["ProgressLog"], "tuple[StageResult, int]"]
 
 
 class ProgressLog:
-    """Progress lines for long stages, at most one every `every_s` seconds. It also keeps the latest
-    progress (done/total and when) for the heartbeat and for the record of a stage that did not finish."""
+    """Progress lines for long stages, at most one every `every_s` seconds; or, with `bar` (a person at
+    a terminal: RunSettings.progress_bar), one updating line instead (meter/progress_bar.py). It also
+    keeps the latest progress (done/total and when) for the heartbeat and for the record of a stage
+    that did not finish."""
 
-    def __init__(self, stage: str, every_s: float = 5.0, logger: logging.Logger = log):
-        self.stage, self.every_s, self.logger = stage, every_s, logger
+    def __init__(self, stage: str, every_s: float = 5.0, logger: logging.Logger = log,
+                 bar: ProgressBar | None = None):
+        self.stage, self.every_s, self.logger, self.bar = stage, every_s, logger, bar
         self._t0 = time.perf_counter()
         self._last = 0.0
         self.latest: Progress | None = None  # replaced whole (never mutated): safe to read from another thread
@@ -63,6 +67,9 @@ class ProgressLog:
         first = self.latest
         self.latest = Progress(int(done), int(total), first.first_done if first else int(done),
                                first.first_s if first else elapsed, elapsed)
+        if self.bar is not None:
+            self.bar.update(int(done), int(total))
+            return
         if done < total and now - self._last < self.every_s:
             return
         self._last = now
@@ -70,6 +77,18 @@ class ProgressLog:
         eta = (total - done) / rate if rate > 0 else float("nan")
         self.logger.info("%s: %d/%d (%.0f%%), %.0f items/s, eta %.0f s", self.stage, done, total,
                          100 * done / max(total, 1), rate, eta)
+
+    def close(self) -> None:
+        """End the bar's line (its last state stays on screen); nothing to do for log lines."""
+        if self.bar is not None:
+            self.bar.close()
+
+
+def progress_for(run: "StageRun", label: str) -> ProgressLog:
+    """The stage's progress reporter: a bar on stderr when the run's edge said a person watches a
+    terminal (RunSettings.progress_bar), else the plain log lines."""
+    bar = ProgressBar(label, sys.stderr) if run.settings.progress_bar else None
+    return ProgressLog(label, bar=bar)
 
 
 def memory_limit(profile: Profile) -> float:
@@ -158,7 +177,7 @@ def metered_run(run: "StageRun", body: Body, *, backend=None, backend_name: str 
     the error re-raised."""
     name = backend_name or getattr(backend, "name", None) or "?"
     store = store or (lambda record: store_stage_record(run, record))
-    progress = ProgressLog(label or run.stage)
+    progress = progress_for(run, label or run.stage)
     heartbeat = _start_heartbeat(run, record_fields(run, name), progress, marker, marker_extra, beat_s)
     meter = Meter(run.stage, enabled=run.settings.meter, memory_limit_mb=memory_limit(run.profile),
                   timeout_s=run.profile.stage_timeout_s if timeout else None, on_sample=_on_sample(heartbeat),
@@ -170,7 +189,10 @@ def metered_run(run: "StageRun", body: Body, *, backend=None, backend_name: str 
         with meter:
             if setup_error is not None:  # raised inside the meter: a normal failed record
                 raise setup_error
-            result, written = body(progress)
+            try:
+                result, written = body(progress)
+            finally:
+                progress.close()  # before the outcome's log lines, which would otherwise land on the bar
     except StageInterrupted:  # a guard's interrupt that landed outside the metered block
         meter.finish()
         error = BreakingPoint(run.stage, meter.measurement.guard_reason or "interrupted",

@@ -56,6 +56,10 @@ class RunSettings:
     # The cluster jobs' executor (defs/cluster.py): "celery" (make cluster, docker-compose) or "k8s"
     # (deploy/helm, one pod per step). Chosen where the definitions load: the deployment decides.
     cluster_executor: str = "celery"
+    # One updating progress line per stage (meter/progress_bar.py) instead of a log line every 5 s.
+    # Set by the CLI when its stderr is a terminal; no environment variable: whether a person watches
+    # is the edge's to say (CI, pipes, Dagster's UI and workers keep the plain lines).
+    progress_bar: bool = False
 
     def __post_init__(self) -> None:
         if self.model_cache is None:  # built directly (not from_env): the data root's own cache
