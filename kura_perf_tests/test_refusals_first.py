@@ -190,3 +190,18 @@ def test_build_report_checks_its_destination_before_reading_a_record(tmp_path, m
     with pytest.raises(KuraPerfError, match="refusing to overwrite index.html"):
         build.build_report(Paths(tmp_path / "data"), theirs)
     assert [p.name for p in theirs.iterdir()] == ["index.html"]
+
+
+def test_report_refuses_its_destination_before_cleaning_up_after_dead_runs(tmp_path, monkeypatch, capsys):
+    """The clean-up reads and may write run records (and open the Dagster instance): a refused report
+    must not get that far."""
+    from kura_perf.cli import dagster_home
+    from kura_perf.cli.main import main
+
+    monkeypatch.setattr(dagster_home, "clean_up_dead_runs", lambda *_a, **_k: pytest.fail("cleaned up first"))
+    monkeypatch.setenv("KURA_PERF_HOME", str(tmp_path / "data"))
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
+    (theirs / "index.html").write_text("their own page")
+    assert main(["report", "--out", str(theirs)]) == 2
+    assert f"refusing to overwrite index.html in {theirs}" in _one_line(capsys.readouterr().err)

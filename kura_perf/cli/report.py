@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pandas as pd
 
-from kura_perf.cli import dagster_home
 from kura_perf.cli.printing import print_frame
 from kura_perf.report import fmt
 from kura_perf.report.advisor import Limits, NothingFits, advise, parse_scale
@@ -23,19 +22,19 @@ from kura_perf.report.destination import check_destination
 from kura_perf.settings.paths import Paths
 
 
-def report_command(args) -> int:
-    """`kura-perf report`: build the report for the configured data root and say where it is (args.out optional).
-
-    The destination is checked first (a file, or a folder with someone else's index.html, is refused
-    with exit 2), before the clean-up after dead runs, the report's imports or any record is read."""
-    paths = Paths.from_env()
+def check_report_destination(args) -> None:
+    """`kura-perf report`'s refusals, run by `main` first (before the clean-up after dead runs, the
+    report's imports or any record read): --out is a file, or a folder with someone else's index.html."""
     out = getattr(args, "out", None)
-    out_dir = Path(out).resolve() if out else Path(paths.reports).resolve()
-    check_destination(out_dir, default=not out)
-    dagster_home.clean_up_dead_runs(paths)  # reads and writes run records: after the refusals
+    check_destination(Path(out).resolve() if out else Paths.from_env().reports.resolve(), default=not out)
 
+
+def report_command(args) -> int:
+    """`kura-perf report`: build the report for the configured data root and say where it is (args.out optional)."""
     from kura_perf.report.build import build_report  # matplotlib and the report's modules: start-up time
 
+    paths = Paths.from_env()
+    out = getattr(args, "out", None)
     result = build_report(paths, Path(out) if out else None)
     if result.empty:
         if result.usability_only:
@@ -102,11 +101,11 @@ def cmd_compare(args) -> int:
 
 
 def add_commands(sub) -> None:
-    """report, advise, compare: each reads the run records, so dead runs are cleaned up first (by `main`;
-    `report` does it itself, after checking its destination)."""
+    """report, advise, compare: each reads the run records, so `main` cleans up after dead runs first
+    (after `check_first`, the refusals that need no record: report's destination)."""
     report = sub.add_parser("report", help="build data/reports/index.html from the metrics store")
     report.add_argument("--out", help="another folder for the report")
-    report.set_defaults(func=report_command, reaps=False)  # it cleans up itself, once --out is checked
+    report.set_defaults(func=report_command, reaps=True, check_first=check_report_destination)
 
     adv = sub.add_parser("advise", help="recommend profiles for a scale from the recorded runs (Pareto front)")
     adv.add_argument("--scale", required=True, help="conversations: 10k, 100k, 1m, 2500, ...")
