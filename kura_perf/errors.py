@@ -31,3 +31,25 @@ class BreakingPoint(KuraPerfError):
         self.stage, self.reason, self.peak_rss_mb = stage, reason, peak_rss_mb
         peak = f", peak {peak_rss_mb:.0f} MB" if peak_rss_mb is not None else ""
         super().__init__(f"breaking point in stage '{stage}': {reason}{peak}")
+
+
+def did_you_mean(name: str, choices) -> str:
+    """" (did you mean 'summaries'?)" for the choice nearest a mistyped `name` (difflib), "" when none is
+    close: a refusal of a typo then says what was meant, not only the list to search through."""
+    import difflib  # stdlib, and only when a name is refused
+
+    nearest = difflib.get_close_matches(str(name), [str(c) for c in choices], n=1)
+    return f" (did you mean '{nearest[0]}'?)" if nearest else ""
+
+
+def where_path(path) -> str:
+    """A path as a refusal names it: an absolute path as it is; a relative one with what it was resolved
+    against ("chats.jsonl, resolved against the working directory /home/me: /home/me/chats.jsonl"), as
+    the same relative path means another file when the command runs from another folder."""
+    import os  # stdlib, and only when a path is refused
+
+    text = os.fspath(path)
+    if os.path.isabs(text):
+        return text
+    cwd = os.getcwd()
+    return f"{text}, resolved against the working directory {cwd}: {os.path.join(cwd, text)}"

@@ -66,7 +66,7 @@ def test_readme_profile_table_names_every_builtin_profile():
 @pytest.mark.parametrize("args, message", [
     (["run", "--scale", "2k"], "unknown scale '2k'; expected one of 100, 1k"),
     (["run", "--profile", "nope"], "unknown profile 'nope'"),
-    (["run", "--stages", "summarys"], "unknown stage(s) ['summarys']"),
+    (["run", "--stages", "summarys"], "unknown stage 'summarys' (did you mean 'summaries'?)"),
     (["sql", "select * from no_such_table"], "query failed"),
 ])
 def test_errors_are_one_clear_line(tmp_path, args, message):

@@ -33,6 +33,10 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     configure_logging(args.verbose)
     try:
+        # A command's refusals that need no record come first (`check_first`: report's destination), so a
+        # wrong command line is refused before anything is read, written or imported for the work.
+        if (check_first := getattr(args, "check_first", None)) is not None:
+            check_first(args)
         # Commands that read or write run records first turn the stages of dead processes into `died`
         # records (a command that needs the Dagster runs too, `run` and `db`, does it itself).
         if getattr(args, "reaps", False):

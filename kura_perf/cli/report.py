@@ -21,8 +21,16 @@ from kura_perf.report.compare import (
     render_side_by_side,
     render_truth_levels,
 )
+from kura_perf.report.destination import check_destination
 from kura_perf.settings.paths import Paths
 from kura_perf.settings.run import RunSettings
+
+
+def check_report_destination(args) -> None:
+    """`kura-perf report`'s refusals, run by `main` first (before the clean-up after dead runs, the
+    report's imports or any record read): --out is a file, or a folder with someone else's index.html."""
+    out = getattr(args, "out", None)
+    check_destination(Path(out).resolve() if out else Paths.from_env().reports.resolve(), default=not out)
 
 
 def report_command(args) -> int:
@@ -113,10 +121,11 @@ def _compare(metrics: Path, args) -> int:
 
 
 def add_commands(sub) -> None:
-    """report, advise, compare: each reads the run records, so `main` cleans up after dead runs first."""
+    """report, advise, compare: each reads the run records, so `main` cleans up after dead runs first
+    (after `check_first`, the refusals that need no record: report's destination)."""
     report = sub.add_parser("report", help="build data/reports/index.html from the metrics store")
     report.add_argument("--out", help="another folder for the report")
-    report.set_defaults(func=report_command, reaps=True)
+    report.set_defaults(func=report_command, reaps=True, check_first=check_report_destination)
 
     adv = sub.add_parser("advise", help="recommend profiles for a scale from the recorded runs (Pareto front)")
     adv.add_argument("--scale", required=True, help="conversations: 10k, 100k, 1m, 2500, ...")

@@ -31,23 +31,30 @@ STRESS_COLUMNS = ["scenario", "outcome", "exit_code", "pipelines", "records_expe
 
 
 def cmd_run(args) -> int:
-    from kura_perf.defs.launch import (  # dagster: start-up time of the other commands
-        run_partition,
-        run_shape,
-    )
-
+    """Every refusal before anything slow: the options, the profile and its data, the stages' inputs and
+    the data root are checked (pipeline/preflight.py) before Dagster is imported or its instance opened,
+    so a typo costs a fraction of a second and leaves nothing behind (no Dagster home, no record)."""
     scale_count(args.scale)
     run_settings = RunSettings.from_env(profiles_file=str(Path(args.profiles).resolve()) if args.profiles else None,
                                         meter=False if args.no_meter else None, progress_bar=progress_bar_wanted())
     settings = _shape_settings(args)
-    # Every input (data root, profile values, data file, what the models need) before Dagster starts.
-    profile = check_run_inputs(run_settings, args.profile, stages=args.stages, scale_n=scale_count(args.scale))
     paths = run_settings.paths
+    # Every input (stage names, profile values, data file, the stages' stored inputs, what the models
+    # need, the data root) before Dagster starts.
+    profile = check_run_inputs(run_settings, args.profile, stages=args.stages, scale_n=scale_count(args.scale),
+                               inputs_in=paths.partition_dir(args.profile, args.scale) if args.stages else None)
+    if settings is not None:
+        settings.effective_profile(profile)  # refuse a bad step or batch size up front
+
+    from kura_perf.defs.launch import (  # dagster: only once every input is known to be good
+        run_partition,
+        run_shape,
+    )
+
     dagster_home.home(paths)
     dagster_home.clean_up_dead_runs(paths, check_runs=True)
     with own_interrupts(), dagster_home.instance(paths) as instance:
         if settings is not None:
-            settings.effective_profile(profile)  # refuse a bad step or batch size up front
             outcome = run_shape(settings.shape, args.scale, args.profile, settings=settings, instance=instance,
                                 run_settings=run_settings)
         else:

@@ -21,7 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from kura_perf.errors import ProfileError
+from kura_perf.errors import ProfileError, did_you_mean
 from kura_perf.files.outputs import StageData
 from kura_perf.pipeline import checkpoints
 from kura_perf.pipeline.custom_steps import DEFAULT_AFTER, DEFAULT_STEP, apply_step, load_step
@@ -79,7 +79,8 @@ class ShapeSettings:
         if self.shape is not None and self.shape not in SHAPES:
             raise ProfileError(f"shape: unknown shape '{self.shape}'; expected one of {', '.join(SHAPES)}")
         if self.custom_after is not None and self.custom_after not in STAGES[:-1]:
-            raise ProfileError(f"custom_after: '{self.custom_after}' is not a stage a step can follow; expected "
+            raise ProfileError(f"custom_after: '{self.custom_after}' is not a stage a step can follow"
+                               f"{did_you_mean(self.custom_after, STAGES[:-1])}; expected "
                                f"one of {', '.join(STAGES[:-1])}")
         if self.stream_batch_size is not None and self.stream_batch_size < 1:
             raise ProfileError(f"stream_batch_size: must be a positive number of conversations "

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from kura_perf.errors import ProfileError
+from kura_perf.errors import ProfileError, did_you_mean, where_path
 from kura_perf.profiles.schema import PROBLEM_MARK, ApiConfig, CustomStep, Profile
 from kura_perf.settings.paths import SAFE_NAME, SAFE_NAME_RULE
 
@@ -70,7 +70,9 @@ def load_profiles(extra_file: str | os.PathLike | None = None) -> dict[str, Prof
     if extra_file:
         path = Path(extra_file)
         if not path.is_file():
-            raise ProfileError(f"profiles file not found: {path} (set by KURA_PERF_PROFILES or --profiles)")
+            problem = "not a file" if path.exists() else "not found"
+            raise ProfileError(f"profiles file {problem}: {where_path(path)} (set by KURA_PERF_PROFILES, "
+                               "--profiles or --profiles-file)")
         profiles.update(parse_profiles(_read_toml(path.read_text(), str(path)), str(path)))
     return profiles
 
@@ -78,5 +80,5 @@ def load_profiles(extra_file: str | os.PathLike | None = None) -> dict[str, Prof
 def get_profile(name: str, extra_file: str | os.PathLike | None = None) -> Profile:
     profiles = load_profiles(extra_file)
     if name not in profiles:
-        raise ProfileError(f"unknown profile '{name}'; available: {', '.join(profiles)}")
+        raise ProfileError(f"unknown profile '{name}'{did_you_mean(name, profiles)}; available: {', '.join(profiles)}")
     return profiles[name]

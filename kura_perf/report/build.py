@@ -6,7 +6,9 @@ The report is built in a temporary folder inside its destination; only when it i
 files renamed into place (figures first, index.html last), so a failing build leaves the previous report
 untouched rather than half-written. The destination may be any folder (`report --out DIR`): a manifest
 (.kura-perf-report.json) lists the files the report wrote, and only those are ever replaced or removed;
-the user's own files and the folder's mode are left alone.
+the user's own files and the folder's mode are left alone. The destination is checked first
+(report/destination.py): a folder holding an index.html kura-perf did not write is refused before a
+record is read; a figure name that collides with a user's file is refused once the figures are known.
 """
 
 from __future__ import annotations
@@ -18,11 +20,11 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from kura_perf.errors import KuraPerfError
 from kura_perf.files.atomic import atomic_write_text, publish
 from kura_perf.report import html
 from kura_perf.report.analysis import analyse
 from kura_perf.report.data import load_report_data
+from kura_perf.report.destination import INDEX, MANIFEST, check_destination, refuse_to_overwrite_foreign
 from kura_perf.report.scale_out import scale_out_section
 from kura_perf.report.sections import build_sections, stress_section
 from kura_perf.report.tables import headline_table
@@ -30,9 +32,6 @@ from kura_perf.report.usability import has_usability_rows, usability_sections
 from kura_perf.settings.paths import Paths
 
 __all__ = ["ReportResult", "build_report"]
-
-INDEX = "index.html"
-MANIFEST = ".kura-perf-report.json"  # the files this report wrote, so a rebuild removes only those
 
 
 @dataclass
@@ -50,17 +49,15 @@ def build_report(paths: Paths, out_dir: Path | None = None) -> ReportResult:
     of any previous report there and nothing else."""
     default = out_dir is None
     out_dir = Path(out_dir or paths.reports).resolve()
-    if out_dir.is_file():
-        raise KuraPerfError(f"report destination {out_dir} is a file, not a folder")
+    owned = check_destination(out_dir, default)  # before a record is read: a refusal costs nothing
     data = load_report_data(paths.metrics)
     created = not out_dir.exists()
     out_dir.mkdir(parents=True, exist_ok=True)  # a new folder gets the usual umask; an existing one keeps its mode
-    owned = _owned_files(out_dir, legacy_ok=default)
     staging = Path(tempfile.mkdtemp(prefix=".kura-perf-report-building-", dir=out_dir))
     try:
         result = _render(data, staging)
         written = sorted(p.name for p in staging.iterdir())
-        _refuse_to_overwrite_foreign(out_dir, written, owned)
+        refuse_to_overwrite_foreign(out_dir, written, owned)  # the figures: named only now
         _write_manifest(out_dir, sorted(owned | set(written)))  # a crash while moving still knows both sets
         for name in sorted(written, key=lambda n: n == INDEX):  # index.html last: it names the figures
             publish(staging / name, out_dir / name, durable=False)  # a report can be rebuilt
@@ -77,28 +74,6 @@ def build_report(paths: Paths, out_dir: Path | None = None) -> ReportResult:
         raise
     staging.rmdir()
     return _relocate(result, staging, out_dir)
-
-
-def _owned_files(out_dir: Path, legacy_ok: bool) -> set[str]:
-    """Names the previous report in out_dir wrote (its manifest). In the default reports folder, a report
-    from before manifests existed owns its .html and .png files: that folder is kura-perf's own."""
-    manifest = out_dir / MANIFEST
-    if manifest.is_file():
-        try:
-            names = json.loads(manifest.read_text()).get("files", [])
-        except (OSError, ValueError, AttributeError):
-            names = []
-        return {n for n in names if isinstance(n, str) and "/" not in n and n not in ("", ".", "..")}
-    if legacy_ok:
-        return {p.name for p in out_dir.iterdir() if p.is_file() and p.suffix in REPORT_FILES}
-    return set()
-
-
-def _refuse_to_overwrite_foreign(out_dir: Path, names: list[str], owned: set[str]) -> None:
-    foreign = [n for n in names if n not in owned and (out_dir / n).exists()]
-    if foreign:
-        raise KuraPerfError(f"refusing to overwrite {', '.join(foreign[:5])} in {out_dir}: not written by an earlier "
-                            f"kura-perf report (not in {MANIFEST}); move them or choose another folder")
 
 
 def _write_manifest(out_dir: Path, names: list[str]) -> None:
@@ -151,9 +126,6 @@ def _render(data, folder: Path) -> ReportResult:
 
 def _summary_html(headline, guidance: list[str], host: str, data) -> str:
     return html.render_summary(host, headline if headline.rows else None, guidance, data.other_host_records)
-
-
-REPORT_FILES = (".html", ".png")
 
 
 def _relocate(result: ReportResult, staging: Path, out_dir: Path) -> ReportResult:
