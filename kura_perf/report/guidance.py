@@ -29,6 +29,26 @@ def _dominant(pa: ProfileAnalysis, n: int, what: str) -> tuple[str, float, str] 
     return stage, estimates[stage].value, basis
 
 
+def one_time_costs(pa: ProfileAnalysis) -> str | None:
+    """numba's compile and the backends' set-up, each its own line: they are not in the shares, fits or
+    projections above (those use the stages' work time), because neither grows with the data."""
+    lines = []
+    for stage, fit in pa.fits.items():
+        m = fit.measured
+        compile_s, setup_s = m["jit_compile_s"].max(skipna=True), m["setup_s"].max(skipna=True)
+        bits = []
+        if not fmt.is_missing(compile_s) and compile_s > 0:
+            bits.append(f"JIT compile up to {fmt.seconds(compile_s)} (one-time per machine: numba's cache serves "
+                        "later processes)")
+        if not fmt.is_missing(setup_s) and setup_s > 0:
+            bits.append(f"set-up up to {fmt.seconds(setup_s)} (model loading; per process)")
+        if bits:
+            lines.append(f"<b>{stage}</b>: " + ", ".join(bits))
+    if not lines:
+        return None
+    return ("Not counted in the stages' time above (neither grows with the data): " + "; ".join(lines) + ".")
+
+
 def guidance(pa: ProfileAnalysis, hardware: list[HardwareRow], breaking: pd.DataFrame,
              host_cores: int | None = None) -> list[str]:
     """Paragraphs (plain text, may contain <b>) for the scaling-guidance section."""
@@ -49,6 +69,8 @@ def guidance(pa: ProfileAnalysis, hardware: list[HardwareRow], breaking: pd.Data
             parts.append(f"{fmt.conversations(n)}: <b>{dom[0]}</b> ({dom[1]:.0%} of the time, {dom[2]})")
     if parts:
         out.append("Which stage dominates processing time — " + "; ".join(parts) + ".")
+    if overhead := one_time_costs(pa):
+        out.append(overhead)
 
     if pa.can_fit:
         steep = [(s, f.wall.exponent) for s, f in pa.fits.items() if f.wall and f.wall.exponent > SUPERLINEAR]
