@@ -114,3 +114,42 @@ def test_work_time_is_the_wall_without_compile_and_never_negative():
     assert work_figures(10.0, 12.0) == {"jit_compile_s": 10.0, "stage_work_s": 0.0}  # never above its wall
     assert work_figures(10.0, None) == {"jit_compile_s": None, "stage_work_s": 10.0}
     assert work_figures(None, 3.0) == {"jit_compile_s": 3.0, "stage_work_s": None}
+
+
+def test_a_stage_record_keeps_compile_and_set_up_apart_from_the_work(kp_home):
+    """metered_run: numba's compile inside the stage is jit_compile_s (within wall_s), the rest is
+    stage_work_s, and the backend's prepare (a model load) is setup_s outside the wall; all three stored."""
+    numba = pytest.importorskip("numba")
+    from kura_perf.files.outputs import StageData
+    from kura_perf.pipeline.metered import metered_run
+    from kura_perf.pipeline.runner import StageRun
+    from kura_perf.profiles import get_profile
+    from kura_perf.settings.paths import Paths
+    from kura_perf.settings.run import RunSettings
+    from kura_perf.stages.base import StageResult
+    from kura_perf.store import query
+
+    salt = time.perf_counter_ns()
+    prepared = []
+
+    def body(progress):
+        @numba.njit
+        def inner(x):
+            return x + salt % 11
+
+        @numba.njit
+        def outer(x):
+            return inner(x) * inner(x + 1)
+
+        outer(2)
+        return StageResult(StageData(tables={}), items_in=1, items_out=1), 0
+
+    run = StageRun("clusters", get_profile("offline"), "100", settings=RunSettings.from_env(paths=Paths(kp_home)))
+    record = metered_run(run, body, backend_name="stand-in", prepare=lambda: prepared.append(1))
+    assert prepared == [1]
+    assert record.jit_compiled is True
+    assert 0 < record.jit_compile_s <= record.wall_s
+    assert record.stage_work_s == pytest.approx(record.wall_s - record.jit_compile_s)
+    assert record.setup_s is not None and record.setup_s >= 0
+    stored = query(kp_home / "metrics", "SELECT jit_compile_s, stage_work_s, setup_s FROM stage_runs")
+    assert stored.iloc[0].tolist() == pytest.approx([record.jit_compile_s, record.stage_work_s, record.setup_s])
