@@ -168,8 +168,9 @@ def metered_run(run: "StageRun", body: Body, *, backend=None, backend_name: str 
     close_backend); backend_name when there is none (the shard merge). prepare(): set-up outside the
     measured time (a backend's model loads), under the heartbeat, timed as the record's setup_s (a
     per-process cost, never part of wall_s); an error it returns is raised inside the meter, so it
-    becomes a normal failed record. numba's compiles inside the meter are timed apart (jit_compile_s,
-    models/jit_cache.py), so stage_work_s is the wall without them. timeout: apply the profile's stage time limit.
+    becomes a normal failed record. numba's compiles and the process's first import of umap-learn
+    inside the meter are timed apart (jit_compile_s, startup_s: models/jit_cache.py), so stage_work_s
+    is the wall without them. timeout: apply the profile's stage time limit.
     finish(result): after a success, outside the meter (per-level quality). adjust(record): the record
     as stored (the merge's sums over its shards). store(record): where it goes (default: stage_runs,
     store_stage_record). marker / marker_extra / beat_s: the heartbeat's file, extra keys and interval
@@ -216,6 +217,7 @@ def metered_run(run: "StageRun", body: Body, *, backend=None, backend_name: str 
             result.extra["jit"] = jit.as_dict()
             result.jit_compiled = jit.jit_compiled
             result.jit_compile_s = jit.compile_s
+            result.startup_s = jit.startup_s
         result.setup_s = setup_s
         if error is None and finish is not None:
             finish(result)

@@ -10,10 +10,11 @@ absolute peak directly would let the fixed ~0.5 GB of libraries flatten the slop
 and badly underestimate a 1M run.
 
 Time is fitted on the stage's work (`work_s`: the record's stage_work_s, the wall without numba's
-compile), not the raw wall: a compile of 18 s in a 19 s 1K stage is paid once per machine, not per
+compile and the process's first umap import), not the raw wall: a compile of 18 s in a 19 s 1K stage is paid once per machine, not per
 conversation, and fitted as time it flattened clusters to n^0.39 (issue 20). Records older than
-stage_work_s fall back to their wall (their compile figure was not trustworthy). The compile and the
-backend's set-up (model loads) are kept beside the fit as their own medians (jit_compile_s, setup_s).
+stage_work_s fall back to their wall (their compile figure was not trustworthy). The compile, the
+start-up and the backend's set-up (model loads) are kept beside the fit as their own medians
+(jit_compile_s, startup_s, setup_s).
 """
 
 from __future__ import annotations
@@ -93,7 +94,7 @@ class StageFit:
     """One stage's measured medians per scale and the fits through them."""
 
     stage: str
-    # scale_n, wall_s, work_s, jit_compile_s, setup_s, peak_rss_mb, rss_start_mb, peak_growth_mb (medians per scale)
+    # scale_n, wall_s, work_s, jit_compile_s, startup_s, setup_s, peak_rss_mb, rss_start_mb, peak_growth_mb (medians per scale)
     measured: pd.DataFrame
     wall: PowerLaw | None
     peak: PowerLaw | None
@@ -152,7 +153,7 @@ class StageFit:
 
 
 def work_seconds(records: pd.DataFrame) -> pd.Series:
-    """Each record's work time: stage_work_s (the wall without numba's compile), else its wall_s."""
+    """Each record's work time: stage_work_s (the wall without numba's compile and start-up), else its wall_s."""
     wall = pd.to_numeric(records["wall_s"], errors="coerce")
     if "stage_work_s" not in records:
         return wall
@@ -163,9 +164,9 @@ def _median_per_scale(records: pd.DataFrame) -> pd.DataFrame:
     df = records.copy()
     df["peak_growth_mb"] = df["peak_rss_mb"] - df["rss_start_mb"]
     df["work_s"] = work_seconds(df)
-    for column in ("jit_compile_s", "setup_s"):  # absent from frames of older stores
+    for column in ("jit_compile_s", "startup_s", "setup_s"):  # absent from frames of older stores
         df[column] = pd.to_numeric(df[column], errors="coerce") if column in df else np.nan
-    cols = ["wall_s", "work_s", "jit_compile_s", "setup_s", "peak_rss_mb", "rss_start_mb", "peak_growth_mb"]
+    cols = ["wall_s", "work_s", "jit_compile_s", "startup_s", "setup_s", "peak_rss_mb", "rss_start_mb", "peak_growth_mb"]
     return df.groupby("scale_n", as_index=False)[cols].median(numeric_only=True).sort_values("scale_n")
 
 

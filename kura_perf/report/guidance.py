@@ -30,23 +30,25 @@ def _dominant(pa: ProfileAnalysis, n: int, what: str) -> tuple[str, float, str] 
 
 
 def one_time_costs(pa: ProfileAnalysis) -> str | None:
-    """numba's compile and the backends' set-up, each its own line: they are not in the shares, fits or
-    projections above (those use the stages' work time), because neither grows with the data."""
+    """numba's compile, the first import of numba/umap-learn and the backends' set-up, each on a line of
+    its own: they are not in the shares, fits or projections above (those use the stages' work time),
+    because none of them grows with the data."""
+    kinds = (("jit_compile_s", "JIT compile", "one-time per machine: numba's cache serves later processes"),
+             ("startup_s", "library start-up", "importing numba and UMAP; per process"),
+             ("setup_s", "set-up", "model loading; per process"))
     lines = []
     for stage, fit in pa.fits.items():
         m = fit.measured
-        compile_s, setup_s = m["jit_compile_s"].max(skipna=True), m["setup_s"].max(skipna=True)
         bits = []
-        if not fmt.is_missing(compile_s) and compile_s > 0:
-            bits.append(f"JIT compile up to {fmt.seconds(compile_s)} (one-time per machine: numba's cache serves "
-                        "later processes)")
-        if not fmt.is_missing(setup_s) and setup_s > 0:
-            bits.append(f"set-up up to {fmt.seconds(setup_s)} (model loading; per process)")
+        for column, name, why in kinds:
+            seconds = m[column].max(skipna=True)
+            if not fmt.is_missing(seconds) and seconds > 0:
+                bits.append(f"{name} up to {fmt.seconds(seconds)} ({why})")
         if bits:
             lines.append(f"<b>{stage}</b>: " + ", ".join(bits))
     if not lines:
         return None
-    return ("Not counted in the stages' time above (neither grows with the data): " + "; ".join(lines) + ".")
+    return "Not counted in the stages' time above (none grows with the data): " + "; ".join(lines) + "."
 
 
 def guidance(pa: ProfileAnalysis, hardware: list[HardwareRow], breaking: pd.DataFrame,
