@@ -48,6 +48,24 @@ def test_stage_record_sums_shards_wall_is_critical_path():
     assert sum_shards(same, merge)["wall_s"] == 8.0
 
 
+def test_the_summed_record_keeps_its_work_time_against_the_summed_wall():
+    """The merged record's wall is the slowest shard plus the merge: its stage_work_s must be that wall
+    without the compile and start-up (the longest shard's plus the merge's), not the merge's own work."""
+    t0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    shards = [{"shard_index": i, "wall_s": w, "jit_compile_s": j, "startup_s": 0.5, "setup_s": 2.0,
+               "started_at": t0, "worker": f"w{i}@h pid={i}"}
+              for i, (w, j) in enumerate([(5.0, 1.0), (4.0, 3.0)])]
+    merge = StageRecord(wall_s=1.0, jit_compile_s=0.0, startup_s=0.0, stage_work_s=1.0, setup_s=0.0,
+                        started_at=t0, finished_at=t0 + timedelta(seconds=6), extra="{}")
+    fields = sum_shards(shards, merge)
+    assert fields["wall_s"] == 6.0
+    assert fields["jit_compile_s"] == 3.0 and fields["startup_s"] == 0.5 and fields["setup_s"] == 2.0
+    assert fields["stage_work_s"] == 2.5  # 6 - 3 - 0.5
+    older = [{k: v for k, v in r.items() if k not in ("jit_compile_s", "startup_s", "setup_s")} for r in shards]
+    bare = StageRecord(wall_s=1.0, started_at=t0, finished_at=t0 + timedelta(seconds=6), extra="{}")
+    assert sum_shards(older, bare)["stage_work_s"] == 6.0  # nothing known to take out: the wall
+
+
 def test_stage_outputs_and_records_on_an_fsspec_url(tmp_path):
     """memory:// has no rename and no local path, like an object store: outputs, records and the
     views all go through fsspec; file:// takes the local fast path."""

@@ -99,6 +99,13 @@ FROZEN_STAGE_RUNS = pa.schema([
     ("elapsed_s", pa.float64()),
     ("projected_wall_s", pa.float64()),
     ("projection_kind", pa.string()),
+    # Time that is not the stage's work (issue 20): numba compile and the first umap import inside
+    # wall_s, wall_s without them, and the backend's prepare (model loads) outside wall_s. Absent from
+    # older files (NULL there).
+    ("jit_compile_s", pa.float64()),
+    ("startup_s", pa.float64()),
+    ("stage_work_s", pa.float64()),
+    ("setup_s", pa.float64()),
     *FROZEN_COMPARABILITY,
 ])
 

@@ -36,6 +36,7 @@ from kura_perf.backends.reference import ReferenceBackend, _truth
 from kura_perf.errors import BreakingPoint, StageError
 from kura_perf.files.outputs import StageData
 from kura_perf.meter.api import ApiCounters
+from kura_perf.models.jit_cache import import_umap
 from kura_perf.profiles import Profile
 from kura_perf.settings.run import RunSettings
 from kura_perf.settings.third_party_env import openai_for_kura
@@ -225,6 +226,7 @@ class KuraBackend:
 
     def _projections(self, inputs: StageInputs) -> StageResult:
         models = self._ready()  # first: importing kura.dimensionality needs OPENAI_API_KEY
+        import_umap()  # before Kura imports umap: its numba code cached and its compiles timed
         from kura.dimensionality import reduce_dimensionality_from_clusters
 
         from kura_perf.backends.kura_types import clusters_from_tables, projection_table

@@ -12,7 +12,7 @@ import math
 import numpy as np
 
 from kura_perf.errors import KuraPerfError
-from kura_perf.models.jit_cache import enable_umap_caching
+from kura_perf.models.jit_cache import import_umap
 from kura_perf.models.knn import knn_graph
 from kura_perf.models.protocols import BuildsKnnGraph, ReportsFit
 from kura_perf.models.size_selection import choose_cluster_size
@@ -341,12 +341,12 @@ class UMAPHDBSCANMethod(BuildsKnnGraph, ReportsFit):
         matrix = _as_matrix(vectors).astype(np.float32, copy=False)
         n = len(matrix)
         k = min(self.n_neighbors, n - 1)
+        import_umap()  # before `from umap`: umap's eager functions cached too, their compiles timed
         if knn is None or not knn.fits(n, k, self.metric):
             knn = knn_graph(matrix, k, self.metric, self.random_state)
         self.knn = knn
         from umap import UMAP
 
-        enable_umap_caching()
         reducer = UMAP(
             n_components=self.n_components,
             n_neighbors=k,

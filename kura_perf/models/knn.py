@@ -49,6 +49,9 @@ def knn_graph(vectors: np.ndarray, n_neighbors: int, metric: str = "cosine", ran
         dists = np.take_along_axis(distances, indices, axis=1)
         dists[:, 0] = 0.0
         return KnnGraph(indices.astype(np.int64), dists.astype(np.float32), metric)
+    from kura_perf.models.jit_cache import import_umap
+
+    import_umap()  # umap's (and pynndescent's) numba code cached from the first function
     from umap.umap_ import nearest_neighbors
 
     indices, dists, _ = nearest_neighbors(matrix, k, metric, {}, False, np.random.RandomState(random_state),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from kura_perf.errors import KuraPerfError
-from kura_perf.models.jit_cache import enable_umap_caching
+from kura_perf.models.jit_cache import import_umap
 from kura_perf.models.protocols import ReusesKnnGraph
 
 # Below this many points UMAP's spectral initialisation and k-NN graph are not meaningful.
@@ -77,9 +77,9 @@ class UMAPProjection(ReusesKnnGraph):
         n = len(matrix)
         if n < UMAP_MIN_POINTS:
             return PCAProjection().fit_transform(matrix)
+        import_umap()  # before `from umap`: umap's eager functions cached too, their compiles timed
         from umap import UMAP
 
-        enable_umap_caching()
         k = min(self.n_neighbors, n - 1)
         self.reused_knn = knn is not None and knn.fits(n, k, self.metric)
         extra = {"precomputed_knn": knn.for_umap()} if self.reused_knn else {}

@@ -166,8 +166,11 @@ def metered_run(run: "StageRun", body: Body, *, backend=None, backend_name: str 
 
     backend: the backend doing the work (its name, its API counters for a failure; closed after when
     close_backend); backend_name when there is none (the shard merge). prepare(): set-up outside the
-    measured time (a backend's model loads), under the heartbeat; an error it returns is raised inside
-    the meter, so it becomes a normal failed record. timeout: apply the profile's stage time limit.
+    measured time (a backend's model loads), under the heartbeat, timed as the record's setup_s (a
+    per-process cost, never part of wall_s); an error it returns is raised inside the meter, so it
+    becomes a normal failed record. numba's compiles and the process's first import of umap-learn
+    inside the meter are timed apart (jit_compile_s, startup_s: models/jit_cache.py), so stage_work_s
+    is the wall without them. timeout: apply the profile's stage time limit.
     finish(result): after a success, outside the meter (per-level quality). adjust(record): the record
     as stored (the merge's sums over its shards). store(record): where it goes (default: stage_runs,
     store_stage_record). marker / marker_extra / beat_s: the heartbeat's file, extra keys and interval
@@ -182,15 +185,18 @@ def metered_run(run: "StageRun", body: Body, *, backend=None, backend_name: str 
     meter = Meter(run.stage, enabled=run.settings.meter, memory_limit_mb=memory_limit(run.profile),
                   timeout_s=run.profile.stage_timeout_s if timeout else None, on_sample=_on_sample(heartbeat),
                   on_unresponsive=lambda m: _hard_stop(run, meter, name, progress, store, heartbeat))
-    result, written, error, api = None, 0, None, None
-    jit = JitWatch()
+    result, written, error, api, jit = None, 0, None, None, None
     try:
+        setup_started = time.perf_counter()
         setup_error = prepare() if prepare is not None else None
+        setup_s = time.perf_counter() - setup_started if prepare is not None else None
         with meter:
             if setup_error is not None:  # raised inside the meter: a normal failed record
                 raise setup_error
+            watch = JitWatch()  # inside the meter: its compile seconds are part of this wall, never more
             try:
                 result, written = body(progress)
+                jit = watch.report()
             finally:
                 progress.close()  # before the outcome's log lines, which would otherwise land on the bar
     except StageInterrupted:  # a guard's interrupt that landed outside the metered block
@@ -207,9 +213,12 @@ def metered_run(run: "StageRun", body: Body, *, backend=None, backend_name: str 
         if close_backend and backend is not None:
             backend.close()
     if result is not None:
-        compiled = jit.report()
-        result.extra["jit"] = compiled.as_dict()
-        result.jit_compiled = compiled.jit_compiled
+        if jit is not None:
+            result.extra["jit"] = jit.as_dict()
+            result.jit_compiled = jit.jit_compiled
+            result.jit_compile_s = jit.compile_s
+            result.startup_s = jit.startup_s
+        result.setup_s = setup_s
         if error is None and finish is not None:
             finish(result)
     record = build_record(run, meter, result, written, error, name, api, progress)

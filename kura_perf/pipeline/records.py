@@ -62,6 +62,20 @@ def record_status(error: BaseException | None) -> str:
     return "interrupted" if is_interrupt(error) else "failed"
 
 
+def work_figures(wall_s: float | None, jit_compile_s: float | None, startup_s: float | None = None) -> dict:
+    """jit_compile_s (numba compiling: one-time per machine with a warm cache) and startup_s (the
+    process's first import of numba/umap-learn: per process) as their own figures, together never above
+    the wall they were measured in, and stage_work_s: the wall without them (never negative), the time
+    the report's shares, fits and projections use."""
+    if wall_s is None or (isinstance(wall_s, float) and np.isnan(wall_s)):
+        return {"jit_compile_s": jit_compile_s, "startup_s": startup_s, "stage_work_s": None}
+    compile_s = min(max(jit_compile_s or 0.0, 0.0), wall_s)
+    start_s = min(max(startup_s or 0.0, 0.0), wall_s - compile_s)
+    return {"jit_compile_s": compile_s if jit_compile_s is not None else None,
+            "startup_s": start_s if startup_s is not None else None,
+            "stage_work_s": max(wall_s - compile_s - start_s, 0.0)}
+
+
 def build_record(run: "StageRun", meter: Meter, result: StageResult | None, bytes_written: int,
                  error: BaseException | None, backend_name: str, api_on_failure=None, progress=None) -> StageRecord:
     """progress: the stage's ProgressLog (how far it got; a projection when it did not finish)."""
@@ -106,6 +120,9 @@ def build_record(run: "StageRun", meter: Meter, result: StageResult | None, byte
         v_measure=q.get("v_measure"),
         metered=m.metered,
         jit_compiled=getattr(result, "jit_compiled", None) if result else None,
+        **work_figures(m.wall_s, getattr(result, "jit_compile_s", None) if result else None,
+                       getattr(result, "startup_s", None) if result else None),
+        setup_s=getattr(result, "setup_s", None) if result else None,
         meter_cpu_s=m.meter_cpu_s,
         model_items_per_s=result.model_items_per_s if result else None,
         model_sample_n=result.model_sample_n if result else None,

@@ -37,6 +37,7 @@ from kura_perf.files.atomic import atomic_write_text
 from kura_perf.files.outputs import StageData
 from kura_perf.meter.host import worker_identity
 from kura_perf.pipeline.metered import metered_run
+from kura_perf.pipeline.records import work_figures
 from kura_perf.pipeline.runner import StageRun
 from kura_perf.scales import scale_count
 from kura_perf.stages.base import StageInputs, StageResult
@@ -278,6 +279,13 @@ def sum_shards(shard_records: list[dict], merge: StageRecord) -> dict:
         "items_per_s": items / wall if shards and wall > 0 else merge.items_per_s,
         "started_at": started, "extra": json.dumps(extra),
     }
+    # Compile, start-up and set-up run in each shard's process side by side: the longest shard's plus
+    # the merge's is what the fan-out paid; stage_work_s is recomputed against the summed wall.
+    for key in ("jit_compile_s", "startup_s", "setup_s"):
+        values = [float(r[key]) for r in shards if r.get(key) is not None]
+        mine = getattr(merge, key)
+        fields[key] = (max(values, default=0.0) + float(mine or 0.0)) if values or mine is not None else None
+    fields |= work_figures(wall, fields["jit_compile_s"], fields["startup_s"])
     for key in ("api_calls", "api_errors", "api_429s", "api_retries", "api_timeouts", "tokens_in", "tokens_out"):
         fields[key] = add(key)
     costs = [r["cost_usd"] for r in shards if r.get("cost_usd") is not None]

@@ -128,7 +128,7 @@ def scaling_figure(pa: ProfileAnalysis, path: Path) -> Path | None:
         color = stage_color(stage)
         m = fit.measured
         wall_label = f"{stage} ({fmt.exponent(fit.wall.exponent)})" if fit.wall else f"{stage} (no fit)"
-        ax_wall.plot(m["scale_n"], m["wall_s"], "o-", color=color, label=wall_label, lw=1.8, ms=5, zorder=3)
+        ax_wall.plot(m["scale_n"], m["work_s"], "o-", color=color, label=wall_label, lw=1.8, ms=5, zorder=3)
         if fit.wall:
             ax_wall.plot(grid, [fit.wall.predict(n) for n in grid], "--", color=color, lw=1.1, alpha=0.8, zorder=2)
         growth = fit.growth or fit.peak

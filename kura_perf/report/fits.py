@@ -8,6 +8,13 @@ Peak memory is projected as the stage's starting RSS (what was already resident:
 libraries, earlier data) plus its growth during the stage fitted as a power law. Fitting the
 absolute peak directly would let the fixed ~0.5 GB of libraries flatten the slope at small scales
 and badly underestimate a 1M run.
+
+Time is fitted on the stage's work (`work_s`: the record's stage_work_s, the wall without numba's
+compile and the process's first umap import), not the raw wall: a compile of 18 s in a 19 s 1K stage is paid once per machine, not per
+conversation, and fitted as time it flattened clusters to n^0.39 (issue 20). Records older than
+stage_work_s fall back to their wall (their compile figure was not trustworthy). The compile, the
+start-up and the backend's set-up (model loads) are kept beside the fit as their own medians
+(jit_compile_s, startup_s, setup_s).
 """
 
 from __future__ import annotations
@@ -87,7 +94,8 @@ class StageFit:
     """One stage's measured medians per scale and the fits through them."""
 
     stage: str
-    measured: pd.DataFrame  # scale_n, wall_s, peak_rss_mb, rss_start_mb, peak_growth_mb (medians per scale)
+    # scale_n, wall_s, work_s, jit_compile_s, startup_s, setup_s, peak_rss_mb, rss_start_mb, peak_growth_mb (medians per scale)
+    measured: pd.DataFrame
     wall: PowerLaw | None
     peak: PowerLaw | None
     growth: PowerLaw | None
@@ -107,7 +115,8 @@ class StageFit:
         return float(row[column])
 
     def wall_at(self, n: int) -> Estimate:
-        if (value := self._measured_at(n, "wall_s")) is not None:
+        """The stage's work time at n (without numba's compile: work_s), measured or fitted."""
+        if (value := self._measured_at(n, "work_s")) is not None:
             return Estimate(value, MEASURED)
         if self.wall is None:
             return Estimate(None, UNKNOWN, "one scale measured: no fit")
@@ -143,10 +152,21 @@ class StageFit:
         return Estimate(self.growth.predict(n), self.growth.basis(n), self.growth.describe())
 
 
+def work_seconds(records: pd.DataFrame) -> pd.Series:
+    """Each record's work time: stage_work_s (the wall without numba's compile and start-up), else its wall_s."""
+    wall = pd.to_numeric(records["wall_s"], errors="coerce")
+    if "stage_work_s" not in records:
+        return wall
+    return pd.to_numeric(records["stage_work_s"], errors="coerce").fillna(wall)
+
+
 def _median_per_scale(records: pd.DataFrame) -> pd.DataFrame:
     df = records.copy()
     df["peak_growth_mb"] = df["peak_rss_mb"] - df["rss_start_mb"]
-    cols = ["wall_s", "peak_rss_mb", "rss_start_mb", "peak_growth_mb"]
+    df["work_s"] = work_seconds(df)
+    for column in ("jit_compile_s", "startup_s", "setup_s"):  # absent from frames of older stores
+        df[column] = pd.to_numeric(df[column], errors="coerce") if column in df else np.nan
+    cols = ["wall_s", "work_s", "jit_compile_s", "startup_s", "setup_s", "peak_rss_mb", "rss_start_mb", "peak_growth_mb"]
     return df.groupby("scale_n", as_index=False)[cols].median(numeric_only=True).sort_values("scale_n")
 
 
@@ -162,7 +182,7 @@ def fit_stage(stage: str, records: pd.DataFrame) -> StageFit:
     return StageFit(
         stage=stage,
         measured=measured,
-        wall=fit_power_law(measured["scale_n"], measured["wall_s"]),
+        wall=fit_power_law(measured["scale_n"], measured["work_s"]),
         peak=fit_power_law(measured["scale_n"], measured["peak_rss_mb"]),
         growth=growth,
         start_mb=start,

@@ -29,6 +29,28 @@ def _dominant(pa: ProfileAnalysis, n: int, what: str) -> tuple[str, float, str] 
     return stage, estimates[stage].value, basis
 
 
+def one_time_costs(pa: ProfileAnalysis) -> str | None:
+    """numba's compile, the first import of numba/umap-learn and the backends' set-up, each on a line of
+    its own: they are not in the shares, fits or projections above (those use the stages' work time),
+    because none of them grows with the data."""
+    kinds = (("jit_compile_s", "JIT compile", "one-time per machine: numba's cache serves later processes"),
+             ("startup_s", "library start-up", "importing numba and UMAP; per process"),
+             ("setup_s", "set-up", "model loading; per process"))
+    lines = []
+    for stage, fit in pa.fits.items():
+        m = fit.measured
+        bits = []
+        for column, name, why in kinds:
+            seconds = m[column].max(skipna=True)
+            if not fmt.is_missing(seconds) and seconds > 0:
+                bits.append(f"{name} up to {fmt.seconds(seconds)} ({why})")
+        if bits:
+            lines.append(f"<b>{stage}</b>: " + ", ".join(bits))
+    if not lines:
+        return None
+    return "Not counted in the stages' time above (none grows with the data): " + "; ".join(lines) + "."
+
+
 def guidance(pa: ProfileAnalysis, hardware: list[HardwareRow], breaking: pd.DataFrame,
              host_cores: int | None = None) -> list[str]:
     """Paragraphs (plain text, may contain <b>) for the scaling-guidance section."""
@@ -49,6 +71,8 @@ def guidance(pa: ProfileAnalysis, hardware: list[HardwareRow], breaking: pd.Data
             parts.append(f"{fmt.conversations(n)}: <b>{dom[0]}</b> ({dom[1]:.0%} of the time, {dom[2]})")
     if parts:
         out.append("Which stage dominates processing time — " + "; ".join(parts) + ".")
+    if overhead := one_time_costs(pa):
+        out.append(overhead)
 
     if pa.can_fit:
         steep = [(s, f.wall.exponent) for s, f in pa.fits.items() if f.wall and f.wall.exponent > SUPERLINEAR]

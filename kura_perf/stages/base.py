@@ -45,3 +45,6 @@ class StageResult:
     model_sample_n: int | None = None
     quality_levels: list[dict] = field(default_factory=list)  # filled by the runner (quality_levels.py)
     jit_compiled: bool | None = None  # filled by the runner: did numba compile during the stage (jit_cache.py)
+    jit_compile_s: float | None = None  # filled by the runner: seconds of the wall spent in numba's compiler
+    startup_s: float | None = None  # filled by the runner: seconds of the wall importing numba/umap (per process)
+    setup_s: float | None = None  # filled by the runner: the backend's prepare (model loads), outside the wall

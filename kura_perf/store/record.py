@@ -107,6 +107,15 @@ class StageRecord:
     elapsed_s: float | None = None
     projected_wall_s: float | None = None
     projection_kind: str | None = None
+    # Time that is not the stage's work, each its own figure (issue 20): jit_compile_s, seconds of wall_s
+    # numba spent compiling (one-time per machine with a warm cache; never above wall_s); startup_s,
+    # seconds of wall_s importing numba/umap-learn for the first time in the process (per process);
+    # stage_work_s, wall_s without both (what shares, fits and projections use); setup_s, the backend's
+    # prepare before the stage (model loads, calibration: per process), outside wall_s. Null in older records.
+    jit_compile_s: float | None = None
+    startup_s: float | None = None
+    stage_work_s: float | None = None
+    setup_s: float | None = None
     # Comparability: which run, code and host (every table of the store carries these, schema.COMPARABILITY).
     run_id: str | None = field(default=None, metadata=_COMPARABILITY)
     code_version: str | None = field(default=None, metadata=_COMPARABILITY)
