@@ -170,6 +170,7 @@ def test_quality_is_in_the_headline_at_every_scale_on_the_finest_truth_level(col
 def test_a_collapse_is_called_out_in_the_summary_and_the_guidance(collapsing):
     words = "ARI falls from 0.968 at 10K to 0.344 at 100K, with 19.0% of conversations left as noise"
     assert words in collapsing.summary and 'class="note alert"' in collapsing.summary
+    assert collapsing.summary.count(words) == 1  # the alert, not again among the guidance points below it
     guidance = next(s for s in collapsing.sections if s["id"] == "guidance")
     assert words in guidance["text"]
 

@@ -18,6 +18,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from html import escape as html_escape
 from pathlib import Path
 
 from kura_perf.files.atomic import atomic_write_text, publish
@@ -111,7 +112,8 @@ def _render(data, folder: Path) -> ReportResult:
                   ("Figures", "measured on this host unless a cell is shaded as projected or extrapolated "
                               "(see the legend); each section names the runs it draws on")]
     alerts = [c.sentence() for c in analysis.quality_collapses()]
-    intro = [html.render_summary(host, headline if headline.rows else None, built.guidance,
+    said = {f"<b>{html_escape(a)}</b>" for a in alerts}  # the alert above the table says it already
+    intro = [html.render_summary(host, headline if headline.rows else None, [g for g in built.guidance if g not in said],
                                  data.other_host_records, alerts, provenance)]
     subtitle = (f"Generated {generated} from {data.total_records} stage records in {data.metrics_dir}. "
                 f"Host: {host}.")
