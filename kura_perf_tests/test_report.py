@@ -339,6 +339,7 @@ def test_report_renders_in_headless_chromium(report, tmp_path):
     url = index.as_uri()
     dom = _run_chromium(binary, url, "--dump-dom").stdout
     page = parse(dom)
+    check_structure(dom)  # as rendered: no placeholder-only section, one Host box, plain headings, units
     for table_id in ("headline", "matrix-offline", "breakdown-offline", "fits-offline", "storage-offline",
                      "hardware", "history", "breaking-points", "costs", "backends"):
         assert len(page.tables.get(table_id, [])) >= 2, f"table {table_id} missing from the rendered DOM"
@@ -360,6 +361,18 @@ def test_report_renders_in_headless_chromium(report, tmp_path):
     assert pixels.std() > 10, "screenshot is blank"
     assert (pixels < 100).mean() > 0.005, "no dark text or lines on the page"
     shutil.copy(shot, report.root / "screenshot.png")  # kept beside the store for a human look
+
+
+def test_the_page_structure(report):
+    """Issue 20 item 7 on the full synthetic store: every section has content or is one line naming the
+    command that fills it; the Host box once; no heading cites the proposal by section sign; units."""
+    check_structure(report.html)
+
+
+def check_structure(page: str) -> None:
+    from kura_perf_tests.test_report_quality import check_structure as check  # that module imports this one
+
+    check(page)
 
 
 def test_page_is_self_contained(report):

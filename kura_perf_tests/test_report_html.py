@@ -29,7 +29,24 @@ def test_a_section_escapes_its_title_and_provenance_and_places_its_parts():
     section.add("<p>built by the report</p>")
     page = html.render_section(section)
     assert page.startswith('<section id="a"><h2>' + ESCAPED + '<span class="badge measured">measured</span></h2>')
-    assert f"<div><b>{ESCAPED}:</b> {ESCAPED}</div>" in page and "<p>built by the report</p>" in page
+    assert f'<p class="basis">{ESCAPED}: {ESCAPED}</p>' in page and "<p>built by the report</p>" in page
+    assert 'class="prov"' not in page  # the Host/Runs/Figures box is the summary's, once per page
+
+
+def test_an_empty_section_is_one_line_naming_the_command_that_fills_it():
+    section = html.Section("stress", "Stress scenarios", provenance=[("Runs", "no runs")], badge="measured")
+    section.add(html.note("placeholder"))
+    page = html.render_section(section.collapse("none recorded", "kura-perf stress"))
+    assert page == ('<section id="stress" class="collapsed"><p><b>Stress scenarios:</b> none recorded — run '
+                    '<code>kura-perf stress</code></p></section>')
+    nasty = html.render_section(html.Section("x", "X").collapse(NASTY, NASTY))
+    assert "<script>" not in nasty and ESCAPED in nasty
+
+
+def test_a_section_names_the_proposal_question_beside_its_plain_title():
+    page = html.render_section(html.Section("m", "Storage per conversation", answers="1.3"))
+    assert "<h2>Storage per conversation</h2>" in page
+    assert "Answers question 1.3 of the load-testing proposal" in page and "load-testing-proposal.md" in page
 
 
 def test_raw_paragraphs_and_guidance_points_are_placed_as_built():
@@ -51,6 +68,8 @@ def test_the_summary_without_a_headline_points_at_the_failures():
     summary = html.render_summary(NASTY, None, [], 2)
     assert f"<b>Host:</b> {ESCAPED}" in summary and 'href="#breaking"' in summary
     assert "2 record(s) from other hosts" in summary and "<table" not in summary
+    alerted = html.render_summary("h", None, [], 0, [NASTY], [("Host", "h"), ("Runs", "3 runs")])
+    assert f'<div class="note alert">{ESCAPED}</div>' in alerted and "<b>Runs:</b> 3 runs" in alerted
 
 
 def test_the_templates_ship_with_the_package():

@@ -67,9 +67,16 @@ def cmd_advise(args) -> int:
           f"in {paths.metrics}")
     print_frame(advice.table(), empty=None, width=250, max_colwidth=120, max_columns=10)
     print(f"\n{advice.quality_note()}")
-    if not advice.recommended:
+    for warning in advice.quality_warnings():
+        print(f"quality collapse: {warning}")
+    if not advice.fitting:
         print(f"\nkura-perf advise: {advice.refusal()}", file=sys.stderr)
         return 1
+    if not advice.recommended:  # one candidate with figures: nothing to recommend it over
+        only = advice.fitting[0].name
+        print(f"\nonly profile measured: {only} (not a recommendation: record another profile at this scale, "
+              "e.g. kura-perf run --scale 1k --profile <other>, to compare)")
+        return 0
     print(f"\nrecommended: {', '.join(c.name for c in advice.recommended)}")
     return 0
 

@@ -10,10 +10,16 @@ do not: they do different work). For every stage at the asked scale a figure is
 - interpolated / extrapolated: from the stage's fitted scaling curve (kura_perf/report/fits.py),
                  inside / outside the measured scales.
 
+Quality (ARI) is the exception: it has no scaling curve (it can collapse between two scales), so it
+is measured at the asked scale or shown as "not measured at <scale>", never carried over from another
+scale. A measured ARI that collapsed against a smaller scale (report/quality_trend.py's rule) says so.
+
 A pipeline figure takes the weakest basis of its stages. Candidates that break a limit
 (--max-hours, --max-cost, --max-ram, --min-ari) are dropped with the limit and the figure named; of
 the rest, those another candidate beats on every objective (no slower, no dearer, no bigger, no worse
-ARI, and better on one) are dropped as dominated; what is left is the recommendation. No Dagster here.
+ARI, and better on one) are dropped as dominated; what is left is the recommendation. A recommendation
+needs something to compare: when only one candidate has figures at the scale, it is shown as "only
+profile measured", not recommended. No Dagster here.
 
 Quality names its data. Each record's data is what the conversations stage of its run recorded
 (`extra.source`: "synthetic(seed=N)" for the generator, else the data file read), so every ARI figure
@@ -38,10 +44,13 @@ from kura_perf.errors import KuraPerfError
 from kura_perf.report import fmt
 from kura_perf.report.data import load_report_data
 from kura_perf.report.fits import EXTRAPOLATED, INTERPOLATED, MEASURED, UNKNOWN, fit_power_law, fit_stage
+from kura_perf.report.quality_trend import QualityPoint, collapses
 from kura_perf.stages.base import STAGES
 
 PROJECTED = "projected"
-BASIS_ORDER = (MEASURED, PROJECTED, INTERPOLATED, EXTRAPOLATED, UNKNOWN)  # strongest first
+NOT_MEASURED = "not measured"  # a quality figure at a scale without a run there: never extrapolated
+ONLY_PROFILE = "only profile measured"  # the verdict when there is nothing to compare a profile with
+BASIS_ORDER = (MEASURED, PROJECTED, INTERPOLATED, EXTRAPOLATED, NOT_MEASURED, UNKNOWN)  # strongest first
 CANDIDATE_SHAPES = {None: "full", "full": "full", "streaming": "streaming"}
 STOPPED = ("breaking_point", "died")
 ADVICE_SCALES = (10_000, 100_000)  # what the report shows
@@ -70,9 +79,12 @@ class Figure:
     basis: str
     note: str = ""
     data: str | None = None  # quality figures: the conversations they were scored on (extra.source)
+    warning: str = ""  # quality figures: a measured collapse against a smaller scale
 
     def text(self, unit) -> str:
-        return f"{unit(self.value)} ({self.basis})" if self.value is not None else f"— ({self.basis})"
+        if self.value is None:
+            return self.note if self.basis == NOT_MEASURED and self.note else f"— ({self.basis})"
+        return f"{unit(self.value)} ({self.basis})" + (f"; {self.warning}" if self.warning else "")
 
 
 @dataclass(frozen=True)
@@ -105,6 +117,8 @@ class Candidate:
     @property
     def ari_data(self) -> str:
         """What the ARI was scored on, for a table cell: 'real: chats.jsonl', 'synthetic (seed 0)'."""
+        if self.ari.value is None:
+            return fmt.MISSING
         return describe_source(self.ari.data) + ("" if self.ari_ranked else ", not ranked")
 
     @property
@@ -114,6 +128,11 @@ class Candidate:
     @property
     def recommended(self) -> bool:
         return self.verdict == "recommended"
+
+    @property
+    def fits(self) -> bool:
+        """Recommended, or the only profile measured (fits the limits; nothing to compare it with)."""
+        return self.verdict in ("recommended", ONLY_PROFILE)
 
 
 @dataclass
@@ -127,6 +146,15 @@ class Advice:
     @property
     def recommended(self) -> list[Candidate]:
         return [c for c in self.candidates if c.recommended]
+
+    @property
+    def fitting(self) -> list[Candidate]:
+        """Recommended or the only profile measured: what the limits leave."""
+        return [c for c in self.candidates if c.fits]
+
+    def quality_warnings(self) -> list[str]:
+        """A measured quality collapse at this scale, one line per candidate that has one."""
+        return [f"{c.name}: {c.ari.warning}" for c in self.candidates if c.ari.warning]
 
     def table(self) -> pd.DataFrame:
         rows = [{"candidate": c.name, "time": c.hours.text(lambda h: fmt.seconds(h * 3600)),
@@ -273,20 +301,39 @@ def _stage_figures(stage_rows: pd.DataFrame, n: int) -> dict:
 
 
 def _ari_figure(ok: pd.DataFrame, n: int) -> Figure:
-    """The ARI at n from successful rows (finished_at order): the latest measured at n, else as measured at
-    the largest scale. Real-data rows are preferred to synthetic ones when the candidate has both."""
+    """The ARI at n from successful rows (finished_at order): the latest measured at n, else none (a
+    NOT_MEASURED figure naming the scales it was measured at). Real-data rows are preferred to synthetic
+    ones when the candidate has both: then a synthetic ARI at n does not stand in for a real one."""
+    on = ""
     if DATA_SOURCE in ok and "ari" in ok:
         real = ok[ok[DATA_SOURCE].map(is_real) & ok["ari"].notna()]
         if len(real):
-            ok = real
+            ok, on = real, " on real data"
     at_n = ok[ok["scale_n"] == n]
     if len(at_n):
         row = at_n.iloc[-1]
-        return Figure(_num(row.get("ari")), MEASURED, data=_text(row.get(DATA_SOURCE)))
-    largest = ok[ok["scale_n"] == ok["scale_n"].max()].iloc[-1]
-    ari = _num(largest.get("ari"))
-    return Figure(ari, EXTRAPOLATED if ari is not None else UNKNOWN,
-                  f"as measured at {fmt.conversations(largest['scale_n'])}", data=_text(largest.get(DATA_SOURCE)))
+        ari = _num(row.get("ari"))
+        return Figure(ari, MEASURED, data=_text(row.get(DATA_SOURCE)), warning=_collapse_at(ok, n, ari))
+    # Quality has no scaling law: the clusters found at 10K say nothing of those at 1M (ARI may collapse
+    # between them), so a scale without a run has no quality figure, only a note saying so.
+    measured = ", ".join(fmt.conversations(m) for m in sorted(ok.loc[ok["ari"].notna(), "scale_n"].unique())) \
+        if "ari" in ok else ""
+    return Figure(None, NOT_MEASURED, f"not measured at {fmt.conversations(n)}{on}"
+                  + (f" (measured at {measured})" if measured else ""))
+
+
+def _collapse_at(ok: pd.DataFrame, n: int, ari: float | None) -> str:
+    """'collapsed from 0.968 at 10K' when the ARI at n fell against the best ARI at a smaller scale by
+    quality_trend's rule (the rule the report's summary uses), else ''."""
+    if ari is None or "ari" not in ok:
+        return ""
+    latest = ok[ok["ari"].notna() & (ok["scale_n"] < n)].groupby("scale_n").tail(1)
+    points = [QualityPoint(int(m), float(a)) for m, a in zip(latest["scale_n"], latest["ari"])]
+    found = [c for c in collapses("", points + [QualityPoint(n, ari)]) if c.to_n == n]
+    if not found:
+        return ""
+    c = found[0]
+    return f"quality collapsed: ARI {c.from_ari:.3f} at {fmt.conversations(c.from_n)} → {c.to_ari:.3f} here"
 
 
 def _text(value) -> str | None:
@@ -353,6 +400,7 @@ def _better_on(a: Candidate, b: Candidate) -> str:
 def choose(candidates: list[Candidate], limits: Limits) -> list[Candidate]:
     """Mark each candidate recommended or dropped (with why); order: recommended first, by time."""
     fitting = []
+    estimated = [c for c in candidates if c.hours.value is not None and c.ram_gb.value is not None]
     for c in candidates:
         if c.hours.value is None or c.ram_gb.value is None:
             c.verdict = f"dropped: no estimate: {c.hours.note or c.ram_gb.note}"
@@ -367,10 +415,12 @@ def choose(candidates: list[Candidate], limits: Limits) -> list[Candidate]:
         if better:
             best = min(better, key=lambda o: o.hours.value)
             c.verdict = f"dropped: dominated by {best.name} ({_better_on(best, c)})"
+        elif len(estimated) == 1:
+            c.verdict = ONLY_PROFILE  # a recommendation needs something to be recommended over
         else:
             c.verdict = "recommended"
     inf = math.inf
-    return sorted(candidates, key=lambda c: (not c.recommended, c.hours.value if c.hours.value is not None else inf))
+    return sorted(candidates, key=lambda c: (not c.fits, c.hours.value if c.hours.value is not None else inf))
 
 
 def advise(metrics_dir: Path, scale_n: int, limits: Limits = Limits()) -> Advice:

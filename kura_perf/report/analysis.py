@@ -12,6 +12,7 @@ from kura_perf.proposal import STORAGE_EMBEDDING_DIMENSION, STORAGE_KB_PER_CONVE
 from kura_perf.report import fmt
 from kura_perf.report.data import ReportData
 from kura_perf.report.fits import BASIS_ORDER, MEASURED, PROJECTED, UNKNOWN, Estimate, StageFit, fit_stages
+from kura_perf.report.quality_trend import Collapse, collapses, quality_points
 from kura_perf.stages.base import STAGES
 
 PROJECTION_SCALES = (10_000, 100_000, 1_000_000)
@@ -192,6 +193,13 @@ class Analysis:
     def primary(self) -> ProfileAnalysis | None:
         name = self.data.primary_profile()
         return self.profiles.get(name) if name else None
+
+    def quality_collapses(self) -> list[Collapse]:
+        """Every measured quality collapse between scales, per profile (quality_trend.py's rule)."""
+        out: list[Collapse] = []
+        for name, pa in self.profiles.items():
+            out += collapses(name, list(quality_points(self.data.levels, pa.ok, name).values()))
+        return out
 
 
 def analyse(data: ReportData) -> Analysis:

@@ -18,12 +18,13 @@ import shutil
 import tempfile
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from html import escape as html_escape
 from pathlib import Path
 
 from kura_perf.files.atomic import atomic_write_text, publish
 from kura_perf.report import html
 from kura_perf.report.analysis import analyse
-from kura_perf.report.data import load_report_data
+from kura_perf.report.data import describe_runs, load_report_data
 from kura_perf.report.destination import INDEX, MANIFEST, check_destination, refuse_to_overwrite_foreign
 from kura_perf.report.scale_out import scale_out_section
 from kura_perf.report.sections import build_sections, stress_section
@@ -84,8 +85,8 @@ def _render(data, folder: Path) -> ReportResult:
     generated = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     index = folder / INDEX
     if data.empty:
-        # stress scenarios record no stage runs in this store: show them anyway
-        extra = [] if data.stress.empty else [stress_section(data)]
+        # stress scenarios record no stage runs in this store: show them anyway (one line when none)
+        extra = [stress_section(data)]
         if has_usability_rows(data.metrics_dir):  # checkpoints/onboarding/errors recorded, no stage runs yet
             page = html.render_page("Kura performance report", f"Generated {generated} from {data.metrics_dir}: "
                                     "no stage runs yet, Kura usability measurements only.",
@@ -107,7 +108,13 @@ def _render(data, folder: Path) -> ReportResult:
         built.sections.append(scale_out)
     headline = headline_table(analysis)
     host = data.host.describe() if data.host else "unknown host"
-    intro = [_summary_html(headline, built.guidance, host, data)]
+    provenance = [("Host", host), ("Runs", describe_runs(data.runs)),
+                  ("Figures", "measured on this host unless a cell is shaded as projected or extrapolated "
+                              "(see the legend); each section names the runs it draws on")]
+    alerts = [c.sentence() for c in analysis.quality_collapses()]
+    said = {f"<b>{html_escape(a)}</b>" for a in alerts}  # the alert above the table says it already
+    intro = [html.render_summary(host, headline if headline.rows else None, [g for g in built.guidance if g not in said],
+                                 data.other_host_records, alerts, provenance)]
     subtitle = (f"Generated {generated} from {data.total_records} stage records in {data.metrics_dir}. "
                 f"Host: {host}.")
     footer = (f"kura_perf performance report · {generated} · figures as PNG files beside this page · "
@@ -122,10 +129,6 @@ def _render(data, folder: Path) -> ReportResult:
         markdown = (f"Host: {host}\n\n**No successful stage runs yet** ({broken} failed or stopped record(s); "
                     "see the breaking-points section of the report).")
     return ReportResult(index, built.figures, markdown, main, False)
-
-
-def _summary_html(headline, guidance: list[str], host: str, data) -> str:
-    return html.render_summary(host, headline if headline.rows else None, guidance, data.other_host_records)
 
 
 def _relocate(result: ReportResult, staging: Path, out_dir: Path) -> ReportResult:

@@ -4,6 +4,7 @@ stops being enough. Every sentence comes from a measured or fitted number, and s
 from __future__ import annotations
 
 import html
+from collections.abc import Sequence
 
 import pandas as pd
 
@@ -11,6 +12,7 @@ from kura_perf.report import fmt
 from kura_perf.report.analysis import PROJECTION_SCALES, ProfileAnalysis
 from kura_perf.report.fits import MEASURED
 from kura_perf.report.hardware import SINGLE_MACHINE_CORES, SINGLE_MACHINE_RAM_GB, TARGET_HOURS, HardwareRow
+from kura_perf.report.quality_trend import Collapse
 
 SUPERLINEAR = 1.15
 DAY_S = 86_400
@@ -52,11 +54,13 @@ def one_time_costs(pa: ProfileAnalysis) -> str | None:
 
 
 def guidance(pa: ProfileAnalysis, hardware: list[HardwareRow], breaking: pd.DataFrame,
-             host_cores: int | None = None) -> list[str]:
-    """Paragraphs (plain text, may contain <b>) for the scaling-guidance section."""
+             host_cores: int | None = None, collapses: Sequence[Collapse] = ()) -> list[str]:
+    """Paragraphs (plain text, may contain <b>) for the scaling-guidance section. A measured quality
+    collapse (of any profile) comes first: scaling up a pipeline whose clusters stop meaning anything
+    is the first thing a reader must know, before which stage dominates the time."""
     if not pa.fits:
         return ["No successful stage runs yet for this profile: nothing to base guidance on."]
-    out: list[str] = []
+    out: list[str] = [f"<b>{html.escape(c.sentence())}</b>" for c in collapses]
     scales = pa.scales
     if not pa.can_fit:
         out.append(f"Only one scale ({fmt.conversations(scales[0])}) has been measured, so no scaling exponent "

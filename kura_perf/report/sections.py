@@ -53,8 +53,9 @@ class SectionBuilder:
 
     # -- helpers -------------------------------------------------------------------------------------
     def _provenance(self, rows: pd.DataFrame, figures_are: str, time_column: str = "started_at") -> list:
-        host = self.data.host.describe() if self.data.host else "unknown"
-        return [("Host", host), ("Runs", describe_runs(rows, time_column)), ("Figures", figures_are)]
+        """Which runs and what kind of figures: one line per section. The host is the same for every
+        section (the report narrows to one), so it is named once, in the summary's box."""
+        return [("Runs", describe_runs(rows, time_column)), ("Figures", figures_are)]
 
     def _figure(self, section: Section, path: Path | None, alt: str, caption: str = "") -> Path | None:
         if path is None:
@@ -62,6 +63,17 @@ class SectionBuilder:
         self.built.figures.append(path)
         section.add(render_figure(path.name, alt, caption))
         return path
+
+    def _with_code_versions(self, rows: pd.DataFrame) -> pd.DataFrame:
+        """Rows (per-level quality) with each run's code version from its stage records, where the rows
+        do not carry it themselves: the quality view has none, and its provenance must name the code
+        like every other section's."""
+        if rows.empty or "run_id" not in rows or "code_version" not in self.data.runs:
+            return rows
+        versions = self.data.runs.dropna(subset=["code_version"]).drop_duplicates("run_id", keep="last")
+        known = rows["run_id"].map(dict(zip(versions["run_id"], versions["code_version"])))
+        own = rows["code_version"] if "code_version" in rows else pd.Series(None, index=rows.index, dtype=object)
+        return rows.assign(code_version=own.where(own.notna(), known))
 
     def _file(self, name: str) -> Path:
         return self.figure_dir / name
@@ -72,16 +84,15 @@ class SectionBuilder:
 
     # -- sections ------------------------------------------------------------------------------------
     def test_matrix(self) -> Section:
-        s = Section("matrix", "Test matrix (proposal §1.2), per profile")
-        s.provenance = self._provenance(self.data.runs, "measured at the scales run; other §1.2 scales "
-                                                       "extrapolated from the fits (shaded)")
+        s = Section("matrix", "Time, memory and clusters per scale, per profile", answers="1.2")
+        s.provenance = self._provenance(self.data.runs, "measured at the scales run; the proposal's other "
+                                                       "scales extrapolated from the fits (shaded)")
         s.badge = WITH_PROJECTIONS if any(p.can_fit for p in self.analysis.profiles.values()) else MEASURED_ONLY
         s.add(paragraph("Peak memory is the largest stage peak RSS; processing time is the sum of the stage "
                         "times (medians over runs). Clusters found are base clusters → top-level meta clusters."))
         measured = {name: pa for name, pa in self.analysis.profiles.items() if pa.scales}
         if not measured:
-            s.badge = None
-            s.add(note("No successful stage runs yet: nothing to fill the matrix with."))
+            return s.collapse("no successful stage runs yet", "kura-perf run --scale 1k")
         for name, pa in measured.items():
             s.add(profile_heading(name))
             s.add(render_table(t.test_matrix(pa), f"matrix-{self._slug(name)}"))
@@ -96,7 +107,7 @@ class SectionBuilder:
                                                      "extrapolated from least-squares fits on log values")
         s.badge = WITH_PROJECTIONS if fitted else None
         if not fitted:
-            s.add(note("No successful stage runs yet: no curves to draw."))
+            return s.collapse("no successful stage runs yet", "kura-perf run --scale 1k")
         ok = self.data.ok
         if "contended" in ok and ok["contended"].fillna(False).astype(bool).any():
             n = int(ok["contended"].fillna(False).astype(bool).sum())
@@ -120,7 +131,7 @@ class SectionBuilder:
         return s
 
     def storage(self) -> Section:
-        s = Section("storage", "Storage per conversation (proposal §1.3)")
+        s = Section("storage", "Storage per conversation", answers="1.3")
         rows = self.data.ok[self.data.ok["bytes_written"].notna()]
         s.provenance = self._provenance(rows, "measured per conversation (latest run at the largest scale); "
                                               "10K/100K/1M measured where run there, else projected linearly")
@@ -134,15 +145,14 @@ class SectionBuilder:
             if pa is self.analysis.primary:
                 self._figure(s, figures.storage_figure(pa, self._file("storage.png")), "storage per conversation")
         if not s.parts:
-            s.add(note("No stage recorded bytes written yet."))
+            return s.collapse("no stage recorded bytes written yet", "kura-perf run --scale 1k")
         return s
 
     def timelines(self) -> Section:
         s = Section("timelines", "Memory timelines at the largest scale measured")
         pa = self.analysis.primary
         if pa is None or not pa.scales:
-            s.add(note("No successful runs to draw."))
-            return s
+            return s.collapse("no successful runs to draw", "kura-perf run --scale 1k")
         n = max(pa.scales)
         latest = pa.latest_at(n)
         s.provenance = self._provenance(latest, f"measured (profile {pa.profile}, {fmt.conversations(n)} "
@@ -154,12 +164,11 @@ class SectionBuilder:
         return s
 
     def memory_theory(self) -> Section:
-        s = Section("memory-theory", "Memory against theory (proposal §3.1)")
+        s = Section("memory-theory", "Memory against theory", answers="3.1")
         fitted = [pa for pa in self.analysis.profiles.values() if pa.fits]
         s.provenance = self._provenance(self.data.ok, "measured peak growth beside computed theoretical bytes")
         if not fitted:
-            s.add(note("No successful stage runs yet."))
-            return s
+            return s.collapse("no successful stage runs yet", "kura-perf run --scale 1k")
         s.badge = MEASURED_ONLY
         s.add(paragraph("The proposal's memory hotspots — the embedding matrix (N × d × 4 bytes), the numpy "
                         "conversion for clustering, HDBSCAN, the meta-clusters' re-embedding and serialization "
@@ -175,11 +184,8 @@ class SectionBuilder:
         sweeps = self.data.sweeps
         cost = t.cost_table(self.analysis)
         if sweeps.empty and cost is None:
-            s.provenance = self._provenance(self.data.runs, "none: no API calls recorded")
-            s.add(note("No API figures recorded yet. Run a profile that calls an API — e.g. "
-                       "`kura-perf run --scale 1k --profile simulated-openai` (local simulator, no key) — or a "
-                       "concurrency sweep to fill this section."))
-            return s
+            return s.collapse("no API calls recorded (the simulator needs no key)",
+                              "kura-perf run --scale 1k --profile simulated-openai")
         s.badge = WITH_PROJECTIONS
         api_rows = self.data.ok[self.data.ok["api_calls"].fillna(0) > 0]
         prov = self._provenance(api_rows if len(api_rows) else sweeps, "measured; projected costs are linear")
@@ -201,13 +207,10 @@ class SectionBuilder:
         backends = sorted(self.data.ok["backend"].dropna().unique())
         s.provenance = self._provenance(self.data.ok, "measured")
         if not backends:
-            s.add(note("No successful stage runs yet."))
-            return s
+            return s.collapse("no successful stage runs yet", "kura-perf run --scale 1k")
         if table is None:
-            only = backends[0]
-            s.add(note(f"Only one backend has recorded runs ({only}). Run the `kura` profile at the same scales "
-                       "to compare the reference stages with the installed Kura package."))
-            return s
+            return s.collapse(f"only the {backends[0]} backend recorded, nothing to compare it with",
+                              "kura-perf run --scale 1k --profile kura")
         s.badge = MEASURED_ONLY
         pairs = t.comparison_pairs(self.data.runs)
         if pairs:
@@ -224,12 +227,11 @@ class SectionBuilder:
         return s
 
     def shapes(self) -> Section:
-        s = Section("shapes", "Pipeline shapes (proposal §2.2): cost per scale")
+        s = Section("shapes", "Pipeline shapes: cost per scale", answers="2.2")
         totals = shape_totals(self.data.runs)
         if totals.empty:
-            s.add(note("No complete run of a pipeline shape yet. Run `kura-perf run --shape minimal|full|custom|"
-                       "streaming --scale 1k` (or the <shape>_pipeline jobs in the UI) to compare them."))
-            return s
+            return s.collapse("no complete run of a pipeline shape yet",
+                              "kura-perf run --shape minimal|full|custom|streaming --scale 1k")
         rows = self.data.runs[self.data.runs["shape"].notna()] if "shape" in self.data.runs else self.data.runs
         s.provenance = self._provenance(rows, "measured")
         s.badge = MEASURED_ONLY
@@ -253,6 +255,8 @@ class SectionBuilder:
             try:
                 advice = advise_runs(self.data.runs, n, Limits(), host, self.data.metrics_dir)
             except NothingFits as exc:
+                if not s.parts[1:]:  # nothing but the introduction: one line
+                    return s.collapse(f"no advice: {exc}", "kura-perf run --scale 1k --profile offline")
                 s.badge = None
                 s.add(note(str(exc)))
                 break
@@ -265,9 +269,8 @@ class SectionBuilder:
         levels = self.data.levels
         table = t.quality_levels_table(levels)
         if table is None:
-            s.add(note("No per-level quality recorded yet: run the clusters and meta_clusters stages."))
-            return s
-        s.provenance = self._provenance(levels, "measured against each profile's ground truth at every truth "
+            return s.collapse("no per-level quality recorded yet", "kura-perf run --scale 1k")
+        s.provenance = self._provenance(self._with_code_versions(levels), "measured against each profile's ground truth at every truth "
                                                 "level (the synthetic corpus's topics; CLINC150's domains and "
                                                 "intents)", time_column="finished_at")
         s.badge = MEASURED_ONLY
@@ -287,8 +290,8 @@ class SectionBuilder:
         broken = self.data.runs[self.data.runs["status"] != "success"]
         s.provenance = self._provenance(broken if len(broken) else self.data.runs, "measured")
         if broken.empty:
-            s.add(note("No stage has failed or hit a memory/time guard on this host yet."))
-            return s
+            return s.collapse("none on this host yet (no stage failed or hit a memory/time guard); "
+                              "a larger scale finds where it breaks", "kura-perf run --scale 100k")
         s.badge = MEASURED_ONLY
         s.add(paragraph("breaking_point = stopped by a memory or time guard (where the pipeline breaks on this "
                         "machine); failed = any other error. A stopped stage shows how far it got and, when its "
@@ -300,11 +303,10 @@ class SectionBuilder:
         return stress_section(self.data)
 
     def hardware(self) -> Section:
-        s = Section("hardware", "Hardware recommendation matrix")
+        s = Section("hardware", "Hardware recommendation matrix", answers="3.2")
         pa = self.analysis.primary
         if pa is None or not pa.scales:
-            s.add(note("No successful runs to derive recommendations from."))
-            return s
+            return s.collapse("no successful runs to derive recommendations from", "kura-perf run --scale 1k")
         rows = recommend(pa)
         self._hardware_rows = rows
         s.provenance = self._provenance(pa.ok, f"derived from profile {pa.profile}: measured where the scale was "
@@ -322,8 +324,7 @@ class SectionBuilder:
         s = Section("history", "Regression history")
         partition = t.history_partition(self.analysis)
         if partition is None:
-            s.add(note("No successful runs yet."))
-            return s
+            return s.collapse("no successful runs yet", "kura-perf run --scale 1k")
         profile, n = partition
         hist = t.history_frame(self.analysis, profile, n)
         s.provenance = self._provenance(hist, f"measured (partition {profile} × {fmt.conversations(n)}, the one "
@@ -340,16 +341,16 @@ class SectionBuilder:
         return s
 
     def guidance(self) -> Section:
-        s = Section("guidance", "Scaling guidance")
+        s = Section("guidance", "Scaling guidance", answers="5.2")
         pa = self.analysis.primary
         if pa is None or not pa.scales:
-            s.add(note("No successful runs yet."))
-            return s
+            return s.collapse("no successful runs yet", "kura-perf run --scale 1k")
         rows = getattr(self, "_hardware_rows", None) or recommend(pa)
         broken = self.data.runs[self.data.runs["status"] != "success"]
         s.provenance = self._provenance(pa.ok, f"written from profile {pa.profile}'s measured figures and fits")
         s.badge = WITH_PROJECTIONS if pa.can_fit else MEASURED_ONLY
-        paragraphs = guidance(pa, rows, broken, self.data.host.cores if self.data.host else None)
+        paragraphs = guidance(pa, rows, broken, self.data.host.cores if self.data.host else None,
+                              self.analysis.quality_collapses())
         self.built.guidance = paragraphs
         s.add(bullets(paragraphs))
         return s
@@ -366,14 +367,11 @@ class SectionBuilder:
 
 def stress_section(data) -> Section:
     """The latest run of each stress scenario (also shown on the page of a store with no stage records)."""
-    s = Section("stress", "Stress scenarios (proposal §4.3)")
+    s = Section("stress", "Stress scenarios", answers="4.3")
     stress = data.stress
     if stress is None or stress.empty:
-        s.add(note("No stress scenario recorded yet: run `kura-perf stress` (or materialize the `stress` "
-                   "asset group)."))
-        return s
-    host = data.host.describe() if data.host else "this machine"
-    s.provenance = [("Host", host), ("Runs", describe_runs(stress)),
+        return s.collapse("none recorded", "kura-perf stress")
+    s.provenance = [("Runs", describe_runs(stress)),
                     ("Figures", "measured: the latest run of each scenario, in its own scratch home")]
     s.badge = MEASURED_ONLY
     s.add(paragraph("survived = every pipeline finished and recorded every stage; failed cleanly = a failure "

@@ -57,15 +57,16 @@ def shape_cost_table(totals: pd.DataFrame) -> Table:
 
 
 BASIS_KIND = {"measured": "measured", "projected": "extrapolated", "interpolated": "interpolated",
-              "extrapolated": "extrapolated", "unknown": "unknown"}
+              "extrapolated": "extrapolated", "not measured": "unknown", "unknown": "unknown"}
 
 
 def advisor_table(advice: Advice) -> Table:
     table = Table(["candidate", "time", "API cost", "peak RAM", "ARI", "ARI data", "verdict"],
                   caption=f"At {fmt.conversations(advice.scale_n)} conversations, {advice.limits.describe()}. "
                           "Each figure says whether it was measured at this scale, projected from a run stopped "
-                          "at a limit, or interpolated/extrapolated from the fitted scaling curves. "
-                          + advice.quality_note())
+                          "at a limit, or interpolated/extrapolated from the fitted scaling curves; ARI only where "
+                          "measured at this scale. " + advice.quality_note()
+                          + "".join(f" Quality collapse: {w}." for w in advice.quality_warnings()))
     for c in advice.candidates:
         def cell(fig, show):
             return Cell(fig.text(show), BASIS_KIND.get(fig.basis, ""))
@@ -73,5 +74,5 @@ def advisor_table(advice: Advice) -> Table:
         table.add(Cell(c.name, "head"), cell(c.hours, lambda h: fmt.seconds(h * 3600)),
                   cell(c.cost_usd, lambda v: f"${v:,.2f}"), cell(c.ram_gb, fmt.memory_gb),
                   cell(c.ari, lambda v: f"{v:.3f}"), Cell(c.ari_data, "" if c.ari_ranked else "unknown"),
-                  Cell(c.verdict, "good" if c.recommended else "bad"))
+                  Cell(c.verdict, "good" if c.recommended else "" if c.fits else "bad"))
     return table

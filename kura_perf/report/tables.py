@@ -25,6 +25,7 @@ from kura_perf.report.analysis import (
 from kura_perf.report.compare import RATE_LIMITED, latest_per_stage, side_by_side, stage_outcome
 from kura_perf.report.fits import EXTRAPOLATED, MEASURED, PROJECTED, UNKNOWN, Estimate
 from kura_perf.report.hardware import SINGLE_MACHINE_CORES, HardwareRow, proposal_guess
+from kura_perf.report.quality_trend import collapses, quality_points
 from kura_perf.report.theory import DEFAULT_TEXT_BYTES, explain, theoretical_bytes, total_bytes
 from kura_perf.stages.base import STAGES
 
@@ -136,14 +137,24 @@ def test_matrix(pa: ProfileAnalysis) -> Table:
 
 
 def headline_table(analysis: Analysis) -> Table:
-    """The §1.2 matrix for every profile, measured scales only: the Dagster metadata headline."""
-    table = Table(["Profile", "Conversations", "Clusters found", "Peak memory", "Processing time", "Stages"])
+    """The §1.2 matrix for every profile, measured scales only: the Dagster metadata headline. Quality
+    stands beside time and memory (a run that is fast but clusters badly is no answer): the topic-level
+    ARI on the finest truth level with its noise share, or the silhouette where there is no truth; a
+    collapse against a smaller scale (quality_trend.py) is marked bad."""
+    table = Table(["Profile", "Conversations", "Clusters found", "Peak memory", "Processing time",
+                   "Quality (ARI · noise)", "Stages"])
     for name, pa in analysis.profiles.items():
+        points = quality_points(analysis.data.levels, pa.ok, name)
+        collapsed = {c.to_n for c in collapses(name, list(points.values()))}
         for n in pa.scales:
             stages = pa.ok[pa.ok["scale_n"] == n]["stage"].nunique()
+            point = points.get(n)
+            quality = (Cell(point.text() + (" — collapsed" if n in collapsed else ""), "bad" if n in collapsed
+                            else "measured") if point is not None else Cell(fmt.MISSING, UNKNOWN))
             table.add(name, fmt.conversations(n), _clusters_found(pa, n),
                       estimate_cell(pa.pipeline_peak_at(n), fmt.megabytes),
-                      estimate_cell(pa.pipeline_wall_at(n), fmt.seconds), f"{stages}/{len(set(STAGES) | set(pa.fits))}")
+                      estimate_cell(pa.pipeline_wall_at(n), fmt.seconds), quality,
+                      f"{stages}/{len(set(STAGES) | set(pa.fits))}")
     return table
 
 

@@ -130,7 +130,7 @@ def usability_sections(metrics_dir, host: str | None) -> list[Section]:
     checkpoints = Section("kura-checkpoints", "Kura's checkpoint formats")
     rows = _latest_run(metrics_dir, "checkpoint_results", host)
     if rows.empty:
-        checkpoints.add(note("No checkpoint benchmark recorded yet: run `kura-perf checkpoints --scales 100 1k 10k`."))
+        checkpoints.collapse("no checkpoint benchmark recorded yet", "kura-perf checkpoints --scales 100 1k 10k")
     else:
         checkpoints.badge = "measured"
         checkpoints.provenance = [("Run", f"{rows['run_id'].iloc[0][:12]} at {str(rows['recorded_at'].max())[:16]}"),
