@@ -8,6 +8,7 @@ built from it, the advice, or the `advise` command's output.
 
 from __future__ import annotations
 
+import html
 import re
 from html.parser import HTMLParser
 from pathlib import Path
@@ -144,6 +145,9 @@ def check_structure(page: str) -> None:
         assert own, f"section {s['id']} holds only placeholders: {s['text'][:200]}"
     assert page.count("<b>Host:</b>") == 1 and page.count('class="prov"') == 1
     assert not [h for h in headings(page) if "§" in h]
+    # Nor anywhere a reader sees it (column headers, captions): the proposal is cited by a link, in words.
+    visible = re.sub(r"<[^>]+>", " ", re.sub(r"<(style|script)\b.*?</\1>", "", page, flags=re.S))
+    assert "§" not in html.unescape(visible), [m for m in re.findall(r".{0,60}§.{0,20}", html.unescape(visible))]
     if "headline" in parse(page).tables:
         rows = parse(page).tables["headline"]
         header = [text for _, text in rows[0]]

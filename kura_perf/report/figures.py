@@ -211,20 +211,20 @@ def storage_figure(pa: ProfileAnalysis, path: Path) -> Path | None:
         ax.text(measured[i], i - 0.18, f" {fmt.kilobytes(measured[i])}", va="center", fontsize=8.5, zorder=5)
         expected = STORAGE_KB_PER_CONVERSATION.get(stage)
         if not expected:
-            ax.text(0, i + 0.18, " no §1.3 estimate", va="center", fontsize=8, color="#888888")
+            ax.text(0, i + 0.18, " no proposal estimate", va="center", fontsize=8, color="#888888")
             continue
         low, high = expected_embedding_kb(dim) if stage == "embeddings" else expected
         ax.barh(i + 0.18, low, height=0.34, color="#9aa3ae", zorder=3,
-                label="§1.3 estimate" if i == 0 or "§1.3 estimate" not in ax.get_legend_handles_labels()[1] else None)
+                label="proposal's estimate" if i == 0 or "proposal's estimate" not in ax.get_legend_handles_labels()[1] else None)
         if high > low:
             ax.barh(i + 0.18, high - low, left=low, height=0.34, color="#d5dae0", zorder=3, hatch="///",
                     edgecolor="#9aa3ae", linewidth=0)
         text = kb_range(low, high)
-        ax.text(high, i + 0.18, f" §1.3: {text}", va="center", fontsize=8, color="#555555", zorder=5)
+        ax.text(high, i + 0.18, f" proposal: {text}", va="center", fontsize=8, color="#555555", zorder=5)
     ax.set_yticks(y, stages)
     ax.invert_yaxis()
     ax.set_xlabel("kB per conversation (1 kB = 1,000 bytes)")
-    ax.set_title("Storage per conversation: measured (colour) vs proposal §1.3 estimate (grey; hatched = range)",
+    ax.set_title("Storage per conversation: measured (colour) vs the proposal's estimate (grey; hatched = range)",
                  fontsize=11, loc="left")
     ax.set_xlim(0, max(max(measured), 5.0) * 1.18)
     ax.legend(fontsize=8, loc="lower right")

@@ -317,7 +317,7 @@ class SectionBuilder:
                         f"enough to finish one run within {TARGET_HOURS:g} h if the CPU-bound work parallelises "
                         "(CPU seconds per stage from the measured CPU/wall ratio), at least 2. Disk = stage "
                         f"outputs × {DISK_FACTOR:g} + {ENVIRONMENT_GB:g} GB for the environment and models. "
-                        "The last column is the proposal's §3.2 guess, for comparison."))
+                        "The last column is the proposal's guess, for comparison."))
         return s
 
     def history(self) -> Section:

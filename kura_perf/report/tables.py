@@ -119,7 +119,7 @@ def _coverage(pa: ProfileAnalysis, n: int, all_stages: int) -> Cell:
 def test_matrix(pa: ProfileAnalysis) -> Table:
     """§1.2, filled: measured scales; scales where a stage was stopped, with its projected time; and the
     proposal's other scales extrapolated from fits. Three kinds of cell, each marked (see the legend)."""
-    table = Table(["Conversations", "Expected clusters (§1.2)", "Clusters found", "Peak memory",
+    table = Table(["Conversations", "Expected clusters (proposal)", "Clusters found", "Peak memory",
                    "Processing time", "Stages measured"])
     measured = set(pa.scales) | set(pa.projected_scales())
     projectable = PROPOSAL_MATRIX_SCALES if pa.can_fit else ()
@@ -229,7 +229,7 @@ def storage_table(pa: ProfileAnalysis) -> Table:
     written where the stage ran there, else projected linearly."""
     storage = pa.storage_kb_per_conversation()
     dim = pa.embedding_dimension()
-    headers = ["Stage", "Measured / conversation", "Measured at", "§1.3 estimate", "vs §1.3"]
+    headers = ["Stage", "Measured / conversation", "Measured at", "Proposal's estimate", "vs the estimate"]
     headers += [f"@ {fmt.conversations(n)}" for n in PROJECTION_SCALES]
     table = Table(headers, caption="per conversation: bytes written by the latest run at the largest scale ÷ "
                                    "conversations. @ 10K/100K/1M: bytes written by the latest run at that scale "
@@ -242,7 +242,7 @@ def storage_table(pa: ProfileAnalysis) -> Table:
         kb, n = storage[stage]
         expected = STORAGE_KB_PER_CONVERSATION.get(stage)
         if expected is None:
-            estimate, versus = Cell("not in §1.3", UNKNOWN), Cell(fmt.MISSING, UNKNOWN)
+            estimate, versus = Cell("not in the proposal", UNKNOWN), Cell(fmt.MISSING, UNKNOWN)
         else:
             low, high = expected_embedding_kb(dim) if stage == "embeddings" else expected
             text = kb_range(low, high)
@@ -438,7 +438,7 @@ def stress_table(stress: pd.DataFrame) -> Table:
 HARDWARE_HEADERS = ["Conversations", "RAM", "Cores", "Disk", "Process peak RSS (during stage)",
                     "Largest stage growth, peak − start RSS (stage)", "Stages' wall summed, this host",
                     "Run wall, first stage start → last stage end (start-up before the first stage not recorded)",
-                    "Basis", "§3.2 guess (RAM · CPU · storage)"]
+                    "Basis", "Proposal's guess (RAM · CPU · storage)"]
 
 
 def _growth_cell(r: HardwareRow) -> Cell:
@@ -685,7 +685,7 @@ def published_matrix(analysis: Analysis, profiles: list[str] | None = None,
     """The proposal's §1.2 matrix for each profile (backend) at each scale: clusters, peak memory,
     processing time, cost per 1K conversations, and whether the partition completed, was projected
     from a stopped stage, or failed. What `kura-perf matrix` prints and the README's Measured section holds."""
-    table = Table(["Backend (profile)", "Conversations", "Expected clusters (§1.2)", "Clusters found", "Peak memory",
+    table = Table(["Backend (profile)", "Conversations", "Expected clusters (proposal)", "Clusters found", "Peak memory",
                    "Processing time", "Cost / 1K conv.", "Outcome"],
                   caption="peak = largest stage peak RSS; time = sum of stage wall times; plain = measured, "
                           "(projected) = from a stage stopped at its limit, (extrapolated) = fitted across scales")
