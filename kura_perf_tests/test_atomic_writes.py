@@ -7,6 +7,7 @@ from pathlib import Path
 
 import kura_perf
 from kura_perf.files.atomic import claim, is_temp, publish
+from kura_perf_tests.source_trees import parse
 
 PACKAGE = Path(kura_perf.__file__).parent
 
@@ -41,7 +42,7 @@ def test_no_rename_outside_the_atomic_helper():
         relative = path.relative_to(PACKAGE).as_posix()
         if relative in ALLOWED:
             continue
-        found += [f"{relative}:{line}" for line in _renames(ast.parse(path.read_text(encoding="utf-8")))]
+        found += [f"{relative}:{line}" for line in _renames(parse(path.read_text(encoding="utf-8")))]
     assert not found, ("write a temp file and rename it with kura_perf.files.atomic (atomic_write, publish, claim), "
                        f"or allow-list the rename with a reason: {found}")
 
@@ -49,7 +50,7 @@ def test_no_rename_outside_the_atomic_helper():
 def test_the_detector_sees_each_kind_of_rename():
     code = ("import os, shutil\nos.replace(a, b)\nos.rename(a, b)\nshutil.move(a, b)\ntmp.replace(path)\n"
             "tmp.rename(path)\ns.replace('a', 'b')\ndf.rename(columns={})\n")
-    assert _renames(ast.parse(code)) == [2, 3, 4, 5, 6]
+    assert _renames(parse(code)) == [2, 3, 4, 5, 6]
 
 
 def test_allow_listed_files_exist():

@@ -19,6 +19,7 @@ import ast
 from pathlib import Path
 
 import kura_perf
+from kura_perf_tests.source_trees import parse
 
 ROOT = Path(kura_perf.__file__).parent
 
@@ -69,7 +70,7 @@ def _imports(path: Path, module: str, modules, lazy: bool) -> set[str]:
                 if isinstance(inner, list):
                     visit([n for n in inner if isinstance(n, (ast.stmt, ast.ExceptHandler))])
 
-    visit(ast.parse(path.read_text(encoding="utf-8")).body)
+    visit(parse(path.read_text(encoding="utf-8"), str(path)).body)
     with_parents = {name for name in found - {None} if name != module}  # what the import names, even its own package
     for name in found - {None}:
         name = name.rpartition(".")[0]
@@ -122,8 +123,6 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 
 def test_no_import_time_cycle_in_the_package():
     assert cycles(import_graph(lazy=False)) == []
-
-
 
 
 def test_no_cycle_at_all_not_even_through_lazy_imports():

@@ -11,6 +11,7 @@ import kura_perf
 from kura_perf import proposal
 from kura_perf.report.hardware import proposal_guess
 from kura_perf.report.tables import expected_clusters_text
+from kura_perf_tests.source_trees import parse
 
 PACKAGE = Path(kura_perf.__file__).parent
 
@@ -66,7 +67,7 @@ def test_no_module_restates_a_proposal_figure():
         relative = path.relative_to(PACKAGE).as_posix()
         if relative == "proposal.py":
             continue
-        found += [f"{relative}:{line}: {what}" for line, what in restated_figures(ast.parse(path.read_text("utf-8")))]
+        found += [f"{relative}:{line}: {what}" for line, what in restated_figures(parse(path.read_text("utf-8")))]
     assert not found, f"import these from kura_perf.proposal instead: {found}"
 
 
@@ -74,7 +75,7 @@ def test_the_detector_sees_restated_figures():
     code = ('LEVELS = (1, 5, 10, 20, 50)\nBUDGET = (10.0, 15)\nTEXT = "expected 500–2K clusters"\n'
             'guess = "64 GB+"\nEndpointConfig(rpm=3000)\nother = (10, 51)\nEndpointConfig(rpm=42)\n'
             'BUDGET_GB = ((1_000, 4), (10_000, 16))\n')
-    assert [line for line, _ in restated_figures(ast.parse(code))] == [1, 2, 3, 4, 5, 8, 8]
+    assert [line for line, _ in restated_figures(parse(code))] == [1, 2, 3, 4, 5, 8, 8]
 
 
 def test_budgets_use_the_proposal_figures():

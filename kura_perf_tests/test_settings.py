@@ -13,6 +13,7 @@ import pytest
 
 from kura_perf.settings.paths import Paths
 from kura_perf.settings.run import RunSettings
+from kura_perf_tests.source_trees import parse
 
 PACKAGE = Path(__file__).resolve().parent.parent / "kura_perf"
 ALLOWED = {PACKAGE / "settings" / "third_party_env.py"}
@@ -28,7 +29,7 @@ def _is_environ(node: ast.AST) -> bool:
 def environment_writes(source: str) -> list[int]:
     """Line numbers of os.environ[...] = / del, os.environ.setdefault/update/pop/..., os.putenv/unsetenv."""
     lines = []
-    for node in ast.walk(ast.parse(source)):
+    for node in ast.walk(parse(source)):
         targets = []
         if isinstance(node, (ast.Assign, ast.AugAssign, ast.AnnAssign)):
             targets = node.targets if isinstance(node, ast.Assign) else [node.target]
@@ -83,7 +84,7 @@ def _module_constants(path: Path, seen: frozenset = frozenset()) -> dict[str, st
     if path in _CONSTANTS:
         return _CONSTANTS[path]
     constants = {}
-    for node in ast.parse(path.read_text()).body:
+    for node in parse(path.read_text()).body:
         if isinstance(node, ast.Assign) and isinstance(node.value, ast.Constant) and isinstance(node.value.value, str):
             constants.update({t.id: node.value.value for t in node.targets if isinstance(t, ast.Name)})
         elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("kura_perf"):
@@ -107,7 +108,7 @@ def environment_reads(source: str, constants: dict[str, str] | None = None) -> l
     is a string or a module constant (`constants`), else None. Copies of the whole environment for a
     child process (dict(os.environ), {**os.environ}) read no setting and are not reported."""
     constants = constants or {}
-    tree = ast.parse(source)
+    tree = parse(source)
     names = _import_names(tree)
 
     def is_environ(node):
@@ -225,7 +226,7 @@ def settings_builders(source: str) -> list[tuple[int, str, str | None]]:
                     out.append((child.lineno, getattr(func, "id", getattr(func, "attr", None)), function))
             visit(child, inner)
 
-    visit(ast.parse(source), None)
+    visit(parse(source), None)
     return sorted(out)
 
 
