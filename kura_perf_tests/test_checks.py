@@ -172,6 +172,23 @@ def test_check_regression_on_stored_history(paths):
     assert memory.outcome().severity == ERROR
 
 
+def test_time_regression_compares_work_time_so_a_cold_jit_cache_is_no_false_alarm(paths):
+    """A clusters run that paid 20 s of numba compile on a cold cache is 21 s of wall but 1 s of work:
+    no regression; 1.4 s of work against 1.0 is one. Old records (no split) count their wall time."""
+    store(paths, *(record(i, stage="clusters", wall_s=1.0 + 0.01 * (i % 3)) for i in range(3)),
+          *(record(i, stage="clusters", wall_s=1.0 + 0.01 * (i % 3), stage_work_s=1.0 + 0.01 * (i % 3),
+                   jit_compile_s=0.0, startup_s=0.0) for i in range(3, 6)))
+    cold = record(10, stage="clusters", wall_s=21.0, jit_compile_s=19.5, startup_s=0.5, stage_work_s=1.0)
+    result = check_regression(paths, cold, "stage_work_s", 0.10)
+    assert result.passed and result.samples == 6 and result.value == 1.0
+    assert result.outcome().name == "regression_stage_work_s"
+    assert not check_regression(paths, cold, "wall_s", 0.10).passed  # what the old check said
+    slower = record(11, stage="clusters", wall_s=1.4, jit_compile_s=0.0, startup_s=0.0, stage_work_s=1.4)
+    assert not check_regression(paths, slower, "stage_work_s", 0.10).passed
+    unsplit = record(12, stage="clusters", wall_s=1.4)  # a record from before the split: its wall time
+    assert check_regression(paths, unsplit, "stage_work_s", 0.10).value == 1.4
+
+
 def test_pinned_baseline_catches_a_creep_the_rolling_history_absorbed(paths):
     # run0 was fast; ten later runs crept up to 1.5 s, so the rolling history finds nothing wrong.
     store(paths, record(0, wall_s=1.0), *(record(i, wall_s=1.5 + 0.01 * (i % 3)) for i in range(1, 11)))
@@ -367,11 +384,11 @@ def test_evaluate_stage_stores_one_row_per_outcome(paths):
     results = evaluate_stage(paths, current, get_profile("offline"))
     assert set(results) == {"regression", "budgets", "sanity", "quality"}
     rows = query(paths.metrics, "SELECT * FROM check_results WHERE run_id = 'run-now'")
-    assert set(rows["check_name"]) == {"regression_wall_s", "regression_peak_rss_mb", "regression_ari", "budget_memory",
+    assert set(rows["check_name"]) == {"regression_stage_work_s", "regression_peak_rss_mb", "regression_ari", "budget_memory",
                                        "budget_storage", "budget_clusters", "sanity", "quality_silhouette"}
     assert (rows["stage_record_id"] == current.record_id).all()
     assert rows["host_fingerprint"].eq(HOST).all() and rows["profile_hash"].eq("p1").all()
-    regression = rows[rows["check_name"] == "regression_wall_s"].iloc[0]
+    regression = rows[rows["check_name"] == "regression_stage_work_s"].iloc[0]
     assert regression["samples"] == 3 and regression["baseline"] == pytest.approx(1.0)
 
 
@@ -395,7 +412,7 @@ def failed_regression(paths: Paths) -> None:
     current = record(9, wall_s=2.0, run_id="run-slow")
     from kura_perf.checks.outcome import write_outcomes
 
-    write_outcomes(paths.metrics, current, [check_regression(paths, current, "wall_s").outcome()])
+    write_outcomes(paths.metrics, current, [check_regression(paths, current, "stage_work_s").outcome()])
 
 
 def test_alert_is_logged_stored_posted_and_raised_once(paths):
@@ -412,7 +429,7 @@ def test_alert_is_logged_stored_posted_and_raised_once(paths):
         server.shutdown()
         server.server_close()
     assert _Hook.received and _Hook.received[-1]["stage"] == "summaries"
-    assert _Hook.received[-1]["check_name"] == "regression_wall_s" and "REGRESSION" in _Hook.received[-1]["text"]
+    assert _Hook.received[-1]["check_name"] == "regression_stage_work_s" and "REGRESSION" in _Hook.received[-1]["text"]
     assert "secret-token" not in alert["delivered_to"]  # the URL's token is never stored
     stored = query(paths.metrics, "SELECT * FROM alerts")
     assert len(stored) == 1 and stored["check_record_id"][0] == rows[0]["record_id"]

@@ -250,7 +250,7 @@ def test_launch_a_partition_run_and_find_its_records_and_checks(dagster_dev):
     records = query(paths.metrics, "SELECT stage, status, wall_s FROM stage_runs WHERE run_id = ?", [run_id])
     assert sorted(records["stage"]) == sorted(CHEAP) and (records["status"] == "success").all()
     stored = query(paths.metrics, "SELECT stage, check_name, passed FROM check_results WHERE run_id = ?", [run_id])
-    assert {"regression_wall_s", "regression_peak_rss_mb", "budget_memory", "budget_storage", "sanity"} == \
+    assert {"regression_stage_work_s", "regression_peak_rss_mb", "budget_memory", "budget_storage", "sanity"} == \
         set(stored["check_name"]) and set(stored["stage"]) == set(CHEAP)
 
     events = gql(CHECK_EVENTS, {"id": run_id})["logsForRun"]["events"]

@@ -75,7 +75,7 @@ def test_every_stage_has_its_checks_in_the_event_log(full_run, pca_100):
     assert all(by_key[(s, "sanity")].passed for s in STAGES)
     assert all(by_key[(s, "regression")].passed for s in STAGES)  # first run: no baseline
     meta = by_key[("embeddings", "regression")].metadata
-    assert {"regression_wall_s", "regression_peak_rss_mb", "details"} <= set(meta)
+    assert {"regression_stage_work_s", "regression_peak_rss_mb", "details"} <= set(meta)
     assert "no baseline" in by_key[("embeddings", "regression")].description
     budget_meta = by_key[("embeddings", "budgets")].metadata
     memory = _details(budget_meta)["budget_memory"]
@@ -98,7 +98,7 @@ def test_every_evaluation_is_in_the_store(full_run):
     records = {r["stage"]: r["record_id"] for r in outcome.records}
     for stage in STAGES:
         names = set(rows.loc[rows["stage"] == stage, "check_name"])
-        assert {"regression_wall_s", "regression_peak_rss_mb", "budget_memory", "budget_storage", "sanity"} <= names
+        assert {"regression_stage_work_s", "regression_peak_rss_mb", "budget_memory", "budget_storage", "sanity"} <= names
         assert set(rows.loc[rows["stage"] == stage, "stage_record_id"]) == {records[stage]}
     assert {"budget_clusters", "quality_silhouette"} <= set(rows.loc[rows["stage"] == "clusters", "check_name"])
     storage = rows[(rows["stage"] == "projections") & (rows["check_name"] == "budget_storage")].iloc[0]
@@ -223,12 +223,12 @@ def test_a_slowdown_is_caught_in_dagster_and_alerted_once(tmp_path, instance, we
     evaluations = {(e.asset_key.path[-1], e.check_name): e for e in check_evaluations(instance, slow.run_id)}
     caught = evaluations[("summaries", "regression")]
     assert not caught.passed and caught.severity.value == "ERROR"
-    wall = _details(caught.metadata)["regression_wall_s"]
+    wall = _details(caught.metadata)["regression_stage_work_s"]
     assert wall["ratio"] > 1.2 and wall["samples"] == 3 and wall["unit"] == "s" and wall["noise_band"]
-    assert "FAILED" in caught.metadata["regression_wall_s"].value and " s vs " in caught.metadata["regression_wall_s"].value
+    assert "FAILED" in caught.metadata["regression_stage_work_s"].value and " s vs " in caught.metadata["regression_stage_work_s"].value
     assert evaluations[("conversations", "regression")].passed  # no history: no baseline yet
     failed = query(paths.metrics, "SELECT * FROM regressions")
-    assert list(failed["check_name"]) == ["regression_wall_s"] and failed["run_id"][0] == slow.run_id
+    assert list(failed["check_name"]) == ["regression_stage_work_s"] and failed["run_id"][0] == slow.run_id
 
     context = build_sensor_context(instance=instance, resources={"kura_perf": KuraPerfResource(home=str(paths.root))})
     result = regression_alerts(context)

@@ -46,7 +46,7 @@ def test_workflow_runs_the_matrix_keeps_the_store_uploads_and_gates():
     assert build_parser().parse_args(args.split()).func.__name__ == "cmd_checks"
 
 
-def _check(run_id, passed, when, name="regression_wall_s"):
+def _check(run_id, passed, when, name="regression_stage_work_s"):
     return {"record_id": uuid.uuid4().hex, "checked_at": when, "check_name": name, "stage": "embeddings",
             "profile": "offline", "scale": "1k", "passed": passed, "severity": "ERROR", "value": 2.0,
             "baseline": 1.0, "ratio": 2.0, "message": "wall_s 2.0 vs 1.0" if not passed else "ok",
@@ -62,7 +62,7 @@ def test_the_gate_fails_only_on_the_latest_runs_regressions(tmp_path, monkeypatc
     assert main(["checks"]) == 0  # the latest run (night 2) passed
     assert main(["checks", "--run", "night-1"]) == 1
     out = capsys.readouterr()
-    assert "regression_wall_s" in out.out and "1 failed regression check" in out.err
+    assert "regression_stage_work_s" in out.out and "1 failed regression check" in out.err
     assert main(["checks", "--since", "2026-01-01T00:00:00Z"]) == 1  # both nights: night 1 regressed
     assert main(["checks", "--since", "2026-01-02T00:00:00Z"]) == 0
     assert main(["checks", "--since", "2027-01-01"]) == 2  # nothing checked: refused, not passed

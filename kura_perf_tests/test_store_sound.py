@@ -253,7 +253,7 @@ def test_the_connection_itself_cannot_write_even_past_the_statement_check(kp_hom
 def test_every_view_still_reads_under_the_read_only_connection(kp_home):
     metrics = kp_home / "metrics"
     _seed(metrics, 2)
-    write_record(metrics, "check_results", {"record_id": "c1", "check_name": "regression_wall_s", "passed": False})
+    write_record(metrics, "check_results", {"record_id": "c1", "check_name": "regression_stage_work_s", "passed": False})
     for view in [*TABLES, *DERIVED]:
         assert query(metrics, f"SELECT * FROM {view}", read_only=True) is not None
     assert query(metrics, "SELECT count(*) n FROM latest_stage_runs", read_only=True)["n"][0] == 1

@@ -14,7 +14,7 @@ WARN, ERROR = "WARN", "ERROR"
 
 @dataclass
 class CheckOutcome:
-    """What every check returns. `name` is the check_results.check_name (e.g. regression_wall_s)."""
+    """What every check returns. `name` is the check_results.check_name (e.g. regression_stage_work_s)."""
 
     name: str
     passed: bool

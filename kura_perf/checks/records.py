@@ -69,19 +69,29 @@ def metric_history(paths: Paths, record: StageRecord, metric: str, limit: int = 
     """`metric` of the last `limit` successful earlier runs of the same stage, scale, profile hash and
     host fingerprint (and metering mode, which changes timings; and shard count: a stage fanned out
     over K cluster workers is not comparable with an in-process one), newest first."""
-    if metric not in ("wall_s", "peak_rss_mb", "cpu_user_s", "items_per_s", "bytes_written"):
-        raise ValueError(f"not a comparable metric: {metric}")
+    column = _column(metric)
     sql = f"""
-        SELECT "{metric}" AS v FROM stage_runs
+        SELECT {column} AS v FROM stage_runs
         WHERE status = 'success' AND stage = ? AND scale = ? AND profile_hash IS NOT DISTINCT FROM ?
           AND host_fingerprint IS NOT DISTINCT FROM ? AND coalesce(metered, true) = ?
-          AND run_id <> ? AND "{metric}" IS NOT NULL AND finished_at < ?
+          AND run_id <> ? AND {column} IS NOT NULL AND finished_at < ?
           AND coalesce(CAST(json_extract(extra, '$.shards') AS BIGINT), 0) = ?
         ORDER BY finished_at DESC LIMIT {int(limit)}"""
     metered = True if record.metered is None else record.metered
     rows = query(paths.metrics, sql, [record.stage, record.scale, record.profile_hash, record.host_fingerprint,
                                       metered, record.run_id, _timestamp(record.finished_at), _shards(record)])
     return [float(v) for v in rows["v"].tolist()]
+
+
+COMPARABLE_METRICS = ("stage_work_s", "wall_s", "peak_rss_mb", "cpu_user_s", "items_per_s", "bytes_written")
+
+
+def _column(metric: str) -> str:
+    """The SQL for a comparable metric; the work time of a record from before the compile/start-up
+    split (stage_work_s NULL) is its wall time, so an old history stays usable."""
+    if metric not in COMPARABLE_METRICS:
+        raise ValueError(f"not a comparable metric: {metric}")
+    return "coalesce(stage_work_s, wall_s)" if metric == "stage_work_s" else f'"{metric}"'
 
 
 def _shards(record: StageRecord) -> int:
@@ -93,7 +103,7 @@ def _shards(record: StageRecord) -> int:
 
 def run_metric(paths: Paths, run_id: str, record: StageRecord, metric: str) -> float | None:
     """`metric` of the same stage in run `run_id` (a pinned baseline), if comparable with `record`."""
-    rows = query(paths.metrics, f'SELECT "{metric}" AS v, profile_hash FROM stage_runs WHERE run_id = ? '
+    rows = query(paths.metrics, f'SELECT {_column(metric)} AS v, profile_hash FROM stage_runs WHERE run_id = ? '
                                 "AND stage = ? AND status = 'success' ORDER BY finished_at DESC LIMIT 1",
                  [run_id, record.stage])
     if not len(rows) or rows["profile_hash"][0] != record.profile_hash:

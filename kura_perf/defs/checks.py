@@ -35,7 +35,7 @@ from kura_perf.scales import SCALES
 from kura_perf.stages.base import STAGES
 
 DESCRIPTIONS = {
-    "regression": "Wall time and peak RSS vs the history of this stage/scale/profile/host (or a pinned run), and "
+    "regression": "Work time (wall without numba compile and first import) and peak RSS vs the history of this stage/scale/profile/host (or a pinned run), and "
                   "on clusters and meta_clusters the topic-level ARI (finest truth level; without truth: "
                   "silhouette): fails only when over the profile's threshold AND beyond the measured noise.",
     "budgets": "Proposal budgets: peak memory per scale, storage per conversation; cluster counts against the "
@@ -58,7 +58,7 @@ def partition_of(context: AssetCheckExecutionContext) -> tuple[str, str]:
 
 
 # The unit of each check's value, for the details table and the summary line.
-UNITS = {"regression_wall_s": "s", "regression_peak_rss_mb": "MB", "regression_ari": "ARI",
+UNITS = {"regression_stage_work_s": "s", "regression_peak_rss_mb": "MB", "regression_ari": "ARI",
          "regression_silhouette": "silhouette",
          "budget_memory": "MB", "budget_storage": "KB per conversation", "budget_clusters": "clusters",
          "sanity": "problems"}

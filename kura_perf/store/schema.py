@@ -37,7 +37,7 @@ SHARD_RUNS = pa.schema([
 CHECK_RESULTS = pa.schema([
     ("record_id", pa.string()),
     ("checked_at", _TS),
-    ("check_name", pa.string()),  # regression_wall_s | regression_peak_rss_mb | budget_* | sanity | quality
+    ("check_name", pa.string()),  # regression_stage_work_s | regression_peak_rss_mb | budget_* | sanity | quality
     ("stage", pa.string()),
     ("profile", pa.string()),
     ("profile_hash", pa.string()),
