@@ -236,9 +236,9 @@ def test_record_is_found_stored_then_latest(paths):
 # -- budgets ------------------------------------------------------------------------------------
 
 def test_memory_budget_per_scale_follows_the_hardware_table():
-    assert memory_budget_mb(100) == memory_budget_mb(1_000) == 4 * 1024
-    assert memory_budget_mb(5_000) == memory_budget_mb(10_000) == 16 * 1024
-    assert memory_budget_mb(50_000) == memory_budget_mb(100_000) == 64 * 1024
+    assert memory_budget_mb(100) == memory_budget_mb(1_000) == 4 * 2**30 / 10**6  # 4 GiB in decimal MB
+    assert memory_budget_mb(5_000) == memory_budget_mb(10_000) == 16 * 2**30 / 10**6
+    assert memory_budget_mb(50_000) == memory_budget_mb(100_000) == 64 * 2**30 / 10**6
     assert check_memory(record(1, rss=3000)).passed
     over = check_memory(record(1, rss=5000), blocking=True)
     assert not over.passed and over.severity == ERROR and "OVER" in over.message

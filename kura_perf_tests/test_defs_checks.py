@@ -79,8 +79,8 @@ def test_every_stage_has_its_checks_in_the_event_log(full_run, pca_100):
     assert "no baseline" in by_key[("embeddings", "regression")].description
     budget_meta = by_key[("embeddings", "budgets")].metadata
     memory = _details(budget_meta)["budget_memory"]
-    assert memory["baseline"] == 4096.0 and memory["unit"] == "MB"  # the 4 GB budget up to 1K
-    assert " MB vs 4,096 MB" in budget_meta["budget_memory"].value
+    assert round(memory["baseline"]) == round(4 * 2**30 / 10**6) and memory["unit"] == "MB"  # the 4 GB (GiB) tier up to 1K
+    assert " MB vs 4,295 MB" in budget_meta["budget_memory"].value
     # Text and tables only: Dagster would plot a bare number over every evaluation, without units.
     for evaluation in evaluations:
         for key, value in evaluation.metadata.items():

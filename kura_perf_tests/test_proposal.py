@@ -83,7 +83,7 @@ def test_budgets_use_the_proposal_figures():
     from kura_perf.scales import SCALES
 
     for label, n in SCALES.items():
-        assert budgets.memory_budget_mb(n) == proposal.hardware_tier(n).ram_gb * 1024
+        assert budgets.memory_budget_mb(n) == proposal.hardware_tier(n).ram_gb * 2**30 / 10**6
         if n in proposal.EXPECTED_CLUSTERS:
             assert budgets.EXPECTED_CLUSTERS[label] == proposal.EXPECTED_CLUSTERS[n]
     assert budgets.STORAGE_KB_PER_CONVERSATION == max(proposal.STORAGE_TOTAL_KB_PER_CONVERSATION)

@@ -25,6 +25,7 @@ from pathlib import Path
 from kura_perf import proposal
 from kura_perf.checks.outcome import ERROR, WARN, CheckOutcome
 from kura_perf.files.outputs import stage_bytes
+from kura_perf.meter import units
 from kura_perf.scales import SCALES
 from kura_perf.stages.base import STAGES
 from kura_perf.stages.level_quality import finest_rows
@@ -53,8 +54,9 @@ EXPECTED_CLUSTERS = _expected_clusters()
 
 
 def memory_budget_mb(scale_n: int) -> float:
-    """§3.2's RAM for the tier the scale falls in (50K, between the 10K and 100K+ rows, gets 100K+'s)."""
-    return proposal.hardware_tier(scale_n).ram_gb * 1024.0
+    """§3.2's RAM for the tier the scale falls in (50K, between the 10K and 100K+ rows, gets 100K+'s), in
+    decimal MB. A "4 GB" machine has 4 GiB of RAM (RAM is sold by the GiB): 4,295 MB."""
+    return proposal.hardware_tier(scale_n).ram_gb * units.GIB / units.MB
 
 
 def severity(blocking: bool) -> str:
@@ -62,14 +64,16 @@ def severity(blocking: bool) -> str:
 
 
 def check_memory(record: StageRecord, blocking: bool = False) -> CheckOutcome:
-    peak, n = record.peak_rss_mb, record.scale_n or 0
+    n = record.scale_n or 0
+    peak = None if record.peak_rss_mb is None else units.mib_to_mb(record.peak_rss_mb)  # the meter's MiB, in MB
     budget = memory_budget_mb(n)
     if peak is None:
         return CheckOutcome("budget_memory", True, "peak memory not measured (meter off)", severity(blocking),
                             baseline=budget)
     ok = peak <= budget
     return CheckOutcome("budget_memory", ok,
-                        f"peak RSS {peak:.0f} MB {'within' if ok else 'OVER'} the {budget / 1024:.0f} GB budget "
+                        f"peak RSS {peak:,.0f} MB {'within' if ok else 'OVER'} the {budget:,.0f} MB budget "
+                        f"({proposal.hardware_tier(n).ram_gb:g} GB RAM tier, GiB as sold) "
                         f"for {n} conversations", severity(blocking), peak, budget, peak / budget)
 
 
@@ -82,7 +86,7 @@ def check_storage(record: StageRecord, folder: Path, blocking: bool = False) -> 
     """Stored bytes per conversation so far (this stage and the ones before): the last stage's check is the total."""
     n = record.scale_n or 0
     total = cumulative_bytes(folder, record.stage)
-    kb = total / 1024.0 / n if n else 0.0
+    kb = total / units.KB / n if n else 0.0  # decimal KB, as the proposal's ~50 KB
     ok = kb <= STORAGE_KB_PER_CONVERSATION
     return CheckOutcome("budget_storage", ok,
                         f"{kb:.2f} KB per conversation stored up to {record.stage} ({total} bytes, {n} "

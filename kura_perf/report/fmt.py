@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from kura_perf.meter.units import GIB, MIB, mib_to_gb, mib_to_mb  # noqa: F401 -- re-exported: fmt.MIB, fmt.mib_to_mb
+
 MISSING = "—"
 
 
@@ -51,19 +53,7 @@ def seconds(s) -> str:
 # records memory in MiB (bytes / 2**20, StageRecord.peak_rss_mb, rss_start_mb) and the host's RAM in GiB
 # (host_ram_gb): those are converted to bytes first, never shown under a decimal label as they are.
 # The page's legend says so (templates/parts.html.j2).
-MIB = 2**20
-GIB = 2**30
 _DECIMAL = (("TB", 10**12), ("GB", 10**9), ("MB", 10**6), ("kB", 10**3))
-
-
-def mib_to_mb(mib: float) -> float:
-    """MiB as the meter records memory, in decimal MB (what the report shows)."""
-    return float(mib) * MIB / 10**6
-
-
-def mib_to_gb(mib: float) -> float:
-    """MiB as the meter records memory, in decimal GB."""
-    return float(mib) * MIB / 10**9
 
 
 def megabytes(mib) -> str:

@@ -163,7 +163,7 @@ DERIVED = {
     # Storage per conversation by stage, latest run per partition.
     "storage": """
         SELECT profile, scale, scale_n, stage, bytes_written,
-               bytes_written / nullif(scale_n, 0) / 1024.0 AS kb_per_conversation
+               bytes_written / nullif(scale_n, 0) / 1000.0 AS kb_per_conversation  -- decimal kB, as the report
         FROM latest_stage_runs""",
 }
 
