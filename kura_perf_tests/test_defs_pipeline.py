@@ -65,6 +65,12 @@ def test_materializations_carry_the_key_figures(offline_100):
             assert key in meta, (stage, key)
         record = next(r for r in outcome.records if r["stage"] == stage)
         assert meta["written_mb"].value == pytest.approx(record["bytes_written"] / 1e6, abs=1e-3), stage
+        # wall time split into the work and what was not (numba compile, first import), as the record has it
+        for key in ("stage_work_s", "jit_compile_s", "startup_s"):
+            if record.get(key) is not None:
+                assert meta[key].value == pytest.approx(record[key], abs=1e-3), (stage, key)
+    clusters = next(r for r in outcome.records if r["stage"] == "clusters")
+    assert clusters["stage_work_s"] is not None and "stage_work_s" in materializations["clusters"].asset_materialization.metadata
     # Quality per level (a markdown table plus the topic level's figures) on clusters and meta_clusters.
     for stage in ("clusters", "meta_clusters"):
         meta = materializations[stage].asset_materialization.metadata

@@ -292,3 +292,25 @@ def test_a_nan_in_a_manifestless_legacy_array_is_refused(stored):
     body.pop("contents")  # as written before manifests held checksums
     manifest.write_text(json.dumps(body))
     _refused(folder, "embeddings", "1 value(s) are NaN or infinite")
+
+
+def test_cli_shows_compile_start_up_and_set_up_beside_wall_time_only_when_paid(capsys):
+    """A clusters run on a cold numba cache: its 21 s of wall is 19.5 s compile + 0.5 s start-up + 1 s work;
+    the table says so. A run that paid none of them gets no such columns."""
+    from kura_perf.cli.printing import print_records
+
+    cold = [{"stage": "embeddings", "status": "success", "wall_s": 3.0, "stage_work_s": 3.0, "jit_compile_s": 0.0,
+             "startup_s": 0.0, "setup_s": 1.25, "cpu_user_s": 1.0, "cpu_sys_s": 0.0},
+            {"stage": "clusters", "status": "success", "wall_s": 21.0, "stage_work_s": 1.0, "jit_compile_s": 19.5,
+             "startup_s": 0.5, "setup_s": 0.0, "cpu_user_s": 1.0, "cpu_sys_s": 0.0}]
+    print_records(cold)
+    header, _, clusters = capsys.readouterr().out.splitlines()[:3]
+    for column in ("wall_s", "jit_compile_s", "startup_s", "stage_work_s", "setup_s"):
+        assert column in header
+    assert clusters.split()[:6] == ["clusters", "success", "21.000", "19.500", "0.500", "1.000"]
+    warm = [{**row, "wall_s": row["stage_work_s"], "jit_compile_s": 0.0, "startup_s": 0.0, "setup_s": None}
+            for row in cold]
+    print_records(warm)
+    header = capsys.readouterr().out.splitlines()[0]
+    assert "wall_s" in header and not any(c in header for c in ("jit_compile_s", "startup_s", "stage_work_s",
+                                                                 "setup_s"))

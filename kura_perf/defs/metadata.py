@@ -19,6 +19,11 @@ def stage_metadata(record: StageRecord) -> dict:
     meta = {
         "rows": record.items_out,
         "wall_s": _rounded(record.wall_s),
+        # wall_s = stage_work_s + jit_compile_s + startup_s; setup_s (model loads) came before the wall.
+        "stage_work_s": _rounded(record.stage_work_s),
+        "jit_compile_s": _rounded(record.jit_compile_s),
+        "startup_s": _rounded(record.startup_s),
+        "setup_s": _rounded(record.setup_s),
         "cpu_s": _rounded(record.cpu_user_s) + _rounded(record.cpu_sys_s),
         "peak_rss_mb": _rounded(record.peak_rss_mb, 1),
         "rss_start_mb": _rounded(record.rss_start_mb, 1),
