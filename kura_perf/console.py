@@ -35,6 +35,31 @@ def ignore_cluster_library_mismatch() -> None:
     warnings.filterwarnings("ignore", message=CLUSTER_LIBRARY_MISMATCH, category=UserWarning)
 
 
+def cluster_library_warning_filters() -> str:
+    """PYTHONWARNINGS for a process we start that imports dagster-celery / dagster-postgres before any code of
+    ours can filter (a Celery worker: `dagster-celery worker start` imports dagster_celery first): `ignore`
+    entries for the exact mismatch warnings of the installed libraries, only when they are the same minor
+    as the dagster installed (the one-patch lag CLUSTER_LIBRARY_MISMATCH describes); "" otherwise. The
+    variable takes literal message prefixes, not patterns, hence the exact text."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    from dagster_shared.libraries import library_version_from_core_version
+    from dagster_shared.version import __version__ as core
+
+    expected = library_version_from_core_version(core)
+    entries = []
+    for name in ("dagster-celery", "dagster-postgres"):
+        try:
+            installed = version(name)
+        except PackageNotFoundError:
+            continue
+        if installed != expected and installed.split(".")[:2] == expected.split(".")[:2]:
+            message = (f"Found version mismatch between `dagster-shared` ({core}) expected library version "
+                       f"({expected}) and `{name}` ({installed}).")
+            entries.append(f"ignore:{message}:UserWarning")
+    return ",".join(entries)
+
+
 def quiet_third_party_loggers() -> None:
     for name in QUIET_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)

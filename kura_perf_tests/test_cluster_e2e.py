@@ -118,6 +118,8 @@ def test_sharded_partition_on_two_workers_then_a_worker_killed_mid_shard(cluster
     assert emb["wall_s"] < shards["wall_s"].sum()  # the critical path, not the sum ...
     assert emb["wall_s"] >= shards["wall_s"].max()
     assert emb["cpu_user_s"] >= shards["cpu_user_s"].sum()  # ... while CPU is the sum
+    worker_logs = [log.read_text(errors="replace") for log in (local.folder / "workers").glob("*.log")]
+    assert len(worker_logs) >= 2 and not any("version mismatch" in text for text in worker_logs)  # PYTHONWARNINGS
     assert all(r["host_fingerprint"] for r in first.records) and all(r["worker"] for r in first.records)
 
     folder = paths.partition_dir(PROFILE, "100")

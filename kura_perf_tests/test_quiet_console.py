@@ -154,6 +154,28 @@ def test_the_mismatch_filter_is_that_warning_only():
         "Found version mismatch between `dagster-shared` (1.14.0) exp", "something else"]
 
 
+def test_a_celery_worker_process_gets_the_same_filter_in_its_environment(tmp_path):
+    """A Celery worker (`dagster-celery worker start`) imports dagster_celery before any code of ours runs:
+    spawn_worker hands it PYTHONWARNINGS from cluster_library_warning_filters. With that variable, the
+    import is quiet; without it, the warning is printed exactly when the installed versions lag."""
+    from importlib.metadata import version
+
+    from dagster_shared.libraries import library_version_from_core_version
+    from dagster_shared.version import __version__ as core
+
+    from kura_perf.console import cluster_library_warning_filters
+
+    code = "import dagster_celery, dagster_postgres\n"
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONWARNINGS"}
+    loud = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=tmp_path)
+    lagging = version("dagster-celery") != library_version_from_core_version(core)
+    assert ("version mismatch" in loud.stderr) == lagging, loud.stderr
+    assert bool(cluster_library_warning_filters()) == lagging
+    quiet = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path,
+                           env={**env, "PYTHONWARNINGS": cluster_library_warning_filters()})
+    assert quiet.returncode == 0 and "version mismatch" not in quiet.stderr, quiet.stderr
+
+
 # -- 3. per-request HTTP log lines -----------------------------------------------------------------
 
 def test_http_client_info_lines_do_not_reach_the_console(tmp_path):

@@ -21,6 +21,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from kura_perf.console import cluster_library_warning_filters
 from kura_perf.errors import KuraPerfError
 
 LOOPBACK = "127.0.0.1"
@@ -206,6 +207,9 @@ def spawn_worker(name: str, folder: Path, celery_yaml: Path, env: dict, concurre
     bindir = str(Path(sys.executable).parent)
     env = {**env, "PATH": bindir + os.pathsep + env.get("PATH", os.environ.get("PATH", "")),
            "PYTHONUNBUFFERED": "1"}
+    quiet = cluster_library_warning_filters()  # the one-patch dagster-celery lag, not in every worker's log
+    if quiet:
+        env["PYTHONWARNINGS"] = ",".join(filter(None, [env.get("PYTHONWARNINGS", ""), quiet]))
     command = [*dagster_celery_command(), "worker", "start", "-A", "dagster_celery.app", "-y", str(celery_yaml),
                "-n", name, "-l", "INFO", "--", f"--concurrency={concurrency}", "--without-gossip",
                "--without-mingle"]
