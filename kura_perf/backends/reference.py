@@ -127,6 +127,7 @@ class ReferenceBackend(Prepares, ReportsApiCounters):
         vectors = inputs.upstream["embeddings"].arrays["main"]
         truth = _truth(inputs.upstream["conversations"].tables["main"], summaries, self.profile.truth_levels)
         method, namer = self.models.clustering_method(len(summaries)), self.models.namer()
+        _request_kind(namer, "cluster_name")
         result = cluster_summaries(summaries, vectors, method, namer, truth=truth, seed=self.profile.seed)
         arrays = {"centroids": result.centroids}  # what meta_clusters groups by (meta_grouping "centroids")
         if isinstance(method, BuildsKnnGraph) and method.knn is not None:  # for the projection to reuse
@@ -146,6 +147,7 @@ class ReferenceBackend(Prepares, ReportsApiCounters):
                              "this stored clusters output predates: materialize clusters again")
         embedder = self.models.embedding_model() if centroids is None else None
         namer = self.models.namer()
+        _request_kind(namer, "meta_cluster_name")
         hierarchy = build_hierarchy(clusters, embedder, namer, max_clusters=self.profile.meta_max_clusters,
                                     max_iterations=self.profile.meta_max_iterations, seed=self.profile.seed,
                                     base_vectors=centroids)
@@ -201,3 +203,10 @@ def _merge(*counters: ApiCounters | None) -> ApiCounters | None:
 
 def _jsonable(value):
     return json.loads(json.dumps(value, default=lambda v: v.item() if isinstance(v, np.generic) else str(v)))
+
+
+def _request_kind(model, kind: str) -> None:
+    """Name an API model's requests in the api log: one namer serves both the clusters' and the
+    meta-clusters' names, and stages run one at a time, so the stage says which it is."""
+    if hasattr(model, "request_kind"):
+        model.request_kind = kind

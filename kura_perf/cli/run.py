@@ -36,7 +36,8 @@ def cmd_run(args) -> int:
     so a typo costs a fraction of a second and leaves nothing behind (no Dagster home, no record)."""
     scale_count(args.scale)
     run_settings = RunSettings.from_env(profiles_file=str(Path(args.profiles).resolve()) if args.profiles else None,
-                                        meter=False if args.no_meter else None, progress_bar=progress_bar_wanted())
+                                        meter=False if args.no_meter else None, progress_bar=progress_bar_wanted(),
+                                        api_log=str(Path(args.api_log).resolve()) if args.api_log else None)
     settings = _shape_settings(args)
     paths = run_settings.paths
     # Every input (stage names, profile values, data file, the stages' stored inputs, what the models
@@ -187,6 +188,9 @@ def add_commands(sub) -> None:
     run.add_argument("--stages", nargs="+", help="only these stages (their inputs must exist)")
     run.add_argument("--profiles", help="an extra profiles TOML file")
     run.add_argument("--no-meter", action="store_true", help="disable the memory sampler (to measure its cost)")
+    run.add_argument("--api-log", metavar="FILE",
+                     help="append one JSON line per API request (model, kind, tokens, latency, status; never "
+                          "content nor key) to FILE, for `kura-perf calibrate` (default: $KURA_PERF_API_LOG)")
     run.add_argument("--shape", choices=list(SHAPES),
                      help="run a pipeline shape's job (minimal, full, custom, streaming) instead of --stages")
     run.add_argument("--step", help="custom shape: the step to insert, 'module:function' (default: the profile's "

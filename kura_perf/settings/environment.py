@@ -29,6 +29,8 @@ kura_perf_tests/test_settings.py fails on a read of these variables anywhere els
 |                            | means its attempt died (a worker then records and redoes it) |                            |
 | KURA_PERF_CLUSTER_EXECUTOR | the cluster jobs' executor where the definitions load:       | celery                     |
 |                            | `celery` or `k8s` (deploy/helm)                              |                            |
+| KURA_PERF_API_LOG          | a JSON-lines file our API client appends a line per request  | none                       |
+|                            | to, for `kura-perf calibrate` (never content nor key)        |                            |
 
 Credentials are not settings: RunSettings holds the NAME of the variable with the key or endpoint
 (the profile's api.api_key_env / api.base_url_env, e.g. OPENAI_API_KEY), and `read_credential`
@@ -63,6 +65,7 @@ NIGHTLY_ENV = "KURA_PERF_NIGHTLY"
 ALERT_WEBHOOK_ENV = "KURA_PERF_ALERT_WEBHOOK"
 SHARD_STALE_ENV = "KURA_PERF_SHARD_STALE_S"
 CLUSTER_EXECUTOR_ENV = "KURA_PERF_CLUSTER_EXECUTOR"
+API_LOG_ENV = "KURA_PERF_API_LOG"
 DEFAULT_HOME = "data"
 
 
@@ -87,6 +90,7 @@ VARIABLES = (
     Variable(ALERT_WEBHOOK_ENV, "a URL receiving a JSON POST per regression alert", "none"),
     Variable(SHARD_STALE_ENV, "seconds of heartbeat silence after which a shard attempt is dead", "30"),
     Variable(CLUSTER_EXECUTOR_ENV, "the cluster jobs' executor: 'celery' or 'k8s'", "celery"),
+    Variable(API_LOG_ENV, "a JSON-lines request log for `kura-perf calibrate`", "none"),
 )
 OWN_VARIABLES = frozenset(v.name for v in VARIABLES)
 
@@ -122,6 +126,7 @@ def setting_values(env: Mapping[str, str] | None = None) -> dict[str, Any]:
         "model_cache": _value(env, MODEL_CACHE_ENV),
         "shard_stale_s": _float(env, SHARD_STALE_ENV),
         "cluster_executor": _value(env, CLUSTER_EXECUTOR_ENV),
+        "api_log": _value(env, API_LOG_ENV),
     }
 
 

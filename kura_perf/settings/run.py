@@ -60,6 +60,9 @@ class RunSettings:
     # Set by the CLI when its stderr is a terminal; no environment variable: whether a person watches
     # is the edge's to say (CI, pipes, Dagster's UI and workers keep the plain lines).
     progress_bar: bool = False
+    # A JSON-lines file our API client appends one line per HTTP request to (model, kind, tokens, latency,
+    # status, retry; never content nor key: meter/request_log.py), for `kura-perf calibrate`; None: none.
+    api_log: str | None = None
 
     def __post_init__(self) -> None:
         if self.model_cache is None:  # built directly (not from_env): the data root's own cache

@@ -12,6 +12,7 @@ FLAG_KEYS = {
     "rpm": "rpm", "tpm": "tpm", "latency_ms": "latency_ms", "p99_ms": "p99_ms",
     "chat_rpm": "chat_rpm", "chat_tpm": "chat_tpm", "chat_latency_ms": "chat_latency_ms",
     "chat_p99_ms": "chat_p99_ms", "ms_per_output_token": "chat_ms_per_output_token",
+    "ms_per_input_token": "embeddings_ms_per_input_token",
     "embeddings_rpm": "embeddings_rpm", "embeddings_tpm": "embeddings_tpm",
     "embeddings_latency_ms": "embeddings_latency_ms", "embeddings_p99_ms": "embeddings_p99_ms",
     "fault_rate": "error_rate", "rate_limit_rate": "rate_limit_rate", "timeout_rate": "timeout_rate",
@@ -49,6 +50,7 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
         limits.add_argument("--chat" + flag[1:], type=kind)
         limits.add_argument("--embeddings" + flag[1:], type=kind)
     limits.add_argument("--ms-per-output-token", type=float, help="chat latency added per output token")
+    limits.add_argument("--ms-per-input-token", type=float, help="embeddings latency added per input token")
     limits.add_argument("--burst-s", type=float, help="bucket capacity in seconds of limit (60 = a full minute)")
     faults = p.add_argument_group("faults (probability per request)")
     faults.add_argument("--fault-rate", type=float, help="500/503 responses")

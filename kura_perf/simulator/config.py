@@ -33,6 +33,7 @@ class EndpointConfig:
     latency_ms: float = 0.0  # median
     p99_ms: float = 0.0  # 99th percentile; <= median means a fixed latency
     ms_per_output_token: float = 0.0  # chat only: generation time grows with the answer
+    ms_per_input_token: float = 0.0  # embeddings only: a batch's time grows with its tokens
 
     def lognormal_params(self) -> tuple[float, float] | None:
         """(mu, sigma) of the lognormal whose median and p99 match the config; None for no latency."""

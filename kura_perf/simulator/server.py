@@ -14,7 +14,7 @@ parse the body (400), the model (404 model_not_found unless served: simulator/mo
 (503), dropped connection, injected 5xx, forced 429, validate and count tokens (400 if invalid, as the
 real API words it: n, max_tokens, the model's context), RPM/TPM buckets (429 + retry-after; a request
 larger than the token bucket can ever hold gets 429 "Request too large" at once), then the answer
-after its latency (lognormal; chat adds time per output token; the time spent computing the answer
+after its latency (lognormal; chat adds time per output token, embeddings per input token; the time spent computing the answer
 counts towards it) or, for a timeout fault, after slow_response_s. Faults answer at once. Every /v1
 answer for a known model carries the x-ratelimit headers. Auth headers are never read nor logged. A
 client that hangs up before its request is read costs one stderr line, not a traceback.
@@ -70,13 +70,16 @@ class SimulatorState:
             return True
         return any(start <= now < end for start, end in self.runtime_outages)
 
-    def latency_s(self, kind: str, completion_tokens: int) -> float:
+    def latency_s(self, kind: str, completion_tokens: int, prompt_tokens: int = 0) -> float:
+        """Lognormal base, plus per output token (chat) or per input token (embeddings)."""
         endpoint = self.config.endpoint(kind)
         params = endpoint.lognormal_params()
         base = 0.0
         if params is not None:
             mu, sigma = params
             base = self.rng.lognormvariate(mu, sigma) if sigma > 0 else math.exp(mu)
+        if kind == "embeddings":
+            return base + endpoint.ms_per_input_token * prompt_tokens / 1000.0
         return base + endpoint.ms_per_output_token * completion_tokens / 1000.0
 
 
@@ -211,7 +214,7 @@ async def _serve_api(request: web.Request, endpoint: str, kind: str, build: Buil
                             _retry_after_headers(admission.retry_after_s))
 
     headers = limits.headers(now)  # the buckets as this request left them
-    delay = state.latency_s(kind, completion_tokens)
+    delay = state.latency_s(kind, completion_tokens, prompt_tokens)
     fault = None
     if state.rng.random() < faults.timeout_rate:
         delay, fault = faults.slow_response_s, "timeout"

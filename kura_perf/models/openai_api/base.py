@@ -14,6 +14,7 @@ import openai
 
 from kura_perf.errors import StageError
 from kura_perf.meter.api import ApiCounters
+from kura_perf.meter.request_log import REQUEST_CONTEXT, RequestLog
 from kura_perf.models.openai_api.batch import raise_if_batch_failed
 from kura_perf.models.openai_api.http import CountingTransport, HttpMeter, proxy_for
 from kura_perf.models.openai_api.loop import LoopThread, shutdown
@@ -26,14 +27,18 @@ T = TypeVar("T")
 
 
 class ApiModel(CountsApiCalls):
-    """One model id on one endpoint: its client, loop, pacer, semaphore and counters."""
+    """One model id on one endpoint: its client, loop, pacer, semaphore and counters.
+    `request_kind` names its requests in the api log (summary, cluster_name, embeddings)."""
+
+    request_kind: str | None = None
 
     def __init__(self, model: str, settings: ApiSettings):
         self.model = model
         self.settings = settings  # required: built by the model factory from the run's settings
         self.name = f"openai:{model}"
         self._pacer = HeaderPacer(self.settings.rpm, self.settings.tpm, self.settings.pace_from_headers)
-        self._meter = HttpMeter(model, self.settings.prices, self._pacer)
+        log = RequestLog(self.settings.api_log) if self.settings.api_log else None
+        self._meter = HttpMeter(model, self.settings.prices, self._pacer, log)
         self._retry = RetryPolicy(self.settings, on_retry=lambda: self.counters.add(retries=1))
         self._loop: LoopThread | None = None
         self._client: openai.AsyncOpenAI | None = None
@@ -111,6 +116,7 @@ class ApiModel(CountsApiCalls):
         async def attempt() -> T:
             nonlocal attempts
             attempts += 1
+            REQUEST_CONTEXT.set((self.request_kind, attempts - 1))  # for the api log, read in this task
             raise_if_batch_failed()
             try:
                 async with self._semaphore:

@@ -26,6 +26,8 @@ class OpenAIEmbedding(ApiModel):
     API rejects empty strings.
     """
 
+    request_kind = "embeddings"
+
     def __init__(self, model: str, dimension: int | None = None, *, settings: ApiSettings, batch_size: int = 100):
         super().__init__(model, settings)
         self.dimension = dimension or NATIVE_EMBEDDING_DIMENSIONS.get(model, 1536)

@@ -3,7 +3,8 @@
 The AsyncOpenAI client gets an httpx.AsyncClient whose transport is wrapped by `CountingTransport`:
 every HTTP exchange (retries included) is counted into the model's `ApiCounters` -- calls, non-2xx
 answers and transport failures as errors, 429s, client timeouts, latency of successful answers,
-tokens and cost from `usage`. The SDK's own retries are off (they would be invisible here).
+tokens and cost from `usage`. The SDK's own retries are off (they would be invisible here). With an
+api log (ApiSettings.api_log) every exchange is also one line of the request log (meter/request_log.py).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from urllib.request import getproxies, proxy_bypass
 import httpx
 
 from kura_perf.meter.api import ApiCounters
+from kura_perf.meter.request_log import REQUEST_CONTEXT, RequestEntry, RequestLog, endpoint_of, now_iso
 from kura_perf.models.openai_api.pacer import PENDING_ESTIMATE, HeaderPacer
 from kura_perf.models.openai_api.prices import Prices, price_for, unpriced_warning
 
@@ -22,11 +24,26 @@ from kura_perf.models.openai_api.prices import Prices, price_for, unpriced_warni
 class HttpMeter:
     """Turns HTTP outcomes into ApiCounters, and feeds the pacer what the server said."""
 
-    def __init__(self, model: str, prices: Prices | None, pacer: HeaderPacer):
+    def __init__(self, model: str, prices: Prices | None, pacer: HeaderPacer, log: RequestLog | None = None):
         self.model = model
         self.price = price_for(model, prices)  # None: unknown, the cost stays unknown (never $0)
         self.pacer = pacer
         self.counters = ApiCounters()
+        self.log = log
+
+    def logged(self, path: str, status: int | str, elapsed_s: float, usage: dict | None = None,
+               headers: httpx.Headers | None = None) -> None:
+        """One line of the request log (if kept): never content, never a header but the two limits."""
+        if self.log is None:
+            return
+        kind, retry = REQUEST_CONTEXT.get()
+        usage = usage or {}
+        self.log.append(RequestEntry(
+            ts=now_iso(), model=self.model, endpoint=endpoint_of(path), kind=kind, status=status,
+            latency_s=round(elapsed_s, 6), retry=retry,
+            prompt_tokens=_count(usage.get("prompt_tokens")), completion_tokens=_count(usage.get("completion_tokens")),
+            limit_requests=_count((headers or {}).get("x-ratelimit-limit-requests")),
+            limit_tokens=_count((headers or {}).get("x-ratelimit-limit-tokens"))))
 
     def sent(self) -> None:
         self.counters.add(calls=1)
@@ -35,16 +52,19 @@ class HttpMeter:
         self.counters.add(errors=1, timeouts=1 if timeout else 0)
         self.pacer.failed()
 
-    def answered(self, status: int, headers: httpx.Headers, body: bytes, elapsed_s: float) -> None:
+    def answered(self, status: int, headers: httpx.Headers, body: bytes, elapsed_s: float,
+                 path: str = "") -> None:
         estimate = PENDING_ESTIMATE.get()
         if not 200 <= status < 300:
             self.pacer.refused(estimate)  # before observe: the headers then cap what was handed back
             self.pacer.observe(status, headers)
             self.counters.add(errors=1, rate_limited=1 if status == 429 else 0)
+            self.logged(path, status, elapsed_s, headers=headers)
             return
         self.pacer.observe(status, headers)
         self.counters.latencies_s.append(elapsed_s)
         usage = usage_of(headers, body)
+        self.logged(path, status, elapsed_s, usage, headers)
         if usage:
             tokens_in = int(usage.get("prompt_tokens") or 0)
             tokens_out = int(usage.get("completion_tokens") or 0)
@@ -55,6 +75,14 @@ class HttpMeter:
             else:
                 cost = (tokens_in * self.price[0] + tokens_out * self.price[1]) / 1_000_000
                 self.counters.add(tokens_in=tokens_in, tokens_out=tokens_out, cost_usd=cost)
+
+
+def _count(value) -> int | None:
+    """A token count or limit as an int (headers are strings), None when absent or not a number."""
+    try:
+        return int(value) if value is not None else None
+    except (TypeError, ValueError):
+        return None
 
 
 def usage_of(headers: httpx.Headers, raw: bytes) -> dict | None:
@@ -86,11 +114,14 @@ class CountingTransport(httpx.AsyncBaseTransport):
                 await response.aclose()
         except httpx.TimeoutException:
             self.meter.failed(timeout=True)
+            self.meter.logged(request.url.path, "timeout", time.perf_counter() - started)
             raise
         except httpx.TransportError:
             self.meter.failed(timeout=False)
+            self.meter.logged(request.url.path, "connection_error", time.perf_counter() - started)
             raise
-        self.meter.answered(response.status_code, response.headers, raw, time.perf_counter() - started)
+        self.meter.answered(response.status_code, response.headers, raw, time.perf_counter() - started,
+                            request.url.path)
         return httpx.Response(response.status_code, headers=response.headers, stream=httpx.ByteStream(raw),
                               request=request, extensions=response.extensions)
 

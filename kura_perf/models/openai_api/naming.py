@@ -46,6 +46,8 @@ _TOOL_TOKENS = estimate_tokens(compact_json([_NAME_TOOL]))  # the tool schema is
 class OpenAIClusterNamer(ApiModel):
     """ClusterNamer through a forced function call returning {name, description}."""
 
+    request_kind = "cluster_name"
+
     def __init__(self, model: str, settings: ApiSettings, max_examples: int = 25, max_output_tokens: int = 256):
         super().__init__(model, settings)
         self.max_examples = max_examples

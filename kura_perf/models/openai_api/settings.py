@@ -25,6 +25,7 @@ class ApiSettings:
     pace_from_headers: bool = True
     prices: dict[str, tuple[float, float]] | None = None  # merged over PRICES_PER_1M_TOKENS
     seed: int | None = None  # jitter draws; None = nondeterministic
+    api_log: str | None = None  # a JSON-lines request log to append to (meter/request_log.py); None: none
 
     def __post_init__(self) -> None:
         if self.concurrency < 1:

@@ -74,6 +74,8 @@ def strict_schema(model: type[BaseModel]) -> dict:
 class OpenAISummaryModel(ApiModel):
     """SummaryModel through chat completions with a json_schema response format."""
 
+    request_kind = "summary"
+
     def __init__(self, model: str, settings: ApiSettings, max_output_tokens: int = 512):
         super().__init__(model, settings)
         self.max_output_tokens = max_output_tokens
