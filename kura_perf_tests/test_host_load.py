@@ -1,0 +1,114 @@
+"""The quiet-box protocol (issue 19): other processes' CPU over a stage from two /proc/stat samples, the
+contended threshold, the meter carrying it onto the record, and `matrix --wait-quiet`."""
+
+from __future__ import annotations
+
+import pytest
+
+from kura_perf.meter import Meter
+from kura_perf.meter.host_load import (CONTENDED_SHARE, HostLoad, host_load, is_contended, parse_proc_stat,
+                                       wait_until_quiet)
+
+
+def proc_stat(user, nice, system, idle, iowait, irq, softirq, steal, cores=2) -> str:
+    """A synthetic /proc/stat in ticks (USER_HZ 100), shaped as the kernel writes it."""
+    lines = [f"cpu  {user} {nice} {system} {idle} {iowait} {irq} {softirq} {steal} 0 0"]
+    lines += [f"cpu{i} 0 0 0 0 0 0 0 0 0 0" for i in range(cores)]
+    lines += ["intr 12345 0 0", "ctxt 999", "btime 1700000000", "processes 42"]
+    return "\n".join(lines) + "\n"
+
+
+def test_busy_time_counts_user_nice_system_irq_softirq_steal_not_idle_or_iowait():
+    sample = parse_proc_stat(proc_stat(100, 20, 30, 5000, 400, 1, 2, 7, cores=4))
+    assert sample.busy_s == pytest.approx((100 + 20 + 30 + 1 + 2 + 7) / 100)
+    assert sample.total_s == pytest.approx((100 + 20 + 30 + 5000 + 400 + 1 + 2 + 7) / 100)
+    assert sample.cores == 4
+
+
+def test_contention_is_other_processes_cpu_over_wall_times_cores():
+    # Over 10 s on 2 cores the box was busy for 7 s (700 ticks); this process tree took 4 s of it.
+    before = proc_stat(1000, 0, 200, 50_000, 0, 0, 0, 0)
+    after = proc_stat(1000 + 500, 0, 200 + 150, 50_000 + 1300, 0, 0, 0, 50)
+    load = host_load(before, after, own_cpu_s=4.0, wall_s=10.0)
+    assert load.other_cpu_s == pytest.approx(3.0)
+    assert load.contention == pytest.approx(3.0 / (10.0 * 2))
+    assert load.cores == 2 and load.contended
+
+
+def test_own_cpu_above_the_box_delta_is_floored_at_zero_not_negative():
+    before, after = proc_stat(0, 0, 0, 0, 0, 0, 0, 0), proc_stat(100, 0, 0, 100, 0, 0, 0, 0)
+    load = host_load(before, after, own_cpu_s=1.2, wall_s=1.0)  # the two clocks tick apart
+    assert load.other_cpu_s == 0.0 and load.contention == 0.0 and not load.contended
+
+
+def test_an_unreadable_sample_is_unknown_never_quiet():
+    assert host_load("garbage", proc_stat(1, 0, 0, 0, 0, 0, 0, 0), own_cpu_s=0, wall_s=1) is None
+    assert is_contended(None) is None
+
+
+def test_contended_threshold_is_strictly_above_the_share():
+    assert CONTENDED_SHARE == 0.10
+    assert is_contended(0.10) is False
+    assert is_contended(0.1001) is True
+    assert is_contended(0.02) is False
+    assert is_contended(0.5, threshold=0.6) is False
+
+
+def test_the_meter_measures_host_load_over_its_interval(monkeypatch):
+    """The Meter reads /proc/stat at start and finish: fed two synthetic samples, the measurement carries
+    the other processes' CPU (the box's busy delta minus this process tree's CPU, both synthetic here)."""
+    from kura_perf.meter import host_load as hl
+
+    samples = iter([proc_stat(0, 0, 0, 0, 0, 0, 0, 0), proc_stat(900, 0, 0, 0, 0, 0, 0, 0)])
+    own = iter([10.0, 12.5])
+    monkeypatch.setattr(hl, "read_proc_stat", lambda: next(samples))
+    monkeypatch.setattr(hl, "tree_cpu_s", lambda: next(own))
+    monkeypatch.setattr(hl, "clock_ticks", lambda: 100)
+    with Meter("x", enabled=False) as meter:
+        pass
+    m = meter.measurement
+    assert m.host_other_cpu_s == pytest.approx(9.0 - 2.5)
+    assert m.host_contention == pytest.approx(6.5 / (m.wall_s * 2))
+
+
+def test_build_record_sets_contended_from_the_measured_share(monkeypatch):
+    from kura_perf.meter.meter import Measurement
+    from kura_perf.pipeline import records
+
+    class FakeMeter:
+        measurement = Measurement(started_at=1.0, finished_at=2.0, wall_s=1.0, host_other_cpu_s=0.5,
+                                  host_contention=0.25)
+
+    class Profile:
+        name, embedding_backend = "offline", "onnx-int8"
+
+        def content_hash(self):
+            return "h"
+
+    class Run:
+        run_id, stage, shape, scale, profile = "r1", "embeddings", None, "100", Profile()
+
+    record = records.build_record(Run(), FakeMeter(), None, 0, None, "reference")
+    assert record.host_contention == 0.25 and record.host_other_cpu_s == 0.5 and record.contended is True
+    FakeMeter.measurement = Measurement(started_at=1.0, finished_at=2.0, wall_s=1.0, host_contention=0.02)
+    assert records.build_record(Run(), FakeMeter(), None, 0, None, "reference").contended is False
+
+
+def test_wait_until_quiet_waits_while_busy_and_prints_a_line_each_time():
+    loads = iter([HostLoad(5.0, 0.8, 2), HostLoad(2.0, 0.3, 2), HostLoad(0.1, 0.01, 2)])
+    lines: list[str] = []
+    ticks = iter(range(0, 1000, 3))
+    got = wait_until_quiet(sampler=lambda s: next(loads), echo=lines.append, clock=lambda: next(ticks),
+                           timeout_s=600)
+    assert got.contention == 0.01
+    assert len(lines) == 2 and all("waiting for a quiet box" in line for line in lines)
+    assert "80%" in lines[0]
+
+
+def test_wait_until_quiet_gives_up_at_its_timeout_and_says_so():
+    lines: list[str] = []
+    ticks = iter(range(0, 1000, 50))
+    got = wait_until_quiet(sampler=lambda s: HostLoad(5.0, 0.9, 2), echo=lines.append, clock=lambda: next(ticks),
+                           timeout_s=100)
+    assert got.contended
+    assert "running anyway" in lines[-1]
