@@ -6,8 +6,14 @@ from __future__ import annotations
 import pytest
 
 from kura_perf.meter import Meter
-from kura_perf.meter.host_load import (CONTENDED_SHARE, HostLoad, host_load, is_contended, parse_proc_stat,
-                                       wait_until_quiet)
+from kura_perf.meter.host_load import (
+    CONTENDED_SHARE,
+    HostLoad,
+    host_load,
+    is_contended,
+    parse_proc_stat,
+    wait_until_quiet,
+)
 
 
 def proc_stat(user, nice, system, idle, iowait, irq, softirq, steal, cores=2) -> str:
