@@ -118,3 +118,68 @@ def test_wait_until_quiet_gives_up_at_its_timeout_and_says_so():
                            timeout_s=100)
     assert got.contended
     assert "running anyway" in lines[-1]
+
+
+# -- the matrix: one partition at a time, waiting for a quiet box first ------------------------------------
+
+
+def test_matrix_waits_for_a_quiet_box_before_each_partition_and_runs_them_one_at_a_time(tmp_path, monkeypatch):
+    from kura_perf.experiments import matrix
+    from kura_perf.settings.run import RunSettings
+
+    events: list[str] = []
+    running: list[str] = []
+
+    def fake_partition(scale, profile, profiles_file, log_path):
+        assert not running, f"{profile} × {scale} started while {running} was running"
+        running.append(f"{profile}-{scale}")
+        events.append(f"run {profile}-{scale}")
+        running.pop()
+        return 0
+
+    def fake_wait(*, threshold, timeout_s, echo):
+        assert not running
+        events.append(f"wait {threshold} {timeout_s}")
+
+    monkeypatch.setattr(matrix, "run_partition_process", fake_partition)
+    monkeypatch.setattr(matrix, "check_run_inputs", lambda settings, name: None)
+    monkeypatch.setattr(matrix, "reap", lambda root: None)
+    monkeypatch.setattr(matrix, "matrix_markdown", lambda *a: "table")
+    monkeypatch.setenv("KURA_PERF_HOME", str(tmp_path / "data"))
+    settings = RunSettings.from_env()
+    matrix.run_matrix(settings, ["offline"], ["100", "1k"], echo=lambda line: None, wait_quiet=True,
+                      quiet_timeout_s=42.0, wait=fake_wait)
+    assert events == ["wait 0.1 42.0", "run offline-100", "wait 0.1 42.0", "run offline-1k"]
+    events.clear()
+    matrix.run_matrix(settings, ["offline"], ["100"], echo=lambda line: None, wait=fake_wait)
+    assert events == ["run offline-100"]  # no waiting unless asked
+
+
+def test_a_partition_process_has_ended_when_the_matrix_moves_on(tmp_path, monkeypatch):
+    """run_partition_process returns only once the child is gone: the child writes a file as its last act
+    after a pause, and the file is there the moment the call returns."""
+    import sys
+
+    from kura_perf.experiments import matrix
+
+    done = tmp_path / "done"
+    script = f"import time, pathlib; time.sleep(0.3); pathlib.Path({str(done)!r}).write_text('x')"
+    monkeypatch.setattr(matrix, "partition_command", lambda *a: [sys.executable, "-c", script])
+    assert matrix.run_partition_process("100", "offline", None, tmp_path / "log.txt") == 0
+    assert done.exists()
+
+
+def test_matrix_cli_has_wait_quiet(tmp_path, monkeypatch):
+    from kura_perf.cli import run as cli_run
+    from kura_perf.cli.main import main
+
+    seen = {}
+
+    def fake_run_matrix(settings, profiles, scales, **kwargs):
+        seen.update(kwargs)
+        return "table"
+
+    monkeypatch.setattr(cli_run.matrix, "run_matrix", fake_run_matrix)
+    monkeypatch.setenv("KURA_PERF_HOME", str(tmp_path / "data"))
+    assert main(["matrix", "--wait-quiet", "--quiet-timeout-s", "5", "--scales", "100", "--profiles", "offline"]) == 0
+    assert seen["wait_quiet"] is True and seen["quiet_timeout_s"] == 5.0
