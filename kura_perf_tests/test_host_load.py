@@ -183,3 +183,37 @@ def test_matrix_cli_has_wait_quiet(tmp_path, monkeypatch):
     monkeypatch.setenv("KURA_PERF_HOME", str(tmp_path / "data"))
     assert main(["matrix", "--wait-quiet", "--quiet-timeout-s", "5", "--scales", "100", "--profiles", "offline"]) == 0
     assert seen["wait_quiet"] is True and seen["quiet_timeout_s"] == 5.0
+
+
+# -- the report marks contended rows beside their figures, with a count ------------------------------------
+
+
+def test_report_tables_mark_contended_rows_and_count_them(tmp_path):
+    from datetime import datetime, timedelta, timezone
+
+    from kura_perf.report import tables as t
+    from kura_perf.report.analysis import analyse
+    from kura_perf.report.data import load_report_data
+    from kura_perf.store.record import StageRecord
+    from kura_perf.store.stage_records import write_stage_record
+
+    t0 = datetime(2026, 12, 7, tzinfo=timezone.utc)
+    metrics = tmp_path / "metrics"
+    for i, (n, share) in enumerate([(1_000, 0.02), (10_000, 0.45)]):
+        start = t0 + timedelta(hours=i)
+        write_stage_record(metrics, StageRecord(
+            record_id=f"r{i}", run_id=f"run{i}", stage="embeddings", backend="reference", profile="offline",
+            profile_hash="h", scale=str(n), scale_n=n, status="success", started_at=start,
+            finished_at=start + timedelta(seconds=10), wall_s=10.0, rss_start_mb=100.0, peak_rss_mb=200.0,
+            metered=True, host_contention=share, host_other_cpu_s=share * 20, contended=is_contended(share),
+            host_fingerprint="h1", host_cpu="cpu", host_cores=2, host_ram_gb=4.0, host_os="Linux"))
+    analysis = analyse(load_report_data(metrics))
+    matrix = t.published_matrix(analysis, ["offline"], [1_000, 10_000])
+    rows = {row[1].text: row for row in matrix.rows}
+    assert "⚠ contended: 1 of 1 stage records" in rows["10K"][-1].text
+    assert "contended" not in rows["1K"][-1].text
+    assert "⚠ contended: 1 of 2 stage records" in matrix.caption
+    per_profile = {row[0].text: row for row in t.test_matrix(analysis.profiles["offline"]).rows}
+    assert "⚠ contended 1/1" in per_profile["10K"][-1].text and "⚠" not in per_profile["1K"][-1].text
+    headline = {row[1].text: row for row in t.headline_table(analysis).rows}
+    assert "⚠ contended 1/1" in headline["10K"][-1].text

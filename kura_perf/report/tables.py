@@ -131,9 +131,21 @@ def test_matrix(pa: ProfileAnalysis) -> Table:
             clusters = Cell(_clusters_found(pa, n))
         else:
             coverage, clusters = Cell("fitted, not run", EXTRAPOLATED), Cell("not measured", UNKNOWN)
+        coverage = with_contention(coverage, pa.records[pa.records["scale_n"] == n])
         table.add(fmt.conversations(n), expected_clusters_text(n), clusters,
                   estimate_cell(peak, fmt.megabytes), estimate_cell(wall, fmt.seconds), coverage)
     return table
+
+
+def with_contention(cell, records: pd.DataFrame) -> Cell:
+    """The row's last cell, with a ⚠ marker and the count when some of the row's records are contended
+    (the box was busy while they ran: their times are not a quiet box's), so the mark sits beside the
+    figures it affects."""
+    cell = cell if isinstance(cell, Cell) else Cell(str(cell))
+    contended, total = contended_count(records)
+    if not contended:
+        return cell
+    return Cell(f"{cell.text} · ⚠ contended {contended}/{total}", "bad")
 
 
 def headline_table(analysis: Analysis) -> Table:
@@ -154,7 +166,8 @@ def headline_table(analysis: Analysis) -> Table:
             table.add(name, fmt.conversations(n), _clusters_found(pa, n),
                       estimate_cell(pa.pipeline_peak_at(n), fmt.megabytes),
                       estimate_cell(pa.pipeline_wall_at(n), fmt.seconds), quality,
-                      f"{stages}/{len(set(STAGES) | set(pa.fits))}")
+                      with_contention(f"{stages}/{len(set(STAGES) | set(pa.fits))}",
+                                      pa.records[pa.records["scale_n"] == n]))
     return table
 
 
