@@ -207,3 +207,16 @@ def test_a_stopped_stage_projection_never_feeds_the_1m_fit(tmp_path):
     assert "needs ≥3 measured scales (has 2)" in _rows(fits, "reference (offline)")["embeddings"][5]
     matrix = section[:section.index("**1M, projected")]
     assert "*(projected)*" in _rows(matrix, "reference (offline)")["100K"][-1]  # labelled where it is shown
+
+
+def test_results_add_treats_a_record_another_run_overlapped_as_contended(tmp_path):
+    from kura_perf.store.stage_records import write_stage_record
+
+    metrics = tmp_path / "metrics"
+    write_stage_record(metrics, record("embeddings", 1_000, 2.0, 10.0, run="a", at=0))
+    beside = record("embeddings", 1_000, 2.0, 10.0, run="b", at=0)  # same minute, same host: overlapping
+    write_stage_record(metrics, beside.replace(record_id="b-embeddings"))
+    runs = store_records(metrics, ["a"], latest=False)
+    assert runs["a"][0].contended is True
+    with pytest.raises(ResultsError, match="contended .another run's stage ran beside it"):
+        add_runs(runs, tmp_path / "results")

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from kura_perf.errors import KuraPerfError
 from kura_perf.files.atomic import atomic_write_text
+from kura_perf.meter.host_load import is_contended
 from kura_perf.store.record import StageRecord, UnknownRecordField
 
 SUFFIX = ".jsonl"
@@ -60,6 +61,8 @@ def contention_reason(record: StageRecord) -> str | None:
     """Why a record is not a quiet-box measurement: the box was busy, or its load was never measured
     (a record from before the quiet-box protocol; a died record has no figures to disturb)."""
     if record.contended:
+        if record.host_contention is not None and not is_contended(record.host_contention):
+            return "contended (another run's stage ran beside it on this host)"
         share = f"{record.host_contention:.0%}" if record.host_contention is not None else "?"
         return f"contended (other processes took {share} of the box while it ran)"
     if record.contended is None and record.status != "died":
@@ -130,11 +133,22 @@ def store_records(metrics_dir: Path, run_ids: list[str] | None, latest: bool) ->
         run_ids = [str(found["run_id"].iloc[0])]
     runs: dict[str, list[StageRecord]] = {}
     for run_id in run_ids or []:
-        rows = query(metrics_dir, "SELECT * FROM stage_runs WHERE run_id = ? ORDER BY started_at", [run_id])
+        # The record as stored (its own host-load `contended`), and how many other runs overlapped it
+        # on the same host (the store's stage_runs_contended view): both disturb its timings.
+        rows = query(metrics_dir, "SELECT s.*, coalesce(c.overlapping_runs, 0) AS overlapping_runs FROM stage_runs s "
+                                  "LEFT JOIN stage_runs_contended c USING (record_id) WHERE s.run_id = ? "
+                                  "ORDER BY s.started_at", [run_id])
         if rows.empty:
             raise ResultsError(f"{metrics_dir}: no stage records of run {run_id} (see `kura-perf sql "
                                "\"SELECT DISTINCT run_id, profile, scale FROM stage_runs\"`)")
-        runs[run_id] = sorted((StageRecord.from_row(row) for row in rows.to_dict("records")), key=_order)
+        records = []
+        for row in rows.to_dict("records"):
+            overlaps = int(row.pop("overlapping_runs") or 0)
+            record = StageRecord.from_row(row)
+            if overlaps and not record.contended:  # another run beside it: contended, whatever /proc said
+                record = record.replace(contended=True)
+            records.append(record)
+        runs[run_id] = sorted(records, key=_order)
     return runs
 
 
