@@ -47,6 +47,12 @@ def test_own_cpu_above_the_box_delta_is_floored_at_zero_not_negative():
     assert load.other_cpu_s == 0.0 and load.contention == 0.0 and not load.contended
 
 
+def test_a_few_ticks_over_the_wall_never_read_above_the_whole_box():
+    before, after = proc_stat(0, 0, 0, 0, 0, 0, 0, 0), proc_stat(305, 0, 0, 0, 0, 0, 0, 0)
+    load = host_load(before, after, own_cpu_s=0.0, wall_s=1.5)  # 3.05 busy s in 1.5 s on 2 cores
+    assert load.other_cpu_s == pytest.approx(3.0) and load.contention == pytest.approx(1.0)
+
+
 def test_an_unreadable_sample_is_unknown_never_quiet():
     assert host_load("garbage", proc_stat(1, 0, 0, 0, 0, 0, 0, 0), own_cpu_s=0, wall_s=1) is None
     assert is_contended(None) is None

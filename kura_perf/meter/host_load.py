@@ -120,8 +120,8 @@ def is_contended(share: float | None, threshold: float = CONTENDED_SHARE) -> boo
 def host_load(before: str, after: str, own_cpu_s: float, wall_s: float, ticks: int = 100,
               cores: int | None = None) -> HostLoad | None:
     """Other processes' CPU between two /proc/stat texts: the box's busy delta minus `own_cpu_s` (this
-    process tree's CPU over the same interval), floored at 0 (the two clocks tick at different moments),
-    and its share of wall_s x cores. None when the interval is empty or a text unreadable."""
+    process tree's CPU over the same interval), floored at 0 and capped at wall_s x cores (the clocks tick
+    at different moments), and its share of wall_s x cores. None when the interval is empty or a text unreadable."""
     try:
         a, b = parse_proc_stat(before, ticks), parse_proc_stat(after, ticks)
     except ValueError:
@@ -129,7 +129,9 @@ def host_load(before: str, after: str, own_cpu_s: float, wall_s: float, ticks: i
     n = cores or b.cores or os.cpu_count() or 1
     if wall_s <= 0:
         return None
-    other = max((b.busy_s - a.busy_s) - max(own_cpu_s, 0.0), 0.0)
+    # Floored at 0 and capped at the box's capacity: /proc/stat counts in 10 ms ticks and the wall comes
+    # from another clock, so a short busy interval can read a few ticks over 100%.
+    other = min(max((b.busy_s - a.busy_s) - max(own_cpu_s, 0.0), 0.0), wall_s * n)
     return HostLoad(other, other / (wall_s * n), n)
 
 
