@@ -76,11 +76,20 @@ def test_the_meter_measures_host_load_over_its_interval(monkeypatch):
     monkeypatch.setattr(hl, "read_proc_stat", lambda: next(samples))
     monkeypatch.setattr(hl, "tree_cpu_s", lambda: next(own))
     monkeypatch.setattr(hl, "clock_ticks", lambda: 100)
+    import time as real_time
+    from types import SimpleNamespace
+
+    from kura_perf.meter import meter as meter_module
+
+    walls = iter([100.0, 110.0])  # the stage's wall: 10 s on the meter's clock
+    monkeypatch.setattr(meter_module, "time", SimpleNamespace(perf_counter=lambda: next(walls), time=real_time.time,
+                                                             thread_time=real_time.thread_time))
     with Meter("x", enabled=False) as meter:
         pass
     m = meter.measurement
+    assert m.wall_s == 10.0
     assert m.host_other_cpu_s == pytest.approx(9.0 - 2.5)
-    assert m.host_contention == pytest.approx(6.5 / (m.wall_s * 2))
+    assert m.host_contention == pytest.approx(6.5 / (10.0 * 2))
 
 
 def test_build_record_sets_contended_from_the_measured_share(monkeypatch):
