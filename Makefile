@@ -49,9 +49,10 @@ dev: install
 report: install
 	$(BIN)/kura-perf report
 
-# The whole test matrix, each partition its own process, then the filled §1.2 table (also data/matrix.md).
+# The whole test matrix, one partition at a time (each its own process), waiting before each for a quiet
+# box (other processes under 10% of the CPU), then the filled §1.2 table (also data/matrix.md).
 matrix: install
-	$(BIN)/kura-perf matrix --scales $(MATRIX_SCALES) --profiles $(MATRIX_PROFILES) $(MATRIX_ARGS)
+	$(BIN)/kura-perf matrix --wait-quiet --scales $(MATRIX_SCALES) --profiles $(MATRIX_PROFILES) $(MATRIX_ARGS)
 
 clean-data:
 	rm -rf data/storage data/metrics data/metrics_pending data/reports data/metrics.duckdb

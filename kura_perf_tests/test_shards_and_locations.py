@@ -198,3 +198,21 @@ def test_the_embeddings_asset_fans_out_in_process_too(tmp_path):
     assert [r["stage"] for r in plain.records] == ["embeddings"] and not query(
         paths.metrics, "SELECT * FROM shard_runs WHERE run_id = ?", [plain.run_id]).shape[0]
     assert outputs.read_stage(paths.partition_dir("pca", "100"), "embeddings").arrays["main"].shape[0] == 100
+
+
+def test_the_summed_record_is_contended_when_any_shard_was():
+    """Shards side by side on one host count each other as load: the merged record carries the most
+    disturbed part's share and is contended when any part was (issue 19's quiet-box protocol)."""
+    t0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    shards = [{"shard_index": i, "wall_s": 5.0, "started_at": t0, "worker": f"w{i}@h pid={i}",
+               "host_other_cpu_s": other, "host_contention": share, "contended": share > 0.10}
+              for i, (other, share) in enumerate([(0.2, 0.02), (4.0, 0.4)])]
+    merge = StageRecord(wall_s=1.0, started_at=t0, finished_at=t0 + timedelta(seconds=6), extra="{}",
+                        host_other_cpu_s=0.1, host_contention=0.05, contended=False)
+    fields = sum_shards(shards, merge)
+    assert fields["contended"] is True and fields["host_contention"] == 0.4
+    assert fields["host_other_cpu_s"] == pytest.approx(4.3)
+    older = [{k: v for k, v in r.items() if not k.startswith("host_") and k != "contended"} for r in shards]
+    bare = StageRecord(wall_s=1.0, started_at=t0, finished_at=t0 + timedelta(seconds=6), extra="{}")
+    unknown = sum_shards(older, bare)
+    assert unknown["contended"] is None and unknown["host_contention"] is None  # unknown, never "quiet"

@@ -106,6 +106,11 @@ FROZEN_STAGE_RUNS = pa.schema([
     ("startup_s", pa.float64()),
     ("stage_work_s", pa.float64()),
     ("setup_s", pa.float64()),
+    # The quiet-box protocol (issue 19): other processes' CPU over the stage, its share of the box, and
+    # whether that share is above the contended threshold. Absent from older files (NULL there).
+    ("host_other_cpu_s", pa.float64()),
+    ("host_contention", pa.float64()),
+    ("contended", pa.bool_()),
     *FROZEN_COMPARABILITY,
 ])
 

@@ -15,6 +15,7 @@ from kura_perf.experiments import matrix
 from kura_perf.experiments.stress import LOST_DATA, SCENARIOS, Settings, run_stress
 from kura_perf.experiments.sweep import sweep_stages
 from kura_perf.files.outputs import has_stage
+from kura_perf.meter.host_load import CONTENDED_SHARE
 from kura_perf.pipeline.interrupts import own_interrupts
 from kura_perf.pipeline.preflight import check_run_inputs
 from kura_perf.pipeline.shapes import SHAPES, ShapeSettings
@@ -147,7 +148,8 @@ def cmd_matrix(args) -> int:
     profiles_file = str(Path(args.profiles_file).resolve()) if args.profiles_file else None
     run_settings = RunSettings.from_env(profiles_file=profiles_file)
     text = matrix.run_matrix(run_settings, list(args.profiles), list(args.scales), table_only=args.table_only,
-                             echo=lambda line: print(line, flush=True))
+                             echo=lambda line: print(line, flush=True), wait_quiet=args.wait_quiet,
+                             quiet_timeout_s=args.quiet_timeout_s)
     print(text)
     print(f"\n(written to {run_settings.paths.root / 'matrix.md'}; side by side: "
           "kura-perf compare reference:offline kura:kura-tier5)")
@@ -212,6 +214,11 @@ def add_commands(sub) -> None:
     matrix_.add_argument("--profiles", nargs="+", default=list(matrix.DEFAULT_PROFILES), help="profile names")
     matrix_.add_argument("--profiles-file", help="an extra profiles TOML file (e.g. with raised stage limits)")
     matrix_.add_argument("--table-only", action="store_true", help="print the table from the store, run nothing")
+    matrix_.add_argument("--wait-quiet", action="store_true",
+                         help="before each partition, wait until other processes take at most "
+                              f"{CONTENDED_SHARE:.0%} of the box (a 3 s /proc/stat sample; printed while waiting)")
+    matrix_.add_argument("--quiet-timeout-s", type=float, default=600.0,
+                         help="--wait-quiet: run anyway after this long (the records then say contended)")
     matrix_.set_defaults(func=cmd_matrix, reaps=True)
 
     d = Settings()

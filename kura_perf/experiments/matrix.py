@@ -4,8 +4,13 @@ Each partition (profile × scale) runs as its own `kura-perf run` process, one a
 partition that fails, is stopped at a limit, or takes its process down with it (an OOM kill) is
 recorded and the rest still run. Stage limits come from each profile (kura-tier5 stops a stage at
 3 h). At the end the table is printed from the store with host, date and code version: the same
-table function (`report.tables.published_matrix`) the README's "Measured" section is pasted from,
-and it is also written to <KURA_PERF_HOME>/matrix.md.
+table function (`report.tables.published_matrix`) that `kura-perf publish` builds the README's
+"Measured" section with, and it is also written to <KURA_PERF_HOME>/matrix.md.
+
+One partition at a time, never two side by side: two partitions on one box disturb each other's
+timings (the quiet-box protocol, issue 19). With wait_quiet, before each partition the matrix samples
+the other processes' load (meter/host_load.py) and waits until it is below the contended threshold,
+printing a line while it waits; after quiet_timeout_s it runs anyway, and the records say contended.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from pathlib import Path
 
 from kura_perf.files.atomic import atomic_write_text
 from kura_perf.meter.host import code_version
+from kura_perf.meter.host_load import CONTENDED_SHARE, wait_until_quiet
 from kura_perf.pipeline.preflight import check_run_inputs
 from kura_perf.report.analysis import analyse
 from kura_perf.report.data import load_report_data
@@ -74,7 +80,8 @@ def matrix_markdown(metrics_dir: Path, profiles: list[str], scales: list[str]) -
 
 
 def run_matrix(run_settings: RunSettings, profiles: list[str], scales: list[str], *, table_only: bool = False,
-               echo=print) -> str:
+               echo=print, wait_quiet: bool = False, quiet_timeout_s: float = 600.0,
+               quiet_threshold: float = CONTENDED_SHARE, wait=wait_until_quiet) -> str:
     """Run each profile × scale partition in its own process (unless table_only), then return the filled
     matrix as Markdown (also written to <data root>/matrix.md). Every input is checked first: a typo, a
     bad value or a missing data file fails now, not hours into the matrix."""
@@ -92,8 +99,11 @@ def run_matrix(run_settings: RunSettings, profiles: list[str], scales: list[str]
         for profile in profiles:
             for scale in scales:
                 log_path = logs / f"{profile}-{scale}.log"
+                if wait_quiet:
+                    wait(threshold=quiet_threshold, timeout_s=quiet_timeout_s, echo=echo)
                 echo(f"[{datetime.now(timezone.utc):%H:%M:%S}] {profile} × {scale} ... (log {log_path})")
                 t0 = time.perf_counter()
+                # Blocks until the partition's process has ended: the next one starts on a box it left.
                 code = run_partition_process(scale, profile, run_settings.profiles_file, log_path)
                 took = time.perf_counter() - t0
                 outcome = "ok" if code == 0 else f"exit {code} (recorded; see the log)"

@@ -60,7 +60,9 @@ def worker_identity() -> str:
 
 @functools.cache
 def package_versions() -> dict[str, str]:
-    versions = {}
+    """The key packages' versions, and the interpreter's as "python" (part of a published record's host
+    fingerprint, results/: the same code on another Python is another measurement)."""
+    versions = {"python": platform.python_version()}
     for name in KEY_PACKAGES:
         try:
             versions[name] = metadata.version(name)

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 from kura_perf.errors import BreakingPoint
 from kura_perf.meter import memory
+from kura_perf.meter.host_load import LoadWindow
 
 MAX_TIMELINE_POINTS = 400
 
@@ -42,6 +43,10 @@ class Measurement:
     meter_cpu_s: float = 0.0  # CPU the sampler thread itself used: the meter's overhead
     metered: bool = True
     guard_reason: str | None = None
+    # The rest of the box over the same interval (meter/host_load.py): other processes' CPU seconds and
+    # their share of wall x cores. None where /proc/stat cannot be read (unknown, never "quiet").
+    host_other_cpu_s: float | None = None
+    host_contention: float | None = None
 
 
 def _downsample(ts: list[float], mb: list[float], limit: int) -> tuple[list[float], list[float]]:
@@ -160,6 +165,7 @@ class Meter:
         self._previous_hook = sys.unraisablehook
         sys.unraisablehook = self._unraisable
         self._times0 = os.times()
+        self._load = LoadWindow()
         m.started_at = time.time()
         self._t0 = time.perf_counter()
         if self.enabled or self.memory_limit_mb or self.timeout_s or self.on_sample:
@@ -179,6 +185,9 @@ class Meter:
         t1 = os.times()
         m.cpu_user_s = (t1.user - self._times0.user) + (t1.children_user - self._times0.children_user)
         m.cpu_sys_s = (t1.system - self._times0.system) + (t1.children_system - self._times0.children_system)
+        load = self._load.finish(m.wall_s)
+        if load is not None:
+            m.host_other_cpu_s, m.host_contention = load.other_cpu_s, load.contention
         self._stop.set()
         if self._thread is not None:
             self._thread.join()

@@ -20,6 +20,7 @@ from kura_perf.meter import Meter
 from kura_perf.meter.api import latency_percentiles
 from kura_perf.meter.failures import is_interrupt
 from kura_perf.meter.host import code_version, host_info, package_versions, worker_identity
+from kura_perf.meter.host_load import is_contended
 from kura_perf.meter.projection import project
 from kura_perf.scales import scale_count
 from kura_perf.stages.base import StageResult
@@ -124,6 +125,9 @@ def build_record(run: "StageRun", meter: Meter, result: StageResult | None, byte
                        getattr(result, "startup_s", None) if result else None),
         setup_s=getattr(result, "setup_s", None) if result else None,
         meter_cpu_s=m.meter_cpu_s,
+        host_other_cpu_s=m.host_other_cpu_s,
+        host_contention=m.host_contention,
+        contended=is_contended(m.host_contention),
         model_items_per_s=result.model_items_per_s if result else None,
         model_sample_n=result.model_sample_n if result else None,
         extra=json.dumps(result.extra if result else {}, default=str),

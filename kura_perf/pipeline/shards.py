@@ -290,6 +290,14 @@ def sum_shards(shard_records: list[dict], merge: StageRecord) -> dict:
         fields[key] = add(key)
     costs = [r["cost_usd"] for r in shards if r.get("cost_usd") is not None]
     fields["cost_usd"] = sum(costs) if costs else None
+    # Host load: the stage was as disturbed as its most disturbed part (shards side by side on one host
+    # count each other as load: a fan-out's timings are contended by design, and the record says so).
+    shares = [float(v) for v in [*(r.get("host_contention") for r in shards), merge.host_contention] if v is not None]
+    flags = [v for v in [*(r.get("contended") for r in shards), merge.contended] if v is not None]
+    fields["host_contention"] = max(shares) if shares else None
+    fields["host_other_cpu_s"] = total("host_other_cpu_s") if any(r.get("host_other_cpu_s") is not None
+                                                                   for r in shards) else merge.host_other_cpu_s
+    fields["contended"] = any(bool(v) for v in flags) if flags else None
     return fields
 
 

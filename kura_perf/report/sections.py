@@ -93,6 +93,11 @@ class SectionBuilder:
         measured = {name: pa for name, pa in self.analysis.profiles.items() if pa.scales}
         if not measured:
             return s.collapse("no successful stage runs yet", "kura-perf run --scale 1k")
+        contended, total = t.contended_count(self.data.runs)
+        if contended:
+            s.add(note(f"⚠ {contended} of {total} stage records are contended: the box was busy while they ran "
+                       "(other processes above 10% of its CPU, or another run beside them), so their times are "
+                       "not a quiet box's. Their rows are marked ⚠; `kura-perf publish` leaves them out."))
         for name, pa in measured.items():
             s.add(profile_heading(name))
             s.add(render_table(t.test_matrix(pa), f"matrix-{self._slug(name)}"))
@@ -111,8 +116,9 @@ class SectionBuilder:
         ok = self.data.ok
         if "contended" in ok and ok["contended"].fillna(False).astype(bool).any():
             n = int(ok["contended"].fillna(False).astype(bool).sum())
-            s.add(note(f"{n} of {len(ok)} successful stage records ran while another run was recording on this "
-                       "host (contended: their timings disturbed each other); see stage_runs_contended."))
+            s.add(note(f"{n} of {len(ok)} successful stage records are contended (the box was busy while they "
+                       "ran, or another run was recording on this host beside them: their timings were "
+                       "disturbed); see stage_runs_contended."))
         for pa in fitted:
             s.add(profile_heading(pa.profile))
             slug = self._slug(pa.profile)

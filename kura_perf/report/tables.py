@@ -131,9 +131,21 @@ def test_matrix(pa: ProfileAnalysis) -> Table:
             clusters = Cell(_clusters_found(pa, n))
         else:
             coverage, clusters = Cell("fitted, not run", EXTRAPOLATED), Cell("not measured", UNKNOWN)
+        coverage = with_contention(coverage, pa.records[pa.records["scale_n"] == n])
         table.add(fmt.conversations(n), expected_clusters_text(n), clusters,
                   estimate_cell(peak, fmt.megabytes), estimate_cell(wall, fmt.seconds), coverage)
     return table
+
+
+def with_contention(cell, records: pd.DataFrame) -> Cell:
+    """The row's last cell, with a ⚠ marker and the count when some of the row's records are contended
+    (the box was busy while they ran: their times are not a quiet box's), so the mark sits beside the
+    figures it affects."""
+    cell = cell if isinstance(cell, Cell) else Cell(str(cell))
+    contended, total = contended_count(records)
+    if not contended:
+        return cell
+    return Cell(f"{cell.text} · ⚠ contended {contended}/{total}", "bad")
 
 
 def headline_table(analysis: Analysis) -> Table:
@@ -154,7 +166,8 @@ def headline_table(analysis: Analysis) -> Table:
             table.add(name, fmt.conversations(n), _clusters_found(pa, n),
                       estimate_cell(pa.pipeline_peak_at(n), fmt.megabytes),
                       estimate_cell(pa.pipeline_wall_at(n), fmt.seconds), quality,
-                      f"{stages}/{len(set(STAGES) | set(pa.fits))}")
+                      with_contention(f"{stages}/{len(set(STAGES) | set(pa.fits))}",
+                                      pa.records[pa.records["scale_n"] == n]))
     return table
 
 
@@ -700,8 +713,79 @@ def published_matrix(analysis: Analysis, profiles: list[str] | None = None,
         for n in wanted:
             measured = n in pa.scales
             wall, peak = pa.pipeline_wall_at(n), pa.pipeline_peak_at(n)
+            outcome = _partition_outcome(pa, n)
+            contended, total = contended_count(pa.records[pa.records["scale_n"] == n])
+            if contended:
+                outcome = Cell(f"{outcome.text}; ⚠ contended: {contended} of {total} stage records", "bad")
             table.add(Cell(f"{backend} ({name})", "head"), fmt.conversations(n), expected_clusters_text(n),
                       Cell(_clusters_found(pa, n)) if measured else Cell("not measured", UNKNOWN),
                       estimate_cell(peak, fmt.megabytes), estimate_cell(wall, fmt.seconds), _cost_per_1k(pa, n),
-                      _partition_outcome(pa, n))
+                      outcome)
+    shown = pd.concat([analysis.profiles[p].records for p in names if p in analysis.profiles] or [pd.DataFrame()])
+    contended, total = contended_count(shown)
+    if contended:
+        table.caption += (f"; ⚠ contended: {contended} of {total} stage records ran on a busy box (other processes "
+                          "above 10% of its CPU, or another run beside them): their times are not a quiet box's")
     return table
+
+
+def contended_count(records: pd.DataFrame) -> tuple[int, int]:
+    """(contended records, records): `contended` is the store view's (the box busy while the stage ran, or
+    another run beside it; meter/host_load.py, store/views.py). Records of older stores without the
+    column count as not contended."""
+    if records is None or records.empty or "contended" not in records:
+        return 0, 0 if records is None else len(records)
+    return int(records["contended"].fillna(False).astype(bool).sum()), len(records)
+
+
+# -- 1M, projected honestly (issue 19 item 5) ------------------------------------------------------
+
+MIN_SCALES_FOR_1M = 3  # two points always fit a line exactly: R² says nothing until there are three
+
+
+def projection_1m_table(analysis: Analysis, profiles: list[str] | None = None, target: int = 1_000_000) -> Table:
+    """Each stage's work time and peak memory at `target` conversations from power laws fitted over its
+    MEASURED scales only (successful records: never a projected or extrapolated cell), each fit's exponent
+    and R² beside it; a stage with fewer than MIN_SCALES_FOR_1M measured scales gets no projection and
+    says why. The pipeline row sums the stages' times (largest stage peak) only when every stage has one."""
+    label = fmt.conversations(target)
+    table = Table(["Backend (profile)", "Stage", "Measured scales", "Time exponent", "Time R²", f"Time @ {label}",
+                   "Growth exponent", "Growth R²", f"Peak @ {label}"],
+                  caption=f"{label} cells are projected: value ≈ c·nᵇ by least squares on log values over the "
+                          f"measured scales only (at least {MIN_SCALES_FOR_1M}); time = stage work time; peak = RSS at "
+                          "the stage's start + fitted growth. Never fitted through a projected cell.")
+    names = profiles or list(analysis.profiles)
+    for name in names:
+        pa = analysis.profiles.get(name)
+        if pa is None or not pa.fits:
+            continue
+        backend = pa.records["backend"].dropna().iloc[0] if len(pa.records) else "?"
+        head = Cell(f"{backend} ({name})", "head")
+        times, peaks, complete = [], [], True
+        for stage, fit in pa.fits.items():
+            scales = sorted(int(n) for n in fit.measured["scale_n"])
+            shown = ", ".join(fmt.conversations(n) for n in scales)
+            if len(scales) < MIN_SCALES_FOR_1M or fit.wall is None:
+                complete = False
+                table.add(head, Cell(stage, "head"), shown, fmt.MISSING, fmt.MISSING,
+                          Cell(f"needs ≥{MIN_SCALES_FOR_1M} measured scales (has {len(scales)})", UNKNOWN),
+                          fmt.MISSING, fmt.MISSING, Cell(fmt.MISSING, UNKNOWN))
+                continue
+            wall = fit.wall.predict(target)
+            peak = fit.peak_model(target)
+            times.append(wall)
+            peaks.append(peak)
+            table.add(head, Cell(stage, "head"), shown, fmt.exponent(fit.wall.exponent), _r2(fit.wall.r2),
+                      Cell(fmt.seconds(wall), PROJECTED),
+                      fmt.exponent(fit.growth.exponent if fit.growth else None),
+                      _r2(fit.growth.r2 if fit.growth else None),
+                      Cell(fmt.megabytes(peak), PROJECTED) if peak is not None else Cell(fmt.MISSING, UNKNOWN))
+        if complete and times:
+            table.add(head, Cell("pipeline", "head"), "", "", "", Cell(fmt.seconds(sum(times)), PROJECTED), "", "",
+                      Cell(fmt.megabytes(max(p for p in peaks if p is not None)), PROJECTED)
+                      if any(p is not None for p in peaks) else Cell(fmt.MISSING, UNKNOWN))
+    return table
+
+
+def _r2(value) -> str:
+    return fmt.MISSING if value is None else f"{value:.3f}"

@@ -116,6 +116,13 @@ class StageRecord:
     startup_s: float | None = None
     stage_work_s: float | None = None
     setup_s: float | None = None
+    # The quiet-box protocol (issue 19, meter/host_load.py): CPU seconds OTHER processes took on this host
+    # over the stage (the box's busy CPU from /proc/stat minus this process tree's), that as a share of
+    # wall x cores, and contended: the share above host_load.CONTENDED_SHARE (0.10). Published tables use
+    # uncontended records only. Null in older records and where /proc/stat cannot be read (unknown).
+    host_other_cpu_s: float | None = None
+    host_contention: float | None = None
+    contended: bool | None = None
     # Comparability: which run, code and host (every table of the store carries these, schema.COMPARABILITY).
     run_id: str | None = field(default=None, metadata=_COMPARABILITY)
     code_version: str | None = field(default=None, metadata=_COMPARABILITY)

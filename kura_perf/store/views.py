@@ -67,11 +67,14 @@ def present_columns(con, metrics_dir: Path, table: str, base: str | None = None)
 
 # Derived views. Documented in README ("Querying the metrics store").
 DERIVED = {
-    # Every stage record plus `contended`: true when a stage of another run was running on the same host at
-    # the same time (their timings disturbed each other), and how many such runs. Computed here, from the
-    # records' own start and finish times, so no writer has to know about the others.
+    # Every stage record with `contended` true when its timings were disturbed: either the box was busy
+    # while it ran (the record's own `contended`, from /proc/stat: meter/host_load.py), or a stage of
+    # another run was running on the same host at the same time (`overlapping_runs`, computed here from
+    # the records' own start and finish times, so no writer has to know about the others).
     "stage_runs_contended": """
-        SELECT s.*, coalesce(o.overlapping_runs, 0) > 0 AS contended, coalesce(o.overlapping_runs, 0) AS overlapping_runs
+        SELECT s.* EXCLUDE (contended),
+               coalesce(s.contended, false) OR coalesce(o.overlapping_runs, 0) > 0 AS contended,
+               coalesce(o.overlapping_runs, 0) AS overlapping_runs
         FROM stage_runs s LEFT JOIN (
             SELECT a.record_id, count(DISTINCT b.run_id) AS overlapping_runs
             FROM stage_runs a JOIN stage_runs b

@@ -1,0 +1,144 @@
+"""`kura-perf publish`: the README's "Measured" section and the published report, from results/ only.
+
+The section between BEGIN and END in README.md is generated, never typed: the records of results/
+(results/records.py) go into a scratch metrics store, and the report package builds the same tables
+`kura-perf matrix` prints (report.tables.published_matrix) and the 1M projection from fits over measured
+scales (report.tables.projection_1m_table). Contended records (meter/host_load.py) are left out of the
+tables and counted. The generation is deterministic (no clock, no paths, files and records in a fixed
+order), so a test can hold the committed README to what results/ generates
+(kura_perf_tests/test_results.py): a number edited by hand fails the suite.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from kura_perf.errors import KuraPerfError
+from kura_perf.files.atomic import atomic_write_text
+from kura_perf.meter.host_load import CONTENDED_SHARE
+from kura_perf.results.records import ResultRecord, read_results
+
+BEGIN = "<!-- results:begin -->"
+END = "<!-- results:end -->"
+NOTHING_PUBLISHED = ("No measurement is published yet: `results/` holds no stage records. The previous matrix was "
+                     "withdrawn (it was measured at load average 7–9, see above).")
+
+
+class ReadmeMarkersError(KuraPerfError):
+    """The README lacks the generated section's markers (or has them out of order)."""
+
+
+def repo_readme() -> Path:
+    return Path(__file__).resolve().parents[2] / "README.md"
+
+
+@dataclass
+class Published:
+    section: str  # the Markdown between the markers
+    records: int  # records read from results/
+    excluded_contended: int
+    files: int
+
+
+def _scratch_store(records: list[ResultRecord], root: Path) -> Path:
+    from kura_perf.store.stage_records import write_stage_record
+
+    metrics = root / "metrics"
+    for item in records:
+        write_stage_record(metrics, item.record)
+    return metrics
+
+
+def _section_from_store(metrics: Path, results: list[ResultRecord], used: list[ResultRecord], excluded: int) -> str:
+    from kura_perf.report.analysis import analyse
+    from kura_perf.report.data import load_report_data
+    from kura_perf.report.tables import projection_1m_table, published_matrix
+
+    data = load_report_data(metrics)
+    analysis = analyse(data)
+    profiles = data.profiles()
+    scales = sorted({int(r.record.scale_n) for r in used if r.record.scale_n is not None})
+    records = [r.record for r in used]
+    versions = sorted({r.code_version for r in records if r.code_version})
+    days = sorted(f"{r.started_at:%Y-%m-%d}" for r in records if r.started_at)
+    python = sorted({_python_of(r.package_versions) for r in records} - {None})
+    matrix = published_matrix(analysis, profiles, scales)
+    lines = [
+        f"- Host: {data.host.describe() if data.host else 'unknown'}, {records[0].host_os}"
+        + (f", Python {', '.join(python)}" if python else ""),
+        f"- Dates (UTC): {days[0]} to {days[-1]}" if days else "- Dates: unknown",
+        f"- Code version(s) measured: {', '.join(versions)}",
+        f"- From {len(results)} stage records in {len({r.path.name for r in results})} files of `results/`; "
+        f"{excluded} excluded as contended (other processes above {CONTENDED_SHARE:.0%} of the box)"
+        + (f"; {data.other_host_records} from other hosts not in these tables" if data.other_host_records else ""),
+        "",
+        matrix.to_markdown(),
+        "",
+        matrix.caption,
+        "",
+        "**1M, projected from fits over measured scales only**",
+        "",
+        projection_1m_table(analysis, profiles).to_markdown(),
+        "",
+        projection_1m_table(analysis, profiles).caption,
+    ]
+    return "\n".join(lines)
+
+
+def _python_of(package_versions: str | None) -> str | None:
+    import json
+
+    try:
+        return json.loads(package_versions or "{}").get("python")
+    except ValueError:
+        return None
+
+
+def generate(results_dir: Path, report_out: Path | None = None) -> Published:
+    """The Markdown of the Measured section from results/ (refusing a record without host or version),
+    and, with report_out, the published HTML report built from the same uncontended records."""
+    results = read_results(results_dir)
+    used = [r for r in results if not r.record.contended]
+    excluded = len(results) - len(used)
+    files = len({r.path.name for r in results})
+    if not used:
+        text = NOTHING_PUBLISHED if not results else (
+            f"No measurement is published: all {len(results)} stage records in `results/` are contended.")
+        return Published(text, len(results), excluded, files)
+    with tempfile.TemporaryDirectory(prefix="kura-perf-publish-") as tmp:
+        metrics = _scratch_store(used, Path(tmp))
+        section = _section_from_store(metrics, results, used, excluded)
+        if report_out is not None:
+            from kura_perf.report.build import build_report
+            from kura_perf.settings.paths import Paths
+
+            build_report(Paths(root=Path(tmp)), Path(report_out))
+    return Published(section, len(results), excluded, files)
+
+
+def replace_section(readme_text: str, section: str, where: str = "README.md") -> str:
+    """readme_text with everything between BEGIN and END replaced by `section`."""
+    start, end = readme_text.find(BEGIN), readme_text.find(END)
+    if start < 0 or end < 0 or end < start:
+        raise ReadmeMarkersError(f"{where}: needs the lines {BEGIN} and {END} (in that order) around the generated "
+                                 "Measured section")
+    return readme_text[:start + len(BEGIN)] + "\n" + section.strip() + "\n" + readme_text[end:]
+
+
+def current_section(readme_text: str, where: str = "README.md") -> str:
+    start, end = readme_text.find(BEGIN), readme_text.find(END)
+    if start < 0 or end < 0 or end < start:
+        raise ReadmeMarkersError(f"{where}: no {BEGIN} ... {END} section")
+    return readme_text[start + len(BEGIN):end].strip()
+
+
+def publish(results_dir: Path, readme: Path, report_out: Path | None = None) -> Published:
+    """Regenerate the README's section (written only when it changed, atomically) and the report."""
+    published = generate(results_dir, report_out)
+    text = readme.read_text(encoding="utf-8")
+    updated = replace_section(text, published.section, str(readme))
+    if updated != text:
+        atomic_write_text(readme, updated)
+    return published
