@@ -106,6 +106,9 @@ FROZEN_STAGE_RUNS = pa.schema([
     ("startup_s", pa.float64()),
     ("stage_work_s", pa.float64()),
     ("setup_s", pa.float64()),
+    # The simulator's speed_factor (issue 24): 1 = the modelled API's speed, N = N times faster (scaled,
+    # not a prediction); NULL without a simulator and in older files.
+    ("sim_speed_factor", pa.float64()),
     *FROZEN_COMPARABILITY,
 ])
 

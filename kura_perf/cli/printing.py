@@ -6,10 +6,12 @@ import json
 
 import pandas as pd
 
+from kura_perf.report.fmt import scaled_factors, scaled_label, seconds
 from kura_perf.store.record import StageRecord
 
 STAGE_COLUMNS = ["stage", "status", "items_in", "items_out", "skipped_records", "wall_s", "cpu_s", "peak_rss_mb",
-                 "items_per_s", "model_items_per_s", "bytes_written", "n_clusters", "api_calls", "api_429s", "cost_usd"]
+                 "items_per_s", "model_items_per_s", "bytes_written", "n_clusters", "api_calls", "api_429s", "cost_usd",
+                 "sim_speed_factor"]
 
 
 def print_frame(df, empty: str | None = "(no rows)", **options) -> None:
@@ -41,8 +43,20 @@ def print_records(rows) -> None:
     if "skipped_records" in cols and not (df["skipped_records"].fillna(0) > 0).any():
         cols.remove("skipped_records")  # only worth a column when a lenient load skipped something
     print_frame(df[cols], empty=None, width=200, max_columns=30, float_format="{:.3f}".format)
-    for line in skip_notes(records):
+    for line in skip_notes(records) + scaled_notes(records):
         print(line)
+
+
+def scaled_notes(records) -> list[str]:
+    """One line per stage timed against a simulator running faster (or slower) than the modelled API:
+    its wall time is scaled, not what a real endpoint would take. records: StageRecords."""
+    notes = []
+    for record in records:
+        factors = scaled_factors([record])
+        if factors:
+            notes.append(f"{record.stage}: wall_s {seconds(record.wall_s)} is {scaled_label(factors)} "
+                         f"(the simulator ran {factors[0]:g}x the modelled API's speed)")
+    return notes
 
 
 def skip_notes(records) -> list[str]:
