@@ -14,8 +14,17 @@ import pytest
 
 from kura_perf.simulator.models import BUILT_IN_MODELS
 from kura_perf.simulator.responses import build_chat_completion, build_embeddings, chat_prompt_tokens
-from kura_perf.tokens import (CL100K_BASE, O200K_BASE, REPLY_PRIMING_TOKENS, TOKENS_PER_MESSAGE, count_chat_tokens,
-                              count_tokens, encode, encoding_name, truncate_to_tokens)
+from kura_perf.tokens import (
+    CL100K_BASE,
+    O200K_BASE,
+    REPLY_PRIMING_TOKENS,
+    TOKENS_PER_MESSAGE,
+    count_chat_tokens,
+    count_tokens,
+    encode,
+    encoding_name,
+    truncate_to_tokens,
+)
 
 MIXED = "I'm can't HELLO'S camelCaseWord  123456 \n\n  x"
 CJK_EMOJI = "你好，世界 🌍🚀"
