@@ -129,3 +129,21 @@ def test_a_max_tokens_cut_answer_is_within_the_limit_in_tokens():
     prepared = build_chat_completion(body, "gpt-4o", BUILT_IN_MODELS["gpt-4o"])
     choice = prepared.render()["choices"][0]
     assert choice["finish_reason"] == "length" and prepared.completion_tokens == 5
+
+
+def test_answers_have_the_lengths_kuras_prompts_ask_for():
+    """A conversation summary of at most 30 words (28), a two-sentence cluster description (40 words),
+    names of at most ten words: measured in words of the answer the simulator builds."""
+    from kura_perf.simulator.text import ANSWER_WORDS, PromptView
+
+    conversation = PromptView.from_messages([{"role": "user", "content": (
+        "Extract a summary. <conversation>user: my pandas merge raises a KeyError on the date column\n"
+        "assistant: check the column names</conversation>")}])
+    group = PromptView.from_messages([{"role": "user", "content": (
+        "You are tasked with summarizing a group of related statements into a two-sentence description."
+        "<positive_examples>fix pandas merge KeyError\nrename dataframe columns</positive_examples>")}])
+    assert len(conversation.text_for("summary").split()) == ANSWER_WORDS["summary"] == 28
+    assert len(group.text_for("summary").split()) == ANSWER_WORDS["description"] == 40
+    assert len(group.text_for("description").split()) == 40
+    assert len(conversation.text_for("request").split()) == 20 and len(conversation.text_for("task").split()) == 12
+    assert len(group.text_for("name").split()) <= 10
