@@ -147,3 +147,21 @@ def test_answers_have_the_lengths_kuras_prompts_ask_for():
     assert len(group.text_for("description").split()) == 40
     assert len(conversation.text_for("request").split()) == 20 and len(conversation.text_for("task").split()) == 12
     assert len(group.text_for("name").split()) <= 10
+
+
+def test_every_price_has_a_date_and_a_source():
+    from kura_perf.models.openai_api.prices import PRICE_SOURCES, PRICES_PER_1M_TOKENS
+
+    assert set(PRICE_SOURCES) == set(PRICES_PER_1M_TOKENS)
+    for model, (as_of, source) in PRICE_SOURCES.items():
+        assert as_of[:4].isdigit() and "http" in source, model
+
+
+def test_a_cost_is_the_exact_tokens_at_the_dated_price():
+    from kura_perf.models.openai_api.prices import PRICES_PER_1M_TOKENS, cost_usd
+
+    tokens_in = count_chat_tokens([{"role": "user", "content": MIXED}], "gpt-4o-mini")
+    tokens_out = count_tokens(CJK_EMOJI, "gpt-4o-mini")
+    price_in, price_out = PRICES_PER_1M_TOKENS["gpt-4o-mini"]
+    assert (tokens_in, tokens_out) == (3 + 1 + 15 + 3, 7)
+    assert cost_usd("gpt-4o-mini", tokens_in, tokens_out) == pytest.approx((22 * price_in + 7 * price_out) / 1e6)
