@@ -57,14 +57,19 @@ def profiles_file(tmp_path):
 
 def test_counts_match_the_simulator_log_and_the_key_never_lands(tmp_path, profiles_file):
     home = tmp_path / "data"
-    config = {"chat": {"rpm": 6000, "latency_ms": 5, "p99_ms": 20}, "embeddings": {"rpm": 6000, "latency_ms": 2}}
+    config = {"chat": {"rpm": 6000, "latency_ms": 5, "p99_ms": 20}, "embeddings": {"rpm": 6000, "latency_ms": 2},
+              "speed_factor": 4}
     with SimulatorProcess(config) as sim:
         out = _run(home, profiles_file(), sim.base_url)
         log = sim.log()
     assert out.returncode == 0, out.stderr[-3000:]
-    rows = query(home / "metrics", "SELECT stage, status, api_calls, api_429s, api_errors, tokens_in, cost_usd "
-                                   "FROM stage_runs")
+    rows = query(home / "metrics", "SELECT stage, status, api_calls, api_429s, api_errors, tokens_in, cost_usd, "
+                                   "sim_speed_factor FROM stage_runs")
     assert set(rows["status"]) == {"success"}
+    # Every record says how much faster than configured the simulator answered, and the run's table
+    # labels each of those times as scaled, not as a prediction.
+    assert rows["sim_speed_factor"].tolist() == [4.0] * len(rows)
+    assert out.stdout.count("is scaled x4, not a prediction") == len(rows)
     ours = int(rows["api_calls"].fillna(0).sum())
     theirs = log["requests"]
     assert ours == theirs > 100  # 100 summaries + embedding batches + naming calls

@@ -210,17 +210,17 @@ def test_a_request_no_limit_could_ever_serve_is_refused_at_once(fresh, client):
     """With a raised TPM, a prompt over the model's context is still refused (400, not scheduled), as is
     an embeddings request over 300,000 tokens; one over the token bucket gets OpenAI's 429 at once."""
     fresh.configure(tpm=10**9, rpm=10**6)
-    long = [{"role": "user", "content": "word " * 120_000}]  # 600 KB: 150,000 tokens > 128,000
+    long = [{"role": "user", "content": "word " * 130_000}]  # 650 KB: 130,001 tokens (o200k_base) > 128,000
     error = _refused(lambda: client.chat.completions.create(model="gpt-4o-mini", messages=long), 400)
     assert (error["param"], error["code"]) == ("messages", "context_length_exceeded")
-    near = [{"role": "user", "content": "word " * 96_000}]  # 120,000 tokens: fits, but not with 16,000 more
+    near = [{"role": "user", "content": "word " * 115_000}]  # 115,001 tokens: fits, but not with 16,000 more
     error = _refused(lambda: client.chat.completions.create(model="gpt-4o-mini", messages=near, max_tokens=16_000),
                      400)
     assert error["code"] == "context_length_exceeded" and "in the completion" in error["message"]
     too_long_input = _refused(lambda: client.embeddings.create(model="text-embedding-3-small",
                                                                 input=["w " * 20_000]), 400)
     assert "8192" in too_long_input["message"]
-    many = ["word " * 6_000] * 45  # each 7,500 tokens, 337,500 in all
+    many = ["word " * 6_000] * 51  # each 6,001 tokens (cl100k_base), 306,051 in all
     error = _refused(lambda: client.embeddings.create(model="text-embedding-3-small", input=many), 400)
     assert error["code"] == "max_tokens_per_request" and "300000" in error["message"]
     fresh.configure(tpm=1_000)

@@ -26,6 +26,7 @@ from kura_perf.stages.base import STAGES
 from kura_perf.store import query
 
 INSTALL_HINT = "pip install 'kura_perf[kura]'"
+SPEED_FACTOR = 100.0  # the simulator 100x faster than the published models: a scaled, quick test run
 
 
 # -- the 100 partition, end to end -------------------------------------------------------------------
@@ -46,7 +47,10 @@ def kura_100(tmp_path_factory, pca_100):
     mp.setenv("KURA_PERF_HOME", str(root / "data"))
     mp.setenv("HF_HUB_OFFLINE", "1")
     paths = Paths.from_env()
-    with SimulatorProcess(SimulatorConfig.from_dict(get_profile("kura").api.simulator)) as sim:
+    # The profile's limits and published per-model latency, 100x faster so the test stays quick: the
+    # records then carry sim_speed_factor 100 (scaled, not a prediction).
+    config = SimulatorConfig.from_dict({**get_profile("kura").api.simulator, "speed_factor": SPEED_FACTOR})
+    with SimulatorProcess(config) as sim:
         mp.setenv(SIMULATOR_URL_ENV, sim.base_url)  # the Dagster resource then reuses this simulator
         with DagsterInstance.ephemeral() as instance:
             kura = run_partition("100", "kura", paths=paths, instance=instance)
@@ -72,6 +76,7 @@ def test_every_stage_succeeds_and_records_the_kura_version(kura_100):
         assert (rec["backend"], rec["profile"], rec["scale_n"]) == ("kura", "kura", 100)
         assert rec["kura_version"] == metadata.version("kura"), stage
         assert json.loads(rec["extra"])["kura_version"] == metadata.version("kura")
+        assert rec["sim_speed_factor"] == SPEED_FACTOR, stage  # scaled: the report labels its times so
     assert records["clusters"]["n_clusters"] == 10  # Kura's k-means default: ceil(100 / 10)
     assert records["clusters"]["ari"] is not None  # quality against ground truth, as for the reference
 

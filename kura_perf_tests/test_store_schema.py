@@ -111,6 +111,9 @@ FROZEN_STAGE_RUNS = pa.schema([
     ("host_other_cpu_s", pa.float64()),
     ("host_contention", pa.float64()),
     ("contended", pa.bool_()),
+    # The simulator's speed_factor (issue 24): 1 = the modelled API's speed, N = N times faster (scaled,
+    # not a prediction); NULL without a simulator and in older files.
+    ("sim_speed_factor", pa.float64()),
     *FROZEN_COMPARABILITY,
 ])
 

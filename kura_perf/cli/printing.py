@@ -6,11 +6,13 @@ import json
 
 import pandas as pd
 
+from kura_perf.report.fmt import scaled_factors, scaled_label, seconds
 from kura_perf.store.record import StageRecord
 
 STAGE_COLUMNS = ["stage", "status", "items_in", "items_out", "skipped_records", "wall_s", "jit_compile_s", "startup_s",
                  "stage_work_s", "setup_s", "cpu_s", "peak_rss_mb",
-                 "items_per_s", "model_items_per_s", "bytes_written", "n_clusters", "api_calls", "api_429s", "cost_usd"]
+                 "items_per_s", "model_items_per_s", "bytes_written", "n_clusters", "api_calls", "api_429s", "cost_usd",
+                 "sim_speed_factor"]
 
 # Time that is not the stage's work (numba compile, first numba/umap import: inside wall_s; the backend's
 # set-up: before it). Shown when a stage paid any, so a cold-cache wall time is never read as the work.
@@ -49,8 +51,20 @@ def print_records(rows) -> None:
     if "stage_work_s" in cols and not (df["stage_work_s"].fillna(df["wall_s"]) < df["wall_s"]).any():
         cols.remove("stage_work_s")  # equal to wall_s everywhere: nothing was compiled or started
     print_frame(df[cols], empty=None, width=200, max_columns=30, float_format="{:.3f}".format)
-    for line in skip_notes(records):
+    for line in skip_notes(records) + scaled_notes(records):
         print(line)
+
+
+def scaled_notes(records) -> list[str]:
+    """One line per stage timed against a simulator running faster (or slower) than the modelled API:
+    its wall time is scaled, not what a real endpoint would take. records: StageRecords."""
+    notes = []
+    for record in records:
+        factors = scaled_factors([record])
+        if factors:
+            notes.append(f"{record.stage}: wall_s {seconds(record.wall_s)} is {scaled_label(factors)} "
+                         f"(the simulator ran {factors[0]:g}x the modelled API's speed)")
+    return notes
 
 
 def skip_notes(records) -> list[str]:

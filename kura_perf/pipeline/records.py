@@ -23,6 +23,7 @@ from kura_perf.meter.host import code_version, host_info, package_versions, work
 from kura_perf.meter.host_load import is_contended
 from kura_perf.meter.projection import project
 from kura_perf.scales import scale_count
+from kura_perf.simulator.process import served_speed_factor
 from kura_perf.stages.base import StageResult
 from kura_perf.store.record import StageRecord
 from kura_perf.store.stage_records import unfinished_record
@@ -45,6 +46,7 @@ def record_fields(run: "StageRun", backend_name: str) -> dict:
         "scale": run.scale,
         "scale_n": scale_count(run.scale),
         "embedding_backend": run.profile.embedding_backend,  # also on died records
+        "sim_speed_factor": served_speed_factor(run.settings.simulator_url),  # None: no simulator timed it
         "code_version": code_version(),
         "package_versions": json.dumps(versions, sort_keys=True),
         "kura_version": versions.get("kura"),

@@ -48,6 +48,35 @@ def seconds(s) -> str:
     return f"{s / 86400:.1f} d"
 
 
+def scaled_factors(rows) -> list[float]:
+    """The simulator speed factors other than 1 among these records (a frame or dicts with
+    `sim_speed_factor`): times measured against a simulator running N times faster than the modelled
+    API. Null (no simulator) and 1 (the model's published speed) are not scaled. Older frames without
+    the column have none."""
+    if rows is None:
+        return []
+    if isinstance(rows, pd.DataFrame):
+        values = rows["sim_speed_factor"].tolist() if "sim_speed_factor" in rows else []
+    else:
+        values = [getattr(r, "sim_speed_factor", None) if not isinstance(r, dict) else r.get("sim_speed_factor")
+                  for r in rows]
+    return sorted({float(v) for v in values if not is_missing(v) and float(v) != 1.0})
+
+
+def scaled_label(factors) -> str:
+    """'scaled x10, not a prediction' ('x10/x100' when several): what a time measured against a sped-up
+    simulator is called wherever it is shown, so it is never read as what a real endpoint would take."""
+    factors = [factors] if isinstance(factors, (int, float)) else list(factors)
+    return "scaled " + "/".join(f"x{f:g}" for f in factors) + ", not a prediction"
+
+
+def seconds_scaled(s, rows) -> str:
+    """`seconds(s)`, followed by the scaled label when any of the rows it comes from was scaled."""
+    factors = scaled_factors(rows)
+    text = seconds(s)
+    return f"{text} ({scaled_label(factors)})" if factors and text != MISSING else text
+
+
 # One convention for every size the report prints: decimal units, 1 kB = 1,000 bytes, 1 MB = 10⁶ bytes,
 # 1 GB = 10⁹ bytes (what `du --si` prints and what the proposal's §1.3/§3.2 figures mean). The meter
 # records memory in MiB (bytes / 2**20, StageRecord.peak_rss_mb, rss_start_mb) and the host's RAM in GiB

@@ -10,7 +10,7 @@ Importing this package does not import aiohttp; only serving does.
 
 from kura_perf.simulator.config import EndpointConfig, FaultConfig, SimulatorConfig
 from kura_perf.simulator.process import SimulatorProcess, SimulatorThread, run_in_thread
-from kura_perf.simulator.tokens import estimate_tokens
+from kura_perf.simulator.tokens import count_tokens
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -29,5 +29,5 @@ def serve(config: SimulatorConfig, port_file=None) -> None:
 
 __all__ = [
     "EndpointConfig", "FaultConfig", "SimulatorConfig", "SimulatorProcess", "SimulatorThread",
-    "estimate_tokens", "main", "run_in_thread", "serve",
+    "count_tokens", "main", "run_in_thread", "serve",
 ]

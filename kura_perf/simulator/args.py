@@ -19,6 +19,7 @@ FLAG_KEYS = {
     "drop_rate": "drop_rate", "slow_response_s": "slow_response_s",
     "forced_retry_after_s": "forced_retry_after_s", "burst_s": "burst_s", "seed": "seed",
     "max_body_bytes": "max_body_bytes",
+    "speed_factor": "speed_factor",
 }
 
 
@@ -51,6 +52,9 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
         limits.add_argument("--embeddings" + flag[1:], type=kind)
     limits.add_argument("--ms-per-output-token", type=float, help="chat latency added per output token")
     limits.add_argument("--ms-per-input-token", type=float, help="embeddings latency added per input token")
+    limits.add_argument("--speed-factor", type=float,
+                        help="divide every latency by this (10 = ten times faster than the model: times are "
+                             "scaled, not a prediction); default 1, each model's published speed")
     limits.add_argument("--burst-s", type=float, help="bucket capacity in seconds of limit (60 = a full minute)")
     faults = p.add_argument_group("faults (probability per request)")
     faults.add_argument("--fault-rate", type=float, help="500/503 responses")

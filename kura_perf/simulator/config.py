@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 from kura_perf.proposal import TYPICAL_CHAT_RPM, TYPICAL_EMBEDDINGS_RPM
+from kura_perf.simulator.latency_models import lognormal_params, published_model
 from kura_perf.simulator.models import normalise_models, with_models
 
 LOOPBACK = "127.0.0.1"
@@ -20,8 +21,9 @@ ENDPOINT_KINDS = ("chat", "embeddings")
 # bodies are refused before they are read, so one request cannot make the server hold hundreds of MB.
 MAX_BODY_BYTES = 25 * 1024 * 1024
 
-# z-score of the 99th percentile of a standard normal: p99 = median * exp(2.326 * sigma).
-_Z_P99 = 2.3263478740408408
+# The latency settings of an endpoint: setting any of them in a config takes that endpoint kind off the
+# published per-model latency (SimulatorConfig.model_latency).
+LATENCY_KEYS = ("latency_ms", "p99_ms", "ms_per_output_token", "ms_per_input_token")
 
 
 @dataclass
@@ -32,17 +34,12 @@ class EndpointConfig:
     tpm: int | None = None
     latency_ms: float = 0.0  # median
     p99_ms: float = 0.0  # 99th percentile; <= median means a fixed latency
-    ms_per_output_token: float = 0.0  # chat only: generation time grows with the answer
-    ms_per_input_token: float = 0.0  # embeddings only: a batch's time grows with its tokens
+    ms_per_output_token: float = 0.0  # chat: generation time grows with the answer
+    ms_per_input_token: float = 0.0  # embeddings: latency grows with the batch's tokens (chat too, if set)
 
     def lognormal_params(self) -> tuple[float, float] | None:
         """(mu, sigma) of the lognormal whose median and p99 match the config; None for no latency."""
-        if self.latency_ms <= 0:
-            return None
-        mu = math.log(self.latency_ms / 1000.0)
-        if self.p99_ms <= self.latency_ms:
-            return mu, 0.0
-        return mu, (math.log(self.p99_ms) - math.log(self.latency_ms)) / _Z_P99
+        return lognormal_params(self.latency_ms, self.p99_ms)
 
 
 @dataclass
@@ -75,7 +72,15 @@ class SimulatorConfig:
     like OpenAI's headers; smaller = limits enforced over shorter periods, as OpenAI also does).
     `models`: models served besides the built-in ones (simulator/models.py): a list of names or
     {name: {kind, context_tokens, max_output_tokens}}; "*" serves any name. `max_body_bytes`: larger
-    request bodies get 413."""
+    request bodies get 413.
+
+    Latency: the endpoint kinds listed in `model_latency` answer each request with the published latency
+    of the model it names (simulator/latency_models.py: real speed), falling back to the endpoint's own
+    settings for a model not in that table; a kind not listed uses its endpoint settings for every model.
+    Setting any latency key of a kind (latency_ms, p99_ms, ms_per_output_token, ms_per_input_token) takes
+    it off the list unless `model_latency` is set too: a fixed latency is the config's, not a model's.
+    `speed_factor` divides every latency (10 = ten times faster than the model); anything but 1 makes the
+    run's times scaled, never a prediction, and every stage record carries the factor."""
 
     host: str = LOOPBACK
     port: int = 0  # 0 = any free port
@@ -87,9 +92,22 @@ class SimulatorConfig:
     verbose: bool = False  # one stderr line per request (never headers, so never a key)
     models: dict[str, dict] = field(default_factory=dict)
     max_body_bytes: int = MAX_BODY_BYTES
+    model_latency: list[str] = field(default_factory=lambda: list(ENDPOINT_KINDS))
+    speed_factor: float = 1.0
 
     def __post_init__(self) -> None:
         self.models = normalise_models(self.models)
+        if isinstance(self.model_latency, str):
+            self.model_latency = [self.model_latency]
+        if not isinstance(self.model_latency, (list, tuple)) or not set(self.model_latency) <= set(ENDPOINT_KINDS):
+            raise ValueError(f"model_latency must list endpoint kinds out of {', '.join(ENDPOINT_KINDS)} "
+                             f"(got {self.model_latency!r})")
+        self.model_latency = [k for k in ENDPOINT_KINDS if k in self.model_latency]
+        if isinstance(self.speed_factor, bool) or not isinstance(self.speed_factor, (int, float)) \
+                or not math.isfinite(self.speed_factor) or self.speed_factor <= 0:
+            raise ValueError(f"speed_factor must be a number > 0 (got {self.speed_factor!r}); "
+                             f"1 = the model's real speed, 10 = ten times faster")
+        self.speed_factor = float(self.speed_factor)
         if isinstance(self.max_body_bytes, bool) or not isinstance(self.max_body_bytes, int) \
                 or self.max_body_bytes < 1:
             raise ValueError(f"max_body_bytes must be a positive integer (got {self.max_body_bytes!r})")
@@ -113,6 +131,18 @@ class SimulatorConfig:
     def endpoint(self, kind: str) -> EndpointConfig:
         return self.chat if kind == "chat" else self.embeddings
 
+    def latency_endpoint(self, kind: str, model: str | None) -> EndpointConfig:
+        """The settings a request for `model` is timed with: the model's published latency when this
+        kind uses it and the model is known, else the endpoint's own."""
+        endpoint = self.endpoint(kind)
+        published = published_model(model, kind) if kind in self.model_latency else None
+        return published.applied_to(endpoint) if published is not None else endpoint
+
+    @property
+    def scaled(self) -> bool:
+        """True when times are sped up (or slowed down) from the model's: not a prediction."""
+        return self.speed_factor != 1.0
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
@@ -131,6 +161,7 @@ class SimulatorConfig:
         endpoint_keys = {f.name for f in fields(EndpointConfig)}
         fault_keys = {f.name for f in fields(FaultConfig)}
         top_keys = {f.name for f in fields(SimulatorConfig)} - {"chat", "embeddings", "faults"}
+        fixed: set[str] = set()  # endpoint kinds given latency numbers of their own
         for key, value in data.items():
             if key in ("chat", "embeddings") and isinstance(value, dict):
                 target = chat if key == "chat" else emb
@@ -138,6 +169,8 @@ class SimulatorConfig:
                     if sub_key not in endpoint_keys:
                         raise ValueError(f"unknown simulator setting {key}.{sub_key}")
                     setattr(target, sub_key, sub_value)
+                    if sub_key in LATENCY_KEYS:
+                        fixed.add(key)
             elif key == "faults" and isinstance(value, dict):
                 for sub_key, sub_value in value.items():
                     name = "error_rate" if sub_key == "fault_rate" else sub_key
@@ -147,9 +180,13 @@ class SimulatorConfig:
             elif key in endpoint_keys:
                 setattr(chat, key, value)
                 setattr(emb, key, value)
+                if key in LATENCY_KEYS:
+                    fixed.update(ENDPOINT_KINDS)
             elif key.startswith(("chat_", "embeddings_")) and key.split("_", 1)[1] in endpoint_keys:
                 kind, name = key.split("_", 1)
                 setattr(chat if kind == "chat" else emb, name, value)
+                if name in LATENCY_KEYS:
+                    fixed.add(kind)
             elif key == "fault_rate":
                 faults.error_rate = value
             elif key in fault_keys:
@@ -173,4 +210,6 @@ class SimulatorConfig:
             verbose=bool(top.get("verbose", self.verbose)),
             models=top.get("models", self.models),
             max_body_bytes=top.get("max_body_bytes", self.max_body_bytes),
+            model_latency=top.get("model_latency", [k for k in self.model_latency if k not in fixed]),
+            speed_factor=top.get("speed_factor", self.speed_factor),
         )

@@ -21,6 +21,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.parse
 import urllib.request
 import weakref
 from pathlib import Path
@@ -78,6 +79,22 @@ class SimulatorControl:
     def outage(self, duration_s: float, start_in_s: float = 0.0) -> None:
         """Every API request gets 503 from start_in_s for duration_s."""
         self._call("POST", "/_sim/outage", {"duration_s": duration_s, "start_in_s": start_in_s})
+
+
+def served_speed_factor(base_url: str | None, timeout_s: float = 2.0) -> float | None:
+    """The speed_factor of the simulator serving `base_url` (its GET /_sim/config), or None when the URL
+    is not a simulator on 127.0.0.1 or it does not answer: a stage record then says no simulator timed it."""
+    if not base_url:
+        return None
+    parsed = urllib.parse.urlsplit(base_url)
+    if parsed.hostname != LOOPBACK or parsed.port is None:
+        return None
+    try:
+        with _NO_PROXY_OPENER.open(f"http://{LOOPBACK}:{parsed.port}/_sim/config", timeout=timeout_s) as response:
+            factor = json.loads(response.read()).get("speed_factor", 1.0)
+    except (OSError, ValueError, AttributeError):
+        return None
+    return float(factor) if isinstance(factor, (int, float)) and not isinstance(factor, bool) else None
 
 
 def _signal_group_and_wait(pid: int, sig: int, process: subprocess.Popen | None, timeout_s: float) -> None:

@@ -23,7 +23,7 @@ from typing import Any, Callable
 from kura_perf.simulator.models import EMBEDDING_INPUT_TOKENS, EMBEDDING_REQUEST_TOKENS, EMBEDDINGS, MAX_N, ModelSpec
 from kura_perf.simulator.schema_fill import fill_schema
 from kura_perf.simulator.text import PromptView, content_text
-from kura_perf.simulator.tokens import estimate_tokens
+from kura_perf.simulator.tokens import count_chat_tokens, count_tokens, truncate_to_tokens
 from kura_perf.simulator.vectors import embed_texts, native_dimension, supports_dimensions
 
 MAX_EMBEDDING_INPUTS = 2048
@@ -95,15 +95,16 @@ def _dumps(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
-def chat_prompt_tokens(body: dict) -> int:
-    """Prompt tokens: every message's text, plus the tool and response-format schemas, which a
-    real model also reads."""
-    tokens = sum(estimate_tokens(content_text(m.get("content"))) for m in body["messages"] if isinstance(m, dict))
+def chat_prompt_tokens(body: dict, model: str | None = None) -> int:
+    """Prompt tokens in the model's encoding: every message with OpenAI's per-message overhead
+    (kura_perf/tokens.py), plus the tool and response-format schemas, which a real model also reads
+    (counted as their compact JSON)."""
+    tokens = count_chat_tokens(body["messages"], model, content_text)
     if body.get("tools"):
-        tokens += estimate_tokens(_dumps(body["tools"]))
+        tokens += count_tokens(_dumps(body["tools"]), model)
     response_format = body.get("response_format")
     if isinstance(response_format, dict) and response_format.get("type") == "json_schema":
-        tokens += estimate_tokens(_dumps(response_format.get("json_schema", {})))
+        tokens += count_tokens(_dumps(response_format.get("json_schema", {})), model)
     return tokens
 
 
@@ -130,7 +131,7 @@ def build_chat_completion(body: dict, model: str, spec: ModelSpec) -> Prepared:
         raise InvalidRequest("the simulator does not stream; send stream=false", "stream")
     n = integer_param(body, "n", 1, MAX_N) or 1
     completion_limit = _completion_limit(body, spec)
-    prompt_tokens = chat_prompt_tokens(body)
+    prompt_tokens = chat_prompt_tokens(body, model)
     _check_context(prompt_tokens, completion_limit, spec)
     view = PromptView.from_messages(messages)
     tools = body.get("tools") or []
@@ -162,13 +163,13 @@ def build_chat_completion(body: dict, model: str, spec: ModelSpec) -> Prepared:
         })
     elif format_type in (None, "text"):
         text = view.plain_answer()
-        if completion_limit is not None and estimate_tokens(text) > completion_limit:
-            text, finish_reason = text[: completion_limit * 4], "length"
+        if completion_limit is not None and count_tokens(text, model) > completion_limit:
+            text, finish_reason = truncate_to_tokens(text, completion_limit, model), "length"
         completion_text = message["content"] = text
     else:
         raise InvalidRequest(f"unsupported response_format type {format_type!r}", "response_format.type")
 
-    completion_tokens = estimate_tokens(completion_text) * n  # each of the n choices is generated
+    completion_tokens = count_tokens(completion_text, model) * n  # each of the n choices is generated
     choices = [{"index": i, "message": message if i == 0 else copy.deepcopy(message), "finish_reason": finish_reason,
                 "logprobs": None} for i in range(n)]
     payload = {
@@ -187,7 +188,7 @@ def build_chat_completion(body: dict, model: str, spec: ModelSpec) -> Prepared:
     return Prepared(prompt_tokens, completion_tokens, lambda: payload)
 
 
-def _embedding_inputs(raw: Any, input_limit: int) -> tuple[list[str], int]:
+def _embedding_inputs(raw: Any, input_limit: int, model: str | None = None) -> tuple[list[str], int]:
     """Texts to embed and their prompt tokens; token-id inputs count one token per id. Each input may
     hold `input_limit` tokens, all of them together EMBEDDING_REQUEST_TOKENS."""
     if isinstance(raw, str):
@@ -203,7 +204,7 @@ def _embedding_inputs(raw: Any, input_limit: int) -> tuple[list[str], int]:
         if isinstance(item, str):
             if not item:
                 raise InvalidRequest("'$.input' is invalid: empty strings cannot be embedded", "input")
-            item_tokens = estimate_tokens(item)
+            item_tokens = count_tokens(item, model)
         elif isinstance(item, list) and item and all(isinstance(t, int) for t in item):
             item_tokens = len(item)
         else:
@@ -223,7 +224,7 @@ def _embedding_inputs(raw: Any, input_limit: int) -> tuple[list[str], int]:
 
 def build_embeddings(body: dict, model: str, spec: ModelSpec) -> Prepared:
     input_limit = spec.context_tokens if spec.kind == EMBEDDINGS else EMBEDDING_INPUT_TOKENS
-    texts, prompt_tokens = _embedding_inputs(body.get("input"), input_limit)
+    texts, prompt_tokens = _embedding_inputs(body.get("input"), input_limit, model)
     dimensions = body.get("dimensions")
     if dimensions is not None:
         if not supports_dimensions(model):

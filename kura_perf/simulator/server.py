@@ -14,8 +14,9 @@ parse the body (400), the model (404 model_not_found unless served: simulator/mo
 (503), dropped connection, injected 5xx, forced 429, validate and count tokens (400 if invalid, as the
 real API words it: n, max_tokens, the model's context), RPM/TPM buckets (429 + retry-after; a request
 larger than the token bucket can ever hold gets 429 "Request too large" at once), then the answer
-after its latency (lognormal; chat adds time per output token, embeddings per input token; the time spent computing the answer
-counts towards it) or, for a timeout fault, after slow_response_s. Faults answer at once. Every /v1
+after its latency (lognormal, the request's model's published parameters unless the config fixes
+them: simulator/latency_models.py; plus time per output token and per input token; divided by
+speed_factor; the time spent computing the answer counts towards it) or, for a timeout fault, after slow_response_s. Faults answer at once. Every /v1
 answer for a known model carries the x-ratelimit headers. Auth headers are never read nor logged. A
 client that hangs up before its request is read costs one stderr line, not a traceback.
 """
@@ -34,6 +35,7 @@ from typing import Callable
 from aiohttp import web
 
 from kura_perf.simulator.config import LOOPBACK, MAX_BODY_BYTES, SimulatorConfig
+from kura_perf.simulator.latency_models import draw_latency_s
 from kura_perf.simulator.limits import ModelLimits, RateLimiter
 from kura_perf.simulator.models import CHAT, ModelSpec, ModelTable
 from kura_perf.simulator.requestlog import RequestLog
@@ -70,17 +72,10 @@ class SimulatorState:
             return True
         return any(start <= now < end for start, end in self.runtime_outages)
 
-    def latency_s(self, kind: str, completion_tokens: int, prompt_tokens: int = 0) -> float:
-        """Lognormal base, plus per output token (chat) or per input token (embeddings)."""
-        endpoint = self.config.endpoint(kind)
-        params = endpoint.lognormal_params()
-        base = 0.0
-        if params is not None:
-            mu, sigma = params
-            base = self.rng.lognormvariate(mu, sigma) if sigma > 0 else math.exp(mu)
-        if kind == "embeddings":
-            return base + endpoint.ms_per_input_token * prompt_tokens / 1000.0
-        return base + endpoint.ms_per_output_token * completion_tokens / 1000.0
+    def latency_s(self, kind: str, model: str, prompt_tokens: int, completion_tokens: int) -> float:
+        """The request's latency: its model's (or the endpoint's) parameters, over the speed factor."""
+        return draw_latency_s(self.config.latency_endpoint(kind, model), self.rng, prompt_tokens,
+                              completion_tokens, self.config.speed_factor)
 
 
 STATE = web.AppKey("simulator_state", SimulatorState)
@@ -214,7 +209,7 @@ async def _serve_api(request: web.Request, endpoint: str, kind: str, build: Buil
                             _retry_after_headers(admission.retry_after_s))
 
     headers = limits.headers(now)  # the buckets as this request left them
-    delay = state.latency_s(kind, completion_tokens, prompt_tokens)
+    delay = state.latency_s(kind, model, prompt_tokens, completion_tokens)
     fault = None
     if state.rng.random() < faults.timeout_rate:
         delay, fault = faults.slow_response_s, "timeout"

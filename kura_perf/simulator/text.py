@@ -3,6 +3,16 @@
 Prompts wrap their payload (a conversation, a cluster's member summaries) in XML-ish tags, as Kura's
 prompts do; instructions stay outside. So the payload is the text inside tags when there is any,
 otherwise the last user message. Salient words are the most frequent non-stop-words of the payload.
+
+Answers have the lengths Kura's prompts ask for (kura/summarisation.py, kura/cluster.py,
+kura/meta_cluster.py, kura/types/), so completion tokens, and the time and money they cost, are those of
+a real answer (ANSWER_WORDS): a conversation summary "at most two sentences ... at most 30 words"
+(28 words: answers tend to use most of a limit); a cluster description "a clear, precise, two-sentence
+description" with no word limit (40 words: two 20-word sentences); a request "The user's overall
+request for the assistant is to ..." and a task "The task is to ..." (one sentence each: 20 and 12
+words); a cluster or candidate name "at most ten words" (the names below have 4: a short imperative
+phrase, as Kura's examples 'Brainstorm ideas for a birthday party' are); a slug "a three-word
+snake_case summary" (3).
 """
 
 from __future__ import annotations
@@ -34,6 +44,11 @@ _STOP_WORDS = frozenset(
     statements example examples
     """.split()
 )
+
+
+# Words per answer field, from what Kura's prompts ask for (see the module docstring).
+ANSWER_WORDS = {"summary": 28, "description": 40, "request": 20, "task": 12}
+_GROUP_PROMPT = re.compile(r"\b(group|cluster|statements)\b", re.IGNORECASE)
 
 
 def content_text(content: Any) -> str:
@@ -145,6 +160,25 @@ class PromptView:
         words = [re.sub(r"[^a-z0-9]+", "", w) for w in self.salient[:3]]
         return "_".join(w for w in words if w) or "general_assistance_requests"
 
+    @cached_property
+    def describes_a_group(self) -> bool:
+        """A prompt naming a group of texts (a cluster), not summarising one conversation."""
+        return bool(_GROUP_PROMPT.search(self.instructions))
+
+    def sized(self, text: str, words: int) -> str:
+        """`text` cut or extended to `words` words: extended with sentences of the payload's next most
+        salient words, so a longer answer still says something about the input."""
+        have = text.split()
+        if len(have) >= words:
+            return " ".join(have[:words]).rstrip(".,;:!?") + "."
+        pool = self.ranked_words[3:] or self.ranked_words or ["the", "same", "request"]
+        out, i = text.rstrip(), 0
+        while len(out.split()) < words:
+            chunk = [pool[(i + k) % len(pool)] for k in range(4)]
+            out += f" It also covers {', '.join(chunk[:-1])} and {chunk[-1]}."
+            i += 4
+        return self.sized(out, words) if len(out.split()) > words else out
+
     def text_for(self, field: str) -> str:
         key = field.lower()
         request = _snippet(self.first_request, 18) or "get help"
@@ -152,17 +186,18 @@ class PromptView:
             return self.name()
         if "slug" in key:
             return self.slug()
-        if "summary" in key:
-            return f"The user asks about {self.topic()}. Their request: {request}"
+        if "summary" in key and not self.describes_a_group:
+            return self.sized(f"The user asks about {self.topic()}. Their request: {request}", ANSWER_WORDS["summary"])
         if "request" in key:
-            return f"The user's overall request for the assistant is to help with {self.topic()}: {request}"
+            return self.sized(f"The user's overall request for the assistant is to help with {self.topic()}: "
+                              f"{request}", ANSWER_WORDS["request"])
         if "task" in key:
-            return f"The task is to assist with {self.topic(2)}"
-        if "description" in key:
-            return (
+            return self.sized(f"The task is to assist with {self.topic(2)}", ANSWER_WORDS["task"])
+        if "description" in key or "summary" in key:  # a cluster's description (Kura calls it `summary`)
+            return self.sized(
                 f"Users asked the assistant for help with {self.topic(4)}. "
-                f"A typical request: {_snippet(self.first_request, 12) or 'general help'}"
-            )
+                f"A typical request: {_snippet(self.first_request, 12) or 'general help'}",
+                ANSWER_WORDS["description"])
         if "language" in key:
             return "english"
         if "error" in key:

@@ -1,6 +1,6 @@
-"""The simulator's token estimate: the project-wide one (kura_perf.tokens), so usage, buckets and the
-client's pacing agree."""
+"""The simulator's token counts: the project-wide exact ones (kura_perf.tokens), so usage, buckets and
+the client's pacing agree."""
 
-from kura_perf.tokens import estimate_tokens
+from kura_perf.tokens import count_chat_tokens, count_tokens, truncate_to_tokens
 
-__all__ = ["estimate_tokens"]
+__all__ = ["count_chat_tokens", "count_tokens", "truncate_to_tokens"]

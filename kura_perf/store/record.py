@@ -123,6 +123,11 @@ class StageRecord:
     host_other_cpu_s: float | None = None
     host_contention: float | None = None
     contended: bool | None = None
+
+    # How much faster than the modelled API the simulator answered (issue 24): its speed_factor, 1.0 =
+    # each model's published speed (a prediction), 10 = ten times faster (times scaled, not a prediction);
+    # null when no simulator served the stage (a real endpoint, a local model) and in older records.
+    sim_speed_factor: float | None = None
     # Comparability: which run, code and host (every table of the store carries these, schema.COMPARABILITY).
     run_id: str | None = field(default=None, metadata=_COMPARABILITY)
     code_version: str | None = field(default=None, metadata=_COMPARABILITY)

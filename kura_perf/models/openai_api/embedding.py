@@ -12,7 +12,7 @@ from kura_perf.models.openai_api.base import ApiModel
 from kura_perf.models.openai_api.batch import all_or_fail
 from kura_perf.models.openai_api.retries import InvalidOutput
 from kura_perf.models.openai_api.settings import ApiSettings
-from kura_perf.tokens import estimate_tokens
+from kura_perf.tokens import count_tokens
 
 NATIVE_EMBEDDING_DIMENSIONS = {"text-embedding-3-small": 1536, "text-embedding-3-large": 3072,
                                "text-embedding-ada-002": 1536}
@@ -45,7 +45,7 @@ class OpenAIEmbedding(ApiModel):
 
     async def _embed_batch(self, index: int, texts: list[str]) -> np.ndarray:
         inputs = [t if t else " " for t in texts]
-        prompt = sum(estimate_tokens(t) for t in inputs)
+        prompt = sum(count_tokens(t, self.model) for t in inputs)
         extra = {"dimensions": self.dimension} if self._send_dimensions else {}
 
         async def send() -> np.ndarray:

@@ -11,7 +11,7 @@ from kura_perf.models.openai_api.batch import all_or_fail
 from kura_perf.models.openai_api.retries import InvalidOutput
 from kura_perf.models.openai_api.settings import ApiSettings
 from kura_perf.models.openai_api.summary import compact_json, strict_schema
-from kura_perf.tokens import estimate_tokens
+from kura_perf.tokens import count_chat_tokens, count_tokens
 
 
 class ClusterNameOutput(BaseModel):
@@ -40,7 +40,6 @@ _NAME_TOOL = {
     },
 }
 
-_TOOL_TOKENS = estimate_tokens(compact_json([_NAME_TOOL]))  # the tool schema is read (and counted) too
 
 
 class OpenAIClusterNamer(ApiModel):
@@ -52,6 +51,7 @@ class OpenAIClusterNamer(ApiModel):
         super().__init__(model, settings)
         self.max_examples = max_examples
         self.max_output_tokens = max_output_tokens
+        self._tool_tokens = count_tokens(compact_json([_NAME_TOOL]), model)  # the tool schema is read (and counted) too
 
     def name_clusters(self, groups: Sequence[Sequence[str]]) -> list[tuple[str, str]]:
         return self._run(lambda: all_or_fail([self._name_one(i, g) for i, g in enumerate(groups)]))
@@ -59,7 +59,7 @@ class OpenAIClusterNamer(ApiModel):
     async def _name_one(self, index: int, texts: Sequence[str]) -> tuple[str, str]:
         examples = "\n".join(t.replace("\n", " ") for t in list(texts)[: self.max_examples])
         messages = [{"role": "user", "content": CLUSTER_PROMPT.format(examples=examples)}]
-        prompt = estimate_tokens(messages[0]["content"]) + _TOOL_TOKENS
+        prompt = count_chat_tokens(messages, self.model) + self._tool_tokens
 
         async def send() -> tuple[str, str]:
             completion = await self._client.chat.completions.create(

@@ -1,5 +1,8 @@
 """List prices per 1M tokens, and what a call cost.
 
+Costs are tokens x price: the tokens are exact counts in the model's encoding (kura_perf/tokens.py, as
+the simulator's `usage` reports them), the prices dated and sourced per model (PRICE_SOURCES).
+
 Why a model missing from the table has no price (None) rather than $0: a benchmark that silently
 reports $0.00 for an unknown model tells the reader the run was free. An unknown price makes the
 record's cost null and adds a warning naming the model, so the gap is visible and can be closed with
@@ -36,6 +39,32 @@ PRICES_PER_1M_TOKENS: dict[str, tuple[float, float]] = {
     "claude-3-7-sonnet": (3.00, 15.00),
     "claude-sonnet-4": (3.00, 15.00),
     "claude-3-opus": (15.00, 75.00),
+}
+
+# Each price's date and source: (as of, where). The providers' own pages are the authority
+# (https://openai.com/api/pricing/, https://www.anthropic.com/pricing); "checked 2026-12-07" rows were
+# compared that day against the dated public copies named, which quote those pages; the others carry
+# PRICES_AS_OF, when they were taken from the providers' pages, and were not re-checked.
+_OPENAI_PAGE = "https://openai.com/api/pricing/"
+_ANTHROPIC_PAGE = "https://www.anthropic.com/pricing"
+_RATE_CARDS = "oG-Memory perf/rate_cards.yaml (gitcode.com/akushonkamen/oG-Memory), seen 2026-12-07"
+_COST_TABLE = "github.com/kunishou/GenerativeAI-Cost README, seen 2026-12-07"
+PRICE_SOURCES: dict[str, tuple[str, str]] = {
+    "gpt-4o-mini": ("2025-08; checked 2026-12-07", f"{_OPENAI_PAGE}; openrouter.ai/openai/gpt-4o-mini-2024-07-18 "
+                                                   f"($0.15/$0.60), {_RATE_CARDS}"),
+    "gpt-4o": ("2025-08; checked 2026-12-07", f"{_OPENAI_PAGE}; {_COST_TABLE} (gpt-4o-2024-08-06 $2.50/$10.00), "
+                                              f"{_RATE_CARDS}"),
+    "gpt-4.1": ("2025-08; checked 2026-12-07", f"{_OPENAI_PAGE}; {_RATE_CARDS}"),
+    "gpt-4.1-mini": ("2025-08; checked 2026-12-07", f"{_OPENAI_PAGE}; {_RATE_CARDS}"),
+    "o4-mini": ("2025-08; checked 2026-12-07", f"{_OPENAI_PAGE}; {_RATE_CARDS}"),
+    "text-embedding-3-small": ("2025-08; checked 2026-12-07", f"{_OPENAI_PAGE}; {_RATE_CARDS}"),
+    "text-embedding-3-large": ("2025-08; checked 2026-12-07", f"{_OPENAI_PAGE}; {_RATE_CARDS}"),
+    "text-embedding-ada-002": ("2025-08; checked 2026-12-07", f"{_OPENAI_PAGE}; {_RATE_CARDS}"),
+    "claude-3-haiku": ("2025-08; checked 2026-12-07", f"{_ANTHROPIC_PAGE}; {_COST_TABLE} ($0.25/$1.25)"),
+    "claude-3-5-sonnet": ("2025-08; checked 2026-12-07", f"{_ANTHROPIC_PAGE}; {_COST_TABLE}"),
+    "claude-3-opus": ("2025-08; checked 2026-12-07", f"{_ANTHROPIC_PAGE}; {_COST_TABLE}"),
+    **{model: (PRICES_AS_OF, _OPENAI_PAGE) for model in ("gpt-4.1-nano", "gpt-5", "gpt-5-mini", "gpt-5-nano", "o3")},
+    **{model: (PRICES_AS_OF, _ANTHROPIC_PAGE) for model in ("claude-3-5-haiku", "claude-3-7-sonnet", "claude-sonnet-4")},
 }
 
 Prices = dict[str, tuple[float, float]]

@@ -13,7 +13,7 @@ from kura_perf.models.openai_api.batch import all_or_fail
 from kura_perf.models.openai_api.retries import InvalidOutput
 from kura_perf.models.openai_api.settings import ApiSettings
 from kura_perf.models.protocols import SUMMARY_FIELDS
-from kura_perf.tokens import estimate_tokens
+from kura_perf.tokens import count_chat_tokens, count_tokens
 
 
 class ConversationSummaryOutput(BaseModel):
@@ -85,14 +85,14 @@ class OpenAISummaryModel(ApiModel):
                             "schema": strict_schema(ConversationSummaryOutput)},
         }
         # The schema is part of what the model reads (and what rate limits count).
-        self._schema_tokens = estimate_tokens(compact_json(self._response_format["json_schema"]))
+        self._schema_tokens = count_tokens(compact_json(self._response_format["json_schema"]), model)
 
     def summarise(self, conversations: Sequence[Conversation]) -> list[dict]:
         return self._run(lambda: all_or_fail([self._summarise_one(c) for c in conversations]))
 
     async def _summarise_one(self, conversation: Conversation) -> dict:
         messages = [{"role": "user", "content": SUMMARY_PROMPT.format(transcript=conversation.text())}]
-        prompt = sum(estimate_tokens(m["content"]) for m in messages) + self._schema_tokens
+        prompt = count_chat_tokens(messages, self.model) + self._schema_tokens
 
         async def send() -> dict:
             completion = await self._client.chat.completions.create(
