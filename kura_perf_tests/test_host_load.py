@@ -3,6 +3,8 @@ contended threshold, the meter carrying it onto the record, and `matrix --wait-q
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 
 from kura_perf.meter import Meter
@@ -108,6 +110,7 @@ def test_build_record_sets_contended_from_the_measured_share(monkeypatch):
 
     class Run:
         run_id, stage, shape, scale, profile = "r1", "embeddings", None, "100", Profile()
+        settings = SimpleNamespace(simulator_url=None)  # no simulator served it
 
     record = records.build_record(Run(), FakeMeter(), None, 0, None, "reference")
     assert record.host_contention == 0.25 and record.host_other_cpu_s == 0.5 and record.contended is True

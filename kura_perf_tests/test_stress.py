@@ -246,6 +246,12 @@ def test_api_fault_scenarios_are_classified_and_cross_checked(tmp_path, scenario
         else:
             assert "429: " in row["message"]
 
+    from kura_perf.store import query
+
+    records = query(paths.root / "stress" / rows[0]["run_id"] / scenario / "home" / "metrics",
+                    "SELECT DISTINCT sim_speed_factor FROM stage_runs WHERE stage = 'summaries'")
+    assert records["sim_speed_factor"].tolist() == [settings.speed_factor]  # scaled, and the records say so
+
 
 def test_stress_asset_group_and_arguments(tmp_path):
     from kura_perf.definitions import defs

@@ -160,7 +160,7 @@ def cmd_stress(args) -> int:
     scale_count(args.scale)
     run_settings = RunSettings.from_env()
     settings = Settings(scale=args.scale, stages=args.stages or Settings().stages, memory_mb=args.memory_mb,
-                        disk_kb=args.disk_kb, outage_s=args.outage_s, storm_rpm=args.storm_rpm,
+                        disk_kb=args.disk_kb, outage_s=args.outage_s, speed_factor=args.speed_factor, storm_rpm=args.storm_rpm,
                         storm_429_rate=args.storm_429_rate, pipelines=args.pipelines, timeout_s=args.timeout_s,
                         keep_homes=args.keep_homes, profiles_file=run_settings.profiles_file)
     paths = run_settings.paths
@@ -233,6 +233,9 @@ def add_commands(sub) -> None:
                         "RLIMIT_AS)")
     stress.add_argument("--disk-kb", type=int, default=d.disk_kb, help="disk_full: the filesystem's size")
     stress.add_argument("--outage-s", type=float, default=d.outage_s, help="network_interruption: outage length")
+    stress.add_argument("--speed-factor", type=float, default=d.speed_factor,
+                        help="API scenarios: the simulator this many times faster than the models' published "
+                             "latency (fault handling, not a time prediction; records carry it; 1 = real speed)")
     stress.add_argument("--storm-rpm", type=int, default=d.storm_rpm, help="rate_limit_storm: requests per minute")
     stress.add_argument("--storm-429-rate", type=float, default=d.storm_429_rate,
                         help="rate_limit_storm: share of forced 429s")

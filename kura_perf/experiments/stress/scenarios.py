@@ -51,6 +51,10 @@ class Settings:
     outage_after_requests: int = 20  # the outage starts once the simulator has answered this many requests
     outage_rpm: int | None = None  # network_interruption: the simulator's chat/embeddings RPM (None: the profile's)
     storm_rpm: int = 600  # chat requests per minute in the rate-limit storm
+    # The API scenarios measure fault handling, not how long a real endpoint takes: the simulator answers
+    # this many times faster than each model's published latency (1 = real speed), so a 3 s outage meets
+    # many requests; the records carry the factor (sim_speed_factor) and the report calls those times scaled.
+    speed_factor: float = 10.0
     storm_429_rate: float = 0.3  # share of requests answered 429 regardless of the bucket
     pipelines: int = 4  # concurrent pipelines (2-8)
     timeout_s: float = 900.0  # per scenario; a pipeline still running then is stopped (and counted)
@@ -198,7 +202,8 @@ def _copy_records_out(home: Home) -> None:
 
 def _api_scenario(ctx: Context, scenario: str, changes: dict, on_tick: Callable | None, parameters: dict) -> dict:
     s, home, started, t0 = ctx.settings, ctx.home(scenario), _now(), time.perf_counter()
-    config = SimulatorConfig.from_dict(get_profile(API_PROFILE, s.profiles_file).api.simulator).updated(changes)
+    config = SimulatorConfig.from_dict(get_profile(API_PROFILE, s.profiles_file).api.simulator).updated(
+        {"speed_factor": s.speed_factor, **changes})
     notes: list[str] = []
     with SimulatorProcess(config) as sim:
         pipeline = Pipeline(home, run_args(s.scale, API_PROFILE, s.stages), "pipeline",
