@@ -25,9 +25,9 @@ export TRANSFORMERS_OFFLINE := 1
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q -c constraints.txt torch==2.13.0
-	$(BIN)/python -m pip install -q -c constraints.txt -e '.[kura,dev,cluster]'
-	$(BIN)/python -m pip install -q --no-deps $(DAGSTER_CLUSTER_LIBS)
+	$(BIN)/python -m pip install -qq -c constraints.txt torch==2.13.0
+	$(BIN)/python -m pip install -qq -c constraints.txt -e '.[kura,dev,cluster]'
+	$(BIN)/python -m pip install -qq --no-deps $(DAGSTER_CLUSTER_LIBS)
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -169,6 +169,8 @@ def test_check_regression_on_stored_history(paths):
     assert same.passed
     memory = check_regression(paths, record(12, rss=800.0), "peak_rss_mb", 0.10)
     assert not memory.passed and memory.outcome().name == "regression_peak_rss_mb"
+    # recorded in MiB, compared and shown in decimal MB like the budgets: 800 MiB = 838.9 MB
+    assert memory.value == pytest.approx(800 * 2**20 / 1e6) and "838.861 MB" in memory.message
     assert memory.outcome().severity == ERROR
 
 

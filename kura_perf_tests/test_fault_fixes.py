@@ -314,3 +314,15 @@ def test_cli_shows_compile_start_up_and_set_up_beside_wall_time_only_when_paid(c
     header = capsys.readouterr().out.splitlines()[0]
     assert "wall_s" in header and not any(c in header for c in ("jit_compile_s", "startup_s", "stage_work_s",
                                                                  "setup_s"))
+
+
+def test_cli_shows_peak_memory_in_decimal_mb(capsys):
+    """The store keeps the meter's MiB (peak_rss_mb); the run's table shows decimal MB like the report:
+    1,000 MiB is 1,048.576 MB."""
+    from kura_perf.cli.printing import print_records
+
+    print_records([{"stage": "embeddings", "status": "success", "wall_s": 1.0, "peak_rss_mb": 1000.0,
+                    "cpu_user_s": 1.0, "cpu_sys_s": 0.0}])
+    header, row = capsys.readouterr().out.splitlines()[:2]
+    assert "peak_mb" in header and "peak_rss_mb" not in header
+    assert "1048.576" in row.split()

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from kura_perf.checks.baselines import active_pin
 from kura_perf.checks.outcome import ERROR, CheckOutcome
 from kura_perf.checks.records import HISTORY_RUNS, metric_history, run_metric
+from kura_perf.meter import units
 from kura_perf.settings.paths import Paths
 from kura_perf.store.record import StageRecord
 
@@ -33,6 +34,8 @@ ABSOLUTE_FLOOR = {"stage_work_s": 0.05, "wall_s": 0.05, "peak_rss_mb": 32.0}
 RANK_MIN_SAMPLES = 5
 ALPHA = 0.005  # one-sided. Simulated (gaussian jitter 5%): ~0.5% false alarms per check, 30% slowdowns caught 74-96%
 UNITS = {"stage_work_s": "s", "wall_s": "s", "peak_rss_mb": "MB"}
+# Recorded in MiB by the meter; compared and shown in decimal MB like every other size (meter/units.py).
+MIB_METRICS = ("peak_rss_mb",)
 
 
 @dataclass
@@ -144,12 +147,15 @@ def check_regression(paths: Paths, record: StageRecord, metric: str, threshold: 
                      history_runs: int = HISTORY_RUNS) -> RegressionResult:
     """The record's `metric` against its pinned baseline for this host, else its rolling history."""
 
-    history = metric_history(paths, record, metric, limit=history_runs)
+    shown = units.mib_to_mb if metric in MIB_METRICS else float  # memory: the meter's MiB, shown in decimal MB
+    history = [shown(v) for v in metric_history(paths, record, metric, limit=history_runs)]
     pin = active_pin(paths, record.profile, record.scale, record.host_fingerprint)
     pinned = None
     if pin and pin != record.run_id:
         pinned = run_metric(paths, pin, record, metric)
-    result = compare(record_metric(record, metric), history, threshold, metric=metric, pinned=pinned,
+        pinned = None if pinned is None else shown(pinned)
+    value = record_metric(record, metric)
+    result = compare(None if value is None else shown(value), history, threshold, metric=metric, pinned=pinned,
                      pinned_run=pin if pinned is not None else None)
     if pin and pinned is None and pin != record.run_id:
         result.message += f" (pinned run {pin} has no comparable {record.stage} record: rolling history used)"

@@ -6,11 +6,12 @@ import json
 
 import pandas as pd
 
+from kura_perf.meter import units
 from kura_perf.report.fmt import scaled_factors, scaled_label, seconds
 from kura_perf.store.record import StageRecord
 
 STAGE_COLUMNS = ["stage", "status", "items_in", "items_out", "skipped_records", "wall_s", "jit_compile_s", "startup_s",
-                 "stage_work_s", "setup_s", "cpu_s", "peak_rss_mb",
+                 "stage_work_s", "setup_s", "cpu_s", "peak_mb",
                  "items_per_s", "model_items_per_s", "bytes_written", "n_clusters", "api_calls", "api_429s", "cost_usd",
                  "sim_speed_factor"]
 
@@ -44,6 +45,8 @@ def print_records(rows) -> None:
     records = [StageRecord.from_row(row) for row in rows]
     df = pd.DataFrame([record.as_row() for record in records])
     df["cpu_s"] = df["cpu_user_s"].fillna(0) + df["cpu_sys_s"].fillna(0)
+    if "peak_rss_mb" in df:  # the meter's MiB, shown in decimal MB like every size we print (meter/units.py)
+        df["peak_mb"] = pd.to_numeric(df["peak_rss_mb"], errors="coerce") * units.MIB / units.MB
     cols = [c for c in STAGE_COLUMNS if c in df and df[c].notna().any()]
     if "skipped_records" in cols and not (df["skipped_records"].fillna(0) > 0).any():
         cols.remove("skipped_records")  # only worth a column when a lenient load skipped something

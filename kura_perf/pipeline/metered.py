@@ -61,6 +61,12 @@ class ProgressLog:
         self._last = 0.0
         self.latest: Progress | None = None  # replaced whole (never mutated): safe to read from another thread
 
+    def start(self) -> None:
+        """The work begins: rates and etas count from here, not from before the backend's set-up (a first
+        run's model export took 220 s there and made the first line read "1 items/s, eta 674 s")."""
+        self._t0 = time.perf_counter()
+        self._last = 0.0
+
     def __call__(self, done: int, total: int) -> None:
         now = time.perf_counter()
         elapsed = now - self._t0
@@ -193,6 +199,7 @@ def metered_run(run: "StageRun", body: Body, *, backend=None, backend_name: str 
         with meter:
             if setup_error is not None:  # raised inside the meter: a normal failed record
                 raise setup_error
+            progress.start()  # the meter's wall starts here too
             watch = JitWatch()  # inside the meter: its compile seconds are part of this wall, never more
             try:
                 result, written = body(progress)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from kura_perf.backends import Backend, Prepares, get_backend
 from kura_perf.files import outputs
+from kura_perf.meter import units
 from kura_perf.models.jit_cache import configure as configure_numba_cache
 from kura_perf.pipeline import checkpoints, streaming
 from kura_perf.pipeline.metered import metered_run
@@ -117,6 +118,7 @@ def run_stage(run: StageRun) -> StageRecord:
 
     record = metered_run(run, body, backend=backend, prepare=lambda: _prepare(backend, run),
                          close_backend=owns_backend, finish=finish)
+    peak_mb = units.mib_to_mb(record.peak_rss_mb) if record.peak_rss_mb else float("nan")  # decimal, as shown everywhere
     log.info("%s: %d items in %.2f s, peak %.0f MB, %d bytes", run.stage, record.items_in or 0,
-             record.wall_s, record.peak_rss_mb or float("nan"), record.bytes_written or 0)
+             record.wall_s, peak_mb, record.bytes_written or 0)
     return record
