@@ -147,3 +147,13 @@ def test_kura_minibatch_selects_kuras_minibatch_kmeans_and_the_reference_refuses
     with pytest.raises(ProfileError, match="'max_iters' not taken by Kura's minibatch-kmeans"):
         parse_profiles({"x": {"backend": "kura", "clustering": "minibatch-kmeans", "summary_model": "openai:m",
                               "naming_model": "openai:m", "clustering_params": {"max_iters": 5}}}, "t.toml")
+
+
+def test_a_stop_the_stage_later_got_past_is_not_a_break(tmp_path):
+    results = tmp_path / "results"
+    memory_results(results)
+    write_run(results, [record("clusters", 10_000, 5.0, 50.0, run="ctrl-c", at=100, status="interrupted",
+                               error_type="KeyboardInterrupt", error_message="")])
+    pa = analysis_of(results, tmp_path).profiles["offline"]
+    assert breaking.measured_stop(pa, "clusters", 100_000) is None  # clusters completed at 100K
+    assert breaking.verdict(pa, 100_000).first is None
