@@ -157,3 +157,14 @@ def test_a_stop_the_stage_later_got_past_is_not_a_break(tmp_path):
     pa = analysis_of(results, tmp_path).profiles["offline"]
     assert breaking.measured_stop(pa, "clusters", 100_000) is None  # clusters completed at 100K
     assert breaking.verdict(pa, 100_000).first is None
+
+
+def test_the_reports_breaking_section_shows_both_tables_even_with_no_failure(tmp_path):
+    from kura_perf.report.sections import SectionBuilder
+
+    results = tmp_path / "results"
+    memory_results(results)
+    section = SectionBuilder(analysis_of(results, tmp_path), tmp_path / "figures").breaking_points()
+    html = "".join(section.parts)
+    assert not section.empty and 'id="breaking-verdicts"' in html and 'id="breaking-tiers"' in html
+    assert "up to 100K measured; ≈ 160K projected" in html

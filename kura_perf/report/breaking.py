@@ -228,7 +228,7 @@ def _evidence(fit: StageFit | None, stage: str) -> Cell:
 
 def verdict(pa: ProfileAnalysis, n: int, profile=None) -> Verdict:
     """Which stage of `pa` breaks first at n conversations, on what, with the evidence (module docstring)."""
-    backend = pa.records["backend"].dropna().iloc[0] if len(pa.records) else "?"
+    backend = pa.backend
     profile = profile if profile is not None else _shipped_profile(pa.profile)
     bound_s, bound_text = time_bound_s(profile.stage_timeout_s if profile else None)
     machine = hardware_tier(n)
@@ -396,6 +396,6 @@ def tiers_table(analysis: Analysis, profiles: list[str] | None = None) -> Table:
                           "fits the RAM, then where the peak fitted over the measured scales crosses it (projected). "
                           "No headroom is added (the hardware table adds it when it sizes a machine).")
     for pa in _profiles(analysis, profiles):
-        backend = pa.records["backend"].dropna().iloc[0] if len(pa.records) else "?"
+        backend = pa.backend
         table.add(Cell(f"{backend} ({pa.profile})", "head"), *[tier_answer(pa, t.ram_gb) for t in HARDWARE_TIERS])
     return table

@@ -711,7 +711,7 @@ def published_matrix(analysis: Analysis, profiles: list[str] | None = None,
         if pa is None:
             runs = analysis.data.runs
             pa = ProfileAnalysis(name, runs[runs["profile"] == name], {})
-        backend = pa.records["backend"].dropna().iloc[0] if len(pa.records) else "?"
+        backend = pa.backend
         wanted = scales or sorted(set(pa.scales) | set(pa.projected_scales()))
         for n in wanted:
             measured = n in pa.scales
@@ -762,7 +762,7 @@ def projection_1m_table(analysis: Analysis, profiles: list[str] | None = None, t
         pa = analysis.profiles.get(name)
         if pa is None or not pa.fits:
             continue
-        backend = pa.records["backend"].dropna().iloc[0] if len(pa.records) else "?"
+        backend = pa.backend
         head = Cell(f"{backend} ({name})", "head")
         times, peaks, complete = [], [], True
         for stage, fit in pa.fits.items():
