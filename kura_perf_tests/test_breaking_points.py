@@ -121,11 +121,11 @@ def test_publish_shows_both_tables_and_stays_deterministic(tmp_path):
     memory_results(results)
     section = pub.generate(results).section
     assert section == pub.generate(results).section
-    verdicts = section[section.index("**Breaking points at 100K and 1M"):section.index("**The proposal's machines")]
+    verdicts = section[section.index("**Breaking points at 100K and 1M"):section.index("**The proposal's 4 / 16 / 64 GB machines")]
     rows = _rows(verdicts, "reference (offline)")
     assert rows["1M"][2].startswith("embeddings: memory: peak") and rows["1M"][2].endswith("*(extrapolated)*")
     assert rows["100K"][2].startswith("no stage breaks")
-    tiers = section[section.index("**The proposal's machines"):]
+    tiers = section[section.index("**The proposal's 4 / 16 / 64 GB machines"):]
     tier_row = next(line for line in tiers.splitlines() if line.startswith("| reference (offline)"))
     assert "up to 100K measured; ≈ 160K projected *(projected)*" in tier_row
 

@@ -378,7 +378,7 @@ def breaking_table(analysis: Analysis, profiles: list[str] | None = None, scales
                    "Peak memory vs 4 / 16 / 64 GB", "API waiting (predict's model)", "Evidence",
                    "Meta-cluster naming calls"],
                   caption=f"A stage breaks on: a measured stop (a record that did not finish at that scale or below); "
-                          f"memory (peak over the proposal's machine for the scale, §3.2); API calls (predict's "
+                          f"memory (peak over the proposal's computational requirements for the scale); API calls (predict's "
                           f"waiting over the time bound); time (work time over the bound). Time bound = the "
                           f"profile's stage_timeout_s, at most {fmt.seconds(PRACTICAL_BOUND_S)}. Figures beyond the "
                           f"measured scales come from fits over ≥{MIN_FIT_SCALES} measured scales only.")
@@ -392,7 +392,7 @@ def breaking_table(analysis: Analysis, profiles: list[str] | None = None, scales
 
 def tiers_table(analysis: Analysis, profiles: list[str] | None = None) -> Table:
     table = Table(["Backend (profile)"] + [f"Largest scale in {t.ram_gb} GB" for t in HARDWARE_TIERS],
-                  caption="The proposal's §3.2 machines: the largest measured scale whose peak RSS (largest stage) "
+                  caption="The proposal's machines (its computational requirements: 4, 16, 64 GB): the largest measured scale whose peak RSS (largest stage) "
                           "fits the RAM, then where the peak fitted over the measured scales crosses it (projected). "
                           "No headroom is added (the hardware table adds it when it sizes a machine).")
     for pa in _profiles(analysis, profiles):

@@ -300,7 +300,7 @@ class SectionBuilder:
             s.add(paragraph("Where each profile breaks at 100K and 1M (report/breaking.py): the first stage to "
                             "break in pipeline order and on what (a measured stop, memory over the proposal's "
                             "machine for the scale, API waiting by predict's model, or time over the stage's "
-                            "bound), with the fits behind it; then the largest scale each of §3.2's machines "
+                            "bound), with the fits behind it; then the largest scale each of the proposal's 4 / 16 / 64 GB machines "
                             "holds. Beyond the measured scales only fits over ≥3 measured scales are used."))
             s.add(render_table(breaking_table(self.analysis), "breaking-verdicts"))
             s.add(render_table(tiers_table(self.analysis), "breaking-tiers"))

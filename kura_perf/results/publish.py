@@ -93,7 +93,7 @@ def _section_from_store(metrics: Path, results: list[ResultRecord], used: list[R
         "",
         breaking.caption,
         "",
-        "**The proposal's machines (§3.2): the largest scale that fits each**",
+        "**The proposal's 4 / 16 / 64 GB machines: the largest scale that fits each**",
         "",
         tiers.to_markdown(),
         "",
