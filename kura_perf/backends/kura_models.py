@@ -6,6 +6,7 @@ Profile keys map onto Kura's constructors:
   embedding_model "minilm"     -> SentenceTransformerEmbeddingModel(<bundled MiniLM path>, model_batch_size=batch_size)
   embedding_model "openai:<m>" -> OpenAIEmbeddingModel(<m>, model_batch_size=batch_size) (native dimension only)
   clustering kmeans / hdbscan  -> KmeansClusteringMethod / HDBSCANClusteringMethod(**clustering_params)
+  clustering minibatch-kmeans  -> MiniBatchKmeansClusteringMethod(**clustering_params) (Kura's large-data k-means)
   meta_max_clusters            -> MetaClusterModel(max_clusters=...), Kura's default KmeansClusteringModel(12)
   projection "umap"            -> HDBUMAP(embedding_model=<the embedding model>)
 Kura's openai clients take their endpoint and key from OPENAI_BASE_URL / OPENAI_API_KEY, and keep the
@@ -25,7 +26,7 @@ from kura_perf.models.sentence_transformer import default_model_path
 from kura_perf.profiles import Profile
 
 INSTALL_HINT = "pip install 'kura_perf[kura]'"
-KURA_CLUSTERING = ("kmeans", "hdbscan")
+KURA_CLUSTERING = ("kmeans", "hdbscan", "minibatch-kmeans")
 # Kura's OpenAIEmbeddingModel sends no `dimensions`, so it always gets the model's native size.
 NATIVE_DIMENSIONS = {"text-embedding-3-small": 1536, "text-embedding-3-large": 3072, "text-embedding-ada-002": 1536}
 
@@ -71,7 +72,7 @@ def check_profile(profile: Profile) -> None:
         raise ProfileError(f"profile '{profile.name}': embedding_model '{spec}': expected 'minilm' or 'openai:<model>'")
     if profile.clustering not in KURA_CLUSTERING:
         raise ProfileError(f"profile '{profile.name}': clustering '{profile.clustering}': Kura offers "
-                           f"{' and '.join(KURA_CLUSTERING)}")
+                           f"{', '.join(KURA_CLUSTERING)}")
     if profile.projection != "umap":
         raise ProfileError(f"profile '{profile.name}': projection '{profile.projection}': Kura projects with "
                            f"HDBUMAP only; use 'umap'")
@@ -133,6 +134,8 @@ class KuraModels(BuiltOnce):
         params = dict(self.profile.clustering_params)
         if self.profile.clustering == "kmeans":
             from kura.k_means import KmeansClusteringMethod as method
+        elif self.profile.clustering == "minibatch-kmeans":
+            from kura.k_means import MiniBatchKmeansClusteringMethod as method
         else:
             from kura.hdbscan import HDBSCANClusteringMethod as method
         try:

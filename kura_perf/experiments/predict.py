@@ -110,7 +110,7 @@ def _api_model(spec: str) -> str | None:
 
 
 def _base_clusters(profile: Profile, n: int) -> tuple[int, str]:
-    if profile.clustering == "kmeans":
+    if profile.clustering in ("kmeans", "minibatch-kmeans"):
         per_group = int(profile.clustering_params.get("clusters_per_group", 10))
         return math.ceil(n / per_group), f"k-means: ceil(n / {per_group}) clusters"
     return max(1, round(n / ASSUMED_CONVERSATIONS_PER_CLUSTER)), \

@@ -106,7 +106,7 @@ class Profile(BaseModel):
     embedding_backend: EmbeddingBackendName | None = None
     # None: "summary" for the reference backend, "kura-template" for kura (resolved on validation).
     embed_text: EmbedTextName | None = None
-    clustering: Literal["umap-hdbscan", "hdbscan", "kmeans", "agglomerative"] = "umap-hdbscan"
+    clustering: Literal["umap-hdbscan", "hdbscan", "kmeans", "agglomerative", "minibatch-kmeans"] = "umap-hdbscan"
     clustering_params: dict = Field(default_factory=dict)
     # How the reference's meta-clustering groups clusters: "centroids" (their members' mean vector, the
     # reference default) or "names" (their embedded names, as Kura does). None: resolved on validation

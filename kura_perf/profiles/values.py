@@ -28,6 +28,9 @@ SHORTENABLE_PREFIX = "text-embedding-3"
 # The clustering parameters Kura's own methods take (the kura backend passes clustering_params to them).
 KURA_CLUSTERING_PARAMS = {
     "kmeans": ("clusters_per_group",),
+    # Kura 0.5.4's MiniBatchKmeansClusteringMethod (sklearn's MiniBatchKMeans): Kura's own answer to k-means
+    # at 100K+; the reference pipeline has no such method.
+    "minibatch-kmeans": ("clusters_per_group", "batch_size", "max_iter", "random_state"),
     "hdbscan": ("min_cluster_size", "min_samples", "cluster_selection_epsilon", "alpha",
                 "cluster_selection_method", "metric"),
 }
@@ -102,6 +105,9 @@ def _clustering_problems(backend: str, method: str, params: dict) -> list[str]:
         if allowed is None:  # the kura backend's own check names the methods it offers
             return []
         owner = f"Kura's {method}"
+    elif method not in METHODS:
+        return [f"key 'clustering': {_quote(method)} is Kura's own method: set backend = 'kura' (the reference "
+                f"pipeline offers {', '.join(METHODS)})"]
     else:
         allowed = reference_clustering_params(method)
         owner = f"clustering '{method}'"

@@ -35,6 +35,11 @@ class ProfileAnalysis:
         return sorted(int(n) for n in self.ok["scale_n"].dropna().unique())
 
     @property
+    def backend(self) -> str:
+        """The backend that ran this profile's records ("?" without records): how tables label a profile."""
+        return self.records["backend"].dropna().iloc[0] if len(self.records) else "?"
+
+    @property
     def can_fit(self) -> bool:
         return len(self.scales) >= 2
 

@@ -34,6 +34,9 @@ UNKNOWN = "unknown"
 # Weakest last: a combined figure (a pipeline total) takes the weakest basis among its parts.
 BASIS_ORDER = (MEASURED, INTERPOLATED, PROJECTED, EXTRAPOLATED)
 
+# Fewest measured scales a fit may be carried beyond them with (the 1M column, breaking points, tiers):
+# two points always fit a line exactly, so R² says nothing until there are three.
+MIN_FIT_SCALES = 3
 MIN_GROWTH_MB = 1.0  # growth below this is noise; floored so the log stays defined
 
 

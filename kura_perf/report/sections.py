@@ -14,6 +14,7 @@ from kura_perf.report import figures, fmt
 from kura_perf.report import tables as t
 from kura_perf.report.advisor import ADVICE_SCALES, Limits, NothingFits, advise_runs
 from kura_perf.report.analysis import Analysis
+from kura_perf.report.breaking import breaking_table, tiers_table
 from kura_perf.report.data import describe_runs
 from kura_perf.report.guidance import guidance
 from kura_perf.report.hardware import DISK_FACTOR, ENVIRONMENT_GB, RAM_HEADROOM, TARGET_HOURS, recommend
@@ -295,7 +296,18 @@ class SectionBuilder:
         s = Section("breaking", "Breaking points and failures")
         broken = self.data.runs[self.data.runs["status"] != "success"]
         s.provenance = self._provenance(broken if len(broken) else self.data.runs, "measured")
+        if self.analysis.profiles:
+            s.add(paragraph("Where each profile breaks at 100K and 1M (report/breaking.py): the first stage to "
+                            "break in pipeline order and on what (a measured stop, memory over the proposal's "
+                            "machine for the scale, API waiting by predict's model, or time over the stage's "
+                            "bound), with the fits behind it; then the largest scale each of the proposal's 4 / 16 / 64 GB machines "
+                            "holds. Beyond the measured scales only fits over ≥3 measured scales are used."))
+            s.add(render_table(breaking_table(self.analysis), "breaking-verdicts"))
+            s.add(render_table(tiers_table(self.analysis), "breaking-tiers"))
         if broken.empty:
+            if self.analysis.profiles:
+                s.badge = WITH_PROJECTIONS
+                return s
             return s.collapse("none on this host yet (no stage failed or hit a memory/time guard); "
                               "a larger scale finds where it breaks", "kura-perf run --scale 100k")
         s.badge = MEASURED_ONLY

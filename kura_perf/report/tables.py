@@ -23,7 +23,7 @@ from kura_perf.report.analysis import (
     kb_range,
 )
 from kura_perf.report.compare import RATE_LIMITED, latest_per_stage, side_by_side, stage_outcome
-from kura_perf.report.fits import EXTRAPOLATED, MEASURED, PROJECTED, UNKNOWN, Estimate
+from kura_perf.report.fits import EXTRAPOLATED, MEASURED, MIN_FIT_SCALES, PROJECTED, UNKNOWN, Estimate
 from kura_perf.report.hardware import SINGLE_MACHINE_CORES, HardwareRow, proposal_guess
 from kura_perf.report.quality_trend import collapses, quality_points
 from kura_perf.report.theory import DEFAULT_TEXT_BYTES, explain, theoretical_bytes, total_bytes
@@ -711,7 +711,7 @@ def published_matrix(analysis: Analysis, profiles: list[str] | None = None,
         if pa is None:
             runs = analysis.data.runs
             pa = ProfileAnalysis(name, runs[runs["profile"] == name], {})
-        backend = pa.records["backend"].dropna().iloc[0] if len(pa.records) else "?"
+        backend = pa.backend
         wanted = scales or sorted(set(pa.scales) | set(pa.projected_scales()))
         for n in wanted:
             measured = n in pa.scales
@@ -743,7 +743,7 @@ def contended_count(records: pd.DataFrame) -> tuple[int, int]:
 
 # -- 1M, projected honestly (issue 19 item 5) ------------------------------------------------------
 
-MIN_SCALES_FOR_1M = 3  # two points always fit a line exactly: R² says nothing until there are three
+MIN_SCALES_FOR_1M = MIN_FIT_SCALES  # report/fits.py: R² says nothing with two points
 
 
 def projection_1m_table(analysis: Analysis, profiles: list[str] | None = None, target: int = 1_000_000) -> Table:
@@ -762,7 +762,7 @@ def projection_1m_table(analysis: Analysis, profiles: list[str] | None = None, t
         pa = analysis.profiles.get(name)
         if pa is None or not pa.fits:
             continue
-        backend = pa.records["backend"].dropna().iloc[0] if len(pa.records) else "?"
+        backend = pa.backend
         head = Cell(f"{backend} ({name})", "head")
         times, peaks, complete = [], [], True
         for stage, fit in pa.fits.items():

@@ -3,7 +3,8 @@
 The section between BEGIN and END in README.md is generated, never typed: the records of results/
 (results/records.py) go into a scratch metrics store, and the report package builds the same tables
 `kura-perf matrix` prints (report.tables.published_matrix) and the 1M projection from fits over measured
-scales (report.tables.projection_1m_table). Contended records (meter/host_load.py) are left out of the
+scales (report.tables.projection_1m_table), where each profile breaks at 100K and 1M and the largest scale
+that fits each of the proposal's machines (report/breaking.py). Contended records (meter/host_load.py) are left out of the
 tables and counted. The generation is deterministic (no clock, no paths, files and records in a fixed
 order), so a test can hold the committed README to what results/ generates
 (kura_perf_tests/test_results.py): a number edited by hand fails the suite.
@@ -53,6 +54,7 @@ def _scratch_store(records: list[ResultRecord], root: Path) -> Path:
 
 def _section_from_store(metrics: Path, results: list[ResultRecord], used: list[ResultRecord], excluded: int) -> str:
     from kura_perf.report.analysis import analyse
+    from kura_perf.report.breaking import breaking_table, tiers_table
     from kura_perf.report.data import load_report_data
     from kura_perf.report.tables import projection_1m_table, published_matrix
 
@@ -65,6 +67,7 @@ def _section_from_store(metrics: Path, results: list[ResultRecord], used: list[R
     days = sorted(f"{r.started_at:%Y-%m-%d}" for r in records if r.started_at)
     python = sorted({_python_of(r.package_versions) for r in records} - {None})
     matrix = published_matrix(analysis, profiles, scales)
+    breaking, tiers = breaking_table(analysis, profiles), tiers_table(analysis, profiles)
     lines = [
         f"- Host: {data.host.describe() if data.host else 'unknown'}, {records[0].host_os}"
         + (f", Python {', '.join(python)}" if python else ""),
@@ -83,6 +86,18 @@ def _section_from_store(metrics: Path, results: list[ResultRecord], used: list[R
         projection_1m_table(analysis, profiles).to_markdown(),
         "",
         projection_1m_table(analysis, profiles).caption,
+        "",
+        "**Breaking points at 100K and 1M: which stage breaks first, on what, and the evidence**",
+        "",
+        breaking.to_markdown(),
+        "",
+        breaking.caption,
+        "",
+        "**The proposal's 4 / 16 / 64 GB machines: the largest scale that fits each**",
+        "",
+        tiers.to_markdown(),
+        "",
+        tiers.caption,
     ]
     return "\n".join(lines)
 
