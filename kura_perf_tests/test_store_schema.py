@@ -106,6 +106,10 @@ FROZEN_STAGE_RUNS = pa.schema([
     ("startup_s", pa.float64()),
     ("stage_work_s", pa.float64()),
     ("setup_s", pa.float64()),
+    # Which Kura a record measured (issue 21): the spec as given and what it resolved to; NULL in older files
+    # and for the Kura of kura_perf's own environment.
+    ("kura_spec", pa.string()),
+    ("kura_resolved", pa.string()),
     *FROZEN_COMPARABILITY,
 ])
 

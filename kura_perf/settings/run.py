@@ -60,6 +60,10 @@ class RunSettings:
     # Set by the CLI when its stderr is a terminal; no environment variable: whether a person watches
     # is the edge's to say (CI, pipes, Dagster's UI and workers keep the plain lines).
     progress_bar: bool = False
+    # The Kura spec (`kura==0.5.2`, `path:…`, `git:…@sha`) this process measures, as the user gave it; set
+    # by `kura-perf run --kura` for the run it starts inside the spec's environment (kura_perf/kura_envs/),
+    # kept on every record. None: the Kura installed in kura_perf's own environment.
+    kura_spec: str | None = None
 
     def __post_init__(self) -> None:
         if self.model_cache is None:  # built directly (not from_env): the data root's own cache

@@ -116,6 +116,11 @@ class StageRecord:
     startup_s: float | None = None
     stage_work_s: float | None = None
     setup_s: float | None = None
+    # Which Kura (issue 21): the spec as given (`kura==0.5.2`, `path:…`, `git:…@<sha>`) and what it resolved to
+    # (the version, the commit, a checkout's "<commit>[-dirty] tree <hash>"); None: the Kura installed in
+    # kura_perf's own environment (kura_version says which).
+    kura_spec: str | None = None
+    kura_resolved: str | None = None
     # Comparability: which run, code and host (every table of the store carries these, schema.COMPARABILITY).
     run_id: str | None = field(default=None, metadata=_COMPARABILITY)
     code_version: str | None = field(default=None, metadata=_COMPARABILITY)
