@@ -7,10 +7,7 @@ interpreter: the whole run (meter, stages, Dagster, the store) is the same code 
 `kura` it imports is the spec's. Its records go to the same store with kura_spec / kura_resolved set,
 under a run id chosen here, and are read back to be compared.
 
-Verdicts: time and peak memory use the regression checks' own noise-aware comparison
-(checks/regression.py `compare`: over the threshold AND beyond the noise band of the first spec's runs)
--> slower / faster / same within noise. API calls and tokens are deterministic counts for a given
-corpus and seed: more / fewer / same.
+The table and its verdicts are checks/versions.py's (the regression checks' noise-aware rule).
 No Dagster here.
 """
 
@@ -26,6 +23,8 @@ from pathlib import Path
 import pandas as pd
 
 from kura_perf.checks.regression import compare
+from kura_perf.checks.versions import RECORD_SQL, regressions
+from kura_perf.checks.versions import side_by_side as compare_specs
 from kura_perf.errors import KuraPerfError, KuraSpecError
 from kura_perf.kura_envs.envs import DEFAULT_CONSTRAINTS, SpecEnv, ensure_env
 from kura_perf.kura_envs.spec import ResolvedSpec, parse_spec, resolve
@@ -33,14 +32,12 @@ from kura_perf.settings.run import RunSettings
 from kura_perf.store import query
 
 log = logging.getLogger("kura_perf")
+__all__ = ["DEFAULT_CONSTRAINTS", "bisect", "prepare", "regressions", "run_in_env", "run_specs", "side_by_side"]
 
 KURA_PERF_ROOT = Path(__file__).resolve().parents[2]  # the folder holding the kura_perf package
 # The child: kura_perf from the same source as this process (first on its path), then `kura-perf run`.
 CHILD_BOOT = ("import sys; sys.path.insert(0, sys.argv[1]); del sys.argv[1]; "
               "from kura_perf.cli.main import main; sys.exit(main(sys.argv[1:]))")
-# (column, what it is, the regression metric whose noise rule gives its verdict, or None: a count)
-FIGURES = (("wall_s", "wall s", "wall_s"), ("cpu_s", "CPU s", "wall_s"), ("peak_mb", "peak MB", "peak_rss_mb"),
-           ("calls", "API calls", None), ("tokens", "tokens", None))
 BISECT_METRICS = ("api_calls", "tokens", "peak_rss_mb", "wall_s", "cpu_s")
 
 
@@ -111,103 +108,30 @@ def run_specs(prepared: list[Prepared], scale: str, profile: str, stages: list[s
 
 
 def stage_figures(settings: RunSettings, run_ids: list[str]) -> pd.DataFrame:
-    """One row per successful stage record of these runs: run_id, stage and the compared figures."""
+    """The successful stage records of these runs (checks/versions.py RECORD_SQL's columns)."""
     if not run_ids:
-        return pd.DataFrame()
+        return pd.DataFrame(columns=["stage", "kura_spec"])
     marks = ", ".join("?" for _ in run_ids)
-    rows = query(settings.paths.metrics,
-                 f"SELECT record_id, run_id, stage, started_at, wall_s, cpu_user_s + cpu_sys_s AS cpu_s, "
-                 f"peak_rss_mb AS peak_mb, api_calls AS calls, tokens_in + tokens_out AS tokens, kura_spec, "
-                 f"kura_resolved, kura_version FROM stage_runs WHERE run_id IN ({marks}) AND status = 'success' "
-                 f"ORDER BY started_at", list(run_ids))
-    return rows
+    return query(settings.paths.metrics, f"{RECORD_SQL} AND run_id IN ({marks}) ORDER BY started_at", list(run_ids))
 
 
-def quality_by_level(settings: RunSettings, run_ids: list[str]) -> pd.DataFrame:
-    """ARI per (stage, level) at each stage's finest truth level, averaged over the runs."""
-    if not run_ids:
-        return pd.DataFrame(columns=["stage", "quality"])
+def quality_levels(settings: RunSettings, run_ids: list[str]) -> pd.DataFrame | None:
+    """The per-level quality rows of these runs with their spec; None when no clustering stage ran."""
     marks = ", ".join("?" for _ in run_ids)
     try:
-        rows = query(settings.paths.metrics,
-                     f"SELECT stage, level, truth_rank, ari FROM quality_levels WHERE run_id IN ({marks})",
-                     list(run_ids))
-    except Exception:  # noqa: BLE001 - no quality_levels table yet (no clustering stage ran anywhere)
-        return pd.DataFrame(columns=["stage", "quality"])
-    if not len(rows):
-        return pd.DataFrame(columns=["stage", "quality"])
-    rows = rows[rows["truth_rank"] == rows.groupby("stage")["truth_rank"].transform("max")]
-    means = rows.groupby(["stage", "level"])["ari"].mean().reset_index()
-    text = means.groupby("stage").apply(
-        lambda g: " ".join(f"L{int(r.level)} {r.ari:.2f}" for r in g.itertuples()), include_groups=False)
-    return text.rename("quality").reset_index()
-
-
-def verdict(values: list[float], baseline: list[float], metric: str | None) -> str:
-    """faster / slower / same within noise (the regression check's rule, the baseline spec's runs as the
-    history); for a count (metric None): more / fewer / same."""
-    values = [v for v in values if v is not None and v == v]
-    baseline = [v for v in baseline if v is not None and v == v]
-    if not values or not baseline:
-        return "-"
-    value = sum(values) / len(values)
-    if metric is None:
-        first = sum(baseline) / len(baseline)
-        return "same" if value == first else ("more" if value > first else "fewer")
-    result = compare(value, baseline, metric=metric)
-    if not result.passed:
-        return "slower" if metric == "wall_s" else "larger"
-    if result.noise_low is not None and value < result.noise_low and (result.ratio or 1) < 1 - 0.10:
-        return "faster" if metric == "wall_s" else "smaller"
-    return "same within noise"
+        return query(settings.paths.metrics,
+                     f"SELECT s.kura_spec, q.stage, q.level, q.truth_rank, q.ari FROM quality_levels q JOIN stage_runs s "
+                     f"USING (record_id) WHERE q.run_id IN ({marks})", list(run_ids))
+    except Exception:  # noqa: BLE001 - no quality_levels files yet: a table DuckDB cannot find
+        return None
 
 
 def side_by_side(settings: RunSettings, runs: list[SpecRun]) -> pd.DataFrame:
     """Per stage and spec: each figure (mean over repeats), its ratio to the first spec, and its verdict."""
-    figures = {run.text: stage_figures(settings, run.run_ids) for run in runs}
-    quality = {run.text: quality_by_level(settings, run.run_ids) for run in runs}
-    first = runs[0].text
-    stages = list(dict.fromkeys(s for f in figures.values() if len(f) for s in f["stage"]))
-    rows = []
-    for stage in stages:
-        base = figures[first]
-        base = base[base["stage"] == stage] if len(base) else base
-        for run in runs:
-            mine = figures[run.text]
-            mine = mine[mine["stage"] == stage] if len(mine) else mine
-            row = {"stage": stage, "spec": run.text,
-                   "kura": run.prepared.env.kura_version + _commit(run.prepared.spec), "runs": len(mine)}
-            verdicts = []
-            for column, _, metric in FIGURES:
-                vals = mine[column].tolist() if len(mine) else []
-                base_vals = base[column].tolist() if len(base) else []
-                mean = _mean(vals)
-                base_mean = _mean(base_vals)
-                row[column] = mean
-                row[f"{column} x"] = (mean / base_mean) if mean is not None and base_mean else None
-                if run.text != first:
-                    verdicts.append(f"{column.split('_')[0]} {verdict(vals, base_vals, metric)}")
-            q = quality[run.text]
-            match = q[q["stage"] == stage]["quality"].tolist() if len(q) else []
-            row["quality (ARI per level)"] = match[0] if match else ""
-            row["verdict"] = "baseline" if run.text == first else ", ".join(verdicts)
-            rows.append(row)
-    return pd.DataFrame(rows)
-
-
-def regressions(table: pd.DataFrame) -> list[str]:
-    """The (stage, spec) pairs whose verdict says worse: slower, larger, or more calls or tokens."""
-    bad = []
-    for row in table.itertuples():
-        words = str(row.verdict)
-        if any(w in words for w in ("slower", "larger", "calls more", "tokens more")):
-            bad.append(f"{row.stage} {row.spec}: {words}")
-    return bad
-
-
-def _mean(values: list) -> float | None:
-    values = [float(v) for v in values if v is not None and v == v]
-    return sum(values) / len(values) if values else None
+    run_ids = [run_id for run in runs for run_id in run.run_ids]
+    records = stage_figures(settings, run_ids)
+    labels = {run.text: run.prepared.env.kura_version + _commit(run.prepared.spec) for run in runs}
+    return compare_specs(records, [run.text for run in runs], labels, quality_levels(settings, run_ids))
 
 
 def _commit(spec: ResolvedSpec) -> str:

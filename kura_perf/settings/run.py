@@ -47,6 +47,8 @@ class RunSettings:
     backend_wrapper: str | None = None
     # The nightly schedule's partitions, "profile:scale,..."; None: defs/schedules.py's default.
     nightly: str | None = None
+    # Kura specs the nightly for Kura compares with the last release ("spec,..."; defs/kura_versions.py); None: none.
+    nightly_kura: str | None = None
     # Where regression alerts are POSTed; None: log and alerts table only. Not in repr: webhook URLs
     # often embed a secret token.
     alert_webhook: str | None = field(default=None, repr=False)

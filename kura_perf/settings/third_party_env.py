@@ -89,3 +89,10 @@ def single_blas_thread() -> None:
     """One BLAS/OpenMP thread, unless the user chose otherwise: call before numpy is imported."""
     for name in BLAS_THREAD_ENV:
         os.environ.setdefault(name, "1")
+
+
+def kura_import_check_env(placeholder_key: str = "kura-perf-import-check") -> dict[str, str]:
+    """The environment for a child that only imports Kura (kura_envs/envs.py's check of a spec's
+    environment): this process's, with an OpenAI key if none is set, since Kura builds a client at import
+    and that client refuses to start without one. Nothing is sent with it."""
+    return {**os.environ, "OPENAI_API_KEY": os.environ.get("OPENAI_API_KEY") or placeholder_key}
