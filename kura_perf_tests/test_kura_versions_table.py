@@ -78,3 +78,33 @@ def test_the_nightly_for_kura_compares_the_specs_with_the_last_release():
     assert request.run_config["ops"]["kura_versions_op"]["config"]["specs"] == ["kura", "path:/src/kura"]
     skipped = build_kura_nightly_schedule(None).evaluate_tick(context)
     assert not skipped.run_requests and "names no Kura spec" in skipped.skip_message
+
+
+def _lint(path) -> None:
+    import subprocess
+
+    from kura_perf_tests.test_nightly import _actionlint
+
+    result = subprocess.run([_actionlint(), "-no-color", str(path)], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_kura_versions_workflow_and_the_readme_adoption_lint_and_fail_on_a_regression(tmp_path):
+    import re
+    from pathlib import Path
+
+    import yaml
+
+    root = Path(__file__).resolve().parents[1]
+    workflow = root / ".github" / "workflows" / "kura-versions.yml"
+    _lint(workflow)
+    readme = (root / "README.md").read_text()
+    block = re.search(r"<!-- kura-adoption-workflow -->\n```yaml\n(.*?)```", readme, re.S).group(1)
+    adoption = tmp_path / ".github" / "workflows" / "kura-perf.yml"
+    adoption.parent.mkdir(parents=True)
+    adoption.write_text(block)
+    _lint(adoption)
+    for text in (workflow.read_text(), block):
+        runs = " ".join(step.get("run", "") for job in yaml.safe_load(text)["jobs"].values() for step in job["steps"])
+        assert re.search(r"kura-perf versions --scale 1k --profile kura-tier5 --fail-on-regression\s+\\?\s*kura "
+                         r"\"path:\$GITHUB_WORKSPACE/kura", runs), runs
