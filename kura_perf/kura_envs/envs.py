@@ -7,8 +7,9 @@ accepts at the constrained versions. So a spec's environment is a bare venv (`py
 
   - Kura itself, installed with --no-deps (the release, or the checkout / commit's own build), and
   - any dependency the spec needs at another version than the main environment has (pip's own
-    resolution with the main environment's constraints, `pip install --dry-run --ignore-installed
-    --report`, compared with what is installed), also --no-deps,
+    resolution with the main environment's constraints, `pip install --dry-run --report` run by the
+    spec environment's interpreter, which sees the main environment's packages as installed), also
+    --no-deps,
 
 plus a .pth that adds the main environment's site-packages AFTER its own (site.addsitedir, so the
 main environment's own .pth files, editable installs included, work). The spec's Kura and pins shadow
@@ -34,7 +35,6 @@ import tarfile
 import tempfile
 import time
 from dataclasses import dataclass
-from importlib import metadata
 from io import BytesIO
 from pathlib import Path
 
@@ -79,27 +79,14 @@ def _normal(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
-def _base_version(version: str) -> str:
-    return version.split("+", 1)[0]  # 2.13.0+cpu is the 2.13.0 the index resolves to
-
-
 def main_site_packages() -> list[str]:
     """The site-packages of the environment kura_perf runs in (the main one)."""
     return [p for p in site.getsitepackages() if Path(p).is_dir()]
 
 
-def installed_versions() -> dict[str, str]:
-    found = {}
-    for dist in metadata.distributions():
-        name = dist.metadata["Name"]
-        if name:
-            found.setdefault(_normal(name), dist.version)
-    return found
-
-
-def _run_pip(args: list[str], spec: str, what: str) -> subprocess.CompletedProcess:
+def _run_pip(args: list[str], spec: str, what: str, python: Path | str = sys.executable) -> subprocess.CompletedProcess:
     try:
-        done = subprocess.run([sys.executable, "-m", "pip", *args, "--disable-pip-version-check"],
+        done = subprocess.run([str(python), "-m", "pip", *args, "--disable-pip-version-check"],
                               capture_output=True, text=True, timeout=PIP_TIMEOUT_S)
     except subprocess.TimeoutExpired:
         raise KuraSpecError(f"kura spec '{spec}': pip {what} took over {PIP_TIMEOUT_S} s") from None
@@ -130,29 +117,22 @@ def _source(resolved: ResolvedSpec, work: Path) -> str:
     return str(src)
 
 
-def plan(resolved: ResolvedSpec, source: str, constraints: Path | None) -> tuple[dict, list[str]]:
-    """pip's resolution of the spec with the main environment's constraints, as if nothing were
-    installed: (kura's entry, the `name==version` pins the main environment does not already satisfy)."""
+def plan(resolved: ResolvedSpec, python: Path, source: str, constraints: Path | None) -> list[str]:
+    """pip's resolution of the spec with the main environment's constraints, run by the spec environment's
+    interpreter, which sees the main environment's packages as installed: the `name==version` pins the
+    spec needs and the main environment does not already satisfy (kura itself aside). A dry run: pip
+    installs and uninstalls nothing."""
     report = Path(tempfile.mkstemp(suffix=".json")[1])
     try:
-        args = ["install", "--dry-run", "--ignore-installed", "--quiet", "--report", str(report), source]
+        args = ["install", "--dry-run", "--quiet", "--report", str(report), source]
         if constraints is not None:
             args += ["-c", str(constraints)]
-        _run_pip(args, resolved.text, "install")
+        _run_pip(args, resolved.text, "install", python=python)
         install = json.loads(report.read_text())["install"]
     finally:
         report.unlink(missing_ok=True)
-    have = installed_versions()
-    kura, pins = None, []
-    for item in install:
-        name, version = item["metadata"]["name"], item["metadata"]["version"]
-        if _normal(name) == "kura":
-            kura = item["metadata"]
-        elif _base_version(have.get(_normal(name), "")) != _base_version(version):
-            pins.append(f"{name}=={version}")
-    if kura is None:
-        raise KuraSpecError(f"kura spec '{resolved.text}': it builds no package named kura")
-    return kura, sorted(pins)
+    return sorted(f"{item['metadata']['name']}=={item['metadata']['version']}" for item in install
+                  if _normal(item["metadata"]["name"]) != "kura")
 
 
 def _bare_venv(folder: Path) -> Path:
@@ -202,13 +182,15 @@ def ensure_env(resolved: ResolvedSpec, data_root: Path, constraints: Path | None
         work = Path(tempfile.mkdtemp(prefix=f".building-{resolved.key}-", dir=root))
         try:
             source = _source(resolved, work)
-            log.info("kura env %s: resolving %s with pip", resolved.key, resolved.text)
-            kura, pins = plan(resolved, source, constraints)
             env = work / "env"
             site_packages = _bare_venv(env)
+            log.info("kura env %s: resolving %s with pip", resolved.key, resolved.text)
+            pins = plan(resolved, env / "bin" / "python", source, constraints)
+            # Kura always, --no-deps into the spec's own site-packages: first on its path, it shadows the
+            # main environment's kura even when pip would call that one "already satisfied".
             args = ["install", "--no-deps", "--no-compile", "--quiet", "--target", str(site_packages), source, *pins]
-            log.info("kura env %s: installing kura %s%s", resolved.key, kura["version"],
-                     f" and {len(pins)} pinned dependencies" if pins else "")
+            log.info("kura env %s: installing %s%s", resolved.key, resolved.text,
+                     f" and {len(pins)} pinned dependencies ({', '.join(pins)})" if pins else "")
             _run_pip(args, resolved.text, "install")
             found = _import_check(env, resolved.text)
             manifest = {"spec": resolved.text, "kind": resolved.spec.kind, "key": resolved.key,
