@@ -135,3 +135,9 @@ def test_the_bad_commit_range_must_descend(history):
     with pytest.raises(KuraSpecError, match="does not descend"):
         versions.commits_between(repo, shas[3], shas[1])
     assert git(repo, "rev-parse", "main") == shas[-1]
+
+
+def test_a_profile_that_does_not_run_kura_is_refused_before_any_environment(tmp_path):
+    done = cli(tmp_path / "data", "versions", "--scale", "100", "--profile", "offline", "kura==0.5.2", "kura==0.5.4")
+    assert done.returncode == 2 and "runs the reference backend, not Kura" in done.stderr, done.stderr
+    assert not (tmp_path / "data" / "kura_envs").exists()

@@ -95,8 +95,12 @@ def _run_with_kura(args) -> int:
     if args.shape or args.no_meter:
         raise KuraPerfError("--kura runs the plain stages: without --shape and --no-meter")
     run_settings = RunSettings.from_env(profiles_file=str(Path(args.profiles).resolve()) if args.profiles else None)
-    check_run_inputs(run_settings, args.profile, stages=args.stages, scale_n=scale_count(args.scale),
-                     inputs_in=run_settings.paths.partition_dir(args.profile, args.scale) if args.stages else None)
+    profile = check_run_inputs(run_settings, args.profile, stages=args.stages, scale_n=scale_count(args.scale),
+                               inputs_in=run_settings.paths.partition_dir(args.profile, args.scale) if args.stages
+                               else None)
+    if profile.backend != "kura":
+        raise KuraPerfError(f"--kura: profile '{profile.name}' runs the {profile.backend} backend, not Kura; "
+                            f"use a kura profile (e.g. kura-tier5)")
     constraints = Path(args.constraints).resolve() if args.constraints else versions.DEFAULT_CONSTRAINTS
     prepared = versions.prepare([args.kura], run_settings.paths.root, constraints)[0]
     _, code = versions.run_in_env(prepared, args.scale, args.profile, args.stages, run_settings.profiles_file,

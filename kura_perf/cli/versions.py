@@ -22,7 +22,11 @@ def _check(args, settings: RunSettings) -> None:
     scale_count(args.scale)
     if args.repeats < 1:
         raise KuraPerfError(f"--repeats {args.repeats}: at least 1")
-    check_run_inputs(settings, args.profile, stages=args.stages, scale_n=scale_count(args.scale), inputs_in=None)
+    profile = check_run_inputs(settings, args.profile, stages=args.stages, scale_n=scale_count(args.scale),
+                               inputs_in=None)
+    if profile.backend != "kura":
+        raise KuraPerfError(f"versions: profile '{profile.name}' runs the {profile.backend} backend, not Kura; "
+                            f"use a kura profile (e.g. kura-tier5)")
 
 
 def cmd_versions(args) -> int:
