@@ -134,7 +134,8 @@ def write_fake_kura(folder: Path, calls: int = 1, version: str = "0.0.1", note: 
     (folder / "pyproject.toml").write_text(PYPROJECT)
     (folder / "fakebuild.py").write_text(FAKEBUILD)
     (folder / "VERSION").write_text(version + "\n")
-    (folder / "kura" / "__init__.py").write_text(f'"""fake kura{note}"""\n')
+    # Like Kura 0.5.0-0.5.2, an OpenAI client built at import: no import without a key in the environment.
+    (folder / "kura" / "__init__.py").write_text(f'"""fake kura{note}"""\nimport openai\n_client = openai.AsyncOpenAI()\n')
     (folder / "kura" / "types.py").write_text(TYPES)
     (folder / "kura" / "summarisation.py").write_text(SUMMARISATION.format(calls=calls))
 

@@ -30,8 +30,10 @@ BAD_AT = 3  # the commit index from which the fake kura makes two calls per conv
 
 
 def cli(root: Path, *args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "KURA_PERF_HOME": str(root), "HF_HUB_OFFLINE": "1",
-           "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    # No OpenAI key: the fake kura, like Kura 0.5.2, needs one to be imported at all; kura_perf must
+    # give its children a placeholder (the simulator accepts any key).
+    env = {**{k: v for k, v in os.environ.items() if k != "OPENAI_API_KEY"}, "KURA_PERF_HOME": str(root),
+           "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     return subprocess.run([sys.executable, "-m", "kura_perf.cli.main", *args], capture_output=True, text=True,
                           env=env, timeout=1500)
 
@@ -55,7 +57,8 @@ def test_a_spec_resolves_to_a_cached_environment_once(tmp_path):
         [first.folder.name]  # no leftover build folder
     # Its own kura first, everything else from the main environment.
     out = subprocess.run([str(first.python), "-c", "import kura, pandas; print(kura.__file__); print(pandas.__file__)"],
-                         capture_output=True, text=True, check=True).stdout.split()
+                         capture_output=True, text=True, check=True, env={**os.environ, "OPENAI_API_KEY": "x"}
+                         ).stdout.split()
     assert Path(out[0]).is_relative_to(first.folder) and not Path(out[1]).is_relative_to(first.folder)
     # A changed checkout is other code: a new environment.
     (tmp_path / "kura" / "kura" / "__init__.py").write_text('"""changed"""\n')

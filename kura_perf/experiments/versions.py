@@ -29,6 +29,7 @@ from kura_perf.errors import KuraPerfError, KuraSpecError
 from kura_perf.kura_envs.envs import DEFAULT_CONSTRAINTS, SpecEnv, ensure_env
 from kura_perf.kura_envs.spec import ResolvedSpec, parse_spec, resolve
 from kura_perf.settings.run import RunSettings
+from kura_perf.settings.third_party_env import kura_child_env
 from kura_perf.store import query
 
 log = logging.getLogger("kura_perf")
@@ -86,10 +87,11 @@ def run_in_env(prepared: Prepared, scale: str, profile: str, stages: list[str] |
                profiles_file: str | None = None, run_id: str | None = None, quiet: bool = True) -> tuple[str, int]:
     """One `kura-perf run` of the partition in the spec's environment: (its run id, its exit code). Its
     table goes to our stderr (quiet) so that our stdout is the comparison; the environment is inherited
-    (the data root, the simulator, credentials by name)."""
+    (the data root, the simulator, credentials by name), plus a placeholder OpenAI key when none is set
+    (settings/third_party_env.py kura_child_env: Kura 0.5.0-0.5.2 cannot even be imported without one)."""
     run_id = run_id or str(uuid.uuid4())
     cmd = child_command(prepared, scale, profile, run_id, stages, profiles_file)
-    done = subprocess.run(cmd, stdout=sys.stderr if quiet else None)
+    done = subprocess.run(cmd, stdout=sys.stderr if quiet else None, env=kura_child_env())
     return run_id, done.returncode
 
 

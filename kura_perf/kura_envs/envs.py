@@ -42,7 +42,7 @@ from kura_perf.errors import KuraSpecError
 from kura_perf.files.atomic import atomic_write_text, publish
 from kura_perf.files.locks import file_lock
 from kura_perf.kura_envs.spec import ResolvedSpec, checkout_files, pip_reason
-from kura_perf.settings.third_party_env import kura_import_check_env
+from kura_perf.settings.third_party_env import kura_child_env
 
 log = logging.getLogger("kura_perf")
 
@@ -147,7 +147,7 @@ def _bare_venv(folder: Path) -> Path:
 
 def _import_check(folder: Path, spec: str) -> dict:
     done = subprocess.run([str(folder / "bin" / "python"), "-c", IMPORT_CHECK], capture_output=True, text=True,
-                          timeout=600, cwd=folder, env=kura_import_check_env())
+                          timeout=600, cwd=folder, env=kura_child_env())
     if done.returncode != 0:
         lines = [line.strip() for line in done.stderr.splitlines() if line.strip()]
         raise KuraSpecError(f"kura spec '{spec}': installed, but kura does not import: "
