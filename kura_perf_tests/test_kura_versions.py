@@ -144,3 +144,24 @@ def test_a_profile_that_does_not_run_kura_is_refused_before_any_environment(tmp_
     done = cli(tmp_path / "data", "versions", "--scale", "100", "--profile", "offline", "kura==0.5.2", "kura==0.5.4")
     assert done.returncode == 2 and "runs the reference backend, not Kura" in done.stderr, done.stderr
     assert not (tmp_path / "data" / "kura_envs").exists()
+
+
+@pytest.mark.slow
+def test_the_nightly_job_for_kura_fails_on_the_regression(history, monkeypatch):
+    """The Dagster face of the nightly for Kura: its job's run fails, naming the stage and the spec."""
+    from kura_perf.defs.kura_versions import kura_versions_job
+    from kura_perf.defs.resources import KuraPerfResource
+
+    data, repo, shas = history
+    # The op's children inherit this process's environment (as under the daemon): no key, our kura_perf.
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    monkeypatch.setenv("KURA_PERF_HOME", str(data))
+    monkeypatch.setenv("PYTHONPATH", str(Path(__file__).resolve().parents[1]))
+    specs = [f"git:{repo}@{shas[0]}", f"git:{repo}@{shas[-1]}"]
+    config = {"ops": {"kura_versions_op": {"config": {"specs": specs, "scale": "100", "profile": "kura-tier5",
+                                                        "stages": STAGES}}}}
+    result = kura_versions_job.execute_in_process(run_config=config, raise_on_error=False,
+                                                  resources={"kura_perf": KuraPerfResource(home=str(data))})
+    assert not result.success
+    failure = result.failure_data_for_node("kura_versions_op").error.message
+    assert f"regression summaries git:{repo}@{shas[-1]}" in failure and "calls more" in failure

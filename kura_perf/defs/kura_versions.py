@@ -6,6 +6,8 @@ only its Dagster face: one op, its job and a schedule that runs when RunSettings
 """
 
 
+from typing import Optional
+
 from dagster import (
     Config,
     DefaultScheduleStatus,
@@ -30,6 +32,7 @@ class KuraVersionsConfig(Config):
     specs: list[str]  # the baseline first
     scale: str = NIGHTLY_SCALE
     profile: str = NIGHTLY_PROFILE
+    stages: Optional[list[str]] = None  # None: all stages
 
 
 def nightly_specs(value: str | None) -> list[str]:
@@ -49,7 +52,8 @@ def kura_versions_op(context: OpExecutionContext, config: KuraVersionsConfig, ku
 
     settings = kura_perf.settings()
     prepared = versions.prepare(config.specs, settings.paths.root)
-    runs = versions.run_specs(prepared, config.scale, config.profile, profiles_file=settings.profiles_file)
+    runs = versions.run_specs(prepared, config.scale, config.profile, config.stages,
+                              profiles_file=settings.profiles_file)
     table = versions.side_by_side(settings, runs)
     context.log.info("Kura versions at %s, %s:\n%s", config.scale, config.profile, table.to_string(index=False))
     failed = [f"{run.text}: {'; '.join(run.failures)}" for run in runs if run.failures]
