@@ -53,3 +53,8 @@ def where_path(path) -> str:
         return text
     cwd = os.getcwd()
     return f"{text}, resolved against the working directory {cwd}: {os.path.join(cwd, text)}"
+
+
+class KuraSpecError(KuraPerfError):
+    """A Kura spec (`kura==0.5.2`, `path:/src/kura`, `git:/src/kura@<sha>`) that cannot be parsed, resolved,
+    installed or imported: refused before any stage runs, with pip's or git's reason in one line."""

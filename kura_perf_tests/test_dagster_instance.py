@@ -179,10 +179,14 @@ def test_schedule_and_sensors_are_running(dagster_dev):
     schedules = gql("""query($s: RepositorySelector!) { schedulesOrError(repositorySelector: $s) {
         ... on Schedules { results { name cronSchedule executionTimezone pipelineName
                                      scheduleState { status } } } } }""", {"s": selector})
-    (nightly,) = schedules["schedulesOrError"]["results"]
-    assert (nightly["name"], nightly["cronSchedule"], nightly["executionTimezone"]) == \
-        ("nightly_benchmark", "0 2 * * *", "UTC")
+    found = {s["name"]: s for s in schedules["schedulesOrError"]["results"]}
+    assert set(found) == {"nightly_benchmark", "nightly_kura_versions"}
+    nightly, kura = found["nightly_benchmark"], found["nightly_kura_versions"]
+    assert (nightly["cronSchedule"], nightly["executionTimezone"]) == ("0 2 * * *", "UTC")
     assert nightly["pipelineName"] == "benchmark_job" and nightly["scheduleState"]["status"] == "RUNNING"
+    # The nightly for Kura (issue 21): runs when KURA_PERF_NIGHTLY_KURA names specs, else its ticks skip.
+    assert (kura["cronSchedule"], kura["pipelineName"]) == ("0 3 * * *", "kura_versions_job")
+    assert kura["scheduleState"]["status"] == "RUNNING"
     sensors = gql("""query($s: RepositorySelector!) { sensorsOrError(repositorySelector: $s) {
         ... on Sensors { results { name sensorType sensorState { status } } } } }""", {"s": selector})
     states = {s["name"]: s["sensorState"]["status"] for s in sensors["sensorsOrError"]["results"]}

@@ -114,6 +114,10 @@ FROZEN_STAGE_RUNS = pa.schema([
     # The simulator's speed_factor (issue 24): 1 = the modelled API's speed, N = N times faster (scaled,
     # not a prediction); NULL without a simulator and in older files.
     ("sim_speed_factor", pa.float64()),
+    # Which Kura a record measured (issue 21): the spec as given and what it resolved to; NULL in older files
+    # and for the Kura of kura_perf's own environment.
+    ("kura_spec", pa.string()),
+    ("kura_resolved", pa.string()),
     *FROZEN_COMPARABILITY,
 ])
 

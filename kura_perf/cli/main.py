@@ -5,7 +5,19 @@ from __future__ import annotations
 import argparse
 import sys
 
-from kura_perf.cli import calibrate, checks, cluster, dagster_home, profiles, report, results, run, store, usability
+from kura_perf.cli import (
+    calibrate,
+    checks,
+    cluster,
+    dagster_home,
+    profiles,
+    report,
+    results,
+    run,
+    store,
+    usability,
+    versions,
+)
 from kura_perf.cli.dagster_home import DAGSTER_YAML  # re-exported for the tests
 from kura_perf.console import configure_logging, ignore_cluster_library_mismatch
 from kura_perf.errors import KuraPerfError
@@ -15,7 +27,7 @@ __all__ = ["DAGSTER_YAML", "build_parser", "main"]
 
 # One module per command group; each registers its subcommands, their handlers (`func`) and whether
 # `main` cleans up after dead runs before them (`reaps`).
-COMMAND_GROUPS = (run, profiles, store, report, results, dagster_home, checks, usability, cluster, calibrate)
+COMMAND_GROUPS = (run, profiles, store, report, results, dagster_home, checks, usability, cluster, calibrate, versions)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 from pathlib import Path
@@ -36,9 +37,12 @@ def cmd_run(args) -> int:
     the data root are checked (pipeline/preflight.py) before Dagster is imported or its instance opened,
     so a typo costs a fraction of a second and leaves nothing behind (no Dagster home, no record)."""
     scale_count(args.scale)
+    if args.kura:
+        return _run_with_kura(args)
     run_settings = RunSettings.from_env(profiles_file=str(Path(args.profiles).resolve()) if args.profiles else None,
                                         meter=False if args.no_meter else None, progress_bar=progress_bar_wanted(),
-                                        api_log=str(Path(args.api_log).resolve()) if args.api_log else None)
+                                        api_log=str(Path(args.api_log).resolve()) if args.api_log else None,
+                                        kura_spec=args.kura_spec_label)
     settings = _shape_settings(args)
     paths = run_settings.paths
     # Every input (stage names, profile values, data file, the stages' stored inputs, what the models
@@ -61,7 +65,7 @@ def cmd_run(args) -> int:
                                 run_settings=run_settings)
         else:
             outcome = run_partition(args.scale, args.profile, stages=args.stages, instance=instance,
-                                    run_settings=run_settings)
+                                    run_settings=run_settings, run_id=args.run_id)
     print_records(outcome.records)
     if outcome.interrupted:
         print(f"\nkura-perf: run {outcome.run_id} interrupted; {outcome.failure}", file=sys.stderr)
@@ -83,6 +87,27 @@ def cmd_run(args) -> int:
         return 1
     print(f"\nrun {outcome.run_id} succeeded; records in {paths.metrics}")
     return 0
+
+
+def _run_with_kura(args) -> int:
+    """`run --kura SPEC`: the spec's environment found or built (a spec pip cannot install, or whose Kura
+    does not import, is refused here, exit 2, before any stage), then the same `run` in it."""
+    from kura_perf.experiments import versions
+
+    if args.shape or args.no_meter:
+        raise KuraPerfError("--kura runs the plain stages: without --shape and --no-meter")
+    run_settings = RunSettings.from_env(profiles_file=str(Path(args.profiles).resolve()) if args.profiles else None)
+    profile = check_run_inputs(run_settings, args.profile, stages=args.stages, scale_n=scale_count(args.scale),
+                               inputs_in=run_settings.paths.partition_dir(args.profile, args.scale) if args.stages
+                               else None)
+    if profile.backend != "kura":
+        raise KuraPerfError(f"--kura: profile '{profile.name}' runs the {profile.backend} backend, not Kura; "
+                            f"use a kura profile (e.g. kura-tier5)")
+    constraints = Path(args.constraints).resolve() if args.constraints else versions.DEFAULT_CONSTRAINTS
+    prepared = versions.prepare([args.kura], run_settings.paths.root, constraints)[0]
+    _, code = versions.run_in_env(prepared, args.scale, args.profile, args.stages, run_settings.profiles_file,
+                                  run_id=args.run_id, quiet=False)
+    return code
 
 
 def progress_bar_wanted(stream=None) -> bool:
@@ -199,6 +224,13 @@ def add_commands(sub) -> None:
                                     "custom_step, else kura_perf.pipeline.custom_steps:redact_pii)")
     run.add_argument("--after", help="custom shape: the stage the step follows (default: summaries)")
     run.add_argument("--stream-batch-size", type=int, help="streaming shape: conversations per batch (default 256)")
+    run.add_argument("--kura", metavar="SPEC", help="the Kura to run, in its own cached environment: kura==0.5.2, "
+                                                    "path:/src/kura or git:/src/kura@<sha> (kura backend profiles)")
+    run.add_argument("--constraints", help="--kura: the pip constraints its environment is built with (default: "
+                                           "kura_perf's constraints.txt)")
+    # Set by --kura for the run it starts in the spec's environment: the spec as given, and the run id.
+    run.add_argument("--kura-spec-label", help=argparse.SUPPRESS)
+    run.add_argument("--run-id", help=argparse.SUPPRESS)
     run.set_defaults(func=cmd_run, reaps=False)
 
     sweep = sub.add_parser("sweep", help="API stages at several concurrency levels (API profiles)")

@@ -36,6 +36,7 @@ def _definitions(profile_names: tuple[str, ...], settings: RunSettings) -> Defin
     from kura_perf.defs.assets import build_stage_assets
     from kura_perf.defs.checks import build_all_stage_checks
     from kura_perf.defs.jobs import report_job, shape_jobs
+    from kura_perf.defs.kura_versions import build_kura_nightly_schedule, kura_versions_job
     from kura_perf.defs.report import performance_report
     from kura_perf.defs.schedules import build_nightly_schedule
     from kura_perf.defs.sensors import reap_dead_runs, refresh_after_benchmark, regression_alerts
@@ -54,8 +55,9 @@ def _definitions(profile_names: tuple[str, ...], settings: RunSettings) -> Defin
         assets=[*build_stage_assets(partitions), build_sweep_asset(partitions), performance_report,
                 *usability_assets, *stress_assets],
         asset_checks=build_all_stage_checks(partitions),
-        jobs=[*shape_jobs, report_job, *cluster_jobs],  # shape_jobs: benchmark_job (full) and the other shapes
-        schedules=[build_nightly_schedule(partitions, settings.nightly)],
+        jobs=[*shape_jobs, report_job, kura_versions_job, *cluster_jobs],  # shape_jobs: benchmark_job (full) and the other shapes
+        schedules=[build_nightly_schedule(partitions, settings.nightly),
+                   build_kura_nightly_schedule(settings.nightly_kura)],
         sensors=[regression_alerts, reap_dead_runs, refresh_after_benchmark],
         resources=resources_for(settings),
         # Also for UI materializations (the implicit asset job): stages one after another, undisturbed.

@@ -54,11 +54,13 @@ def _run_settings(paths: Paths | None, run_settings: RunSettings | None) -> RunS
 
 def run_partition(scale: str, profile: str, stages: list[str] | None = None, paths: Paths | None = None,
                   instance=None, dagster_log_level: str = "CRITICAL", extra_assets: list[str] | None = None,
-                  asset_config: dict | None = None, run_settings: RunSettings | None = None) -> RunOutcome:
+                  asset_config: dict | None = None, run_settings: RunSettings | None = None,
+                  run_id: str | None = None) -> RunOutcome:
     """Materialize `stages` (default: all six) plus `extra_assets` (e.g. the sweep) for one partition.
     asset_config: {asset name: its config dict}. run_settings: the run's (default: from the environment,
     with `paths`); the partitions and the resources come from them. instance: default, the one in the
-    data root's Dagster home (defs/instance.py)."""
+    data root's Dagster home (defs/instance.py). run_id: chosen by the caller (`kura-perf versions` picks
+    it before it starts the run in a Kura spec's environment, to read its records after); default, a new one."""
     from dagster import AssetKey, Definitions, define_asset_job
 
     from kura_perf.defs.build import build_definitions
@@ -86,7 +88,8 @@ def run_partition(scale: str, profile: str, stages: list[str] | None = None, pat
         return launch
 
     planned = [s for s in STAGES if s in (STAGES if stages is None else stages)]
-    return _execute(prepare, run_settings.paths, instance, dagster_log_level, _plan(planned, profile, scale))
+    return _execute(prepare, run_settings.paths, instance, dagster_log_level, _plan(planned, profile, scale),
+                    run_id=run_id)
 
 
 def run_shape(shape: str, scale: str, profile: str, paths: Paths | None = None, instance=None,
@@ -134,7 +137,8 @@ def _plan(stages: list[str], profile: str, scale: str, shape: str | None = None)
                                          "worker": worker_identity(), **host_info()}}
 
 
-def _execute(prepare, paths: Paths, instance, dagster_log_level: str, plan: dict) -> RunOutcome:
+def _execute(prepare, paths: Paths, instance, dagster_log_level: str, plan: dict,
+             run_id: str | None = None) -> RunOutcome:
     """Under the run's marker: `prepare()` builds the definitions and returns `launch(instance, tags,
     run_config, run_id)` (a materialize or a job execution), which runs; its result, a failure or a
     Ctrl-C becomes a RunOutcome with the run's stage records. The marker goes up before anything heavy
@@ -144,9 +148,9 @@ def _execute(prepare, paths: Paths, instance, dagster_log_level: str, plan: dict
 
     if instance is None:
         with open_instance(default_home(paths.root)) as opened:
-            return _execute(prepare, paths, opened, dagster_log_level, plan)
+            return _execute(prepare, paths, opened, dagster_log_level, plan, run_id)
 
-    run_id = str(uuid.uuid4())
+    run_id = run_id or str(uuid.uuid4())
     try:
         with liveness.RunMarker(paths.running, run_id, plan["fields"], plan["stages"]):
             launch = prepare()

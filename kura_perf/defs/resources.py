@@ -41,6 +41,8 @@ class KuraPerfResource(ConfigurableResource):
     # The CLI's word that a person watches its terminal (RunSettings.progress_bar); None: plain lines.
     progress_bar: Optional[bool] = None
     api_log: Optional[str] = None  # RunSettings.api_log: the request log for `kura-perf calibrate`
+    # The Kura spec this run measures (RunSettings.kura_spec): set by `kura-perf run --kura` in the spec's environment.
+    kura_spec: Optional[str] = None
 
     _settings: Optional[RunSettings] = PrivateAttr(default=None)  # built on first use, then kept
 
@@ -54,7 +56,7 @@ class KuraPerfResource(ConfigurableResource):
                    model_cache=str(settings.model_cache) if settings.model_cache else None,
                    api_key_env=settings.api_key_env, base_url_env=settings.base_url_env,
                    backend_wrapper=settings.backend_wrapper, nightly=settings.nightly,
-                   progress_bar=settings.progress_bar, api_log=settings.api_log)
+                   progress_bar=settings.progress_bar, api_log=settings.api_log, kura_spec=settings.kura_spec)
 
     def _base(self) -> RunSettings:
         if self._settings is None:
@@ -62,7 +64,7 @@ class KuraPerfResource(ConfigurableResource):
                 home=self.home, results=self.results, profiles_file=self.profiles_file, meter=self.meter,
                 simulator_url=self.simulator_url, model_cache=self.model_cache, api_key_env=self.api_key_env,
                 base_url_env=self.base_url_env, backend_wrapper=self.backend_wrapper, nightly=self.nightly,
-                progress_bar=self.progress_bar, api_log=self.api_log)
+                progress_bar=self.progress_bar, api_log=self.api_log, kura_spec=self.kura_spec)
             if self.database:
                 settings = settings.replace(paths=dataclasses.replace(settings.paths, database_file=Path(self.database)))
             self._settings = settings

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from kura_perf.errors import BreakingPoint
+from kura_perf.kura_envs.envs import current_env_manifest
 from kura_perf.meter import Meter
 from kura_perf.meter.api import latency_percentiles
 from kura_perf.meter.failures import is_interrupt
@@ -30,6 +31,15 @@ from kura_perf.store.stage_records import unfinished_record
 
 if TYPE_CHECKING:
     from kura_perf.pipeline.runner import StageRun
+
+
+def kura_identity(spec: str | None) -> dict:
+    """The Kura spec of the run and what it resolved to, from the manifest of the spec environment this
+    process runs in (kura_perf/kura_envs/envs.py); both None in kura_perf's own environment."""
+    manifest = current_env_manifest()
+    if manifest is None:
+        return {"kura_spec": spec, "kura_resolved": None}
+    return {"kura_spec": spec or manifest.get("spec"), "kura_resolved": manifest.get("resolved")}
 
 
 def record_fields(run: "StageRun", backend_name: str) -> dict:
@@ -50,6 +60,7 @@ def record_fields(run: "StageRun", backend_name: str) -> dict:
         "code_version": code_version(),
         "package_versions": json.dumps(versions, sort_keys=True),
         "kura_version": versions.get("kura"),
+        **kura_identity(run.settings.kura_spec),
         "worker": worker_identity(),
         **host_info(),
     }

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from kura_perf.checks.versions import latest_comparisons
 from kura_perf.datasets import BUILTINS, builtin_name
 from kura_perf.profiles import load_profiles
 from kura_perf.report import figures, fmt
@@ -233,6 +234,25 @@ class SectionBuilder:
         s.add(render_table(table, "backends"))
         return s
 
+    def kura_versions(self) -> Section:
+        """Kura releases, checkouts and commits side by side (`kura-perf versions`, checks/versions.py):
+        each spec's latest run per partition, ratios to the first spec, the regression checks' verdicts."""
+        s = Section("kura-versions", "Kura versions")
+        comparisons = latest_comparisons(self.data.metrics_dir)
+        if not comparisons:
+            return s.collapse("no Kura spec measured yet",
+                              "kura-perf versions --scale 1k --profile kura-tier5 kura==0.5.2 kura==0.5.4")
+        s.badge = MEASURED_ONLY
+        s.provenance = self._provenance(pd.concat([c[4] for c in comparisons]), "measured: each spec's latest run")
+        s.add(paragraph("The same partition run with each Kura (a release, a checkout or a commit), each in its own "
+                        "environment; every figure's ratio to the first spec, and the verdict of the regression "
+                        "checks' noise rule for time and memory (slower / faster / same within noise) and of the "
+                        "exact counts for API calls and tokens (more / fewer / same)."))
+        for profile, scale, table, specs, _ in comparisons:
+            s.add(heading(f"{profile} at {scale}: {' vs '.join(specs)}"))
+            s.add(render_table(versions_table(table), f"kura-versions-{self._slug(profile)}-{self._slug(scale)}"))
+        return s
+
     def shapes(self) -> Section:
         s = Section("shapes", "Pipeline shapes: cost per scale", answers="2.2")
         totals = shape_totals(self.data.runs)
@@ -375,7 +395,7 @@ class SectionBuilder:
 
     def build(self) -> Built:
         order = [self.test_matrix, self.scaling, self.storage, self.timelines, self.memory_theory, self.api,
-                 self.backends, self.quality, self.shapes, self.breaking_points, self.stress, self.hardware,
+                 self.backends, self.kura_versions, self.quality, self.shapes, self.breaking_points, self.stress, self.hardware,
                  self.advisor, self.history, self.guidance]
         self.built.sections = [make() for make in order]
         self.built.sections += usability_sections(self.data.metrics_dir,
@@ -399,6 +419,26 @@ def stress_section(data) -> Section:
                     "pipelines)."))
     s.add(render_table(t.stress_table(stress), "stress"))
     return s
+
+
+def versions_table(frame: pd.DataFrame) -> t.Table:
+    """checks/versions.py's side-by-side frame as a report table: figure · ratio to the first spec."""
+    table = t.Table(["Stage", "Kura spec", "Kura", "Wall", "CPU", "Peak RSS", "API calls", "Tokens",
+                     "Quality (ARI per level)", "Verdict"])
+
+    def pair(value, ratio, show) -> str:
+        if value is None or pd.isna(value):
+            return "–"
+        return show(value) + ("" if ratio is None or pd.isna(ratio) else f" · ×{ratio:.2f}")
+
+    for r in frame.to_dict("records"):
+        worse = any(w in r["verdict"] for w in ("slower", "larger", "calls more", "tokens more"))
+        table.add(t.Cell(r["stage"], "head"), r["spec"], r["kura"], pair(r["wall_s"], r["wall_s x"], fmt.seconds),
+                  pair(r["cpu_s"], r["cpu_s x"], fmt.seconds), pair(r["peak_mb"], r["peak_mb x"], fmt.megabytes),
+                  pair(r["calls"], r["calls x"], lambda v: f"{v:,.0f}"),
+                  pair(r["tokens"], r["tokens x"], lambda v: f"{v:,.0f}"), r["quality (ARI per level)"],
+                  t.Cell(r["verdict"], "bad" if worse else ""))
+    return table
 
 
 def build_sections(analysis: Analysis, figure_dir: Path) -> Built:

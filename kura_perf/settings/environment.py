@@ -24,6 +24,8 @@ kura_perf_tests/test_settings.py fails on a read of these variables anywhere els
 |                            | instrumentation)                                             |                            |
 | KURA_PERF_NIGHTLY          | partitions of the nightly schedule, "profile:scale,..."      | offline:100,offline:1k,    |
 |                            |                                                              | offline:10k                |
+| KURA_PERF_NIGHTLY_KURA     | Kura specs the nightly runs against Kura's last release,      | none (that schedule skips) |
+|                            | kura-tier5 at 1k: "path:/src/kura,git:/src/kura@main"        |                            |
 | KURA_PERF_ALERT_WEBHOOK    | a URL that receives a JSON POST per regression alert         | none (log + alerts table)  |
 | KURA_PERF_SHARD_STALE_S    | seconds after which an embedding shard's silent heartbeat    | 30                         |
 |                            | means its attempt died (a worker then records and redoes it) |                            |
@@ -62,6 +64,7 @@ SIMULATOR_URL_ENV = "KURA_PERF_SIMULATOR_URL"
 MODEL_CACHE_ENV = "KURA_PERF_MODEL_CACHE"
 BACKEND_WRAPPER_ENV = "KURA_PERF_BACKEND_WRAPPER"
 NIGHTLY_ENV = "KURA_PERF_NIGHTLY"
+NIGHTLY_KURA_ENV = "KURA_PERF_NIGHTLY_KURA"
 ALERT_WEBHOOK_ENV = "KURA_PERF_ALERT_WEBHOOK"
 SHARD_STALE_ENV = "KURA_PERF_SHARD_STALE_S"
 CLUSTER_EXECUTOR_ENV = "KURA_PERF_CLUSTER_EXECUTOR"
@@ -87,6 +90,8 @@ VARIABLES = (
     Variable(BACKEND_WRAPPER_ENV, "'module:function' wrapping every backend", "none"),
     Variable(NIGHTLY_ENV, "partitions of the nightly schedule ('profile:scale,...')",
              "offline:100,offline:1k,offline:10k"),
+    Variable(NIGHTLY_KURA_ENV, "Kura specs the nightly runs against the last release ('path:/src/kura,...')",
+             "none (that schedule skips)"),
     Variable(ALERT_WEBHOOK_ENV, "a URL receiving a JSON POST per regression alert", "none"),
     Variable(SHARD_STALE_ENV, "seconds of heartbeat silence after which a shard attempt is dead", "30"),
     Variable(CLUSTER_EXECUTOR_ENV, "the cluster jobs' executor: 'celery' or 'k8s'", "celery"),
@@ -122,6 +127,7 @@ def setting_values(env: Mapping[str, str] | None = None) -> dict[str, Any]:
         "simulator_url": _value(env, SIMULATOR_URL_ENV),
         "backend_wrapper": _value(env, BACKEND_WRAPPER_ENV),
         "nightly": _value(env, NIGHTLY_ENV),
+        "nightly_kura": _value(env, NIGHTLY_KURA_ENV),
         "alert_webhook": _value(env, ALERT_WEBHOOK_ENV),
         "model_cache": _value(env, MODEL_CACHE_ENV),
         "shard_stale_s": _float(env, SHARD_STALE_ENV),

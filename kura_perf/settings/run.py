@@ -47,6 +47,8 @@ class RunSettings:
     backend_wrapper: str | None = None
     # The nightly schedule's partitions, "profile:scale,..."; None: defs/schedules.py's default.
     nightly: str | None = None
+    # Kura specs the nightly for Kura compares with the last release ("spec,..."; defs/kura_versions.py); None: none.
+    nightly_kura: str | None = None
     # Where regression alerts are POSTed; None: log and alerts table only. Not in repr: webhook URLs
     # often embed a secret token.
     alert_webhook: str | None = field(default=None, repr=False)
@@ -63,6 +65,10 @@ class RunSettings:
     # A JSON-lines file our API client appends one line per HTTP request to (model, kind, tokens, latency,
     # status, retry; never content nor key: meter/request_log.py), for `kura-perf calibrate`; None: none.
     api_log: str | None = None
+    # The Kura spec (`kura==0.5.2`, `path:…`, `git:…@sha`) this process measures, as the user gave it; set
+    # by `kura-perf run --kura` for the run it starts inside the spec's environment (kura_perf/kura_envs/),
+    # kept on every record. None: the Kura installed in kura_perf's own environment.
+    kura_spec: str | None = None
 
     def __post_init__(self) -> None:
         if self.model_cache is None:  # built directly (not from_env): the data root's own cache

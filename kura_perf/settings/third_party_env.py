@@ -89,3 +89,12 @@ def single_blas_thread() -> None:
     """One BLAS/OpenMP thread, unless the user chose otherwise: call before numpy is imported."""
     for name in BLAS_THREAD_ENV:
         os.environ.setdefault(name, "1")
+
+
+def kura_child_env(placeholder_key: str = "kura-perf-placeholder") -> dict[str, str]:
+    """The environment for a child that imports a Kura of a spec (kura_envs/envs.py's import check, the
+    run in the spec's environment): this process's, with an OpenAI key if none is set. Kura 0.5.0-0.5.2
+    build an OpenAI client when `kura` is imported (kura.cluster's default OpenAIEmbeddingModel()), and
+    that client refuses to start without a key; a run then points Kura's clients at its endpoint with
+    the right key (openai_for_kura). A key that is set is kept as it is."""
+    return {**os.environ, "OPENAI_API_KEY": os.environ.get("OPENAI_API_KEY") or placeholder_key}

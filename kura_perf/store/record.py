@@ -128,6 +128,12 @@ class StageRecord:
     # each model's published speed (a prediction), 10 = ten times faster (times scaled, not a prediction);
     # null when no simulator served the stage (a real endpoint, a local model) and in older records.
     sim_speed_factor: float | None = None
+
+    # Which Kura (issue 21): the spec as given (`kura==0.5.2`, `path:…`, `git:…@<sha>`) and what it resolved to
+    # (the version, the commit, a checkout's "<commit>[-dirty] tree <hash>"); None: the Kura installed in
+    # kura_perf's own environment (kura_version says which).
+    kura_spec: str | None = None
+    kura_resolved: str | None = None
     # Comparability: which run, code and host (every table of the store carries these, schema.COMPARABILITY).
     run_id: str | None = field(default=None, metadata=_COMPARABILITY)
     code_version: str | None = field(default=None, metadata=_COMPARABILITY)
