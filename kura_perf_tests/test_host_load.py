@@ -110,7 +110,7 @@ def test_build_record_sets_contended_from_the_measured_share(monkeypatch):
 
     class Run:
         run_id, stage, shape, scale, profile = "r1", "embeddings", None, "100", Profile()
-        settings = SimpleNamespace(simulator_url=None)  # no simulator served it
+        settings = SimpleNamespace(simulator_url=None, kura_spec=None)  # no simulator, the installed Kura
 
     record = records.build_record(Run(), FakeMeter(), None, 0, None, "reference")
     assert record.host_contention == 0.25 and record.host_other_cpu_s == 0.5 and record.contended is True

@@ -37,7 +37,8 @@ class ProfileAnalysis:
     @property
     def backend(self) -> str:
         """The backend that ran this profile's records ("?" without records): how tables label a profile."""
-        return self.records["backend"].dropna().iloc[0] if len(self.records) else "?"
+        known = self.records["backend"].dropna() if "backend" in self.records else []
+        return known.iloc[0] if len(known) else "?"  # records without a backend (a damaged file's rows): unknown
 
     @property
     def can_fit(self) -> bool:
