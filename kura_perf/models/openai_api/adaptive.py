@@ -40,7 +40,7 @@ from kura_perf.models.openai_api.pacer import HeaderPacer
 
 HEADROOM = 1.5
 GAIN = 2.0
-LATENCY_CAP = 2.0
+LATENCY_CAP = 3.0
 RATE_WINDOWS = 5  # one-second counts of answers kept for the delivered rate (its maximum is used)
 WARM_UP_ANSWERS = 10  # answers before the lowest latency average is trusted
 DECREASE = 0.7
