@@ -7,6 +7,7 @@ sampled on the simulator's clock (its /_sim/log since_reset_s), never from wall-
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 from datetime import datetime, timezone
 
@@ -172,3 +173,21 @@ def test_merged_stats_keep_the_largest_in_flight_and_the_whole_span():
     assert (a.inflight_max, a.first_sent, a.last_done, a.inflight_area_s) == (40, 10.0, 30.0, 25.0)
     summary = a.summary(admitted=200, tokens=0)
     assert summary["inflight_mean"] == 1.25 and summary["limit_share"] == pytest.approx(200 / 200)
+
+
+def test_the_record_and_the_run_output_carry_the_concurrency_and_say_when_the_client_cpu_bound_it():
+    from types import SimpleNamespace
+
+    from kura_perf.cli.printing import concurrency_notes
+    from kura_perf.pipeline.records import with_api_concurrency
+
+    stats = ConcurrencyStats(adaptive=True, cap=1000, inflight_max=300, inflight_area_s=2000.0, first_sent=0.0,
+                             last_done=10.0, limit_rpm=30000.0, capacity_requests=500.0, loop_cpu_s=9.5,
+                             loop_wall_s=10.0)
+    summary = stats.summary(admitted=2500, tokens=0)
+    assert summary["client_cpu_bound"] is True and summary["limit_share"] == pytest.approx(2000 / 5000)
+    extra = with_api_concurrency({"model": "m"}, summary)
+    assert with_api_concurrency({"model": "m"}, None) == {"model": "m"}  # a stage without API calls
+    record = SimpleNamespace(stage="summaries", extra=json.dumps(extra))
+    (line,) = concurrency_notes([record, SimpleNamespace(stage="clusters", extra="{}")])
+    assert "300 requests in flight" in line and "40% of its RPM limit" in line and "client-CPU-bound" in line
