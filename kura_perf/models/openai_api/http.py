@@ -70,6 +70,10 @@ class HttpMeter:
         self.counters.add(calls=1)
         self._inflight_change(+1)
 
+    def withdrawn(self) -> None:
+        """The request was cancelled on its way: it leaves the in-flight count, nothing else is counted."""
+        self._inflight_change(-1)
+
     def failed(self, timeout: bool) -> None:
         self._inflight_change(-1)
         self.counters.add(errors=1, timeouts=1 if timeout else 0)
@@ -150,6 +154,9 @@ class CountingTransport(httpx.AsyncBaseTransport):
         except httpx.TransportError:
             self.meter.failed(timeout=False)
             self.meter.logged(request.url.path, "connection_error", time.perf_counter() - started)
+            raise
+        except BaseException:  # cancelled (a stage stopped): no longer in flight, and not an answer
+            self.meter.withdrawn()
             raise
         self.meter.answered(response.status_code, response.headers, raw, time.perf_counter() - started,
                             request.url.path)
