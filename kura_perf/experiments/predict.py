@@ -205,7 +205,10 @@ def describe(predictions: list[StagePrediction], profile: Profile, n: int) -> li
         lines.append(f"{p.stage:<14} {p.endpoint:<10} {p.calls:>9,} {p.tokens_in:>12,} {p.tokens_out:>11,} "
                      f"{p.latency_s:>10.1f} {p.rpm_s:>9.1f} {p.tpm_s:>9.1f} {p.time_s:>9.1f}  {p.binds}")
     lines.append("")
+    adaptive = profile.api.adaptive and profile.backend == "reference"
+    ceiling = " (the adaptive ceiling, api.max_concurrency: a lower bound that assumes the limit allows it)" \
+        if adaptive else ""
     for p in predictions:
         lines.append(f"  {p.stage} ({p.endpoint}, {p.model}): {p.source}; mean latency {p.mean_latency_ms:.0f} ms "
-                     f"at {p.concurrency} in flight")
+                     f"at {p.concurrency} in flight{ceiling}")
     return lines
