@@ -114,3 +114,28 @@ def test_profile_price_overrides_are_validated():
     assert ApiConfig(prices={"my-llm": [1.0, 2.0]}).prices == {"my-llm": (1.0, 2.0)}
     with pytest.raises(ValueError, match="must be >= 0"):
         ApiConfig(prices={"my-llm": [-1.0, 2.0]})
+
+
+def test_waiters_queue_for_the_budget_instead_of_all_polling_it():
+    """With many requests waiting (adaptive concurrency keeps hundreds), each send costs O(1) budget checks:
+    one waiter polls at a time, the rest queue in order. Before, every waiter woke and re-checked on every
+    refill, O(waiters) per send: client CPU that grew with what was in flight."""
+    async def scenario(n: int) -> int:
+        pacer = HeaderPacer(rpm=60_000, slow_start=False)  # 1000 requests/s: n sends take ~n ms
+        pacer.observe(200, _headers(limit_tokens=10**9, remaining_tokens=10**9, limit_requests=60_000,
+                                    remaining_requests=0))
+        checks = 0
+        delay = pacer.delay
+
+        def counted(tokens, now):
+            nonlocal checks
+            checks += 1
+            return delay(tokens, now)
+
+        pacer.delay = counted
+        deadline = time.monotonic() + 60
+        await asyncio.wait_for(asyncio.gather(*(pacer.acquire(1, deadline) for _ in range(n))), 30)
+        return checks
+
+    n = 60
+    assert asyncio.run(scenario(n)) <= 4 * n

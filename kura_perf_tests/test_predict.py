@@ -24,6 +24,8 @@ projection = "pca"
 [pred.api]
 simulate = true
 concurrency = {concurrency}
+adaptive = {adaptive}
+max_concurrency = 400
 max_retries = 8
 timeout_s = 10
 simulator = {{ burst_s = 1, chat = {{ rpm = {rpm}, tpm = 100000000, latency_ms = {latency}, p99_ms = {p99}, ms_per_output_token = 0.5 }} }}
@@ -32,6 +34,15 @@ simulator = {{ burst_s = 1, chat = {{ rpm = {rpm}, tpm = 100000000, latency_ms =
 # time also holds the client's own work (building prompts, parsing answers, the pacer's waits) and
 # whatever else the box runs, which the model leaves out on purpose; it must not be a speed limit.
 FACTOR = 2.0
+
+
+def test_an_adaptive_profile_is_predicted_at_its_ceiling(tmp_path):
+    """The reference's adaptive client may keep api.max_concurrency in flight: the latency bound uses it."""
+    profiles_file = tmp_path / "p.toml"
+    for adaptive, expected in (("true", 400), ("false", 10)):
+        profiles_file.write_text(PROFILE.format(concurrency=10, adaptive=adaptive, rpm=100000, latency=400, p99=800))
+        summaries = [p for p in predict(load_profiles(profiles_file)["pred"], 10_000) if p.stage == "summaries"]
+        assert summaries[0].concurrency == expected
 
 
 @pytest.mark.parametrize("binds, concurrency, rpm, latency, p99", [
@@ -45,7 +56,8 @@ def test_the_prediction_matches_a_simulated_run(tmp_path, binds, concurrency, rp
     simulator with the same settings, and check: the binding constraint and the call count exactly, the
     time within FACTOR of the stage's recorded API time (a model check, not a speed limit)."""
     profiles_file = tmp_path / "p.toml"
-    profiles_file.write_text(PROFILE.format(concurrency=concurrency, rpm=rpm, latency=latency, p99=p99))
+    # A fixed bound: the latency case is the waves of `concurrency` (an adaptive client's ramp-up is not modelled).
+    profiles_file.write_text(PROFILE.format(concurrency=concurrency, adaptive="false", rpm=rpm, latency=latency, p99=p99))
     profile = load_profiles(profiles_file)["pred"]
     summaries = [p for p in predict(profile, 100) if p.stage == "summaries"]
     assert len(summaries) == 1 and summaries[0].calls == 100 and summaries[0].binds == binds

@@ -45,7 +45,8 @@ def api_settings(profile: Profile, settings: RunSettings):
                                f"set; export it (and ${url_env} for a non-OpenAI endpoint), or use the "
                                f"'simulated-openai' profile to run offline")
     return ApiSettings(base_url=base_url, api_key=key, timeout_s=api.timeout_s, max_retries=api.max_retries,
-                       concurrency=api.concurrency, prices=api.prices or None, api_log=settings.api_log)
+                       concurrency=api.concurrency, adaptive=api.adaptive, max_concurrency=api.max_concurrency,
+                       prices=api.prices or None, api_log=settings.api_log)
 
 
 def preflight(profile: Profile, settings: RunSettings) -> None:

@@ -12,8 +12,11 @@ from kura_perf.store.record import StageRecord
 
 STAGE_COLUMNS = ["stage", "status", "items_in", "items_out", "skipped_records", "wall_s", "jit_compile_s", "startup_s",
                  "stage_work_s", "setup_s", "cpu_s", "peak_mb",
-                 "items_per_s", "model_items_per_s", "bytes_written", "n_clusters", "api_calls", "api_429s", "cost_usd",
-                 "sim_speed_factor"]
+                 "items_per_s", "model_items_per_s", "bytes_written", "n_clusters", "api_calls", "api_429s",
+                 "inflight_max", "inflight_mean", "limit_share", "client_cpu", "cost_usd", "sim_speed_factor"]
+# From an API stage's extra["api_concurrency"] (meter/api.py ConcurrencyStats.summary) into the table.
+CONCURRENCY_COLUMNS = {"inflight_max": "inflight_max", "inflight_mean": "inflight_mean",
+                       "limit_share": "limit_share", "client_cpu": "client_cpu_share"}
 
 # Time that is not the stage's work (numba compile, first numba/umap import: inside wall_s; the backend's
 # set-up: before it). Shown when a stage paid any, so a cold-cache wall time is never read as the work.
@@ -47,6 +50,9 @@ def print_records(rows) -> None:
     df["cpu_s"] = df["cpu_user_s"].fillna(0) + df["cpu_sys_s"].fillna(0)
     if "peak_rss_mb" in df:  # the meter's MiB, shown in decimal MB like every size we print (meter/units.py)
         df["peak_mb"] = pd.to_numeric(df["peak_rss_mb"], errors="coerce") * units.MIB / units.MB
+    concurrency = [api_concurrency(record) for record in records]
+    for column, key in CONCURRENCY_COLUMNS.items():
+        df[column] = [c.get(key) if c else None for c in concurrency]
     cols = [c for c in STAGE_COLUMNS if c in df and df[c].notna().any()]
     if "skipped_records" in cols and not (df["skipped_records"].fillna(0) > 0).any():
         cols.remove("skipped_records")  # only worth a column when a lenient load skipped something
@@ -54,8 +60,38 @@ def print_records(rows) -> None:
     if "stage_work_s" in cols and not (df["stage_work_s"].fillna(df["wall_s"]) < df["wall_s"]).any():
         cols.remove("stage_work_s")  # equal to wall_s everywhere: nothing was compiled or started
     print_frame(df[cols], empty=None, width=200, max_columns=30, float_format="{:.3f}".format)
-    for line in skip_notes(records) + scaled_notes(records):
+    for line in skip_notes(records) + scaled_notes(records) + concurrency_notes(records):
         print(line)
+
+
+def api_concurrency(record) -> dict | None:
+    """The stage's in-flight and limit figures (extra["api_concurrency"]), None for a stage without API calls."""
+    try:
+        value = json.loads(record.extra or "{}").get("api_concurrency")
+    except (TypeError, ValueError, AttributeError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def concurrency_notes(records) -> list[str]:
+    """One line per API stage: how many requests its client kept in flight and the share of the binding
+    limit it reached; a stage bound by the client's own CPU says so, rather than pass for the endpoint's pace."""
+    notes = []
+    for record in records:
+        c = api_concurrency(record)
+        if not c:
+            continue
+        how = f"adaptive, up to {c.get('cap')}" if c.get("adaptive") else f"fixed at {c.get('cap')}"
+        share = c.get("limit_share")
+        limit = (f"{share:.0%} of its {'RPM' if c.get('binding_limit') == 'requests' else 'TPM'} limit"
+                 if share is not None else "no rate limit known")
+        cpu = c.get("client_cpu_share")
+        line = (f"{record.stage}: {c.get('inflight_max')} requests in flight at most, {c.get('inflight_mean')} "
+                f"on average ({how}); {limit}; client event loop {'?' if cpu is None else f'{cpu:.0%}'} busy")
+        if c.get("client_cpu_bound"):
+            line += " -- client-CPU-bound: the client's own CPU, not the endpoint, set this stage's pace"
+        notes.append(line)
+    return notes
 
 
 def scaled_notes(records) -> list[str]:

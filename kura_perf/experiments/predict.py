@@ -5,7 +5,9 @@ Per API stage: the calls and tokens at that scale (measured per conversation in 
 the profile when there are any, else from the pipeline's rules below), then three lower bounds on its
 time, of which the largest binds:
 
-  latency      waves x mean latency, waves = calls / concurrency (the client's requests in flight); the
+  latency      waves x mean latency, waves = calls / concurrency (the client's requests in flight:
+               api.max_concurrency, the adaptive ceiling, for the reference with api.adaptive; else
+               api.concurrency, the fixed bound Kura and a non-adaptive reference keep); the
                reference summarises batch_size conversations at a time, each batch waiting for its
                last answer, so there a batch of b calls takes ceil(b / concurrency) waves plus the wait
                for its slowest answer (the expected largest of min(b, concurrency) lognormal draws,
@@ -29,6 +31,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from kura_perf.models.protocols import adaptive_input_chunk
 from kura_perf.profiles import Profile
 from kura_perf.simulator.config import EndpointConfig, SimulatorConfig
 from kura_perf.stages.meta_clusters import MEMBER_REDUCTION
@@ -179,8 +182,12 @@ def predict(profile: Profile, n: int, records: list[dict] | None = None) -> list
         endpoint = config.endpoint(endpoint_kind)
         per_call = (tokens_in / calls, tokens_out / calls) if calls else (0, 0)
         mean_s = mean_latency_s(endpoint, endpoint_kind, *per_call)
-        concurrency = profile.api.concurrency
+        # The adaptive client (the reference's default) may keep up to max_concurrency in flight.
+        adaptive = profile.api.adaptive and profile.backend == "reference"
+        concurrency = profile.api.max_concurrency if adaptive else profile.api.concurrency
         batch = profile.batch_size if stage == "summaries" and profile.backend == "reference" else None
+        if batch and adaptive:  # the adaptive model takes large chunks (stages/summaries.py)
+            batch = max(batch, adaptive_input_chunk(concurrency))
         latency, rpm, tpm = bound_times(calls, tokens_in + tokens_out, mean_s, concurrency, endpoint, config.burst_s,
                                         batch)
         predictions.append(StagePrediction(stage, endpoint_kind, model, calls, tokens_in, tokens_out, source,
@@ -198,7 +205,10 @@ def describe(predictions: list[StagePrediction], profile: Profile, n: int) -> li
         lines.append(f"{p.stage:<14} {p.endpoint:<10} {p.calls:>9,} {p.tokens_in:>12,} {p.tokens_out:>11,} "
                      f"{p.latency_s:>10.1f} {p.rpm_s:>9.1f} {p.tpm_s:>9.1f} {p.time_s:>9.1f}  {p.binds}")
     lines.append("")
+    adaptive = profile.api.adaptive and profile.backend == "reference"
+    ceiling = " (the adaptive ceiling, api.max_concurrency: a lower bound that assumes the limit allows it)" \
+        if adaptive else ""
     for p in predictions:
         lines.append(f"  {p.stage} ({p.endpoint}, {p.model}): {p.source}; mean latency {p.mean_latency_ms:.0f} ms "
-                     f"at {p.concurrency} in flight")
+                     f"at {p.concurrency} in flight{ceiling}")
     return lines

@@ -13,7 +13,7 @@ from urllib.parse import urlparse
 from kura_perf.backends.model_factory import api_settings
 from kura_perf.corpus.types import Conversation
 from kura_perf.errors import KuraPerfError
-from kura_perf.meter.api import latency_percentiles
+from kura_perf.meter.api import latency_percentiles, limit_share
 from kura_perf.meter.host import code_version, host_info
 from kura_perf.profiles import Profile
 from kura_perf.proposal import CONCURRENCY_LEVELS
@@ -38,20 +38,12 @@ def _simulator_control(settings: RunSettings):
 def _build_model(profile: Profile, stage: str, concurrency: int, run_settings: RunSettings):
     from kura_perf.models.openai_api import OpenAIEmbedding, OpenAISummaryModel  # openai, aiohttp
 
-    settings = dataclasses.replace(api_settings(profile, run_settings), concurrency=concurrency)
+    # A fixed number in flight: the sweep measures each level, so the adaptive controller stays off.
+    settings = dataclasses.replace(api_settings(profile, run_settings), concurrency=concurrency, adaptive=False)
     if stage == "summaries":
         return OpenAISummaryModel(profile.summary_model.split(":", 1)[1], settings)
     return OpenAIEmbedding(profile.embedding_model.split(":", 1)[1], dimension=profile.embedding_dimension,
                            settings=settings, batch_size=SWEEP_EMBEDDING_BATCH)
-
-
-def limit_share(charged: float, capacity: float | None, wall_s: float, limit_per_min: float | None) -> float | None:
-    """The share of a per-minute limit a level sustained. The bucket starts full, so a short level
-    could pass 100% on its opening burst alone: what the bucket held at the start (its capacity) is
-    taken off before dividing by what the limit allows in the level's wall time."""
-    if not limit_per_min or wall_s <= 0:
-        return None
-    return max(0.0, charged - (capacity or 0.0)) / (wall_s * limit_per_min / 60.0)
 
 
 def level_limits(model, calls: int, errors: int, tokens: int, wall_s: float) -> dict:

@@ -85,6 +85,26 @@ class ReportsProgress(Protocol):
     def embed(self, texts: Sequence[str], progress: Progress | None = None) -> np.ndarray: ...
 
 
+def adaptive_input_chunk(inflight_cap: int) -> int:
+    """Conversations an adaptive API summary model takes per call (its `input_chunk`): enough that the
+    ends of chunks (each waits for its slowest answer) are rare at the highest in-flight bound, few enough
+    that a large partition's requests are not all waiting as tasks at once."""
+    return max(10_000, 20 * inflight_cap)
+
+
+@runtime_checkable
+class SummarisesWithProgress(Protocol):
+    """A SummaryModel that takes up to `input_chunk` conversations per call and calls progress(done, total)
+    itself as answers arrive. Why: the stage otherwise hands it batch_size conversations at a time, each
+    batch waiting for its slowest answer, which caps an adaptive API client's requests in flight at the
+    batch size however high the limit. The stage uses it only while `summarises_with_progress` is true."""
+
+    summarises_with_progress: bool
+    input_chunk: int
+
+    def summarise(self, conversations: Sequence[Conversation], progress: Progress | None = None) -> list[dict]: ...
+
+
 @runtime_checkable
 class UsesClusterSizes(Protocol):
     """A ClusterNamer that takes the true member counts (`sizes`) beside the groups, which may be

@@ -90,6 +90,12 @@ def work_figures(wall_s: float | None, jit_compile_s: float | None, startup_s: f
             "stage_work_s": max(wall_s - compile_s - start_s, 0.0)}
 
 
+def with_api_concurrency(extra: dict, concurrency: dict | None) -> dict:
+    """The stage's extra figures plus, for an API stage, what its client kept in flight and the share of
+    the binding limit it reached (meter/api.py ConcurrencyStats.summary) under "api_concurrency"."""
+    return {**extra, "api_concurrency": concurrency} if concurrency else extra
+
+
 def build_record(run: "StageRun", meter: Meter, result: StageResult | None, bytes_written: int,
                  error: BaseException | None, backend_name: str, api_on_failure=None, progress=None) -> StageRecord:
     """progress: the stage's ProgressLog (how far it got; a projection when it did not finish)."""
@@ -143,7 +149,7 @@ def build_record(run: "StageRun", meter: Meter, result: StageResult | None, byte
         contended=is_contended(m.host_contention),
         model_items_per_s=result.model_items_per_s if result else None,
         model_sample_n=result.model_sample_n if result else None,
-        extra=json.dumps(result.extra if result else {}, default=str),
+        extra=json.dumps(with_api_concurrency(result.extra if result else {}, api.get("concurrency")), default=str),
         quality_levels=list(result.quality_levels) if result else [],  # -> quality_levels table (store/stage_records.py)
         **projection.as_record(),
     )

@@ -30,7 +30,12 @@ class ApiConfig(BaseModel):
     base_url_env: str = "OPENAI_BASE_URL"
     api_key_env: str = "OPENAI_API_KEY"
     simulate: bool = Field(False, strict=True)  # start the local simulator for the run and point base_url at it
-    concurrency: int = Field(10, ge=1, le=1000, strict=True)
+    concurrency: int = Field(10, ge=1, le=1000, strict=True)  # requests in flight (adaptive: the start)
+    # The reference's API models keep as many requests in flight as the binding limit x latency needs
+    # (models/openai_api/adaptive.py), up to max_concurrency; false: a fixed `concurrency`. The kura
+    # backend ignores both: Kura's own fixed max_concurrent_requests is what is measured about Kura.
+    adaptive: bool = Field(True, strict=True)
+    max_concurrency: int = Field(1000, ge=1, le=100_000, strict=True)
     timeout_s: float = Field(30.0, gt=0, strict=True)
     max_retries: int = Field(5, ge=0, le=50, strict=True)
     simulator: dict = Field(default_factory=dict)  # SimulatorConfig fields
@@ -73,6 +78,9 @@ class CustomStep(BaseModel):
 # Keys added after records were first stored: left out of the hash while unset, so profiles that do
 # not use them keep the hash (and the regression history) they always had.
 _HASHED_ONLY_WHEN_SET = ("custom_step", "embedding_batch_size")
+# api keys that change nothing unless the reference backend calls an API model: left out of the hash
+# otherwise, so offline and kura profiles keep their hash (and regression history).
+_API_KEYS_FOR_REFERENCE_ONLY = ("adaptive", "max_concurrency")
 # ... and keys left out while at their default (a value that is not None).
 _HASHED_ONLY_WHEN_NOT = {"truth_levels": list(DEFAULT_TRUTH_LEVELS)}
 _IMPLIED_BY_KURA = ("embed_text", "meta_grouping")
@@ -241,6 +249,9 @@ class Profile(BaseModel):
         if payload.get("backend") == "kura":  # fixed by the backend (Kura's own layout and loop): no choice to hash
             for key in _IMPLIED_BY_KURA:
                 payload.pop(key, None)
+        if payload.get("backend") == "kura" or not self.uses_api():
+            for key in _API_KEYS_FOR_REFERENCE_ONLY:
+                payload["api"].pop(key, None)
         return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
     def uses_api(self) -> bool:

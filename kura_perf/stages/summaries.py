@@ -8,7 +8,7 @@ import pandas as pd
 
 from kura_perf.corpus.types import Conversation
 from kura_perf.errors import StageError
-from kura_perf.models.protocols import SUMMARY_FIELDS, SummaryModel
+from kura_perf.models.protocols import SUMMARY_FIELDS, SummarisesWithProgress, SummaryModel
 
 Progress = Callable[[int, int], None]
 
@@ -49,14 +49,21 @@ def summarise(
     embed_layout: str = "kura-template",
 ) -> pd.DataFrame:
     """Summarise in batches of `batch_size`; progress(done, total) after each batch; embed_text in
-    `embed_layout` (see embed_text)."""
+    `embed_layout` (see embed_text). A model that reports its own progress (SummarisesWithProgress: an
+    adaptive API client) gets chunks of at least its `input_chunk`, so the batch never caps its in-flight."""
     if batch_size < 1:
         raise StageError(f"summaries: batch_size must be at least 1 (got {batch_size})")
     total = len(conversations)
     rows: list[dict] = []
+    streams = isinstance(model, SummarisesWithProgress) and model.summarises_with_progress
+    if streams:
+        batch_size = max(batch_size, model.input_chunk)
     for start in range(0, total, batch_size):
         batch = conversations[start : start + batch_size]
-        outputs = model.summarise(batch)
+        if streams:
+            outputs = model.summarise(batch, progress=_offset(progress, start, total))
+        else:
+            outputs = model.summarise(batch)
         if not isinstance(outputs, list) or len(outputs) != len(batch):
             got = len(outputs) if hasattr(outputs, "__len__") else type(outputs).__name__
             raise StageError(
@@ -75,6 +82,13 @@ def summarise(
     for name in _SCORE_FIELDS:
         frame[name] = frame[name].astype("int64")
     return frame
+
+
+def _offset(progress: Progress | None, start: int, total: int) -> Progress | None:
+    """A chunk's progress as the whole input's."""
+    if progress is None:
+        return None
+    return lambda done, _chunk_total: progress(start + done, total)
 
 
 def _validate(chat_id: str, fields: object, model_name: str) -> None:

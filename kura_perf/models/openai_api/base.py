@@ -3,7 +3,6 @@ private event loop, pacer, in-flight bound, retries and counters."""
 
 from __future__ import annotations
 
-import asyncio
 import threading
 import time
 import weakref
@@ -15,6 +14,7 @@ import openai
 from kura_perf.errors import StageError
 from kura_perf.meter.api import ApiCounters
 from kura_perf.meter.request_log import REQUEST_CONTEXT, RequestLog
+from kura_perf.models.openai_api.adaptive import AdaptiveConcurrency, InflightLimit
 from kura_perf.models.openai_api.batch import raise_if_batch_failed
 from kura_perf.models.openai_api.http import CountingTransport, HttpMeter, proxy_for
 from kura_perf.models.openai_api.loop import LoopThread, shutdown
@@ -42,7 +42,9 @@ class ApiModel(CountsApiCalls):
         self._retry = RetryPolicy(self.settings, on_retry=lambda: self.counters.add(retries=1))
         self._loop: LoopThread | None = None
         self._client: openai.AsyncOpenAI | None = None
-        self._semaphore: asyncio.Semaphore | None = None
+        self._semaphore: InflightLimit | None = None
+        self._controller: AdaptiveConcurrency | None = None
+        self._start_stats(self._meter.counters)
         self._finalizer: weakref.finalize | None = None
         self._start_lock = threading.Lock()
 
@@ -54,7 +56,14 @@ class ApiModel(CountsApiCalls):
     def reset_counters(self) -> ApiCounters:
         """Start a fresh count (e.g. per stage); returns the previous counters."""
         previous, self._meter.counters = self._meter.counters, ApiCounters()
+        self._start_stats(self._meter.counters)
         return previous
+
+    def _start_stats(self, counters: ApiCounters) -> None:
+        counters.concurrency.adaptive = self.settings.adaptive
+        counters.concurrency.cap = self.settings.inflight_cap
+        if self._controller is not None:  # a fresh count: the highest target from now on
+            self._controller.target_max = counters.concurrency.target_max = self._controller.target
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(model={self.model!r}, settings={self.settings!r})"
@@ -73,15 +82,34 @@ class ApiModel(CountsApiCalls):
                     self._loop = None
                     raise
                 self._finalizer = weakref.finalize(self, shutdown, self._loop, self._client)
-        return self._loop.run(coro_factory())
+        return self._loop.run(self._timed(coro_factory))
+
+    async def _timed(self, coro_factory: Callable[[], Coroutine[Any, Any, T]]) -> T:
+        """Run on the client's loop, counting that loop thread's CPU and wall time: a loop busy nearly
+        all the time means the client's own CPU, not the endpoint, set the pace."""
+        cpu, wall = time.thread_time(), time.perf_counter()
+        try:
+            return await coro_factory()
+        finally:
+            stats = self.counters.concurrency
+            stats.loop_cpu_s += time.thread_time() - cpu
+            stats.loop_wall_s += time.perf_counter() - wall
+            if self._controller is not None:
+                stats.target_max = max(stats.target_max, self._controller.target_max)
 
     async def _open(self) -> openai.AsyncOpenAI:
-        limits = httpx.Limits(max_connections=self.settings.concurrency + 4,
-                              max_keepalive_connections=self.settings.concurrency + 4)
+        # As many connections as requests may be in flight (adaptive: up to max_concurrency), so the
+        # pool is never a hidden bound under the one we set; idle ones are closed by httpx as usual.
+        connections = self.settings.inflight_cap + 4
+        limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
         inner = httpx.AsyncHTTPTransport(limits=limits, proxy=proxy_for(self.settings.base_url))
         timeout = httpx.Timeout(self.settings.timeout_s, connect=min(10.0, self.settings.timeout_s))
         http_client = httpx.AsyncClient(transport=CountingTransport(inner, self._meter), timeout=timeout)
-        self._semaphore = asyncio.Semaphore(self.settings.concurrency)
+        self._semaphore = InflightLimit(self.settings.concurrency)
+        if self.settings.adaptive:
+            self._controller = AdaptiveConcurrency(self._semaphore, self._pacer, self.settings.concurrency,
+                                                   self.settings.max_concurrency)
+            self._meter.controller = self._controller
         try:
             return openai.AsyncOpenAI(base_url=self.settings.base_url, api_key=self.settings.api_key,
                                       max_retries=0, timeout=timeout, http_client=http_client)

@@ -30,6 +30,27 @@ class HttpMeter:
         self.pacer = pacer
         self.counters = ApiCounters()
         self.log = log
+        self.inflight = 0  # requests on the wire now
+        self._changed = 0.0  # when `inflight` last changed (time.monotonic)
+        self.controller = None  # adaptive.AdaptiveConcurrency, told every answer; None: a fixed bound
+
+    def _inflight_change(self, delta: int) -> None:
+        """Keep the in-flight integral, maximum and span (ConcurrencyStats) as requests go and come back."""
+        now = time.monotonic()
+        stats = self.counters.concurrency
+        if stats.first_sent is None:
+            stats.first_sent = now
+        elif self.inflight:
+            stats.inflight_area_s += self.inflight * (now - max(self._changed, stats.first_sent))
+        self._changed = now
+        self.inflight = max(0, self.inflight + delta)
+        if delta > 0:
+            stats.inflight_max = max(stats.inflight_max, self.inflight)
+        else:
+            stats.last_done = now
+            requests, tokens = self.pacer.requests, self.pacer.tokens
+            stats.limit_rpm, stats.limit_tpm = requests.limit, tokens.limit
+            stats.capacity_requests, stats.capacity_tokens = requests.capacity, tokens.capacity
 
     def logged(self, path: str, status: int | str, elapsed_s: float, usage: dict | None = None,
                headers: httpx.Headers | None = None) -> None:
@@ -47,8 +68,14 @@ class HttpMeter:
 
     def sent(self) -> None:
         self.counters.add(calls=1)
+        self._inflight_change(+1)
+
+    def withdrawn(self) -> None:
+        """The request was cancelled on its way: it leaves the in-flight count, nothing else is counted."""
+        self._inflight_change(-1)
 
     def failed(self, timeout: bool) -> None:
+        self._inflight_change(-1)
         self.counters.add(errors=1, timeouts=1 if timeout else 0)
         self.pacer.failed()
 
@@ -58,16 +85,24 @@ class HttpMeter:
         if not 200 <= status < 300:
             self.pacer.refused(estimate)  # before observe: the headers then cap what was handed back
             self.pacer.observe(status, headers)
+            self._inflight_change(-1)
+            if self.controller is not None:
+                self.controller.answered(status, elapsed_s)
             self.counters.add(errors=1, rate_limited=1 if status == 429 else 0)
             self.logged(path, status, elapsed_s, headers=headers)
             return
         self.pacer.observe(status, headers)
+        self._inflight_change(-1)
         self.counters.latencies_s.append(elapsed_s)
         usage = usage_of(headers, body)
         self.logged(path, status, elapsed_s, usage, headers)
+        tokens_in = tokens_out = 0
         if usage:
             tokens_in = int(usage.get("prompt_tokens") or 0)
             tokens_out = int(usage.get("completion_tokens") or 0)
+        if self.controller is not None:
+            self.controller.answered(status, elapsed_s, tokens_in + tokens_out)
+        if usage:
             self.pacer.settle(estimate, tokens_in, tokens_out)
             if self.price is None:
                 self.counters.note_unpriced(self.model, unpriced_warning(self.model))
@@ -119,6 +154,9 @@ class CountingTransport(httpx.AsyncBaseTransport):
         except httpx.TransportError:
             self.meter.failed(timeout=False)
             self.meter.logged(request.url.path, "connection_error", time.perf_counter() - started)
+            raise
+        except BaseException:  # cancelled (a stage stopped): no longer in flight, and not an answer
+            self.meter.withdrawn()
             raise
         self.meter.answered(response.status_code, response.headers, raw, time.perf_counter() - started,
                             request.url.path)

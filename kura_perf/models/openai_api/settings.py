@@ -16,7 +16,10 @@ class ApiSettings:
     api_key: str | None = None  # None: the SDK reads OPENAI_API_KEY
     timeout_s: float = 30.0  # per HTTP request
     max_retries: int = 5  # our retry budget per request (the SDK's own retries are off)
-    concurrency: int = 10  # requests in flight per model
+    concurrency: int = 10  # requests in flight per model (adaptive: the start, before the limits are known)
+    # Adaptive: the in-flight bound follows the binding limit x latency (adaptive.py), up to max_concurrency.
+    adaptive: bool = False
+    max_concurrency: int = 1000
     deadline_s: float = 300.0  # per request, across all attempts and waits
     backoff_base_s: float = 0.5
     backoff_max_s: float = 20.0
@@ -30,8 +33,15 @@ class ApiSettings:
     def __post_init__(self) -> None:
         if self.concurrency < 1:
             raise ValueError(f"concurrency must be >= 1 (got {self.concurrency})")
+        if self.max_concurrency < 1:
+            raise ValueError(f"max_concurrency must be >= 1 (got {self.max_concurrency})")
         if self.max_retries < 0:
             raise ValueError(f"max_retries must be >= 0 (got {self.max_retries})")
+
+    @property
+    def inflight_cap(self) -> int:
+        """The most requests this client may keep in flight (and so the connections it may open)."""
+        return self.max_concurrency if self.adaptive else self.concurrency
 
     def redacted(self) -> dict[str, Any]:
         """Every setting, with the key replaced by whether it is set: safe to store or print."""

@@ -12,7 +12,7 @@ from kura_perf.models.openai_api.base import ApiModel
 from kura_perf.models.openai_api.batch import all_or_fail
 from kura_perf.models.openai_api.retries import InvalidOutput
 from kura_perf.models.openai_api.settings import ApiSettings
-from kura_perf.models.protocols import SUMMARY_FIELDS
+from kura_perf.models.protocols import SUMMARY_FIELDS, Progress, adaptive_input_chunk
 from kura_perf.tokens import count_chat_tokens, count_tokens
 
 
@@ -87,8 +87,31 @@ class OpenAISummaryModel(ApiModel):
         # The schema is part of what the model reads (and what rate limits count).
         self._schema_tokens = count_tokens(compact_json(self._response_format["json_schema"]), model)
 
-    def summarise(self, conversations: Sequence[Conversation]) -> list[dict]:
-        return self._run(lambda: all_or_fail([self._summarise_one(c) for c in conversations]))
+    @property
+    def summarises_with_progress(self) -> bool:
+        """Adaptive: take large chunks and report progress per answer (models/protocols.py says why)."""
+        return self.settings.adaptive
+
+    @property
+    def input_chunk(self) -> int:
+        """Conversations per call when adaptive (protocols.adaptive_input_chunk says why)."""
+        return adaptive_input_chunk(self.settings.inflight_cap)
+
+    def summarise(self, conversations: Sequence[Conversation], progress: Progress | None = None) -> list[dict]:
+        if progress is None:
+            return self._run(lambda: all_or_fail([self._summarise_one(c) for c in conversations]))
+        total, step = len(conversations), max(1, len(conversations) // 100)
+        done = 0
+
+        async def one(conversation: Conversation) -> dict:
+            nonlocal done
+            result = await self._summarise_one(conversation)
+            done += 1
+            if done % step == 0 or done == total:  # about 100 calls, not one per answer: the loop's CPU
+                progress(done, total)
+            return result
+
+        return self._run(lambda: all_or_fail([one(c) for c in conversations]))
 
     async def _summarise_one(self, conversation: Conversation) -> dict:
         messages = [{"role": "user", "content": SUMMARY_PROMPT.format(transcript=conversation.text())}]
@@ -96,7 +119,10 @@ class OpenAISummaryModel(ApiModel):
 
         async def send() -> dict:
             completion = await self._client.chat.completions.create(
-                model=self.model, messages=messages, response_format=self._response_format,
+                model=self.model, messages=messages,
+                # Sent as it is (extra_body), not through the SDK's typed transform, which walked the whole
+                # schema on every call: ~0.9 of ~6.8 ms of client CPU per call (cProfile, 500 calls).
+                extra_body={"response_format": self._response_format},
                 max_completion_tokens=self.max_output_tokens,
             )
             message = completion.choices[0].message
