@@ -146,3 +146,19 @@ def test_help_and_profiles_import_no_dagster():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_every_commands_help_renders():
+    """`kura-perf <command> --help` for every command: argparse formats help strings with %, so a literal
+    '10%' in one (the matrix's --wait-quiet said "at most 10% of the box") was a bare traceback on --help."""
+    import argparse
+
+    from kura_perf.cli.main import build_parser
+
+    parser = build_parser()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+    assert {"run", "matrix", "publish", "calibrate", "predict", "versions"} <= set(commands)
+    for name, sub in commands.items():
+        text = sub.format_help()
+        assert text.startswith("usage: kura-perf"), name
+    assert "at most 10% of the box" in commands["matrix"].format_help()

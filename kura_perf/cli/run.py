@@ -248,7 +248,7 @@ def add_commands(sub) -> None:
     matrix_.add_argument("--table-only", action="store_true", help="print the table from the store, run nothing")
     matrix_.add_argument("--wait-quiet", action="store_true",
                          help="before each partition, wait until other processes take at most "
-                              f"{CONTENDED_SHARE:.0%} of the box (a 3 s /proc/stat sample; printed while waiting)")
+                              f"{CONTENDED_SHARE:.0%}% of the box (a 3 s /proc/stat sample; printed while waiting)")
     matrix_.add_argument("--quiet-timeout-s", type=float, default=600.0,
                          help="--wait-quiet: run anyway after this long (the records then say contended)")
     matrix_.set_defaults(func=cmd_matrix, reaps=True)
