@@ -192,3 +192,26 @@ def test_the_record_and_the_run_output_carry_the_concurrency_and_say_when_the_cl
     record = SimpleNamespace(stage="summaries", extra=json.dumps(extra))
     (line,) = concurrency_notes([record, SimpleNamespace(stage="clusters", extra="{}")])
     assert "300 requests in flight" in line and "40% of its RPM limit" in line and "client-CPU-bound" in line
+
+
+def test_a_stage_that_fitted_the_opening_burst_says_the_limit_never_bound():
+    """1,000 summaries against a 30,000 RPM limit with a 60 s burst all fit the bucket's opening capacity:
+    the sustained share is 0, which the run's output printed as "0% of its RPM limit" (reads as idle).
+    It now says the limit never bound, and gives the rate as a share of the RPM."""
+    from types import SimpleNamespace
+
+    from kura_perf.cli.printing import concurrency_notes
+    from kura_perf.pipeline.records import with_api_concurrency
+
+    stats = ConcurrencyStats(adaptive=True, cap=1000, inflight_max=558, inflight_area_s=5730.0, first_sent=0.0,
+                             last_done=31.86, limit_rpm=30000.0, limit_tpm=150e6, capacity_requests=30000.0,
+                             capacity_tokens=150e6, loop_cpu_s=22.0, loop_wall_s=31.86)
+    summary = stats.summary(admitted=1000, tokens=1_500_000)
+    assert summary["limit_share"] == 0 and summary["within_burst"] is True
+    assert summary["rate_share"] == pytest.approx(1000 / 31.86 * 60 / 30000, abs=1e-4)
+    record = SimpleNamespace(stage="summaries", extra=json.dumps(with_api_concurrency({}, summary)))
+    (line,) = concurrency_notes([record])
+    assert "the limit never bound" in line and "6.3% of its RPM" in line and "0% of its RPM limit" not in line
+    beyond = ConcurrencyStats(inflight_max=50, first_sent=0.0, last_done=60.0, limit_rpm=600.0,
+                              capacity_requests=10.0).summary(admitted=600, tokens=0)
+    assert beyond["within_burst"] is False and beyond["limit_share"] == pytest.approx(590 / 600, abs=1e-4)

@@ -85,6 +85,10 @@ def concurrency_notes(records) -> list[str]:
         share = c.get("limit_share")
         limit = (f"{share:.0%} of its {'RPM' if c.get('binding_limit') == 'requests' else 'TPM'} limit"
                  if share is not None else "no rate limit known")
+        if c.get("within_burst"):  # "0% of its limit" would read as idle: say the limit never bound, and the rate
+            rate = c.get("rate_share")
+            limit = ("the limit never bound (every request fitted its opening burst)"
+                     + ("" if rate is None else f"; {c.get('requests_per_min'):,.0f}/min = {rate:.1%} of its RPM"))
         cpu = c.get("client_cpu_share")
         line = (f"{record.stage}: {c.get('inflight_max')} requests in flight at most, {c.get('inflight_mean')} "
                 f"on average ({how}); {limit}; client event loop {'?' if cpu is None else f'{cpu:.0%}'} busy")

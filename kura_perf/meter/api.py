@@ -72,6 +72,10 @@ class ConcurrencyStats:
             "span_s": round(span, 3), "rpm_limit": self.limit_rpm, "tpm_limit": self.limit_tpm,
             "requests_per_min": round(admitted / span * 60, 1), "tokens_per_min": round(tokens / span * 60, 1),
             "binding_limit": binding, "limit_share": None if binding is None else round(known[binding], 4),
+            # every request and token fitted the buckets' opening burst: the limit never bound (limit_share 0)
+            "within_burst": (self.capacity_requests is not None and admitted <= self.capacity_requests
+                             and (self.capacity_tokens is None or tokens <= self.capacity_tokens)),
+            "rate_share": (None if not self.limit_rpm else round(admitted / span * 60 / self.limit_rpm, 4)),
             "client_cpu_share": None if cpu_share is None else round(cpu_share, 3),
             "client_cpu_bound": cpu_share is not None and cpu_share >= CLIENT_CPU_BOUND_SHARE,
         }

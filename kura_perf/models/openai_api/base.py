@@ -16,7 +16,7 @@ from kura_perf.meter.api import ApiCounters
 from kura_perf.meter.request_log import REQUEST_CONTEXT, RequestLog
 from kura_perf.models.openai_api.adaptive import AdaptiveConcurrency, InflightLimit
 from kura_perf.models.openai_api.batch import raise_if_batch_failed
-from kura_perf.models.openai_api.http import CountingTransport, HttpMeter, proxy_for
+from kura_perf.models.openai_api.http import CountingTransport, HttpMeter, ShardedTransport, proxy_for
 from kura_perf.models.openai_api.loop import LoopThread, shutdown
 from kura_perf.models.openai_api.pacer import DeadlineExceeded, HeaderPacer
 from kura_perf.models.openai_api.retries import RetryPolicy, classify
@@ -101,8 +101,7 @@ class ApiModel(CountsApiCalls):
         # As many connections as requests may be in flight (adaptive: up to max_concurrency), so the
         # pool is never a hidden bound under the one we set; idle ones are closed by httpx as usual.
         connections = self.settings.inflight_cap + 4
-        limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
-        inner = httpx.AsyncHTTPTransport(limits=limits, proxy=proxy_for(self.settings.base_url))
+        inner = ShardedTransport(connections, proxy=proxy_for(self.settings.base_url))
         timeout = httpx.Timeout(self.settings.timeout_s, connect=min(10.0, self.settings.timeout_s))
         http_client = httpx.AsyncClient(transport=CountingTransport(inner, self._meter), timeout=timeout)
         self._semaphore = InflightLimit(self.settings.concurrency)
