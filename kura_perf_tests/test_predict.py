@@ -82,3 +82,25 @@ def test_the_prediction_matches_a_simulated_run(tmp_path, binds, concurrency, rp
     predicted = summaries[0].time_s
     assert api_s / FACTOR <= predicted <= api_s * FACTOR, (predicted, api_s, record.wall_s)
     assert predicted <= record.wall_s
+
+
+def test_the_latency_is_the_models_published_one_over_the_speed_factor():
+    """The simulator answers gpt-4o-mini with its published latency (latency_models.py); predict used the
+    endpoint's generic defaults instead and under-predicted Kura's 10K summaries 3x (196 s predicted,
+    616 s measured). The mean is now the model's: lognormal mean of its TTFT plus its output tokens'
+    time, over the profile's speed_factor."""
+    import math
+
+    from kura_perf.profiles import get_profile
+    from kura_perf.simulator.latency_models import PUBLISHED
+
+    model = PUBLISHED["gpt-4o-mini"]
+    sigma = math.log(model.p99_ms / model.latency_ms) / 2.3263478740408408
+    expected_ms = model.latency_ms * math.exp(sigma ** 2 / 2) + model.ms_per_output_token * 120  # 120 out per summary
+    profile = get_profile("kura-defaults")
+    (summaries,) = [p for p in predict(profile, 1000) if p.stage == "summaries"]
+    assert summaries.mean_latency_ms == pytest.approx(expected_ms, rel=1e-6)
+    faster = profile.model_copy(deep=True)
+    faster.api.simulator = {**faster.api.simulator, "speed_factor": 10}
+    (scaled,) = [p for p in predict(faster, 1000) if p.stage == "summaries"]
+    assert scaled.mean_latency_ms == pytest.approx(expected_ms / 10, rel=1e-6)
