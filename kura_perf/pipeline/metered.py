@@ -187,7 +187,8 @@ def metered_run(run: "StageRun", body: Body, *, backend=None, backend_name: str 
     name = backend_name or getattr(backend, "name", None) or "?"
     store = store or (lambda record: store_stage_record(run, record))
     progress = progress_for(run, label or run.stage)
-    heartbeat = _start_heartbeat(run, record_fields(run, name), progress, marker, marker_extra, beat_s)
+    fields = record_fields(run, name)  # once per stage: the marker's and the record's
+    heartbeat = _start_heartbeat(run, dict(fields), progress, marker, marker_extra, beat_s)
     meter = Meter(run.stage, enabled=run.settings.meter, memory_limit_mb=memory_limit(run.profile),
                   timeout_s=run.profile.stage_timeout_s if timeout else None, on_sample=_on_sample(heartbeat),
                   on_unresponsive=lambda m: _hard_stop(run, meter, name, progress, store, heartbeat))
@@ -228,7 +229,7 @@ def metered_run(run: "StageRun", body: Body, *, backend=None, backend_name: str 
         result.setup_s = setup_s
         if error is None and finish is not None:
             finish(result)
-    record = build_record(run, meter, result, written, error, name, api, progress)
+    record = build_record(run, meter, result, written, error, name, api, progress, fields=fields)
     if adjust is not None:
         record = adjust(record)
     try:

@@ -97,8 +97,11 @@ def with_api_concurrency(extra: dict, concurrency: dict | None) -> dict:
 
 
 def build_record(run: "StageRun", meter: Meter, result: StageResult | None, bytes_written: int,
-                 error: BaseException | None, backend_name: str, api_on_failure=None, progress=None) -> StageRecord:
-    """progress: the stage's ProgressLog (how far it got; a projection when it did not finish)."""
+                 error: BaseException | None, backend_name: str, api_on_failure=None, progress=None,
+                 fields: dict | None = None) -> StageRecord:
+    """progress: the stage's ProgressLog (how far it got; a projection when it did not finish). fields: the
+    record_fields already read when the stage began (they do not change during it; reading them asks the
+    simulator and git again), else read now."""
     m = meter.measurement
     status = record_status(error)
     q = (result.quality if result else {}) or {}
@@ -156,7 +159,7 @@ def build_record(run: "StageRun", meter: Meter, result: StageResult | None, byte
     started_at = datetime.fromtimestamp(m.started_at, timezone.utc)
     finished_at = datetime.fromtimestamp(m.finished_at or time.time(), timezone.utc)
     if error is not None:  # the one constructor of records of stages that did not finish
-        return unfinished_record(record_fields(run, backend_name), status=status, error_type=type(error).__name__,
+        return unfinished_record(fields or record_fields(run, backend_name), status=status, error_type=type(error).__name__,
                                  error_message=str(error), started_at=started_at, finished_at=finished_at, **figures)
-    return StageRecord(**record_fields(run, backend_name), record_id=uuid.uuid4().hex, status=status,
+    return StageRecord(**(fields or record_fields(run, backend_name)), record_id=uuid.uuid4().hex, status=status,
                        started_at=started_at, finished_at=finished_at, **figures)
