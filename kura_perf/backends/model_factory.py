@@ -49,14 +49,19 @@ def api_settings(profile: Profile, settings: RunSettings):
                        prices=api.prices or None, api_log=settings.api_log)
 
 
-def preflight(profile: Profile, settings: RunSettings) -> None:
+def preflight(profile: Profile, settings: RunSettings, kura_in_spec_env: bool = False) -> None:
     """Refuse, before any work starts, a profile that cannot run here (no key for a real endpoint,
-    or the kura backend without the kura extra installed, or a summaries checkpoint that is not there)."""
+    or the kura backend without the kura extra installed, or a summaries checkpoint that is not there).
+
+    kura_in_spec_env: the stages will run in a Kura spec's own environment (`run --kura`, `versions`),
+    which was built and import-checked on its own; whether Kura is installed HERE does not matter then
+    (a Kura maintainer's checkout runs kura_perf without the kura extra)."""
 
     if checkpoint_path(profile.summary_model) is not None:
         check_checkpoint_file(resolve_checkpoint(profile.summary_model))
     if profile.backend == "kura":
-        require_kura(profile)
+        if not kura_in_spec_env:
+            require_kura(profile)
         check_profile(profile)
     if profile.uses_api() and not profile.api.simulate:
         api_settings(profile, settings)

@@ -99,7 +99,7 @@ def _run_with_kura(args) -> int:
     run_settings = RunSettings.from_env(profiles_file=str(Path(args.profiles).resolve()) if args.profiles else None)
     profile = check_run_inputs(run_settings, args.profile, stages=args.stages, scale_n=scale_count(args.scale),
                                inputs_in=run_settings.paths.partition_dir(args.profile, args.scale) if args.stages
-                               else None)
+                               else None, kura_in_spec_env=True)
     if profile.backend != "kura":
         raise KuraPerfError(f"--kura: profile '{profile.name}' runs the {profile.backend} backend, not Kura; "
                             f"use a kura profile (e.g. kura-tier5)")

@@ -23,7 +23,7 @@ def _check(args, settings: RunSettings) -> None:
     if args.repeats < 1:
         raise KuraPerfError(f"--repeats {args.repeats}: at least 1")
     profile = check_run_inputs(settings, args.profile, stages=args.stages, scale_n=scale_count(args.scale),
-                               inputs_in=None)
+                               inputs_in=None, kura_in_spec_env=True)
     if profile.backend != "kura":
         raise KuraPerfError(f"versions: profile '{profile.name}' runs the {profile.backend} backend, not Kura; "
                             f"use a kura profile (e.g. kura-tier5)")

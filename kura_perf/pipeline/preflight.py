@@ -48,13 +48,16 @@ DATA_STAGE = "conversations"  # the one stage that reads the profile's data_file
 
 
 def check_run_inputs(settings: RunSettings, profile_name: str, stages: Iterable[str] | None = None,
-                     scale_n: int | None = None, inputs_in: Path | Location | None = None) -> Profile:
+                     scale_n: int | None = None, inputs_in: Path | Location | None = None,
+                     kura_in_spec_env: bool = False) -> Profile:
     """The profile to run, once everything the run needs has been checked; a KuraPerfError otherwise.
 
     stages: the stages about to run (None: all of them); the data file matters only to conversations.
     scale_n: the partition's conversation count, checked against a built-in dataset's size when given.
     inputs_in: the partition folder whose stored outputs the stages read, when only some stages run
-    (`kura-perf run --stages`): each stage's input must be there or be among the stages."""
+    (`kura-perf run --stages`): each stage's input must be there or be among the stages.
+    kura_in_spec_env: the Kura stages run in a spec's own environment (`run --kura`, `versions`), so
+    Kura need not be installed in this one."""
     if stages is not None:
         check_stage_names(stages)
     profile = settings.profile(profile_name)
@@ -65,7 +68,7 @@ def check_run_inputs(settings: RunSettings, profile_name: str, stages: Iterable[
         if scale_n is not None:
             check_scale_fits(profile.data_file, scale_n, profile.allow_short_data)  # 50k of 22,500 rows
 
-    check_models(profile, settings)
+    check_models(profile, settings, kura_in_spec_env=kura_in_spec_env)
     check_data_root(settings.paths)  # last: it may create the data root, which a refused run must not
     return profile
 
