@@ -202,3 +202,59 @@ def test_the_command_refuses_a_bad_upstream_in_one_line(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "--upstream 'api.openai.com'" in err and "Traceback" not in err
     assert not os.path.exists(tmp_path / "x.jsonl")
+
+
+REAL_KURA_PROFILE = """
+[kura-real]
+description = "Kura against a 'real' endpoint (the test's simulator, reached as any endpoint would be)."
+backend = "kura"
+summary_model = "openai:gpt-4o-mini"
+naming_model = "openai:gpt-4o-mini"
+embedding_model = "minilm"
+clustering = "kmeans"
+clustering_params = { clusters_per_group = 10 }
+[kura-real.api]
+simulate = false
+concurrency = 10
+api_key_env = "KURA_PERF_TEST_PROXY_KEY"
+base_url = "%s"
+"""
+
+
+def test_kuras_own_requests_are_logged_through_the_proxy(fresh, tmp_path, monkeypatch):
+    """The kura backend against a real endpoint with an api log: Kura's summarise_conversations, with its
+    own openai clients, goes through a proxy the backend starts; the log has one line per request the
+    endpoint answered, with its tokens; close() stops the proxy and gives the environment back."""
+    from kura_perf.backends.conversion import conversations_to_table
+    from kura_perf.backends.kura import KuraBackend
+    from kura_perf.corpus import generate_conversations
+    from kura_perf.files.outputs import StageData
+    from kura_perf.profiles import load_profiles
+    from kura_perf.settings.paths import Paths
+    from kura_perf.settings.run import RunSettings
+    from kura_perf.stages.base import StageInputs
+
+    profiles = tmp_path / "real.toml"
+    profiles.write_text(REAL_KURA_PROFILE % fresh.base_url)
+    monkeypatch.setenv("KURA_PERF_TEST_PROXY_KEY", SECRET)
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    log = tmp_path / "kura.jsonl"
+    settings = RunSettings(paths=Paths(tmp_path / "data"), profiles_file=str(profiles), api_log=str(log))
+    backend = KuraBackend(load_profiles(profiles)["kura-real"], settings)
+    table = conversations_to_table(generate_conversations(6, seed=3))
+    try:
+        result = backend.run("summaries", StageInputs(scale_n=6, upstream={"conversations": StageData(
+            tables={"main": table})}))
+        proxy = backend._proxy
+        assert proxy is not None and os.environ["OPENAI_BASE_URL"] == proxy.base_url
+        pid = proxy.pid
+    finally:
+        backend.close()
+    assert pid_gone(pid) and "OPENAI_BASE_URL" not in os.environ
+    assert result.items_out == 6
+    entries = read_log(log)
+    served = fresh.log()["by_endpoint"]["chat.completions"]
+    assert len(entries) == sum(served["by_status"].values()) >= 6
+    assert {e.model for e in entries} == {"gpt-4o-mini"} and all(e.endpoint == "chat" for e in entries)
+    assert sum(e.completion_tokens or 0 for e in entries) == served["completion_tokens"] > 0
+    assert SECRET not in log.read_text()
