@@ -143,5 +143,37 @@ def test_the_profile_is_valid_toml_with_429s_reported(tmp_path, capsys):
     out = tmp_path / "p.toml"
     assert main(["calibrate", str(log), "--out", str(out)]) == 0
     assert "36 successful fitted, 4 x 429" in capsys.readouterr().out
-    text = out.read_text()
-    assert "not used" in text and tomllib.loads(text)["calibrated"]["summary_model"] == "openai:gpt-4o-mini"
+    profile = tomllib.loads(out.read_text())["calibrated"]
+    assert profile["summary_model"] == "openai:gpt-4o-mini"
+    assert set(profile["api"]["simulator"]["latency_per_model"]) == {"gpt-4o-mini", "gpt-4o"}  # both kept
+
+
+def test_two_chat_models_calibrate_to_each_ones_own_latency(fresh, tmp_path):
+    """A simulator timing two chat models apart (latency_per_model) -> our client's log -> calibrate -> a
+    profile whose simulator times each model with its own fit: each model's median drawn from that
+    simulator is the configured one, within 4 standard errors of the fit plus the client's overhead, and
+    the slow model stays slow (one latency per endpoint kind would give both the same)."""
+    medians = {"gpt-4o-mini": 120.0, "gpt-4o": 400.0}
+    # no per-token time: the namer's answers are all about one length, so a slope could not be told apart
+    fresh.configure(latency_per_model={m: {"latency_ms": v, "p99_ms": 2 * v, "ms_per_output_token": 0.0}
+                                       for m, v in medians.items()})
+    log = tmp_path / "api.jsonl"
+    for model in medians:
+        with OpenAIClusterNamer(model, settings(fresh, log)) as namer:
+            namer.name_clusters([[f"topic {i} {model}"] for i in range(150)])
+    out = tmp_path / "two.toml"
+    assert main(["calibrate", str(log), "--profile-name", "two", "--out", str(out)]) == 0
+    from kura_perf.experiments.calibrate import calibrate_file
+    from kura_perf.simulator.server import SimulatorState
+
+    fits = {f.model: f for f in calibrate_file(log)}
+    state = SimulatorState(SimulatorConfig.from_dict(load_profiles(out)["two"].api.simulator))
+    for model, configured in medians.items():
+        fit = fits[model]
+        half = 2 * (fit.median_ms.high - fit.median_ms.low)  # 4 standard errors of the fit
+        draws = sorted(state.latency_s("chat", model, 0, 0) * 1000 for _ in range(4001))
+        simulated = draws[2000]
+        # 4,001 draws: the sample median's own error is a small part of `half`; 25 ms: what the client
+        # adds to every request on a loaded box (it only adds)
+        assert configured - 2 * half <= simulated <= configured + 2 * half + 25.0, (model, simulated, fit.median_ms)
+    assert fits["gpt-4o"].median_ms.low > fits["gpt-4o-mini"].median_ms.high

@@ -112,3 +112,19 @@ def test_the_shipped_simulated_profiles_run_at_the_models_real_speed():
         assert config.speed_factor == 1.0 and config.model_latency == ["chat", "embeddings"], profile.name
     config = SimulatorConfig.from_dict(get_profile("reference-simulated").api.simulator)
     assert config.latency_endpoint("chat", "gpt-4o-mini").latency_ms == PUBLISHED["gpt-4o-mini"].latency_ms
+
+
+def test_a_configs_own_latency_per_model_comes_first_and_names_only_its_model():
+    """latency_per_model (what calibrate writes) times its models, their dated snapshots and 'openai:'
+    names too, before the published table; 'gpt-4o' never times 'gpt-4o-mini'; limits stay the endpoint's."""
+    config = SimulatorConfig.from_dict({"chat": {"rpm": 42}, "latency_per_model": {
+        "gpt-4o": {"latency_ms": 11.0, "p99_ms": 22.0, "ms_per_output_token": 0.0}}})
+    for name in ("gpt-4o", "gpt-4o-2024-08-06", "openai:gpt-4o"):
+        endpoint = config.latency_endpoint("chat", name)
+        assert (endpoint.latency_ms, endpoint.p99_ms, endpoint.ms_per_output_token, endpoint.rpm) == (11.0, 22.0, 0.0, 42)
+    assert config.latency_endpoint("chat", "gpt-4o-mini").latency_ms == 716.0  # its published median
+    assert SimulatorConfig.from_dict(config.to_dict()).latency_per_model == config.latency_per_model
+    with pytest.raises(ValueError, match="latency_per_model.gpt-4o.latency"):
+        SimulatorConfig.from_dict({"latency_per_model": {"gpt-4o": {"latency": 1}}})
+    with pytest.raises(ValueError, match="latency_per_model.gpt-4o.p99_ms must be a number >= 0"):
+        SimulatorConfig.from_dict({"latency_per_model": {"gpt-4o": {"p99_ms": -1}}})

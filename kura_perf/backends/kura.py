@@ -19,6 +19,8 @@ Stage mapping (Kura's embedding happens inside its base-clustering call; we spli
                  projects clusters, not conversations: every conversation gets its cluster's point.
 No checkpoint manager is passed: Kura's Parquet checkpoints do not reload under pandas 3, and our
 stage outputs are the checkpoints. API counts come from the simulator's request log (kura_api_log).
+Against a real endpoint with `--api-log`, Kura's requests go through the recording proxy (kura_perf/proxy/),
+which writes the request log `kura-perf calibrate` fits.
 """
 
 from __future__ import annotations
@@ -44,7 +46,8 @@ from kura_perf.stages.base import StageInputs, StageResult
 from kura_perf.stages.embeddings import check_embeddings
 from kura_perf.stages.quality import clustering_quality
 
-META_TIME_LIMIT_S = 600.0  # for meta_clusters when the profile sets no stage_timeout_s
+META_TIME_LIMIT_S = 600.0
+OPENAI_BASE_URL = "https://api.openai.com/v1"  # the openai client's own default, when no endpoint is named  # for meta_clusters when the profile sets no stage_timeout_s
 
 
 class KuraFailure(StageError):
@@ -77,6 +80,7 @@ class KuraBackend:
         self._loop = None
         self._ledger = None
         self._openai_env = None  # Kura's clients read their endpoint and key from the environment only
+        self._proxy = None  # the recording proxy in front of a real endpoint, when the run keeps an api log
 
     # -- plumbing ---------------------------------------------------------------------------------
     def _ready(self) -> KuraModels:
@@ -85,12 +89,25 @@ class KuraBackend:
             from kura_perf.backends.kura_api_log import SimulatorLedger
 
             settings = api_settings(self.profile, self.settings)  # ProfileError if the simulator or key is missing
-            self._openai_env = openai_for_kura(settings.api_key, settings.base_url)
+            base_url = settings.base_url
+            if self.settings.api_log and not self.profile.api.simulate:
+                base_url = self._start_proxy(base_url or OPENAI_BASE_URL)
+            self._openai_env = openai_for_kura(settings.api_key, base_url)
             self._ledger = (SimulatorLedger(settings.base_url, self.profile.api.prices or None)
                             if self.profile.api.simulate else None)
             self._loop = KuraLoop(name=f"kura-{self.profile.name}")
             self._models = KuraModels(self.profile)
         return self._models
+
+    def _start_proxy(self, upstream: str) -> str:
+        """Kura's own openai clients keep no request log, so against a real endpoint with an api log
+        (`--api-log`) Kura is pointed at a recording proxy (kura_perf/proxy/) in front of the endpoint:
+        every request Kura sends becomes one line of the log `kura-perf calibrate` fits. The proxy is
+        a process group of its own, stopped by close()."""
+        from kura_perf.proxy.process import ProxyProcess
+
+        self._proxy = ProxyProcess(upstream, self.settings.api_log).start()
+        return self._proxy.base_url
 
     def _call(self, stage: str, call: str, coro, time_limit_s: float | None = None, progress=None,
               total: int | None = None):
@@ -125,12 +142,17 @@ class KuraBackend:
                 "api_counts_from": "simulator request log" if self._ledger else None, **more}
 
     def close(self) -> None:
-        if self._loop is not None:
-            self._loop.close(self._models.clients() if self._models else [])
-            self._loop = None
-        if self._openai_env is not None:
-            self._openai_env.undo()
-            self._openai_env = None
+        try:
+            if self._loop is not None:
+                self._loop.close(self._models.clients() if self._models else [])
+                self._loop = None
+            if self._openai_env is not None:
+                self._openai_env.undo()
+                self._openai_env = None
+        finally:
+            if self._proxy is not None:  # stopped whatever else failed: no proxy outlives its run
+                self._proxy.stop()
+                self._proxy = None
 
     def run(self, stage: str, inputs: StageInputs) -> StageResult:
         return getattr(self, f"_{stage}")(inputs)

@@ -11,6 +11,7 @@ from kura_perf.cli import (
     cluster,
     dagster_home,
     profiles,
+    proxy,
     report,
     results,
     run,
@@ -27,7 +28,8 @@ __all__ = ["DAGSTER_YAML", "build_parser", "main"]
 
 # One module per command group; each registers its subcommands, their handlers (`func`) and whether
 # `main` cleans up after dead runs before them (`reaps`).
-COMMAND_GROUPS = (run, profiles, store, report, results, dagster_home, checks, usability, cluster, calibrate, versions)
+COMMAND_GROUPS = (run, profiles, store, report, results, dagster_home, checks, usability, cluster, calibrate, proxy,
+                  versions)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -15,6 +15,9 @@ mu's and mu + z sigma's sampling error for median and p99) and the number of req
 latency is the client's (request sent to last byte read), so it includes the network and the client's
 own overhead: that is what a run against the endpoint would see, so it is what the simulator should
 reproduce. 429s and other failures are counted and reported, never fitted.
+
+The profile written holds every fitted model's latency (the simulator's `latency_per_model`), so a log
+of two chat models (Kura's summaries on one, naming on another) is simulated with each one's own speed.
 """
 
 from __future__ import annotations
@@ -84,6 +87,15 @@ class ModelFit:
             key = "ms_per_output_token" if self.endpoint == "chat" else "ms_per_input_token"
             config[key] = round(self.ms_per_token.value, 5)
         return config
+
+
+    def latency_config(self) -> dict:
+        """The simulator's latency_per_model entry that reproduces this fit: all four latency settings,
+        the other endpoint kind's per-token time 0, so none is taken from the endpoint's."""
+        chat = self.endpoint == "chat"
+        return {"latency_ms": round(self.median_ms.value, 3), "p99_ms": round(self.p99_ms.value, 3),
+                "ms_per_output_token": round(self.ms_per_token.value, 5) if chat else 0.0,
+                "ms_per_input_token": 0.0 if chat else round(self.ms_per_token.value, 5)}
 
 
 def _slope(x: np.ndarray, y: np.ndarray) -> tuple[Interval, str]:
@@ -176,9 +188,11 @@ def _toml_value(value) -> str:
 
 
 def profile_toml(fits: list[ModelFit], name: str, source: str) -> str:
-    """A profile whose simulator reproduces the fits: the chat endpoint from the chat model with the most
-    requests, embeddings likewise (the simulator takes latency per endpoint kind; other models' fits are
-    kept as comments)."""
+    """A profile whose simulator reproduces the fits: every fitted model's latency under
+    `latency_per_model` (the simulator times each request by the model it names), and each endpoint
+    kind's own settings (limits, and the latency of any model the log did not have) from its model with
+    the most requests. The profile's summary and naming models are that chat model, its embedding
+    model that embeddings model."""
     if not SAFE_NAME.fullmatch(name):
         raise KuraPerfError(f"--profile-name {name!r} is not allowed: use {SAFE_NAME_RULE}")
     chosen = {}
@@ -188,19 +202,22 @@ def profile_toml(fits: list[ModelFit], name: str, source: str) -> str:
             chosen[endpoint] = max(usable, key=lambda f: f.fitted)
     if not chosen:
         raise KuraPerfError(f"api log {source}: no model has 2 or more successful requests to fit")
+    per_model: dict[str, ModelFit] = {}  # a model logged on both endpoints: its larger fit
+    for fit in sorted((f for f in fits if f.median_ms is not None), key=lambda f: -f.fitted):
+        per_model.setdefault(fit.model, fit)
     total = sum(f.requests for f in fits)
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     lines = [f"# Written by `kura-perf calibrate {source}` on {stamp}: the latency model fitted to "
              f"{total} logged requests.", "# Each parameter: value [95% interval] (n requests)."]
     for fit in fits:
         lines += ["# " + line for line in describe(fit)]
-        if fit.median_ms is not None and chosen.get(fit.endpoint) is not fit:
-            lines.append(f"#   not used: the simulator's {fit.endpoint} endpoint takes "
-                         f"{chosen[fit.endpoint].model}'s fit (one latency model per endpoint kind)")
+        if fit.median_ms is not None and per_model.get(fit.model) is not fit:
+            lines.append(f"#   not used: {fit.model}'s {per_model[fit.model].endpoint} fit has more requests "
+                         f"(the simulator takes one latency per model name)")
     chat, emb = chosen.get("chat"), chosen.get("embeddings")
     models = ", ".join(f"{f.model} ({f.endpoint})" for f in chosen.values())
     lines += ["", f"[{name}]",
-              f"description = {_toml_value(f'Calibrated from {Path(source).name}: {models} through the simulator, with the fitted latency.')}"]
+              f"description = {_toml_value(f'Calibrated from {Path(source).name}: {models} through the simulator, with the fitted latency of every logged model.')}"]
     if chat:
         lines += [f"summary_model = {_toml_value('openai:' + chat.model)}",
                   f"naming_model = {_toml_value('openai:' + chat.model)}"]
@@ -210,6 +227,9 @@ def profile_toml(fits: list[ModelFit], name: str, source: str) -> str:
     for endpoint, fit in chosen.items():
         lines += ["", f"[{name}.api.simulator.{endpoint}]"]
         lines += [f"{key} = {_toml_value(value)}" for key, value in fit.endpoint_config().items()]
+    for model, fit in per_model.items():
+        lines += ["", f"[{name}.api.simulator.latency_per_model.{_toml_value(model)}]"]
+        lines += [f"{key} = {_toml_value(value)}" for key, value in fit.latency_config().items()]
     return "\n".join(lines) + "\n"
 
 

@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 from kura_perf.proposal import TYPICAL_CHAT_RPM, TYPICAL_EMBEDDINGS_RPM
-from kura_perf.simulator.latency_models import lognormal_params, published_model
+from kura_perf.simulator.latency_models import lognormal_params, lookup_name, published_model
 from kura_perf.simulator.models import normalise_models, with_models
 
 LOOPBACK = "127.0.0.1"
@@ -79,6 +79,10 @@ class SimulatorConfig:
     settings for a model not in that table; a kind not listed uses its endpoint settings for every model.
     Setting any latency key of a kind (latency_ms, p99_ms, ms_per_output_token, ms_per_input_token) takes
     it off the list unless `model_latency` is set too: a fixed latency is the config's, not a model's.
+    `latency_per_model` ({model name: {latency_ms, p99_ms, ms_per_output_token, ms_per_input_token}},
+    what `kura-perf calibrate` writes from each model's fit) times the requests for those models with
+    their own numbers (keys not given are the endpoint's), before anything above; dated snapshots and
+    'openai:' names match as for the published table. Limits stay per endpoint kind.
     `speed_factor` divides every latency (10 = ten times faster than the model); anything but 1 makes the
     run's times scaled, never a prediction, and every stage record carries the factor."""
 
@@ -94,9 +98,29 @@ class SimulatorConfig:
     max_body_bytes: int = MAX_BODY_BYTES
     model_latency: list[str] = field(default_factory=lambda: list(ENDPOINT_KINDS))
     speed_factor: float = 1.0
+    latency_per_model: dict[str, dict] = field(default_factory=dict)
+
+    def _check_latency_per_model(self) -> None:
+        if not isinstance(self.latency_per_model, dict):
+            raise ValueError(f"latency_per_model must be a table of model name -> latency settings "
+                             f"(got {self.latency_per_model!r})")
+        checked = {}
+        for model, values in self.latency_per_model.items():
+            if not isinstance(values, dict) or not values:
+                raise ValueError(f"latency_per_model.{model}: expected a table of {', '.join(LATENCY_KEYS)}")
+            for key, value in values.items():
+                if key not in LATENCY_KEYS:
+                    raise ValueError(f"unknown simulator setting latency_per_model.{model}.{key} "
+                                     f"(expected {', '.join(LATENCY_KEYS)})")
+                if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+                        or value < 0:
+                    raise ValueError(f"latency_per_model.{model}.{key} must be a number >= 0 (got {value!r})")
+            checked[str(model)] = {key: float(value) for key, value in values.items()}
+        self.latency_per_model = checked
 
     def __post_init__(self) -> None:
         self.models = normalise_models(self.models)
+        self._check_latency_per_model()
         if isinstance(self.model_latency, str):
             self.model_latency = [self.model_latency]
         if not isinstance(self.model_latency, (list, tuple)) or not set(self.model_latency) <= set(ENDPOINT_KINDS):
@@ -132,9 +156,13 @@ class SimulatorConfig:
         return self.chat if kind == "chat" else self.embeddings
 
     def latency_endpoint(self, kind: str, model: str | None) -> EndpointConfig:
-        """The settings a request for `model` is timed with: the model's published latency when this
-        kind uses it and the model is known, else the endpoint's own."""
+        """The settings a request for `model` is timed with: the config's latency_per_model entry for it,
+        else the model's published latency when this kind uses it and the model is known, else the
+        endpoint's own. Limits are always the endpoint's."""
         endpoint = self.endpoint(kind)
+        own = lookup_name(model, self.latency_per_model, any_suffix=False)
+        if own is not None:  # the config's own numbers for this model (calibrated): before any other
+            return replace(endpoint, **self.latency_per_model[own])
         published = published_model(model, kind) if kind in self.model_latency else None
         return published.applied_to(endpoint) if published is not None else endpoint
 
@@ -212,4 +240,5 @@ class SimulatorConfig:
             max_body_bytes=top.get("max_body_bytes", self.max_body_bytes),
             model_latency=top.get("model_latency", [k for k in self.model_latency if k not in fixed]),
             speed_factor=top.get("speed_factor", self.speed_factor),
+            latency_per_model=top.get("latency_per_model", self.latency_per_model),
         )

@@ -10,7 +10,8 @@ The simulator picks the parameters by the model name each request sends (dated s
 'openai:' prefixes included), so gpt-4o and gpt-4o-mini differ within one run. A profile that sets
 latency numbers itself (latency_ms, p99_ms, ms_per_output_token, ms_per_input_token) uses its own
 numbers for every model of that endpoint kind instead (SimulatorConfig.model_latency). A model not in
-the table gets the endpoint's settings.
+the table gets the endpoint's settings. A config's own `latency_per_model` (what `kura-perf calibrate`
+writes: each model's fitted latency) comes before all of these for the models it names.
 
 Every parameter carries its source: the page, the date it was seen, what the page measured and, where
 it gives a range or several figures, which value was chosen and why. Figures were read on 2026-12-07
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import math
 import random
+import re
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Mapping
@@ -133,18 +135,36 @@ PUBLISHED: Mapping[str, LatencyModel] = MappingProxyType({m.name: m for m in (
 )})
 
 
+_SNAPSHOT = re.compile(r"-\d[\d-]*")  # a dated snapshot's suffix: -2024-07-18, -0613
+
+
+def lookup_name(model: str | None, known, any_suffix: bool = True) -> str | None:
+    """The key of `known` (names) a request's model name stands for: the exact name, else the bare
+    lower-case id ('openai:' and any 'org/' prefix dropped), else its longest known prefix (a dated
+    snapshot 'gpt-4o-mini-2024-07-18' -> 'gpt-4o-mini'); None when none matches. any_suffix=False
+    takes a prefix only before a snapshot's date, so a config naming 'gpt-4o' alone never times
+    'gpt-4o-mini' (the published table holds both, so it keeps matching any suffix)."""
+    if not model:
+        return None
+    if model in known:
+        return model
+    name = model.split(":", 1)[1] if model.startswith("openai:") else model
+    name = name.rsplit("/", 1)[-1].lower()
+    lowered = {str(key).lower(): key for key in known}
+    if name in lowered:
+        return lowered[name]
+    prefixes = [key for key in lowered if name.startswith(key + "-")
+                and (any_suffix or _SNAPSHOT.fullmatch(name[len(key):]))]
+    return lowered[max(prefixes, key=len)] if prefixes else None
+
+
 def published_model(model: str | None, kind: str | None = None) -> LatencyModel | None:
     """The published parameters for a request's model name: exact id, else the longest known prefix
     ('gpt-4o-mini-2024-07-18' -> gpt-4o-mini, 'openai:gpt-4o' -> gpt-4o); None when unknown or of the
     other endpoint kind."""
     if not model:
         return None
-    name = model.split(":", 1)[1] if model.startswith("openai:") else model
-    name = name.rsplit("/", 1)[-1].lower()
-    found = PUBLISHED.get(name)
-    if found is None:
-        prefixes = [known for known in PUBLISHED if name.startswith(known + "-")]
-        found = PUBLISHED[max(prefixes, key=len)] if prefixes else None
+    found = PUBLISHED.get(lookup_name(model, PUBLISHED) or "")
     if found is not None and kind is not None and found.kind != kind:
         return None
     return found
