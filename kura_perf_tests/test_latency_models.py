@@ -102,14 +102,24 @@ def test_a_bad_speed_factor_is_refused_with_its_name(bad):
         SimulatorConfig.from_dict({"speed_factor": bad})
 
 
-def test_the_shipped_simulated_profiles_run_at_the_models_real_speed():
+def test_the_shipped_simulated_profiles_run_at_the_models_real_speed_unless_named_scaled():
+    """A shipped profile runs the simulator at each model's real speed; the only exceptions are named
+    `*-scaled` and say in their description that their times are scaled (never a prediction)."""
     from kura_perf.profiles import get_profile, load_profiles
 
     simulated = [p for p in load_profiles().values() if p.api.simulate]
     assert {"simulated-openai", "reference-simulated", "kura-tier5", "kura"} <= {p.name for p in simulated}
+    scaled = []
     for profile in simulated:
         config = SimulatorConfig.from_dict(profile.api.simulator)
-        assert config.speed_factor == 1.0 and config.model_latency == ["chat", "embeddings"], profile.name
+        assert config.model_latency == ["chat", "embeddings"], profile.name
+        if config.speed_factor != 1.0:
+            scaled.append(profile.name)
+            assert profile.name.endswith("-scaled"), profile.name
+            assert f"scaled x{config.speed_factor:g}" in profile.description, profile.name
+        else:
+            assert not profile.name.endswith("-scaled"), profile.name
+    assert "kura-defaults" not in scaled and "reference-defaults" not in scaled
     config = SimulatorConfig.from_dict(get_profile("reference-simulated").api.simulator)
     assert config.latency_endpoint("chat", "gpt-4o-mini").latency_ms == PUBLISHED["gpt-4o-mini"].latency_ms
 
