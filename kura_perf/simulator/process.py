@@ -13,25 +13,16 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import shutil
-import signal
-import subprocess
 import sys
-import tempfile
 import threading
-import time
 import urllib.parse
 import urllib.request
-import weakref
-from pathlib import Path
 from typing import Any
 
+from kura_perf.child_server import NO_PROXY_OPENER as _NO_PROXY_OPENER
+from kura_perf.child_server import ChildServer
 from kura_perf.errors import StageError
 from kura_perf.simulator.config import LOOPBACK, SimulatorConfig
-
-# Loopback traffic must never go through an HTTP proxy from the environment.
-_NO_PROXY_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
 def _as_config(config: SimulatorConfig | dict | None) -> SimulatorConfig:
@@ -97,105 +88,21 @@ def served_speed_factor(base_url: str | None, timeout_s: float = 2.0) -> float |
     return float(factor) if isinstance(factor, (int, float)) and not isinstance(factor, bool) else None
 
 
-def _signal_group_and_wait(pid: int, sig: int, process: subprocess.Popen | None, timeout_s: float) -> None:
-    try:
-        os.killpg(pid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
-    if process is not None:
-        try:
-            process.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            pass
-
-
-def _kill_group(pid: int, stop_timeout_s: float, process: subprocess.Popen | None = None) -> None:
-    """SIGTERM the process group, wait, then SIGKILL whatever is left."""
-    _signal_group_and_wait(pid, signal.SIGTERM, process, stop_timeout_s)
-    _signal_group_and_wait(pid, signal.SIGKILL, process, stop_timeout_s)
-
-
-class SimulatorProcess(SimulatorControl):
+class SimulatorProcess(SimulatorControl, ChildServer):
     """`with SimulatorProcess(config) as sim: client = AsyncOpenAI(base_url=sim.base_url, ...)`."""
+
+    label = "API simulator"
+    module = "kura_perf.simulator"
+    health_path = "/_sim/health"
 
     def __init__(self, config: SimulatorConfig | dict | None = None, *, startup_timeout_s: float = 30.0,
                  stop_timeout_s: float = 5.0, python: str = sys.executable):
+        ChildServer.__init__(self, startup_timeout_s=startup_timeout_s, stop_timeout_s=stop_timeout_s,
+                             python=python)
         self.config = _as_config(config)
-        self.startup_timeout_s = startup_timeout_s
-        self.stop_timeout_s = stop_timeout_s
-        self.python = python
-        self.port = 0
-        self.output = ""  # the server's stdout+stderr, kept after stop for diagnosis
-        self._process: subprocess.Popen | None = None
-        self._workdir: Path | None = None
-        self._finalizer: weakref.finalize | None = None
 
-    @property
-    def pid(self) -> int | None:
-        return self._process.pid if self._process else None
-
-    def is_running(self) -> bool:
-        return self._process is not None and self._process.poll() is None
-
-    def start(self) -> "SimulatorProcess":
-        if self._process is not None:
-            raise RuntimeError("simulator already started")
-        self._workdir = Path(tempfile.mkdtemp(prefix="kura-perf-sim-"))
-        port_file = self._workdir / "port"
-        config = self.config.to_dict() | {"port": 0}
-        command = [self.python, "-m", "kura_perf.simulator", "--port", "0", "--port-file", str(port_file),
-                   "--config-json", json.dumps(config)]
-        with open(self._workdir / "output.log", "wb") as output:
-            self._process = subprocess.Popen(
-                command, stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT,
-                start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
-            )
-        self._finalizer = weakref.finalize(self, _kill_group, self._process.pid, self.stop_timeout_s)
-        try:
-            self._wait_until_healthy(port_file)
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def _wait_until_healthy(self, port_file: Path) -> None:
-        deadline = time.monotonic() + self.startup_timeout_s
-        while time.monotonic() < deadline:
-            if self._process.poll() is not None:
-                raise StageError(f"API simulator exited with code {self._process.returncode} on start: "
-                                 f"{self._read_output()[-2000:]}")
-            if port_file.exists():
-                self.port = int(port_file.read_text())
-                try:
-                    self.health()
-                    return
-                except OSError:
-                    pass
-            time.sleep(0.05)
-        raise StageError(f"API simulator did not answer /_sim/health within {self.startup_timeout_s:g}s")
-
-    def _read_output(self) -> str:
-        path = self._workdir / "output.log" if self._workdir else None
-        return path.read_text(errors="replace") if path and path.exists() else ""
-
-    def stop(self) -> None:
-        """Stop the process group (SIGTERM, then SIGKILL); safe to call twice."""
-        if self._process is None:
-            return
-        if self._finalizer is not None:
-            self._finalizer.detach()
-        _kill_group(self._process.pid, self.stop_timeout_s, self._process)
-        self.output = self._read_output()
-        if self._workdir is not None:
-            shutil.rmtree(self._workdir, ignore_errors=True)
-            self._workdir = None
-        self._process = None
-
-    def __enter__(self) -> "SimulatorProcess":
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+    def arguments(self) -> list[str]:
+        return ["--config-json", json.dumps(self.config.to_dict() | {"port": 0})]
 
 
 class SimulatorThread(SimulatorControl):
