@@ -34,9 +34,9 @@ import aiohttp
 from aiohttp import web
 
 from kura_perf.errors import KuraPerfError
+from kura_perf.http_app import RunningServer, serve_app
 from kura_perf.meter.request_log import RequestEntry, RequestLog, endpoint_of, now_iso
 from kura_perf.proxy import DEFAULT_TIMEOUT_S
-from kura_perf.simulator.config import LOOPBACK
 
 # Headers that belong to one connection, not to the request (RFC 9110 7.6.1), plus the two aiohttp
 # sets itself from what it sends: never forwarded in either direction.
@@ -235,25 +235,5 @@ def _gateway_error(status: int, message: str) -> web.Response:
                                          "param": None, "code": None}}, status=status)
 
 
-class RunningProxy:
-    """A started proxy: its port and URLs; `await stop()` when done."""
-
-    def __init__(self, runner: web.AppRunner, port: int):
-        self.runner = runner
-        self.port = port
-
-    @property
-    def base_url(self) -> str:
-        return f"http://{LOOPBACK}:{self.port}/v1"
-
-    async def stop(self) -> None:
-        await self.runner.cleanup()
-
-
-async def start_proxy(config: ProxyConfig) -> RunningProxy:
-    runner = web.AppRunner(RecordingProxy(config).app(), access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, LOOPBACK, config.port)
-    await site.start()
-    port = runner.addresses[0][1]
-    return RunningProxy(runner, port)
+async def start_proxy(config: ProxyConfig) -> RunningServer:
+    return await serve_app(RecordingProxy(config).app(), config.port)

@@ -34,7 +34,8 @@ from typing import Callable
 
 from aiohttp import web
 
-from kura_perf.simulator.config import LOOPBACK, MAX_BODY_BYTES, SimulatorConfig
+from kura_perf.http_app import RunningServer, serve_app
+from kura_perf.simulator.config import MAX_BODY_BYTES, SimulatorConfig
 from kura_perf.simulator.latency_models import draw_latency_s
 from kura_perf.simulator.limits import ModelLimits, RateLimiter
 from kura_perf.simulator.models import CHAT, ModelSpec, ModelTable
@@ -315,27 +316,8 @@ def build_app(config: SimulatorConfig) -> web.Application:
     return app
 
 
-class RunningServer:
-    """A started server on the current event loop; `stop()` closes it."""
-
-    def __init__(self, runner: web.AppRunner, port: int):
-        self.runner = runner
-        self.port = port
-
-    @property
-    def base_url(self) -> str:
-        return f"http://{LOOPBACK}:{self.port}/v1"
-
-    async def stop(self) -> None:
-        await self.runner.cleanup()
-
-
 async def start_server(config: SimulatorConfig) -> RunningServer:
     app = build_app(config)
-    runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=1.0)
-    await runner.setup()
-    site = web.TCPSite(runner, LOOPBACK, config.port)
-    await site.start()
-    port = runner.addresses[0][1]
-    app[STATE].port = port
-    return RunningServer(runner, port)
+    server = await serve_app(app, config.port)
+    app[STATE].port = server.port
+    return server
