@@ -99,3 +99,18 @@ def test_a_module_that_fails_to_import_is_an_error_not_a_missing_function(tmp_pa
     done = _probe(_fake_kura(tmp_path, files))
     assert done.returncode != 0
     assert "no_such_dependency_for_kura_perf_test" in done.stderr
+
+
+def test_constructors_get_only_keywords_the_release_names():
+    """A model whose constructor swallows **kwargs (as Kura's do, 'for future use') must not silently
+    run on its default when the release lacks a keyword the profile sets."""
+    from kura_perf.backends.kura_models import construct
+    from kura_perf.errors import ProfileError
+
+    class Old:
+        def __init__(self, model="m", max_concurrent_requests=50, **kwargs):
+            self.model, self.kwargs = model, kwargs
+
+    assert construct(Old, model="openai/x").model == "openai/x"
+    with pytest.raises(ProfileError, match="Old takes no temperature"):
+        construct(Old, model="openai/x", temperature=0.2)
