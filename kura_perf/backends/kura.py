@@ -1,22 +1,26 @@
 """The kura backend: each stage runs the installed Kura package's own procedural API, unmodified,
 and stores what the reference backend stores, so the same checks, quality metrics and storage
-figures apply.
+figures apply. Where each function lives differs by release (0.5.0 ... 0.5.4): kura_api.py finds it,
+and the stage record's extra says where (kura_layout).
 
 Stage mapping (Kura's embedding happens inside its base-clustering call; we split it out):
   conversations  the reference's loader/generator (Kura has no data stage)
-  summaries      kura.summarisation.summarise_conversations(SummaryModel)
-  embeddings     kura.embedding.embed_summaries(summaries, <Kura embedding model>): exactly the call
-                 Kura's cluster step makes, over str(ConversationSummary)
-  clusters       kura.cluster.generate_base_clusters_from_conversation_summaries with Kura's
-                 clustering method and ClusterDescriptionModel; its embedding model hands back the
-                 stored vectors of the embeddings stage (same texts, checked), so Kura's function
-                 runs whole while embedding is timed once. Stage times are therefore comparable with
-                 the reference's stage by stage; Kura's own "cluster" step = embeddings + clusters.
-  meta_clusters  kura.meta_cluster.reduce_clusters_from_base_clusters(MetaClusterModel), stopped at
+  summaries      summarise_conversations(SummaryModel)
+  embeddings     embed_summaries(summaries, <Kura embedding model>): exactly the call Kura's cluster
+                 step makes, over str(ConversationSummary). Kura 0.5.0 has no embed_summaries: its
+                 ClusterModel._embed_summaries (what its cluster_summaries calls first: str(summary),
+                 ClusterModel's embedding model with its batch size) is called instead, on a ClusterModel
+                 built as the clusters stage builds it.
+  clusters       generate_base_clusters_from_conversation_summaries with Kura's clustering method and
+                 ClusterDescriptionModel (0.5.0: one ClusterModel holding both); its embedding model
+                 hands back the stored vectors of the embeddings stage (same texts, checked), so Kura's
+                 function runs whole while embedding is timed once. Stage times are therefore comparable
+                 with the reference's stage by stage; Kura's own "cluster" step = embeddings + clusters.
+  meta_clusters  reduce_clusters_from_base_clusters(MetaClusterModel), stopped at
                  profile.stage_timeout_s (else META_TIME_LIMIT_S): Kura's loop has no iteration cap
-  projections    kura.dimensionality.reduce_dimensionality_from_clusters(HDBUMAP) over the base
-                 clusters (this stage's inputs; Kura's CLI also passes the meta clusters). Kura
-                 projects clusters, not conversations: every conversation gets its cluster's point.
+  projections    reduce_dimensionality_from_clusters(HDBUMAP) over the base clusters (this stage's
+                 inputs; Kura's CLI also passes the meta clusters). Kura projects clusters, not
+                 conversations: every conversation gets its cluster's point.
 No checkpoint manager is passed: Kura's Parquet checkpoints do not reload under pandas 3, and our
 stage outputs are the checkpoints. API counts come from the simulator's request log (kura_api_log).
 Against a real endpoint with `--api-log`, Kura's requests go through the recording proxy (kura_perf/proxy/),
@@ -31,6 +35,7 @@ import threading
 import pandas as pd
 
 from kura_perf.backends.conversion import conversations_from_table
+from kura_perf.backends.kura_api import KuraApi
 from kura_perf.backends.kura_loop import KuraLoop
 from kura_perf.backends.kura_models import KuraModels, check_profile, require_kura, stored_embeddings
 from kura_perf.backends.model_factory import api_settings
@@ -81,6 +86,8 @@ class KuraBackend:
         self._ledger = None
         self._openai_env = None  # Kura's clients read their endpoint and key from the environment only
         self._proxy = None  # the recording proxy in front of a real endpoint, when the run keeps an api log
+        self.api = KuraApi()  # where this Kura keeps each function, looked up on first use
+        self._layout: str | None = None
 
     # -- plumbing ---------------------------------------------------------------------------------
     def _ready(self) -> KuraModels:
@@ -137,8 +144,18 @@ class KuraBackend:
         except OSError:  # the simulator went away: no counts rather than a second failure
             return None
 
+    def _layout_line(self) -> str:
+        """Which Kura layout this is (kura_api.describe), logged once per backend. Called after _ready:
+        importing some of Kura's modules builds an OpenAI client, which needs the key set there."""
+        if self._layout is None:
+            import logging
+
+            self._layout = self.api.describe()
+            logging.getLogger("kura_perf").info("kura %s: %s", self.kura_version, self._layout)
+        return self._layout
+
     def _extra(self, call: str, **more) -> dict:
-        return {"kura_version": self.kura_version, "kura_call": call,
+        return {"kura_version": self.kura_version, "kura_call": call, "kura_layout": self._layout,
                 "api_counts_from": "simulator request log" if self._ledger else None, **more}
 
     def close(self) -> None:
@@ -164,11 +181,11 @@ class KuraBackend:
         return result
 
     def _summaries(self, inputs: StageInputs) -> StageResult:
-        from kura.summarisation import summarise_conversations
-
         from kura_perf.backends.kura_types import hidden_metadata_keys, kura_conversation, summaries_to_table
 
         models = self._ready()
+        summarise_conversations = self.api.get("summarise_conversations")
+        self._layout_line()
         conversations = conversations_from_table(inputs.upstream["conversations"].tables["main"])
         hidden = hidden_metadata_keys(self.profile.truth_levels)
         kura_conversations = [kura_conversation(c, hidden) for c in conversations]
@@ -181,40 +198,47 @@ class KuraBackend:
                            api=api, extra=self._extra("summarise_conversations", model=model.model))
 
     def _embeddings(self, inputs: StageInputs) -> StageResult:
-        from kura.embedding import embed_summaries
-
         from kura_perf.backends.kura_types import summaries_from_table
 
         models = self._ready()
+        self._layout_line()
         table = inputs.upstream["summaries"].tables["main"]
         summaries = summaries_from_table(table)
         model = models.embedding_model()
-        items, api = self._call("embeddings", "embed_summaries", embed_summaries(summaries, model))
+        if self.api.has("embed_summaries"):
+            call = "embed_summaries"
+            items, api = self._call("embeddings", call, self.api.get("embed_summaries")(summaries, model))
+            found = [item["embedding"] for item in items]
+        else:  # Kura 0.5.0: the embedding its ClusterModel.cluster_summaries does first, on its own
+            call = "ClusterModel._embed_summaries"
+            cluster_model = models.cluster_model(model, models.clustering_method())
+            found, api = self._call("embeddings", call, cluster_model._embed_summaries(summaries))
         chat_ids = table["chat_id"].tolist()
-        vectors = check_embeddings([item["embedding"] for item in items], len(table), models.embedding_dimension(),
-                                   model.slug(), chat_ids)
+        vectors = check_embeddings(found, len(table), models.embedding_dimension(), _slug(model), chat_ids)
         return StageResult(StageData(tables={"ids": pd.DataFrame({"chat_id": chat_ids})}, arrays={"main": vectors}),
                            items_in=len(table), items_out=len(vectors), api=_if_used(api),
-                           extra=self._extra("embed_summaries", model=model.slug(), dimension=int(vectors.shape[1])))
+                           extra=self._extra(call, model=_slug(model), dimension=int(vectors.shape[1])))
 
     def _clusters(self, inputs: StageInputs) -> StageResult:
-        from kura.cluster import generate_base_clusters_from_conversation_summaries
-
         from kura_perf.backends.kura_types import clusters_to_tables, summaries_from_table
 
         models = self._ready()
+        self._layout_line()
+        generate = self.api.get("generate_base_clusters_from_conversation_summaries")
         table = inputs.upstream["summaries"].tables["main"]
         vectors = inputs.upstream["embeddings"].arrays["main"]
         chat_ids = table["chat_id"].tolist()
         if inputs.upstream["embeddings"].tables["ids"]["chat_id"].tolist() != chat_ids:
             raise StageError("clusters: the embeddings' rows are not the summaries' (re-run the embeddings stage)")
         method = models.clustering_method()
-        clusters, api = self._call("clusters", "generate_base_clusters_from_conversation_summaries",
-                                   generate_base_clusters_from_conversation_summaries(
-                                       summaries_from_table(table),
-                                       embedding_model=stored_embeddings(table["embed_text"].tolist(), vectors),
-                                       clustering_method=method, clustering_model=models.description_model(),
-                                       checkpoint_manager=None))
+        stored = stored_embeddings(table["embed_text"].tolist(), vectors)
+        if self.api.clusters_take_model():  # Kura 0.5.0: one ClusterModel embeds (here: hands back), clusters, names
+            coro = generate(summaries_from_table(table), model=models.cluster_model(stored, method),
+                            checkpoint_manager=None)
+        else:
+            coro = generate(summaries_from_table(table), embedding_model=stored, clustering_method=method,
+                            clustering_model=models.description_model(), checkpoint_manager=None)
+        clusters, api = self._call("clusters", "generate_base_clusters_from_conversation_summaries", coro)
         main, assignments = clusters_to_tables(clusters, chat_ids)
         truth = _truth(inputs.upstream["conversations"].tables["main"], table, self.profile.truth_levels)
         quality = clustering_quality(vectors, assignments["cluster_id"].to_numpy(), truth=truth,
@@ -227,11 +251,11 @@ class KuraBackend:
                            items_out=len(main), quality=quality, api=api, extra=extra)
 
     def _meta_clusters(self, inputs: StageInputs) -> StageResult:
-        from kura.meta_cluster import reduce_clusters_from_base_clusters
-
         from kura_perf.backends.kura_types import clusters_from_tables, hierarchy_table
 
         models = self._ready()
+        self._layout_line()
+        reduce_clusters_from_base_clusters = self.api.get("reduce_clusters_from_base_clusters")
         stored = inputs.upstream["clusters"]
         base = clusters_from_tables(stored.tables["main"], stored.tables["assignments"])
         limit = self.profile.stage_timeout_s or META_TIME_LIMIT_S
@@ -249,7 +273,8 @@ class KuraBackend:
     def _projections(self, inputs: StageInputs) -> StageResult:
         models = self._ready()  # first: importing kura.dimensionality needs OPENAI_API_KEY
         import_umap()  # before Kura imports umap: its numba code cached and its compiles timed
-        from kura.dimensionality import reduce_dimensionality_from_clusters
+        self._layout_line()
+        reduce_dimensionality_from_clusters = self.api.get("reduce_dimensionality_from_clusters")
 
         from kura_perf.backends.kura_types import clusters_from_tables, projection_table
 
@@ -298,6 +323,12 @@ class LedgerProgress:
         done = self.done()
         if done is not None:
             self.progress(done, self.total)
+
+
+def _slug(model) -> str:
+    """The embedding model's slug (Kura 0.5.0's SentenceTransformerEmbeddingModel has no slug())."""
+    slug = getattr(model, "slug", None)
+    return slug() if callable(slug) else type(model).__name__
 
 
 def _if_used(api: ApiCounters | None) -> ApiCounters | None:

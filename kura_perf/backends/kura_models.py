@@ -2,19 +2,24 @@
 
 Profile keys map onto Kura's constructors:
   summary_model "openai:<m>"   -> SummaryModel(model="openai/<m>", max_concurrent_requests=api.concurrency)
-  naming_model "openai:<m>"    -> ClusterDescriptionModel and MetaClusterModel (same model and concurrency)
+  naming_model "openai:<m>"    -> ClusterDescriptionModel (Kura 0.5.0: ClusterModel) and MetaClusterModel
+                                  (same model and concurrency)
   embedding_model "minilm"     -> SentenceTransformerEmbeddingModel(<bundled MiniLM path>, model_batch_size=batch_size)
   embedding_model "openai:<m>" -> OpenAIEmbeddingModel(<m>, model_batch_size=batch_size) (native dimension only)
   clustering kmeans / hdbscan  -> KmeansClusteringMethod / HDBSCANClusteringMethod(**clustering_params)
   clustering minibatch-kmeans  -> MiniBatchKmeansClusteringMethod(**clustering_params) (Kura's large-data k-means)
+                                  (Kura 0.5.0 has k-means only: the others are refused, naming the release)
   meta_max_clusters            -> MetaClusterModel(max_clusters=...), Kura's default KmeansClusteringModel(12)
   projection "umap"            -> HDBUMAP(embedding_model=<the embedding model>)
 Kura's openai clients take their endpoint and key from OPENAI_BASE_URL / OPENAI_API_KEY, and keep the
 SDK's own timeout and retries (api.timeout_s and api.max_retries do not reach them).
+Every constructor goes through `construct`, which refuses a keyword the installed release does not name.
 """
 
 from __future__ import annotations
 
+import importlib
+import inspect
 from importlib import metadata
 
 import numpy as np
@@ -29,6 +34,10 @@ INSTALL_HINT = "pip install 'kura_perf[kura]'"
 KURA_CLUSTERING = ("kmeans", "hdbscan", "minibatch-kmeans")
 # Kura's OpenAIEmbeddingModel sends no `dimensions`, so it always gets the model's native size.
 NATIVE_DIMENSIONS = {"text-embedding-3-small": 1536, "text-embedding-3-large": 3072, "text-embedding-ada-002": 1536}
+
+KURA_CLUSTERING_CLASSES = {"kmeans": ("kura.k_means", "KmeansClusteringMethod"),
+                           "minibatch-kmeans": ("kura.k_means", "MiniBatchKmeansClusteringMethod"),
+                           "hdbscan": ("kura.hdbscan", "HDBSCANClusteringMethod")}
 
 KURA_ST_KIND = "kura-sentence-transformer"  # the process cache's key: (this kind, (path, batch size))
 
@@ -45,6 +54,32 @@ def require_kura(profile: Profile) -> str:
         return metadata.version("kura")
     except metadata.PackageNotFoundError:
         return "unknown"
+
+
+def _version() -> str:
+    try:
+        return f"kura {metadata.version('kura')}"
+    except metadata.PackageNotFoundError:
+        return "kura, version unknown"
+
+
+def construct(cls, **kwargs):
+    """cls(**kwargs), after checking that each kwarg is one of the constructor's named parameters.
+
+    Why: the model constructors' keywords moved between Kura releases, and most take `**kwargs  # For
+    future use`, which would swallow a setting the release does not know and run on its default: a
+    measurement of something other than the profile says. So a keyword the installed Kura does not
+    name is refused (ProfileError, one line), never dropped or passed blindly."""
+    try:
+        parameters = inspect.signature(cls).parameters
+    except (TypeError, ValueError):  # no signature to read (a C type): let the call say
+        return cls(**kwargs)
+    named = {n for n, p in parameters.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+    unknown = sorted(set(kwargs) - named)
+    if unknown:
+        raise ProfileError(f"the installed Kura ({_version()}): {cls.__name__} takes no {', '.join(unknown)} "
+                           f"(it takes {', '.join(sorted(named)) or 'nothing'}); this profile needs it")
+    return cls(**kwargs)
 
 
 def _llm_name(profile: Profile, key: str) -> str:
@@ -85,7 +120,7 @@ def _sentence_transformer(path: str, batch_size: int):
     from kura.embedding import SentenceTransformerEmbeddingModel
 
     def load():
-        return SentenceTransformerEmbeddingModel(model_name=path, model_batch_size=batch_size)
+        return construct(SentenceTransformerEmbeddingModel, model_name=path, model_batch_size=batch_size)
 
     return cache.shared(KURA_ST_KIND, (path, batch_size), load)
 
@@ -106,15 +141,26 @@ class KuraModels(BuiltOnce):
         from kura.summarisation import SummaryModel
 
         name = _llm_name(self.profile, "summary_model")
-        return self._once("summary", lambda: SummaryModel(model=f"openai/{name}",
-                                                          max_concurrent_requests=self._concurrency))
+        return self._once("summary", lambda: construct(SummaryModel, model=f"openai/{name}",
+                                                                    max_concurrent_requests=self._concurrency))
 
     def description_model(self):
+        """Kura 0.5.1+'s ClusterDescriptionModel (names the base clusters)."""
         from kura.cluster import ClusterDescriptionModel
 
         name = _llm_name(self.profile, "naming_model")
-        return self._once("describe", lambda: ClusterDescriptionModel(model=f"openai/{name}",
-                                                                      max_concurrent_requests=self._concurrency))
+        return self._once("describe", lambda: construct(ClusterDescriptionModel, model=f"openai/{name}",
+                                                        max_concurrent_requests=self._concurrency))
+
+    def cluster_model(self, embedding_model, clustering_method):
+        """Kura 0.5.0's ClusterModel: embedding, clustering and naming in one object (no
+        ClusterDescriptionModel then). Not cached: the embeddings stage gives it Kura's embedding model,
+        the clusters stage the stored vectors; its instructor client is collected on the loop after the call."""
+        from kura.cluster import ClusterModel
+
+        name = _llm_name(self.profile, "naming_model")
+        return construct(ClusterModel, clustering_method=clustering_method, embedding_model=embedding_model,
+                         model=f"openai/{name}", max_concurrent_requests=self._concurrency)
 
     def embedding_model(self):
         spec = self.profile.embedding_model
@@ -123,8 +169,8 @@ class KuraModels(BuiltOnce):
         from kura.embedding import OpenAIEmbeddingModel
 
         name = spec.split(":", 1)[1]
-        return self._once("embed", lambda: OpenAIEmbeddingModel(model_name=name,
-                                                                model_batch_size=self.profile.batch_size))
+        return self._once("embed", lambda: construct(OpenAIEmbeddingModel, model_name=name,
+                                                          model_batch_size=self.profile.batch_size))
 
     def embedding_dimension(self) -> int:
         spec = self.profile.embedding_model
@@ -132,12 +178,12 @@ class KuraModels(BuiltOnce):
 
     def clustering_method(self):
         params = dict(self.profile.clustering_params)
-        if self.profile.clustering == "kmeans":
-            from kura.k_means import KmeansClusteringMethod as method
-        elif self.profile.clustering == "minibatch-kmeans":
-            from kura.k_means import MiniBatchKmeansClusteringMethod as method
-        else:
-            from kura.hdbscan import HDBSCANClusteringMethod as method
+        home, class_name = KURA_CLUSTERING_CLASSES[self.profile.clustering]
+        try:
+            method = getattr(importlib.import_module(home), class_name)
+        except (ModuleNotFoundError, AttributeError):  # e.g. Kura 0.5.0: k-means only
+            raise ProfileError(f"profile '{self.profile.name}': clustering '{self.profile.clustering}': the installed "
+                               f"Kura ({_version()}) has no {home}.{class_name}") from None
         try:
             return method(**params)
         except TypeError as exc:
@@ -148,14 +194,14 @@ class KuraModels(BuiltOnce):
         from kura.meta_cluster import MetaClusterModel
 
         name = _llm_name(self.profile, "naming_model")
-        return self._once("meta", lambda: MetaClusterModel(
-            max_concurrent_requests=self._concurrency, model=f"openai/{name}",
+        return self._once("meta", lambda: construct(
+            MetaClusterModel, max_concurrent_requests=self._concurrency, model=f"openai/{name}",
             embedding_model=self.embedding_model(), max_clusters=self.profile.meta_max_clusters))
 
     def projection_model(self):
         from kura.dimensionality import HDBUMAP  # importing it builds an OpenAI client: needs OPENAI_API_KEY
 
-        return self._once("project", lambda: HDBUMAP(embedding_model=self.embedding_model()))
+        return self._once("project", lambda: construct(HDBUMAP, embedding_model=self.embedding_model()))
 
     def clients(self) -> list:
         """The openai clients the built models hold (unwrapping instructor's), to close on the loop."""

@@ -1,10 +1,11 @@
 """Kura's types <-> the tables every backend stores, so checks, quality metrics and storage figures
 apply to Kura's output exactly as to the reference's.
 
-What Kura embeds is str(ConversationSummary): pydantic's field listing, which includes chat_id, the
-LLM's own `topic` field and the summary's metadata (the conversation's metadata plus its turn
-count). So the ground-truth topic must never be in a conversation's metadata: `kura_conversation`
-drops truth-like keys and any value equal to the truth. The summaries table keeps the two fields our
+What Kura embeds is str(ConversationSummary), whose text depends on the release (0.5.4's includes
+the summary's metadata: the conversation's metadata plus its turn count; 0.5.0's does not), so
+embed_text is always that str() under the installed Kura. Since a release may embed the metadata,
+the ground-truth topic must never be in a conversation's metadata: `kura_conversation` drops
+truth-like keys and any value equal to the truth. The summaries table keeps the two fields our
 columns lack (kura_topic, kura_metadata) so later stages rebuild the very summaries Kura made, and
 `embed_text` is exactly the text Kura embedded (checked on every rebuild).
 """
