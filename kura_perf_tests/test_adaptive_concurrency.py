@@ -273,3 +273,23 @@ def test_over_the_whole_stage_adaptive_concurrency_runs_at_90_percent_of_a_quant
     assert statuses.get("429", 0) <= 0.01 * log["requests"]
     summary = model.counters.concurrency_summary()
     assert summary["binding_limit"] == "requests" and summary["limit_share"] >= 0.90
+
+
+@pytest.mark.parametrize("admitted, cpu_s, inflight_area_s, expected", [
+    (2500, 9.5, 2000.0, "the client's CPU"),  # 40% of the limit, the client's loop 95% busy
+    (4800, 9.5, 2000.0, "the RPM limit"),  # 86% of the limit: the limit bound, however busy the client
+    (2500, 2.0, 9500.0, "the in-flight ceiling"),  # 950 of 1000 in flight on average
+    (2500, 2.0, 2000.0, "latency"),  # none of those: the answers' time at what was kept in flight
+    (400, 2.0, 100.0, "nothing: every request fitted"),  # all within the opening burst
+])
+def test_the_record_says_what_bound_the_stage(admitted, cpu_s, inflight_area_s, expected):
+    stats = ConcurrencyStats(adaptive=True, cap=1000, inflight_max=1000, inflight_area_s=inflight_area_s,
+                             first_sent=0.0, last_done=10.0, limit_rpm=30000.0, capacity_requests=500.0,
+                             loop_cpu_s=cpu_s, loop_wall_s=10.0)
+    summary = stats.summary(admitted=admitted, tokens=0)
+    assert summary["bound_by"].startswith(expected)
+    from types import SimpleNamespace
+
+    from kura_perf.cli.printing import concurrency_notes
+    (line,) = concurrency_notes([SimpleNamespace(stage="summaries", extra=json.dumps({"api_concurrency": summary}))])
+    assert f"bound by {expected}" in line
