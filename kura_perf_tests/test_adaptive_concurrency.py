@@ -280,7 +280,7 @@ def test_over_the_whole_stage_adaptive_concurrency_runs_at_90_percent_of_a_quant
     (4800, 9.5, 2000.0, "the RPM limit"),  # 86% of the limit: the limit bound, however busy the client
     (2500, 2.0, 9500.0, "the in-flight ceiling"),  # 950 of 1000 in flight on average
     (2500, 2.0, 2000.0, "latency"),  # none of those: the answers' time at what was kept in flight
-    (400, 2.0, 100.0, "nothing: every request fitted"),  # all within the opening burst
+    (400, 2.0, 100.0, "not the limit (every request fitted its opening burst): latency"),  # a 60 s burst
 ])
 def test_the_record_says_what_bound_the_stage(admitted, cpu_s, inflight_area_s, expected):
     stats = ConcurrencyStats(adaptive=True, cap=1000, inflight_max=1000, inflight_area_s=inflight_area_s,

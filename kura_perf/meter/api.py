@@ -18,15 +18,16 @@ def bound_by(within_burst: bool, client_cpu_bound: bool, limit_share: float | No
     """What set an API stage's pace, in words, for the record and the run's output. Why: "40% of the limit"
     alone does not say whether the limit, the client's CPU, the in-flight ceiling or the answers' latency
     (the endpoint's, or a box too busy to answer faster) held the stage back."""
-    if within_burst:
-        return "nothing: every request fitted the limit's opening burst"
-    if limit_share is not None and limit_share >= LIMIT_BOUND_SHARE:
+    if not within_burst and limit_share is not None and limit_share >= LIMIT_BOUND_SHARE:
         return f"the {'RPM' if binding == 'requests' else 'TPM'} limit"
+    # The limit did not set the pace (every request fitted its opening burst, or too little was sent).
+    unbound = "not the limit (every request fitted its opening burst): " if within_burst else ""
     if client_cpu_bound:
-        return "the client's CPU"
+        return unbound + "the client's CPU"
     if cap and inflight_mean >= 0.9 * cap:
-        return "the in-flight ceiling (api.max_concurrency / api.concurrency)"
-    return "latency: the answers' time (the endpoint's, or the box's CPU serving them) at the in-flight kept"
+        return unbound + "the in-flight ceiling (api.max_concurrency / api.concurrency)"
+    return unbound + ("latency: the answers' time at the in-flight kept (the endpoint's, or that of a box "
+                      "whose CPU, shared by client and simulator, cannot serve them faster)")
 
 
 def limit_share(charged: float, capacity: float | None, wall_s: float, limit_per_min: float | None) -> float | None:
