@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import threading
 from datetime import datetime, timezone
 
@@ -18,6 +19,7 @@ from kura_perf.meter.api import ApiCounters, ConcurrencyStats
 from kura_perf.models.openai_api import ApiSettings, OpenAISummaryModel
 from kura_perf.models.openai_api.adaptive import AdaptiveConcurrency, InflightLimit
 from kura_perf.models.openai_api.pacer import HeaderPacer
+from kura_perf.simulator import SimulatorConfig
 from kura_perf_tests.simulator_fixtures import fresh_simulator, shared_simulator
 
 pytestmark = pytest.mark.slow
@@ -142,7 +144,9 @@ def test_the_target_grows_only_as_fast_as_answers_come_back():
     first = limit.size
     assert first == 2 * 10 * 1.0 * 1.5 + 1  # GAIN x delivered x latency x headroom, not 1000/s x latency
     answers(controller, 50, per_s=10, start=t, latency_s=20.0)  # still 10/s, answers 20x slower
-    assert limit.size <= 2 * 10 * 3.0 * 1.5 + 1  # latency counted at most LATENCY_CAP x its lowest
+    # Slower answers at the same rate (the box is the limit: Little's law) do not raise the bound at all:
+    # the guard counts the lowest latency seen (it used to grow up to LATENCY_CAP x, without gain).
+    assert limit.size == first
 
 
 def test_the_target_never_passes_max_concurrency_and_shrinks_as_requests_finish():
@@ -215,3 +219,77 @@ def test_a_stage_that_fitted_the_opening_burst_says_the_limit_never_bound():
     beyond = ConcurrencyStats(inflight_max=50, first_sent=0.0, last_done=60.0, limit_rpm=600.0,
                               capacity_requests=10.0).summary(admitted=600, tokens=0)
     assert beyond["within_burst"] is False and beyond["limit_share"] == pytest.approx(590 / 600, abs=1e-4)
+
+
+def test_the_probe_s_lone_answer_does_not_cut_the_bound_and_growth_starts_with_the_first_answer():
+    """Measured at tier 3 (2.5-3.5 s per answer): the pacer sends one probe, then the starting bound; the
+    probe's lone answer, counted with the next ones ~2 s later, read as 0.5 answers/s and cut the bound from
+    50 to 6, and the bound stayed at the start for a whole round trip after the limits were known."""
+    limit = InflightLimit(50)
+    pacer = HeaderPacer(rpm=6000, slow_start=False)  # 100 requests/s: Little's law asks for ~450 in flight at 3 s
+    controller = AdaptiveConcurrency(limit, pacer, start=50, cap=1000)
+    controller.answered(200, 3.0, 100, now=10.0)  # the probe
+    after_probe = limit.size
+    # 2 s with no answer, then the starting 50 come back over half a second, then the grown bound's answers.
+    answers(controller, 50, per_s=100, start=12.0, latency_s=3.0)
+    after_first_round = limit.size
+    answers(controller, 300, per_s=100, start=12.5, latency_s=3.0)
+    # The first answer: 50 in flight at 3 s deliver ~16.7/s; growth by GAIN from there, not a wait at 50.
+    assert after_probe == math.ceil(2 * 50 / 3.0 * 3.0 * 1.5 + 1) > 50
+    assert after_first_round >= after_probe  # never cut by the window that spanned the idle gap
+    assert limit.size == 100 * 3.0 * 1.5 + 1  # at the limit once a full second of answers is counted
+
+
+QUANTIZED = {"burst_s": 1, "seed": 5,
+             "chat": {"rpm": 2400, "tpm": 50_000_000, "latency_ms": 300, "p99_ms": 0, "ms_per_output_token": 0}}
+quantized = shared_simulator(QUANTIZED)
+
+
+def test_over_the_whole_stage_adaptive_concurrency_runs_at_90_percent_of_a_quantized_limit(quantized):
+    """A limit enforced per second (as OpenAI says its limits may be), 40 requests/s, a start (4 in flight at
+    0.3 s: 13/s) a third of it. The share counts the whole stage on the simulator's clock, from before its
+    first request to after its last answer, ramp and tail included, less the bucket's opening burst."""
+    quantized.configure(**{k: v for k, v in SimulatorConfig.from_dict(QUANTIZED).to_dict().items()
+                           if k not in ("host", "port")})
+    quantized.reset()
+    n, rate = 1000, QUANTIZED["chat"]["rpm"] / 60
+    api = ApiSettings(base_url=quantized.base_url, api_key="sk-test", timeout_s=10, max_retries=6, seed=1,
+                      concurrency=4, adaptive=True, max_concurrency=400)
+    model = OpenAISummaryModel("gpt-4o-mini", api)
+    try:
+        with SimulatorSampler(quantized, every_s=0.1) as sampler:
+            out = model.summarise(conversations(n), progress=lambda done, total: None)
+        assert len(out) == n
+    finally:
+        model.close()
+    log = quantized.log()["by_endpoint"][CHAT]
+    statuses = log["by_status"]
+    # The simulator records a request when it admits it; its answer follows after the fixed latency.
+    before_first = max(t for t, ok, refused in sampler.samples if ok + refused == 0)
+    after_last = min(t for t, ok, _ in sampler.samples if ok == n) + QUANTIZED["chat"]["latency_ms"] / 1000
+    opening_burst = QUANTIZED["chat"]["rpm"] * QUANTIZED["burst_s"] / 60
+    share = (statuses["200"] - opening_burst) / ((after_last - before_first) * rate)
+    assert share >= 0.90, f"whole-stage share of the limit {share:.3f}"
+    assert statuses.get("429", 0) <= 0.01 * log["requests"]
+    summary = model.counters.concurrency_summary()
+    assert summary["binding_limit"] == "requests" and summary["limit_share"] >= 0.90
+
+
+@pytest.mark.parametrize("admitted, cpu_s, inflight_area_s, expected", [
+    (2500, 9.5, 2000.0, "the client's CPU"),  # 40% of the limit, the client's loop 95% busy
+    (4800, 9.5, 2000.0, "the RPM limit"),  # 86% of the limit: the limit bound, however busy the client
+    (2500, 2.0, 9500.0, "the in-flight ceiling"),  # 950 of 1000 in flight on average
+    (2500, 2.0, 2000.0, "latency"),  # none of those: the answers' time at what was kept in flight
+    (400, 2.0, 100.0, "not the limit (every request fitted its opening burst): latency"),  # a 60 s burst
+])
+def test_the_record_says_what_bound_the_stage(admitted, cpu_s, inflight_area_s, expected):
+    stats = ConcurrencyStats(adaptive=True, cap=1000, inflight_max=1000, inflight_area_s=inflight_area_s,
+                             first_sent=0.0, last_done=10.0, limit_rpm=30000.0, capacity_requests=500.0,
+                             loop_cpu_s=cpu_s, loop_wall_s=10.0)
+    summary = stats.summary(admitted=admitted, tokens=0)
+    assert summary["bound_by"].startswith(expected)
+    from types import SimpleNamespace
+
+    from kura_perf.cli.printing import concurrency_notes
+    (line,) = concurrency_notes([SimpleNamespace(stage="summaries", extra=json.dumps({"api_concurrency": summary}))])
+    assert f"bound by {expected}" in line

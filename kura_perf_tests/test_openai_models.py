@@ -272,7 +272,7 @@ def test_pacer_waits_when_the_reported_budget_is_spent():
                            "x-ratelimit-reset-requests": "1s"})
     pacer.observe(200, spent)
     now = pacer.requests.updated
-    # one request plus one of headroom, refilled at 98% of 600/min
-    assert pacer.delay(1, now) == pytest.approx(2 / (0.98 * 10), rel=0.02)
+    # one request plus one of headroom, refilled at 99% of 600/min
+    assert pacer.delay(1, now) == pytest.approx(2 / (0.99 * 10), rel=0.02)
     assert pacer.requests.capacity == 10  # remaining 0 + 1 s * 10/s: the bucket holds 10
     assert pacer.requests.wait_for(1, now + 3600) == 0 and pacer.requests.level == 10  # capped after idling

@@ -94,6 +94,8 @@ def concurrency_notes(records) -> list[str]:
                 f"on average ({how}); {limit}; client event loop {'?' if cpu is None else f'{cpu:.0%}'} busy")
         if c.get("client_cpu_bound"):
             line += " -- client-CPU-bound: the client's own CPU, not the endpoint, set this stage's pace"
+        if c.get("bound_by"):
+            line += f"; bound by {c['bound_by']}"
         notes.append(line)
     return notes
 

@@ -8,6 +8,26 @@ from dataclasses import dataclass, field, fields
 # The client's event loop busier than this share of its wall time: the stage was bound by the client's
 # own CPU (a Python client does ~100-140 calls/s per core), not by the endpoint's limit or latency.
 CLIENT_CPU_BOUND_SHARE = 0.9
+# A stage that sustained this share of its binding limit over its whole API span ran at that limit
+# (the slow-start probe, the ramp and the last answers' latency take the rest).
+LIMIT_BOUND_SHARE = 0.85
+
+
+def bound_by(within_burst: bool, client_cpu_bound: bool, limit_share: float | None, binding: str | None,
+             inflight_mean: float, cap: int) -> str:
+    """What set an API stage's pace, in words, for the record and the run's output. Why: "40% of the limit"
+    alone does not say whether the limit, the client's CPU, the in-flight ceiling or the answers' latency
+    (the endpoint's, or a box too busy to answer faster) held the stage back."""
+    if not within_burst and limit_share is not None and limit_share >= LIMIT_BOUND_SHARE:
+        return f"the {'RPM' if binding == 'requests' else 'TPM'} limit"
+    # The limit did not set the pace (every request fitted its opening burst, or too little was sent).
+    unbound = "not the limit (every request fitted its opening burst): " if within_burst else ""
+    if client_cpu_bound:
+        return unbound + "the client's CPU"
+    if cap and inflight_mean >= 0.9 * cap:
+        return unbound + "the in-flight ceiling (api.max_concurrency / api.concurrency)"
+    return unbound + ("latency: the answers' time at the in-flight kept (the endpoint's, or that of a box "
+                      "whose CPU, shared by client and simulator, cannot serve them faster)")
 
 
 def limit_share(charged: float, capacity: float | None, wall_s: float, limit_per_min: float | None) -> float | None:
@@ -66,6 +86,9 @@ class ConcurrencyStats:
         known = {name: share for name, share in shares.items() if share is not None}
         binding = max(known, key=known.get) if known else None
         cpu_share = self.loop_cpu_s / self.loop_wall_s if self.loop_wall_s > 0 else None
+        cpu_bound = cpu_share is not None and cpu_share >= CLIENT_CPU_BOUND_SHARE
+        within_burst = (self.capacity_requests is not None and admitted <= self.capacity_requests
+                        and (self.capacity_tokens is None or tokens <= self.capacity_tokens))
         return {
             "adaptive": self.adaptive, "cap": self.cap, "target_max": self.target_max or None,
             "inflight_max": self.inflight_max, "inflight_mean": round(self.inflight_area_s / span, 2),
@@ -73,11 +96,12 @@ class ConcurrencyStats:
             "requests_per_min": round(admitted / span * 60, 1), "tokens_per_min": round(tokens / span * 60, 1),
             "binding_limit": binding, "limit_share": None if binding is None else round(known[binding], 4),
             # every request and token fitted the buckets' opening burst: the limit never bound (limit_share 0)
-            "within_burst": (self.capacity_requests is not None and admitted <= self.capacity_requests
-                             and (self.capacity_tokens is None or tokens <= self.capacity_tokens)),
+            "within_burst": within_burst,
             "rate_share": (None if not self.limit_rpm else round(admitted / span * 60 / self.limit_rpm, 4)),
             "client_cpu_share": None if cpu_share is None else round(cpu_share, 3),
-            "client_cpu_bound": cpu_share is not None and cpu_share >= CLIENT_CPU_BOUND_SHARE,
+            "client_cpu_bound": cpu_bound,
+            "bound_by": bound_by(within_burst, cpu_bound, None if binding is None else known[binding], binding,
+                                 self.inflight_area_s / span, self.cap),
         }
 
 

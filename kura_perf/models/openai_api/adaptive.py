@@ -5,7 +5,7 @@ its in-flight bound allows. With a fixed 50 in flight and ~1 s per call a client
 tenth of a tier-5 chat limit (30,000 RPM = 500 calls/s). Little's law says how many must be in flight to
 sustain a rate: in-flight = rate x latency. So the bound follows
 
-    target = ceil(min(binding rate, GAIN x delivered rate) x latency x HEADROOM x factor) + 1,
+    target = ceil(min(binding rate x latency, GAIN x delivered rate x lowest latency) x HEADROOM x factor) + 1,
     capped at max_concurrency
 
 - binding rate: requests/s the tighter limit allows, min(RPM / 60, TPM / 60 / tokens per request), with
@@ -15,7 +15,9 @@ sustain a rate: in-flight = rate x latency. So the bound follows
   Why: a server (or a box) that cannot answer faster makes every answer slower as more are sent, and
   Little's law over that latency would then ask for ever more in flight (measured: a loaded simulator
   went from 6 s to 26 s per answer as the bound chased it to 900). Growth is only allowed while
-  answers come back faster: it doubles at most per second, as TCP's slow start does per round trip;
+  answers come back faster: it doubles at most per second, as TCP's slow start does per round trip; the
+  guard multiplies by the lowest latency seen (the uncongested one, as BBR's min RTT), so latency that
+  grows only because more is in flight never raises it;
 - latency: a moving average of the time from send to answer of successful requests, but at most
   LATENCY_CAP times the lowest that average has been (queueing is not a reason for more in flight);
 - HEADROOM: latencies vary (lognormal tails) and a slot also covers the wait at the pacer, so a little
@@ -24,8 +26,11 @@ sustain a rate: in-flight = rate x latency. So the bound follows
   limit lower than the headers say): x DECREASE on a 429 (at most once per mean latency, so one burst
   of 429s is one cut), then back up by about one request per round trip of successful answers.
 
-Until a second of answers has been counted, and against an endpoint that never says its limits, the
-bound is the profile's fixed `concurrency` times the factor. The bound never exceeds `max_concurrency`,
+Before a second of answers has been counted, the delivered rate is taken as what the starting bound
+delivers at the latency seen (start / latency), so the ramp starts with the first answer; a one-second
+window with an idle gap of IDLE_GAP_S or more in it (the pacer's one-request probe) is not counted.
+Against an endpoint that never says its limits, the bound is the profile's fixed `concurrency` times
+the factor. The bound never exceeds `max_concurrency`,
 and the HTTP client's connection pool is sized to it (base.py), so the pool is never the hidden limit.
 """
 
@@ -42,6 +47,7 @@ HEADROOM = 1.5
 GAIN = 2.0
 LATENCY_CAP = 3.0
 RATE_WINDOWS = 5  # one-second counts of answers kept for the delivered rate (its maximum is used)
+IDLE_GAP_S = 1.0  # this long without an answer: the window of answers in progress is dropped (_count_delivery)
 WARM_UP_ANSWERS = 10  # answers before the lowest latency average is trusted
 DECREASE = 0.7
 MIN_FACTOR = 0.05
@@ -117,16 +123,22 @@ class AdaptiveConcurrency:
         self._answers = 0
         self._window_start: float | None = None
         self._window_count = 0
+        self._last_answer: float | None = None
         self._delivered: collections.deque[float] = collections.deque(maxlen=RATE_WINDOWS)
         limit.resize(self.start)
 
     def _count_delivery(self, now: float) -> None:
-        if self._window_start is None:
-            self._window_start = now
+        # A second or more without any answer: the window in progress measured a gap, not the server's
+        # pace (the client was not sending: the pacer's one-request probe, nothing left to send), so it is
+        # dropped and a new one starts. Why: the probe's lone answer, counted over the ~2 s until the next
+        # ones, read as 0.5 answers/s and cut the bound from 50 to 6 just as the ramp began (measured, tier 3).
+        if self._window_start is None or (self._last_answer is not None and now - self._last_answer >= IDLE_GAP_S):
+            self._window_start, self._window_count = now, 0
         elif now - self._window_start >= 1.0:
             self._delivered.append(self._window_count / (now - self._window_start))
             self._window_start, self._window_count = now, 0
         self._window_count += 1
+        self._last_answer = now
 
     def delivered_rate(self) -> float | None:
         """The most answers per second over the last few one-second windows; None before the first."""
@@ -171,10 +183,21 @@ class AdaptiveConcurrency:
 
     def _retarget(self) -> None:
         rate, delivered, latency = self.binding_rate(), self.delivered_rate(), self.latency_for_target()
+        if delivered is None and latency:
+            # No second of answers counted yet: the starting bound delivers start / latency (Little's law),
+            # so growth begins with the first answer instead of a second later. Why: the bound otherwise
+            # stayed at the start for a whole round trip after the limits were known (measured at tier 3:
+            # ~3 s of a 190 s stage at a quarter of the limit).
+            delivered = self.start / latency
         if rate is None or delivered is None or latency is None:
             target = self.start * self.factor
         else:
-            target = min(rate, GAIN * delivered) * latency * HEADROOM * self.factor + 1
+            # The delivered-rate guard takes the lowest latency seen, not the current one: when the box (or
+            # the server) is what limits, more in flight only makes each answer slower (Little's law), and
+            # a guard over the current latency grew with it, up to LATENCY_CAP x the useful bound, without
+            # one more answer a second. Over the lowest latency it rises only when answers come back faster.
+            floor = self.lowest_latency_s or latency
+            target = min(rate * latency, GAIN * delivered * floor) * HEADROOM * self.factor + 1
         self.target = max(1, min(self.cap, math.ceil(target)))
         self.target_max = max(self.target_max, self.target)
         if self.target != self.limit.size:

@@ -12,9 +12,11 @@ Why each part is there (measured with `kura-perf sweep` against the simulator, s
   prompt-only estimate ran 20-40% below the server's count and drew 23-42% 429s at the TPM limit).
 - A 429 hands its tokens back (the server admitted nothing) and the headers it carries reset the
   estimate.
-- A little slack: the client refills at 98% of the limit and keeps a headroom of one request (at
+- A little slack: the client refills at 99% of the limit and keeps a headroom of one request (at
   most a quarter of the bucket) unspent, so requests that the network or a busy event loop bunch
-  together on their way do not meet an empty bucket at the server.
+  together on their way do not meet an empty bucket at the server. The headroom is what absorbs the
+  bunching; the rate margin only covers drift, and each point of it is a point of the limit lost over
+  the whole stage (98% drew no 429 at tier 3 10K either, and left the stage at 89.9% of the limit).
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from kura_perf.models.openai_api.headers import parse_reset, retry_after_s
 PENDING_ESTIMATE: ContextVar[float | None] = ContextVar("kura_perf_pending_estimate", default=None)
 
 
-RATE_MARGIN = 0.98  # refill at this share of the server's rate
+RATE_MARGIN = 0.99  # refill at this share of the server's rate
 HEADROOM_SHARE = 0.25  # keep min(one request, this share of the bucket) unspent
 
 
