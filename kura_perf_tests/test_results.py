@@ -220,3 +220,22 @@ def test_results_add_treats_a_record_another_run_overlapped_as_contended(tmp_pat
     assert runs["a"][0].contended is True
     with pytest.raises(ResultsError, match="contended .another run's stage ran beside it"):
         add_runs(runs, tmp_path / "results")
+
+
+def test_kura_versions_are_published_side_by_side_with_ratios_verdicts_and_the_scaled_label(tmp_path):
+    """Two Kura specs on the same partition (as `kura-perf versions` records them) become one table in the
+    Measured section: each spec's figures, its ratio to the first spec, a verdict; a sped-up simulator's
+    times are labelled scaled. Records without a spec make no versions table."""
+    results = tmp_path / "results"
+    scaling_results(results)
+    assert "Kura versions side by side" not in pub.generate(results).section
+    kura = dict(backend="kura", profile="kura-defaults-scaled", sim_speed_factor=10.0)
+    for i, (spec, version, calls) in enumerate([("kura==0.5.2", "0.5.2", 100), ("kura==0.5.4", "0.5.4", 200)]):
+        write_run(results, [record("summaries", 1_000, 10.0, 50.0, run=f"v{i}", at=100 + 10 * i, kura_spec=spec,
+                                   kura_version=version, kura_resolved=version, api_calls=calls, **kura)])
+    section = pub.generate(results).section
+    block = section[section.index("**Kura versions side by side: kura-defaults-scaled at 1k**"):]
+    assert "kura==0.5.2 vs kura==0.5.4" in block and "scaled x10, not a prediction" in block
+    rows = [line for line in block.splitlines() if line.startswith("|") and "summaries" in line]
+    assert len(rows) == 2 and "0.5.4" in rows[1]
+    assert "200 · ×2.00" in rows[1] and "calls more" in rows[1]

@@ -248,8 +248,10 @@ class SectionBuilder:
                         "environment; every figure's ratio to the first spec, and the verdict of the regression "
                         "checks' noise rule for time and memory (slower / faster / same within noise) and of the "
                         "exact counts for API calls and tokens (more / fewer / same)."))
-        for profile, scale, table, specs, _ in comparisons:
-            s.add(heading(f"{profile} at {scale}: {' vs '.join(specs)}"))
+        for profile, scale, table, specs, records in comparisons:
+            factors = fmt.scaled_factors(records)
+            s.add(heading(f"{profile} at {scale}: {' vs '.join(specs)}"
+                          + (f" (times {fmt.scaled_label(factors)})" if factors else "")))
             s.add(render_table(versions_table(table), f"kura-versions-{self._slug(profile)}-{self._slug(scale)}"))
         return s
 

@@ -98,8 +98,29 @@ def _section_from_store(metrics: Path, results: list[ResultRecord], used: list[R
         tiers.to_markdown(),
         "",
         tiers.caption,
+        *_versions_lines(metrics),
     ]
     return "\n".join(lines)
+
+
+def _versions_lines(metrics: Path) -> list[str]:
+    """Kura releases side by side (`kura-perf versions`, checks/versions.py), one table per profile and
+    scale: each spec's latest run, its ratio to the first spec and the regression checks' verdict. The
+    heading says when the times were measured against a sped-up simulator (scaled, never a prediction)."""
+    from kura_perf.checks.versions import latest_comparisons
+    from kura_perf.report.fmt import scaled_factors, scaled_label
+    from kura_perf.report.sections import versions_table
+
+    lines = []
+    for profile, scale, frame, specs, records in latest_comparisons(metrics):
+        factors = scaled_factors(records)
+        lines += ["", f"**Kura versions side by side: {profile} at {scale}** ({' vs '.join(specs)}"
+                  + (f"; times {scaled_label(factors)}" if factors else "") + ")", "",
+                  versions_table(frame).to_markdown()]
+    if lines:
+        lines += ["", "Each figure · its ratio to the first spec; the verdict is the regression checks' noise rule for "
+                  "time and memory and the exact count for API calls and tokens (`kura-perf versions`)."]
+    return lines
 
 
 def _python_of(package_versions: str | None) -> str | None:
