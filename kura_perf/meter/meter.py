@@ -140,7 +140,7 @@ class Meter:
             if self.memory_limit_mb and rss > self.memory_limit_mb:
                 self._interrupt(f"memory limit {self.memory_limit_mb:.0f} MB exceeded ({rss:.0f} MB resident)")
             if self.timeout_s and now > self.timeout_s:
-                self._interrupt(f"time limit {self.timeout_s:.0f} s exceeded")
+                self._interrupt(f"time limit {self.timeout_s:g} s exceeded")
             if (self._fired_at is not None and not self._finished
                     and time.perf_counter() - self._delivered_at > self.REDELIVER_S):
                 self._deliver()
