@@ -23,7 +23,7 @@ def cmd_calibrate(args) -> int:
     return 0
 
 
-def _records(settings, profile: str) -> list[dict]:
+def profile_api_records(settings, profile: str) -> list[dict]:
     """The profile's successful API stage records, or none when the store has none (or no store yet)."""
     from kura_perf.store import query
 
@@ -44,7 +44,7 @@ def cmd_predict(args) -> int:
     n = scale_count(args.scale)
     settings = RunSettings.from_env(profiles_file=str(Path(args.profiles).resolve()) if args.profiles else None)
     profile = settings.profile(args.profile)
-    records = [] if args.rules_only else _records(settings, profile.name)
+    records = [] if args.rules_only else profile_api_records(settings, profile.name)
     print("\n".join(describe(predict(profile, n, records), profile, n)))
     return 0
 

@@ -10,6 +10,7 @@ from kura_perf.cli import (
     checks,
     cluster,
     dagster_home,
+    kura_probe,
     profiles,
     proxy,
     report,
@@ -29,7 +30,7 @@ __all__ = ["DAGSTER_YAML", "build_parser", "main"]
 # One module per command group; each registers its subcommands, their handlers (`func`) and whether
 # `main` cleans up after dead runs before them (`reaps`).
 COMMAND_GROUPS = (run, profiles, store, report, results, dagster_home, checks, usability, cluster, calibrate, proxy,
-                  versions)
+                  versions, kura_probe)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -11,6 +11,13 @@ from kura_perf.settings.run import RunSettings
 
 
 def cmd_results_add(args) -> int:
+    if args.probe:
+        from kura_perf.results.probes import add_probes
+
+        for path in add_probes([Path(p) for p in args.probe], Path(args.results), allow_contended=args.allow_contended):
+            print(f"probe -> {path}")
+        print("now `kura-perf publish` to regenerate the README's Measured section, and commit both")
+        return 0
     metrics = Path(args.store) if args.store else RunSettings.from_env().paths.metrics
     runs = store_records(metrics, list(args.run_id or []), latest=args.latest)
     written = add_runs(runs, Path(args.results), allow_contended=args.allow_contended)
@@ -38,6 +45,7 @@ def add_commands(sub) -> None:
     which = add.add_mutually_exclusive_group(required=True)
     which.add_argument("--run-id", nargs="+", help="the run(s) to add")
     which.add_argument("--latest", action="store_true", help="the store's most recent run")
+    which.add_argument("--probe", nargs="+", help="`kura-perf kura-probe` record file(s) (into results/probes/)")
     add.add_argument("--store", help="the metrics folder (default: <KURA_PERF_HOME>/metrics)")
     add.add_argument("--results", default=str(repo_results_dir()), help="default: the checkout's results/")
     add.add_argument("--allow-contended", action="store_true",

@@ -19,6 +19,7 @@ from pathlib import Path
 from kura_perf.errors import KuraPerfError
 from kura_perf.files.atomic import atomic_write_text
 from kura_perf.meter.host_load import CONTENDED_SHARE
+from kura_perf.results.probes import probes_lines, read_probes
 from kura_perf.results.records import ResultRecord, read_results
 
 BEGIN = "<!-- results:begin -->"
@@ -52,7 +53,8 @@ def _scratch_store(records: list[ResultRecord], root: Path) -> Path:
     return metrics
 
 
-def _section_from_store(metrics: Path, results: list[ResultRecord], used: list[ResultRecord], excluded: int) -> str:
+def _section_from_store(metrics: Path, results: list[ResultRecord], used: list[ResultRecord], excluded: int,
+                        results_dir: Path) -> str:
     from kura_perf.report.analysis import analyse
     from kura_perf.report.breaking import breaking_table, tiers_table
     from kura_perf.report.data import load_report_data
@@ -99,6 +101,7 @@ def _section_from_store(metrics: Path, results: list[ResultRecord], used: list[R
         "",
         tiers.caption,
         *_versions_lines(metrics),
+        *probes_lines(results_dir, _clusters_stage_s(records)),
     ]
     return "\n".join(lines)
 
@@ -123,6 +126,18 @@ def _versions_lines(metrics: Path) -> list[str]:
     return lines
 
 
+def _clusters_stage_s(records) -> dict[tuple[str, int], float]:
+    """(profile, conversations) -> median work time of the clusters stage's successful records: what a
+    probe's total is checked against where the whole stage was measured."""
+    import statistics
+
+    found: dict[tuple[str, int], list[float]] = {}
+    for r in records:
+        if r.stage == "clusters" and r.status == "success" and r.scale_n:
+            found.setdefault((r.profile, int(r.scale_n)), []).append(r.stage_work_s or r.wall_s)
+    return {key: statistics.median(values) for key, values in found.items()}
+
+
 def _python_of(package_versions: str | None) -> str | None:
     import json
 
@@ -136,6 +151,7 @@ def generate(results_dir: Path, report_out: Path | None = None) -> Published:
     """The Markdown of the Measured section from results/ (refusing a record without host or version),
     and, with report_out, the published HTML report built from the same uncontended records."""
     results = read_results(results_dir)
+    read_probes(results_dir)  # refused before anything is generated, like a stage record without provenance
     used = [r for r in results if not r.record.contended]
     excluded = len(results) - len(used)
     files = len({r.path.name for r in results})
@@ -145,7 +161,7 @@ def generate(results_dir: Path, report_out: Path | None = None) -> Published:
         return Published(text, len(results), excluded, files)
     with tempfile.TemporaryDirectory(prefix="kura-perf-publish-") as tmp:
         metrics = _scratch_store(used, Path(tmp))
-        section = _section_from_store(metrics, results, used, excluded)
+        section = _section_from_store(metrics, results, used, excluded, Path(results_dir))
         if report_out is not None:
             from kura_perf.report.build import build_report
             from kura_perf.settings.paths import Paths
