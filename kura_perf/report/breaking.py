@@ -21,7 +21,11 @@ needs more than a day is broken for an analysis re-run as conversations come in,
 
 A figure at n is the measured median where n was measured; elsewhere a power law fitted over the stage's
 MEASURED scales only (successful records, never a projected cell: report/fits.py), and only with at least
-MIN_FIT_SCALES of them: with fewer the cell says "not enough measured scales" and guesses nothing. The first
+MIN_FIT_SCALES of them: with fewer the cell says "not enough measured scales" and guesses nothing. A time past
+the largest measured scale is the larger of that fit and the two tails (the slope of work time and of CPU
+between the two largest scales: StageFit.time_projection), because small scales are overhead and waiting and
+hide a super-linear CPU term; a break or slowest time a tail gave names it, and the evidence shows both tail
+exponents and flags a super-linear CPU tail. The first
 break is the earliest stage in pipeline order that breaks: a run never reaches the stages after it.
 
 The tiers answer: for 4 / 16 / 64 GB, the largest measured scale whose peak (the largest stage peak) fits,
@@ -219,6 +223,8 @@ def _evidence(fit: StageFit | None, stage: str) -> Cell:
     if fit is None:
         return Cell(f"{stage}: never completed at any scale", UNKNOWN)
     parts = [f"{stage}: time {fit.wall.describe()}" if fit.wall else f"{stage}: time — (one scale)"]
+    if supported(fit) and (tail := fit.tail_text()):
+        parts.append(tail)
     law = fit.growth or fit.peak
     parts.append(f"peak growth {law.describe()}" if law else "peak growth — (one scale)")
     largest = fit.largest_n
@@ -261,7 +267,7 @@ def verdict(pa: ProfileAnalysis, n: int, profile=None) -> Verdict:
             first = StageBreak(stage, "API calls", f"{calls:,} calls need {fmt.seconds(api_s)} of waiting "
                                f"({binds} binds) > {bound_text}", PROJECTED)
         elif wall.value is not None and wall.value > bound_s:
-            first = StageBreak(stage, "time", f"{fmt.seconds(wall.value)} > {bound_text}", wall.basis)
+            first = StageBreak(stage, "time", f"{fmt.seconds(wall.value)}{_by(wall)} > {bound_text}", wall.basis)
     breaking_fit = pa.fits.get(first.stage) if first else None
     if first is None and walls:
         slowest = max(walls, key=lambda s: walls[s].value or 0.0)
@@ -279,7 +285,12 @@ def _time_cell(walls: dict, bound_s: float, bound_text: str, unsupported: list[s
     stage = max(walls, key=lambda s: walls[s].value or 0.0)
     wall = walls[stage]
     over = "over" if (wall.value or 0.0) > bound_s else "within"
-    return Cell(f"slowest {stage} {fmt.seconds(wall.value)}, {over} {bound_text}", wall.basis)
+    return Cell(f"slowest {stage} {fmt.seconds(wall.value)}{_by(wall)}, {over} {bound_text}", wall.basis)
+
+
+def _by(wall) -> str:
+    """' by CPU tail n^1.49 (1K→10K)' when a tail, not the global fit, gave the time (report/fits.py)."""
+    return f" by {wall.method}" if wall.method else ""
 
 
 def _memory_cell(peaks: dict, unsupported: list[str]) -> Cell:
