@@ -85,3 +85,12 @@ def test_two_scales_keep_the_old_rule_no_tail_projection(tmp_path):
     fit = analysis_of(tmp_path / "results", tmp_path).profiles["offline"].fits["clusters"]
     assert fit.time_projection(1_000_000) is None
     assert fit.wall_at(1_000_000).value == pytest.approx(fit.wall.predict(1_000_000))
+
+
+def test_the_evidence_names_a_superlinear_cpu_tail_of_a_stage_other_than_the_one_it_describes(tmp_path):
+    # summaries is the slowest at 100K (linear, 1 s per conversation) and clusters hides n^1.49 CPU behind it
+    _results(tmp_path / "results", {"summaries": _linear(1.0, 0.2), "clusters": KURA_CLUSTERS})
+    pa = analysis_of(tmp_path / "results", tmp_path).profiles["offline"]
+    evidence = breaking.verdict(pa, 100_000).evidence.text
+    assert evidence.startswith("summaries: time n^1.00")
+    assert evidence.endswith("; also super-linear CPU: clusters (n^1.49, 1K→10K)")

@@ -25,7 +25,7 @@ MIN_FIT_SCALES of them: with fewer the cell says "not enough measured scales" an
 the largest measured scale is the larger of that fit and the two tails (the slope of work time and of CPU
 between the two largest scales: StageFit.time_projection), because small scales are overhead and waiting and
 hide a super-linear CPU term; a break or slowest time a tail gave names it, and the evidence shows both tail
-exponents and flags a super-linear CPU tail. The first
+exponents and flags a super-linear CPU tail, its own stage's and any other figured stage's. The first
 break is the earliest stage in pipeline order that breaks: a run never reaches the stages after it.
 
 The tiers answer: for 4 / 16 / 64 GB, the largest measured scale whose peak (the largest stage peak) fits,
@@ -44,7 +44,15 @@ from kura_perf.errors import KuraPerfError
 from kura_perf.proposal import HARDWARE_TIERS, hardware_tier
 from kura_perf.report import fmt
 from kura_perf.report.analysis import Analysis, ProfileAnalysis
-from kura_perf.report.fits import MEASURED, MIN_FIT_SCALES, PROJECTED, UNKNOWN, StageFit, fit_power_law
+from kura_perf.report.fits import (
+    MEASURED,
+    MIN_FIT_SCALES,
+    PROJECTED,
+    SUPERLINEAR_CPU,
+    UNKNOWN,
+    StageFit,
+    fit_power_law,
+)
 from kura_perf.report.tables import Cell, Table
 from kura_perf.stages.base import STAGES
 
@@ -232,6 +240,15 @@ def _evidence(fit: StageFit | None, stage: str) -> Cell:
     return Cell("; ".join(parts))
 
 
+def _superlinear_cpu_elsewhere(pa: ProfileAnalysis, walls: dict, evidence_stage: str | None) -> str:
+    """The other figured stages whose CPU tail is super-linear: the evidence names one stage (the breaking or
+    the slowest), and a quadratic step in another one must not hide behind it."""
+    steep = [(stage, pa.fits[stage].cpu_tail) for stage in walls if stage != evidence_stage
+             and supported(pa.fits.get(stage)) and pa.fits[stage].cpu_tail is not None
+             and pa.fits[stage].cpu_tail.exponent > SUPERLINEAR_CPU]
+    return ", ".join(f"{stage} ({fmt.exponent(tail.exponent)}, {tail.span()})" for stage, tail in steep)
+
+
 def verdict(pa: ProfileAnalysis, n: int, profile=None) -> Verdict:
     """Which stage of `pa` breaks first at n conversations, on what, with the evidence (module docstring)."""
     backend = pa.backend
@@ -275,6 +292,8 @@ def verdict(pa: ProfileAnalysis, n: int, profile=None) -> Verdict:
     else:
         evidence_stage = first.stage if first else None
     evidence = _evidence(breaking_fit, evidence_stage) if evidence_stage else Cell(fmt.MISSING, UNKNOWN)
+    if others := _superlinear_cpu_elsewhere(pa, walls, evidence_stage):
+        evidence = Cell(f"{evidence.text}; also super-linear CPU: {others}", evidence.kind)
     return Verdict(pa.profile, backend, n, first, unsupported, later_stops, _time_cell(walls, bound_s, bound_text, unsupported),
                    _memory_cell(peaks, unsupported), _api_cell(api, profile), evidence, meta_calls_cell(pa, n))
 
