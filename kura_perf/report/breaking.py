@@ -21,7 +21,11 @@ needs more than a day is broken for an analysis re-run as conversations come in,
 
 A figure at n is the measured median where n was measured; elsewhere a power law fitted over the stage's
 MEASURED scales only (successful records, never a projected cell: report/fits.py), and only with at least
-MIN_FIT_SCALES of them: with fewer the cell says "not enough measured scales" and guesses nothing. The first
+MIN_FIT_SCALES of them: with fewer the cell says "not enough measured scales" and guesses nothing. A time past
+the largest measured scale is the larger of that fit and the two tails (the slope of work time and of CPU
+between the two largest scales: StageFit.time_projection), because small scales are overhead and waiting and
+hide a super-linear CPU term; a break or slowest time a tail gave names it, and the evidence shows both tail
+exponents and flags a super-linear CPU tail, its own stage's and any other figured stage's. The first
 break is the earliest stage in pipeline order that breaks: a run never reaches the stages after it.
 
 The tiers answer: for 4 / 16 / 64 GB, the largest measured scale whose peak (the largest stage peak) fits,
@@ -40,7 +44,15 @@ from kura_perf.errors import KuraPerfError
 from kura_perf.proposal import HARDWARE_TIERS, hardware_tier
 from kura_perf.report import fmt
 from kura_perf.report.analysis import Analysis, ProfileAnalysis
-from kura_perf.report.fits import MEASURED, MIN_FIT_SCALES, PROJECTED, UNKNOWN, StageFit, fit_power_law
+from kura_perf.report.fits import (
+    MEASURED,
+    MIN_FIT_SCALES,
+    PROJECTED,
+    SUPERLINEAR_CPU,
+    UNKNOWN,
+    StageFit,
+    fit_power_law,
+)
 from kura_perf.report.tables import Cell, Table
 from kura_perf.stages.base import STAGES
 
@@ -219,11 +231,22 @@ def _evidence(fit: StageFit | None, stage: str) -> Cell:
     if fit is None:
         return Cell(f"{stage}: never completed at any scale", UNKNOWN)
     parts = [f"{stage}: time {fit.wall.describe()}" if fit.wall else f"{stage}: time — (one scale)"]
+    if supported(fit) and (tail := fit.tail_text()):
+        parts.append(tail)
     law = fit.growth or fit.peak
     parts.append(f"peak growth {law.describe()}" if law else "peak growth — (one scale)")
     largest = fit.largest_n
     parts.append(f"peak {fmt.megabytes(fit.peak_at(largest).value)} at {fmt.conversations(largest)} (measured)")
     return Cell("; ".join(parts))
+
+
+def _superlinear_cpu_elsewhere(pa: ProfileAnalysis, walls: dict, evidence_stage: str | None) -> str:
+    """The other figured stages whose CPU tail is super-linear: the evidence names one stage (the breaking or
+    the slowest), and a quadratic step in another one must not hide behind it."""
+    steep = [(stage, pa.fits[stage].cpu_tail) for stage in walls if stage != evidence_stage
+             and supported(pa.fits.get(stage)) and pa.fits[stage].cpu_tail is not None
+             and pa.fits[stage].cpu_tail.exponent > SUPERLINEAR_CPU]
+    return ", ".join(f"{stage} ({fmt.exponent(tail.exponent)}, {tail.span()})" for stage, tail in steep)
 
 
 def verdict(pa: ProfileAnalysis, n: int, profile=None) -> Verdict:
@@ -261,7 +284,7 @@ def verdict(pa: ProfileAnalysis, n: int, profile=None) -> Verdict:
             first = StageBreak(stage, "API calls", f"{calls:,} calls need {fmt.seconds(api_s)} of waiting "
                                f"({binds} binds) > {bound_text}", PROJECTED)
         elif wall.value is not None and wall.value > bound_s:
-            first = StageBreak(stage, "time", f"{fmt.seconds(wall.value)} > {bound_text}", wall.basis)
+            first = StageBreak(stage, "time", f"{fmt.seconds(wall.value)}{_by(wall)} > {bound_text}", wall.basis)
     breaking_fit = pa.fits.get(first.stage) if first else None
     if first is None and walls:
         slowest = max(walls, key=lambda s: walls[s].value or 0.0)
@@ -269,6 +292,8 @@ def verdict(pa: ProfileAnalysis, n: int, profile=None) -> Verdict:
     else:
         evidence_stage = first.stage if first else None
     evidence = _evidence(breaking_fit, evidence_stage) if evidence_stage else Cell(fmt.MISSING, UNKNOWN)
+    if others := _superlinear_cpu_elsewhere(pa, walls, evidence_stage):
+        evidence = Cell(f"{evidence.text}; also super-linear CPU: {others}", evidence.kind)
     return Verdict(pa.profile, backend, n, first, unsupported, later_stops, _time_cell(walls, bound_s, bound_text, unsupported),
                    _memory_cell(peaks, unsupported), _api_cell(api, profile), evidence, meta_calls_cell(pa, n))
 
@@ -279,7 +304,12 @@ def _time_cell(walls: dict, bound_s: float, bound_text: str, unsupported: list[s
     stage = max(walls, key=lambda s: walls[s].value or 0.0)
     wall = walls[stage]
     over = "over" if (wall.value or 0.0) > bound_s else "within"
-    return Cell(f"slowest {stage} {fmt.seconds(wall.value)}, {over} {bound_text}", wall.basis)
+    return Cell(f"slowest {stage} {fmt.seconds(wall.value)}{_by(wall)}, {over} {bound_text}", wall.basis)
+
+
+def _by(wall) -> str:
+    """' by CPU tail n^1.49 (1K→10K)' when a tail, not the global fit, gave the time (report/fits.py)."""
+    return f" by {wall.method}" if wall.method else ""
 
 
 def _memory_cell(peaks: dict, unsupported: list[str]) -> Cell:

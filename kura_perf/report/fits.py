@@ -15,6 +15,25 @@ conversation, and fitted as time it flattened clusters to n^0.39 (issue 20). Rec
 stage_work_s fall back to their wall (their compile figure was not trustworthy). The compile, the
 start-up and the backend's set-up (model loads) are kept beside the fit as their own medians
 (jit_compile_s, startup_s, setup_s).
+
+Beyond the largest measured scale one power law over every scale is not enough: at 100 and 1K conversations a
+stage is mostly fixed overhead and API waiting, and a single fit through them hides a super-linear CPU term
+that only shows at the top (Kura's clusters: work 5.5 / 11.8 / 139.6 s and CPU 1.7 / 3.7 / 114 s at
+100 / 1K / 10K fit n^0.70 overall, but CPU grows n^1.49 from 1K to 10K: its contrastive sampling is O(n²)
+and did not finish at 100K). So with at least MIN_FIT_SCALES measured scales a stage's time at n past its
+largest scale is the LARGEST of (time_projection):
+
+  the global fit          c * n^b over every measured scale;
+  the time tail           the work time at the largest scale, extended along the slope between the two
+                          largest scales' median work times;
+  the CPU tail            the CPU seconds (user + sys) at the largest scale, extended along the slope between
+                          the two largest scales' median CPU, turned into wall by the parallelism measured at
+                          the largest scale: cpu x min(1, work / cpu). Capped at 1 so waiting (work > CPU)
+                          never inflates CPU, while several cores (work < CPU) do shorten it;
+
+never below the work measured at the largest scale, and labelled with the one that won. A well-behaved stage
+(its tail no steeper than its global fit) keeps the global fit's figure. Between measured scales, and with
+fewer scales, the global fit alone is used as before.
 """
 
 from __future__ import annotations
@@ -38,6 +57,10 @@ BASIS_ORDER = (MEASURED, INTERPOLATED, PROJECTED, EXTRAPOLATED)
 # two points always fit a line exactly, so R² says nothing until there are three.
 MIN_FIT_SCALES = 3
 MIN_GROWTH_MB = 1.0  # growth below this is noise; floored so the log stays defined
+# A CPU tail exponent above this is flagged: clearly worse than linear (n log n over a decade is ~n^1.1), the
+# mark of a quadratic step the small scales hid.
+SUPERLINEAR_CPU = 1.2
+TIE_TOLERANCE = 1e-9  # relative: a tail equal to the global fit up to rounding does not replace it
 
 
 @dataclass(frozen=True)
@@ -80,12 +103,52 @@ def fit_power_law(ns, values) -> PowerLaw | None:
 
 
 @dataclass(frozen=True)
+class Tail:
+    """The slope between the two largest measured scales' medians: what the top of the range grows like."""
+
+    exponent: float
+    lo_n: int
+    hi_n: int
+    value: float  # the median at hi_n
+
+    def predict(self, n: float) -> float:
+        return float(self.value * (float(n) / self.hi_n) ** self.exponent)
+
+    def span(self) -> str:
+        return f"{fmt.conversations(self.lo_n)}→{fmt.conversations(self.hi_n)}"
+
+
+def tail_slope(ns, values) -> Tail | None:
+    """The log-log slope between the two largest scales with a positive value; None with fewer than two."""
+    points = sorted((int(n), float(v)) for n, v in zip(ns, values)
+                    if not fmt.is_missing(n) and not fmt.is_missing(v) and n > 0 and v > 0)
+    if len(points) < 2 or points[-2][0] == points[-1][0]:
+        return None
+    (lo_n, lo_v), (hi_n, hi_v) = points[-2], points[-1]
+    return Tail(float(np.log(hi_v / lo_v) / np.log(hi_n / lo_n)), lo_n, hi_n, hi_v)
+
+
+@dataclass(frozen=True)
+class TimeProjection:
+    """A stage's work time past its largest measured scale and which projection gave it (fits.py docstring)."""
+
+    value: float
+    source: str  # "global fit" | "time tail" | "CPU tail"
+    label: str  # e.g. "CPU tail n^1.49 (1K→10K)"
+
+    @property
+    def from_tail(self) -> bool:
+        return self.source != "global fit"
+
+
+@dataclass(frozen=True)
 class Estimate:
     """A figure at some scale, and whether it was measured there or projected by a fit."""
 
     value: float | None
     basis: str  # measured | interpolated | projected | extrapolated | unknown
     note: str = ""
+    method: str = ""  # set when a tail, not the global fit, gave a figure past the measured scales
 
     @property
     def projected(self) -> bool:
@@ -97,7 +160,8 @@ class StageFit:
     """One stage's measured medians per scale and the fits through them."""
 
     stage: str
-    # scale_n, wall_s, work_s, jit_compile_s, startup_s, setup_s, peak_rss_mb, rss_start_mb, peak_growth_mb (medians per scale)
+    # scale_n, wall_s, work_s, cpu_s, jit_compile_s, startup_s, setup_s, peak_rss_mb, rss_start_mb, peak_growth_mb
+    # (medians per scale)
     measured: pd.DataFrame
     wall: PowerLaw | None
     peak: PowerLaw | None
@@ -117,13 +181,67 @@ class StageFit:
             return None
         return float(row[column])
 
+    @property
+    def work_tail(self) -> Tail | None:
+        """Slope of the median work time between the two largest measured scales."""
+        return tail_slope(self.measured["scale_n"], self.measured["work_s"])
+
+    @property
+    def cpu_tail(self) -> Tail | None:
+        """Slope of the median CPU seconds (user + sys) between the two largest measured scales."""
+        if "cpu_s" not in self.measured:
+            return None
+        return tail_slope(self.measured["scale_n"], self.measured["cpu_s"])
+
+    def time_projection(self, n: int) -> TimeProjection | None:
+        """The work time at n past the largest measured scale: the largest of the global fit, the time tail
+        and the CPU tail (module docstring); None within the measured range or with fewer than
+        MIN_FIT_SCALES measured scales (the global fit alone then, as wall_at does)."""
+        if self.wall is None or len(self.measured) < MIN_FIT_SCALES or n <= self.largest_n:
+            return None
+        candidates = [TimeProjection(self.wall.predict(n), "global fit", f"global fit {self.wall.describe()}")]
+        if (work := self.work_tail) is not None:
+            candidates.append(TimeProjection(work.predict(n), "time tail",
+                                             f"time tail {fmt.exponent(work.exponent)} ({work.span()})"))
+        cpu = self.cpu_tail
+        top_work = self._measured_at(self.largest_n, "work_s")
+        if cpu is not None and top_work is not None and cpu.hi_n == self.largest_n:
+            parallel = min(1.0, top_work / cpu.value)
+            candidates.append(TimeProjection(cpu.predict(n) * parallel, "CPU tail",
+                                             f"CPU tail {fmt.exponent(cpu.exponent)} ({cpu.span()})"))
+        best = candidates[0]
+        for other in candidates[1:]:  # a tail must beat the global fit beyond float noise: an exact power law
+            if other.value > best.value * (1 + TIE_TOLERANCE):  # keeps its global fit and label
+                best = other
+        if top_work is not None and best.value < top_work:
+            return TimeProjection(top_work, best.source, best.label)
+        return best
+
     def wall_at(self, n: int) -> Estimate:
-        """The stage's work time at n (without numba's compile: work_s), measured or fitted."""
+        """The stage's work time at n (without numba's compile: work_s), measured, fitted, or past the largest
+        measured scale the largest of the global fit and the tails (time_projection)."""
         if (value := self._measured_at(n, "work_s")) is not None:
             return Estimate(value, MEASURED)
         if self.wall is None:
             return Estimate(None, UNKNOWN, "one scale measured: no fit")
-        return Estimate(self.wall.predict(n), self.wall.basis(n), self.wall.describe())
+        projection = self.time_projection(n)
+        if projection is not None and projection.from_tail:
+            return Estimate(projection.value, EXTRAPOLATED, projection.label, projection.label)
+        value = projection.value if projection is not None else self.wall.predict(n)
+        return Estimate(value, self.wall.basis(n), self.wall.describe())
+
+    def tail_text(self) -> str | None:
+        """The tail exponents of time and CPU beside the global one, and a flag when CPU is super-linear."""
+        work, cpu = self.work_tail, self.cpu_tail
+        if work is None and cpu is None:
+            return None
+        span = (work or cpu).span()
+        parts = [f"time {fmt.exponent(work.exponent)}" if work else "time —",
+                 f"CPU {fmt.exponent(cpu.exponent)}" if cpu else "CPU —"]
+        text = f"tail ({span}): {', '.join(parts)}"
+        if cpu is not None and cpu.exponent > SUPERLINEAR_CPU:
+            text += f"; super-linear CPU ({fmt.exponent(cpu.exponent)})"
+        return text
 
     def peak_at(self, n: int) -> Estimate:
         if (value := self._measured_at(n, "peak_rss_mb")) is not None:
@@ -163,13 +281,24 @@ def work_seconds(records: pd.DataFrame) -> pd.Series:
     return pd.to_numeric(records["stage_work_s"], errors="coerce").fillna(wall)
 
 
+def cpu_seconds(records: pd.DataFrame) -> pd.Series:
+    """Each record's CPU seconds (user + sys); NaN where neither was recorded."""
+    parts = [pd.to_numeric(records[c], errors="coerce") for c in ("cpu_user_s", "cpu_sys_s") if c in records]
+    if not parts:
+        return pd.Series(np.nan, index=records.index)
+    total = parts[0].fillna(0) if len(parts) == 1 else parts[0].fillna(0) + parts[1].fillna(0)
+    known = parts[0].notna() if len(parts) == 1 else parts[0].notna() | parts[1].notna()
+    return total.where(known)
+
+
 def _median_per_scale(records: pd.DataFrame) -> pd.DataFrame:
     df = records.copy()
     df["peak_growth_mb"] = df["peak_rss_mb"] - df["rss_start_mb"]
     df["work_s"] = work_seconds(df)
+    df["cpu_s"] = cpu_seconds(df)
     for column in ("jit_compile_s", "startup_s", "setup_s"):  # absent from frames of older stores
         df[column] = pd.to_numeric(df[column], errors="coerce") if column in df else np.nan
-    cols = ["wall_s", "work_s", "jit_compile_s", "startup_s", "setup_s", "peak_rss_mb", "rss_start_mb", "peak_growth_mb"]
+    cols = ["wall_s", "work_s", "cpu_s", "jit_compile_s", "startup_s", "setup_s", "peak_rss_mb", "rss_start_mb", "peak_growth_mb"]
     return df.groupby("scale_n", as_index=False)[cols].median(numeric_only=True).sort_values("scale_n")
 
 

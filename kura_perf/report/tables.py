@@ -749,14 +749,17 @@ MIN_SCALES_FOR_1M = MIN_FIT_SCALES  # report/fits.py: R² says nothing with two 
 def projection_1m_table(analysis: Analysis, profiles: list[str] | None = None, target: int = 1_000_000) -> Table:
     """Each stage's work time and peak memory at `target` conversations from power laws fitted over its
     MEASURED scales only (successful records: never a projected or extrapolated cell), each fit's exponent
-    and R² beside it; a stage with fewer than MIN_SCALES_FOR_1M measured scales gets no projection and
+    and R² beside it; the time is StageFit.wall_at's, which takes a steeper tail over the global fit (small
+    scales hide a super-linear CPU term: report/fits.py) and the cell names the tail that won; a stage with fewer than MIN_SCALES_FOR_1M measured scales gets no projection and
     says why. The pipeline row sums the stages' times (largest stage peak) only when every stage has one."""
     label = fmt.conversations(target)
     table = Table(["Backend (profile)", "Stage", "Measured scales", "Time exponent", "Time R²", f"Time @ {label}",
                    "Growth exponent", "Growth R²", f"Peak @ {label}"],
                   caption=f"{label} cells are projected: value ≈ c·nᵇ by least squares on log values over the "
-                          f"measured scales only (at least {MIN_SCALES_FOR_1M}); time = stage work time; peak = RSS at "
-                          "the stage's start + fitted growth. Never fitted through a projected cell.")
+                          f"measured scales only (at least {MIN_SCALES_FOR_1M}); time = stage work time, the larger of "
+                          "that fit and the tails (work time, and CPU at the largest scale's parallelism, extended "
+                          "along their slope between the two largest scales; the cell names a tail that won); peak = "
+                          "RSS at the stage's start + fitted growth. Never fitted through a projected cell.")
     names = profiles or list(analysis.profiles)
     for name in names:
         pa = analysis.profiles.get(name)
@@ -774,12 +777,13 @@ def projection_1m_table(analysis: Analysis, profiles: list[str] | None = None, t
                           Cell(f"needs ≥{MIN_SCALES_FOR_1M} measured scales (has {len(scales)})", UNKNOWN),
                           fmt.MISSING, fmt.MISSING, Cell(fmt.MISSING, UNKNOWN))
                 continue
-            wall = fit.wall.predict(target)
+            estimate = fit.wall_at(target)  # the global fit, or a steeper tail (report/fits.py)
+            wall = estimate.value
             peak = fit.peak_model(target)
             times.append(wall)
             peaks.append(peak)
             table.add(head, Cell(stage, "head"), shown, fmt.exponent(fit.wall.exponent), _r2(fit.wall.r2),
-                      Cell(fmt.seconds(wall), PROJECTED),
+                      Cell(fmt.seconds(wall) + (f" by {estimate.method}" if estimate.method else ""), PROJECTED),
                       fmt.exponent(fit.growth.exponent if fit.growth else None),
                       _r2(fit.growth.r2 if fit.growth else None),
                       Cell(fmt.megabytes(peak), PROJECTED) if peak is not None else Cell(fmt.MISSING, UNKNOWN))
