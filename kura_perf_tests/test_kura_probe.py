@@ -149,3 +149,35 @@ def test_write_probe_creates_its_folder_and_leaves_no_temp(tmp_path, partition):
     assert record.phases[0].detail["grouping"] == "round-robin into ceil(n/10)"
     path = write_probe(record, tmp_path / "new" / "probes")
     assert [p.name for p in path.parent.iterdir()] == [path.name]
+
+
+def test_a_probe_over_the_stage_bound_is_the_break_at_its_scale_and_beyond(tmp_path, partition):
+    from kura_perf.report import breaking
+    from kura_perf.results.probes import probed_stage_times
+    from kura_perf_tests.test_breaking_points import analysis_of
+    from kura_perf_tests.test_breaking_tail import KURA_CLUSTERS, _results
+
+    _results(tmp_path / "results", {"clusters": KURA_CLUSTERS})  # offline: the 24 h practical bound
+    pa = analysis_of(tmp_path / "results", tmp_path).profiles["offline"]
+    assert breaking.verdict(pa, 100_000).first is None  # the fits alone: nothing breaks at 100K
+    body = json.loads(_body(tmp_path, partition).read_text())
+    body.update(profile="offline", scale="100k", scale_n=100_000)
+    body["phases"][0].update(status="stopped at time limit", stage_s=None, wall_s=3_600.0)
+    body["phases"][1].update(stage_s=90_000.0)  # 25 h of contrastive sampling, mean x k
+    (tmp_path / "results" / "probes").mkdir()
+    (tmp_path / "results" / "probes" / "p.json").write_text(json.dumps(body))
+    probed = probed_stage_times(tmp_path / "results")
+    assert probed[("offline", 100_000)].seconds == pytest.approx(93_600.0)
+    assert probed[("offline", 100_000)].lower_bound
+    for n in (100_000, 1_000_000):
+        v = breaking.verdict(pa, n, probed=breaking._probed_at(probed, "offline", n))
+        assert (v.first.stage, v.first.resource) == ("clusters", "time")
+        assert v.first.detail.startswith("≥ 26.0 h at 100K (Kura's steps by kura-perf kura-probe: clustering stopped "
+                                         "after 60.0 min, contrastive projected from a sample)")
+    assert breaking._probed_at(probed, "offline", 10_000) is None  # never carried to a smaller scale
+    # under the bound it breaks nothing, but the stage's time is the probe's where it says more than the fit
+    body["phases"][1].update(stage_s=9_000.0)
+    (tmp_path / "results" / "probes" / "p.json").write_text(json.dumps(body))
+    probed = probed_stage_times(tmp_path / "results")
+    v = breaking.verdict(pa, 100_000, probed=probed[("offline", 100_000)])
+    assert v.first is None and "slowest clusters 3.5 h by kura-perf kura-probe's steps (a lower bound)" in v.time.text

@@ -50,6 +50,7 @@ from kura_perf.report.fits import (
     PROJECTED,
     SUPERLINEAR_CPU,
     UNKNOWN,
+    Estimate,
     StageFit,
     fit_power_law,
 )
@@ -249,8 +250,31 @@ def _superlinear_cpu_elsewhere(pa: ProfileAnalysis, walls: dict, evidence_stage:
     return ", ".join(f"{stage} ({fmt.exponent(tail.exponent)}, {tail.span()})" for stage, tail in steep)
 
 
-def verdict(pa: ProfileAnalysis, n: int, profile=None) -> Verdict:
-    """Which stage of `pa` breaks first at n conversations, on what, with the evidence (module docstring)."""
+@dataclass(frozen=True)
+class ProbedStageTime:
+    """A stage's time at a scale where it could not be watched to its end, from its own steps measured there
+    (`kura-perf kura-probe`: the CPU steps measured, the API waiting projected; results/probes.py).
+    lower_bound: a step was stopped at its limit, so the stage takes at least `seconds`."""
+
+    stage: str
+    scale_n: int  # where it was probed (a larger scale takes at least as long)
+    seconds: float
+    lower_bound: bool
+    how: str  # what was measured and what projected, for the cell
+
+
+def _probed_break(probed: ProbedStageTime, n: int, bound_s: float, bound_text: str) -> StageBreak | None:
+    if probed.seconds <= bound_s:
+        return None
+    at_least = "≥ " if probed.lower_bound or probed.scale_n < n else "≈ "
+    return StageBreak(probed.stage, "time", f"{at_least}{fmt.seconds(probed.seconds)} at "
+                      f"{fmt.conversations(probed.scale_n)} "
+                      f"({probed.how}) > {bound_text}", PROJECTED)
+
+
+def verdict(pa: ProfileAnalysis, n: int, profile=None, probed: ProbedStageTime | None = None) -> Verdict:
+    """Which stage of `pa` breaks first at n conversations, on what, with the evidence (module docstring).
+    probed: the stage time `kura-perf kura-probe` gave at n, which outranks the fits for that stage."""
     backend = pa.backend
     profile = profile if profile is not None else _shipped_profile(pa.profile)
     bound_s, bound_text = time_bound_s(profile.stage_timeout_s if profile else None)
@@ -273,8 +297,15 @@ def verdict(pa: ProfileAnalysis, n: int, profile=None) -> Verdict:
             unsupported.append(f"{stage} (has {_scales_of(fit)})")
             continue
         wall, peak = fit.wall_at(n), fit.peak_at(n)
+        if probed is not None and probed.stage == stage and probed.seconds > (wall.value or 0.0):
+            at = "" if probed.scale_n == n else f" at {fmt.conversations(probed.scale_n)}"
+            wall = Estimate(probed.seconds, PROJECTED, method=f"kura-perf kura-probe's steps{at}"
+                            + (" (a lower bound)" if probed.lower_bound or probed.scale_n < n else ""))
         walls[stage], peaks[stage] = wall, peak
         if first is not None:
+            continue
+        if probed is not None and probed.stage == stage and (hit := _probed_break(probed, n, bound_s, bound_text)):
+            first = hit
             continue
         api_s, calls, binds = (api or {}).get(stage, (0.0, 0, ""))
         if peak.value is not None and peak.value > machine_mib:
@@ -403,7 +434,9 @@ def _profiles(analysis: Analysis, profiles: list[str] | None) -> list[ProfileAna
     return [analysis.profiles[p] for p in (profiles or list(analysis.profiles)) if p in analysis.profiles]
 
 
-def breaking_table(analysis: Analysis, profiles: list[str] | None = None, scales=BREAK_SCALES) -> Table:
+def breaking_table(analysis: Analysis, profiles: list[str] | None = None, scales=BREAK_SCALES,
+                   probed: dict[tuple[str, int], ProbedStageTime] | None = None) -> Table:
+    """probed: (profile, n) -> a stage's time measured step by step there (ProbedStageTime)."""
     table = Table(["Backend (profile)", "Conversations", "Breaks first (stage: resource: why)", "Time",
                    "Peak memory vs 4 / 16 / 64 GB", "API waiting (predict's model)", "Evidence",
                    "Meta-cluster naming calls"],
@@ -414,10 +447,17 @@ def breaking_table(analysis: Analysis, profiles: list[str] | None = None, scales
                           f"measured scales come from fits over ≥{MIN_FIT_SCALES} measured scales only.")
     for pa in _profiles(analysis, profiles):
         for n in scales:
-            v = verdict(pa, n)
+            v = verdict(pa, n, probed=_probed_at(probed or {}, pa.profile, n))
             table.add(Cell(f"{v.backend} ({v.profile})", "head"), fmt.conversations(n), v.first_cell(), v.time,
                       v.memory, v.api, v.evidence, v.meta_calls)
     return table
+
+
+def _probed_at(probed: dict[tuple[str, int], ProbedStageTime], profile: str, n: int) -> ProbedStageTime | None:
+    """The probe at the largest scale <= n: a stage over its bound at 100K is over it at 1M too (its work
+    only grows with n), the way a measured stop is carried to larger scales."""
+    scales = [m for (name, m) in probed if name == profile and m <= n]
+    return probed[(profile, max(scales))] if scales else None
 
 
 def tiers_table(analysis: Analysis, profiles: list[str] | None = None) -> Table:

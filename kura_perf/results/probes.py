@@ -138,3 +138,31 @@ def probes_lines(results_dir: Path, measured_stage_s: dict[tuple[str, int], floa
             "of its own (CPU and peak from the kernel's rusage); contrastive sampling is timed on a random sample "
             "of clusters and multiplied out (every call lists all other clusters' summaries, so each costs the "
             "same); the naming requests are not sent: their waiting is `kura-perf predict`'s."]
+
+
+def probed_stage_times(results_dir: Path):
+    """(profile, conversations) -> the clusters stage's time from the uncontended probes there, for the
+    breaking-points table (report/breaking.py ProbedStageTime): the finished steps' shares plus the naming
+    waiting; a step stopped at its limit counts with its wall and makes the figure a lower bound. The
+    latest probe of a partition wins."""
+    from kura_perf.report.breaking import ProbedStageTime
+
+    out = {}
+    for _, body in read_probes(results_dir):
+        if body.get("contended"):
+            continue
+        seconds, lower, parts = 0.0, False, []
+        for phase in body["phases"]:
+            if phase["status"] == "finished":
+                seconds += phase["stage_s"]
+                parts.append(f"{phase['phase']} {phase['basis']}")
+            else:
+                seconds += phase["wall_s"]
+                lower = True
+                parts.append(f"{phase['phase']} stopped after {_seconds(phase['wall_s'])}")
+        if body.get("naming"):
+            seconds += body["naming"]["seconds"]
+            parts.append("naming waiting projected")
+        out[(body["profile"], int(body["scale_n"]))] = ProbedStageTime(
+            "clusters", int(body["scale_n"]), seconds, lower, "Kura's steps by kura-perf kura-probe: " + ", ".join(parts))
+    return out

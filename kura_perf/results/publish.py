@@ -19,7 +19,7 @@ from pathlib import Path
 from kura_perf.errors import KuraPerfError
 from kura_perf.files.atomic import atomic_write_text
 from kura_perf.meter.host_load import CONTENDED_SHARE
-from kura_perf.results.probes import probes_lines, read_probes
+from kura_perf.results.probes import probed_stage_times, probes_lines, read_probes
 from kura_perf.results.records import ResultRecord, read_results
 
 BEGIN = "<!-- results:begin -->"
@@ -69,7 +69,8 @@ def _section_from_store(metrics: Path, results: list[ResultRecord], used: list[R
     days = sorted(f"{r.started_at:%Y-%m-%d}" for r in records if r.started_at)
     python = sorted({_python_of(r.package_versions) for r in records} - {None})
     matrix = published_matrix(analysis, profiles, scales)
-    breaking, tiers = breaking_table(analysis, profiles), tiers_table(analysis, profiles)
+    breaking = breaking_table(analysis, profiles, probed=probed_stage_times(results_dir))
+    tiers = tiers_table(analysis, profiles)
     lines = [
         f"- Host: {data.host.describe() if data.host else 'unknown'}, {records[0].host_os}"
         + (f", Python {', '.join(python)}" if python else ""),
