@@ -16,7 +16,7 @@ FIGURES = (("wall_s", "wall_s"), ("cpu_s", "wall_s"), ("peak_mb", "peak_rss_mb")
 FASTER = 0.10  # the mirror of the regression threshold: a "faster" must be as large as a "slower"
 RECORD_SQL = ("SELECT record_id, run_id, profile, scale, stage, started_at, wall_s, cpu_user_s + cpu_sys_s AS cpu_s, "
               "peak_rss_mb AS peak_mb, api_calls AS calls, tokens_in + tokens_out AS tokens, kura_spec, "
-              "kura_resolved, kura_version, sim_speed_factor FROM stage_runs WHERE status = 'success'")
+              "kura_resolved, kura_version, sim_speed_factor, code_version FROM stage_runs WHERE status = 'success'")
 
 
 def verdict(values: list, baseline: list, metric: str | None) -> str:
