@@ -66,6 +66,10 @@ def test_contended_threshold_is_strictly_above_the_share():
     assert is_contended(0.1001) is True
     assert is_contended(0.02) is False
     assert is_contended(0.5, threshold=0.6) is False
+    # two 10 ms ticks over a 17 ms stage: 58% of a 2-core box, but tick noise, not a neighbour
+    assert is_contended(0.58, other_cpu_s=0.02) is False
+    assert is_contended(0.58, other_cpu_s=0.1) is True
+    assert HostLoad(0.02, 0.58, 2).contended is False and HostLoad(5.0, 0.58, 2).contended is True
 
 
 def test_the_meter_measures_host_load_over_its_interval(monkeypatch):

@@ -211,7 +211,7 @@ def probe(profile: Profile, inputs: Profile, scale: str, scale_n: int, folder: P
                        host["host_fingerprint"], host["host_cpu"], host["host_cores"], host["host_ram_gb"],
                        host["host_os"], package_versions(), started.isoformat(),
                        datetime.now(timezone.utc).isoformat(), time_limit_s, contention,
-                       bool(contention is not None and is_contended(contention, CONTENDED_SHARE)), results, naming)
+                       bool(load is not None and is_contended(contention, CONTENDED_SHARE, load.other_cpu_s)), results, naming)
 
 
 def describe_phase(r: PhaseResult) -> str:

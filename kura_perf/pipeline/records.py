@@ -149,7 +149,7 @@ def build_record(run: "StageRun", meter: Meter, result: StageResult | None, byte
         meter_cpu_s=m.meter_cpu_s,
         host_other_cpu_s=m.host_other_cpu_s,
         host_contention=m.host_contention,
-        contended=is_contended(m.host_contention),
+        contended=is_contended(m.host_contention, other_cpu_s=m.host_other_cpu_s),
         model_items_per_s=result.model_items_per_s if result else None,
         model_sample_n=result.model_sample_n if result else None,
         extra=json.dumps(with_api_concurrency(result.extra if result else {}, api.get("concurrency")), default=str),

@@ -61,7 +61,8 @@ def contention_reason(record: StageRecord) -> str | None:
     """Why a record is not a quiet-box measurement: the box was busy, or its load was never measured
     (a record from before the quiet-box protocol; a died record has no figures to disturb)."""
     if record.contended:
-        if record.host_contention is not None and not is_contended(record.host_contention):
+        if record.host_contention is not None and not is_contended(record.host_contention,
+                                                                   other_cpu_s=record.host_other_cpu_s):
             return "contended (another run's stage ran beside it on this host)"
         share = f"{record.host_contention:.0%}" if record.host_contention is not None else "?"
         return f"contended (other processes took {share} of the box while it ran)"
