@@ -27,6 +27,26 @@ pytestmark = pytest.mark.xdist_group("kura_versions")
 
 STAGES = ["conversations", "summaries"]
 BAD_AT = 3  # the commit index from which the fake kura makes two calls per conversation
+# The runs that compare specs: kura-tier5 with the simulator 50x faster. What these tests compare is the
+# calls (deterministic, any speed); at real speed each run of 100 summaries only waited 10-20 s on the
+# simulator's modelled latency, the bulk of these tests' time.
+FAST = "kura-tier5-fast"
+FAST_PROFILES = f"""
+[{FAST}]
+description = "kura-tier5 with the simulator 50x faster (the Kura-versions tests; times scaled x50)."
+backend = "kura"
+summary_model = "openai:gpt-4o-mini"
+naming_model = "openai:gpt-4o-mini"
+embedding_model = "minilm"
+clustering = "kmeans"
+clustering_params = {{ clusters_per_group = 10 }}
+batch_size = 128
+stage_timeout_s = 600
+[{FAST}.api]
+simulate = true
+concurrency = 50
+simulator = {{ speed_factor = 50, burst_s = 60, chat = {{ rpm = 30000, tpm = 150000000 }}, embeddings = {{ rpm = 10000, tpm = 10000000 }} }}
+"""
 
 
 def cli(root: Path, *args: str) -> subprocess.CompletedProcess:
@@ -42,7 +62,13 @@ def cli(root: Path, *args: str) -> subprocess.CompletedProcess:
 def history(tmp_path_factory):
     root = tmp_path_factory.mktemp("versions")
     shas = fake_kura_history(root / "kura", commits=5, bad_at=BAD_AT)
+    (root / "profiles.toml").write_text(FAST_PROFILES)
     return root / "data", root / "kura", shas
+
+
+def fast_profile(data: Path) -> list[str]:
+    """The arguments that run the fast profile (its file sits beside the history's data root)."""
+    return ["--profile", FAST, "--profiles", str(data.parent / "profiles.toml")]
 
 
 def test_a_spec_resolves_to_a_cached_environment_once(tmp_path):
@@ -102,7 +128,7 @@ def test_an_unknown_revision_is_refused_with_gits_reason(history):
 def test_a_checkout_with_twice_the_calls_is_found_worse_side_by_side(history):
     data, repo, shas = history
     good = f"git:{repo}@{shas[0]}"
-    done = cli(data, "versions", "--scale", "100", "--profile", "kura-tier5", "--stages", *STAGES,
+    done = cli(data, "versions", "--scale", "100", *fast_profile(data), "--stages", *STAGES,
                "--fail-on-regression", good, f"path:{repo}")
     assert done.returncode == 1, done.stderr[-3000:]
     assert "REGRESSION against" in done.stderr and "summaries path:" in done.stderr
@@ -120,7 +146,7 @@ def test_a_checkout_with_twice_the_calls_is_found_worse_side_by_side(history):
 @pytest.mark.slow
 def test_bisect_finds_the_commit_that_doubled_the_calls(history):
     data, repo, shas = history
-    done = cli(data, "versions", "--scale", "100", "--profile", "kura-tier5", "--stages", *STAGES,
+    done = cli(data, "versions", "--scale", "100", *fast_profile(data), "--stages", *STAGES,
                "--bisect", shas[0], "main", "--repo", str(repo))
     assert done.returncode == 0, done.stderr[-3000:]
     assert f"first bad commit: {shas[BAD_AT]} (last good: {shas[BAD_AT - 1]})" in done.stdout
@@ -158,10 +184,11 @@ def test_the_nightly_job_for_kura_fails_on_the_regression(history, monkeypatch):
     monkeypatch.setenv("KURA_PERF_HOME", str(data))
     monkeypatch.setenv("PYTHONPATH", str(Path(__file__).resolve().parents[1]))
     specs = [f"git:{repo}@{shas[0]}", f"git:{repo}@{shas[-1]}"]
-    config = {"ops": {"kura_versions_op": {"config": {"specs": specs, "scale": "100", "profile": "kura-tier5",
+    config = {"ops": {"kura_versions_op": {"config": {"specs": specs, "scale": "100", "profile": FAST,
                                                         "stages": STAGES}}}}
+    resource = KuraPerfResource(home=str(data), profiles_file=str(data.parent / "profiles.toml"))
     result = kura_versions_job.execute_in_process(run_config=config, raise_on_error=False,
-                                                  resources={"kura_perf": KuraPerfResource(home=str(data))})
+                                                  resources={"kura_perf": resource})
     assert not result.success
     failure = result.failure_data_for_node("kura_versions_op").error.message
     assert f"regression summaries git:{repo}@{shas[-1]}" in failure and "calls more" in failure

@@ -232,7 +232,8 @@ def test_api_fault_scenarios_are_classified_and_cross_checked(tmp_path, scenario
 
     paths = Paths(tmp_path / "data")
     settings = Settings(scale="100", stages=["conversations", "summaries"], outage_s=1.0, outage_after_requests=5, outage_rpm=6000,
-                        storm_rpm=3000, storm_429_rate=0.3, timeout_s=300)
+                        outage_tpm=10_000_000,
+                        storm_rpm=3000, storm_tpm=10_000_000, storm_429_rate=0.3, timeout_s=300)
     rows = run_stress(paths, [scenario], settings)
     stored = _recorded(paths, rows[0]["run_id"])
     assert stored["scenario"].tolist() == [scenario]

@@ -50,7 +50,11 @@ class Settings:
     outage_s: float = 3.0  # how long the simulator answers 503 to everything
     outage_after_requests: int = 20  # the outage starts once the simulator has answered this many requests
     outage_rpm: int | None = None  # network_interruption: the simulator's chat/embeddings RPM (None: the profile's)
+    outage_tpm: int | None = None  # network_interruption: the simulator's chat/embeddings TPM (None: the profile's)
     storm_rpm: int = 600  # chat requests per minute in the rate-limit storm
+    # rate_limit_storm: the simulator's chat/embeddings TPM (None: the profile's). Our client paces itself to
+    # the TPM the server announces, so at the profile's 200K a scale-100 storm takes ~30 s whatever its RPM.
+    storm_tpm: int | None = None
     # The API scenarios measure fault handling, not how long a real endpoint takes: the simulator answers
     # this many times faster than each model's published latency (1 = real speed), so a 3 s outage meets
     # many requests; the records carry the factor (sim_speed_factor) and the report calls those times scaled.
@@ -245,18 +249,21 @@ def network_interruption(ctx: Context) -> dict:
             fired.append(time.monotonic())
             notes.append(f"outage of {s.outage_s:g} s started after {answered} requests")
 
-    changes = {"chat": {"rpm": s.outage_rpm}, "embeddings": {"rpm": s.outage_rpm}} if s.outage_rpm else {}
+    limits = {**({"rpm": s.outage_rpm} if s.outage_rpm else {}), **({"tpm": s.outage_tpm} if s.outage_tpm else {})}
+    changes = {"chat": limits, "embeddings": limits} if limits else {}
     return _api_scenario(ctx, "network_interruption", changes, tick,
                          {"outage_s": s.outage_s, "outage_after_requests": s.outage_after_requests,
-                          "rpm": s.outage_rpm or "profile"})
+                          "rpm": s.outage_rpm or "profile", "tpm": s.outage_tpm or "profile"})
 
 
 def rate_limit_storm(ctx: Context) -> dict:
     s = ctx.settings
-    changes = {"chat": {"rpm": s.storm_rpm}, "embeddings": {"rpm": s.storm_rpm}, "burst_s": 2.0,
+    limits = {"rpm": s.storm_rpm, **({"tpm": s.storm_tpm} if s.storm_tpm else {})}
+    changes = {"chat": limits, "embeddings": limits, "burst_s": 2.0,
                "rate_limit_rate": s.storm_429_rate, "forced_retry_after_s": 0.2}
     return _api_scenario(ctx, "rate_limit_storm", changes, None,
-                         {"rpm": s.storm_rpm, "rate_limit_rate": s.storm_429_rate, "burst_s": 2.0})
+                         {"rpm": s.storm_rpm, "tpm": s.storm_tpm or "profile", "rate_limit_rate": s.storm_429_rate,
+                          "burst_s": 2.0})
 
 
 def concurrent_pipelines(ctx: Context) -> dict:
