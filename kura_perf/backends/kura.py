@@ -36,6 +36,7 @@ import pandas as pd
 
 from kura_perf.backends.conversion import conversations_from_table
 from kura_perf.backends.kura_api import KuraApi
+from kura_perf.backends.kura_fast_contrastive import fast_contrastive_examples
 from kura_perf.backends.kura_loop import KuraLoop
 from kura_perf.backends.kura_models import KuraModels, check_profile, require_kura, stored_embeddings
 from kura_perf.backends.model_factory import api_settings
@@ -238,13 +239,16 @@ class KuraBackend:
         else:
             coro = generate(summaries_from_table(table), embedding_model=stored, clustering_method=method,
                             clustering_model=models.description_model(), checkpoint_manager=None)
-        clusters, api = self._call("clusters", "generate_base_clusters_from_conversation_summaries", coro)
+        with fast_contrastive_examples(bool(self.profile.kura_fast_contrastive), self.profile.seed) as patch:
+            clusters, api = self._call("clusters", "generate_base_clusters_from_conversation_summaries", coro)
         main, assignments = clusters_to_tables(clusters, chat_ids)
         truth = _truth(inputs.upstream["conversations"].tables["main"], table, self.profile.truth_levels)
         quality = clustering_quality(vectors, assignments["cluster_id"].to_numpy(), truth=truth,
                                      seed=self.profile.seed)
         extra = self._extra("generate_base_clusters_from_conversation_summaries", method=type(method).__name__,
                             params=dict(self.profile.clustering_params))
+        if patch:
+            extra["kura_patch"] = patch
         if self.profile.clustering == "hdbscan":
             extra["noise"] = "Kura folds HDBSCAN noise into one more named cluster: no -1 assignments"
         return StageResult(StageData(tables={"main": main, "assignments": assignments}), items_in=len(table),

@@ -77,7 +77,7 @@ class CustomStep(BaseModel):
 
 # Keys added after records were first stored: left out of the hash while unset, so profiles that do
 # not use them keep the hash (and the regression history) they always had.
-_HASHED_ONLY_WHEN_SET = ("custom_step", "embedding_batch_size")
+_HASHED_ONLY_WHEN_SET = ("custom_step", "embedding_batch_size", "kura_fast_contrastive")
 # api keys that change nothing unless the reference backend calls an API model: left out of the hash
 # otherwise, so offline and kura profiles keep their hash (and regression history).
 _API_KEYS_FOR_REFERENCE_ONLY = ("adaptive", "max_concurrency")
@@ -144,6 +144,10 @@ class Profile(BaseModel):
     seed: int = Field(0, strict=True)
     memory_limit_mb: int | None = Field(None, ge=64, strict=True)  # stop a stage past this RSS: a breaking point
     stage_timeout_s: float | None = Field(None, gt=0, strict=True)  # stop a stage past this wall time: a breaking point
+    # kura backend only: replace Kura's O(n)-per-cluster get_contrastive_examples with the same draw made
+    # without its list (backends/kura_fast_contrastive.py), so the stages after clusters can be measured at
+    # 100K; a profile setting it must say "patched" in its name. None (unset) keeps the hash of every profile.
+    kura_fast_contrastive: bool | None = Field(None, strict=True)
     regression_threshold: float = Field(0.10, gt=0, strict=True)
     budgets_blocking: bool = Field(False, strict=True)
     min_silhouette: float | None = Field(None, strict=True)
@@ -218,6 +222,12 @@ class Profile(BaseModel):
             self.embed_text = "kura-template"
         elif self.embed_text is None:
             self.embed_text = "summary"
+        if self.kura_fast_contrastive and self.backend != "kura":
+            raise ValueError("kura_fast_contrastive: replaces a function of Kura's; the reference backend has none "
+                             "(set backend = \"kura\" or drop it)")
+        if self.kura_fast_contrastive and "patched" not in self.name:
+            raise ValueError("kura_fast_contrastive = true: the profile's name must say 'patched' (its clusters-stage "
+                             "time is not Kura's own)")
         if self.backend == "kura":
             if self.meta_grouping not in (None, "names"):
                 raise ValueError(f"meta_grouping '{self.meta_grouping}': the kura backend runs Kura's own "
