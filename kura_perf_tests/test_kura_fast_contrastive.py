@@ -59,7 +59,7 @@ def test_the_patch_is_on_only_when_asked_and_always_restored():
 
 
 def test_a_profile_must_say_patched_and_be_a_kura_profile():
-    patched = get_profile("kura-defaults-minibatch-scaled-patched")
+    patched = get_profile("kura-defaults-minibatch-patched-scaled")
     assert patched.kura_fast_contrastive is True
     base = get_profile("kura-defaults-minibatch-scaled").model_dump()
     with pytest.raises((ProfileError, ValueError), match="must say 'patched'"):
