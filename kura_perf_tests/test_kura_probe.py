@@ -179,5 +179,7 @@ def test_a_probe_over_the_stage_bound_is_the_break_at_its_scale_and_beyond(tmp_p
     body["phases"][1].update(stage_s=9_000.0)
     (tmp_path / "results" / "probes" / "p.json").write_text(json.dumps(body))
     probed = probed_stage_times(tmp_path / "results")
+    table = "\n".join(probes_lines(tmp_path / "results"))  # the table's lower bound counts the stopped step's wall
+    assert "**≥ 3.5 h: clustering did not finish**" in table  # 3,600 s stopped + 9,000 s
     v = breaking.verdict(pa, 100_000, probed=probed[("offline", 100_000)])
     assert v.first is None and "slowest clusters 3.5 h by kura-perf kura-probe's steps (a lower bound)" in v.time.text

@@ -118,7 +118,8 @@ def probes_lines(results_dir: Path, measured_stage_s: dict[tuple[str, int], floa
                         f"({phase.get('call') or '—'}) | {measured} | {share} |")
             if phase["status"] == "finished":
                 total += phase["stage_s"]
-            else:
+            else:  # its wall until it was stopped: the total is then a lower bound (as in probed_stage_times)
+                total += phase["wall_s"]
                 unfinished.append(phase["phase"])
         naming = body.get("naming")
         if naming:
