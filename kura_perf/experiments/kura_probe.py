@@ -246,17 +246,27 @@ def write_probe(record: ProbeRecord, folder: Path) -> Path:
     return path
 
 
-def stage_total_s(record: ProbeRecord) -> tuple[float | None, str]:
-    """The clusters stage's wall at the scale: the CPU steps (measured, or mean x k) plus the naming waiting
-    (projected); None when a CPU step did not finish (then the stage takes longer than its lower bound)."""
-    total, parts = 0.0, []
-    for r in record.phases:
-        if r.status != FINISHED:
-            return None, f"{r.phase} {r.status}"
-        total += r.stage_s or 0.0
-        parts.append(f"{r.phase} {r.basis}")
-    if record.naming:
-        total += record.naming["seconds"]
-        parts.append("naming projected")
-    return total, ", ".join(parts)
+def stage_seconds(phases: list[dict], naming: dict | None) -> tuple[float, list[dict]]:
+    """(seconds, the steps that did not finish) of the clusters stage from a probe's steps (as dicts): each
+    finished step's share of the stage (measured, or mean x k), a stopped step's wall (the sum is then a
+    lower bound), plus the naming waiting (projected). The one sum the CLI, the table and the breaking
+    points all use."""
+    seconds, unfinished = 0.0, []
+    for phase in phases:
+        if phase["status"] == FINISHED:
+            seconds += phase["stage_s"] or 0.0
+        else:
+            seconds += phase["wall_s"]
+            unfinished.append(phase)
+    return seconds + (naming["seconds"] if naming else 0.0), unfinished
 
+
+def stage_total_s(record: ProbeRecord) -> tuple[float | None, str]:
+    """The clusters stage's wall at the scale and what it is made of; None when a CPU step did not finish
+    (the stage then takes longer than any figure the probe could give)."""
+    phases = [asdict(r) for r in record.phases]
+    total, unfinished = stage_seconds(phases, record.naming)
+    if unfinished:
+        return None, f"{unfinished[0]['phase']} {unfinished[0]['status']}"
+    parts = [f"{r['phase']} {r['basis']}" for r in phases] + (["naming projected"] if record.naming else [])
+    return total, ", ".join(parts)

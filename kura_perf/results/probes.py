@@ -13,7 +13,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from kura_perf.experiments.kura_probe import FINISHED, stage_seconds
 from kura_perf.files.atomic import atomic_write_text
+from kura_perf.report import fmt
 from kura_perf.results.records import HOST_FIELDS, ResultsError
 
 FOLDER = "probes"
@@ -74,26 +76,18 @@ def add_probes(paths: list[Path], results_dir: Path, *, allow_contended: bool = 
     return written
 
 
-def _seconds(s) -> str:
-    from kura_perf.report import fmt
-
-    return fmt.seconds(s)
-
-
 def _phase_cells(phase: dict) -> tuple[str, str]:
     """(what was measured, the stage's share) for one CPU step."""
-    from kura_perf.report import fmt
-
-    measured = (f"{phase['status']}: {_seconds(phase['wall_s'])} wall, {_seconds(phase['cpu_s'])} CPU, "
+    measured = (f"{phase['status']}: {fmt.seconds(phase['wall_s'])} wall, {fmt.seconds(phase['cpu_s'])} CPU, "
                 f"peak {fmt.megabytes(phase['peak_rss_mb'])}")
     if phase["status"] != "finished":
-        return measured, f"> {_seconds(phase['wall_s'])} (did not finish)"
+        return measured, f"> {fmt.seconds(phase['wall_s'])} (did not finish)"
     if phase.get("sampled"):
         mean = phase["detail"]["per_call_s"]["mean"]
         measured += f"; {phase['sampled']} of {phase['clusters']:,} calls, {mean * 1000:,.1f} ms each"
-        return measured, f"{_seconds(phase['stage_s'])} *(projected: mean x {phase['clusters']:,})*"
-    measured += f"; the call alone {_seconds(phase['work_wall_s'])}"
-    return measured, f"{_seconds(phase['stage_s'])} (measured)"
+        return measured, f"{fmt.seconds(phase['stage_s'])} *(projected: mean x {phase['clusters']:,})*"
+    measured += f"; the call alone {fmt.seconds(phase['work_wall_s'])}"
+    return measured, f"{fmt.seconds(phase['stage_s'])} (measured)"
 
 
 def probes_lines(results_dir: Path, measured_stage_s: dict[tuple[str, int], float] | None = None) -> list[str]:
@@ -103,34 +97,27 @@ def probes_lines(results_dir: Path, measured_stage_s: dict[tuple[str, int], floa
     probes = [(p, b) for p, b in read_probes(results_dir) if not b.get("contended")]
     if not probes:
         return []
-    from kura_perf.report import fmt
-
     rows = ["| Profile (inputs) | Conversations | Kura | Step (Kura's call) | Measured on this host | "
             "Share of the clusters stage |", "|---|---|---|---|---|---|"]
     for _, body in probes:
         who = body["profile"] + (f" ({body['inputs_from']})" if body.get("inputs_from") not in (None, body["profile"])
                                  else "")
         scale = fmt.conversations(body["scale_n"])
-        total, unfinished = 0.0, []
         for phase in body["phases"]:
             measured, share = _phase_cells(phase)
             rows.append(f"| {who} | {scale} | {body.get('kura_version') or '?'} | {phase['phase']} "
                         f"({phase.get('call') or '—'}) | {measured} | {share} |")
-            if phase["status"] == "finished":
-                total += phase["stage_s"]
-            else:  # its wall until it was stopped: the total is then a lower bound (as in probed_stage_times)
-                total += phase["wall_s"]
-                unfinished.append(phase["phase"])
         naming = body.get("naming")
+        total, stopped = stage_seconds(body["phases"], naming)
+        unfinished = [phase["phase"] for phase in stopped]
         if naming:
-            total += naming["seconds"]
             rows.append(f"| {who} | {scale} | {body.get('kura_version') or '?'} | naming requests | not run "
-                        f"({naming['calls']:,} requests; {naming['source']}) | {_seconds(naming['seconds'])} "
+                        f"({naming['calls']:,} requests; {naming['source']}) | {fmt.seconds(naming['seconds'])} "
                         f"*(projected: kura-perf predict, {naming['binds']} binds)* |")
-        stage = (f"≥ {_seconds(total)}: {', '.join(unfinished)} did not finish" if unfinished
-                 else f"≈ {_seconds(total)} *(measured CPU steps + projected waiting)*")
+        stage = (f"≥ {fmt.seconds(total)}: {', '.join(unfinished)} did not finish" if unfinished
+                 else f"≈ {fmt.seconds(total)} *(measured CPU steps + projected waiting)*")
         whole = (measured_stage_s or {}).get((body["profile"], int(body["scale_n"])))
-        check = f"; the whole stage measured at this scale: {_seconds(whole)}" if whole is not None else ""
+        check = f"; the whole stage measured at this scale: {fmt.seconds(whole)}" if whole is not None else ""
         rows.append(f"| {who} | {scale} | {body.get('kura_version') or '?'} | **clusters stage** | "
                     f"contention {body['host_contention']:.1%}{check} | **{stage}** |")
     return ["", "**Kura's clusters stage where it cannot be watched to its end: its CPU steps measured, its naming "
@@ -152,18 +139,11 @@ def probed_stage_times(results_dir: Path):
     for _, body in read_probes(results_dir):
         if body.get("contended"):
             continue
-        seconds, lower, parts = 0.0, False, []
-        for phase in body["phases"]:
-            if phase["status"] == "finished":
-                seconds += phase["stage_s"]
-                parts.append(f"{phase['phase']} {phase['basis']}")
-            else:
-                seconds += phase["wall_s"]
-                lower = True
-                parts.append(f"{phase['phase']} stopped after {_seconds(phase['wall_s'])}")
+        seconds, stopped = stage_seconds(body["phases"], body.get("naming"))
+        parts = [f"{phase['phase']} {phase['basis']}" if phase["status"] == FINISHED
+                 else f"{phase['phase']} stopped after {fmt.seconds(phase['wall_s'])}" for phase in body["phases"]]
         if body.get("naming"):
-            seconds += body["naming"]["seconds"]
             parts.append("naming waiting projected")
         out[(body["profile"], int(body["scale_n"]))] = ProbedStageTime(
-            "clusters", int(body["scale_n"]), seconds, lower, "Kura's steps by kura-perf kura-probe: " + ", ".join(parts))
+            "clusters", int(body["scale_n"]), seconds, bool(stopped), "Kura's steps by kura-perf kura-probe: " + ", ".join(parts))
     return out
